@@ -1,0 +1,298 @@
+//! The native command-line tool: generate, chat and bench.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use hearth::load::hf::HfFiles;
+use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, Message, Result, SamplerOptions};
+use serde_json::json;
+use web_time::Instant;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Run Llama-family models (GGUF or safetensors) on the CPU or wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt and print the text.
+    Generate {
+        #[command(flatten)]
+        common: Common,
+        /// The text to continue.
+        #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
+        prompt: Option<String>,
+        /// Read the text to continue from a file.
+        #[arg(long)]
+        prompt_file: Option<PathBuf>,
+        #[command(flatten)]
+        sampling: Sampling,
+        /// Print token ids, text and timings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Talk with the model, one line per turn, using its chat template.
+    Chat {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        sampling: Sampling,
+        /// System prompt; the template's default when absent.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Measure load time, time to first token, prefill and decode speed and memory; prints JSON.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Tokens to decode after the prompt.
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// Timed repetitions; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// A .gguf file, or a Hugging Face directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// cpu (burn Flex) or wgpu (Vulkan, Metal, DX12).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// KV cache size in tokens.
+    #[arg(long)]
+    kv_capacity: Option<usize>,
+}
+
+#[derive(Args)]
+struct Sampling {
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop before this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl Sampling {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampler: SamplerOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+                ..Default::default()
+            },
+            stop: self.stop.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match pollster::block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate { common, prompt, prompt_file, sampling, json } => {
+            let prompt = match (prompt, prompt_file) {
+                (Some(p), _) => p,
+                (None, Some(path)) => hearth::engine::prompt_from_bytes(&read(&path)?)?.to_string(),
+                (None, None) => return Err(Error::InvalidPrompt("give --prompt or --prompt-file".into())),
+            };
+            let (engine, _) = load(&common)?;
+            let mut session = engine.session(common.kv_capacity)?;
+            let ids = engine.encode_prompt(&prompt)?;
+            let mut stdout = std::io::stdout();
+            let generation = session
+                .generate(&ids, &sampling.options(), |text, _| {
+                    if !json {
+                        let _ = stdout.write_all(text.as_bytes());
+                        let _ = stdout.flush();
+                    }
+                    Control::Continue
+                })
+                .await?;
+            if json {
+                let out = json!({
+                    "prompt_ids": ids,
+                    "ids": generation.tokens,
+                    "text": generation.text,
+                    "finish_reason": generation.finish_reason,
+                    "timings": generation.stats,
+                });
+                println!("{out}");
+            } else {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Chat { common, sampling, system } => chat(&common, &sampling, system).await,
+        Command::Bench { common, prompt_tokens, gen_tokens, runs } => {
+            bench(&common, prompt_tokens, gen_tokens, runs).await
+        }
+    }
+}
+
+/// Reads the model at `common.model` onto the chosen device; returns it and the load time.
+fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
+    let device = common.device.parse::<DeviceKind>()?.device()?;
+    let start = Instant::now();
+    let engine = if common.model.is_dir() {
+        let dir = &common.model;
+        let config = read(&dir.join("config.json"))?;
+        let tokenizer = read(&dir.join("tokenizer.json"))?;
+        let tokenizer_config = read(&dir.join("tokenizer_config.json")).ok();
+        let mut shard_paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| Error::Io { path: dir.display().to_string(), source })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        shard_paths.sort();
+        let shards = shard_paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
+        let files = HfFiles {
+            config_json: &config,
+            tokenizer_json: &tokenizer,
+            tokenizer_config_json: tokenizer_config.as_deref(),
+            safetensors: shards.iter().map(Vec::as_slice).collect(),
+        };
+        Engine::from_hf(files, &device)?
+    } else {
+        Engine::from_gguf(&read(&common.model)?, &device)?
+    };
+    Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+async fn chat(common: &Common, sampling: &Sampling, system: Option<String>) -> Result<()> {
+    let (engine, _) = load(common)?;
+    let mut session = engine.session(common.kv_capacity)?;
+    let mut messages: Vec<Message> = system.into_iter().map(|s| Message::new("system", s)).collect();
+    let options = sampling.options();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    eprintln!("{} — type a message, an empty line or Ctrl-D ends the chat.", engine.name());
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|source| Error::Io { path: "stdin".into(), source })? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        messages.push(Message::new("user", line));
+        let ids = engine.encode_chat(&messages)?;
+        let reply = session
+            .generate(&ids, &options, |text, _| {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+                Control::Continue
+            })
+            .await;
+        println!();
+        match reply {
+            Ok(reply) => messages.push(Message::new("assistant", reply.text)),
+            Err(e) => {
+                // The turn failed (for example the context is full); drop it and carry on.
+                eprintln!("error: {e}");
+                messages.pop();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: usize) -> Result<()> {
+    if runs == 0 || prompt_tokens == 0 || gen_tokens == 0 {
+        return Err(Error::BadOptions("--runs, --prompt-tokens and --gen-tokens must be at least 1".into()));
+    }
+    let (engine, load_ms) = load(common)?;
+    let mut session = engine.session(Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)))?;
+    // A prompt of natural text, repeated to the requested length.
+    let text = "The history of the city begins with a small settlement on the river, where traders \
+                exchanged grain, salt and cloth. Over the centuries it grew into a market town. ";
+    let mut prompt = Vec::new();
+    while prompt.len() < prompt_tokens {
+        prompt.extend(engine.encode_prompt(text)?);
+    }
+    prompt.truncate(prompt_tokens);
+    let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, ..Default::default() };
+
+    // One untimed run compiles kernels and fills allocator pools.
+    session.generate(&prompt, &options, |_, _| Control::Continue).await?;
+    let mut results = Vec::new();
+    for _ in 0..runs {
+        session.reset();
+        results.push(session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats);
+    }
+    let median = |f: &dyn Fn(&hearth::GenerationStats) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let device_memory = engine.device().memory_pool_usage();
+    let out = json!({
+        "model": engine.name(),
+        "device": common.device,
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "runs": runs,
+        "load_ms": load_ms,
+        "time_to_first_token_ms": median(&|s| s.time_to_first_token_ms),
+        "prefill_tokens_per_s": median(&|s| s.prefill_tokens_per_s),
+        "decode_tokens_per_s": median(&|s| s.decode_tokens_per_s),
+        "peak_host_memory_bytes": peak_rss_bytes(),
+        "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
+        "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,239 @@
+//! Model hyper-parameters: read from GGUF metadata or a Hugging Face `config.json` into a
+//! [`RawConfig`] that mirrors the file, then validated once into a [`ModelConfig`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::load::gguf::Value;
+
+/// Upper bounds that no real Llama-family model approaches; anything above is a broken or
+/// hostile file, refused before memory is sized from it.
+const MAX_D_MODEL: usize = 1 << 16;
+const MAX_D_FF: usize = 1 << 18;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_HEADS: usize = 1 << 10;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_CONTEXT: usize = 1 << 24;
+
+/// The validated hyper-parameters of a Llama-architecture decoder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub vocab: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f32,
+    /// The longest sequence the model was trained for.
+    pub context_length: usize,
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Query heads that share one key/value head.
+    pub fn group_size(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim()
+    }
+}
+
+/// Hyper-parameters as a file states them; every field may be missing.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub vocab_size: Option<u64>,
+    pub hidden_size: Option<u64>,
+    pub num_hidden_layers: Option<u64>,
+    pub num_attention_heads: Option<u64>,
+    pub num_key_value_heads: Option<u64>,
+    pub intermediate_size: Option<u64>,
+    pub rope_theta: Option<f64>,
+    pub rms_norm_eps: Option<f64>,
+    pub max_position_embeddings: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    pub model_type: Option<String>,
+    pub hidden_act: Option<String>,
+    pub tie_word_embeddings: Option<bool>,
+}
+
+impl RawConfig {
+    /// Reads `{arch}.*` keys of GGUF metadata; only the `llama` architecture is accepted.
+    pub fn from_gguf(metadata: &BTreeMap<String, Value>) -> Result<Self> {
+        let arch = metadata
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::config("general.architecture is missing"))?;
+        if arch != "llama" {
+            return Err(Error::config(format!("architecture {arch:?} is not supported (only \"llama\")")));
+        }
+        let uint = |key: &str| -> Result<Option<u64>> {
+            match metadata.get(&format!("llama.{key}")) {
+                None => Ok(None),
+                Some(v) => {
+                    v.as_u64().map(Some).ok_or_else(|| Error::config(format!("llama.{key} is {v:?}, not an integer")))
+                }
+            }
+        };
+        let float = |key: &str| -> Result<Option<f64>> {
+            match metadata.get(&format!("llama.{key}")) {
+                None => Ok(None),
+                Some(v) => {
+                    v.as_f64().map(Some).ok_or_else(|| Error::config(format!("llama.{key} is {v:?}, not a number")))
+                }
+            }
+        };
+        let vocab_size = match uint("vocab_size")? {
+            Some(v) => Some(v),
+            None => metadata.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as u64),
+        };
+        let rope_scaling = match metadata.get("llama.rope.scaling.type").and_then(Value::as_str) {
+            None | Some("none") => None,
+            Some(kind) => Some(serde_json::json!({ "type": kind })),
+        };
+        let head_dim = uint("attention.key_length")?.or(uint("rope.dimension_count")?);
+        Ok(Self {
+            vocab_size,
+            hidden_size: uint("embedding_length")?,
+            num_hidden_layers: uint("block_count")?,
+            num_attention_heads: uint("attention.head_count")?,
+            num_key_value_heads: uint("attention.head_count_kv")?,
+            intermediate_size: uint("feed_forward_length")?,
+            rope_theta: float("rope.freq_base")?,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon")?,
+            max_position_embeddings: uint("context_length")?,
+            head_dim,
+            rope_scaling,
+            model_type: Some("llama".into()),
+            hidden_act: None,
+            tie_word_embeddings: None,
+        })
+    }
+
+    /// Parses a Hugging Face `config.json`.
+    pub fn from_hf_json(json: &[u8]) -> Result<Self> {
+        let raw: Self = serde_json::from_slice(json).map_err(|e| Error::config(format!("config.json: {e}")))?;
+        match raw.model_type.as_deref() {
+            Some("llama") | Some("mistral") => {}
+            other => {
+                return Err(Error::config(format!(
+                    "config.json model_type {other:?} is not supported (llama, mistral)"
+                )));
+            }
+        }
+        match raw.hidden_act.as_deref() {
+            None | Some("silu") => {}
+            Some(other) => return Err(Error::config(format!("hidden_act {other:?} is not supported (silu)"))),
+        }
+        Ok(raw)
+    }
+
+    /// Fills defaults the formats define and checks every value.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        fn need(v: Option<u64>, name: &str, max: usize) -> Result<usize> {
+            let v = v.ok_or_else(|| Error::config(format!("{name} is missing")))?;
+            if v == 0 || v > max as u64 {
+                return Err(Error::config(format!("{name} = {v} is outside 1..={max}")));
+            }
+            Ok(v as usize)
+        }
+        let d_model = need(self.hidden_size, "hidden size", MAX_D_MODEL)?;
+        let n_heads = need(self.num_attention_heads, "attention head count", MAX_HEADS)?;
+        let n_kv_heads = need(self.num_key_value_heads.or(self.num_attention_heads), "KV head count", MAX_HEADS)?;
+        let config = ModelConfig {
+            vocab: need(self.vocab_size, "vocab size", MAX_VOCAB)?,
+            d_model,
+            n_layers: need(self.num_hidden_layers, "layer count", MAX_LAYERS)?,
+            n_heads,
+            n_kv_heads,
+            d_ff: need(self.intermediate_size, "feed-forward size", MAX_D_FF)?,
+            rope_theta: self.rope_theta.unwrap_or(10_000.0) as f32,
+            rms_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
+            context_length: need(self.max_position_embeddings.or(Some(2048)), "context length", MAX_CONTEXT)?,
+        };
+        if d_model % n_heads != 0 {
+            return Err(Error::config(format!("hidden size {d_model} is not a multiple of the head count {n_heads}")));
+        }
+        if n_heads % n_kv_heads != 0 {
+            return Err(Error::config(format!(
+                "head count {n_heads} is not a multiple of the KV head count {n_kv_heads}"
+            )));
+        }
+        let head_dim = config.head_dim();
+        if !head_dim.is_multiple_of(2) {
+            return Err(Error::config(format!("head dimension {head_dim} is odd; rotary embeddings need pairs")));
+        }
+        if let Some(stated) = self.head_dim
+            && stated as usize != head_dim
+        {
+            return Err(Error::config(format!(
+                "head dimension {stated} differs from hidden size / heads = {head_dim} (not supported)"
+            )));
+        }
+        if let Some(scaling) = &self.rope_scaling
+            && !scaling.is_null()
+        {
+            return Err(Error::config(format!("rope scaling {scaling} is not supported")));
+        }
+        if !(config.rope_theta.is_finite() && config.rope_theta > 0.0) {
+            return Err(Error::config(format!("rope theta {} must be a positive number", config.rope_theta)));
+        }
+        if !(config.rms_eps.is_finite() && config.rms_eps > 0.0 && config.rms_eps < 1.0) {
+            return Err(Error::config(format!("RMS norm epsilon {} must be in (0, 1)", config.rms_eps)));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smollm2() -> RawConfig {
+        RawConfig {
+            vocab_size: Some(49152),
+            hidden_size: Some(576),
+            num_hidden_layers: Some(30),
+            num_attention_heads: Some(9),
+            num_key_value_heads: Some(3),
+            intermediate_size: Some(1536),
+            rope_theta: Some(100000.0),
+            rms_norm_eps: Some(1e-5),
+            max_position_embeddings: Some(8192),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn smollm2_resolves_with_derived_dims() {
+        let c = smollm2().resolve().unwrap();
+        assert_eq!((c.head_dim(), c.group_size(), c.kv_dim()), (64, 3, 192));
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        let cases = [
+            RawConfig { hidden_size: Some(0), ..smollm2() },
+            RawConfig { hidden_size: Some(u64::MAX), ..smollm2() },
+            RawConfig { num_attention_heads: Some(7), ..smollm2() },
+            RawConfig { num_key_value_heads: Some(2), ..smollm2() },
+            RawConfig { vocab_size: None, ..smollm2() },
+            RawConfig { rope_theta: Some(f64::NAN), ..smollm2() },
+            RawConfig { rms_norm_eps: Some(-1.0), ..smollm2() },
+            RawConfig { head_dim: Some(128), ..smollm2() },
+            RawConfig { rope_scaling: Some(serde_json::json!({"type": "yarn"})), ..smollm2() },
+        ];
+        for raw in cases {
+            assert!(matches!(raw.resolve(), Err(Error::Config(_))), "{raw:?}");
+        }
+    }
+}

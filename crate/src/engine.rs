@@ -1,0 +1,104 @@
+//! A loaded model on a device, with its tokenizer and chat template: everything that is
+//! shared and read-only. Conversations are [`Session`]s.
+
+use std::sync::Arc;
+
+use burn::prelude::Device;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::load::gguf::GgufFile;
+use crate::load::hf::{self, HfFiles};
+use crate::load::{ModelParts, TensorSource};
+use crate::model::Llama;
+use crate::session::Session;
+use crate::template::{ChatTemplate, Message};
+use crate::tokenizer::Tokenizer;
+
+/// The largest KV cache a session gets unless asked for another size.
+pub const DEFAULT_KV_CAPACITY: usize = 2048;
+
+pub struct Engine {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    name: String,
+}
+
+impl Engine {
+    /// Loads a GGUF file's model, tokenizer and chat template onto `device`.
+    pub fn from_gguf(bytes: &[u8], device: &Device) -> Result<Self> {
+        let file = GgufFile::parse(bytes)?;
+        let parts = ModelParts::from_gguf(&file)?;
+        Self::new(parts, &file, device)
+    }
+
+    /// Loads a Hugging Face model directory's files onto `device`.
+    pub fn from_hf(files: HfFiles<'_>, device: &Device) -> Result<Self> {
+        let (parts, tensors) = hf::parse(files)?;
+        Self::new(parts, &tensors, device)
+    }
+
+    fn new(parts: ModelParts, source: &dyn TensorSource, device: &Device) -> Result<Self> {
+        let ModelParts { config, tokenizer, chat_template, name } = parts;
+        let template = match chat_template {
+            Some(source) => {
+                let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
+                Some(ChatTemplate::new(&source, &text(tokenizer.bos()), &text(Some(tokenizer.eos())))?)
+            }
+            None => None,
+        };
+        let model = Llama::load(&config, source, device)?;
+        Ok(Self { model, tokenizer, template, name })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A new conversation with a KV cache of `kv_capacity` tokens (the model's context length
+    /// or [`DEFAULT_KV_CAPACITY`], whichever is smaller, when `None`).
+    pub fn session(self: &Arc<Self>, kv_capacity: Option<usize>) -> Result<Session> {
+        let capacity = kv_capacity.unwrap_or(DEFAULT_KV_CAPACITY.min(self.config().context_length));
+        Session::new(Arc::clone(self), capacity)
+    }
+
+    /// Token ids of a plain-text prompt; special-token text stays plain text.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidPrompt("the prompt is empty".into()));
+        }
+        self.tokenizer.encode(prompt, false)
+    }
+
+    /// Token ids of a conversation rendered with the model's chat template, ending where the
+    /// assistant's reply begins.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let template =
+            self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
+        let text = template.render(messages, true)?;
+        self.tokenizer.encode(&text, true)
+    }
+}
+
+/// A prompt from raw bytes (a file, a pipe): refused unless it is UTF-8.
+pub fn prompt_from_bytes(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| Error::InvalidPrompt(format!("not valid UTF-8: bad byte at offset {}", e.valid_up_to())))
+}

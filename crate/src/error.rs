@@ -1,0 +1,110 @@
+//! The one error type of the core. Every fallible public function returns [`Result`].
+
+/// Everything that can go wrong between a model file and generated text.
+///
+/// Loading errors name the tensor or key and the offsets involved, so a broken file can be
+/// diagnosed from the message alone. [`Error::kind`] gives a stable machine-readable tag.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file does not start with a known magic number.
+    #[error("not a GGUF file: magic {found:02x?}, expected \"GGUF\"")]
+    BadMagic { found: [u8; 4] },
+
+    /// A GGUF version this reader does not know.
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+
+    /// A read would go past the end of the file.
+    #[error("{what}: needs bytes {offset}..{end} but the file has {file_len} bytes")]
+    Truncated { what: String, offset: u64, end: u64, file_len: u64 },
+
+    /// The file is structurally invalid in some other way.
+    #[error("malformed model file: {0}")]
+    Malformed(String),
+
+    /// A tensor is stored in a type this engine cannot read.
+    #[error("tensor {tensor}: unsupported tensor type {dtype}")]
+    UnsupportedTensorType { tensor: String, dtype: String },
+
+    /// The model needs a tensor the file does not have.
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+
+    /// A tensor's shape disagrees with the model configuration.
+    #[error("tensor {tensor}: shape {found:?}, expected {expected:?}")]
+    TensorShape { tensor: String, expected: Vec<usize>, found: Vec<usize> },
+
+    /// The model configuration is missing a value or holds an impossible one.
+    #[error("model config: {0}")]
+    Config(String),
+
+    /// The tokenizer could not be built or could not encode/decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The chat template failed to parse or render.
+    #[error("chat template: {0}")]
+    Template(String),
+
+    /// The prompt cannot be used (empty, not UTF-8, ...).
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+
+    /// The prompt does not fit the context.
+    #[error("prompt has {tokens} tokens but the context holds {capacity}")]
+    PromptTooLong { tokens: usize, capacity: usize },
+
+    /// The KV cache has no free slot and its policy does not evict.
+    #[error("KV cache full: all {capacity} slots are in use")]
+    KvCacheFull { capacity: usize },
+
+    /// Options out of range or inconsistent with each other.
+    #[error("bad options: {0}")]
+    BadOptions(String),
+
+    /// The compute device failed or could not be created.
+    #[error("device: {0}")]
+    Device(String),
+
+    /// The caller asked to stop.
+    #[error("aborted")]
+    Aborted,
+
+    /// A file could not be read (native edges only; the core reads bytes).
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl Error {
+    /// A stable tag for the error's category, for bindings and JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BadMagic { .. }
+            | Error::UnsupportedVersion(_)
+            | Error::Truncated { .. }
+            | Error::Malformed(_)
+            | Error::UnsupportedTensorType { .. }
+            | Error::MissingTensor(_)
+            | Error::TensorShape { .. }
+            | Error::Config(_)
+            | Error::Io { .. } => "model_load",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::Template(_) => "template",
+            Error::InvalidPrompt(_) | Error::PromptTooLong { .. } => "bad_prompt",
+            Error::KvCacheFull { .. } => "kv_cache_full",
+            Error::BadOptions(_) => "bad_options",
+            Error::Device(_) => "device",
+            Error::Aborted => "aborted",
+        }
+    }
+
+    pub(crate) fn malformed(msg: impl Into<String>) -> Self {
+        Error::Malformed(msg.into())
+    }
+
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

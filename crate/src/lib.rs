@@ -1,0 +1,32 @@
+//! hearth: Llama-family language models on burn, natively (CPU, Vulkan, Metal) and in the
+//! browser (WebGPU).
+//!
+//! The flow runs one way: a model file is parsed by [`load`] into a [`ModelConfig`], a
+//! [`Tokenizer`], a chat template and weights on a device ([`Engine`]); a [`Session`] holds one
+//! conversation's [`KvCache`], prefills the prompt and decodes tokens chosen by a [`Sampler`].
+
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod kv_cache;
+pub mod load;
+pub mod model;
+pub mod quant;
+pub mod sampler;
+pub mod session;
+pub mod template;
+pub mod tokenizer;
+
+pub use config::ModelConfig;
+pub use device::DeviceKind;
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use kv_cache::KvCache;
+pub use sampler::{Sampler, SamplerOptions};
+pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Session};
+pub use template::Message;
+pub use tokenizer::{TextStream, Tokenizer};
+
+/// Re-exported so callers can name devices without depending on burn themselves.
+pub use burn::prelude::Device;

@@ -1,0 +1,201 @@
+//! A Hugging Face model directory: `config.json`, `*.safetensors` (F32, F16, BF16),
+//! `tokenizer.json` and, for the chat template, `tokenizer_config.json`.
+//!
+//! Tensors are served under GGUF's names. Query and key rows are permuted from Hugging Face's
+//! rotate-half layout into GGUF's adjacent-pair layout (the inverse of llama.cpp's
+//! `convert_hf_to_gguf.py` permutation), so one RoPE serves both formats.
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value as Json;
+
+use crate::config::{ModelConfig, RawConfig};
+use crate::error::{Error, Result};
+use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab};
+use crate::tokenizer::Tokenizer;
+
+/// GGUF name suffix to Hugging Face name suffix, for tensors inside `blk.{i}`.
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// GGUF name to Hugging Face name, for tensors outside the blocks.
+const GLOBAL_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// The files of a Hugging Face model directory, as bytes.
+pub struct HfFiles<'a> {
+    pub config_json: &'a [u8],
+    pub tokenizer_json: &'a [u8],
+    pub tokenizer_config_json: Option<&'a [u8]>,
+    pub safetensors: Vec<&'a [u8]>,
+}
+
+/// The tensors of a Hugging Face model, borrowing its safetensors files.
+pub struct HfTensors<'a> {
+    config: ModelConfig,
+    shards: Vec<SafeTensors<'a>>,
+    /// Hugging Face tensor name to the shard holding it.
+    index: HashMap<String, usize>,
+    tie_word_embeddings: bool,
+}
+
+/// Parses the directory's files into the model's parts and its tensors.
+pub fn parse(files: HfFiles<'_>) -> Result<(ModelParts, HfTensors<'_>)> {
+    let raw = RawConfig::from_hf_json(files.config_json)?;
+    let config = raw.resolve()?;
+    let config_json: Json =
+        serde_json::from_slice(files.config_json).map_err(|e| Error::config(format!("config.json: {e}")))?;
+    let tok_config: Json = match files.tokenizer_config_json {
+        Some(bytes) => {
+            serde_json::from_slice(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?
+        }
+        None => Json::Null,
+    };
+
+    let ids = |v: Option<&Json>| -> Vec<u32> {
+        match v {
+            Some(Json::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+            Some(Json::Array(a)) => a.iter().filter_map(|n| n.as_u64()).map(|n| n as u32).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut eos = ids(config_json.get("eos_token_id"));
+    let bos = ids(config_json.get("bos_token_id")).first().copied();
+    let add_bos = tok_config.get("add_bos_token").and_then(Json::as_bool).unwrap_or(false);
+    let probe = Tokenizer::from_json(files.tokenizer_json, bos, add_bos, &[u32::MAX])?;
+    let token_text = |key: &str| -> Option<String> {
+        match tok_config.get(key)? {
+            Json::String(s) => Some(s.clone()),
+            Json::Object(o) => o.get("content").and_then(Json::as_str).map(str::to_string),
+            _ => None,
+        }
+    };
+    if let Some(text) = token_text("eos_token")
+        && let Ok(found) = probe.encode(&text, true)
+        && let [id] = found.as_slice()
+    {
+        eos.push(*id);
+    }
+    let tokenizer = Tokenizer::from_json(files.tokenizer_json, bos, add_bos, &eos)?;
+    check_vocab(&config, &tokenizer)?;
+
+    let chat_template = match tok_config.get("chat_template") {
+        Some(Json::String(s)) => Some(s.clone()),
+        Some(Json::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+            .or(list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(Json::as_str)
+            .map(str::to_string),
+        _ => None,
+    };
+
+    let mut shards = Vec::with_capacity(files.safetensors.len());
+    let mut index = HashMap::new();
+    for (i, bytes) in files.safetensors.iter().enumerate() {
+        let shard =
+            SafeTensors::deserialize(bytes).map_err(|e| Error::malformed(format!("safetensors file {i}: {e}")))?;
+        for name in shard.names() {
+            if index.insert(name.to_string(), i).is_some() {
+                return Err(Error::malformed(format!("tensor {name} appears in two safetensors files")));
+            }
+        }
+        shards.push(shard);
+    }
+    let name = config_json.get("_name_or_path").and_then(Json::as_str).unwrap_or("safetensors model").to_string();
+    let tensors = HfTensors {
+        config: config.clone(),
+        shards,
+        index,
+        tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+    };
+    Ok((ModelParts { config, tokenizer, chat_template, name }, tensors))
+}
+
+impl HfTensors<'_> {
+    fn hf_name(gguf_name: &str) -> Option<String> {
+        if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf_name) {
+            return Some(hf.to_string());
+        }
+        let rest = gguf_name.strip_prefix("blk.")?;
+        let (layer, suffix) = rest.split_once('.')?;
+        let layer: usize = layer.parse().ok()?;
+        let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == suffix)?;
+        Some(format!("model.layers.{layer}.{hf}"))
+    }
+
+    fn read(&self, gguf_name: &str) -> Result<HostTensor> {
+        let missing = || Error::MissingTensor(gguf_name.to_string());
+        let hf = Self::hf_name(gguf_name).ok_or_else(missing)?;
+        let &shard = self.index.get(&hf).ok_or_else(|| Error::MissingTensor(format!("{hf} ({gguf_name})")))?;
+        let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => return Err(Error::UnsupportedTensorType { tensor: hf, dtype: format!("{other:?}") }),
+        };
+        Ok(HostTensor { name: gguf_name.to_string(), shape: view.shape().to_vec(), data })
+    }
+}
+
+impl TensorSource for HfTensors<'_> {
+    fn contains(&self, name: &str) -> bool {
+        if name == "output.weight" && self.tie_word_embeddings {
+            return false;
+        }
+        Self::hf_name(name).is_some_and(|hf| self.index.contains_key(&hf))
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        let t = self.read(name)?;
+        let c = &self.config;
+        if name.ends_with(".attn_q.weight") {
+            rotate_half_to_pairs(t, c.n_heads)
+        } else if name.ends_with(".attn_k.weight") {
+            rotate_half_to_pairs(t, c.n_kv_heads)
+        } else {
+            Ok(t)
+        }
+    }
+}
+
+/// Reorders the output rows of a query or key projection `[n_heads * head_dim, d_model]`
+/// so that rotating adjacent pairs equals Hugging Face's rotation of halves:
+/// row `h*hd + 2i + j` takes row `h*hd + j*hd/2 + i`.
+fn rotate_half_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
+    let [rows, cols] = t.shape[..] else {
+        return Err(Error::TensorShape { tensor: t.name, expected: vec![0, 0], found: t.shape });
+    };
+    if rows % (2 * n_heads) != 0 {
+        return Err(Error::TensorShape { tensor: t.name, expected: vec![n_heads, cols], found: t.shape });
+    }
+    let hd = rows / n_heads;
+    let mut data = vec![0.0; t.data.len()];
+    for h in 0..n_heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let dst = (h * hd + 2 * i + j) * cols;
+                let src = (h * hd + j * hd / 2 + i) * cols;
+                data[dst..dst + cols].copy_from_slice(&t.data[src..src + cols]);
+            }
+        }
+    }
+    Ok(HostTensor { data, ..t })
+}

@@ -1,0 +1,83 @@
+//! Model files to host tensors: GGUF ([`gguf`]) and Hugging Face directories ([`hf`]).
+//!
+//! Loaders take bytes, not paths: files, URLs and blobs are the edges' business. Both expose
+//! their tensors under GGUF's names (`blk.{i}.attn_q.weight`), rows in GGUF's order, so the
+//! model has one loading path.
+
+pub mod gguf;
+pub mod hf;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+/// A dense f32 tensor in host memory, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Fails unless the shape is exactly `expected`.
+    pub fn expect_shape(self, expected: &[usize]) -> Result<Self> {
+        if self.shape != expected {
+            return Err(Error::TensorShape { tensor: self.name, expected: expected.to_vec(), found: self.shape });
+        }
+        Ok(self)
+    }
+}
+
+/// Tensors by GGUF name.
+pub trait TensorSource {
+    fn contains(&self, name: &str) -> bool;
+    fn tensor(&self, name: &str) -> Result<HostTensor>;
+}
+
+impl TensorSource for gguf::GgufFile<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.tensor_info(name).is_some()
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        gguf::GgufFile::tensor(self, name)
+    }
+}
+
+/// Everything a model file provides besides its weights.
+pub struct ModelParts {
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    /// The Jinja chat template, when the file has one.
+    pub chat_template: Option<String>,
+    /// A name for logs and stats.
+    pub name: String,
+}
+
+impl ModelParts {
+    pub fn from_gguf(file: &gguf::GgufFile) -> Result<Self> {
+        let config = crate::config::RawConfig::from_gguf(&file.metadata)?.resolve()?;
+        let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
+        check_vocab(&config, &tokenizer)?;
+        let text = |key: &str| file.get(key).and_then(gguf::Value::as_str).map(str::to_string);
+        Ok(Self {
+            config,
+            tokenizer,
+            chat_template: text("tokenizer.chat_template"),
+            name: text("general.name").unwrap_or_else(|| "gguf model".into()),
+        })
+    }
+}
+
+/// The tokenizer may not produce ids past the embedding table.
+fn check_vocab(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
+    if tokenizer.vocab_size() > config.vocab {
+        return Err(Error::config(format!(
+            "tokenizer has {} tokens but the model's vocabulary is {}",
+            tokenizer.vocab_size(),
+            config.vocab
+        )));
+    }
+    Ok(())
+}

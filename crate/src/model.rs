@@ -1,0 +1,225 @@
+//! The Llama decoder: token embedding, blocks of RMSNorm → grouped-query attention with
+//! rotary embeddings → RMSNorm → SwiGLU MLP, final norm, tied or separate output head.
+//!
+//! Weights are read-only after loading and hold no per-conversation state; the
+//! [`KvCache`] is passed in, so several sessions can share one model.
+
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::load::{HostTensor, TensorSource};
+
+/// A dense projection `y = x Wᵀ`, weight kept as `[d_in, d_out]` so that the product is a
+/// plain row-major matmul.
+pub struct Linear {
+    /// `[d_in, d_out]`
+    weight: Tensor<2>,
+}
+
+impl Linear {
+    /// From a GGUF-layout weight `[d_out, d_in]`.
+    fn load(source: &dyn TensorSource, name: &str, d_out: usize, d_in: usize, device: &Device) -> Result<Self> {
+        let t = source.tensor(name)?.expect_shape(&[d_out, d_in])?;
+        Ok(Self { weight: upload(t, device).transpose() })
+    }
+
+    /// `x: [seq, d_in]` → `[seq, d_out]`
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        x.matmul(self.weight.clone())
+    }
+}
+
+/// Root-mean-square layer norm with a learned scale.
+struct RmsNorm {
+    /// `[1, d_model]`
+    weight: Tensor<2>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn load(source: &dyn TensorSource, name: &str, d_model: usize, eps: f32, device: &Device) -> Result<Self> {
+        let t = source.tensor(name)?.expect_shape(&[d_model])?;
+        Ok(Self { weight: upload::<1>(t, device).reshape([1, d_model]), eps })
+    }
+
+    /// `x: [seq, d_model]` → same shape
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let rms = x.clone().square().mean_dim(1).add_scalar(self.eps).sqrt();
+        x.div(rms).mul(self.weight.clone())
+    }
+}
+
+/// Rotary position embedding on adjacent pairs `(x[2i], x[2i+1])`, GGUF's layout.
+/// `x: [heads, seq, head_dim]`; `cos, sin: [1, seq, head_dim]` from [`KvCache::rope`].
+fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    let [h, s, d] = x.dims();
+    // (a, b) → (b, a); times (-sin, sin) gives (-b sin, a sin).
+    let swapped = x.clone().reshape([h, s, d / 2, 2]).flip([3]).reshape([h, s, d]);
+    x.mul(cos.clone()).add(swapped.mul(sin.clone()))
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    ffn_norm: RmsNorm,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+impl Block {
+    fn load(source: &dyn TensorSource, c: &ModelConfig, i: usize, device: &Device) -> Result<Self> {
+        let name = |suffix: &str| format!("blk.{i}.{suffix}");
+        let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+        Ok(Self {
+            attn_norm: RmsNorm::load(source, &name("attn_norm.weight"), d, c.rms_eps, device)?,
+            wq: Linear::load(source, &name("attn_q.weight"), d, d, device)?,
+            wk: Linear::load(source, &name("attn_k.weight"), kv, d, device)?,
+            wv: Linear::load(source, &name("attn_v.weight"), kv, d, device)?,
+            wo: Linear::load(source, &name("attn_output.weight"), d, d, device)?,
+            ffn_norm: RmsNorm::load(source, &name("ffn_norm.weight"), d, c.rms_eps, device)?,
+            w_gate: Linear::load(source, &name("ffn_gate.weight"), ff, d, device)?,
+            w_up: Linear::load(source, &name("ffn_up.weight"), ff, d, device)?,
+            w_down: Linear::load(source, &name("ffn_down.weight"), d, ff, device)?,
+        })
+    }
+
+    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        c: &ModelConfig,
+        rotation: &(Tensor<3>, Tensor<3>),
+        mask: Option<&Tensor<4>>,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Tensor<2> {
+        let [seq, d_model] = x.dims();
+        let (n_heads, n_kv, hd, group) = (c.n_heads, c.n_kv_heads, c.head_dim(), c.group_size());
+
+        let h = self.attn_norm.forward(x.clone());
+        let heads = |t: Tensor<2>, n: usize| t.reshape([seq, n, hd]).swap_dims(0, 1);
+        let q = rope(heads(self.wq.forward(h.clone()), n_heads), &rotation.0, &rotation.1);
+        let k = rope(heads(self.wk.forward(h.clone()), n_kv), &rotation.0, &rotation.1);
+        let v = heads(self.wv.forward(h), n_kv);
+        let (k, v) = cache.write(layer, k, v);
+        let len = k.dims()[1];
+
+        // Query head h reads KV head h / group: fold the group into the query rows.
+        let q = q.reshape([n_kv, group * seq, hd]);
+        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (hd as f32).sqrt());
+        let scores = match mask {
+            Some(mask) => scores.reshape([n_kv, group, seq, len]).add(mask.clone()).reshape([n_kv, group * seq, len]),
+            None => scores,
+        };
+        let attn = softmax(scores, 2).matmul(v);
+        let attn = attn.reshape([n_heads, seq, hd]).swap_dims(0, 1).reshape([seq, d_model]);
+        let x = x.add(self.wo.forward(attn));
+
+        let h = self.ffn_norm.forward(x.clone());
+        let ff = silu(self.w_gate.forward(h.clone())).mul(self.w_up.forward(h));
+        x.add(self.w_down.forward(ff))
+    }
+}
+
+/// Which positions' logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position: `[1, vocab]`.
+    Last,
+    /// Every position: `[seq, vocab]`.
+    All,
+}
+
+/// A loaded Llama model on one device.
+pub struct Llama {
+    config: ModelConfig,
+    /// `[vocab, d_model]`; also the output head when the model ties them.
+    embedding: Tensor<2>,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// `[d_model, vocab]` when the model has its own head.
+    output: Option<Linear>,
+    device: Device,
+}
+
+impl Llama {
+    /// Reads every weight from `source`, checking each shape against `config`.
+    pub fn load(config: &ModelConfig, source: &dyn TensorSource, device: &Device) -> Result<Self> {
+        let c = config;
+        let embedding = upload(source.tensor("token_embd.weight")?.expect_shape(&[c.vocab, c.d_model])?, device);
+        let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, device)).collect::<Result<_>>()?;
+        let norm = RmsNorm::load(source, "output_norm.weight", c.d_model, c.rms_eps, device)?;
+        let output = match source.contains("output.weight") {
+            true => Some(Linear::load(source, "output.weight", c.vocab, c.d_model, device)?),
+            false => None,
+        };
+        Ok(Self { config: c.clone(), embedding, blocks, norm, output, device: device.clone() })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs `tokens` through the model after what `cache` holds, appending them to it, and
+    /// returns logits `[1 or seq, vocab]` as `logits` asks.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+        let c = &self.config;
+        let seq = tokens.len();
+        if seq == 0 {
+            return Err(Error::InvalidPrompt("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+        }
+        cache.reserve(seq)?;
+        let start = cache.len();
+
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &self.device);
+        let mut x = self.embedding.clone().select(0, ids);
+        let rotation = cache.rope(seq);
+        let mask = (seq > 1).then(|| causal_mask(start, seq, &self.device));
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, c, &rotation, mask.as_ref(), cache, i);
+        }
+        cache.advance(seq);
+
+        let x = match logits {
+            Logits::Last => x.slice(seq - 1..seq),
+            Logits::All => x,
+        };
+        let x = self.norm.forward(x);
+        Ok(match &self.output {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embedding.clone().transpose()),
+        })
+    }
+}
+
+/// Additive mask `[1, 1, seq, start + seq]`: query `i` (slot `start + i`) sees slots `0..=start + i`.
+fn causal_mask(start: usize, seq: usize, device: &Device) -> Tensor<4> {
+    let len = start + seq;
+    let mut mask = vec![0.0f32; seq * len];
+    for i in 0..seq {
+        for j in start + i + 1..len {
+            mask[i * len + j] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [1, 1, seq, len]), device)
+}
+
+fn upload<const D: usize>(t: HostTensor, device: &Device) -> Tensor<D> {
+    let HostTensor { shape, data, .. } = t;
+    Tensor::from_data(TensorData::new(data, shape), device)
+}

@@ -1,0 +1,249 @@
+//! Logits to a token: repetition penalty, temperature, top-k, top-p, min-p, seeded draw.
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How to pick the next token. The defaults are greedy decoding.
+///
+/// Order of application: repetition penalty on the raw logits, then temperature, then top-k,
+/// top-p and min-p on the tempered distribution (as Hugging Face's `generate` does).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplerOptions {
+    /// 0 picks the most likely token (greedy).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches `top_p`; 1 keeps all.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one; 0 keeps all.
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of recently seen tokens; 1 is off.
+    pub repetition_penalty: f32,
+    /// How many of the most recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    /// Same seed, same prompt, same options: same tokens. `None` draws a seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: None,
+        }
+    }
+}
+
+impl SamplerOptions {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::BadOptions(msg));
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad(format!("temperature {} must be a finite number >= 0", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p {} must be in (0, 1]", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p {} must be in [0, 1]", self.min_p));
+        }
+        if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
+            return bad(format!("repetition_penalty {} must be a finite number > 0", self.repetition_penalty));
+        }
+        Ok(())
+    }
+
+    /// True when the choice is the argmax of the raw logits, so it can be made on the device.
+    pub fn is_greedy(&self) -> bool {
+        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
+    }
+}
+
+/// Picks tokens; owns the random state so one generation is reproducible from its seed.
+pub struct Sampler {
+    options: SamplerOptions,
+    rng: ChaCha8Rng,
+    /// Scratch: (token, probability) candidates, reused across steps.
+    candidates: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(options: SamplerOptions) -> Result<Self> {
+        options.validate()?;
+        let seed = options.seed.unwrap_or_else(|| {
+            let now = web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).unwrap_or_default();
+            now.as_nanos() as u64
+        });
+        Ok(Self { options, rng: ChaCha8Rng::seed_from_u64(seed), candidates: Vec::new() })
+    }
+
+    pub fn options(&self) -> &SamplerOptions {
+        &self.options
+    }
+
+    /// Chooses the next token from `logits: [vocab]`; `history` is every token so far.
+    /// The logits are modified in place.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let o = &self.options;
+        if o.repetition_penalty != 1.0 {
+            let recent = &history[history.len().saturating_sub(o.repeat_last_n)..];
+            let mut seen = recent.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for &id in &seen {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / o.repetition_penalty } else { *l * o.repetition_penalty };
+                }
+            }
+        }
+        if o.temperature == 0.0 || o.top_k == 1 {
+            return argmax(logits);
+        }
+
+        // Softmax of the tempered logits, most likely first.
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) / o.temperature).exp())));
+        let by_prob_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if o.top_k > 0 && o.top_k < c.len() {
+            c.select_nth_unstable_by(o.top_k - 1, by_prob_desc);
+            c.truncate(o.top_k);
+        }
+        c.sort_unstable_by(by_prob_desc);
+        let total: f32 = c.iter().map(|x| x.1).sum();
+        for x in c.iter_mut() {
+            x.1 /= total;
+        }
+        if o.top_p < 1.0 {
+            let mut cum = 0.0;
+            let keep = c.iter().position(|x| {
+                cum += x.1;
+                cum >= o.top_p
+            });
+            c.truncate(keep.map_or(c.len(), |k| k + 1));
+        }
+        if o.min_p > 0.0 {
+            let floor = c[0].1 * o.min_p;
+            let keep = c.iter().take_while(|x| x.1 >= floor).count();
+            c.truncate(keep.max(1));
+        }
+
+        let total: f32 = c.iter().map(|x| x.1).sum();
+        let r = uniform(&mut self.rng) * total;
+        let mut cum = 0.0;
+        for &(id, p) in c.iter() {
+            cum += p;
+            if r < cum {
+                return id;
+            }
+        }
+        c.last().map_or(0, |x| x.0)
+    }
+}
+
+/// Index of the largest logit; the first one on ties, as llama.cpp's greedy sampler.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Uniform in [0, 1) from 24 random bits.
+fn uniform(rng: &mut ChaCha8Rng) -> f32 {
+    (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(temperature: f32) -> SamplerOptions {
+        SamplerOptions { temperature, seed: Some(7), ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut s = Sampler::new(opts(0.0)).unwrap();
+        assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0], &[]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplerOptions { seed: Some(seed), ..opts(1.0) }).unwrap();
+            (0..40).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn draws_follow_the_softmax() {
+        // logits ln(1), ln(2), ln(3), ln(4): probabilities 0.1, 0.2, 0.3, 0.4.
+        let logits: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|p| p.ln()).collect();
+        let mut s = Sampler::new(opts(1.0)).unwrap();
+        let mut counts = [0usize; 4];
+        let n = 40_000;
+        for _ in 0..n {
+            counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+        }
+        for (i, &c) in counts.iter().enumerate() {
+            let p = c as f64 / n as f64;
+            assert!((p - (i + 1) as f64 / 10.0).abs() < 0.01, "token {i}: {p}");
+        }
+    }
+
+    #[test]
+    fn top_k_top_p_and_min_p_cut_the_tail() {
+        let logits: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|p| p.ln()).collect();
+        let seen = |o: SamplerOptions| {
+            let mut s = Sampler::new(o).unwrap();
+            let mut seen = [false; 4];
+            for _ in 0..2000 {
+                seen[s.sample(&mut logits.clone(), &[]) as usize] = true;
+            }
+            seen
+        };
+        assert_eq!(seen(SamplerOptions { top_k: 2, ..opts(1.0) }), [false, false, true, true]);
+        // 0.4 + 0.3 reaches 0.65.
+        assert_eq!(seen(SamplerOptions { top_p: 0.65, ..opts(1.0) }), [false, false, true, true]);
+        // 0.6 * 0.4 = 0.24: keeps 0.3 and 0.4.
+        assert_eq!(seen(SamplerOptions { min_p: 0.6, ..opts(1.0) }), [false, false, true, true]);
+    }
+
+    #[test]
+    fn repetition_penalty_turns_greedy_away_from_seen_tokens() {
+        let mut s = Sampler::new(SamplerOptions { repetition_penalty: 2.0, ..opts(0.0) }).unwrap();
+        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[1]), 2);
+        let mut logits = [-1.0, -3.0];
+        Sampler::new(SamplerOptions { repetition_penalty: 2.0, ..opts(0.0) }).unwrap().sample(&mut logits, &[0]);
+        assert_eq!(logits, [-2.0, -3.0]);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for o in [
+            SamplerOptions { temperature: -1.0, ..Default::default() },
+            SamplerOptions { temperature: f32::NAN, ..Default::default() },
+            SamplerOptions { top_p: 0.0, ..Default::default() },
+            SamplerOptions { min_p: 1.5, ..Default::default() },
+            SamplerOptions { repetition_penalty: 0.0, ..Default::default() },
+        ] {
+            assert!(matches!(Sampler::new(o), Err(Error::BadOptions(_))));
+        }
+    }
+}

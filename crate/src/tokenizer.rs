@@ -1,0 +1,257 @@
+//! Text to token ids and back: the `tokenizers` crate, built from a `tokenizer.json` or from a
+//! GGUF vocabulary so that it gives llama.cpp's ids, plus a streaming detokenizer.
+
+use std::collections::BTreeMap;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use crate::error::{Error, Result};
+use crate::load::gguf::Value;
+
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_LLAMA3` pattern.
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2` pattern.
+const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Control tokens that end a turn in the chat formats we know of (llama.cpp's end-of-generation set).
+const END_OF_TURN_TEXTS: [&str; 7] =
+    ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|end_of_text|>"];
+
+/// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// A tokenizer with the model's special ids.
+#[derive(Clone)]
+pub struct Tokenizer {
+    /// Splits special-token text into special ids.
+    parsing: tokenizers::Tokenizer,
+    /// Treats special-token text as plain text.
+    plain: tokenizers::Tokenizer,
+    bos: Option<u32>,
+    add_bos: bool,
+    /// Ids that end generation.
+    end_of_generation: Vec<u32>,
+}
+
+impl Tokenizer {
+    /// Builds a byte-level BPE tokenizer from GGUF `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(metadata: &BTreeMap<String, Value>) -> Result<Self> {
+        let get = |key: &str| metadata.get(&format!("tokenizer.ggml.{key}"));
+        let model = get("model").and_then(Value::as_str).unwrap_or("");
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.ggml.model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
+            )));
+        }
+        let tokens = string_array(get("tokens"), "tokenizer.ggml.tokens")?;
+        let merges = string_array(get("merges"), "tokenizer.ggml.merges")?;
+        let types: Vec<i64> = match get("token_type").and_then(Value::as_array) {
+            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!("{} token types for {} tokens", types.len(), tokens.len())));
+        }
+
+        let mut vocab = tokenizers::models::bpe::Vocab::default();
+        for (id, token) in tokens.iter().enumerate() {
+            vocab.insert(token.to_string(), id as u32);
+        }
+        let merges = merges
+            .iter()
+            .map(|m| {
+                // llama.cpp splits at the first space after the first character.
+                let split = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
+                match split {
+                    Some(i) => Ok((m[..i].to_string(), m[i + 1..].to_string())),
+                    None => Err(Error::Tokenizer(format!("merge {m:?} has no space"))),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(false)
+            .build()
+            .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?;
+
+        let pre = get("pre").and_then(Value::as_str).unwrap_or("default");
+        let byte_level = |use_regex| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
+        let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
+            Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
+                .map(PreTokenizerWrapper::Split)
+                .map_err(|e| Error::Tokenizer(e.to_string()))
+        };
+        let pre_tokenizer = match pre {
+            "default" | "gpt2" | "gpt-2" => Sequence::new(vec![byte_level(true)]),
+            "smollm" | "starcoder" => {
+                Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])
+            }
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => {
+                Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false)])
+            }
+            "qwen2" | "deepseek-r1-qwen" => Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level(false)]),
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "pre-tokenizer {other:?} is not supported (known: default, gpt2, smollm, starcoder, llama-bpe, qwen2)"
+                )));
+            }
+        };
+
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner
+            .with_pre_tokenizer(Some(pre_tokenizer))
+            .with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL)
+            .map(|(s, _)| AddedToken::from(s.to_string(), true))
+            .collect();
+        let user: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == TOKEN_TYPE_USER_DEFINED)
+            .map(|(s, _)| AddedToken::from(s.to_string(), false))
+            .collect();
+        inner.add_special_tokens(special).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.add_tokens(user).map_err(|e| Error::Tokenizer(e.to_string()))?;
+
+        let id =
+            |key: &str| get(key).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let mut end_of_generation: Vec<u32> =
+            [id("eos_token_id"), id("eot_token_id"), id("eom_token_id")].into_iter().flatten().collect();
+        for (i, (token, ty)) in tokens.iter().zip(&types).enumerate() {
+            if *ty == TOKEN_TYPE_CONTROL && END_OF_TURN_TEXTS.contains(token) {
+                end_of_generation.push(i as u32);
+            }
+        }
+        let add_bos = get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        Self::new(inner, id("bos_token_id"), add_bos, end_of_generation)
+    }
+
+    /// Loads a Hugging Face `tokenizer.json`; `eos_ids` come from `config.json` or
+    /// `tokenizer_config.json`.
+    pub fn from_json(json: &[u8], bos: Option<u32>, add_bos: bool, eos_ids: &[u32]) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut end_of_generation = eos_ids.to_vec();
+        for text in END_OF_TURN_TEXTS {
+            if let Some(id) = inner.get_added_vocabulary().token_to_id(text, inner.get_model()) {
+                end_of_generation.push(id);
+            }
+        }
+        Self::new(inner, bos, add_bos, end_of_generation)
+    }
+
+    fn new(
+        parsing: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        add_bos: bool,
+        mut end_of_generation: Vec<u32>,
+    ) -> Result<Self> {
+        end_of_generation.sort_unstable();
+        end_of_generation.dedup();
+        if end_of_generation.is_empty() {
+            return Err(Error::Tokenizer("no end-of-sequence token".into()));
+        }
+        let mut plain = parsing.clone();
+        plain.set_encode_special_tokens(true);
+        Ok(Self { parsing, plain, bos, add_bos, end_of_generation })
+    }
+
+    /// Token ids of `text`. With `parse_special`, special-token text such as `<|im_start|>`
+    /// becomes its special id; without, it is tokenized as plain text. Adds BOS only where
+    /// the model asks for it (`add_bos`).
+    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        let tokenizer = if parse_special { &self.parsing } else { &self.plain };
+        let encoding = tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        if self.add_bos
+            && let Some(bos) = self.bos
+        {
+            ids.push(bos);
+        }
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`; special tokens are skipped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.parsing.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.parsing.get_vocab_size(true)
+    }
+
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.parsing.id_to_token(id)
+    }
+
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The first end-of-generation id, which chat templates call `eos_token`.
+    pub fn eos(&self) -> u32 {
+        self.end_of_generation[0]
+    }
+
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.binary_search(&id).is_ok()
+    }
+}
+
+fn string_array<'a>(value: Option<&'a Value>, key: &str) -> Result<Vec<&'a str>> {
+    let array =
+        value.and_then(Value::as_array).ok_or_else(|| Error::Tokenizer(format!("{key} is missing or not an array")))?;
+    array.iter().map(|v| v.as_str().ok_or_else(|| Error::Tokenizer(format!("{key} holds a non-string")))).collect()
+}
+
+/// Turns a stream of token ids into text pieces that never split a UTF-8 character.
+///
+/// Byte-level tokens can end inside a multi-byte character; the decoder then yields U+FFFD.
+/// Text is held back until the pending tokens decode to whole characters (the scheme of
+/// Hugging Face's text-generation-inference: decode a short window, emit what it added).
+#[derive(Clone, Debug, Default)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl TextStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one id and returns the text it completes (possibly empty).
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let after = tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
+        if after.len() > before.len() && !after.ends_with('\u{FFFD}') && after.starts_with(&before) {
+            let text = after[before.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(text)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Returns whatever is still held back (a dangling partial character becomes U+FFFD).
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<String> {
+        let before = tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let after = tokenizer.decode(&self.ids[self.prefix_offset..], true)?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        Ok(after.strip_prefix(before.as_str()).unwrap_or(&after).to_string())
+    }
+}

@@ -1,0 +1,235 @@
+//! Broken files, absurd shapes, bad prompts and bad options give typed errors, never panics,
+//! and leave the engine usable.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hearth::load::gguf::GgufFile;
+use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions};
+
+fn tiny() -> (TinyConfig, Vec<StoredTensor>) {
+    let c = TinyConfig::new();
+    let tensors = tiny_weights(&c, 3, true, &|_| Ty::Q4_1);
+    (c, tensors)
+}
+
+fn load(bytes: &[u8]) -> hearth::Result<Engine> {
+    Engine::from_gguf(bytes, &DeviceKind::Cpu.device().unwrap())
+}
+
+/// Byte offset where the tensor data section starts (the first tensor's data).
+fn data_start(bytes: &[u8]) -> usize {
+    let file = GgufFile::parse(bytes).unwrap();
+    file.tensors.iter().map(|t| t.offset).min().unwrap()
+}
+
+#[test]
+fn wrong_magic() {
+    let (c, t) = tiny();
+    let mut bytes = tiny_gguf(&c, &t);
+    bytes[..4].copy_from_slice(b"GGML");
+    let err = load(&bytes).err().unwrap();
+    assert!(matches!(err, Error::BadMagic { .. }), "{err}");
+    assert!(err.to_string().contains("not a GGUF file"));
+}
+
+#[test]
+fn unsupported_version() {
+    let (c, t) = tiny();
+    let mut bytes = tiny_gguf(&c, &t);
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert!(matches!(load(&bytes), Err(Error::UnsupportedVersion(1))));
+}
+
+#[test]
+fn truncated_anywhere() {
+    let (c, t) = tiny();
+    let bytes = tiny_gguf(&c, &t);
+    // Cut inside the header, the metadata, the tensor table and the data.
+    for cut in [0, 3, 7, 20, 100, 5000, data_start(&bytes) - 1, data_start(&bytes) + 10, bytes.len() - 1] {
+        let err = load(&bytes[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} loaded"));
+        assert!(matches!(err, Error::Truncated { .. } | Error::BadMagic { .. }), "cut at {cut}: {err}");
+    }
+    let err = load(&bytes[..bytes.len() - 1]).err().unwrap();
+    assert!(err.to_string().contains("output_norm.weight") || err.to_string().contains("needs bytes"), "{err}");
+}
+
+/// Builds a file whose one tensor has the given dims, type and offset.
+fn one_tensor_file(dims: &[u64], ty: u32, offset: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend(1u64.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    out.extend(4u64.to_le_bytes());
+    out.extend(b"t.wt");
+    out.extend((dims.len() as u32).to_le_bytes());
+    for d in dims {
+        out.extend(d.to_le_bytes());
+    }
+    out.extend(ty.to_le_bytes());
+    out.extend(offset.to_le_bytes());
+    out.resize(out.len().div_ceil(32) * 32 + 64, 0);
+    out
+}
+
+#[test]
+fn offsets_sizes_and_dimensions_are_checked() {
+    // Fits: 16 f32 = 64 bytes.
+    assert!(GgufFile::parse(&one_tensor_file(&[16], 0, 0)).is_ok());
+    // Offset past the end, size past the end.
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[16], 0, 1 << 40)), Err(Error::Truncated { .. })));
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[17], 0, 0)), Err(Error::Truncated { .. })));
+    // Misaligned offset.
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[4], 0, 4)), Err(Error::Malformed(_))));
+    // Dimensions whose product overflows u64, zero dims, too many dims.
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[u64::MAX, u64::MAX], 0, 0)), Err(Error::Malformed(_))));
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[1 << 62, 8], 0, 0)), Err(Error::Malformed(_))));
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[0], 0, 0)), Err(Error::Malformed(_))));
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[1, 1, 1, 1, 1], 0, 0)), Err(Error::Malformed(_))));
+    // A quantized row that is not whole blocks.
+    assert!(matches!(GgufFile::parse(&one_tensor_file(&[16], 3, 0)), Err(Error::Malformed(_))));
+    // Absurd counts are refused before anything is allocated.
+    let mut bytes = one_tensor_file(&[16], 0, 0);
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(GgufFile::parse(&bytes), Err(Error::Truncated { .. })));
+}
+
+#[test]
+fn unsupported_tensor_type_is_named() {
+    let err = GgufFile::parse(&one_tensor_file(&[256], 12, 0)).err().unwrap();
+    assert!(matches!(err, Error::UnsupportedTensorType { .. }));
+    assert!(err.to_string().contains("Q4_K"), "{err}");
+}
+
+#[test]
+fn missing_and_misshapen_tensors() {
+    let (c, mut t) = tiny();
+    t.retain(|t| t.name != "blk.1.ffn_up.weight");
+    let err = load(&tiny_gguf(&c, &t)).err().unwrap();
+    assert!(matches!(&err, Error::MissingTensor(n) if n == "blk.1.ffn_up.weight"), "{err}");
+
+    let (c, mut t) = tiny();
+    let k = t.iter_mut().find(|t| t.name == "blk.0.attn_k.weight").unwrap();
+    k.shape = vec![k.shape[1], k.shape[0]];
+    let err = load(&tiny_gguf(&c, &t)).err().unwrap();
+    assert!(matches!(&err, Error::TensorShape { tensor, .. } if tensor == "blk.0.attn_k.weight"), "{err}");
+}
+
+#[test]
+fn absurd_config_values() {
+    let (mut c, t) = tiny();
+    c.n_heads = 5; // 64 is not a multiple of 5
+    assert!(matches!(load(&tiny_gguf(&c, &t)), Err(Error::Config(_))));
+    let (mut c, t) = tiny();
+    c.n_layers = u32::MAX as usize;
+    assert!(matches!(load(&tiny_gguf(&c, &t)), Err(Error::Config(_))));
+}
+
+#[test]
+fn bad_prompts_and_options_leave_the_engine_usable() {
+    let (c, t) = tiny();
+    let engine = Arc::new(load(&tiny_gguf(&c, &t)).unwrap());
+    let mut session = engine.session(Some(16)).unwrap();
+    let opts = GenerateOptions { max_tokens: 3, ..Default::default() };
+    let run = |session: &mut hearth::Session, ids: &[u32], opts: &GenerateOptions| {
+        pollster::block_on(session.generate(ids, opts, |_, _| Control::Continue))
+    };
+
+    assert!(matches!(engine.encode_prompt(""), Err(Error::InvalidPrompt(_))));
+    assert!(matches!(run(&mut session, &[], &opts), Err(Error::InvalidPrompt(_))));
+    assert!(matches!(hearth::engine::prompt_from_bytes(b"caf\xc3"), Err(Error::InvalidPrompt(_))));
+    let long = engine.encode_prompt(&"the ".repeat(40)).unwrap();
+    let err = run(&mut session, &long, &opts).err().unwrap();
+    assert!(matches!(err, Error::PromptTooLong { capacity: 16, .. }), "{err}");
+    assert!(matches!(run(&mut session, &[5, 100_000], &opts), Err(Error::InvalidPrompt(_))));
+    assert!(matches!(
+        run(&mut session, &[5], &GenerateOptions { max_tokens: 0, ..Default::default() }),
+        Err(Error::BadOptions(_))
+    ));
+    let mut hot = opts.clone();
+    hot.sampler.temperature = -1.0;
+    assert!(matches!(run(&mut session, &[5], &hot), Err(Error::BadOptions(_))));
+    assert!(matches!(engine.session(Some(0)), Err(Error::BadOptions(_))));
+    assert!(matches!(engine.session(Some(1 << 20)), Err(Error::BadOptions(_))));
+
+    // Still works.
+    let g = run(&mut session, &engine.encode_prompt("the the").unwrap(), &opts).unwrap();
+    assert!(!g.tokens.is_empty());
+}
+
+/// A thousand random mutations of a valid file: each load gives a model or an error, never a
+/// panic; a model that loads can still run.
+#[test]
+fn a_thousand_mutations_never_panic() {
+    let c = TinyConfig { n_layers: 1, ..TinyConfig::new() };
+    let tensors = tiny_weights(&c, 9, true, &|n| if n.contains("ffn") { Ty::Q4_0 } else { Ty::Q8_0 });
+    let original = tiny_gguf(&c, &tensors);
+    let header_end = data_start(&original);
+    // Where the structure's numbers live: right after each metadata key and tensor name
+    // (value types, config values, n_dims, dims, tensor types, offsets).
+    let mut hot_spots = Vec::new();
+    let names =
+        ["llama.", "tokenizer.ggml.model", "tokenizer.ggml.pre", "general.", "blk.0.", "token_embd", "output_norm"];
+    for i in 0..header_end {
+        for name in names {
+            if original[i..].starts_with(name.as_bytes()) {
+                let end = i + original[i..]
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
+                    .unwrap();
+                hot_spots.push(end);
+            }
+        }
+    }
+    let device = DeviceKind::Cpu.device().unwrap();
+    let mut rng = Rng::new(2024);
+    let (mut loaded, mut refused, mut generated) = (0, 0, 0);
+    for _ in 0..1000 {
+        let mut bytes = original.clone();
+        for _ in 0..1 + rng.below(4) {
+            // Mostly hit the header and tables, where the structure lives.
+            let at = match rng.below(4) {
+                0 => rng.below(bytes.len() as u64) as usize,
+                1 => rng.below(header_end as u64) as usize,
+                _ => hot_spots[rng.below(hot_spots.len() as u64) as usize] + rng.below(28) as usize,
+            };
+            if at >= bytes.len() {
+                continue;
+            }
+            match rng.below(5) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next_u64() as u8,
+                2 => {
+                    let v = [0u64, 1, 0xFF, 0xFFFF_FFFF, u64::MAX, 1 << 32, 1 << 62][rng.below(7) as usize];
+                    let end = (at + 8).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&v.to_le_bytes()[..end - at]);
+                }
+                3 => bytes.truncate(at),
+                _ => {
+                    let n = rng.below(16) as usize;
+                    bytes.splice(at..at, (0..n).map(|_| rng.next_u64() as u8));
+                }
+            }
+        }
+        match Engine::from_gguf(&bytes, &device) {
+            Ok(engine) => {
+                loaded += 1;
+                let engine = Arc::new(engine);
+                if let Ok(mut session) = engine.session(Some(8)) {
+                    let opts = GenerateOptions { max_tokens: 2, ..Default::default() };
+                    generated +=
+                        pollster::block_on(session.generate(&[3, 4], &opts, |_, _| Control::Continue)).is_ok() as usize;
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+    eprintln!("mutations: {loaded} loaded ({generated} generated), {refused} refused");
+    assert!(refused > 500, "most mutations break the file (loaded {loaded}, refused {refused})");
+}

@@ -1,0 +1,546 @@
+//! Test helpers: a tiny random Llama written as GGUF or as a Hugging Face directory, and a
+//! plain f32 reference forward pass to compare the engine with. Everything here is written
+//! from the formats' specifications, independently of the code under test.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+
+/// Deterministic xorshift64* so tests need no RNG crate and repeat exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-a, a).
+    pub fn uniform(&mut self, a: f32) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// GPT-2's byte-to-character table used by byte-level BPE.
+pub fn byte_chars() -> Vec<char> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = vec!['\0'; 256];
+    for (b, c) in printable.iter().zip(chars) {
+        table[*b as usize] = char::from_u32(c).unwrap();
+    }
+    table
+}
+
+pub const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+pub const MERGES: [(&str, &str); 3] = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")];
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Vocabulary of the tiny tokenizer: 3 specials, the 256 byte characters, 3 merged tokens.
+pub fn tiny_vocab() -> Vec<String> {
+    let mut v: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
+    v.extend(byte_chars().iter().map(|c| c.to_string()));
+    v.extend(MERGES.iter().map(|(a, b)| format!("{a}{b}")));
+    v
+}
+
+/// Hyper-parameters of the tiny model.
+#[derive(Clone, Debug)]
+pub struct TinyConfig {
+    pub vocab: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+    pub context: usize,
+    pub rope_theta: f32,
+    pub eps: f32,
+}
+
+impl TinyConfig {
+    pub fn new() -> Self {
+        Self {
+            vocab: tiny_vocab().len(),
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            d_ff: 96,
+            context: 64,
+            rope_theta: 10000.0,
+            eps: 1e-5,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+/// How stored weights are encoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ty {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl Ty {
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            Ty::F32 => 0,
+            Ty::F16 => 1,
+            Ty::Q4_0 => 2,
+            Ty::Q4_1 => 3,
+            Ty::Q8_0 => 8,
+            Ty::BF16 => 30,
+        }
+    }
+}
+
+/// Random values of `n` elements that `ty` represents exactly, and their stored bytes.
+pub fn random_encoded(rng: &mut Rng, n: usize, scale: f32, offset: f32, ty: Ty) -> (Vec<f32>, Vec<u8>) {
+    let mut values = Vec::with_capacity(n);
+    let mut bytes = Vec::new();
+    match ty {
+        Ty::F32 => {
+            for _ in 0..n {
+                let v = offset + rng.uniform(scale);
+                values.push(v);
+                bytes.extend(v.to_le_bytes());
+            }
+        }
+        Ty::F16 => {
+            for _ in 0..n {
+                let h = f16::from_f32(offset + rng.uniform(scale));
+                values.push(h.to_f32());
+                bytes.extend(h.to_le_bytes());
+            }
+        }
+        Ty::BF16 => {
+            for _ in 0..n {
+                let h = bf16::from_f32(offset + rng.uniform(scale));
+                values.push(h.to_f32());
+                bytes.extend(h.to_le_bytes());
+            }
+        }
+        Ty::Q8_0 => {
+            assert_eq!(n % 32, 0);
+            for _ in 0..n / 32 {
+                let d = f16::from_f32(scale / 127.0 * (0.5 + rng.uniform(0.5).abs()));
+                bytes.extend(d.to_le_bytes());
+                for _ in 0..32 {
+                    let q = rng.below(255) as i32 - 127;
+                    values.push(q as f32 * d.to_f32());
+                    bytes.push(q as i8 as u8);
+                }
+            }
+        }
+        Ty::Q4_0 | Ty::Q4_1 => {
+            assert_eq!(n % 32, 0);
+            for _ in 0..n / 32 {
+                let d = f16::from_f32(scale / 8.0 * (0.5 + rng.uniform(0.5).abs()));
+                let m = f16::from_f32(offset - 8.0 * d.to_f32() + rng.uniform(scale * 0.1));
+                bytes.extend(d.to_le_bytes());
+                if ty == Ty::Q4_1 {
+                    bytes.extend(m.to_le_bytes());
+                }
+                let q: Vec<u8> = (0..32).map(|_| rng.below(16) as u8).collect();
+                // Byte j: element j in the low nibble, element j + 16 in the high one.
+                for j in 0..16 {
+                    bytes.push(q[j] | (q[j + 16] << 4));
+                }
+                for &q in &q {
+                    values.push(match ty {
+                        Ty::Q4_0 => (q as i32 - 8) as f32 * d.to_f32(),
+                        _ => q as f32 * d.to_f32() + m.to_f32(),
+                    });
+                }
+            }
+        }
+    }
+    (values, bytes)
+}
+
+/// One stored tensor: row-major shape, exact values, encoding and bytes.
+pub struct StoredTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub ty: Ty,
+    pub values: Vec<f32>,
+    pub bytes: Vec<u8>,
+}
+
+/// Random weights of the tiny model under GGUF names, GGUF layout (`[d_out, d_in]`).
+/// `types` picks the encoding by name; norms are always F32.
+pub fn tiny_weights(c: &TinyConfig, seed: u64, tied: bool, types: &dyn Fn(&str) -> Ty) -> Vec<StoredTensor> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    let mut add = |rng: &mut Rng, name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let ty = if name.contains("norm") { Ty::F32 } else { types(&name) };
+        let (values, bytes) = random_encoded(rng, shape.iter().product(), scale, offset, ty);
+        out.push(StoredTensor { name, shape, ty, values, bytes });
+    };
+    let (d, kv, ff) = (c.d_model, c.n_kv_heads * c.head_dim(), c.d_ff);
+    let lin = |fan_in: usize| 1.7 / (fan_in as f32).sqrt();
+    add(&mut rng, "token_embd.weight".into(), vec![c.vocab, d], 1.0, 0.0);
+    for i in 0..c.n_layers {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        add(&mut rng, n("attn_norm.weight"), vec![d], 0.2, 1.0);
+        add(&mut rng, n("attn_q.weight"), vec![d, d], lin(d), 0.0);
+        add(&mut rng, n("attn_k.weight"), vec![kv, d], lin(d), 0.0);
+        add(&mut rng, n("attn_v.weight"), vec![kv, d], lin(d), 0.0);
+        add(&mut rng, n("attn_output.weight"), vec![d, d], lin(d), 0.0);
+        add(&mut rng, n("ffn_norm.weight"), vec![d], 0.2, 1.0);
+        add(&mut rng, n("ffn_gate.weight"), vec![ff, d], lin(d), 0.0);
+        add(&mut rng, n("ffn_up.weight"), vec![ff, d], lin(d), 0.0);
+        add(&mut rng, n("ffn_down.weight"), vec![d, ff], lin(ff), 0.0);
+    }
+    add(&mut rng, "output_norm.weight".into(), vec![d], 0.2, 1.0);
+    if !tied {
+        add(&mut rng, "output.weight".into(), vec![c.vocab, d], lin(d), 0.0);
+    }
+    out
+}
+
+/// A GGUF value for the writer.
+pub enum Kv {
+    U32(u32),
+    F32(f32),
+    Bool(bool),
+    Str(String),
+    StrArray(Vec<String>),
+    I32Array(Vec<i32>),
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// Writes a GGUF v3 file (spec: ggml/docs/gguf.md) with alignment 32.
+pub fn write_gguf(metadata: &[(&str, Kv)], tensors: &[StoredTensor]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_str(&mut out, key);
+        match value {
+            Kv::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Kv::F32(v) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Kv::Bool(v) => {
+                out.extend(7u32.to_le_bytes());
+                out.push(*v as u8);
+            }
+            Kv::Str(s) => {
+                out.extend(8u32.to_le_bytes());
+                put_str(&mut out, s);
+            }
+            Kv::StrArray(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for s in items {
+                    put_str(&mut out, s);
+                }
+            }
+            Kv::I32Array(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for v in items {
+                    out.extend(v.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::new();
+    for t in tensors {
+        put_str(&mut out, &t.name);
+        out.extend((t.shape.len() as u32).to_le_bytes());
+        for &d in t.shape.iter().rev() {
+            out.extend((d as u64).to_le_bytes());
+        }
+        out.extend(t.ty.ggml_id().to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.bytes.len() as u64).div_ceil(32) * 32;
+    }
+    let data_start = out.len().div_ceil(32) * 32;
+    out.resize(data_start, 0);
+    for (t, off) in tensors.iter().zip(offsets) {
+        out.resize(data_start + off as usize, 0);
+        out.extend(&t.bytes);
+    }
+    out
+}
+
+/// A complete tiny GGUF model (llama architecture, byte-level BPE tokenizer, chat template).
+pub fn tiny_gguf(c: &TinyConfig, tensors: &[StoredTensor]) -> Vec<u8> {
+    let vocab = tiny_vocab();
+    let types: Vec<i32> = (0..vocab.len()).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
+    let merges: Vec<String> = MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect();
+    let metadata = [
+        ("general.architecture", Kv::Str("llama".into())),
+        ("general.name", Kv::Str("tiny".into())),
+        ("llama.block_count", Kv::U32(c.n_layers as u32)),
+        ("llama.context_length", Kv::U32(c.context as u32)),
+        ("llama.embedding_length", Kv::U32(c.d_model as u32)),
+        ("llama.feed_forward_length", Kv::U32(c.d_ff as u32)),
+        ("llama.attention.head_count", Kv::U32(c.n_heads as u32)),
+        ("llama.attention.head_count_kv", Kv::U32(c.n_kv_heads as u32)),
+        ("llama.rope.freq_base", Kv::F32(c.rope_theta)),
+        ("llama.attention.layer_norm_rms_epsilon", Kv::F32(c.eps)),
+        ("llama.rope.dimension_count", Kv::U32(c.head_dim() as u32)),
+        ("tokenizer.ggml.model", Kv::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", Kv::Str("smollm".into())),
+        ("tokenizer.ggml.tokens", Kv::StrArray(vocab)),
+        ("tokenizer.ggml.token_type", Kv::I32Array(types)),
+        ("tokenizer.ggml.merges", Kv::StrArray(merges)),
+        ("tokenizer.ggml.bos_token_id", Kv::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Kv::U32(2)),
+        ("tokenizer.ggml.add_bos_token", Kv::Bool(false)),
+        ("tokenizer.chat_template", Kv::Str(CHAT_TEMPLATE.into())),
+    ];
+    write_gguf(&metadata, tensors)
+}
+
+/// How the reference rotates query/key pairs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeStyle {
+    /// GGUF: pairs `(2i, 2i + 1)`.
+    Adjacent,
+    /// Hugging Face: pairs `(i, i + head_dim / 2)`.
+    Half,
+}
+
+/// A plain f32 Llama forward pass, written from the architecture's definition.
+pub struct Reference {
+    pub c: TinyConfig,
+    pub w: HashMap<String, Vec<f32>>,
+    pub style: RopeStyle,
+}
+
+fn matvec(w: &[f32], x: &[f32]) -> Vec<f32> {
+    w.chunks_exact(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, g)| v * inv * g).collect()
+}
+
+impl Reference {
+    pub fn new(c: &TinyConfig, tensors: &[StoredTensor], style: RopeStyle) -> Self {
+        let w = tensors.iter().map(|t| (t.name.clone(), t.values.clone())).collect();
+        Self { c: c.clone(), w, style }
+    }
+
+    fn rope(&self, x: &mut [f32], pos: usize) {
+        let hd = self.c.head_dim();
+        for head in x.chunks_exact_mut(hd) {
+            for i in 0..hd / 2 {
+                let theta = (self.c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64) * pos as f64;
+                let (s, co) = (theta.sin() as f32, theta.cos() as f32);
+                let (a, b) = match self.style {
+                    RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                    RopeStyle::Half => (i, i + hd / 2),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * co - x1 * s;
+                head[b] = x0 * s + x1 * co;
+            }
+        }
+    }
+
+    /// Logits at every position of `tokens`.
+    pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
+        let c = &self.c;
+        let (d, hd) = (c.d_model, c.head_dim());
+        let w = |n: &str| &self.w[n][..];
+        let embd = w("token_embd.weight");
+        let mut xs: Vec<Vec<f32>> =
+            tokens.iter().map(|&t| embd[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
+        for l in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}");
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            let mut qs = Vec::new();
+            for (pos, x) in xs.iter().enumerate() {
+                let h = rms_norm(x, w(&n("attn_norm.weight")), c.eps);
+                let mut q = matvec(w(&n("attn_q.weight")), &h);
+                let mut k = matvec(w(&n("attn_k.weight")), &h);
+                self.rope(&mut q, pos);
+                self.rope(&mut k, pos);
+                qs.push(q);
+                ks.push(k);
+                vs.push(matvec(w(&n("attn_v.weight")), &h));
+            }
+            for t in 0..xs.len() {
+                let mut attn = vec![0.0f32; d];
+                for head in 0..c.n_heads {
+                    let kvh = head / (c.n_heads / c.n_kv_heads);
+                    let q = &qs[t][head * hd..(head + 1) * hd];
+                    let scores: Vec<f32> = (0..=t)
+                        .map(|s| {
+                            q.iter().zip(&ks[s][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f32>()
+                                / (hd as f32).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f32 = e.iter().sum();
+                    for (s, p) in e.iter().enumerate() {
+                        for i in 0..hd {
+                            attn[head * hd + i] += p / sum * vs[s][kvh * hd + i];
+                        }
+                    }
+                }
+                let o = matvec(w(&n("attn_output.weight")), &attn);
+                for (x, o) in xs[t].iter_mut().zip(o) {
+                    *x += o;
+                }
+                let h = rms_norm(&xs[t], w(&n("ffn_norm.weight")), c.eps);
+                let g = matvec(w(&n("ffn_gate.weight")), &h);
+                let u = matvec(w(&n("ffn_up.weight")), &h);
+                let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+                let down = matvec(w(&n("ffn_down.weight")), &a);
+                for (x, o) in xs[t].iter_mut().zip(down) {
+                    *x += o;
+                }
+            }
+        }
+        let head = self.w.get("output.weight").unwrap_or(&self.w["token_embd.weight"]);
+        xs.iter().map(|x| matvec(head, &rms_norm(x, w("output_norm.weight"), c.eps))).collect()
+    }
+
+    /// Greedy continuation of `prompt` by `n` tokens (first maximum on ties).
+    pub fn greedy(&self, prompt: &[u32], n: usize) -> Vec<u32> {
+        let mut tokens = prompt.to_vec();
+        for _ in 0..n {
+            let logits = self.logits(&tokens);
+            tokens.push(argmax(logits.last().unwrap()));
+        }
+        tokens[prompt.len()..].to_vec()
+    }
+}
+
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Largest absolute difference, scaled by the largest reference magnitude.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Hugging Face layout of a GGUF-layout query/key weight: the inverse of the engine's
+/// permutation, written from `convert_hf_to_gguf.py`'s `permute` (reshape to
+/// `[heads, 2, hd/2, d]`, swap axes 1 and 2).
+pub fn gguf_to_hf_rows(w: &[f32], n_heads: usize, cols: usize) -> Vec<f32> {
+    let rows = w.len() / cols;
+    let hd = rows / n_heads;
+    let mut out = vec![0.0; w.len()];
+    for h in 0..n_heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                // GGUF row h*hd + 2i + j came from HF row h*hd + j*hd/2 + i.
+                let src = (h * hd + 2 * i + j) * cols;
+                let dst = (h * hd + j * hd / 2 + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes a safetensors file (8-byte header length, JSON header, data) by hand.
+pub fn write_safetensors(tensors: &[(String, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, shape, bytes) in tensors {
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] }),
+        );
+        offset += bytes.len();
+    }
+    let mut json = serde_json::to_vec(&header).unwrap();
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    for (_, _, _, bytes) in tensors {
+        out.extend(bytes);
+    }
+    out
+}
+
+/// A `tokenizer.json` for the tiny vocabulary (byte-level BPE, specials as added tokens).
+pub fn tiny_tokenizer_json() -> String {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tiny_vocab().into_iter().enumerate().map(|(i, t)| (t, serde_json::json!(i))).collect();
+    let added: Vec<serde_json::Value> = SPECIALS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let byte_level =
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()}
+    })
+    .to_string()
+}

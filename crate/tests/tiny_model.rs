@@ -1,0 +1,301 @@
+//! A tiny random Llama, written by the test as GGUF and as a safetensors directory, run by
+//! the engine on the CPU and on wgpu, compared with the plain f32 reference in `common`.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hearth::load::hf::HfFiles;
+use hearth::model::Logits;
+use hearth::{Control, DeviceKind, Engine, FinishReason, GenerateOptions, KvCache, Message};
+
+/// f32 sums in a different order differ by rounding; logits here are O(1..10).
+const TOLERANCE: f32 = 2e-4;
+
+/// Every GGUF tensor type the loader reads, spread over the tensors.
+fn mixed_types(name: &str) -> Ty {
+    match name {
+        n if n.starts_with("token_embd") => Ty::Q8_0,
+        n if n.ends_with("attn_q.weight") => Ty::Q4_1,
+        n if n.ends_with("attn_k.weight") => Ty::Q4_0,
+        n if n.ends_with("attn_v.weight") => Ty::F16,
+        n if n.ends_with("attn_output.weight") => Ty::BF16,
+        n if n.ends_with("ffn_gate.weight") => Ty::Q4_1,
+        n if n.ends_with("ffn_up.weight") => Ty::Q8_0,
+        n if n.ends_with("ffn_down.weight") => Ty::Q4_0,
+        _ => Ty::F32,
+    }
+}
+
+fn gguf_model(seed: u64, tied: bool) -> (Vec<u8>, Reference) {
+    let c = TinyConfig::new();
+    let tensors = tiny_weights(&c, seed, tied, &mixed_types);
+    (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent))
+}
+
+fn tokens(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let vocab = TinyConfig::new().vocab as u64;
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+fn assert_logits_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: positions");
+    for (pos, (g, w)) in got.iter().zip(want).enumerate() {
+        let diff = max_rel_diff(g, w);
+        assert!(diff < TOLERANCE, "{what}: position {pos} differs by {diff} (relative)");
+    }
+}
+
+fn read(t: burn::prelude::Tensor<2>) -> Vec<Vec<f32>> {
+    let vocab = t.dims()[1];
+    let v = t.into_data().try_into_vec_as::<f32>().unwrap();
+    v.chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
+/// Prefill of the whole sequence gives the reference logits at every position.
+fn prefill_matches_reference(device: DeviceKind) {
+    for tied in [true, false] {
+        let (bytes, reference) = gguf_model(11 + tied as u64, tied);
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap());
+        let ids = tokens(23, 5);
+        let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} tied={tied}"));
+    }
+}
+
+/// Prefill of a prefix, then one token at a time through the KV cache, gives the reference
+/// logits of each position.
+fn decode_matches_reference(device: DeviceKind) {
+    let (bytes, reference) = gguf_model(21, true);
+    let engine = Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap();
+    let ids = tokens(17, 6);
+    let want = reference.logits(&ids);
+    let mut cache = KvCache::new(engine.config(), 32, engine.device()).unwrap();
+    let mut got = read(engine.model().forward(&ids[..9], &mut cache, Logits::All).unwrap());
+    for &id in &ids[9..] {
+        got.extend(read(engine.model().forward(&[id], &mut cache, Logits::Last).unwrap()));
+    }
+    assert_eq!(cache.len(), ids.len());
+    assert_logits_close(&got, &want, &format!("{device:?} decode"));
+}
+
+#[test]
+fn gguf_prefill_matches_reference_on_cpu() {
+    prefill_matches_reference(DeviceKind::Cpu);
+}
+
+#[test]
+fn gguf_prefill_matches_reference_on_wgpu() {
+    prefill_matches_reference(DeviceKind::Wgpu);
+}
+
+#[test]
+fn gguf_decode_through_kv_cache_matches_reference_on_cpu() {
+    decode_matches_reference(DeviceKind::Cpu);
+}
+
+#[test]
+fn gguf_decode_through_kv_cache_matches_reference_on_wgpu() {
+    decode_matches_reference(DeviceKind::Wgpu);
+}
+
+/// A Hugging Face directory (safetensors in F32, F16 and BF16, rotate-half query/key layout,
+/// separate output head) gives the reference logits.
+fn hf_matches_reference(device: DeviceKind) {
+    let c = TinyConfig::new();
+    let types = |name: &str| match name {
+        n if n.contains("attn") => Ty::F16,
+        n if n.contains("ffn") => Ty::BF16,
+        _ => Ty::F32,
+    };
+    let mut tensors = tiny_weights(&c, 31, false, &types);
+    // Store query/key rows as Hugging Face does; the reference then rotates halves.
+    for t in &mut tensors {
+        let heads = if t.name.ends_with("attn_q.weight") {
+            c.n_heads
+        } else if t.name.ends_with("attn_k.weight") {
+            c.n_kv_heads
+        } else {
+            continue;
+        };
+        t.values = gguf_to_hf_rows(&t.values, heads, c.d_model);
+        let (_, bytes) = match t.ty {
+            Ty::F16 => (0, t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect::<Vec<u8>>()),
+            _ => unreachable!("attention weights are F16 here"),
+        };
+        t.bytes = bytes;
+    }
+    let reference = Reference::new(&c, &tensors, RopeStyle::Half);
+    let hf_name = |gguf: &str| -> String {
+        let table = [
+            ("token_embd.weight", "model.embed_tokens.weight"),
+            ("output_norm.weight", "model.norm.weight"),
+            ("output.weight", "lm_head.weight"),
+        ];
+        if let Some((_, hf)) = table.iter().find(|(g, _)| *g == gguf) {
+            return hf.to_string();
+        }
+        let (layer, rest) = gguf.strip_prefix("blk.").unwrap().split_once('.').unwrap();
+        let suffix = match rest {
+            "attn_norm.weight" => "input_layernorm.weight",
+            "attn_q.weight" => "self_attn.q_proj.weight",
+            "attn_k.weight" => "self_attn.k_proj.weight",
+            "attn_v.weight" => "self_attn.v_proj.weight",
+            "attn_output.weight" => "self_attn.o_proj.weight",
+            "ffn_norm.weight" => "post_attention_layernorm.weight",
+            "ffn_gate.weight" => "mlp.gate_proj.weight",
+            "ffn_up.weight" => "mlp.up_proj.weight",
+            "ffn_down.weight" => "mlp.down_proj.weight",
+            other => panic!("{other}"),
+        };
+        format!("model.layers.{layer}.{suffix}")
+    };
+    let dtype = |ty: Ty| match ty {
+        Ty::F32 => "F32",
+        Ty::F16 => "F16",
+        Ty::BF16 => "BF16",
+        _ => unreachable!(),
+    };
+    // Two shards, to exercise the index across files.
+    let entries: Vec<_> =
+        tensors.iter().map(|t| (hf_name(&t.name), dtype(t.ty), t.shape.clone(), t.bytes.clone())).collect();
+    let (a, b) = entries.split_at(entries.len() / 2);
+    let shards = [write_safetensors(a), write_safetensors(b)];
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "model_type": "llama", "hidden_act": "silu", "vocab_size": c.vocab, "hidden_size": c.d_model,
+        "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+        "intermediate_size": c.d_ff, "rope_theta": c.rope_theta, "rms_norm_eps": c.eps,
+        "max_position_embeddings": c.context, "tie_word_embeddings": false, "eos_token_id": 2, "bos_token_id": 1,
+    });
+    let tok_config = serde_json::json!({ "chat_template": CHAT_TEMPLATE, "eos_token": "<|im_end|>" });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), tiny_tokenizer_json()).unwrap();
+    std::fs::write(dir.path().join("tokenizer_config.json"), tok_config.to_string()).unwrap();
+    for (i, shard) in shards.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("model-0000{}-of-00002.safetensors", i + 1)), shard).unwrap();
+    }
+
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let (config, tokenizer, tok_config) = (read("config.json"), read("tokenizer.json"), read("tokenizer_config.json"));
+    let shards: Vec<Vec<u8>> = (1..=2).map(|i| read(&format!("model-0000{i}-of-00002.safetensors"))).collect();
+    let files = HfFiles {
+        config_json: &config,
+        tokenizer_json: &tokenizer,
+        tokenizer_config_json: Some(&tok_config),
+        safetensors: shards.iter().map(Vec::as_slice).collect(),
+    };
+    let engine = Arc::new(Engine::from_hf(files, &device.device().unwrap()).unwrap());
+    let ids = tokens(19, 8);
+    let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
+    assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} safetensors"));
+
+    // The chat template and end-of-turn token come from tokenizer_config.json.
+    let chat = engine.encode_chat(&[Message::new("user", "the")]).unwrap();
+    assert_eq!(chat[0], 1, "<|im_start|> is parsed as its special id");
+    assert!(engine.tokenizer().is_end_of_generation(2));
+}
+
+#[test]
+fn safetensors_directory_matches_reference_on_cpu() {
+    hf_matches_reference(DeviceKind::Cpu);
+}
+
+#[test]
+fn safetensors_directory_matches_reference_on_wgpu() {
+    hf_matches_reference(DeviceKind::Wgpu);
+}
+
+/// Greedy generation gives the reference's greedy tokens on both devices, and a second turn
+/// that extends the first reuses the cached prefix and still matches.
+#[test]
+fn greedy_generation_matches_reference_and_reuses_prefix() {
+    let (bytes, reference) = gguf_model(41, true);
+    let prompt = tokens(6, 9);
+    let want = reference.greedy(&prompt, 8);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap());
+        let mut session = engine.session(Some(40)).unwrap();
+        let options = GenerateOptions { max_tokens: 8, ignore_eos: true, ..Default::default() };
+        let first = pollster::block_on(session.generate(&prompt, &options, |_, _| Control::Continue)).unwrap();
+        assert_eq!(first.tokens, want, "{device:?}");
+        assert_eq!(first.finish_reason, FinishReason::Length);
+
+        let mut longer = prompt.clone();
+        longer.extend(&first.tokens);
+        longer.extend(tokens(3, 10));
+        let second = pollster::block_on(session.generate(&longer, &options, |_, _| Control::Continue)).unwrap();
+        // The last generated token was never fed, so the cache held prompt + 7 of them.
+        assert_eq!(second.stats.reused_tokens, prompt.len() + 7, "{device:?}");
+        assert_eq!(second.tokens, reference.greedy(&longer, 8), "{device:?} second turn");
+    }
+}
+
+/// The same seed gives the same tokens; sampling is not greedy.
+#[test]
+fn seeded_sampling_repeats() {
+    let (bytes, _) = gguf_model(51, true);
+    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap()).unwrap());
+    let run = |seed| {
+        let mut session = engine.session(None).unwrap();
+        let mut options = GenerateOptions { max_tokens: 24, ignore_eos: true, ..Default::default() };
+        options.sampler.temperature = 1.5;
+        options.sampler.seed = Some(seed);
+        pollster::block_on(session.generate(&tokens(4, 1), &options, |_, _| Control::Continue)).unwrap().tokens
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3), run(4));
+}
+
+/// Stop strings end generation before them; the callback can abort; the cache bound ends a
+/// long generation with `ContextFull`.
+#[test]
+fn stop_conditions() {
+    let (bytes, reference) = gguf_model(61, true);
+    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap()).unwrap());
+    let prompt = tokens(5, 2);
+    let want = reference.greedy(&prompt, 12);
+    let mut session = engine.session(None).unwrap();
+    let plain = GenerateOptions { max_tokens: 12, ignore_eos: true, ..Default::default() };
+    let full = pollster::block_on(session.generate(&prompt, &plain, |_, _| Control::Continue)).unwrap();
+    assert_eq!(full.tokens, want);
+
+    // Stop at a character from the middle of the text.
+    let stop = full.text.chars().filter(|&c| c != '\u{FFFD}').nth(full.text.chars().count() / 2).unwrap().to_string();
+    let options = GenerateOptions { stop: vec![stop.clone()], ..plain.clone() };
+    let mut streamed = String::new();
+    let g = pollster::block_on(session.generate(&prompt, &options, |t, _| {
+        streamed.push_str(t);
+        Control::Continue
+    }))
+    .unwrap();
+    assert_eq!(g.finish_reason, FinishReason::Stop);
+    assert_eq!(g.text, full.text[..full.text.find(&stop).unwrap()]);
+    assert_eq!(streamed, g.text, "streamed pieces add up to the text and never include the stop string");
+
+    let mut calls = 0;
+    let aborted = pollster::block_on(session.generate(
+        &prompt,
+        &GenerateOptions { max_tokens: 12, ignore_eos: true, ..Default::default() },
+        |_, _| {
+            calls += 1;
+            if calls == 3 { Control::Stop } else { Control::Continue }
+        },
+    ))
+    .unwrap();
+    assert_eq!(aborted.finish_reason, FinishReason::Aborted);
+    assert!(aborted.tokens.len() <= 4);
+
+    let mut small = engine.session(Some(8)).unwrap();
+    let g = pollster::block_on(small.generate(
+        &prompt,
+        &GenerateOptions { max_tokens: 100, ignore_eos: true, ..Default::default() },
+        |_, _| Control::Continue,
+    ))
+    .unwrap();
+    assert_eq!(g.finish_reason, FinishReason::ContextFull);
+    assert_eq!(g.tokens, reference.greedy(&prompt, 4));
+}
