@@ -8,5 +8,8 @@ cd "$root"
 pkg-scripts/setup.sh
 pkg-scripts/fetch-model.sh
 
+# Mesa's lavapipe (Vulkan on the CPU) complains without a runtime dir; give it one.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
 cargo fmt --all -- --check
 cargo test --workspace --locked

@@ -96,7 +96,7 @@ impl Block {
         x: Tensor<2>,
         c: &ModelConfig,
         rotation: &(Tensor<3>, Tensor<3>),
-        mask: Option<&Tensor<4>>,
+        mask: &Tensor<4>,
         cache: &mut KvCache,
         layer: usize,
     ) -> Tensor<2> {
@@ -114,10 +114,7 @@ impl Block {
         // Query head h reads KV head h / group: fold the group into the query rows.
         let q = q.reshape([n_kv, group * seq, hd]);
         let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(1.0 / (hd as f32).sqrt());
-        let scores = match mask {
-            Some(mask) => scores.reshape([n_kv, group, seq, len]).add(mask.clone()).reshape([n_kv, group * seq, len]),
-            None => scores,
-        };
+        let scores = scores.reshape([n_kv, group, seq, len]).add(mask.clone()).reshape([n_kv, group * seq, len]);
         let attn = softmax(scores, 2).matmul(v);
         let attn = attn.reshape([n_heads, seq, hd]).swap_dims(0, 1).reshape([seq, d_model]);
         let x = x.add(self.wo.forward(attn));
@@ -189,9 +186,9 @@ impl Llama {
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &self.device);
         let mut x = self.embedding.clone().select(0, ids);
         let rotation = cache.rope(seq);
-        let mask = (seq > 1).then(|| causal_mask(start, seq, &self.device));
+        let mask = causal_mask(start, seq, cache.window(seq), &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, c, &rotation, mask.as_ref(), cache, i);
+            x = block.forward(x, c, &rotation, &mask, cache, i);
         }
         cache.advance(seq);
 
@@ -207,16 +204,13 @@ impl Llama {
     }
 }
 
-/// Additive mask `[1, 1, seq, start + seq]`: query `i` (slot `start + i`) sees slots `0..=start + i`.
-fn causal_mask(start: usize, seq: usize, device: &Device) -> Tensor<4> {
-    let len = start + seq;
-    let mut mask = vec![0.0f32; seq * len];
-    for i in 0..seq {
-        for j in start + i + 1..len {
-            mask[i * len + j] = f32::NEG_INFINITY;
-        }
+/// Additive mask `[1, 1, seq, window]`: query `i` (slot `start + i`) sees slots `0..=start + i`.
+fn causal_mask(start: usize, seq: usize, window: usize, device: &Device) -> Tensor<4> {
+    let mut mask = vec![0.0f32; seq * window];
+    for (i, row) in mask.chunks_exact_mut(window).enumerate() {
+        row[start + i + 1..].fill(f32::NEG_INFINITY);
     }
-    Tensor::from_data(TensorData::new(mask, [1, 1, seq, len]), device)
+    Tensor::from_data(TensorData::new(mask, [1, 1, seq, window]), device)
 }
 
 fn upload<const D: usize>(t: HostTensor, device: &Device) -> Tensor<D> {

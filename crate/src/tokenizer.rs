@@ -108,18 +108,16 @@ impl Tokenizer {
         inner
             .with_pre_tokenizer(Some(pre_tokenizer))
             .with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL)
-            .map(|(s, _)| AddedToken::from(s.to_string(), true))
-            .collect();
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(s, _)| AddedToken::from(s.to_string(), false))
-            .collect();
+        // Control tokens are special (kept as text unless parsing specials); user-defined ones
+        // always match, as in llama.cpp.
+        let (mut special, mut user) = (Vec::new(), Vec::new());
+        for (token, &ty) in tokens.iter().zip(&types) {
+            match ty {
+                TOKEN_TYPE_CONTROL => special.push(AddedToken::from(token.to_string(), true)),
+                TOKEN_TYPE_USER_DEFINED => user.push(AddedToken::from(token.to_string(), false)),
+                _ => {}
+            }
+        }
         inner.add_special_tokens(special).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.add_tokens(user).map_err(|e| Error::Tokenizer(e.to_string()))?;
 
