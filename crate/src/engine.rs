@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles};
 use crate::load::{ModelParts, TensorSource};
-use crate::model::Llama;
+use crate::model::{Llama, WeightFormat};
 use crate::session::Session;
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::Tokenizer;
@@ -27,19 +27,19 @@ pub struct Engine {
 
 impl Engine {
     /// Loads a GGUF file's model, tokenizer and chat template onto `device`.
-    pub fn from_gguf(bytes: &[u8], device: &Device) -> Result<Self> {
+    pub fn from_gguf(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
         let file = GgufFile::parse(bytes)?;
         let parts = ModelParts::from_gguf(&file)?;
-        Self::new(parts, &file, device)
+        Self::new(parts, &file, device, weights)
     }
 
     /// Loads a Hugging Face model directory's files onto `device`.
-    pub fn from_hf(files: HfFiles<'_>, device: &Device) -> Result<Self> {
+    pub fn from_hf(files: HfFiles<'_>, device: &Device, weights: WeightFormat) -> Result<Self> {
         let (parts, tensors) = hf::parse(files)?;
-        Self::new(parts, &tensors, device)
+        Self::new(parts, &tensors, device, weights)
     }
 
-    fn new(parts: ModelParts, source: &dyn TensorSource, device: &Device) -> Result<Self> {
+    fn new(parts: ModelParts, source: &dyn TensorSource, device: &Device, weights: WeightFormat) -> Result<Self> {
         let ModelParts { config, tokenizer, chat_template, name } = parts;
         let template = match chat_template {
             Some(source) => {
@@ -48,7 +48,7 @@ impl Engine {
             }
             None => None,
         };
-        let model = Llama::load(&config, source, device)?;
+        let model = Llama::load(&config, source, weights, device)?;
         Ok(Self { model, tokenizer, template, name })
     }
 

@@ -5,10 +5,12 @@
 //! [`Tokenizer`], a chat template and weights on a device ([`Engine`]); a [`Session`] holds one
 //! conversation's [`KvCache`], prefills the prompt and decodes tokens chosen by a [`Sampler`].
 
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod kernels;
 pub mod kv_cache;
 pub mod load;
 pub mod model;
@@ -23,6 +25,7 @@ pub use device::DeviceKind;
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use kv_cache::KvCache;
+pub use model::WeightFormat;
 pub use sampler::{Sampler, SamplerOptions};
 pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Session};
 pub use template::Message;

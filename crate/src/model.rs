@@ -9,26 +9,145 @@ use burn::tensor::activation::{silu, softmax};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::kernels::qgather::qgather;
+use crate::kernels::qmatmul::{QuantMatrix, qmatmul};
 use crate::kv_cache::KvCache;
 use crate::load::{HostTensor, TensorSource};
+use crate::quant::packed::{PackedMatrix, QuantFormat};
 
-/// A dense projection `y = x Wᵀ`, weight kept as `[d_in, d_out]` so that the product is a
-/// plain row-major matmul.
-pub struct Linear {
-    /// `[d_in, d_out]`
-    weight: Tensor<2>,
+/// How the matrices of the model are kept on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Dequantized to f32: the reference path.
+    F32,
+    /// Packed 4-bit (8-bit for the token embedding), multiplied by our fused kernels. GGUF
+    /// Q4_0, Q4_1 and Q8_0 matrices keep their exact values; float matrices are quantized.
+    #[default]
+    Int4,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "int4" => Ok(Self::Int4),
+            other => Err(Error::BadOptions(format!("unknown weight format {other:?} (f32 or int4)"))),
+        }
+    }
+}
+
+/// A matrix in the chosen format: packed as stored, or quantized from floats to `fallback`.
+fn load_packed(
+    source: &dyn TensorSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    fallback: QuantFormat,
+) -> Result<PackedMatrix> {
+    match source.packed(name)? {
+        Some(p) if (p.rows, p.cols) == (rows, cols) => Ok(p),
+        Some(p) => {
+            Err(Error::TensorShape { tensor: name.into(), expected: vec![rows, cols], found: vec![p.rows, p.cols] })
+        }
+        None => {
+            let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
+            Ok(PackedMatrix::quantize(fallback, &t.data, rows, cols))
+        }
+    }
+}
+
+/// A projection `y = x Wᵀ`.
+#[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
+pub enum Linear {
+    /// `[d_in, d_out]`, so that the product is a plain row-major matmul.
+    Dense(Tensor<2>),
+    /// `[d_out, d_in]` packed.
+    Quant(QuantMatrix),
 }
 
 impl Linear {
     /// From a GGUF-layout weight `[d_out, d_in]`.
-    fn load(source: &dyn TensorSource, name: &str, d_out: usize, d_in: usize, device: &Device) -> Result<Self> {
-        let t = source.tensor(name)?.expect_shape(&[d_out, d_in])?;
-        Ok(Self { weight: upload(t, device).transpose() })
+    fn load(
+        source: &dyn TensorSource,
+        name: &str,
+        d_out: usize,
+        d_in: usize,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(match format {
+            WeightFormat::F32 => {
+                Self::Dense(upload::<2>(source.tensor(name)?.expect_shape(&[d_out, d_in])?, device).transpose())
+            }
+            WeightFormat::Int4 => {
+                Self::Quant(QuantMatrix::upload(&load_packed(source, name, d_out, d_in, QuantFormat::Q4)?, device))
+            }
+        })
     }
 
     /// `x: [seq, d_in]` → `[seq, d_out]`
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.clone())
+        match self {
+            Self::Dense(w) => x.matmul(w.clone()),
+            Self::Quant(w) => qmatmul(x, w),
+        }
+    }
+
+    fn device_bytes(&self) -> usize {
+        match self {
+            Self::Dense(w) => w.shape().num_elements() * 4,
+            Self::Quant(w) => w.device_bytes(),
+        }
+    }
+}
+
+/// The token embedding `[vocab, d_model]`, which is also the output head of tied models.
+#[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
+enum Embedding {
+    Dense(Tensor<2>),
+    /// Packed as stored, or quantized to 8 bits: the table the logits are read from deserves
+    /// more precision than the blocks.
+    Quant(QuantMatrix),
+}
+
+impl Embedding {
+    fn load(source: &dyn TensorSource, c: &ModelConfig, format: WeightFormat, device: &Device) -> Result<Self> {
+        let name = "token_embd.weight";
+        Ok(match format {
+            WeightFormat::F32 => Self::Dense(upload(source.tensor(name)?.expect_shape(&[c.vocab, c.d_model])?, device)),
+            WeightFormat::Int4 => Self::Quant(QuantMatrix::upload(
+                &load_packed(source, name, c.vocab, c.d_model, QuantFormat::Q8)?,
+                device,
+            )),
+        })
+    }
+
+    /// Rows of `tokens`: `[seq, d_model]`.
+    fn lookup(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+        match self {
+            Self::Dense(table) => {
+                let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+                table.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), device))
+            }
+            Self::Quant(table) => qgather(tokens, table, device),
+        }
+    }
+
+    /// Logits of `x: [seq, d_model]` against every row: `[seq, vocab]`.
+    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Dense(table) => x.matmul(table.clone().transpose()),
+            Self::Quant(table) => qmatmul(x, table),
+        }
+    }
+
+    fn device_bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.shape().num_elements() * 4,
+            Self::Quant(t) => t.device_bytes(),
+        }
     }
 }
 
@@ -43,6 +162,10 @@ impl RmsNorm {
     fn load(source: &dyn TensorSource, name: &str, d_model: usize, eps: f32, device: &Device) -> Result<Self> {
         let t = source.tensor(name)?.expect_shape(&[d_model])?;
         Ok(Self { weight: upload::<1>(t, device).reshape([1, d_model]), eps })
+    }
+
+    fn device_bytes(&self) -> usize {
+        self.weight.shape().num_elements() * 4
     }
 
     /// `x: [seq, d_model]` → same shape
@@ -74,20 +197,35 @@ struct Block {
 }
 
 impl Block {
-    fn load(source: &dyn TensorSource, c: &ModelConfig, i: usize, device: &Device) -> Result<Self> {
+    fn load(
+        source: &dyn TensorSource,
+        c: &ModelConfig,
+        i: usize,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
         let name = |suffix: &str| format!("blk.{i}.{suffix}");
         let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
         Ok(Self {
             attn_norm: RmsNorm::load(source, &name("attn_norm.weight"), d, c.rms_eps, device)?,
-            wq: Linear::load(source, &name("attn_q.weight"), d, d, device)?,
-            wk: Linear::load(source, &name("attn_k.weight"), kv, d, device)?,
-            wv: Linear::load(source, &name("attn_v.weight"), kv, d, device)?,
-            wo: Linear::load(source, &name("attn_output.weight"), d, d, device)?,
+            wq: Linear::load(source, &name("attn_q.weight"), d, d, format, device)?,
+            wk: Linear::load(source, &name("attn_k.weight"), kv, d, format, device)?,
+            wv: Linear::load(source, &name("attn_v.weight"), kv, d, format, device)?,
+            wo: Linear::load(source, &name("attn_output.weight"), d, d, format, device)?,
             ffn_norm: RmsNorm::load(source, &name("ffn_norm.weight"), d, c.rms_eps, device)?,
-            w_gate: Linear::load(source, &name("ffn_gate.weight"), ff, d, device)?,
-            w_up: Linear::load(source, &name("ffn_up.weight"), ff, d, device)?,
-            w_down: Linear::load(source, &name("ffn_down.weight"), d, ff, device)?,
+            w_gate: Linear::load(source, &name("ffn_gate.weight"), ff, d, format, device)?,
+            w_up: Linear::load(source, &name("ffn_up.weight"), ff, d, format, device)?,
+            w_down: Linear::load(source, &name("ffn_down.weight"), d, ff, format, device)?,
         })
+    }
+
+    fn device_bytes(&self) -> usize {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+            .iter()
+            .map(|l| l.device_bytes())
+            .sum::<usize>()
+            + self.attn_norm.device_bytes()
+            + self.ffn_norm.device_bytes()
     }
 
     /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
@@ -137,24 +275,29 @@ pub enum Logits {
 /// A loaded Llama model on one device.
 pub struct Llama {
     config: ModelConfig,
-    /// `[vocab, d_model]`; also the output head when the model ties them.
-    embedding: Tensor<2>,
+    /// Also the output head when the model ties them.
+    embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    /// `[d_model, vocab]` when the model has its own head.
+    /// The output head, when the model does not tie it to the embedding.
     output: Option<Linear>,
     device: Device,
 }
 
 impl Llama {
     /// Reads every weight from `source`, checking each shape against `config`.
-    pub fn load(config: &ModelConfig, source: &dyn TensorSource, device: &Device) -> Result<Self> {
+    pub fn load(
+        config: &ModelConfig,
+        source: &dyn TensorSource,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
         let c = config;
-        let embedding = upload(source.tensor("token_embd.weight")?.expect_shape(&[c.vocab, c.d_model])?, device);
-        let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, device)).collect::<Result<_>>()?;
+        let embedding = Embedding::load(source, c, format, device)?;
+        let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, format, device)).collect::<Result<_>>()?;
         let norm = RmsNorm::load(source, "output_norm.weight", c.d_model, c.rms_eps, device)?;
         let output = match source.contains("output.weight") {
-            true => Some(Linear::load(source, "output.weight", c.vocab, c.d_model, device)?),
+            true => Some(Linear::load(source, "output.weight", c.vocab, c.d_model, format, device)?),
             false => None,
         };
         Ok(Self { config: c.clone(), embedding, blocks, norm, output, device: device.clone() })
@@ -166,6 +309,14 @@ impl Llama {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Bytes the weights take on the device.
+    pub fn weight_bytes(&self) -> usize {
+        self.embedding.device_bytes()
+            + self.blocks.iter().map(Block::device_bytes).sum::<usize>()
+            + self.norm.device_bytes()
+            + self.output.as_ref().map_or(0, Linear::device_bytes)
     }
 
     /// Runs `tokens` through the model after what `cache` holds, appending them to it, and
@@ -182,9 +333,7 @@ impl Llama {
         cache.reserve(seq)?;
         let start = cache.len();
 
-        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [seq]), &self.device);
-        let mut x = self.embedding.clone().select(0, ids);
+        let mut x = self.embedding.lookup(tokens, &self.device);
         let rotation = cache.rope(seq);
         let mask = causal_mask(start, seq, cache.window(seq), &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
@@ -199,7 +348,7 @@ impl Llama {
         let x = self.norm.forward(x);
         Ok(match &self.output {
             Some(head) => head.forward(x),
-            None => x.matmul(self.embedding.clone().transpose()),
+            None => self.embedding.logits(x),
         })
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use common::*;
 use hearth::load::gguf::GgufFile;
-use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions};
+use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, WeightFormat};
+
+const WEIGHTS: WeightFormat = WeightFormat::Int4;
 
 fn tiny() -> (TinyConfig, Vec<StoredTensor>) {
     let c = TinyConfig::new();
@@ -16,7 +18,7 @@ fn tiny() -> (TinyConfig, Vec<StoredTensor>) {
 }
 
 fn load(bytes: &[u8]) -> hearth::Result<Engine> {
-    Engine::from_gguf(bytes, &DeviceKind::Cpu.device().unwrap())
+    Engine::from_gguf(bytes, &DeviceKind::Cpu.device().unwrap(), WEIGHTS)
 }
 
 /// Byte offset where the tensor data section starts (the first tensor's data).
@@ -214,7 +216,7 @@ fn a_thousand_mutations_never_panic() {
                 }
             }
         }
-        match Engine::from_gguf(&bytes, &device) {
+        match Engine::from_gguf(&bytes, &device, WeightFormat::Int4) {
             Ok(engine) => {
                 loaded += 1;
                 let engine = Arc::new(engine);

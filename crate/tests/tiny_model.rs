@@ -8,7 +8,9 @@ use std::sync::Arc;
 use common::*;
 use hearth::load::hf::HfFiles;
 use hearth::model::Logits;
-use hearth::{Control, DeviceKind, Engine, FinishReason, GenerateOptions, KvCache, Message};
+use hearth::{Control, DeviceKind, Engine, FinishReason, GenerateOptions, KvCache, Message, WeightFormat};
+
+const WEIGHTS: WeightFormat = WeightFormat::F32;
 
 /// f32 sums in a different order differ by rounding; logits here are O(1..10).
 const TOLERANCE: f32 = 2e-4;
@@ -28,9 +30,22 @@ fn mixed_types(name: &str) -> Ty {
     }
 }
 
+/// Only the block formats the int4 path keeps packed, so it runs on exactly these values.
+fn block_types(name: &str) -> Ty {
+    match name {
+        n if n.starts_with("token_embd") || n.ends_with("ffn_up.weight") => Ty::Q8_0,
+        n if n.ends_with("attn_k.weight") || n.ends_with("ffn_down.weight") => Ty::Q4_0,
+        _ => Ty::Q4_1,
+    }
+}
+
 fn gguf_model(seed: u64, tied: bool) -> (Vec<u8>, Reference) {
+    gguf_model_of(seed, tied, &mixed_types)
+}
+
+fn gguf_model_of(seed: u64, tied: bool, types: &dyn Fn(&str) -> Ty) -> (Vec<u8>, Reference) {
     let c = TinyConfig::new();
-    let tensors = tiny_weights(&c, seed, tied, &mixed_types);
+    let tensors = tiny_weights(&c, seed, tied, types);
     (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent))
 }
 
@@ -54,22 +69,26 @@ fn read(t: burn::prelude::Tensor<2>) -> Vec<Vec<f32>> {
     v.chunks(vocab).map(<[f32]>::to_vec).collect()
 }
 
-/// Prefill of the whole sequence gives the reference logits at every position.
+/// Prefill of the whole sequence gives the reference logits at every position, with f32
+/// weights (every tensor type) and with int4 weights (the block types it keeps exact).
 fn prefill_matches_reference(device: DeviceKind) {
-    for tied in [true, false] {
-        let (bytes, reference) = gguf_model(11 + tied as u64, tied);
-        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap());
+    for (tied, weights) in
+        [(true, WeightFormat::F32), (false, WeightFormat::F32), (true, WeightFormat::Int4), (false, WeightFormat::Int4)]
+    {
+        let types: &dyn Fn(&str) -> Ty = if weights == WeightFormat::F32 { &mixed_types } else { &block_types };
+        let (bytes, reference) = gguf_model_of(11 + tied as u64, tied, types);
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
         let ids = tokens(23, 5);
         let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
-        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} tied={tied}"));
+        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} {weights:?} tied={tied}"));
     }
 }
 
 /// Prefill of a prefix, then one token at a time through the KV cache, gives the reference
 /// logits of each position.
 fn decode_matches_reference(device: DeviceKind) {
-    let (bytes, reference) = gguf_model(21, true);
-    let engine = Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap();
+    let (bytes, reference) = gguf_model_of(21, true, &block_types);
+    let engine = Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap();
     let ids = tokens(17, 6);
     let want = reference.logits(&ids);
     let mut cache = KvCache::new(engine.config(), 32, engine.device()).unwrap();
@@ -188,7 +207,7 @@ fn hf_matches_reference(device: DeviceKind) {
         tokenizer_config_json: Some(&tok_config),
         safetensors: shards.iter().map(Vec::as_slice).collect(),
     };
-    let engine = Arc::new(Engine::from_hf(files, &device.device().unwrap()).unwrap());
+    let engine = Arc::new(Engine::from_hf(files, &device.device().unwrap(), WeightFormat::F32).unwrap());
     let ids = tokens(19, 8);
     let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
     assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} safetensors"));
@@ -217,7 +236,7 @@ fn greedy_generation_matches_reference_and_reuses_prefix() {
     let prompt = tokens(6, 9);
     let want = reference.greedy(&prompt, 8);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
-        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap()).unwrap());
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WEIGHTS).unwrap());
         let mut session = engine.session(Some(40)).unwrap();
         let options = GenerateOptions { max_tokens: 8, ignore_eos: true, ..Default::default() };
         let first = pollster::block_on(session.generate(&prompt, &options, |_, _| Control::Continue)).unwrap();
@@ -238,7 +257,7 @@ fn greedy_generation_matches_reference_and_reuses_prefix() {
 #[test]
 fn seeded_sampling_repeats() {
     let (bytes, _) = gguf_model(51, true);
-    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap()).unwrap());
+    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WEIGHTS).unwrap());
     let run = |seed| {
         let mut session = engine.session(None).unwrap();
         let mut options = GenerateOptions { max_tokens: 24, ignore_eos: true, ..Default::default() };
@@ -255,7 +274,7 @@ fn seeded_sampling_repeats() {
 #[test]
 fn stop_conditions() {
     let (bytes, reference) = gguf_model(61, true);
-    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap()).unwrap());
+    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WEIGHTS).unwrap());
     let prompt = tokens(5, 2);
     let want = reference.greedy(&prompt, 12);
     let mut session = engine.session(None).unwrap();

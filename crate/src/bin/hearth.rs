@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use hearth::load::hf::HfFiles;
-use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, Message, Result, SamplerOptions};
+use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, Message, Result, SamplerOptions, WeightFormat};
 use serde_json::json;
 use web_time::Instant;
 
@@ -59,6 +59,9 @@ enum Command {
         /// Timed repetitions; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Instead: time the int4 GEMV, the f32 GEMV and a copy for every linear shape.
+        #[arg(long)]
+        kernels: bool,
     },
 }
 
@@ -73,6 +76,9 @@ struct Common {
     /// KV cache size in tokens.
     #[arg(long)]
     kv_capacity: Option<usize>,
+    /// How matrices are kept on the device: int4 (packed, fused kernels) or f32.
+    #[arg(long, default_value = "int4")]
+    weights: String,
 }
 
 #[derive(Args)]
@@ -163,7 +169,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chat { common, sampling, system } => chat(&common, &sampling, system).await,
-        Command::Bench { common, prompt_tokens, gen_tokens, runs } => {
+        Command::Bench { common, kernels: true, runs, .. } => bench_kernels(&common, runs),
+        Command::Bench { common, prompt_tokens, gen_tokens, runs, .. } => {
             bench(&common, prompt_tokens, gen_tokens, runs).await
         }
     }
@@ -172,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
 /// Reads the model at `common.model` onto the chosen device; returns it and the load time.
 fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
     let device = common.device.parse::<DeviceKind>()?.device()?;
+    let weights = common.weights.parse::<WeightFormat>()?;
     let start = Instant::now();
     let engine = if common.model.is_dir() {
         let dir = &common.model;
@@ -191,9 +199,9 @@ fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
             tokenizer_config_json: tokenizer_config.as_deref(),
             safetensors: shards.iter().map(Vec::as_slice).collect(),
         };
-        Engine::from_hf(files, &device)?
+        Engine::from_hf(files, &device, weights)?
     } else {
-        Engine::from_gguf(&read(&common.model)?, &device)?
+        Engine::from_gguf(&read(&common.model)?, &device, weights)?
     };
     Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
 }
@@ -274,6 +282,8 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
     let out = json!({
         "model": engine.name(),
         "device": common.device,
+        "weights": common.weights,
+        "weight_bytes": engine.model().weight_bytes(),
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "runs": runs,
@@ -286,6 +296,14 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+fn bench_kernels(common: &Common, runs: usize) -> Result<()> {
+    let (engine, _) = load(common)?;
+    for t in hearth::bench::kernel_bench(engine.config(), engine.device(), runs.max(5))? {
+        println!("{}", serde_json::to_string(&t).unwrap_or_default());
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod hf;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::quant::packed::PackedMatrix;
 use crate::tokenizer::Tokenizer;
 
 /// A dense f32 tensor in host memory, row-major.
@@ -32,7 +33,15 @@ impl HostTensor {
 /// Tensors by GGUF name.
 pub trait TensorSource {
     fn contains(&self, name: &str) -> bool;
+
+    /// The tensor dequantized to f32.
     fn tensor(&self, name: &str) -> Result<HostTensor>;
+
+    /// A `[rows, cols]` matrix already stored in a block format the device keeps packed, bit
+    /// for bit; `None` when it is stored as floats.
+    fn packed(&self, _name: &str) -> Result<Option<PackedMatrix>> {
+        Ok(None)
+    }
 }
 
 impl TensorSource for gguf::GgufFile<'_> {
@@ -42,6 +51,16 @@ impl TensorSource for gguf::GgufFile<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         gguf::GgufFile::tensor(self, name)
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        match (info.dtype, &info.shape[..]) {
+            (gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 | gguf::GgmlType::Q8_0, &[rows, cols]) => {
+                PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! in its low nibble and element `j + 16` in its high nibble. These scalar functions are the
 //! reference every faster path is tested against.
 
+pub mod packed;
+
 use half::f16;
 
 /// Elements per block in every format here.

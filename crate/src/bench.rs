@@ -1,0 +1,105 @@
+//! Kernel benchmark: for every linear shape of a model, the packed int4 GEMV against the f32
+//! GEMV the dense path uses, and a plain copy of as many bytes as the int4 matrix holds.
+
+use burn::prelude::*;
+use serde::Serialize;
+use web_time::Instant;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kernels::copy::copy_words;
+use crate::kernels::qmatmul::{QuantMatrix, qmatmul};
+use crate::quant::packed::{PackedMatrix, QuantFormat};
+
+/// Timings of one matrix shape (batch 1), medians over repeated runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelTiming {
+    pub name: &'static str,
+    pub rows: usize,
+    pub cols: usize,
+    pub format: &'static str,
+    pub quant_us: f64,
+    pub f32_us: f64,
+    pub copy_us: f64,
+    pub quant_bytes: usize,
+    pub f32_bytes: usize,
+    /// Weight bytes read per second by the quantized GEMV.
+    pub quant_gb_per_s: f64,
+    /// Bytes read and written per second by the copy.
+    pub copy_gb_per_s: f64,
+    pub fraction_of_copy_bandwidth: f64,
+    pub speedup_over_f32: f64,
+}
+
+/// The linear shapes of one block and the output head: `(name, rows, cols, format)`.
+fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize, QuantFormat); 6] {
+    [
+        ("attn_q, attn_output", c.d_model, c.d_model, QuantFormat::Q4),
+        ("attn_k, attn_v", c.kv_dim(), c.d_model, QuantFormat::Q4),
+        ("ffn_gate, ffn_up", c.d_ff, c.d_model, QuantFormat::Q4),
+        ("ffn_down", c.d_model, c.d_ff, QuantFormat::Q4),
+        ("output (tied embedding)", c.vocab, c.d_model, QuantFormat::Q8),
+        ("qkv fused", c.d_model + 2 * c.kv_dim(), c.d_model, QuantFormat::Q4),
+    ]
+}
+
+/// Time of one run of `op` in microseconds: `iters` runs are queued back to back and waited for
+/// once (as a decode step queues its kernels), five times over; the median batch counts.
+fn time<T>(device: &Device, iters: usize, mut op: impl FnMut() -> T) -> Result<f64> {
+    let sync = |device: &Device| device.sync().map_err(|e| Error::Device(format!("{e:?}")));
+    let _warm = op();
+    sync(device)?;
+    let mut batches = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let start = Instant::now();
+        let outputs: Vec<T> = (0..iters).map(|_| op()).collect();
+        sync(device)?;
+        batches.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
+        drop(outputs);
+    }
+    batches.sort_by(f64::total_cmp);
+    Ok(batches[batches.len() / 2])
+}
+
+/// Benchmarks every linear shape of `config` on `device`.
+pub fn kernel_bench(config: &ModelConfig, device: &Device, iters: usize) -> Result<Vec<KernelTiming>> {
+    let mut out = Vec::new();
+    for (name, rows, cols, format) in shapes(config) {
+        let data: Vec<f32> =
+            (0..rows * cols).map(|i| ((i as u64 * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let packed = PackedMatrix::quantize(format, &data, rows, cols);
+        let quant = QuantMatrix::upload(&packed, device);
+        let dense = Tensor::<2>::from_data(TensorData::new(data, [rows, cols]), device).transpose();
+        let x = Tensor::<2>::from_data(
+            TensorData::new((0..cols).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, cols]),
+            device,
+        );
+        let words = Tensor::<1, Int>::from_data(
+            TensorData::new(vec![0i32; packed.device_bytes() / 4], [packed.device_bytes() / 4]),
+            device,
+        );
+
+        let quant_us = time(device, iters, || qmatmul(x.clone(), &quant))?;
+        let f32_us = time(device, iters, || x.clone().matmul(dense.clone()))?;
+        let copy_us = time(device, iters, || copy_words(&words))?;
+        let quant_bytes = packed.device_bytes();
+        let quant_gb_per_s = quant_bytes as f64 / quant_us / 1e3;
+        let copy_gb_per_s = 2.0 * quant_bytes as f64 / copy_us / 1e3;
+        out.push(KernelTiming {
+            name,
+            rows,
+            cols,
+            format: if format == QuantFormat::Q4 { "int4" } else { "int8" },
+            quant_us,
+            f32_us,
+            copy_us,
+            quant_bytes,
+            f32_bytes: rows * cols * 4,
+            quant_gb_per_s,
+            copy_gb_per_s,
+            fraction_of_copy_bandwidth: quant_gb_per_s / copy_gb_per_s,
+            speedup_over_f32: f32_us / quant_us,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,72 @@
+//! Our own compute kernels: cubecl for every cubecl runtime (WebGPU, Vulkan, Metal, CUDA) and
+//! plain Rust for burn's Flex CPU backend. Each op takes and returns burn tensors and picks its
+//! implementation from the device the tensors live on; each has a scalar reference test.
+
+pub mod copy;
+pub mod qgather;
+pub mod qmatmul;
+
+use burn::backend::{DispatchDevice, Flex};
+use burn::prelude::*;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use burn_flex::FlexTensor;
+
+/// Where a tensor's data lives, with its backend primitive.
+#[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
+pub(crate) enum Prim {
+    Cube(CubeTensor),
+    Flex(FlexTensor),
+}
+
+fn is_cube(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// The primitive behind a float tensor.
+pub(crate) fn float<const D: usize>(t: Tensor<D>) -> Prim {
+    if is_cube(&t.device()) {
+        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
+    } else {
+        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+    }
+}
+
+/// The primitive behind an int tensor.
+pub(crate) fn int<const D: usize>(t: Tensor<D, Int>) -> Prim {
+    if is_cube(&t.device()) {
+        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
+    } else {
+        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+    }
+}
+
+pub(crate) fn cube_float<const D: usize>(t: CubeTensor) -> Tensor<D> {
+    Tensor::from_primitive::<CubeBackend>(t)
+}
+
+pub(crate) fn flex_float<const D: usize>(t: FlexTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(t)
+}
+
+/// A contiguous f32 copy of a Flex tensor's elements.
+pub(crate) fn flex_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("f32 data").to_vec()),
+    }
+}
+
+/// The u32 words of a Flex int tensor holding packed data (stored as i32 or u32).
+pub(crate) fn flex_words(t: &FlexTensor) -> &[u32] {
+    let bytes = t.bytes();
+    bytemuck::cast_slice(&bytes[..bytes.len() / 4 * 4])
+}
+
+/// Threads the CPU kernels split their rows over.
+pub(crate) fn cpu_threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    return std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(target_family = "wasm")]
+    1
+}

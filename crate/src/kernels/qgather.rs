@@ -1,0 +1,110 @@
+//! Rows of a packed matrix, dequantized: the token embedding lookup without an f32 table.
+
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_flex::FlexTensor;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use super::qmatmul::QuantMatrix;
+use super::{Prim, cube_float, flex_float, flex_words};
+use crate::quant::BLOCK;
+use crate::quant::packed::QuantFormat;
+
+/// `ids: [seq]` (each `< w.rows`) → `[seq, w.cols]`.
+pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
+    let seq = ids.len();
+    let ids_tensor =
+        Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [seq]), device);
+    match (super::int(ids_tensor), super::int(w.codes().clone()), super::int(w.params().clone())) {
+        (Prim::Cube(ids), Prim::Cube(codes), Prim::Cube(params)) => {
+            let client = ids.client.clone();
+            let out =
+                empty_device_contiguous_dtype(client.clone(), ids.device.clone(), [seq, w.cols].into(), DType::F32);
+            let total = (seq * w.cols) as u32;
+            let cube_dim = CubeDim::new_1d(256);
+            cube::qgather_kernel::launch(
+                &client,
+                CubeCount::Static(total.div_ceil(256), 1, 1),
+                cube_dim,
+                ids.into_tensor_arg(),
+                codes.into_tensor_arg(),
+                params.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                total,
+                w.rows as u32,
+                w.cols as u32,
+                w.format == QuantFormat::Q8,
+            );
+            cube_float(out)
+        }
+        (Prim::Flex(_), Prim::Flex(codes), Prim::Flex(params)) => {
+            let (codes, params) = (flex_words(&codes), flex_words(&params));
+            let blocks = w.cols.div_ceil(BLOCK);
+            let wpb = w.format.words_per_block();
+            let mut out = Vec::with_capacity(seq * w.cols);
+            for &id in ids {
+                for c in 0..w.cols {
+                    let block = id as usize * blocks + c / BLOCK;
+                    out.push(decode(w.format, &codes[block * wpb..(block + 1) * wpb], params[block], c % BLOCK));
+                }
+            }
+            flex_float(FlexTensor::from_data(TensorData::new(out, [seq, w.cols])))
+        }
+        _ => panic!("qgather: ids and matrix on different devices"),
+    }
+}
+
+/// Element `e` of one block, `d * q + m`.
+fn decode(format: QuantFormat, words: &[u32], param: u32, e: usize) -> f32 {
+    let d = half::f16::from_bits(param as u16).to_f32();
+    let m = half::f16::from_bits((param >> 16) as u16).to_f32();
+    let q = match format {
+        QuantFormat::Q4 => {
+            let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
+            (if e < 16 { byte & 15 } else { byte >> 4 }) as f32
+        }
+        QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
+    };
+    d * q + m
+}
+
+/// The cubecl kernels, apart from burn's names (both have `Tensor`).
+mod cube {
+    use cubecl::prelude::*;
+
+    use crate::kernels::qmatmul::f16_to_f32;
+
+    #[cube(launch)]
+    pub(super) fn qgather_kernel(
+        ids: &Tensor<i32>,
+        codes: &Tensor<i32>,
+        params: &Tensor<i32>,
+        out: &mut Tensor<f32>,
+        total: u32,
+        rows: u32,
+        cols: u32,
+        #[comptime] q8: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= total as usize {
+            terminate!();
+        }
+        let cols = cols as usize;
+        let (t, c) = (i / cols, i % cols);
+        // Block-interleaved: block b of row r is entry b * rows + r.
+        let block = (c / 32) * rows as usize + usize::cast_from(ids[t]);
+        let e = c % 32;
+        let p = u32::reinterpret(params[block]);
+        let q = if q8 {
+            let word = codes[block * 8 + e / 4];
+            let shift = i32::cast_from(24 - 8 * (e % 4));
+            f32::cast_from((word << shift) >> 24)
+        } else {
+            let word = u32::reinterpret(codes[block * 4 + (e % 16) / 4]);
+            let byte = (word >> u32::cast_from(8 * (e % 4))) & 255;
+            f32::cast_from(select(e < 16, byte & 15, byte >> 4))
+        };
+        out[i] = f16_to_f32(p & 65535) * q + f16_to_f32(p >> 16);
+    }
+}

@@ -1,0 +1,435 @@
+//! `y = x Wᵀ` with `W` kept packed ([`crate::quant::packed`]): codes are unpacked in registers
+//! and never written out as floats.
+//!
+//! On cubecl devices the matrix is stored block-interleaved: block `b` of every row comes
+//! before block `b + 1` of any row, so that when each thread computes one output row, adjacent
+//! threads read adjacent words. A thread unpacks each block once and applies it to up to
+//! [`MAX_TOKENS`] tokens; there is no shared memory and no barrier, which keeps the kernel cheap
+//! on CPU-backed adapters (lavapipe, SwiftShader) and coalesced on GPUs. On the CPU (Flex) the
+//! matrix stays row-major.
+
+use burn::backend::DispatchDevice;
+use burn::prelude::*;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_flex::FlexTensor;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
+use crate::quant::BLOCK;
+use crate::quant::packed::{PackedMatrix, QuantFormat};
+pub use cube::f16_to_f32;
+
+/// Output rows one thread computes.
+pub const ROWS_PER_THREAD: u32 = 4;
+/// Threads per cube.
+pub const THREADS_PER_CUBE: u32 = 64;
+/// Tokens one thread carries; more tokens take more cubes.
+pub const MAX_TOKENS: usize = 8;
+
+/// How a packed matrix's blocks are ordered on its device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Row by row, as in GGUF (CPU).
+    RowMajor,
+    /// `[block][row]`: block `b` of all rows, then block `b + 1` (cubecl devices).
+    BlockInterleaved,
+}
+
+/// A packed matrix on a device.
+#[derive(Clone, Debug)]
+pub struct QuantMatrix {
+    pub format: QuantFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub layout: Layout,
+    /// Code words, bit patterns stored in an int tensor.
+    codes: Tensor<1, Int>,
+    /// Parameter words: f16 `d` | f16 `m` << 16.
+    params: Tensor<1, Int>,
+}
+
+fn words_tensor(words: impl Iterator<Item = u32>, device: &Device) -> Tensor<1, Int> {
+    let bits: Vec<i32> = words.map(|w| w as i32).collect();
+    let n = bits.len();
+    Tensor::from_data(TensorData::new(bits, [n]), device)
+}
+
+impl QuantMatrix {
+    pub fn upload(p: &PackedMatrix, device: &Device) -> Self {
+        let layout = match device.as_dispatch() {
+            DispatchDevice::Cube(_) => Layout::BlockInterleaved,
+            _ => Layout::RowMajor,
+        };
+        let (codes, params) = match layout {
+            Layout::RowMajor => {
+                (words_tensor(p.codes.iter().copied(), device), words_tensor(p.params.iter().copied(), device))
+            }
+            Layout::BlockInterleaved => {
+                let (nb, wpb) = (p.blocks_per_row(), p.format.words_per_block());
+                let order = || (0..nb).flat_map(move |b| (0..p.rows).map(move |r| r * nb + b));
+                (
+                    words_tensor(order().flat_map(|i| p.codes[i * wpb..(i + 1) * wpb].iter().copied()), device),
+                    words_tensor(order().map(|i| p.params[i]), device),
+                )
+            }
+        };
+        Self { format: p.format, rows: p.rows, cols: p.cols, layout, codes, params }
+    }
+
+    pub fn device_bytes(&self) -> usize {
+        (self.codes.dims()[0] + self.params.dims()[0]) * 4
+    }
+
+    pub(crate) fn codes(&self) -> &Tensor<1, Int> {
+        &self.codes
+    }
+
+    pub(crate) fn params(&self) -> &Tensor<1, Int> {
+        &self.params
+    }
+}
+
+/// `x: [m, cols]` → `[m, rows]`, `y[t, r] = Σ_c x[t, c] W[r, c]`.
+pub fn qmatmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
+    let [m, cols] = x.dims();
+    assert_eq!(cols, w.cols, "qmatmul: x has {cols} columns, the matrix {}", w.cols);
+    match (super::float(x), super::int(w.codes.clone()), super::int(w.params.clone())) {
+        (Prim::Cube(x), Prim::Cube(codes), Prim::Cube(params)) => {
+            let x = burn_cubecl::kernel::into_contiguous(x);
+            let client = x.client.clone();
+            let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), [m, w.rows].into(), x.dtype);
+            let tokens = m.min(MAX_TOKENS);
+            // x is read 4 floats at a time when rows (and so every block's start) allow it.
+            let vector = if cols % 4 == 0 { 4 } else { 1 };
+            // Safety: every index the kernel forms is below the length of the tensor it reads: rows
+            // and tokens are checked against `rows` and `m`, columns against `cols`, and the
+            // packed tensors hold exactly `rows * blocks` blocks.
+            unsafe {
+                cube::qmatmul_kernel::launch_unchecked(
+                    &client,
+                    CubeCount::Static(
+                        (w.rows as u32).div_ceil(ROWS_PER_THREAD * THREADS_PER_CUBE),
+                        m.div_ceil(tokens) as u32,
+                        1,
+                    ),
+                    CubeDim::new_1d(THREADS_PER_CUBE),
+                    x.into_tensor_arg(),
+                    codes.into_tensor_arg(),
+                    params.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    m as u32,
+                    w.rows as u32,
+                    cols as u32,
+                    w.format == QuantFormat::Q8,
+                    tokens as u32,
+                    vector,
+                )
+            };
+            cube_float(out)
+        }
+        (Prim::Flex(x), Prim::Flex(codes), Prim::Flex(params)) => {
+            let y = qmatmul_cpu(&flex_f32(&x), m, flex_words(&codes), flex_words(&params), w);
+            flex_float(FlexTensor::from_data(TensorData::new(y, [m, w.rows])))
+        }
+        _ => panic!("qmatmul: activations and weights on different devices"),
+    }
+}
+
+/// The cubecl kernels, apart from burn's names (both have `Tensor`).
+mod cube {
+    use cubecl::prelude::*;
+
+    /// f16 bits (low half of `h`) to f32, without needing shader-f16.
+    #[cube]
+    pub fn f16_to_f32(h: u32) -> f32 {
+        let exp = (h >> 10) & 31;
+        let mant = h & 1023;
+        let sign = ((h >> 15) & 1) << 31;
+        let normal = f32::reinterpret(sign | ((exp + 112) << 23) | (mant << 13));
+        // Zero and subnormals: mant * 2^-24.
+        let small = f32::cast_from(mant) * 5.960_464_5e-8;
+        let small = select(sign != 0, -small, small);
+        select(exp == 0, small, normal)
+    }
+
+    /// Code `i` (0..4) of the 4 inputs `4v..4v + 4` of a block, as a float. `words` are the
+    /// block's 4 (Q4) or 8 (Q8) code words.
+    #[cube]
+    fn code(
+        words: &Array<i32>,
+        #[comptime] base: usize,
+        #[comptime] v: usize,
+        #[comptime] i: usize,
+        #[comptime] q8: bool,
+    ) -> f32 {
+        if q8 {
+            // Shift the byte to the top, then arithmetic-shift back: sign extension.
+            f32::cast_from((words[base + v] << comptime!((24 - 8 * i) as i32)) >> 24)
+        } else {
+            // Inputs 0..16 are low nibbles of words 0..4, inputs 16..32 high nibbles.
+            let word = u32::reinterpret(words[base + comptime!(v % 4)]);
+            let shift = comptime!((8 * i + 4 * (v / 4)) as u32);
+            f32::cast_from((word >> shift) & 15)
+        }
+    }
+
+    /// Each thread computes [`super::ROWS_PER_THREAD`] consecutive output rows of a
+    /// block-interleaved matrix for up to `tokens` tokens, so that every vector of inputs it
+    /// loads serves several rows. `x` is read `N` floats at a time (4 where rows allow it).
+    #[cube(launch_unchecked)]
+    pub(super) fn qmatmul_kernel<N: Size>(
+        x: &Tensor<Vector<f32, N>>,
+        codes: &Tensor<Vector<i32, Const<4>>>,
+        params: &Tensor<i32>,
+        out: &mut Tensor<f32>,
+        m: u32,
+        rows: u32,
+        cols: u32,
+        #[comptime] q8: bool,
+        #[comptime] tokens: u32,
+        #[define(N)] _vector: usize,
+    ) {
+        let rpt = comptime!(crate::kernels::qmatmul::ROWS_PER_THREAD as usize);
+        let row0 = ABSOLUTE_POS_X as usize * rpt;
+        let (m, rows, cols) = (m as usize, rows as usize, cols as usize);
+        if row0 >= rows {
+            terminate!();
+        }
+        let first_token = (CUBE_POS_Y * tokens) as usize;
+        let tokens_here = comptime!(tokens as usize);
+        let vectors_per_block = comptime!(if q8 { 2usize } else { 1usize });
+        let words_per_block = comptime!(vectors_per_block * 4);
+        let n = x.vector_size().comptime();
+        let blocks = cols.div_ceil(32);
+
+        // acc[t * rpt + r]
+        let mut acc = Array::<f32>::new(comptime!(tokens_here * rpt));
+        #[unroll]
+        for i in 0..comptime!(tokens_here * rpt) {
+            acc[i] = 0.0;
+        }
+        let mut words = Array::<i32>::new(comptime!(rpt * words_per_block));
+        let mut d = Array::<f32>::new(rpt);
+        let mut mn = Array::<f32>::new(rpt);
+        let mut sum_qx = Array::<f32>::new(rpt);
+        for b in 0..blocks {
+            #[unroll]
+            for r in 0..rpt {
+                // Rows past the end read row `row0` again; their results are not written.
+                let row = select(row0 + r < rows, row0 + r, row0);
+                let at = b * rows + row;
+                let p = u32::reinterpret(params[at]);
+                d[r] = f16_to_f32(p & 65535);
+                mn[r] = f16_to_f32(p >> 16);
+                #[unroll]
+                for v in 0..vectors_per_block {
+                    let four = codes[at * vectors_per_block + v];
+                    #[unroll]
+                    for k in 0..4usize {
+                        words[r * words_per_block + v * 4 + k] = four.extract(k);
+                    }
+                }
+            }
+            let col0 = b * 32;
+            let width = select(cols - col0 < 32, cols - col0, 32usize);
+            #[unroll]
+            for t in 0..tokens_here {
+                let token = first_token + t;
+                if token < m {
+                    let base = (token * cols + col0) / n;
+                    let mut sum_x = 0.0f32;
+                    #[unroll]
+                    for r in 0..rpt {
+                        sum_qx[r] = 0.0;
+                    }
+                    if width == 32 {
+                        #[unroll]
+                        for v in 0..comptime!(32 / n) {
+                            let xv = x[base + v];
+                            #[unroll]
+                            for i in 0..n {
+                                let xi = xv.extract(i);
+                                sum_x += xi;
+                                let e = comptime!(v * n + i);
+                                #[unroll]
+                                for r in 0..rpt {
+                                    sum_qx[r] += code(
+                                        &words,
+                                        comptime!(r * words_per_block),
+                                        comptime!(e / 4),
+                                        comptime!(e % 4),
+                                        q8,
+                                    ) * xi;
+                                }
+                            }
+                        }
+                    } else {
+                        // A ragged last block: element by element.
+                        for e in 0..width {
+                            let xi = x[(token * cols + col0 + e) / n].extract_dynamic((token * cols + col0 + e) % n);
+                            sum_x += xi;
+                            #[unroll]
+                            for r in 0..rpt {
+                                sum_qx[r] += code_dynamic(&words, r * words_per_block, e, q8) * xi;
+                            }
+                        }
+                    }
+                    #[unroll]
+                    for r in 0..rpt {
+                        acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
+                    }
+                }
+            }
+        }
+        #[unroll]
+        for t in 0..tokens_here {
+            let token = first_token + t;
+            #[unroll]
+            for r in 0..rpt {
+                if token < m && row0 + r < rows {
+                    out[token * rows + row0 + r] = acc[t * rpt + r];
+                }
+            }
+        }
+    }
+
+    /// [`code`] for an input index known only at run time (ragged blocks).
+    #[cube]
+    fn code_dynamic(words: &Array<i32>, base: usize, e: usize, #[comptime] q8: bool) -> f32 {
+        if q8 {
+            let shift = i32::cast_from(24 - 8 * (e % 4));
+            f32::cast_from((words[base + e / 4] << shift) >> 24)
+        } else {
+            let word = u32::reinterpret(words[base + (e % 16) / 4]);
+            let shift = u32::cast_from(8 * (e % 4) + 4 * (e / 16));
+            f32::cast_from((word >> shift) & 15)
+        }
+    }
+}
+
+/// Σ a·b over one block, in eight independent lanes so the compiler can vectorize it.
+#[inline(always)]
+fn dot32(a: &[f32; BLOCK], b: &[f32; BLOCK]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for k in 0..BLOCK / 8 {
+        for l in 0..8 {
+            lanes[l] += a[k * 8 + l] * b[k * 8 + l];
+        }
+    }
+    lanes.iter().sum()
+}
+
+/// Unpacks one block's codes into floats.
+#[inline(always)]
+fn unpack(format: QuantFormat, words: &[u32], q: &mut [f32; BLOCK]) {
+    match format {
+        QuantFormat::Q4 => {
+            for (j, w) in words.iter().enumerate() {
+                for (i, byte) in w.to_le_bytes().into_iter().enumerate() {
+                    q[4 * j + i] = (byte & 15) as f32;
+                    q[4 * j + i + 16] = (byte >> 4) as f32;
+                }
+            }
+        }
+        QuantFormat::Q8 => {
+            for (j, w) in words.iter().enumerate() {
+                for (i, byte) in w.to_le_bytes().into_iter().enumerate() {
+                    q[4 * j + i] = byte as i8 as f32;
+                }
+            }
+        }
+    }
+}
+
+/// The CPU version over a row-major matrix: `x` is cut into zero-padded blocks once, with
+/// their sums (for the `m` term); each row's blocks are unpacked once and applied to every
+/// token. Rows are split across threads.
+fn qmatmul_cpu(x: &[f32], m: usize, codes: &[u32], params: &[u32], w: &QuantMatrix) -> Vec<f32> {
+    let (rows, cols) = (w.rows, w.cols);
+    let blocks = cols.div_ceil(BLOCK);
+    let wpb = w.format.words_per_block();
+    // xb[t * blocks + b]: block b of token t, zero-padded; xs: its sum.
+    let mut xb = vec![[0.0f32; BLOCK]; m * blocks];
+    let mut xs = vec![0.0f32; m * blocks];
+    for t in 0..m {
+        for b in 0..blocks {
+            let part = &x[t * cols + b * BLOCK..t * cols + ((b + 1) * BLOCK).min(cols)];
+            xb[t * blocks + b][..part.len()].copy_from_slice(part);
+            xs[t * blocks + b] = part.iter().sum();
+        }
+    }
+    let row_range = |out: &mut [f32], r0: usize| {
+        // out holds rows r0.. of the transposed result, [rows_here][m].
+        let mut q = [0.0f32; BLOCK];
+        for (i, acc) in out.chunks_exact_mut(m).enumerate() {
+            let r = r0 + i;
+            for b in 0..blocks {
+                let block = r * blocks + b;
+                let p = params[block];
+                let d = half::f16::from_bits(p as u16).to_f32();
+                let mn = half::f16::from_bits((p >> 16) as u16).to_f32();
+                unpack(w.format, &codes[block * wpb..(block + 1) * wpb], &mut q);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    *a += d * dot32(&q, &xb[t * blocks + b]) + mn * xs[t * blocks + b];
+                }
+            }
+        }
+    };
+    let mut transposed = vec![0.0f32; rows * m];
+    // Starting a thread costs tens of microseconds: only split work worth more than that.
+    let threads = if rows * blocks * m >= 1 << 15 { super::cpu_threads().min(rows.max(1)) } else { 1 };
+    let per = rows.div_ceil(threads);
+    #[cfg(not(target_family = "wasm"))]
+    std::thread::scope(|s| {
+        for (i, chunk) in transposed.chunks_mut(per * m).enumerate() {
+            let row_range = &row_range;
+            s.spawn(move || row_range(chunk, i * per));
+        }
+    });
+    #[cfg(target_family = "wasm")]
+    row_range(&mut transposed, 0);
+    let mut y = vec![0.0f32; m * rows];
+    for r in 0..rows {
+        for t in 0..m {
+            y[t * rows + r] = transposed[r * m + t];
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain dequantize-then-multiply.
+    fn reference(x: &[f32], m: usize, p: &PackedMatrix) -> Vec<f32> {
+        let w = p.dequantize();
+        let mut y = vec![0.0; m * p.rows];
+        for t in 0..m {
+            for r in 0..p.rows {
+                y[t * p.rows + r] = (0..p.cols).map(|c| x[t * p.cols + c] * w[r * p.cols + c]).sum();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn cpu_matches_dequantize_then_multiply_on_ragged_shapes() {
+        for (format, rows, cols, m) in [
+            (QuantFormat::Q4, 13, 70, 1),
+            (QuantFormat::Q8, 9, 64, 3),
+            (QuantFormat::Q4, 33, 96, 8),
+            (QuantFormat::Q8, 5, 33, 11),
+        ] {
+            let wdata: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let p = PackedMatrix::quantize(format, &wdata, rows, cols);
+            let x: Vec<f32> = (0..m * cols).map(|i| ((i * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
+            let w = QuantMatrix::upload(&p, &Device::flex());
+            let got = qmatmul_cpu(&x, m, &p.codes, &p.params, &w);
+            let want = reference(&x, m, &p);
+            for (g, r) in got.iter().zip(&want) {
+                assert!((g - r).abs() < 1e-3 * (1.0 + r.abs()), "{format:?} {rows}x{cols} m={m}: {g} vs {r}");
+            }
+        }
+    }
+}

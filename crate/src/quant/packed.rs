@@ -1,0 +1,217 @@
+//! Quantized matrices packed for the device: 32-bit words the kernels read directly.
+//!
+//! A row is split into blocks of 32 elements along the input dimension. Each block has
+//! - its codes: 4 words of 4-bit codes (GGUF's byte order: byte `j` holds element `j` in its low
+//!   nibble and element `j + 16` in its high one) or 8 words of signed 8-bit codes;
+//! - one parameter word: the f16 bits of the scale `d` (low half) and of the offset `m` (high
+//!   half), so that `x = d * q + m`.
+//!
+//! GGUF's Q4_1 and Q8_0 map onto this without touching a bit; Q4_0's `d * (q - 8)` becomes
+//! `m = -8 d`, exact in f16 (a power-of-two multiple). Keeping the scales as f16 bits inside
+//! words needs no shader-f16 support: kernels unpack them with integer operations.
+//! Rows whose length is not a multiple of 32 are padded with zero codes and zero parameters.
+
+use half::f16;
+
+use super::{BLOCK, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::error::{Error, Result};
+use crate::load::gguf::GgmlType;
+
+/// Bits per code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// 4-bit codes, `x = d * q + m` (GGUF Q4_0 and Q4_1).
+    Q4,
+    /// Signed 8-bit codes, `x = d * q` (GGUF Q8_0).
+    Q8,
+}
+
+impl QuantFormat {
+    /// Code words per block of 32 elements.
+    pub const fn words_per_block(self) -> usize {
+        match self {
+            QuantFormat::Q4 => 4,
+            QuantFormat::Q8 => 8,
+        }
+    }
+
+    /// Device bytes per block: codes and one parameter word.
+    pub const fn bytes_per_block(self) -> usize {
+        (self.words_per_block() + 1) * 4
+    }
+}
+
+/// A `[rows, cols]` matrix in packed form, in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedMatrix {
+    pub format: QuantFormat,
+    pub rows: usize,
+    pub cols: usize,
+    /// `rows * blocks_per_row * words_per_block` code words.
+    pub codes: Vec<u32>,
+    /// `rows * blocks_per_row` parameter words.
+    pub params: Vec<u32>,
+}
+
+fn param_word(d: f16, m: f16) -> u32 {
+    d.to_bits() as u32 | ((m.to_bits() as u32) << 16)
+}
+
+fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+}
+
+impl PackedMatrix {
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols.div_ceil(BLOCK)
+    }
+
+    /// Bytes the matrix takes on the device.
+    pub fn device_bytes(&self) -> usize {
+        (self.codes.len() + self.params.len()) * 4
+    }
+
+    /// Repacks GGUF Q4_0, Q4_1 or Q8_0 data of a `[rows, cols]` tensor, bit for bit.
+    pub fn from_gguf(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let blocks = rows * (cols / BLOCK);
+        let (format, block_bytes) = match dtype {
+            GgmlType::Q4_0 => (QuantFormat::Q4, BlockQ4_0::BYTES),
+            GgmlType::Q4_1 => (QuantFormat::Q4, BlockQ4_1::BYTES),
+            GgmlType::Q8_0 => (QuantFormat::Q8, BlockQ8_0::BYTES),
+            other => {
+                return Err(Error::UnsupportedTensorType {
+                    tensor: name.into(),
+                    dtype: format!("{other:?} as a packed matrix"),
+                });
+            }
+        };
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != blocks * block_bytes {
+            return Err(Error::malformed(format!(
+                "tensor {name}: {} bytes for a [{rows}, {cols}] {dtype:?} matrix",
+                bytes.len()
+            )));
+        }
+        let mut codes = Vec::with_capacity(blocks * format.words_per_block());
+        let mut params = Vec::with_capacity(blocks);
+        for block in bytes.chunks_exact(block_bytes) {
+            match dtype {
+                GgmlType::Q4_0 => {
+                    let b = BlockQ4_0::from_bytes(block);
+                    let m = f16::from_f32(-8.0 * b.d.to_f32());
+                    if !m.is_finite() {
+                        return Err(Error::malformed(format!("tensor {name}: Q4_0 scale {} out of range", b.d)));
+                    }
+                    params.push(param_word(b.d, m));
+                    codes.extend(words(&b.qs));
+                }
+                GgmlType::Q4_1 => {
+                    let b = BlockQ4_1::from_bytes(block);
+                    params.push(param_word(b.d, b.m));
+                    codes.extend(words(&b.qs));
+                }
+                _ => {
+                    params.push(param_word(f16::from_bits(u16::from_le_bytes([block[0], block[1]])), f16::ZERO));
+                    codes.extend(words(&block[2..]));
+                }
+            }
+        }
+        Ok(Self { format, rows, cols, codes, params })
+    }
+
+    /// Quantizes a row-major `[rows, cols]` f32 matrix: min-max 4-bit blocks (as Q4_1) or
+    /// absolute-max 8-bit blocks (as Q8_0). A ragged last block is padded with zeros.
+    pub fn quantize(format: QuantFormat, data: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "quantize: data does not match [rows, cols]");
+        let nb = cols.div_ceil(BLOCK);
+        let mut codes = Vec::with_capacity(rows * nb * format.words_per_block());
+        let mut params = Vec::with_capacity(rows * nb);
+        let mut block = [0.0f32; BLOCK];
+        for row in data.chunks_exact(cols.max(1)).take(rows) {
+            for b in 0..nb {
+                let part = &row[b * BLOCK..((b + 1) * BLOCK).min(cols)];
+                block[..part.len()].copy_from_slice(part);
+                match format {
+                    QuantFormat::Q4 => {
+                        // Padding takes the block's minimum, so its codes are 0.
+                        let min = part.iter().copied().fold(f32::INFINITY, f32::min);
+                        block[part.len()..].fill(min);
+                        let q = BlockQ4_1::quantize(&block);
+                        params.push(param_word(q.d, q.m));
+                        codes.extend(words(&q.qs));
+                    }
+                    QuantFormat::Q8 => {
+                        block[part.len()..].fill(0.0);
+                        let q = BlockQ8_0::quantize(&block);
+                        params.push(param_word(q.d, f16::ZERO));
+                        codes.extend(words(&q.to_bytes()[2..]));
+                    }
+                }
+            }
+        }
+        Self { format, rows, cols, codes, params }
+    }
+
+    /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32.
+    pub fn get(&self, row: usize, col: usize) -> f32 {
+        let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
+        let block = row * nb + col / BLOCK;
+        let e = col % BLOCK;
+        let p = self.params[block];
+        let d = f16::from_bits(p as u16).to_f32();
+        let m = f16::from_bits((p >> 16) as u16).to_f32();
+        let words = &self.codes[block * wpb..(block + 1) * wpb];
+        let q = match self.format {
+            QuantFormat::Q4 => {
+                let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
+                (if e < 16 { byte & 0x0f } else { byte >> 4 }) as f32
+            }
+            QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
+        };
+        d * q + m
+    }
+
+    /// The whole matrix in f32, row-major `[rows, cols]`: the reference for kernel tests.
+    pub fn dequantize(&self) -> Vec<f32> {
+        (0..self.rows).flat_map(|r| (0..self.cols).map(move |c| (r, c))).map(|(r, c)| self.get(r, c)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_blocks_repack_bit_exact() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.07).collect();
+        for (dtype, bytes) in [
+            (GgmlType::Q4_0, x.chunks(32).flat_map(|c| BlockQ4_0::quantize(c).to_bytes()).collect::<Vec<u8>>()),
+            (GgmlType::Q4_1, x.chunks(32).flat_map(|c| BlockQ4_1::quantize(c).to_bytes()).collect()),
+            (GgmlType::Q8_0, x.chunks(32).flat_map(|c| BlockQ8_0::quantize(c).to_bytes()).collect()),
+        ] {
+            let packed = PackedMatrix::from_gguf("t", dtype, &bytes, 2, 32).unwrap();
+            let mut want = vec![0.0; 64];
+            for (i, block) in want.chunks_mut(32).enumerate() {
+                match dtype {
+                    GgmlType::Q4_0 => BlockQ4_0::from_bytes(&bytes[i * 18..]).dequantize(block),
+                    GgmlType::Q4_1 => BlockQ4_1::from_bytes(&bytes[i * 20..]).dequantize(block),
+                    _ => BlockQ8_0::from_bytes(&bytes[i * 34..]).dequantize(block),
+                }
+            }
+            assert_eq!(packed.dequantize(), want, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn quantizing_a_ragged_row_stays_within_a_step() {
+        let cols = 45;
+        let x: Vec<f32> = (0..2 * cols).map(|i| (i as f32 * 0.61).sin()).collect();
+        for format in [QuantFormat::Q4, QuantFormat::Q8] {
+            let p = PackedMatrix::quantize(format, &x, 2, cols);
+            assert_eq!(p.params.len(), 4);
+            let step = if format == QuantFormat::Q4 { 2.0 / 15.0 } else { 1.0 / 127.0 };
+            for (a, b) in x.iter().zip(p.dequantize()) {
+                assert!((a - b).abs() <= step * 0.51 + 1e-3, "{format:?}: {a} vs {b}");
+            }
+        }
+    }
+}
