@@ -7,6 +7,10 @@ use burn::prelude::Device;
 
 use crate::error::{Error, Result};
 
+/// Kernels queued before a submission to the GPU: a whole decode step (about 250 dispatches for
+/// SmolLM2-135M) goes in one submission, which measured 40% faster on lavapipe than 32.
+pub const WGPU_TASKS_PER_SUBMIT: usize = 512;
+
 /// Which backend runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -51,7 +55,9 @@ impl DeviceKind {
 fn wgpu_device() -> Result<Device> {
     use std::sync::OnceLock;
     static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
-    WGPU.get_or_init(|| Device::wgpu_options().init().map_err(|e| format!("no wgpu adapter: {e}")))
-        .clone()
-        .map_err(Error::Device)
+    WGPU.get_or_init(|| {
+        Device::wgpu_options().tasks_max(WGPU_TASKS_PER_SUBMIT).init().map_err(|e| format!("no wgpu adapter: {e}"))
+    })
+    .clone()
+    .map_err(Error::Device)
 }

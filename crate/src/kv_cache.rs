@@ -4,14 +4,12 @@ use burn::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-
-/// Attention reads the cache in multiples of this many slots.
-pub const ATTENTION_BUCKET: usize = 64;
+use crate::kernels::rope::Placement;
 
 /// Keys and values for every layer, `[n_kv_heads, capacity, head_dim]` each.
 ///
 /// The capacity is fixed at creation and the tensors never grow: tokens are written into their
-/// slots in place. Occupancy (`len`) and the position fed to RoPE (`next_position`) are
+/// slots in place by the RoPE kernel. Occupancy (`len`) and the position fed to RoPE (`next_position`) are
 /// separate fields: today a token's position equals its slot, but an eviction policy can
 /// change one without the other. Keys are stored after rotation.
 pub struct KvCache {
@@ -97,31 +95,16 @@ impl KvCache {
         Ok(())
     }
 
-    /// Rotation tables `[1, seq, head_dim]` for the next `seq` positions.
-    pub(crate) fn rope(&self, seq: usize) -> (Tensor<3>, Tensor<3>) {
-        let rows = self.next_position..self.next_position + seq;
-        (self.rope_cos.clone().slice(rows.clone()).unsqueeze(), self.rope_sin.clone().slice(rows).unsqueeze())
+    /// Where the next tokens go: their first RoPE position and cache slot.
+    pub(crate) fn placement(&self) -> Placement {
+        Placement { position: self.next_position, slot: self.len }
     }
 
-    /// How many slots attention reads when `seq` tokens are added: the occupied ones rounded up
-    /// to a multiple of [`ATTENTION_BUCKET`], so that kernel shapes (and the kernels compiled
-    /// for them) change once every bucket rather than every token. Slots past the occupied ones
-    /// are masked out.
-    pub(crate) fn window(&self, seq: usize) -> usize {
-        (self.len + seq).next_multiple_of(ATTENTION_BUCKET).min(self.capacity)
-    }
-
-    /// Writes `k, v: [n_kv_heads, seq, head_dim]` of `layer` into the slots after the occupied
-    /// ones and returns the keys and values of the first [`Self::window`] slots,
-    /// `[n_kv_heads, window, head_dim]`. Call [`Self::advance`] once all layers are written.
-    pub(crate) fn write(&mut self, layer: usize, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let [heads, seq, dim] = k.dims();
-        let (start, end, window) = (self.len, self.len + seq, self.window(seq));
-        debug_assert!(end <= self.capacity, "reserve() before write()");
-        let slot = self.layers.get_mut(layer).expect("layer index within the model");
-        slot.k.inplace(|t| t.slice_assign([0..heads, start..end, 0..dim], k));
-        slot.v.inplace(|t| t.slice_assign([0..heads, start..end, 0..dim], v));
-        (slot.k.clone().slice([0..heads, 0..window, 0..dim]), slot.v.clone().slice([0..heads, 0..window, 0..dim]))
+    /// Layer `layer`'s rotation tables and its key and value tensors, for the kernels that
+    /// write into the cache in place.
+    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&Tensor<2>, &Tensor<2>, &mut Tensor<3>, &mut Tensor<3>) {
+        let slot = &mut self.layers[layer];
+        (&self.rope_cos, &self.rope_sin, &mut slot.k, &mut slot.v)
     }
 
     /// Marks `seq` written slots as occupied.

@@ -38,7 +38,10 @@ fn qmatmul_matches_reference(device: DeviceKind) {
                         let want: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum();
                         let g = got[t * rows + r];
                         let scale = (0..cols).map(|c| (x[t * cols + c] * w[r * cols + c]).abs()).sum::<f32>() + 1.0;
-                        assert!((g - want).abs() <= 1e-5 * scale, "{format:?} {rows}x{cols} m={m} t={t} r={r}: {g} vs {want}");
+                        assert!(
+                            (g - want).abs() <= 1e-5 * scale,
+                            "{format:?} {rows}x{cols} m={m} t={t} r={r}: {g} vs {want}"
+                        );
                     }
                 }
             }
@@ -65,7 +68,8 @@ fn qgather_matches_reference(device: DeviceKind) {
             let w = packed.dequantize();
             let ids: Vec<u32> = (0..5).map(|_| rng.below(rows as u64) as u32).collect();
             let got = read(qgather(&ids, &QuantMatrix::upload(&packed, &device), &device));
-            let want: Vec<f32> = ids.iter().flat_map(|&i| w[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
+            let want: Vec<f32> =
+                ids.iter().flat_map(|&i| w[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
             assert_eq!(got, want, "{format:?} {rows}x{cols}");
         }
     }
@@ -79,4 +83,173 @@ fn qgather_matches_dequantized_rows_on_cpu() {
 #[test]
 fn qgather_matches_dequantized_rows_on_wgpu() {
     qgather_matches_reference(DeviceKind::Wgpu);
+}
+
+fn tensor2(data: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape), device)
+}
+
+/// RMSNorm and the matmul epilogues (residual add, SwiGLU over row pairs).
+fn norm_and_epilogues_match_reference(device: DeviceKind) {
+    use hearth::kernels::norm::rms_norm;
+    use hearth::kernels::qmatmul::{Epilogue, qmatmul_with};
+    let device = device.device().unwrap();
+    let mut rng = Rng::new(29);
+    for (m, d) in [(1, 70), (3, 576), (9, 33)] {
+        let x = random(&mut rng, m * d);
+        let g = random(&mut rng, d);
+        let got = read(rms_norm(
+            tensor2(&x, [m, d], &device),
+            &Tensor::from_data(TensorData::new(g.clone(), [d]), &device),
+            1e-5,
+        ));
+        for t in 0..m {
+            let row = &x[t * d..(t + 1) * d];
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / d as f32 + 1e-5).sqrt();
+            for i in 0..d {
+                assert!((got[t * d + i] - row[i] * inv * g[i]).abs() < 1e-5, "rms_norm {m}x{d}");
+            }
+        }
+    }
+    for (rows, cols, m) in [(8, 64, 1), (14, 70, 3), (96, 576, 9)] {
+        let packed = PackedMatrix::quantize(QuantFormat::Q4, &random(&mut rng, rows * cols), rows, cols);
+        let w = packed.dequantize();
+        let matrix = QuantMatrix::upload(&packed, &device);
+        let x = random(&mut rng, m * cols);
+        let y: Vec<f32> = (0..m)
+            .flat_map(|t| (0..rows).map(move |r| (t, r)))
+            .map(|(t, r)| (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum())
+            .collect();
+        let residual = random(&mut rng, m * rows);
+        let got = read(qmatmul_with(
+            tensor2(&x, [m, cols], &device),
+            &matrix,
+            Epilogue::Residual(tensor2(&residual, [m, rows], &device)),
+        ));
+        for i in 0..m * rows {
+            assert!((got[i] - (y[i] + residual[i])).abs() < 1e-4, "residual {rows}x{cols} m={m}");
+        }
+        let got = read(qmatmul_with(tensor2(&x, [m, cols], &device), &matrix, Epilogue::SwiGlu));
+        for (i, pair) in y.chunks(2).enumerate() {
+            let want = pair[0] / (1.0 + (-pair[0]).exp()) * pair[1];
+            assert!(
+                (got[i] - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "swiglu {rows}x{cols} m={m}: {} vs {want}",
+                got[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn norm_and_epilogues_match_reference_on_cpu() {
+    norm_and_epilogues_match_reference(DeviceKind::Cpu);
+}
+
+#[test]
+fn norm_and_epilogues_match_reference_on_wgpu() {
+    norm_and_epilogues_match_reference(DeviceKind::Wgpu);
+}
+
+/// RoPE with the cache write, then causal attention over everything cached, for a chunk that
+/// starts after earlier tokens, against a plain computation. Head dimension 80 (not a multiple
+/// of the cube's threads) and 300 cached slots (more than one chunk of keys).
+fn rope_and_attention_match_reference(device: DeviceKind) {
+    use hearth::kernels::attention::attention;
+    use hearth::kernels::rope::{Heads, Placement, rope_store};
+    let device = device.device().unwrap();
+    let mut rng = Rng::new(31);
+    let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 80 };
+    let (hd, capacity, slot, m) = (80, 320, 297, 3);
+    let (d, kv) = (4 * hd, 2 * hd);
+    let width = d + 2 * kv;
+    // Rotation tables as KvCache builds them: cos repeated, (-sin, sin) per pair.
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..capacity {
+        for i in 0..hd / 2 {
+            let a = p as f64 * 10000f64.powf(-2.0 * i as f64 / hd as f64);
+            cos.extend([a.cos() as f32; 2]);
+            sin.extend([-(a.sin() as f32), a.sin() as f32]);
+        }
+    }
+    let mut k_host = random(&mut rng, 2 * capacity * hd);
+    let mut v_host = random(&mut rng, 2 * capacity * hd);
+    let qkv = random(&mut rng, m * width);
+    let mut k_cache = Tensor::<3>::from_data(TensorData::new(k_host.clone(), [2, capacity, hd]), &device);
+    let mut v_cache = Tensor::<3>::from_data(TensorData::new(v_host.clone(), [2, capacity, hd]), &device);
+    let q = rope_store(
+        tensor2(&qkv, [m, width], &device),
+        heads,
+        &tensor2(&cos, [capacity, hd], &device),
+        &tensor2(&sin, [capacity, hd], &device),
+        Placement { position: slot, slot },
+        &mut k_cache,
+        &mut v_cache,
+    );
+    let out = read(attention(q.clone(), &k_cache, &v_cache, heads, slot));
+    let q = read(q);
+    let k_got = k_cache.into_data().try_into_vec_as::<f32>().unwrap();
+    let v_got = v_cache.into_data().try_into_vec_as::<f32>().unwrap();
+
+    let rotate = |x: &[f32], p: usize| -> Vec<f32> {
+        (0..hd)
+            .map(|i| {
+                let (a, b) = (x[i & !1], x[i | 1]);
+                let (c, s) = (cos[p * hd + i], sin[p * hd + (i | 1)]);
+                if i % 2 == 0 { a * c - b * s } else { a * s + b * c }
+            })
+            .collect()
+    };
+    let mut q_want = vec![0.0; m * d];
+    for t in 0..m {
+        let row = &qkv[t * width..(t + 1) * width];
+        for h in 0..4 {
+            q_want[t * d + h * hd..][..hd].copy_from_slice(&rotate(&row[h * hd..(h + 1) * hd], slot + t));
+        }
+        for h in 0..2 {
+            let at = (h * capacity + slot + t) * hd;
+            k_host[at..at + hd].copy_from_slice(&rotate(&row[d + h * hd..d + (h + 1) * hd], slot + t));
+            v_host[at..at + hd].copy_from_slice(&row[d + kv + h * hd..d + kv + (h + 1) * hd]);
+        }
+    }
+    for (g, w) in q.iter().zip(&q_want) {
+        assert!((g - w).abs() < 1e-5, "rotated queries");
+    }
+    for (i, (g, w)) in k_got.iter().zip(&k_host).enumerate() {
+        assert!((g - w).abs() < 1e-5, "key cache element {i}: {g} vs {w} (written slots rotated, others untouched)");
+    }
+    assert_eq!(v_got, v_host, "value cache: new slots written, others untouched");
+    for t in 0..m {
+        for h in 0..4 {
+            let kvh = h / 2;
+            let qh = &q_want[t * d + h * hd..][..hd];
+            let scores: Vec<f32> = (0..=slot + t)
+                .map(|s| {
+                    qh.iter().zip(&k_host[(kvh * capacity + s) * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>()
+                        / (hd as f32).sqrt()
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+            for i in 0..hd {
+                let want: f32 = scores
+                    .iter()
+                    .enumerate()
+                    .map(|(s, sc)| (sc - max).exp() / sum * v_host[(kvh * capacity + s) * hd + i])
+                    .sum();
+                let got = out[t * d + h * hd + i];
+                assert!((got - want).abs() < 1e-4, "attention t={t} h={h} i={i}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_and_attention_match_reference_on_cpu() {
+    rope_and_attention_match_reference(DeviceKind::Cpu);
+}
+
+#[test]
+fn rope_and_attention_match_reference_on_wgpu() {
+    rope_and_attention_match_reference(DeviceKind::Wgpu);
 }

@@ -2,9 +2,12 @@
 //! plain Rust for burn's Flex CPU backend. Each op takes and returns burn tensors and picks its
 //! implementation from the device the tensors live on; each has a scalar reference test.
 
+pub mod attention;
 pub mod copy;
+pub mod norm;
 pub mod qgather;
 pub mod qmatmul;
+pub mod rope;
 
 use burn::backend::{DispatchDevice, Flex};
 use burn::prelude::*;

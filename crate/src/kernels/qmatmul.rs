@@ -89,21 +89,69 @@ impl QuantMatrix {
     }
 }
 
+/// What the matmul does with its result before writing it.
+#[allow(clippy::large_enum_variant)] // one per call
+#[derive(Clone, Debug)]
+pub enum Epilogue {
+    /// `y`
+    None,
+    /// `residual + y`, `residual: [m, rows]`: the residual connection after a projection.
+    Residual(Tensor<2>),
+    /// Rows come in (gate, up) pairs; writes `silu(gate) * up`, `[m, rows / 2]`.
+    SwiGlu,
+}
+
+impl Epilogue {
+    fn code(&self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Residual(_) => 1,
+            Epilogue::SwiGlu => 2,
+        }
+    }
+}
+
 /// `x: [m, cols]` → `[m, rows]`, `y[t, r] = Σ_c x[t, c] W[r, c]`.
 pub fn qmatmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
+    qmatmul_with(x, w, Epilogue::None)
+}
+
+/// [`qmatmul`] followed by `epilogue`, in the same dispatch.
+pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor<2> {
     let [m, cols] = x.dims();
     assert_eq!(cols, w.cols, "qmatmul: x has {cols} columns, the matrix {}", w.cols);
+    let out_cols = match epilogue {
+        Epilogue::SwiGlu => {
+            assert!(w.rows.is_multiple_of(2), "qmatmul: SwiGLU needs (gate, up) row pairs");
+            w.rows / 2
+        }
+        Epilogue::Residual(ref r) => {
+            assert_eq!(r.dims(), [m, w.rows], "qmatmul: residual shape");
+            w.rows
+        }
+        Epilogue::None => w.rows,
+    };
+    let code = epilogue.code();
+    let residual = match epilogue {
+        Epilogue::Residual(r) => Some(super::float(r)),
+        _ => None,
+    };
     match (super::float(x), super::int(w.codes.clone()), super::int(w.params.clone())) {
         (Prim::Cube(x), Prim::Cube(codes), Prim::Cube(params)) => {
             let x = burn_cubecl::kernel::into_contiguous(x);
             let client = x.client.clone();
-            let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), [m, w.rows].into(), x.dtype);
+            let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), [m, out_cols].into(), x.dtype);
+            let residual = match residual {
+                Some(Prim::Cube(r)) => burn_cubecl::kernel::into_contiguous(r),
+                // Unused by the kernel, but every binding needs a buffer.
+                _ => empty_device_contiguous_dtype(client.clone(), x.device.clone(), [1].into(), x.dtype),
+            };
             let tokens = m.min(MAX_TOKENS);
             // x is read 4 floats at a time when rows (and so every block's start) allow it.
             let vector = if cols % 4 == 0 { 4 } else { 1 };
-            // Safety: every index the kernel forms is below the length of the tensor it reads: rows
-            // and tokens are checked against `rows` and `m`, columns against `cols`, and the
-            // packed tensors hold exactly `rows * blocks` blocks.
+            // Safety: every index the kernel forms is below the length of the tensor it reads:
+            // rows and tokens are checked against `rows` and `m`, columns against `cols`, and
+            // the packed tensors hold exactly `rows * blocks` blocks.
             unsafe {
                 cube::qmatmul_kernel::launch_unchecked(
                     &client,
@@ -116,12 +164,14 @@ pub fn qmatmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
                     x.into_tensor_arg(),
                     codes.into_tensor_arg(),
                     params.into_tensor_arg(),
+                    residual.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
                     m as u32,
                     w.rows as u32,
                     cols as u32,
                     w.format == QuantFormat::Q8,
                     tokens as u32,
+                    code,
                     vector,
                 )
             };
@@ -129,10 +179,19 @@ pub fn qmatmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
         }
         (Prim::Flex(x), Prim::Flex(codes), Prim::Flex(params)) => {
             let y = qmatmul_cpu(&flex_f32(&x), m, flex_words(&codes), flex_words(&params), w);
-            flex_float(FlexTensor::from_data(TensorData::new(y, [m, w.rows])))
+            let y = match (code, residual) {
+                (1, Some(Prim::Flex(r))) => y.iter().zip(flex_f32(&r).iter()).map(|(y, r)| y + r).collect(),
+                (2, _) => y.chunks_exact(2).map(|p| silu(p[0]) * p[1]).collect(),
+                _ => y,
+            };
+            flex_float(FlexTensor::from_data(TensorData::new(y, [m, out_cols])))
         }
         _ => panic!("qmatmul: activations and weights on different devices"),
     }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
@@ -181,12 +240,14 @@ mod cube {
         x: &Tensor<Vector<f32, N>>,
         codes: &Tensor<Vector<i32, Const<4>>>,
         params: &Tensor<i32>,
+        residual: &Tensor<f32>,
         out: &mut Tensor<f32>,
         m: u32,
         rows: u32,
         cols: u32,
         #[comptime] q8: bool,
         #[comptime] tokens: u32,
+        #[comptime] epilogue: u32,
         #[define(N)] _vector: usize,
     ) {
         let rpt = comptime!(crate::kernels::qmatmul::ROWS_PER_THREAD as usize);
@@ -284,10 +345,27 @@ mod cube {
         #[unroll]
         for t in 0..tokens_here {
             let token = first_token + t;
-            #[unroll]
-            for r in 0..rpt {
-                if token < m && row0 + r < rows {
-                    out[token * rows + row0 + r] = acc[t * rpt + r];
+            if comptime!(epilogue == 2) {
+                // (gate, up) pairs: rows_per_thread is even, so pairs never straddle threads.
+                #[unroll]
+                for r in 0..comptime!(rpt / 2) {
+                    let row = row0 + 2 * r;
+                    if token < m && row + 1 < rows {
+                        let g = acc[t * rpt + 2 * r];
+                        out[token * (rows / 2) + row / 2] = g / (1.0 + f32::exp(-g)) * acc[t * rpt + 2 * r + 1];
+                    }
+                }
+            } else {
+                #[unroll]
+                for r in 0..rpt {
+                    if token < m && row0 + r < rows {
+                        let at = token * rows + row0 + r;
+                        if comptime!(epilogue == 1) {
+                            out[at] = acc[t * rpt + r] + residual[at];
+                        } else {
+                            out[at] = acc[t * rpt + r];
+                        }
+                    }
                 }
             }
         }

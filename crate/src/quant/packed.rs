@@ -151,6 +151,62 @@ impl PackedMatrix {
         Self { format, rows, cols, codes, params }
     }
 
+    /// The same values with 8-bit codes: 4-bit codes `q` in 0..16 are exact as 8-bit codes with
+    /// the same `d` and `m`, so matrices of both formats can share one kernel launch.
+    pub fn to_q8(&self) -> Self {
+        if self.format == QuantFormat::Q8 {
+            return self.clone();
+        }
+        let codes = self
+            .codes
+            .chunks_exact(4)
+            .flat_map(|block| {
+                let bytes: Vec<u8> = block.iter().flat_map(|w| w.to_le_bytes()).collect();
+                let mut q = [0u8; BLOCK];
+                for (j, b) in bytes.iter().enumerate() {
+                    q[j] = b & 0x0f;
+                    q[j + 16] = b >> 4;
+                }
+                q.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()
+            })
+            .collect();
+        Self { format: QuantFormat::Q8, codes, ..self.clone() }
+    }
+
+    /// The rows of `parts` one after another (for fusing projections that read the same
+    /// input). Parts of different formats are all given 8-bit codes.
+    pub fn concat_rows(parts: &[&PackedMatrix]) -> Self {
+        let cols = parts[0].cols;
+        assert!(parts.iter().all(|p| p.cols == cols), "concat_rows: column counts differ");
+        let mixed = parts.iter().any(|p| p.format != parts[0].format);
+        let parts: Vec<PackedMatrix> = parts.iter().map(|p| if mixed { p.to_q8() } else { (*p).clone() }).collect();
+        Self {
+            format: parts[0].format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols,
+            codes: parts.iter().flat_map(|p| p.codes.iter().copied()).collect(),
+            params: parts.iter().flat_map(|p| p.params.iter().copied()).collect(),
+        }
+    }
+
+    /// Rows `a[0], b[0], a[1], b[1], ...` (for a SwiGLU epilogue that needs gate and up rows
+    /// side by side).
+    pub fn interleave_rows(a: &PackedMatrix, b: &PackedMatrix) -> Self {
+        assert_eq!((a.rows, a.cols), (b.rows, b.cols), "interleave_rows: shapes differ");
+        let (a, b) = if a.format == b.format { (a.clone(), b.clone()) } else { (a.to_q8(), b.to_q8()) };
+        let (nb, wpb) = (a.blocks_per_row(), a.format.words_per_block());
+        let (code_row, param_row) = (nb * wpb, nb);
+        let mut codes = Vec::with_capacity(a.codes.len() * 2);
+        let mut params = Vec::with_capacity(a.params.len() * 2);
+        for r in 0..a.rows {
+            for m in [&a, &b] {
+                codes.extend_from_slice(&m.codes[r * code_row..(r + 1) * code_row]);
+                params.extend_from_slice(&m.params[r * param_row..(r + 1) * param_row]);
+            }
+        }
+        Self { format: a.format, rows: 2 * a.rows, cols: a.cols, codes, params }
+    }
+
     /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32.
     pub fn get(&self, row: usize, col: usize) -> f32 {
         let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
@@ -198,6 +254,21 @@ mod tests {
                 }
             }
             assert_eq!(packed.dequantize(), want, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn promotion_concatenation_and_interleaving_keep_every_value() {
+        let x: Vec<f32> = (0..3 * 40).map(|i| (i as f32 * 0.37).cos()).collect();
+        let a = PackedMatrix::quantize(QuantFormat::Q4, &x, 3, 40);
+        let b = PackedMatrix::quantize(QuantFormat::Q8, &x, 3, 40);
+        assert_eq!(a.to_q8().dequantize(), a.dequantize());
+        let (da, db) = (a.dequantize(), b.dequantize());
+        assert_eq!(PackedMatrix::concat_rows(&[&a, &b]).dequantize(), [da.clone(), db.clone()].concat());
+        let inter = PackedMatrix::interleave_rows(&a, &b).dequantize();
+        for r in 0..3 {
+            assert_eq!(inter[2 * r * 40..(2 * r + 1) * 40], da[r * 40..(r + 1) * 40]);
+            assert_eq!(inter[(2 * r + 1) * 40..(2 * r + 2) * 40], db[r * 40..(r + 1) * 40]);
         }
     }
 

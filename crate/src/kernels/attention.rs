@@ -1,0 +1,210 @@
+//! Causal grouped-query attention over the KV cache in one dispatch.
+//!
+//! Token `t` of a chunk sits in cache slot `slot + t` and attends to slots `0..=slot + t`, so
+//! prefill and decode are the same kernel and no mask is materialized. On cubecl devices one
+//! cube serves one (query head, token) pair: its threads score keys in chunks of [`CHUNK`],
+//! keep a running maximum and sum (online softmax), and each thread accumulates some of the
+//! head's output dimensions.
+
+use burn::prelude::*;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_flex::FlexTensor;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use super::rope::Heads;
+use super::{Prim, cube_float, flex_f32, flex_float};
+
+/// Threads per cube.
+const THREADS: u32 = 64;
+/// Keys scored per pass; their scores live in shared memory.
+const CHUNK: u32 = 256;
+
+/// `q: [m, n_heads head_dim]`, caches `[n_kv_heads, capacity, head_dim]` → `[m, n_heads head_dim]`.
+pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: Heads, slot: usize) -> Tensor<2> {
+    let [m, d] = q.dims();
+    let Heads { n_heads, n_kv_heads, head_dim } = heads;
+    assert_eq!(d, n_heads * head_dim, "attention: query width");
+    let capacity = k_cache.dims()[1];
+    assert!(slot + m <= capacity, "attention: past the cache");
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    match (super::float(q), super::float(k_cache.clone()), super::float(v_cache.clone())) {
+        (Prim::Cube(q), Prim::Cube(k), Prim::Cube(v)) => {
+            let q = burn_cubecl::kernel::into_contiguous(q);
+            let client = q.client.clone();
+            let out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), [m, d].into(), q.dtype);
+            cube::attention_kernel::launch(
+                &client,
+                CubeCount::Static(n_heads as u32, m as u32, 1),
+                CubeDim::new_1d(THREADS),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                (n_heads / n_kv_heads) as u32,
+                capacity as u32,
+                slot as u32,
+                scale,
+                head_dim as u32,
+            );
+            cube_float(out)
+        }
+        (Prim::Flex(q), Prim::Flex(k), Prim::Flex(v)) => {
+            let (q, k, v) = (flex_f32(&q), flex_f32(&k), flex_f32(&v));
+            let group = n_heads / n_kv_heads;
+            let mut out = vec![0.0f32; m * d];
+            let mut scores = Vec::with_capacity(slot + m);
+            for t in 0..m {
+                for h in 0..n_heads {
+                    let qh = &q[t * d + h * head_dim..][..head_dim];
+                    let base = (h / group) * capacity * head_dim;
+                    scores.clear();
+                    scores.extend((0..=slot + t).map(|s| {
+                        let ks = &k[base + s * head_dim..][..head_dim];
+                        qh.iter().zip(ks).map(|(a, b)| a * b).sum::<f32>() * scale
+                    }));
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut out[t * d + h * head_dim..][..head_dim];
+                    for (s, p) in scores.iter().enumerate() {
+                        let vs = &v[base + s * head_dim..][..head_dim];
+                        for (o, v) in o.iter_mut().zip(vs) {
+                            *o += p / sum * v;
+                        }
+                    }
+                }
+            }
+            flex_float(FlexTensor::from_data(TensorData::new(out, [m, d])))
+        }
+        _ => panic!("attention: tensors on different devices"),
+    }
+}
+
+mod cube {
+    use cubecl::prelude::*;
+
+    use super::{CHUNK, THREADS};
+
+    /// Sum (`max == false`) or maximum over `THREADS` values in shared memory; all threads get it.
+    #[cube]
+    fn reduce(values: &mut Shared<[f32]>, lane: usize, #[comptime] max: bool) -> f32 {
+        sync_cube();
+        #[unroll]
+        for s in 0..6u32 {
+            let stride = comptime!(32usize >> s);
+            if lane < stride {
+                if max {
+                    let (a, b) = (values[lane], values[lane + stride]);
+                    values[lane] = select(a > b, a, b);
+                } else {
+                    values[lane] += values[lane + stride];
+                }
+            }
+            sync_cube();
+        }
+        let result = values[0];
+        sync_cube();
+        result
+    }
+
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_kernel(
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        group: u32,
+        capacity: u32,
+        slot: u32,
+        scale: f32,
+        #[comptime] head_dim: u32,
+    ) {
+        let h = CUBE_POS_X as usize;
+        let t = CUBE_POS_Y as usize;
+        let lane = UNIT_POS_X as usize;
+        let hd = comptime!(head_dim as usize);
+        let dims_per_thread = comptime!((head_dim as usize).div_ceil(THREADS as usize));
+        let threads = comptime!(THREADS as usize);
+        let d = CUBE_COUNT_X as usize * hd;
+        let kv_base = (h / group as usize) * capacity as usize * hd;
+        let len = slot as usize + t + 1;
+
+        let mut q_s = Shared::<[f32]>::new_slice(hd);
+        let mut scores = Shared::<[f32]>::new_slice(comptime!(CHUNK as usize));
+        let mut red = Shared::<[f32]>::new_slice(threads);
+        let mut i = lane;
+        while i < hd {
+            q_s[i] = q[t * d + h * hd + i];
+            i += threads;
+        }
+        sync_cube();
+
+        let mut acc = Array::<f32>::new(dims_per_thread);
+        #[unroll]
+        for j in 0..dims_per_thread {
+            acc[j] = 0.0;
+        }
+        // A large finite floor: WGSL has no infinity literal.
+        let mut running_max = f32::new(-1.0e30);
+        let mut running_sum = f32::new(0.0);
+        let mut start = 0usize;
+        while start < len {
+            let n = select(len - start < CHUNK as usize, len - start, CHUNK as usize);
+            let mut local_max = f32::new(-1.0e30);
+            let mut s = lane;
+            while s < n {
+                let row = kv_base + (start + s) * hd;
+                let mut dot = 0.0f32;
+                for i in 0..hd {
+                    dot += q_s[i] * k[row + i];
+                }
+                let score = dot * scale;
+                scores[s] = score;
+                local_max = select(local_max > score, local_max, score);
+                s += threads;
+            }
+            red[lane] = local_max;
+            let chunk_max = reduce(&mut red, lane, true);
+            let new_max = select(running_max > chunk_max, running_max, chunk_max);
+            let correction = f32::exp(running_max - new_max);
+
+            let mut local_sum = 0.0f32;
+            let mut s = lane;
+            while s < n {
+                let e = f32::exp(scores[s] - new_max);
+                scores[s] = e;
+                local_sum += e;
+                s += threads;
+            }
+            red[lane] = local_sum;
+            let chunk_sum = reduce(&mut red, lane, false);
+            running_sum = running_sum * correction + chunk_sum;
+
+            #[unroll]
+            for j in 0..dims_per_thread {
+                let dim = lane + j * threads;
+                if dim < hd {
+                    let mut a = acc[j] * correction;
+                    for s in 0..n {
+                        a += scores[s] * v[kv_base + (start + s) * hd + dim];
+                    }
+                    acc[j] = a;
+                }
+            }
+            running_max = new_max;
+            start += CHUNK as usize;
+            sync_cube();
+        }
+        #[unroll]
+        for j in 0..dims_per_thread {
+            let dim = lane + j * threads;
+            if dim < hd {
+                out[t * d + h * hd + dim] = acc[j] / running_sum;
+            }
+        }
+    }
+}

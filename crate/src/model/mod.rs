@@ -1,0 +1,176 @@
+//! The Llama decoder: token embedding, blocks of RMSNorm → grouped-query attention with
+//! rotary embeddings → RMSNorm → SwiGLU MLP, final norm, tied or separate output head.
+//!
+//! Weights are read-only after loading and hold no per-conversation state; the
+//! [`KvCache`] is passed in, so several sessions can share one model. A block is eight
+//! dispatches on a GPU: norm, the fused QKV projection, RoPE with the cache write, attention,
+//! the output projection with its residual, norm, the fused gate/up projection with SwiGLU,
+//! and the down projection with its residual.
+
+mod linear;
+
+use burn::prelude::*;
+
+pub use linear::{Embedding, Fuse, Linear, WeightFormat};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kernels::attention::attention;
+use crate::kernels::norm::rms_norm;
+use crate::kernels::qmatmul::Epilogue;
+use crate::kernels::rope::{Heads, Placement, rope_store};
+use crate::kv_cache::KvCache;
+use crate::load::TensorSource;
+use linear::upload;
+
+/// An RMSNorm scale `[d_model]`.
+fn load_norm(source: &dyn TensorSource, name: &str, d_model: usize, device: &Device) -> Result<Tensor<1>> {
+    Ok(upload(source.tensor(name)?.expect_shape(&[d_model])?, device))
+}
+
+struct Block {
+    attn_norm: Tensor<1>,
+    /// `[Q | K | V]` rows.
+    qkv: Linear,
+    wo: Linear,
+    ffn_norm: Tensor<1>,
+    /// Gate and up rows interleaved.
+    gate_up: Linear,
+    w_down: Linear,
+}
+
+impl Block {
+    fn load(
+        source: &dyn TensorSource,
+        c: &ModelConfig,
+        i: usize,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        let name = |suffix: &str| format!("blk.{i}.{suffix}");
+        let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+        let (q, k, v) = (name("attn_q.weight"), name("attn_k.weight"), name("attn_v.weight"));
+        let (gate, up) = (name("ffn_gate.weight"), name("ffn_up.weight"));
+        Ok(Self {
+            attn_norm: load_norm(source, &name("attn_norm.weight"), d, device)?,
+            qkv: Linear::load(source, &[(&q, d), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
+            wo: Linear::load(source, &[(&name("attn_output.weight"), d)], d, Fuse::Concat, format, device)?,
+            ffn_norm: load_norm(source, &name("ffn_norm.weight"), d, device)?,
+            gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
+            w_down: Linear::load(source, &[(&name("ffn_down.weight"), d)], ff, Fuse::Concat, format, device)?,
+        })
+    }
+
+    fn device_bytes(&self) -> usize {
+        [&self.qkv, &self.wo, &self.gate_up, &self.w_down].iter().map(|l| l.device_bytes()).sum::<usize>()
+            + 4 * (self.attn_norm.dims()[0] + self.ffn_norm.dims()[0])
+    }
+
+    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
+    fn forward(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, at: Placement) -> Tensor<2> {
+        let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
+        let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
+        let qkv = self.qkv.forward(h, Epilogue::None);
+        let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
+        let q = rope_store(qkv, heads, cos, sin, at, k_cache, v_cache);
+        let attn = attention(q, k_cache, v_cache, heads, at.slot);
+        let x = self.wo.forward(attn, Epilogue::Residual(x));
+
+        let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
+        let ff = self.gate_up.forward(h, Epilogue::SwiGlu);
+        self.w_down.forward(ff, Epilogue::Residual(x))
+    }
+}
+
+/// Which positions' logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position: `[1, vocab]`.
+    Last,
+    /// Every position: `[seq, vocab]`.
+    All,
+}
+
+/// A loaded Llama model on one device.
+pub struct Llama {
+    config: ModelConfig,
+    /// Also the output head when the model ties them.
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor<1>,
+    /// The output head, when the model does not tie it to the embedding.
+    output: Option<Linear>,
+    format: WeightFormat,
+    device: Device,
+}
+
+impl Llama {
+    /// Reads every weight from `source`, checking each shape against `config`.
+    pub fn load(
+        config: &ModelConfig,
+        source: &dyn TensorSource,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        let c = config;
+        let embedding = Embedding::load(source, c, format, device)?;
+        let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, format, device)).collect::<Result<_>>()?;
+        let norm = load_norm(source, "output_norm.weight", c.d_model, device)?;
+        let output = match source.contains("output.weight") {
+            true => Some(Linear::load(source, &[("output.weight", c.vocab)], c.d_model, Fuse::Concat, format, device)?),
+            false => None,
+        };
+        Ok(Self { config: c.clone(), embedding, blocks, norm, output, format, device: device.clone() })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn weight_format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Bytes the weights take on the device.
+    pub fn weight_bytes(&self) -> usize {
+        self.embedding.device_bytes()
+            + self.blocks.iter().map(Block::device_bytes).sum::<usize>()
+            + 4 * self.norm.dims()[0]
+            + self.output.as_ref().map_or(0, Linear::device_bytes)
+    }
+
+    /// Runs `tokens` through the model after what `cache` holds, appending them to it, and
+    /// returns logits `[1 or seq, vocab]` as `logits` asks.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
+        let c = &self.config;
+        let seq = tokens.len();
+        if seq == 0 {
+            return Err(Error::InvalidPrompt("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+        }
+        cache.reserve(seq)?;
+        let at = cache.placement();
+
+        let mut x = self.embedding.lookup(tokens, &self.device);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, c, cache, i, at);
+        }
+        cache.advance(seq);
+
+        let x = match logits {
+            Logits::Last => x.slice(seq - 1..seq),
+            Logits::All => x,
+        };
+        let x = rms_norm(x, &self.norm, c.rms_eps);
+        Ok(match &self.output {
+            Some(head) => head.forward(x, Epilogue::None),
+            None => self.embedding.logits(x),
+        })
+    }
+}
