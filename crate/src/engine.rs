@@ -7,6 +7,7 @@ use burn::prelude::Device;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::load::burnpack;
 use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles};
 use crate::load::{ModelParts, TensorSource};
@@ -31,6 +32,21 @@ impl Engine {
         let file = GgufFile::parse(bytes)?;
         let parts = ModelParts::from_gguf(&file)?;
         Self::new(parts, &file, device, weights)
+    }
+
+    /// Loads a pre-quantized model written by [`crate::load::burnpack::write`] (`hearth convert`).
+    pub fn from_burnpack(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
+        let (parts, tensors) = burnpack::parse(bytes)?;
+        Self::new(parts, &tensors, device, weights)
+    }
+
+    /// Loads a GGUF file or a burnpack, told apart by their magic numbers.
+    pub fn from_file_bytes(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
+        if burnpack::is_burnpack(bytes) {
+            Self::from_burnpack(bytes, device, weights)
+        } else {
+            Self::from_gguf(bytes, device, weights)
+        }
     }
 
     /// Loads a Hugging Face model directory's files onto `device`.

@@ -196,6 +196,20 @@ impl Tokenizer {
         self.bos
     }
 
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Every id that ends generation, sorted.
+    pub fn end_of_generation(&self) -> &[u32] {
+        &self.end_of_generation
+    }
+
+    /// The tokenizer as a Hugging Face `tokenizer.json` (special ids are kept separately).
+    pub fn to_json(&self) -> Result<String> {
+        self.parsing.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
     /// The first end-of-generation id, which chat templates call `eos_token`.
     pub fn eos(&self) -> u32 {
         self.end_of_generation[0]

@@ -235,3 +235,28 @@ fn a_thousand_mutations_never_panic() {
     eprintln!("mutations: {loaded} loaded ({generated} generated), {refused} refused");
     assert!(refused > 500, "most mutations break the file (loaded {loaded}, refused {refused})");
 }
+
+/// A converted record, truncated or with bytes flipped, loads or fails with an error; never panics.
+#[test]
+fn broken_burnpacks_are_refused() {
+    use hearth::load::{ModelParts, burnpack};
+    let (c, t) = tiny();
+    let bytes = tiny_gguf(&c, &t);
+    let file = GgufFile::parse(&bytes).unwrap();
+    let pack = burnpack::write(&ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    let device = DeviceKind::Cpu.device().unwrap();
+    assert!(Engine::from_burnpack(&pack, &device, WEIGHTS).is_ok());
+    let mut rng = Rng::new(5);
+    for i in 0..200 {
+        let mut broken = pack.clone();
+        if i % 2 == 0 {
+            broken.truncate(rng.below(pack.len() as u64) as usize);
+        } else {
+            for _ in 0..4 {
+                let at = rng.below(4096.min(pack.len() as u64)) as usize;
+                broken[at] ^= 1 << rng.below(8);
+            }
+        }
+        let _ = Engine::from_burnpack(&broken, &device, WEIGHTS);
+    }
+}

@@ -318,3 +318,25 @@ fn stop_conditions() {
     assert_eq!(g.finish_reason, FinishReason::ContextFull);
     assert_eq!(g.tokens, reference.greedy(&prompt, 4));
 }
+
+/// `hearth convert`'s record: packed exactly as the GGUF loader packs, so the logits match to
+/// the bit, and the config, tokenizer and chat template come back.
+#[test]
+fn burnpack_round_trip_gives_the_same_model() {
+    use hearth::load::{ModelParts, burnpack, gguf::GgufFile};
+    let (bytes, _) = gguf_model_of(71, false, &block_types);
+    let file = GgufFile::parse(&bytes).unwrap();
+    let pack = burnpack::write(&ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    let ids = tokens(12, 3);
+    let device = DeviceKind::Cpu.device().unwrap();
+    let logits = |engine: Engine| pollster::block_on(Arc::new(engine).session(None).unwrap().logits_all(&ids)).unwrap();
+    let from_gguf = Engine::from_gguf(&bytes, &device, WeightFormat::Int4).unwrap();
+    let from_pack = Engine::from_file_bytes(&pack, &device, WeightFormat::Int4).unwrap();
+    assert_eq!(
+        from_pack.encode_chat(&[Message::new("user", "the")]).unwrap(),
+        from_gguf.encode_chat(&[Message::new("user", "the")]).unwrap()
+    );
+    assert_eq!(from_pack.tokenizer().end_of_generation(), from_gguf.tokenizer().end_of_generation());
+    assert_eq!(from_pack.model().weight_bytes(), from_gguf.model().weight_bytes());
+    assert_eq!(logits(from_pack), logits(from_gguf));
+}

@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         system: Option<String>,
     },
+    /// Write the model pre-quantized (packed int4 blocks, 8-bit embedding) as a burnpack
+    /// record that loads with no quantization work.
+    Convert {
+        /// A .gguf file, or a Hugging Face directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Where to write the .bpk file.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Measure load time, time to first token, prefill and decode speed and memory; prints JSON.
     Bench {
         #[command(flatten)]
@@ -169,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chat { common, sampling, system } => chat(&common, &sampling, system).await,
+        Command::Convert { model, output } => convert(&model, &output),
         Command::Bench { common, kernels: true, runs, .. } => bench_kernels(&common, runs),
         Command::Bench { common, prompt_tokens, gen_tokens, runs, .. } => {
             bench(&common, prompt_tokens, gen_tokens, runs).await
@@ -182,28 +193,63 @@ fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
     let weights = common.weights.parse::<WeightFormat>()?;
     let start = Instant::now();
     let engine = if common.model.is_dir() {
-        let dir = &common.model;
-        let config = read(&dir.join("config.json"))?;
-        let tokenizer = read(&dir.join("tokenizer.json"))?;
-        let tokenizer_config = read(&dir.join("tokenizer_config.json")).ok();
+        let dir = HfDir::read(&common.model)?;
+        Engine::from_hf(dir.files(), &device, weights)?
+    } else {
+        Engine::from_file_bytes(&read(&common.model)?, &device, weights)?
+    };
+    Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
+}
+
+/// The files of a Hugging Face model directory, read.
+struct HfDir {
+    config: Vec<u8>,
+    tokenizer: Vec<u8>,
+    tokenizer_config: Option<Vec<u8>>,
+    shards: Vec<Vec<u8>>,
+}
+
+impl HfDir {
+    fn read(dir: &Path) -> Result<Self> {
         let mut shard_paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|source| Error::Io { path: dir.display().to_string(), source })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
         shard_paths.sort();
-        let shards = shard_paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
-        let files = HfFiles {
-            config_json: &config,
-            tokenizer_json: &tokenizer,
-            tokenizer_config_json: tokenizer_config.as_deref(),
-            safetensors: shards.iter().map(Vec::as_slice).collect(),
-        };
-        Engine::from_hf(files, &device, weights)?
+        Ok(Self {
+            config: read(&dir.join("config.json"))?,
+            tokenizer: read(&dir.join("tokenizer.json"))?,
+            tokenizer_config: read(&dir.join("tokenizer_config.json")).ok(),
+            shards: shard_paths.iter().map(|p| read(p)).collect::<Result<_>>()?,
+        })
+    }
+
+    fn files(&self) -> HfFiles<'_> {
+        HfFiles {
+            config_json: &self.config,
+            tokenizer_json: &self.tokenizer,
+            tokenizer_config_json: self.tokenizer_config.as_deref(),
+            safetensors: self.shards.iter().map(Vec::as_slice).collect(),
+        }
+    }
+}
+
+fn convert(model: &Path, output: &Path) -> Result<()> {
+    use hearth::load::{ModelParts, burnpack, gguf::GgufFile, hf};
+    let start = Instant::now();
+    let pack = if model.is_dir() {
+        let dir = HfDir::read(model)?;
+        let (parts, tensors) = hf::parse(dir.files())?;
+        burnpack::write(&parts, &tensors)?
     } else {
-        Engine::from_gguf(&read(&common.model)?, &device, weights)?
+        let bytes = read(model)?;
+        let file = GgufFile::parse(&bytes)?;
+        burnpack::write(&ModelParts::from_gguf(&file)?, &file)?
     };
-    Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
+    std::fs::write(output, &pack).map_err(|source| Error::Io { path: output.display().to_string(), source })?;
+    eprintln!("wrote {} ({} bytes) in {:.1} s", output.display(), pack.len(), start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

@@ -4,12 +4,13 @@
 //! their tensors under GGUF's names (`blk.{i}.attn_q.weight`), rows in GGUF's order, so the
 //! model has one loading path.
 
+pub mod burnpack;
 pub mod gguf;
 pub mod hf;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::quant::packed::PackedMatrix;
+use crate::quant::packed::{PackedMatrix, QuantFormat};
 use crate::tokenizer::Tokenizer;
 
 /// A dense f32 tensor in host memory, row-major.
@@ -99,4 +100,25 @@ fn check_vocab(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A matrix as stored: packed if the file has it in a block format, else quantized to
+/// `fallback` from its floats.
+pub(crate) fn packed_or_quantized(
+    source: &dyn TensorSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    fallback: QuantFormat,
+) -> Result<PackedMatrix> {
+    match source.packed(name)? {
+        Some(p) if (p.rows, p.cols) == (rows, cols) => Ok(p),
+        Some(p) => {
+            Err(Error::TensorShape { tensor: name.into(), expected: vec![rows, cols], found: vec![p.rows, p.cols] })
+        }
+        None => {
+            let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
+            Ok(PackedMatrix::quantize(fallback, &t.data, rows, cols))
+        }
+    }
 }

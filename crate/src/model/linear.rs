@@ -8,7 +8,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
-use crate::load::{HostTensor, TensorSource};
+use crate::load::{HostTensor, TensorSource, packed_or_quantized};
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 
 /// How the matrices of the model are kept on the device.
@@ -41,27 +41,6 @@ pub enum Fuse {
     Concat,
     /// Alternating rows of two parts (`gate_0, up_0, gate_1, ...`) for the SwiGLU epilogue.
     Interleave,
-}
-
-/// A matrix as stored: packed if the file has it in a block format, else quantized to
-/// `fallback` from its floats.
-fn load_packed(
-    source: &dyn TensorSource,
-    name: &str,
-    rows: usize,
-    cols: usize,
-    fallback: QuantFormat,
-) -> Result<PackedMatrix> {
-    match source.packed(name)? {
-        Some(p) if (p.rows, p.cols) == (rows, cols) => Ok(p),
-        Some(p) => {
-            Err(Error::TensorShape { tensor: name.into(), expected: vec![rows, cols], found: vec![p.rows, p.cols] })
-        }
-        None => {
-            let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
-            Ok(PackedMatrix::quantize(fallback, &t.data, rows, cols))
-        }
-    }
 }
 
 pub(crate) fn upload<const D: usize>(t: HostTensor, device: &Device) -> Tensor<D> {
@@ -107,7 +86,7 @@ impl Linear {
             WeightFormat::Int4 => {
                 let parts = names
                     .iter()
-                    .map(|&(name, rows)| load_packed(source, name, rows, d_in, QuantFormat::Q4))
+                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, QuantFormat::Q4))
                     .collect::<Result<Vec<_>>>()?;
                 let fused = match (fuse, &parts[..]) {
                     (_, [one]) => one.clone(),
@@ -163,7 +142,7 @@ impl Embedding {
         Ok(match format {
             WeightFormat::F32 => Self::Dense(upload(source.tensor(name)?.expect_shape(&[c.vocab, c.d_model])?, device)),
             WeightFormat::Int4 => Self::Quant(QuantMatrix::upload(
-                &load_packed(source, name, c.vocab, c.d_model, QuantFormat::Q8)?,
+                &packed_or_quantized(source, name, c.vocab, c.d_model, QuantFormat::Q8)?,
                 device,
             )),
         })

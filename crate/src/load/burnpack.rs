@@ -1,0 +1,214 @@
+//! A pre-quantized model as one burn record (burnpack, `.bpk`): packed matrices as they go to
+//! the device, f32 norms, and the config, tokenizer and chat template as metadata. Loading it
+//! does no quantization work; it is what `hearth convert` writes and what a browser downloads.
+//!
+//! A packed matrix `X` is stored as `X.codes` (u32 `[rows, words per row]`) and `X.params`
+//! (u32 `[rows, blocks per row]`), with its format and column count in the metadata under
+//! `X.format` and `X.cols`.
+
+use std::collections::BTreeMap;
+
+use burn_pack::{Bytes, DType, Reader, Writer};
+use serde_json::{Value as Json, json};
+
+use crate::config::{ModelConfig, RawConfig};
+use crate::error::{Error, Result};
+use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, packed_or_quantized};
+use crate::quant::BLOCK;
+use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::tokenizer::Tokenizer;
+
+/// Bumped when the layout of a pack changes.
+const FORMAT: &str = "hearth-int4-1";
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Malformed(format!("burnpack: {}", msg.into()))
+}
+
+/// The matrices of a model: `(name, rows, cols, format when quantized from floats)`.
+fn matrices(c: &ModelConfig, tied: bool) -> Vec<(String, usize, usize, QuantFormat)> {
+    let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+    let mut out = vec![("token_embd.weight".to_string(), c.vocab, d, QuantFormat::Q8)];
+    for i in 0..c.n_layers {
+        for (suffix, rows, cols) in [
+            ("attn_q", d, d),
+            ("attn_k", kv, d),
+            ("attn_v", kv, d),
+            ("attn_output", d, d),
+            ("ffn_gate", ff, d),
+            ("ffn_up", ff, d),
+            ("ffn_down", d, ff),
+        ] {
+            out.push((format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
+        }
+    }
+    if !tied {
+        out.push(("output.weight".to_string(), c.vocab, d, QuantFormat::Q4));
+    }
+    out
+}
+
+fn norms(c: &ModelConfig) -> Vec<String> {
+    (0..c.n_layers)
+        .flat_map(|i| [format!("blk.{i}.attn_norm.weight"), format!("blk.{i}.ffn_norm.weight")])
+        .chain(["output_norm.weight".to_string()])
+        .collect()
+}
+
+fn u32_tensor(name: String, words: &[u32], shape: [usize; 2]) -> burn_pack::Tensor {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    burn_pack::Tensor::new(name, DType::U32, shape, None, Bytes::from_bytes_vec(bytes))
+}
+
+/// Writes the model `parts` with weights from `source` as a burnpack.
+pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
+    let c = &parts.config;
+    let tied = !source.contains("output.weight");
+    let mut tensors = Vec::new();
+    let mut writer_meta = BTreeMap::new();
+    for (name, rows, cols, fallback) in matrices(c, tied) {
+        let p = packed_or_quantized(source, &name, rows, cols, fallback)?;
+        let words = p.blocks_per_row() * p.format.words_per_block();
+        tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
+        tensors.push(u32_tensor(format!("{name}.params"), &p.params, [rows, p.blocks_per_row()]));
+        let format = if p.format == QuantFormat::Q4 { "q4" } else { "q8" };
+        writer_meta.insert(format!("{name}.format"), format.to_string());
+        writer_meta.insert(format!("{name}.cols"), cols.to_string());
+    }
+    for name in norms(c) {
+        let t = source.tensor(&name)?.expect_shape(&[c.d_model])?;
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push(burn_pack::Tensor::new(name, DType::F32, [c.d_model], None, Bytes::from_bytes_vec(bytes)));
+    }
+    let tok = &parts.tokenizer;
+    let config = json!({
+        "model_type": "llama",
+        "vocab_size": c.vocab,
+        "hidden_size": c.d_model,
+        "num_hidden_layers": c.n_layers,
+        "num_attention_heads": c.n_heads,
+        "num_key_value_heads": c.n_kv_heads,
+        "intermediate_size": c.d_ff,
+        "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_eps,
+        "max_position_embeddings": c.context_length,
+        "tie_word_embeddings": tied,
+    });
+    writer_meta.insert("hearth.format".into(), FORMAT.into());
+    writer_meta.insert("hearth.name".into(), parts.name.clone());
+    writer_meta.insert("hearth.config".into(), config.to_string());
+    writer_meta.insert("hearth.tokenizer".into(), tok.to_json()?);
+    writer_meta.insert(
+        "hearth.special".into(),
+        json!({ "bos": tok.bos(), "add_bos": tok.add_bos(), "eos": tok.end_of_generation() }).to_string(),
+    );
+    if let Some(t) = &parts.chat_template {
+        writer_meta.insert("hearth.chat_template".into(), t.clone());
+    }
+    let mut writer = Writer::new(tensors);
+    for (k, v) in &writer_meta {
+        writer = writer.with_metadata(k, v);
+    }
+    let bytes = writer.into_bytes().map_err(|e| bad(e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+/// Whether `bytes` start like a burnpack.
+pub fn is_burnpack(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && u32::from_le_bytes(bytes[..4].try_into().unwrap()) == burn_pack::MAGIC_NUMBER
+}
+
+/// The tensors of a parsed pack.
+pub struct PackTensors {
+    tensors: BTreeMap<String, (DType, Vec<usize>, Bytes)>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// Parses a pack into the model's parts and its tensors.
+pub fn parse(bytes: &[u8]) -> Result<(ModelParts, PackTensors)> {
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
+    let metadata = reader.metadata().clone();
+    let meta = |key: &str| metadata.get(key).ok_or_else(|| bad(format!("metadata {key} is missing")));
+    if meta("hearth.format")? != FORMAT {
+        return Err(bad(format!("format {:?}, expected {FORMAT:?}", meta("hearth.format")?)));
+    }
+    let config = RawConfig::from_hf_json(meta("hearth.config")?.as_bytes())?.resolve()?;
+    let special: Json = serde_json::from_str(meta("hearth.special")?).map_err(|e| bad(e.to_string()))?;
+    let eos: Vec<u32> =
+        special["eos"].as_array().into_iter().flatten().filter_map(Json::as_u64).map(|v| v as u32).collect();
+    let bos = special["bos"].as_u64().map(|v| v as u32);
+    let add_bos = special["add_bos"].as_bool().unwrap_or(false);
+    let tokenizer = Tokenizer::from_json(meta("hearth.tokenizer")?.as_bytes(), bos, add_bos, &eos)?;
+    check_vocab(&config, &tokenizer)?;
+    let parts = ModelParts {
+        config,
+        tokenizer,
+        chat_template: metadata.get("hearth.chat_template").cloned(),
+        name: metadata.get("hearth.name").cloned().unwrap_or_else(|| "burnpack model".into()),
+    };
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .map(|t| {
+            let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| bad(e.to_string()))?;
+            Ok((name, (dtype, shape.to_vec(), bytes)))
+        })
+        .collect::<Result<_>>()?;
+    Ok((parts, PackTensors { tensors, metadata }))
+}
+
+impl PackTensors {
+    fn words(&self, name: &str, rows: usize, per_row: usize) -> Result<Vec<u32>> {
+        let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        if *dtype != DType::U32 || shape[..] != [rows, per_row] || bytes.len() != rows * per_row * 4 {
+            return Err(Error::TensorShape {
+                tensor: name.into(),
+                expected: vec![rows, per_row],
+                found: shape.clone(),
+            });
+        }
+        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
+    }
+}
+
+impl TensorSource for PackTensors {
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{name}.codes"))
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        if let Some(p) = self.packed(name)? {
+            return Ok(HostTensor { name: name.into(), shape: vec![p.rows, p.cols], data: p.dequantize() });
+        }
+        let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        if *dtype != DType::F32 || bytes.len() != shape.iter().product::<usize>() * 4 {
+            return Err(bad(format!("tensor {name}: {dtype:?} {shape:?} with {} bytes", bytes.len())));
+        }
+        let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        Ok(HostTensor { name: name.into(), shape: shape.clone(), data })
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let Some((_, shape, _)) = self.tensors.get(&format!("{name}.codes")) else {
+            return Ok(None);
+        };
+        let format = match self.metadata.get(&format!("{name}.format")).map(String::as_str) {
+            Some("q4") => QuantFormat::Q4,
+            Some("q8") => QuantFormat::Q8,
+            other => return Err(bad(format!("{name}: format {other:?}"))),
+        };
+        let cols: usize = self
+            .metadata
+            .get(&format!("{name}.cols"))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad(format!("{name}: no column count")))?;
+        let &[rows, _] = &shape[..] else {
+            return Err(bad(format!("{name}.codes: shape {shape:?}")));
+        };
+        let blocks = cols.div_ceil(BLOCK);
+        let codes = self.words(&format!("{name}.codes"), rows, blocks * format.words_per_block())?;
+        let params = self.words(&format!("{name}.params"), rows, blocks)?;
+        Ok(Some(PackedMatrix { format, rows, cols, codes, params }))
+    }
+}
