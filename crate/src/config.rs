@@ -33,6 +33,24 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The config as a Hugging Face `config.json` (which [`RawConfig::from_hf_json`] reads back).
+    pub fn to_hf_json(&self, tie_word_embeddings: bool) -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "llama",
+            "hidden_act": "silu",
+            "vocab_size": self.vocab,
+            "hidden_size": self.d_model,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "intermediate_size": self.d_ff,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_eps,
+            "max_position_embeddings": self.context_length,
+            "tie_word_embeddings": tie_word_embeddings,
+        })
+    }
+
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;

@@ -105,6 +105,10 @@ impl Session {
         &self.cache
     }
 
+    pub(crate) fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.cache
+    }
+
     /// Forgets the conversation; the cache memory stays allocated.
     pub fn reset(&mut self) {
         self.cache.clear();

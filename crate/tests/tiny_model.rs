@@ -340,3 +340,46 @@ fn burnpack_round_trip_gives_the_same_model() {
     assert_eq!(from_pack.model().weight_bytes(), from_gguf.model().weight_bytes());
     assert_eq!(logits(from_pack), logits(from_gguf));
 }
+
+/// `hearth export-safetensors` without noise writes a Hugging Face directory that loads back to
+/// the same model, and perplexity through the cache equals the reference's.
+#[test]
+fn safetensors_export_round_trips_and_perplexity_matches_reference() {
+    use hearth::load::{ModelParts, gguf::GgufFile, hf};
+    let (bytes, reference) = gguf_model(81, false);
+    let file = GgufFile::parse(&bytes).unwrap();
+    let files = hf::export(&ModelParts::from_gguf(&file).unwrap(), &file, 0.0, 0).unwrap();
+    let get = |n: &str| files.iter().find(|(name, _)| name == n).unwrap().1.clone();
+    let (config, tokenizer, tok_config, shard) =
+        (get("config.json"), get("tokenizer.json"), get("tokenizer_config.json"), get("model.safetensors"));
+    let hf_files = HfFiles {
+        config_json: &config,
+        tokenizer_json: &tokenizer,
+        tokenizer_config_json: Some(&tok_config),
+        safetensors: vec![&shard],
+    };
+    let device = DeviceKind::Cpu.device().unwrap();
+    let engine = Arc::new(Engine::from_hf(hf_files, &device, WeightFormat::F32).unwrap());
+    let ids = tokens(20, 4);
+    let mut session = engine.session(None).unwrap();
+    assert_logits_close(&pollster::block_on(session.logits_all(&ids)).unwrap(), &reference.logits(&ids), "exported");
+
+    let want = reference.logits(&ids);
+    let nll: f64 = (0..ids.len() - 1)
+        .map(|i| {
+            let row = &want[i];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = row.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln() + max as f64;
+            lse - row[ids[i + 1] as usize] as f64
+        })
+        .sum();
+    let report = pollster::block_on(hearth::eval::perplexity(&mut session, &ids, true)).unwrap();
+    assert_eq!(report.tokens, ids.len() - 1);
+    assert!(
+        (report.perplexity - (nll / 19.0).exp()).abs() < 1e-3 * report.perplexity,
+        "{} vs {}",
+        report.perplexity,
+        (nll / 19.0).exp()
+    );
+    assert_eq!(report.top1, want[..19].iter().map(|r| argmax(r)).collect::<Vec<_>>());
+}

@@ -46,6 +46,30 @@ enum Command {
         #[arg(long)]
         system: Option<String>,
     },
+    /// Perplexity of a text file, token by token through the KV cache; prints JSON.
+    Perplexity {
+        #[command(flatten)]
+        common: Common,
+        /// The text to score.
+        #[arg(long)]
+        file: PathBuf,
+        /// Also print the most likely token at every position.
+        #[arg(long)]
+        top1: bool,
+    },
+    /// Write the model as a Hugging Face directory (config.json, model.safetensors in f32,
+    /// tokenizer.json, tokenizer_config.json). `--noise R` adds Gaussian noise of R times each
+    /// matrix's RMS, making a float model whose weights are off any quantization grid.
+    ExportSafetensors {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0.0)]
+        noise: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Write the model pre-quantized (packed int4 blocks, 8-bit embedding) as a burnpack
     /// record that loads with no quantization work.
     Convert {
@@ -111,6 +135,9 @@ struct Sampling {
     /// Stop before this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// Keep generating past end-of-turn tokens (for measurements).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 impl Sampling {
@@ -127,7 +154,7 @@ impl Sampling {
                 ..Default::default()
             },
             stop: self.stop.clone(),
-            ..Default::default()
+            ignore_eos: self.ignore_eos,
         }
     }
 }
@@ -180,6 +207,30 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat { common, sampling, system } => chat(&common, &sampling, system).await,
         Command::Convert { model, output } => convert(&model, &output),
+        Command::Perplexity { common, file, top1 } => {
+            let text = read(&file)?;
+            let text = hearth::engine::prompt_from_bytes(&text)?;
+            let (engine, _) = load(&common)?;
+            let tokens = engine.encode_prompt(text)?;
+            let capacity = common.kv_capacity.unwrap_or(tokens.len().min(engine.config().context_length));
+            let mut session = engine.session(Some(capacity))?;
+            let report = hearth::eval::perplexity(&mut session, &tokens, top1).await?;
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            Ok(())
+        }
+        Command::ExportSafetensors { model, output, noise, seed } => {
+            let bytes = read(&model)?;
+            let file = hearth::load::gguf::GgufFile::parse(&bytes)?;
+            let parts = hearth::load::ModelParts::from_gguf(&file)?;
+            std::fs::create_dir_all(&output)
+                .map_err(|source| Error::Io { path: output.display().to_string(), source })?;
+            for (name, contents) in hearth::load::hf::export(&parts, &file, noise, seed)? {
+                let path = output.join(name);
+                std::fs::write(&path, contents)
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            }
+            Ok(())
+        }
         Command::Bench { common, kernels: true, runs, .. } => bench_kernels(&common, runs),
         Command::Bench { common, prompt_tokens, gen_tokens, runs, .. } => {
             bench(&common, prompt_tokens, gen_tokens, runs).await

@@ -81,19 +81,7 @@ pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
         tensors.push(burn_pack::Tensor::new(name, DType::F32, [c.d_model], None, Bytes::from_bytes_vec(bytes)));
     }
     let tok = &parts.tokenizer;
-    let config = json!({
-        "model_type": "llama",
-        "vocab_size": c.vocab,
-        "hidden_size": c.d_model,
-        "num_hidden_layers": c.n_layers,
-        "num_attention_heads": c.n_heads,
-        "num_key_value_heads": c.n_kv_heads,
-        "intermediate_size": c.d_ff,
-        "rope_theta": c.rope_theta,
-        "rms_norm_eps": c.rms_eps,
-        "max_position_embeddings": c.context_length,
-        "tie_word_embeddings": tied,
-    });
+    let config = c.to_hf_json(tied);
     writer_meta.insert("hearth.format".into(), FORMAT.into());
     writer_meta.insert("hearth.name".into(), parts.name.clone());
     writer_meta.insert("hearth.config".into(), config.to_string());

@@ -199,3 +199,89 @@ fn rotate_half_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
     }
     Ok(HostTensor { data, ..t })
 }
+
+/// The inverse of [`rotate_half_to_pairs`]: GGUF's adjacent-pair rows back to rotate-half.
+fn pairs_to_rotate_half(t: HostTensor, n_heads: usize) -> HostTensor {
+    let cols = t.shape[1];
+    let hd = t.shape[0] / n_heads;
+    let mut data = vec![0.0; t.data.len()];
+    for h in 0..n_heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let src = (h * hd + 2 * i + j) * cols;
+                let dst = (h * hd + j * hd / 2 + i) * cols;
+                data[dst..dst + cols].copy_from_slice(&t.data[src..src + cols]);
+            }
+        }
+    }
+    HostTensor { data, ..t }
+}
+
+/// The files of a Hugging Face directory holding `parts` with f32 weights from `source`:
+/// `config.json`, `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`. With
+/// `noise > 0`, every matrix gets Gaussian noise of `noise` times its RMS (seeded), which makes
+/// a float model that no quantization grid holds exactly, for quantization studies.
+pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u64) -> Result<Vec<(String, Vec<u8>)>> {
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::{Rng, SeedableRng};
+    let c = &parts.config;
+    let tied = !source.contains("output.weight");
+    let mut names: Vec<String> = vec!["token_embd.weight".into(), "output_norm.weight".into()];
+    if !tied {
+        names.push("output.weight".into());
+    }
+    for i in 0..c.n_layers {
+        names.extend(LAYER_NAMES.iter().map(|(g, _)| format!("blk.{i}.{g}")));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut gaussian = move || {
+        // Box-Muller from two uniforms in (0, 1].
+        let u = |r: &mut ChaCha8Rng| ((r.next_u32() >> 8) as f64 + 1.0) / (1u64 << 24) as f64;
+        let (a, b) = (u(&mut rng), u(&mut rng));
+        ((-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()) as f32
+    };
+    let mut tensors = Vec::new();
+    for name in &names {
+        let mut t = source.tensor(name)?;
+        if name.ends_with(".attn_q.weight") {
+            t = pairs_to_rotate_half(t, c.n_heads);
+        } else if name.ends_with(".attn_k.weight") {
+            t = pairs_to_rotate_half(t, c.n_kv_heads);
+        }
+        if noise > 0.0 && t.shape.len() == 2 {
+            let rms = (t.data.iter().map(|v| (v * v) as f64).sum::<f64>() / t.data.len() as f64).sqrt() as f32;
+            for v in &mut t.data {
+                *v += noise * rms * gaussian();
+            }
+        }
+        let hf = HfTensors::hf_name(name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((hf, t.shape, bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::malformed(format!("safetensors: {e}")))?;
+    let safetensors = safetensors::serialize(views, None).map_err(|e| Error::malformed(format!("safetensors: {e}")))?;
+
+    let tok = &parts.tokenizer;
+    let mut config = c.to_hf_json(tied);
+    config["eos_token_id"] = serde_json::json!(tok.end_of_generation());
+    config["bos_token_id"] = serde_json::json!(tok.bos());
+    let text = |id: Option<u32>| id.and_then(|id| tok.token_text(id));
+    let tok_config = serde_json::json!({
+        "chat_template": parts.chat_template,
+        "bos_token": text(tok.bos()),
+        "eos_token": text(Some(tok.eos())),
+        "add_bos_token": tok.add_bos(),
+    });
+    Ok(vec![
+        ("config.json".into(), config.to_string().into_bytes()),
+        ("model.safetensors".into(), safetensors),
+        ("tokenizer.json".into(), tok.to_json()?.into_bytes()),
+        ("tokenizer_config.json".into(), tok_config.to_string().into_bytes()),
+    ])
+}
