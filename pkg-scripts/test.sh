@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-pkg-scripts/setup.sh
+pkg-scripts/setup.sh --web
 pkg-scripts/fetch-model.sh
 
 # Mesa's lavapipe (Vulkan on the CPU) complains without a runtime dir; give it one.
@@ -13,3 +13,6 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 cargo fmt --all -- --check
 cargo test --workspace --locked
+
+# The wasm engine, the npm package and its worker in headless Chromium.
+pkg-scripts/test-browser.sh

@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+#[cfg(not(target_family = "wasm"))]
 use burn::prelude::Device;
 
 use crate::error::{Error, Result};

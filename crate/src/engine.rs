@@ -42,10 +42,24 @@ impl Engine {
 
     /// Loads a GGUF file or a burnpack, told apart by their magic numbers.
     pub fn from_file_bytes(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
+        Self::from_file_bytes_with_progress(bytes, device, weights, &mut |_, _| {})
+    }
+
+    /// [`Self::from_file_bytes`], calling `progress(tensors_uploaded, tensors_total)` after each
+    /// tensor reaches the device.
+    pub fn from_file_bytes_with_progress(
+        bytes: &[u8],
+        device: &Device,
+        weights: WeightFormat,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         if burnpack::is_burnpack(bytes) {
-            Self::from_burnpack(bytes, device, weights)
+            let (parts, tensors) = burnpack::parse(bytes)?;
+            Self::new(parts, &Counted::new(&tensors, progress), device, weights)
         } else {
-            Self::from_gguf(bytes, device, weights)
+            let file = GgufFile::parse(bytes)?;
+            let parts = ModelParts::from_gguf(&file)?;
+            Self::new(parts, &Counted::new(&file, progress), device, weights)
         }
     }
 
@@ -117,4 +131,50 @@ impl Engine {
 pub fn prompt_from_bytes(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes)
         .map_err(|e| Error::InvalidPrompt(format!("not valid UTF-8: bad byte at offset {}", e.valid_up_to())))
+}
+
+/// A tensor source that reports each tensor it hands out.
+struct Counted<'a> {
+    inner: &'a dyn TensorSource,
+    done: std::cell::Cell<usize>,
+    total: usize,
+    progress: std::cell::RefCell<&'a mut dyn FnMut(usize, usize)>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a dyn TensorSource, progress: &'a mut dyn FnMut(usize, usize)) -> Self {
+        Self { inner, done: 0.into(), total: inner.tensor_count(), progress: std::cell::RefCell::new(progress) }
+    }
+
+    fn tick(&self) {
+        let done = (self.done.get() + 1).min(self.total);
+        self.done.set(done);
+        if let Ok(mut progress) = self.progress.try_borrow_mut() {
+            progress(done, self.total);
+        }
+    }
+}
+
+impl TensorSource for Counted<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<crate::load::HostTensor> {
+        let t = self.inner.tensor(name)?;
+        self.tick();
+        Ok(t)
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<crate::quant::packed::PackedMatrix>> {
+        let p = self.inner.packed(name)?;
+        if p.is_some() {
+            self.tick();
+        }
+        Ok(p)
+    }
+
+    fn tensor_count(&self) -> usize {
+        self.total
+    }
 }

@@ -20,6 +20,8 @@ pub mod sampler;
 pub mod session;
 pub mod template;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use config::ModelConfig;
 pub use device::DeviceKind;

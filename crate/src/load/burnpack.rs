@@ -161,6 +161,11 @@ impl PackTensors {
 }
 
 impl TensorSource for PackTensors {
+    fn tensor_count(&self) -> usize {
+        // A packed matrix is two tensors in the pack but one to the model.
+        self.tensors.keys().filter(|k| !k.ends_with(".params")).count()
+    }
+
     fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{name}.codes"))
     }

@@ -156,6 +156,10 @@ impl HfTensors<'_> {
 }
 
 impl TensorSource for HfTensors<'_> {
+    fn tensor_count(&self) -> usize {
+        self.index.len()
+    }
+
     fn contains(&self, name: &str) -> bool {
         if name == "output.weight" && self.tie_word_embeddings {
             return false;

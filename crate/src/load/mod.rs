@@ -43,6 +43,9 @@ pub trait TensorSource {
     fn packed(&self, _name: &str) -> Result<Option<PackedMatrix>> {
         Ok(None)
     }
+
+    /// How many tensors the source holds (for progress reports).
+    fn tensor_count(&self) -> usize;
 }
 
 impl TensorSource for gguf::GgufFile<'_> {
@@ -52,6 +55,10 @@ impl TensorSource for gguf::GgufFile<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         gguf::GgufFile::tensor(self, name)
+    }
+
+    fn tensor_count(&self) -> usize {
+        self.tensors.len()
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {

@@ -1,0 +1,388 @@
+//! The browser bindings (wasm32 only): an engine that a page or a Web Worker drives through
+//! wasm-bindgen. The TypeScript package (`npm/`) wraps it in the public API; this layer keeps
+//! to plain values, ids and callbacks.
+//!
+//! Every exported function returns `Result<_, JsError>`; the message starts with the error's
+//! stable kind (`model_load: ...`, `bad_options: ...`), which the TypeScript layer turns into
+//! typed errors. Nothing here panics on bad input: a panic would kill the wasm instance.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use burn::prelude::Device;
+use js_sys::{Function, Promise, Reflect};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::device::WGPU_TASKS_PER_SUBMIT;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::model::WeightFormat;
+use crate::sampler::SamplerOptions;
+use crate::session::{Control, GenerateOptions, Session};
+use crate::template::Message;
+
+/// `kind: message`, without repeating the category when the message starts with it
+/// (`bad_options: x`, not `bad_options: bad options: x`).
+fn js_error(e: Error) -> JsError {
+    let kind = e.kind();
+    let text = e.to_string();
+    let category = format!("{}: ", kind.replace('_', " "));
+    JsError::new(&format!("{kind}: {}", text.strip_prefix(&category).unwrap_or(&text)))
+}
+
+fn bad_options(msg: impl std::fmt::Display) -> JsError {
+    js_error(Error::BadOptions(msg.to_string()))
+}
+
+/// serde-wasm-bindgen's errors print as JS errors (`Error: ...`); keep the message.
+fn serde_message(e: serde_wasm_bindgen::Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix("Error: ").unwrap_or(&text).to_string()
+}
+
+thread_local! {
+    /// burn's wgpu runtime may be initialized once per thread (page or worker).
+    static DEVICE: RefCell<DeviceState> = const { RefCell::new(DeviceState::Uninitialized) };
+}
+
+enum DeviceState {
+    Uninitialized,
+    Initializing,
+    Ready(Device),
+    Failed(String),
+}
+
+fn ready_device() -> Result<Device, JsError> {
+    DEVICE.with(|d| match &*d.borrow() {
+        DeviceState::Ready(device) => Ok(device.clone()),
+        DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
+        _ => Err(js_error(Error::Device("WebGPU is not initialized: call init() first".into()))),
+    })
+}
+
+/// Whether this global (window or worker) exposes `navigator.gpu`.
+fn has_webgpu() -> bool {
+    let global = js_sys::global();
+    Reflect::get(&global, &"navigator".into())
+        .ok()
+        .filter(|n| !n.is_undefined())
+        .and_then(|n| Reflect::get(&n, &"gpu".into()).ok())
+        .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null())
+}
+
+/// Options of one generation, flat and snake_case, as the TypeScript layer sends them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct WebGenerateOptions {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+    seed: Option<f64>,
+    stop: Vec<String>,
+    ignore_eos: bool,
+}
+
+impl WebGenerateOptions {
+    const FIELDS: [&'static str; 9] =
+        ["max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop", "ignore_eos"];
+
+    /// Parses a JS object, refusing keys it does not know (serde-wasm-bindgen reads only the
+    /// fields it looks for, so `deny_unknown_fields` alone does not catch them).
+    fn from_js(options: JsValue) -> Result<Self, JsError> {
+        if options.is_undefined() || options.is_null() {
+            return Ok(Self::default());
+        }
+        let object = options.dyn_ref::<js_sys::Object>().ok_or_else(|| bad_options("options must be an object"))?;
+        for key in js_sys::Object::keys(object).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !Self::FIELDS.contains(&key.as_str()) {
+                return Err(bad_options(format!("unknown option `{key}` (known: {})", Self::FIELDS.join(", "))));
+            }
+        }
+        serde_wasm_bindgen::from_value(options).map_err(|e| bad_options(serde_message(e)))
+    }
+
+    fn into_options(self) -> Result<GenerateOptions, JsError> {
+        let d = SamplerOptions::default();
+        let seed = match self.seed {
+            None => None,
+            Some(s) if s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_991.0 => Some(s as u64),
+            Some(s) => return Err(bad_options(format!("seed {s} must be a non-negative integer"))),
+        };
+        Ok(GenerateOptions {
+            max_tokens: self.max_tokens.unwrap_or(GenerateOptions::default().max_tokens),
+            sampler: SamplerOptions {
+                temperature: self.temperature.unwrap_or(d.temperature),
+                top_k: self.top_k.unwrap_or(d.top_k),
+                top_p: self.top_p.unwrap_or(d.top_p),
+                min_p: self.min_p.unwrap_or(d.min_p),
+                repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
+                seed,
+                ..d
+            },
+            stop: self.stop,
+            ignore_eos: self.ignore_eos,
+        })
+    }
+}
+
+/// What [`WasmEngine::load`] reports about the model.
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    vocab: usize,
+    d_model: usize,
+    n_layers: usize,
+    context_length: usize,
+    kv_capacity: usize,
+    weights: &'static str,
+    weight_bytes: usize,
+    has_chat_template: bool,
+}
+
+struct State {
+    engine: Option<Arc<Engine>>,
+    /// Taken out while a generation runs.
+    session: Option<Session>,
+    generating: bool,
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    value
+        .serialize(
+            &serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true).serialize_missing_as_null(true),
+        )
+        .map_err(|e| js_error(Error::Device(format!("serializing a result: {e}"))))
+}
+
+/// One model and one conversation in this thread.
+#[wasm_bindgen]
+pub struct WasmEngine {
+    state: Rc<RefCell<State>>,
+}
+
+impl Default for WasmEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> WasmEngine {
+        WasmEngine { state: Rc::new(RefCell::new(State { engine: None, session: None, generating: false })) }
+    }
+
+    /// Initializes WebGPU once for this thread. Refuses (rather than hangs) where
+    /// `navigator.gpu` is missing; later calls return at once.
+    pub fn init(&self) -> Result<Promise, JsError> {
+        let start = DEVICE.with(|d| {
+            let mut d = d.borrow_mut();
+            match &*d {
+                DeviceState::Uninitialized => {
+                    *d = DeviceState::Initializing;
+                    Ok(true)
+                }
+                DeviceState::Initializing => {
+                    Err(js_error(Error::Device("WebGPU initialization is already in progress".into())))
+                }
+                _ => Ok(false),
+            }
+        })?;
+        Ok(future_to_promise(async move {
+            if start {
+                let result = if has_webgpu() {
+                    Device::wgpu_options()
+                        .tasks_max(WGPU_TASKS_PER_SUBMIT)
+                        .init_async()
+                        .await
+                        .map_err(|e| format!("no usable WebGPU adapter: {e}"))
+                } else {
+                    Err("this browser has no WebGPU (navigator.gpu is missing): use a browser with WebGPU \
+                         enabled, e.g. Chrome 113+, or Chromium with --enable-unsafe-webgpu"
+                        .to_string())
+                };
+                DEVICE.with(|d| {
+                    *d.borrow_mut() = match result {
+                        Ok(device) => DeviceState::Ready(device),
+                        Err(msg) => DeviceState::Failed(msg),
+                    }
+                });
+            }
+            ready_device().map(|_| JsValue::TRUE).map_err(JsValue::from)
+        }))
+    }
+
+    /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
+    /// `weights` is `"int4"` or `"f32"`; `progress(uploaded, total)` is called per tensor.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        weights: &str,
+        kv_capacity: Option<u32>,
+        progress: Option<Function>,
+    ) -> Result<JsValue, JsError> {
+        let device = ready_device()?;
+        let weights: WeightFormat = weights.parse().map_err(js_error)?;
+        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+        if state.generating {
+            return Err(bad_options("cannot load a model while generating"));
+        }
+        state.engine = None;
+        state.session = None;
+        let mut report = |done: usize, total: usize| {
+            if let Some(f) = &progress {
+                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+            }
+        };
+        let engine =
+            Arc::new(Engine::from_file_bytes_with_progress(bytes, &device, weights, &mut report).map_err(js_error)?);
+        let session = engine.session(kv_capacity.map(|c| c as usize)).map_err(js_error)?;
+        let c = engine.config();
+        let info = ModelInfo {
+            name: engine.name().to_string(),
+            vocab: c.vocab,
+            d_model: c.d_model,
+            n_layers: c.n_layers,
+            context_length: c.context_length,
+            kv_capacity: session.kv_cache().capacity(),
+            weights: match weights {
+                WeightFormat::F32 => "f32",
+                WeightFormat::Int4 => "int4",
+            },
+            weight_bytes: engine.model().weight_bytes(),
+            has_chat_template: engine.encode_chat(&[Message::new("user", "x")]).is_ok(),
+        };
+        state.engine = Some(engine);
+        state.session = Some(session);
+        to_js(&info)
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>, JsError> {
+        let state = self.state.try_borrow().map_err(|_| bad_options("the engine is busy"))?;
+        state.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))
+    }
+
+    /// Token ids of `text`; with `parse_special`, special-token text becomes special ids.
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, JsError> {
+        self.engine()?.tokenizer().encode(text, parse_special).map_err(js_error)
+    }
+
+    /// Text of `ids` (special tokens skipped).
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String, JsError> {
+        let engine = self.engine()?;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= engine.config().vocab) {
+            return Err(js_error(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary"))));
+        }
+        engine.tokenizer().decode(&ids, true).map_err(js_error)
+    }
+
+    /// Token ids of a conversation (`[{role, content}]`) rendered with the model's chat
+    /// template, ending where the assistant's reply begins.
+    pub fn chat_tokens(&self, messages: JsValue) -> Result<Vec<u32>, JsError> {
+        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
+        self.engine()?.encode_chat(&messages).map_err(js_error)
+    }
+
+    /// Continues `ids` (the whole conversation; the cached prefix is reused). `on_text(text,
+    /// token)` gets each piece of text; returning `false` stops generation within a token.
+    /// Resolves to `{tokens, text, finish_reason, stats}`.
+    pub fn generate(&self, ids: Vec<u32>, options: JsValue, on_text: Function) -> Result<Promise, JsError> {
+        let options = WebGenerateOptions::from_js(options)?.into_options()?;
+        let state = Rc::clone(&self.state);
+        let mut session = {
+            let mut s = state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+            if s.generating {
+                return Err(bad_options("a generation is already running"));
+            }
+            let session = s.session.take().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
+            s.generating = true;
+            session
+        };
+        Ok(future_to_promise(async move {
+            let result = session
+                .generate(&ids, &options, |text, token| {
+                    match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
+                        Ok(v) if v == JsValue::FALSE => Control::Stop,
+                        Ok(_) => Control::Continue,
+                        // A throwing callback stops generation rather than losing the engine.
+                        Err(_) => Control::Stop,
+                    }
+                })
+                .await;
+            if let Ok(mut s) = state.try_borrow_mut() {
+                s.session = Some(session);
+                s.generating = false;
+            }
+            match result {
+                Ok(generation) => to_js(&generation).map_err(JsValue::from),
+                Err(e) => Err(js_error(e).into()),
+            }
+        }))
+    }
+
+    /// Forgets the conversation (the KV cache stays allocated).
+    pub fn reset(&self) -> Result<(), JsError> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+        if let Some(session) = state.session.as_mut() {
+            session.reset();
+        }
+        Ok(())
+    }
+
+    /// Model, cache occupancy and device memory.
+    pub fn stats(&self) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct Stats {
+            loaded: bool,
+            generating: bool,
+            model: Option<String>,
+            weight_bytes: Option<usize>,
+            kv_len: Option<usize>,
+            kv_capacity: Option<usize>,
+            device_memory_in_use_bytes: Option<u64>,
+            device_memory_reserved_bytes: Option<u64>,
+        }
+        let state = self.state.try_borrow().map_err(|_| bad_options("the engine is busy"))?;
+        let memory = DEVICE.with(|d| match &*d.borrow() {
+            DeviceState::Ready(device) => device.memory_pool_usage(),
+            _ => None,
+        });
+        to_js(&Stats {
+            loaded: state.engine.is_some(),
+            generating: state.generating,
+            model: state.engine.as_ref().map(|e| e.name().to_string()),
+            weight_bytes: state.engine.as_ref().map(|e| e.model().weight_bytes()),
+            kv_len: state.session.as_ref().map(|s| s.kv_cache().len()),
+            kv_capacity: state.session.as_ref().map(|s| s.kv_cache().capacity()),
+            device_memory_in_use_bytes: memory.as_ref().map(|m| m.bytes_in_use),
+            device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
+        })
+    }
+
+    /// Drops the model and its cache and returns their GPU memory to the device.
+    pub fn unload(&self) -> Result<(), JsError> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+        if state.generating {
+            return Err(bad_options("cannot unload while generating"));
+        }
+        state.engine = None;
+        state.session = None;
+        drop(state);
+        DEVICE.with(|d| {
+            if let DeviceState::Ready(device) = &*d.borrow() {
+                device.memory_cleanup();
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+/** Model bytes from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer. */
+
+import { HearthError, abortError } from "./errors.js";
+import type { LoadProgress, ModelSource } from "./types.js";
+
+/** Cache Storage bucket for downloaded models. */
+export const CACHE_NAME = "hearth-models-v1";
+
+function hasCacheStorage(): boolean {
+  return typeof caches !== "undefined";
+}
+
+function absoluteUrl(source: string | URL): string {
+  const base = typeof location !== "undefined" ? location.href : undefined;
+  return new URL(String(source), base).href;
+}
+
+async function readBody(
+  response: Response,
+  stage: "fetch" | "cache",
+  onProgress: ((p: LoadProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Uint8Array> {
+  const header = response.headers.get("content-length");
+  const total = header !== null && /^\d+$/.test(header) ? Number(header) : null;
+  if (!response.body) {
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    onProgress?.({ stage, loaded: bytes.length, total: bytes.length });
+    return bytes;
+  }
+  const reader = response.body.getReader();
+  const parts: Uint8Array[] = [];
+  let loaded = 0;
+  for (;;) {
+    if (signal?.aborted) {
+      await reader.cancel();
+      throw abortError();
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    loaded += value.length;
+    onProgress?.({ stage, loaded, total });
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return bytes;
+}
+
+/** Reads a model from any source. URLs are served from Cache Storage when cached (and
+ * stored there after a download) unless `cache` is false. */
+export async function readModel(
+  source: ModelSource,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+): Promise<Uint8Array> {
+  const { onProgress, signal } = options;
+  if (signal?.aborted) throw abortError();
+  if (source instanceof Uint8Array) return source;
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  if (typeof Blob !== "undefined" && source instanceof Blob) {
+    const bytes = new Uint8Array(await source.arrayBuffer());
+    onProgress?.({ stage: "fetch", loaded: bytes.length, total: bytes.length });
+    return bytes;
+  }
+  if (typeof source !== "string" && !(source instanceof URL)) {
+    throw new HearthError("bad_options", "a model source is a URL, an ArrayBuffer, a Uint8Array, a Blob or a File");
+  }
+  const url = absoluteUrl(source);
+  const useCache = (options.cache ?? true) && hasCacheStorage();
+  if (useCache) {
+    const hit = await (await caches.open(CACHE_NAME)).match(url);
+    if (hit) return readBody(hit, "cache", onProgress, signal);
+  }
+  let response: Response;
+  try {
+    response = await fetch(url, { signal });
+  } catch (e) {
+    if (signal?.aborted) throw abortError();
+    throw new HearthError("network", `could not fetch ${url}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (!response.ok) throw new HearthError("network", `could not fetch ${url}: HTTP ${response.status}`);
+  const bytes = await readBody(response, "fetch", onProgress, signal);
+  if (useCache) {
+    const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.length) };
+    try {
+      await (await caches.open(CACHE_NAME)).put(url, new Response(bytes.slice(), { headers }));
+    } catch {
+      // A full or unavailable cache only costs the next load a download.
+    }
+  }
+  return bytes;
+}
+
+/** Removes a model downloaded from `url` from Cache Storage; true if it was there. */
+export async function deleteCachedModel(url: string | URL): Promise<boolean> {
+  if (!hasCacheStorage()) return false;
+  return (await caches.open(CACHE_NAME)).delete(absoluteUrl(url));
+}
+
+/** Whether a model from `url` is in Cache Storage. */
+export async function isModelCached(url: string | URL): Promise<boolean> {
+  if (!hasCacheStorage()) return false;
+  return (await (await caches.open(CACHE_NAME)).match(absoluteUrl(url))) !== undefined;
+}

@@ -1,0 +1,53 @@
+/**
+ * The messages between the worker proxy (`WorkerEngine`, page side) and the worker
+ * (`worker.ts`). Every request carries an `id`; the worker answers it with exactly one
+ * `result` or `error`, after any number of `progress` (load) or `chunk`/`text` (generation)
+ * messages with the same id. `abort` names the id of the request to stop. Tokens travel one
+ * message each; model buffers are transferred, not copied.
+ */
+
+import type { SerializedError } from "./errors.js";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  EngineStats,
+  GenerateOptions,
+  GenerateResult,
+  LoadOptions,
+  LoadProgress,
+  ModelInfo,
+  ModelSource,
+} from "./types.js";
+
+/** Options without the parts that cannot cross `postMessage` (signals, callbacks). */
+export type PlainLoadOptions = Omit<LoadOptions, "onProgress" | "signal">;
+export type PlainGenerateOptions = Omit<GenerateOptions, "onText" | "signal">;
+export type PlainChatRequest = Omit<ChatCompletionRequest, "signal">;
+
+export type Request =
+  | { id: number; type: "load"; source: ModelSource; options: PlainLoadOptions }
+  | { id: number; type: "generate"; prompt: string; options: PlainGenerateOptions }
+  | { id: number; type: "chat"; request: PlainChatRequest }
+  | { id: number; type: "tokenize"; text: string; parseSpecial: boolean }
+  | { id: number; type: "detokenize"; ids: number[] }
+  | { id: number; type: "stats" }
+  | { id: number; type: "reset" }
+  | { id: number; type: "unload" }
+  | { id: number; type: "abort"; target: number };
+
+export type ResultValue =
+  | ModelInfo
+  | GenerateResult
+  | ChatCompletion
+  | EngineStats
+  | number[]
+  | string
+  | null;
+
+export type Response =
+  | { id: number; type: "result"; value: ResultValue }
+  | { id: number; type: "error"; error: SerializedError }
+  | { id: number; type: "progress"; progress: LoadProgress }
+  | { id: number; type: "text"; text: string }
+  | { id: number; type: "chunk"; chunk: ChatCompletionChunk };

@@ -1,0 +1,173 @@
+/**
+ * The public types of hearth's JavaScript API. Option and result names follow OpenAI's chat
+ * completions API (snake_case), which is what web developers already know.
+ */
+
+export type Role = "system" | "user" | "assistant";
+
+export interface ChatMessage {
+  role: Role;
+  content: string;
+}
+
+/** How to pick tokens and when to stop. Every field is optional; the default is greedy. */
+export interface SamplingOptions {
+  /** Most tokens to generate (default 256). */
+  max_tokens?: number;
+  /** 0 is greedy (default). */
+  temperature?: number;
+  top_p?: number;
+  /** 0 keeps every token. */
+  top_k?: number;
+  min_p?: number;
+  /** Divides positive (multiplies negative) logits of recent tokens; 1 is off. */
+  repetition_penalty?: number;
+  /** Same seed, same prompt, same options: same text. */
+  seed?: number;
+  /** Generation ends before the first occurrence of any of these. */
+  stop?: string | string[];
+}
+
+export interface ChatCompletionRequest extends SamplingOptions {
+  messages: ChatMessage[];
+  stream?: boolean;
+  /** Aborting stops generation within one token; the call then rejects with an `AbortError`. */
+  signal?: AbortSignal;
+}
+
+export type StreamingChatCompletionRequest = ChatCompletionRequest & { stream: true };
+export type NonStreamingChatCompletionRequest = ChatCompletionRequest & { stream?: false };
+
+/** Why generation ended: `stop` (end of turn or a stop string), `length` (max_tokens),
+ * `context_full` (the KV cache is full), `aborted`. */
+export type FinishReason = "stop" | "length" | "context_full" | "aborted";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface Timings {
+  time_to_first_token_ms: number;
+  prefill_ms: number;
+  decode_ms: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  /** Prompt tokens already in the KV cache from the previous turn. */
+  reused_tokens: number;
+  kv_len: number;
+  kv_capacity: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: [{ index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason }];
+  usage: Usage;
+  timings: Timings;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: [{ index: 0; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null }];
+  /** On the last chunk only. */
+  usage?: Usage;
+  /** On the last chunk only. */
+  timings?: Timings;
+}
+
+export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
+
+export type LoadStage = "fetch" | "cache" | "upload" | "ready";
+
+export interface LoadProgress {
+  stage: LoadStage;
+  /** Bytes read (fetch, cache) or tensors uploaded (upload). */
+  loaded: number;
+  /** Total bytes or tensors, when known. */
+  total: number | null;
+}
+
+export interface LoadOptions {
+  /** "int4" (packed, default) or "f32". */
+  weights?: "int4" | "f32";
+  /** KV cache size in tokens (default: the model's context or 2048, whichever is smaller). */
+  kv_capacity?: number;
+  /** Keep a downloaded model in the browser's Cache Storage and read it from there next time (default true). */
+  cache?: boolean;
+  onProgress?: (progress: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface ModelInfo {
+  name: string;
+  vocab: number;
+  d_model: number;
+  n_layers: number;
+  context_length: number;
+  kv_capacity: number;
+  weights: "int4" | "f32";
+  weight_bytes: number;
+  has_chat_template: boolean;
+}
+
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  description: string;
+  features: string[];
+  max_buffer_size: number;
+  max_storage_buffer_binding_size: number;
+}
+
+export interface EngineStats {
+  loaded: boolean;
+  generating: boolean;
+  model: string | null;
+  weight_bytes: number | null;
+  kv_len: number | null;
+  kv_capacity: number | null;
+  device_memory_in_use_bytes: number | null;
+  device_memory_reserved_bytes: number | null;
+  adapter: AdapterInfo | null;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  signal?: AbortSignal;
+  /** Called with each new piece of text. */
+  onText?: (text: string) => void;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  finish_reason: FinishReason;
+  usage: Usage;
+  timings: Timings;
+}
+
+export interface ChatCompletions {
+  create(request: StreamingChatCompletionRequest): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(request: NonStreamingChatCompletionRequest): Promise<ChatCompletion>;
+}
+
+/** What both the in-page engine and the worker proxy offer. */
+export interface EngineApi {
+  load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  readonly chat: { readonly completions: ChatCompletions };
+  /** Continues plain text (no chat template). */
+  generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
+  tokenize(text: string, options?: { parseSpecial?: boolean }): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  stats(): Promise<EngineStats>;
+  /** Forgets the conversation held in the KV cache. */
+  resetChat(): Promise<void>;
+  /** Frees the model and its GPU memory. */
+  unload(): Promise<void>;
+}

@@ -1,0 +1,83 @@
+/**
+ * The worker entry: runs a `HearthEngine` off the page's main thread and answers the
+ * messages of `protocol.ts`. Start it with
+ * `new Worker(new URL("hearth/worker", import.meta.url), { type: "module" })`.
+ */
+
+import { HearthEngine } from "./engine.js";
+import { serializeError } from "./errors.js";
+import type { Request, Response } from "./protocol.js";
+import type { ChatCompletionChunk } from "./types.js";
+
+interface WorkerScope {
+  postMessage(message: Response): void;
+  addEventListener(type: "message", listener: (event: MessageEvent<Request>) => void): void;
+}
+
+const scope = globalThis as unknown as WorkerScope;
+const engine = new HearthEngine();
+const aborts = new Map<number, AbortController>();
+
+function post(message: Response): void {
+  scope.postMessage(message);
+}
+
+async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Response> {
+  const id = req.id;
+  switch (req.type) {
+    case "load": {
+      const controller = new AbortController();
+      aborts.set(id, controller);
+      const value = await engine.load(req.source, {
+        ...req.options,
+        signal: controller.signal,
+        onProgress: (progress) => post({ id, type: "progress", progress }),
+      });
+      return { id, type: "result", value };
+    }
+    case "generate": {
+      const controller = new AbortController();
+      aborts.set(id, controller);
+      const value = await engine.generate(req.prompt, {
+        ...req.options,
+        signal: controller.signal,
+        onText: (text) => post({ id, type: "text", text }),
+      });
+      return { id, type: "result", value };
+    }
+    case "chat": {
+      const controller = new AbortController();
+      aborts.set(id, controller);
+      if (req.request.stream) {
+        const stream = await engine.chat.completions.create({ ...req.request, stream: true, signal: controller.signal });
+        for await (const chunk of stream as AsyncIterable<ChatCompletionChunk>) post({ id, type: "chunk", chunk });
+        return { id, type: "result", value: null };
+      }
+      const value = await engine.chat.completions.create({ ...req.request, stream: false, signal: controller.signal });
+      return { id, type: "result", value };
+    }
+    case "tokenize":
+      return { id, type: "result", value: await engine.tokenize(req.text, { parseSpecial: req.parseSpecial }) };
+    case "detokenize":
+      return { id, type: "result", value: await engine.detokenize(req.ids) };
+    case "stats":
+      return { id, type: "result", value: await engine.stats() };
+    case "reset":
+      await engine.resetChat();
+      return { id, type: "result", value: null };
+    case "unload":
+      await engine.unload();
+      return { id, type: "result", value: null };
+  }
+}
+
+scope.addEventListener("message", (event) => {
+  const req = event.data;
+  if (req.type === "abort") {
+    aborts.get(req.target)?.abort();
+    return;
+  }
+  handle(req)
+    .then(post, (e: unknown) => post({ id: req.id, type: "error", error: serializeError(e) }))
+    .finally(() => aborts.delete(req.id));
+});

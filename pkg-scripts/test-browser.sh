@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The browser tests: wasm-pack's tests in headless Chromium on WebGPU (tests/browser), then the
+# packed npm package in an outside Vite project (tests/e2e): type-checked, built, and driven
+# through its worker by Playwright. The model is served from 127.0.0.1 for both.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+pkg-scripts/setup.sh --web
+pkg-scripts/fetch-model.sh
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+port=$((20000 + RANDOM % 20000))
+python3 pkg-scripts/serve.py models --port "$port" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+model_url="http://127.0.0.1:$port/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+(cd tests/browser && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1200 \
+  HEARTH_TEST_MODEL_URL="$model_url" wasm-pack test --headless --chrome --release)
+
+pkg-scripts/build-npm.sh
+rm -f tests/e2e/hearth-*.tgz
+(cd pkg && npm pack --pack-destination ../tests/e2e --loglevel=error)
+cd tests/e2e
+npm ci --no-audit --no-fund --loglevel=error
+npm install --no-save --no-audit --no-fund --loglevel=error ./hearth-*.tgz
+npx tsc --noEmit
+npx vite build
+node run.mjs "$model_url" ../artifacts

@@ -1,0 +1,204 @@
+//! hearth in a headless browser on WebGPU, through the exported wasm API (`WasmEngine`) that
+//! the TypeScript package wraps. Run by `pkg-scripts/test.sh`:
+//! `wasm-pack test --headless --chrome tests/browser`, with the real model served at
+//! `HEARTH_TEST_MODEL_URL` (set when compiling) by the test script.
+
+#![cfg(target_arch = "wasm32")]
+
+#[path = "../../../crate/tests/common/mod.rs"]
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use common::*;
+use hearth::web::WasmEngine;
+use js_sys::{Function, Promise, Uint8Array};
+use serde::Serialize;
+use serde_json::{Value, json};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const TOKENIZER_CASES: &str = include_str!("../../reference/smollm2-135m-instruct-q4_1/tokenizer.json");
+
+fn model_url() -> &'static str {
+    option_env!("HEARTH_TEST_MODEL_URL")
+        .expect("compile with HEARTH_TEST_MODEL_URL set to the served model (pkg-scripts/test.sh does)")
+}
+
+thread_local! {
+    static MODEL: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// The real model's bytes, fetched once per test page.
+async fn model_bytes() -> Vec<u8> {
+    if let Some(bytes) = MODEL.with(|m| m.borrow().clone()) {
+        return bytes;
+    }
+    let window = web_sys::window().unwrap();
+    let response: web_sys::Response =
+        JsFuture::from(window.fetch_with_str(model_url())).await.unwrap().dyn_into().unwrap();
+    assert!(response.ok(), "fetching {} gave HTTP {}", model_url(), response.status());
+    let buffer = JsFuture::from(response.array_buffer().unwrap()).await.unwrap();
+    let bytes = Uint8Array::new(&buffer).to_vec();
+    MODEL.with(|m| *m.borrow_mut() = Some(bytes.clone()));
+    bytes
+}
+
+async fn engine() -> WasmEngine {
+    let engine = WasmEngine::new();
+    JsFuture::from(engine.init().unwrap()).await.expect("WebGPU initializes");
+    engine
+}
+
+fn to_js(v: &Value) -> JsValue {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap()
+}
+
+fn from_js(v: JsValue) -> Value {
+    serde_wasm_bindgen::from_value(v).unwrap()
+}
+
+/// The message of a rejected promise or a returned `JsError`.
+fn message(e: JsValue) -> String {
+    e.dyn_into::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_else(|v| format!("{v:?}"))
+}
+
+fn err_message(e: JsError) -> String {
+    message(JsValue::from(e))
+}
+
+/// Runs a generation; `stop_after` makes the text callback ask to stop after that many pieces.
+async fn generate(
+    engine: &WasmEngine,
+    ids: &[u32],
+    options: Value,
+    stop_after: Option<usize>,
+) -> Result<Value, String> {
+    let pieces = Rc::new(RefCell::new(0usize));
+    let counter = Rc::clone(&pieces);
+    let on_text = Closure::<dyn FnMut(String, u32) -> bool>::new(move |_text: String, _id: u32| {
+        *counter.borrow_mut() += 1;
+        stop_after.is_none_or(|n| *counter.borrow() < n)
+    });
+    let function: &Function = on_text.as_ref().unchecked_ref();
+    let promise: Promise = engine.generate(ids.to_vec(), to_js(&options), function.clone()).map_err(err_message)?;
+    let result = JsFuture::from(promise).await.map(from_js).map_err(message);
+    drop(on_text);
+    result
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[wasm_bindgen_test]
+async fn tokenizer_gives_llama_cpp_ids() {
+    let engine = engine().await;
+    engine.load(&model_bytes().await, "int4", Some(64), None).unwrap();
+    let cases: Value = serde_json::from_str(TOKENIZER_CASES).unwrap();
+    for case in cases["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(engine.tokenize(text, false).unwrap(), ids(&case["ids"]), "plain {text:?}");
+        assert_eq!(engine.tokenize(text, true).unwrap(), ids(&case["ids_parse_special"]), "special {text:?}");
+    }
+}
+
+/// A tiny random model written by the test gives, on WebGPU, the greedy tokens of the plain f32
+/// reference (the same check the native tests make on CPU and Vulkan).
+#[wasm_bindgen_test]
+async fn tiny_model_gives_the_reference_greedy_tokens() {
+    let c = TinyConfig::new();
+    let types = |name: &str| match name {
+        n if n.starts_with("token_embd") => Ty::Q8_0,
+        n if n.ends_with("attn_k.weight") || n.ends_with("ffn_down.weight") => Ty::Q4_0,
+        _ => Ty::Q4_1,
+    };
+    let tensors = tiny_weights(&c, 41, true, &types);
+    let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
+    let prompt: Vec<u32> = (0..6).map(|i| 5 + 17 * i).collect();
+    let want = reference.greedy(&prompt, 8);
+    let engine = engine().await;
+    engine.load(&tiny_gguf(&c, &tensors), "int4", Some(32), None).unwrap();
+    let g = generate(&engine, &prompt, json!({"max_tokens": 8, "ignore_eos": true}), None).await.unwrap();
+    assert_eq!(ids(&g["tokens"]), want);
+}
+
+#[wasm_bindgen_test]
+async fn real_model_says_paris() {
+    let engine = engine().await;
+    let progress = Rc::new(RefCell::new(Vec::<(u32, u32)>::new()));
+    let seen = Rc::clone(&progress);
+    let on_progress =
+        Closure::<dyn FnMut(u32, u32)>::new(move |done: u32, total: u32| seen.borrow_mut().push((done, total)));
+    let info = engine
+        .load(&model_bytes().await, "int4", Some(128), Some(on_progress.as_ref().unchecked_ref::<Function>().clone()))
+        .unwrap();
+    assert_eq!(from_js(info)["n_layers"], 30);
+    assert_eq!(progress.borrow().last(), Some(&(272, 272)), "one progress report per tensor");
+    let prompt = engine.tokenize("The capital of France is", false).unwrap();
+    let g = generate(&engine, &prompt, json!({"max_tokens": 4}), None).await.unwrap();
+    assert_eq!(ids(&g["tokens"])[0], 7042, "llama.cpp's first greedy token");
+    assert!(g["text"].as_str().unwrap().contains("Paris"), "{g}");
+}
+
+/// Stopping from the text callback ends generation within a token; the next generation works.
+#[wasm_bindgen_test]
+async fn abort_mid_generation_then_generate_again() {
+    let engine = engine().await;
+    engine.load(&model_bytes().await, "int4", Some(128), None).unwrap();
+    let prompt = engine.tokenize("Once upon a time", false).unwrap();
+    let aborted = generate(&engine, &prompt, json!({"max_tokens": 40, "ignore_eos": true}), Some(3)).await.unwrap();
+    assert_eq!(aborted["finish_reason"], "aborted");
+    assert!(ids(&aborted["tokens"]).len() <= 4, "{aborted}");
+    let again = generate(&engine, &prompt, json!({"max_tokens": 5, "ignore_eos": true}), None).await.unwrap();
+    assert_eq!(again["finish_reason"], "length");
+    assert_eq!(ids(&again["tokens"]).len(), 5);
+}
+
+/// Bad input is refused with an Error whose message names the problem, and the engine stays
+/// usable.
+#[wasm_bindgen_test]
+async fn bad_input_is_refused_and_the_engine_survives() {
+    let engine = engine().await;
+    let before_load = generate(&engine, &[1, 2], json!({}), None).await.unwrap_err();
+    assert!(before_load.starts_with("bad_options: no model is loaded"), "{before_load}");
+    let garbage = err_message(engine.load(b"definitely not a model", "int4", None, None).unwrap_err());
+    assert!(garbage.starts_with("model_load: not a GGUF file"), "{garbage}");
+    let mut truncated = model_bytes().await;
+    truncated.truncate(1 << 20);
+    let cut = err_message(engine.load(&truncated, "int4", None, None).unwrap_err());
+    assert!(cut.starts_with("model_load:") && cut.contains("file has 1048576 bytes"), "{cut}");
+    let weights = err_message(engine.load(&model_bytes().await, "int3", None, None).unwrap_err());
+    assert!(weights.starts_with("bad_options: unknown weight format"), "{weights}");
+
+    engine.load(&model_bytes().await, "int4", Some(64), None).unwrap();
+    let prompt = engine.tokenize("Hello", false).unwrap();
+    for (options, expected) in [
+        (json!({"temperature": -1.0}), "bad_options: temperature"),
+        (json!({"bogus": 1}), "bad_options: unknown option `bogus`"),
+        (json!({"temperature": "hot"}), "bad_options: invalid type"),
+        (json!({"max_tokens": 0}), "bad_options: max_tokens"),
+        (json!({"seed": 1.5}), "bad_options: seed"),
+    ] {
+        let e = generate(&engine, &prompt, options.clone(), None).await.unwrap_err();
+        assert!(e.starts_with(expected), "{options}: {e}");
+    }
+    let messages_unknown = generate(&engine, &prompt, json!({"max_tokens": 2, "n": 3}), None).await.unwrap_err();
+    assert!(messages_unknown.contains("unknown option `n`"), "{messages_unknown}");
+    let empty = generate(&engine, &[], json!({}), None).await.unwrap_err();
+    assert!(empty.starts_with("bad_prompt: invalid prompt: the prompt is empty"), "{empty}");
+    let long = generate(&engine, &vec![28; 65], json!({}), None).await.unwrap_err();
+    assert!(long.starts_with("bad_prompt: prompt has 65 tokens but the context holds 64"), "{long}");
+    let bad_id = err_message(engine.detokenize(vec![1 << 30]).unwrap_err());
+    assert!(bad_id.starts_with("bad_prompt:"), "{bad_id}");
+    let messages = err_message(engine.chat_tokens(to_js(&json!([{"role": "user"}]))).unwrap_err());
+    assert!(messages.starts_with("bad_options: messages"), "{messages}");
+
+    let ok = generate(&engine, &prompt, json!({"max_tokens": 3, "ignore_eos": true}), None).await.unwrap();
+    assert_eq!(ids(&ok["tokens"]).len(), 3);
+}

@@ -1,0 +1,43 @@
+// Builds this outside project against the packed package, serves it, and chats through the
+// worker in Debian's Chromium (WebGPU on SwiftShader). Fails on any page error.
+// Usage: node run.mjs MODEL_URL SCREENSHOT_DIR
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const [modelUrl, shots = "../artifacts"] = process.argv.slice(2);
+const port = 8000 + Math.floor(Math.random() * 1000);
+const server = spawn("python3", ["../../pkg-scripts/serve.py", "dist", "--port", String(port)], { stdio: "inherit" });
+await new Promise((r) => setTimeout(r, 800));
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic"],
+});
+const errors = [];
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  await page.goto(`http://127.0.0.1:${port}/?model=${encodeURIComponent(modelUrl)}`);
+  await page.waitForFunction(() => /^(done|error)/.test(document.getElementById("status")?.textContent ?? ""), null, { timeout: 900_000 });
+  const status = await page.textContent("#status");
+  const reply = await page.textContent("#reply");
+  const result = JSON.parse((await page.textContent("#result")) || "{}");
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: `${shots}/e2e-worker.png` });
+  console.log(JSON.stringify({ status, reply, result }, null, 2));
+  const fail = (msg) => { throw new Error(msg); };
+  if (status !== "done") fail(`page status: ${status}`);
+  if (!/Paris/.test(reply ?? "")) fail(`the reply does not say Paris: ${reply}`);
+  if (result.pieces < 3) fail(`the reply did not stream (${result.pieces} pieces)`);
+  if (!result.stages.includes("upload") || !result.usage || !result.timings) fail("progress, usage or timings missing");
+  if (!result.cached) fail("the model was not stored in Cache Storage");
+  if (!result.badOption.startsWith("bad_options:")) fail(`bad option not refused with a typed error: ${result.badOption}`);
+  if (errors.length) fail(`the page logged errors:\n${errors.join("\n")}`);
+  console.log("e2e: ok");
+} finally {
+  await browser.close();
+  server.kill();
+}

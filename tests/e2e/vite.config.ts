@@ -1,0 +1,6 @@
+import { defineConfig } from "vite";
+
+export default defineConfig({
+  worker: { format: "es" },
+  build: { target: "es2022" },
+});
