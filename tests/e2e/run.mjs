@@ -35,6 +35,10 @@ try {
   if (!result.stages.includes("upload") || !result.usage || !result.timings) fail("progress, usage or timings missing");
   if (!result.cached) fail("the model was not stored in Cache Storage");
   if (!result.badOption.startsWith("bad_options:")) fail(`bad option not refused with a typed error: ${result.badOption}`);
+  if (result.abortName !== "AbortError" || result.abortedAfter > 3) fail(`abort: ${result.abortName} after ${result.abortedAfter}`);
+  if (result.afterAbort !== 3) fail("no generation after the abort");
+  if (!result.secondStages.includes("cache") || result.secondStages.includes("fetch")) fail(`second load: ${result.secondStages}`);
+  if (!result.deleted || result.cachedAfterDelete) fail("deleteCachedModel did not remove the model");
   if (errors.length) fail(`the page logged errors:\n${errors.join("\n")}`);
   console.log("e2e: ok");
 } finally {

@@ -1,4 +1,4 @@
-import { HearthError, WorkerEngine, isModelCached } from "hearth";
+import { HearthError, WorkerEngine, deleteCachedModel, isModelCached } from "hearth";
 import type { ChatCompletionChunk, FinishReason, LoadProgress } from "hearth";
 
 const $ = (id: string): HTMLElement => {
@@ -47,6 +47,32 @@ async function main(): Promise<void> {
   } catch (e) {
     badOption = e instanceof HearthError ? `${e.kind}: ${e.message}` : String(e);
   }
+  // Aborting a stream ends it within a token with an AbortError; the engine carries on.
+  const controller = new AbortController();
+  let abortName = "";
+  let abortedAfter = 0;
+  try {
+    const stream = await engine.chat.completions.create({
+      messages: [{ role: "user", content: "Tell me a long story about the sea." }],
+      stream: true,
+      max_tokens: 200,
+      signal: controller.signal,
+    });
+    for await (const chunk of stream) {
+      if (chunk.choices[0].delta.content) abortedAfter += 1;
+      if (abortedAfter === 2) controller.abort();
+    }
+  } catch (e) {
+    abortName = e instanceof Error ? e.name : String(e);
+  }
+  const after = await engine.generate("The capital of France is", { max_tokens: 3 });
+
+  // A second load reads the model from Cache Storage; deleting it removes it.
+  await engine.unload();
+  const secondStages = new Set<string>();
+  await engine.load(model, { onProgress: (p: LoadProgress) => secondStages.add(p.stage) });
+  const deleted = await deleteCachedModel(model);
+  const cachedAfterDelete = await isModelCached(model);
   const stats = await engine.stats();
   $("result").textContent = JSON.stringify({
     model: info.name,
@@ -57,6 +83,12 @@ async function main(): Promise<void> {
     usage: last?.usage,
     timings: last?.timings,
     badOption,
+    abortName,
+    abortedAfter,
+    afterAbort: after.usage.completion_tokens,
+    secondStages: [...secondStages],
+    deleted,
+    cachedAfterDelete,
     kv_len: stats.kv_len,
   });
   $("status").textContent = "done";

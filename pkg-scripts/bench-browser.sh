@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# hearth against wllama 3.13.0 (llama.cpp in wasm, single thread, CPU) in headless Chromium on
+# this machine: the same GGUF, prompt and page harness (tests/bench/bench.html), measured in
+# one run. Prints prefill and decode tokens/s, time to first token, and hearth's ratios.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+pkg-scripts/setup.sh --web
+pkg-scripts/fetch-model.sh
+[ -f pkg/dist/index.js ] || pkg-scripts/build-npm.sh
+(cd tests/bench && npm ci --no-audit --no-fund --loglevel=error)
+port=$((20000 + RANDOM % 20000))
+python3 pkg-scripts/serve.py . --port "$port" > /dev/null &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+sleep 1
+node tests/bench/bench.mjs "http://127.0.0.1:$port" "http://127.0.0.1:$port/models/SmolLM2-135M-Instruct.Q4_1.gguf"
