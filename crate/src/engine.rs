@@ -7,16 +7,18 @@ use burn::prelude::Device;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::kv_cache::KvOptions;
 use crate::load::burnpack;
 use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles};
 use crate::load::{ModelParts, TensorSource};
 use crate::model::{Llama, WeightFormat};
+use crate::prune::ChatPrompt;
 use crate::session::Session;
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::Tokenizer;
 
-/// The largest KV cache a session gets unless asked for another size.
+/// The largest KV cache a session gets unless asked for another size (tokens).
 pub const DEFAULT_KV_CAPACITY: usize = 2048;
 
 pub struct Engine {
@@ -102,11 +104,9 @@ impl Engine {
         &self.name
     }
 
-    /// A new conversation with a KV cache of `kv_capacity` tokens (the model's context length
-    /// or [`DEFAULT_KV_CAPACITY`], whichever is smaller, when `None`).
-    pub fn session(self: &Arc<Self>, kv_capacity: Option<usize>) -> Result<Session> {
-        let capacity = kv_capacity.unwrap_or(DEFAULT_KV_CAPACITY.min(self.config().context_length));
-        Session::new(Arc::clone(self), capacity)
+    /// A new conversation with a KV cache as `kv` asks.
+    pub fn session(self: &Arc<Self>, kv: &KvOptions) -> Result<Session> {
+        Session::new(Arc::clone(self), kv)
     }
 
     /// Token ids of a plain-text prompt; special-token text stays plain text.
@@ -124,6 +124,15 @@ impl Engine {
             self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
         let text = template.render(messages, true)?;
         self.tokenizer.encode(&text, true)
+    }
+
+    /// [`Self::encode_chat`], knowing which message each token came from, for pruning.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<ChatPrompt> {
+        let template =
+            self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
+        let text = template.render(messages, true)?;
+        let (tokens, offsets) = self.tokenizer.encode_with_offsets(&text)?;
+        Ok(ChatPrompt::new(messages, text, tokens, offsets))
     }
 }
 

@@ -7,12 +7,19 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use burn::tensor::activation::log_softmax;
+
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
 use crate::model::Logits;
+use crate::prune::{PruneMethod, PruneOptions, PruneReport};
 use crate::sampler::{Sampler, SamplerOptions};
+use crate::template::Message;
 use crate::tokenizer::TextStream;
+
+/// Tokens scored per forward pass by [`Session::surprisal`].
+const SCORE_CHUNK: usize = 128;
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +72,10 @@ pub struct GenerationStats {
     /// KV slots in use after generation.
     pub kv_len: usize,
     pub kv_capacity: usize,
+    /// Tokens the cache evicted during this generation.
+    pub evicted_tokens: usize,
+    /// Prompt tokens dropped by input pruning.
+    pub pruned_tokens: usize,
 }
 
 /// The result of [`Session::generate`].
@@ -74,6 +85,9 @@ pub struct Generation {
     pub text: String,
     pub finish_reason: FinishReason,
     pub stats: GenerationStats,
+    /// What input pruning dropped, when the prompt did not fit its budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PruneReport>,
 }
 
 /// What the streaming callback wants next.
@@ -87,14 +101,14 @@ pub enum Control {
 pub struct Session {
     engine: Arc<Engine>,
     cache: KvCache,
-    /// The tokens whose keys and values are in `cache`, in order.
-    cached: Vec<u32>,
+    /// Every token run through the cache since the last reset, in order (evicted ones too).
+    history: Vec<u32>,
 }
 
 impl Session {
-    pub fn new(engine: Arc<Engine>, kv_capacity: usize) -> Result<Self> {
-        let cache = KvCache::new(engine.config(), kv_capacity, engine.device())?;
-        Ok(Self { engine, cache, cached: Vec::new() })
+    pub fn new(engine: Arc<Engine>, kv: &KvOptions) -> Result<Self> {
+        let cache = KvCache::new(engine.config(), kv, engine.device())?;
+        Ok(Self { engine, cache, history: Vec::new() })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -112,29 +126,118 @@ impl Session {
     /// Forgets the conversation; the cache memory stays allocated.
     pub fn reset(&mut self) {
         self.cache.clear();
-        self.cached.clear();
+        self.history.clear();
     }
 
     /// Logits `[seq, vocab]` for every position of `tokens`, run from an empty cache.
     /// For tests and evaluation.
     pub async fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         self.reset();
-        self.check_prompt(tokens)?;
+        if tokens.is_empty() {
+            return Err(Error::InvalidPrompt("the prompt is empty".into()));
+        }
+        if tokens.len() > self.cache.capacity() {
+            return Err(Error::PromptTooLong { tokens: tokens.len(), capacity: self.cache.capacity() });
+        }
         let logits = self.engine.model().forward(tokens, &mut self.cache, Logits::All)?;
-        self.cached = tokens.to_vec();
+        self.history = tokens.to_vec();
         let vocab = logits.dims()[1];
         let data = read_f32(logits).await?;
         Ok(data.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Runs `tokens` after what the cache holds, in chunks the cache can take, evicting as its
+    /// policy says; returns the logits `[1, vocab]` of the last token.
+    pub async fn feed(&mut self, tokens: &[u32]) -> Result<Tensor<2>> {
+        let engine = Arc::clone(&self.engine);
+        let mut last = None;
+        for chunk in tokens.chunks(self.cache.max_append()) {
+            self.cache.make_room(chunk.len()).await?;
+            last = Some(engine.model().forward(chunk, &mut self.cache, Logits::Last)?);
+            self.history.extend_from_slice(chunk);
+        }
+        last.ok_or_else(|| Error::InvalidPrompt("no tokens to run".into()))
+    }
+
+    /// How many tokens of `prompt` the cache already holds in the state they would have if
+    /// `prompt` were run from the start: a common prefix while nothing was evicted; after an
+    /// eviction, everything run so far when `prompt` continues it, else nothing.
+    pub fn reusable(&self, prompt: &[u32]) -> usize {
+        let common = self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        if self.cache.evicted() == 0 || common == self.history.len() { common } else { 0 }
     }
 
     fn check_prompt(&self, prompt: &[u32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::InvalidPrompt("the prompt is empty".into()));
         }
-        if prompt.len() > self.cache.capacity() {
+        if self.cache.policy() == EvictionPolicy::None && prompt.len() > self.cache.capacity() {
             return Err(Error::PromptTooLong { tokens: prompt.len(), capacity: self.cache.capacity() });
         }
         Ok(())
+    }
+
+    /// Renders `messages` with the model's chat template, prunes the prompt to fit `prune`'s
+    /// budget unless the cache can continue from what it holds, and generates the reply.
+    pub async fn chat(
+        &mut self,
+        messages: &[Message],
+        options: &GenerateOptions,
+        prune: &PruneOptions,
+        on_text: impl FnMut(&str, u32) -> Control,
+    ) -> Result<Generation> {
+        let prompt = self.engine.chat_prompt(messages)?;
+        let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
+        let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
+        let report = if prompt.tokens.len() > budget && prune.method != PruneMethod::None && !continues {
+            let scores = match prune.method {
+                PruneMethod::SelfInformation => self.surprisal(&prompt.tokens).await?,
+                _ => Vec::new(),
+            };
+            Some(prompt.prune(self.engine.tokenizer(), budget, prune.method, &scores)?)
+        } else {
+            None
+        };
+        let tokens = report.as_ref().map_or(&prompt.tokens, |r| &r.tokens);
+        let mut generation = self.generate(tokens, options, on_text).await?;
+        generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
+        generation.pruned = report;
+        Ok(generation)
+    }
+
+    /// The self-information `-ln p(token_i | tokens_<i)` of every token under this model (0 for
+    /// the first), run through this session's cache in chunks, sliding past its capacity.
+    /// Leaves the session reset.
+    pub async fn surprisal(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        let engine = Arc::clone(&self.engine);
+        let chunk = self.cache.slide_chunk().min(SCORE_CHUNK);
+        let mut out = vec![0.0f32; tokens.len()];
+        let result = async {
+            for (c, piece) in tokens.chunks(chunk).enumerate() {
+                let start = c * chunk;
+                self.cache.slide(piece.len()).await?;
+                let logits = engine.model().forward(piece, &mut self.cache, Logits::All)?;
+                let targets = &tokens[start + 1..(start + piece.len() + 1).min(tokens.len())];
+                if targets.is_empty() {
+                    break;
+                }
+                let n = targets.len();
+                let device = logits.device();
+                let ids = Tensor::<1, Int>::from_data(
+                    TensorData::new(targets.iter().map(|&t| t as i32).collect(), [n]),
+                    &device,
+                );
+                let logp = log_softmax(logits.slice(0..n), 1).gather(1, ids.reshape([n, 1]));
+                for (i, lp) in read_f32(logp).await?.into_iter().enumerate() {
+                    out[start + 1 + i] = -lp;
+                }
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        self.reset();
+        result.map(|_| out)
     }
 
     /// Continues `prompt` (the whole conversation so far, as token ids). Tokens the cache
@@ -156,22 +259,27 @@ impl Session {
         }
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let engine = Arc::clone(&self.engine);
-        let (model, tokenizer) = (engine.model(), engine.tokenizer());
+        let tokenizer = engine.tokenizer();
 
-        // Reuse the cached prefix; at least one token must run to produce logits.
-        let common = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let reused = common.min(prompt.len() - 1);
-        self.cache.truncate(reused);
-        self.cached.truncate(reused);
+        // Reuse what the cache holds; at least one token must run to produce logits.
+        let reused = self.reusable(prompt).min(prompt.len() - 1);
+        if reused < self.history.len() {
+            if self.cache.evicted() > 0 {
+                self.reset();
+            } else {
+                self.cache.truncate(reused);
+                self.history.truncate(reused);
+            }
+        }
+        let evicted_before = self.cache.evicted();
 
-        let mut logits = match model.forward(&prompt[reused..], &mut self.cache, Logits::Last) {
+        let mut logits = match self.feed(&prompt[reused..]).await {
             Ok(l) => l,
             Err(e) => {
                 self.reset();
                 return Err(e);
             }
         };
-        self.cached.extend_from_slice(&prompt[reused..]);
 
         let mut history = prompt.to_vec();
         let mut generated = Vec::new();
@@ -202,11 +310,13 @@ impl Session {
             if generated.len() >= options.max_tokens {
                 break FinishReason::Length;
             }
-            if self.cache.remaining() == 0 {
-                break FinishReason::ContextFull;
+            match self.cache.make_room(1).await {
+                Ok(_) => {}
+                Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
+                Err(e) => return Err(e),
             }
-            logits = model.forward(&[token], &mut self.cache, Logits::Last)?;
-            self.cached.push(token);
+            logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
+            self.history.push(token);
         };
         if !matches!(finish_reason, FinishReason::Stop | FinishReason::Aborted) {
             let rest = stream.finish(tokenizer)?;
@@ -232,8 +342,10 @@ impl Session {
             decode_tokens_per_s: per_second(generated.len().saturating_sub(1), decode_ms),
             kv_len: self.cache.len(),
             kv_capacity: self.cache.capacity(),
+            evicted_tokens: self.cache.evicted() - evicted_before,
+            pruned_tokens: 0,
         };
-        Ok(Generation { tokens: generated, text: stops.into_text(), finish_reason, stats })
+        Ok(Generation { tokens: generated, text: stops.into_text(), finish_reason, stats, pruned: None })
     }
 }
 

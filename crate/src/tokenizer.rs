@@ -27,6 +27,9 @@ const END_OF_TURN_TEXTS: [&str; 7] =
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
+/// A token's `start..end` bytes in the text it came from.
+pub type ByteRange = (usize, usize);
+
 /// A tokenizer with the model's special ids.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -177,6 +180,23 @@ impl Tokenizer {
         }
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// Like [`Self::encode`] with `parse_special`, also giving each token's byte range in
+    /// `text` (empty for an added BOS).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>)> {
+        let encoding = self.parsing.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        let mut offsets = Vec::with_capacity(encoding.len() + 1);
+        if self.add_bos
+            && let Some(bos) = self.bos
+        {
+            ids.push(bos);
+            offsets.push((0, 0));
+        }
+        ids.extend_from_slice(encoding.get_ids());
+        offsets.extend_from_slice(encoding.get_offsets());
+        Ok((ids, offsets))
     }
 
     /// Text of `ids`; special tokens are skipped when `skip_special`.

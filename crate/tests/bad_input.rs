@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use hearth::load::gguf::GgufFile;
-use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, WeightFormat};
+use hearth::{Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, WeightFormat};
 
 const WEIGHTS: WeightFormat = WeightFormat::Int4;
 
@@ -134,7 +134,7 @@ fn absurd_config_values() {
 fn bad_prompts_and_options_leave_the_engine_usable() {
     let (c, t) = tiny();
     let engine = Arc::new(load(&tiny_gguf(&c, &t)).unwrap());
-    let mut session = engine.session(Some(16)).unwrap();
+    let mut session = engine.session(&KvOptions::with_capacity(16).policy(EvictionPolicy::None)).unwrap();
     let opts = GenerateOptions { max_tokens: 3, ..Default::default() };
     let run = |session: &mut hearth::Session, ids: &[u32], opts: &GenerateOptions| {
         pollster::block_on(session.generate(ids, opts, |_, _| Control::Continue))
@@ -154,8 +154,8 @@ fn bad_prompts_and_options_leave_the_engine_usable() {
     let mut hot = opts.clone();
     hot.sampler.temperature = -1.0;
     assert!(matches!(run(&mut session, &[5], &hot), Err(Error::BadOptions(_))));
-    assert!(matches!(engine.session(Some(0)), Err(Error::BadOptions(_))));
-    assert!(matches!(engine.session(Some(1 << 20)), Err(Error::BadOptions(_))));
+    assert!(matches!(engine.session(&KvOptions::with_capacity(0)), Err(Error::BadOptions(_))));
+    assert!(matches!(engine.session(&KvOptions::with_capacity(1 << 20)), Err(Error::BadOptions(_))));
 
     // Still works.
     let g = run(&mut session, &engine.encode_prompt("the the").unwrap(), &opts).unwrap();
@@ -220,7 +220,7 @@ fn a_thousand_mutations_never_panic() {
             Ok(engine) => {
                 loaded += 1;
                 let engine = Arc::new(engine);
-                if let Ok(mut session) = engine.session(Some(8)) {
+                if let Ok(mut session) = engine.session(&KvOptions::with_capacity(8)) {
                     let opts = GenerateOptions { max_tokens: 2, ..Default::default() };
                     generated +=
                         pollster::block_on(session.generate(&[3, 4], &opts, |_, _| Control::Continue)).is_ok() as usize;

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use hearth::load::gguf::GgufFile;
 use hearth::model::Logits;
-use hearth::{DeviceKind, Engine, KvCache, TextStream, Tokenizer, WeightFormat};
+use hearth::{DeviceKind, Engine, KvCache, KvOptions, TextStream, Tokenizer, WeightFormat};
 use serde_json::Value;
 
 fn model_path() -> PathBuf {
@@ -73,7 +73,7 @@ fn streaming_detokenization_never_splits_a_character() {
 fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
     let tolerance = if weights == WeightFormat::F32 { 1e-2 } else { 5e-2 };
     let engine = engine(device, weights);
-    let mut session = engine.session(Some(64)).unwrap();
+    let mut session = engine.session(&KvOptions::with_capacity(64)).unwrap();
     let mut worst = 0.0f32;
     for case in reference("logits_f32.json")["cases"].as_array().unwrap() {
         let prompt = ids(&case["ids"]);
@@ -143,7 +143,7 @@ fn greedy_agrees_with_llama_cpp_until_a_near_tie() {
     for case in reference("greedy_llamacpp.json")["cases"].as_array().unwrap() {
         let prompt = ids(&case["ids"]);
         let want = ids(&case["greedy_32"]);
-        let mut cache = KvCache::new(engine.config(), 64, engine.device()).unwrap();
+        let mut cache = KvCache::new(engine.config(), &KvOptions::with_capacity(64), engine.device()).unwrap();
         let mut input = prompt.clone();
         let (mut first_near_tie, mut near_ties) = (None, 0);
         for (step, &expected) in want.iter().enumerate() {

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use common::*;
 use hearth::load::hf::HfFiles;
 use hearth::model::Logits;
-use hearth::{Control, DeviceKind, Engine, FinishReason, GenerateOptions, KvCache, Message, WeightFormat};
+use hearth::{
+    Control, DeviceKind, Engine, EvictionPolicy, FinishReason, GenerateOptions, KvCache, KvOptions, Message,
+    WeightFormat,
+};
 
 const WEIGHTS: WeightFormat = WeightFormat::F32;
 
@@ -79,7 +82,7 @@ fn prefill_matches_reference(device: DeviceKind) {
         let (bytes, reference) = gguf_model_of(11 + tied as u64, tied, types);
         let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
         let ids = tokens(23, 5);
-        let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
         assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} {weights:?} tied={tied}"));
     }
 }
@@ -91,7 +94,7 @@ fn decode_matches_reference(device: DeviceKind) {
     let engine = Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap();
     let ids = tokens(17, 6);
     let want = reference.logits(&ids);
-    let mut cache = KvCache::new(engine.config(), 32, engine.device()).unwrap();
+    let mut cache = KvCache::new(engine.config(), &KvOptions::with_capacity(32), engine.device()).unwrap();
     let mut got = read(engine.model().forward(&ids[..9], &mut cache, Logits::All).unwrap());
     for &id in &ids[9..] {
         got.extend(read(engine.model().forward(&[id], &mut cache, Logits::Last).unwrap()));
@@ -209,7 +212,7 @@ fn hf_matches_reference(device: DeviceKind) {
     };
     let engine = Arc::new(Engine::from_hf(files, &device.device().unwrap(), WeightFormat::F32).unwrap());
     let ids = tokens(19, 8);
-    let got = pollster::block_on(engine.session(None).unwrap().logits_all(&ids)).unwrap();
+    let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
     assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} safetensors"));
 
     // The chat template and end-of-turn token come from tokenizer_config.json.
@@ -237,7 +240,7 @@ fn greedy_generation_matches_reference_and_reuses_prefix() {
     let want = reference.greedy(&prompt, 8);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
         let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WEIGHTS).unwrap());
-        let mut session = engine.session(Some(40)).unwrap();
+        let mut session = engine.session(&KvOptions::with_capacity(40)).unwrap();
         let options = GenerateOptions { max_tokens: 8, ignore_eos: true, ..Default::default() };
         let first = pollster::block_on(session.generate(&prompt, &options, |_, _| Control::Continue)).unwrap();
         assert_eq!(first.tokens, want, "{device:?}");
@@ -259,7 +262,7 @@ fn seeded_sampling_repeats() {
     let (bytes, _) = gguf_model(51, true);
     let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WEIGHTS).unwrap());
     let run = |seed| {
-        let mut session = engine.session(None).unwrap();
+        let mut session = engine.session(&KvOptions::default()).unwrap();
         let mut options = GenerateOptions { max_tokens: 24, ignore_eos: true, ..Default::default() };
         options.sampler.temperature = 1.5;
         options.sampler.seed = Some(seed);
@@ -277,7 +280,7 @@ fn stop_conditions() {
     let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WEIGHTS).unwrap());
     let prompt = tokens(5, 2);
     let want = reference.greedy(&prompt, 12);
-    let mut session = engine.session(None).unwrap();
+    let mut session = engine.session(&KvOptions::default()).unwrap();
     let plain = GenerateOptions { max_tokens: 12, ignore_eos: true, ..Default::default() };
     let full = pollster::block_on(session.generate(&prompt, &plain, |_, _| Control::Continue)).unwrap();
     assert_eq!(full.tokens, want);
@@ -308,7 +311,7 @@ fn stop_conditions() {
     assert_eq!(aborted.finish_reason, FinishReason::Aborted);
     assert!(aborted.tokens.len() <= 4);
 
-    let mut small = engine.session(Some(8)).unwrap();
+    let mut small = engine.session(&KvOptions::with_capacity(8).policy(EvictionPolicy::None)).unwrap();
     let g = pollster::block_on(small.generate(
         &prompt,
         &GenerateOptions { max_tokens: 100, ignore_eos: true, ..Default::default() },
@@ -329,7 +332,9 @@ fn burnpack_round_trip_gives_the_same_model() {
     let pack = burnpack::write(&ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
     let ids = tokens(12, 3);
     let device = DeviceKind::Cpu.device().unwrap();
-    let logits = |engine: Engine| pollster::block_on(Arc::new(engine).session(None).unwrap().logits_all(&ids)).unwrap();
+    let logits = |engine: Engine| {
+        pollster::block_on(Arc::new(engine).session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap()
+    };
     let from_gguf = Engine::from_gguf(&bytes, &device, WeightFormat::Int4).unwrap();
     let from_pack = Engine::from_file_bytes(&pack, &device, WeightFormat::Int4).unwrap();
     assert_eq!(
@@ -361,7 +366,7 @@ fn safetensors_export_round_trips_and_perplexity_matches_reference() {
     let device = DeviceKind::Cpu.device().unwrap();
     let engine = Arc::new(Engine::from_hf(hf_files, &device, WeightFormat::F32).unwrap());
     let ids = tokens(20, 4);
-    let mut session = engine.session(None).unwrap();
+    let mut session = engine.session(&KvOptions::default()).unwrap();
     assert_logits_close(&pollster::block_on(session.logits_all(&ids)).unwrap(), &reference.logits(&ids), "exported");
 
     let want = reference.logits(&ids);

@@ -10,6 +10,7 @@ import type {
   ChatCompletionChunk,
   ChatCompletionRequest,
   ChatCompletions,
+  ChatMessage,
   EngineApi,
   EngineStats,
   FinishReason,
@@ -18,6 +19,7 @@ import type {
   LoadOptions,
   ModelInfo,
   ModelSource,
+  PruneReport,
   Timings,
   Usage,
 } from "./types.js";
@@ -52,23 +54,38 @@ interface RawGeneration {
     decode_tokens_per_s: number;
     kv_len: number;
     kv_capacity: number;
+    evicted_tokens: number;
+    pruned_tokens: number;
   };
+  pruned?: PruneReport | null;
 }
 
 let wasmModule: Promise<unknown> | null = null;
 
 const SAMPLING_KEYS = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop"] as const;
+const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
+const PRUNE_METHODS = ["self-information", "oldest-turns", "front", "none"];
+const KV_POLICIES = ["sinks-window", "heavy-hitters", "none"];
 
 /** Sampling options as the wasm core takes them; unknown or mistyped options are refused. */
-function wasmOptions(options: object, allowed: readonly string[]): Record<string, unknown> {
+function wasmOptions(
+  options: object,
+  allowed: readonly string[],
+  known: readonly string[] = SAMPLING_KEYS,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
     if (allowed.includes(key)) continue;
-    if (!(SAMPLING_KEYS as readonly string[]).includes(key)) {
+    if (!known.includes(key)) {
       throw new HearthError("bad_options", `unknown option ${JSON.stringify(key)}`);
     }
-    if (key === "stop") {
+    if (key === "prune_method") {
+      if (typeof value !== "string" || !PRUNE_METHODS.includes(value)) {
+        throw new HearthError("bad_options", `prune_method must be one of ${PRUNE_METHODS.join(", ")}`);
+      }
+      out[key] = value;
+    } else if (key === "stop") {
       const stop = typeof value === "string" ? [value] : value;
       if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
         throw new HearthError("bad_options", "stop must be a string or an array of strings");
@@ -78,7 +95,8 @@ function wasmOptions(options: object, allowed: readonly string[]): Record<string
       if (typeof value !== "number" || !Number.isFinite(value)) {
         throw new HearthError("bad_options", `${key} must be a finite number, got ${JSON.stringify(value)}`);
       }
-      if ((key === "max_tokens" || key === "top_k" || key === "seed") && (!Number.isInteger(value) || value < 0)) {
+      const integer = key === "max_tokens" || key === "top_k" || key === "seed" || key === "prune_budget";
+      if (integer && (!Number.isInteger(value) || value < 0)) {
         throw new HearthError("bad_options", `${key} must be a non-negative integer, got ${value}`);
       }
       out[key] = value;
@@ -103,6 +121,8 @@ function timingsOf(raw: RawGeneration): Timings {
     reused_tokens: s.reused_tokens,
     kv_len: s.kv_len,
     kv_capacity: s.kv_capacity,
+    evicted_tokens: s.evicted_tokens,
+    pruned_tokens: s.pruned_tokens,
   };
 }
 
@@ -164,8 +184,16 @@ export class HearthEngine implements EngineApi {
       if (capacity !== undefined && (!Number.isInteger(capacity) || capacity < 1)) {
         throw new HearthError("bad_options", `kv_capacity must be a positive integer, got ${capacity}`);
       }
+      const sinks = options.kv_sinks;
+      if (sinks !== undefined && (!Number.isInteger(sinks) || sinks < 0)) {
+        throw new HearthError("bad_options", `kv_sinks must be a non-negative integer, got ${sinks}`);
+      }
+      if (options.kv_policy !== undefined && !KV_POLICIES.includes(options.kv_policy)) {
+        throw new HearthError("bad_options", `kv_policy must be one of ${KV_POLICIES.join(", ")}`);
+      }
+      const kv = { capacity, policy: options.kv_policy, sinks };
       this.model = null;
-      const info = wasm.load(bytes, weights, capacity, (loaded: number, total: number) =>
+      const info = wasm.load(bytes, weights, kv, (loaded: number, total: number) =>
         options.onProgress?.({ stage: "upload", loaded, total }),
       ) as ModelInfo;
       this.model = info;
@@ -178,16 +206,20 @@ export class HearthEngine implements EngineApi {
 
   /** Runs one generation; `onText` gets each piece; an aborted signal stops it within a token. */
   private async run(
-    ids: number[],
+    input: { ids: number[] } | { messages: ChatMessage[] },
     options: Record<string, unknown>,
     onText: (text: string) => void,
     signal: AbortSignal | undefined,
   ): Promise<RawGeneration> {
     if (signal?.aborted) throw abortError();
-    const raw = (await this.loaded().generate(Uint32Array.from(ids), options, (text: string) => {
+    const onPiece = (text: string) => {
       onText(text);
       return !signal?.aborted;
-    })) as RawGeneration;
+    };
+    const wasm = this.loaded();
+    const raw = (await ("ids" in input
+      ? wasm.generate(Uint32Array.from(input.ids), options, onPiece)
+      : wasm.chat(input.messages, options, onPiece))) as RawGeneration;
     if (raw.finish_reason === "aborted" && signal?.aborted) throw abortError();
     return raw;
   }
@@ -197,7 +229,7 @@ export class HearthEngine implements EngineApi {
       const wasmOpts = wasmOptions(options, ["signal", "onText"]);
       if (typeof prompt !== "string") throw new HearthError("bad_prompt", "the prompt must be a string");
       const ids = Array.from(this.loaded().tokenize(prompt, false));
-      const raw = await this.run(ids, wasmOpts, (t) => options.onText?.(t), options.signal);
+      const raw = await this.run({ ids }, wasmOpts, (t) => options.onText?.(t), options.signal);
       return { text: raw.text, tokens: raw.tokens, finish_reason: raw.finish_reason, usage: usageOf(raw), timings: timingsOf(raw) };
     } catch (e) {
       throw toHearthError(e);
@@ -208,19 +240,20 @@ export class HearthEngine implements EngineApi {
     const id = `chatcmpl-hearth-${++completionCounter}`;
     const created = Math.floor(Date.now() / 1000);
     const model = this.model?.name ?? "";
-    let ids: number[];
     let options: Record<string, unknown>;
+    let input: { messages: ChatMessage[] };
     try {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
-      options = wasmOptions(request, ["messages", "stream", "signal"]);
-      ids = Array.from(this.loaded().chat_tokens(request.messages));
+      options = wasmOptions(request, ["messages", "stream", "signal"], CHAT_KEYS);
+      this.loaded();
+      input = { messages: request.messages };
     } catch (e) {
       return Promise.reject(toHearthError(e));
     }
     if (!request.stream) {
       return (async () => {
         try {
-          const raw = await this.run(ids, options, () => {}, request.signal);
+          const raw = await this.run(input, options, () => {}, request.signal);
           const completion: ChatCompletion = {
             id,
             object: "chat.completion",
@@ -229,6 +262,7 @@ export class HearthEngine implements EngineApi {
             choices: [{ index: 0, message: { role: "assistant", content: raw.text }, finish_reason: raw.finish_reason }],
             usage: usageOf(raw),
             timings: timingsOf(raw),
+            ...(raw.pruned ? { pruned: raw.pruned } : {}),
           };
           return completion;
         } catch (e) {
@@ -246,7 +280,7 @@ export class HearthEngine implements EngineApi {
     });
     let first = true;
     this.run(
-      ids,
+      input,
       options,
       (text) => {
         queue.push(chunk(first ? { role: "assistant", content: text } : { content: text }, null));
@@ -255,7 +289,8 @@ export class HearthEngine implements EngineApi {
       request.signal,
     ).then(
       (raw) => {
-        queue.push({ ...chunk({}, raw.finish_reason), usage: usageOf(raw), timings: timingsOf(raw) });
+        const pruned = raw.pruned ? { pruned: raw.pruned } : {};
+        queue.push({ ...chunk({}, raw.finish_reason), usage: usageOf(raw), timings: timingsOf(raw), ...pruned });
         queue.close();
       },
       (e: unknown) => queue.close(toHearthError(e)),
@@ -293,6 +328,8 @@ export class HearthEngine implements EngineApi {
             weight_bytes: null,
             kv_len: null,
             kv_capacity: null,
+            kv_policy: null,
+            kv_evicted: null,
             device_memory_in_use_bytes: null,
             device_memory_reserved_bytes: null,
           };

@@ -28,9 +28,18 @@ export interface SamplingOptions {
   stop?: string | string[];
 }
 
+/** How a chat prompt longer than its budget is shortened. */
+export type PruneMethod = "self-information" | "oldest-turns" | "front" | "none";
+
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
   stream?: boolean;
+  /** Most prompt tokens; when the conversation is longer, earlier messages lose their least
+   * informative spans (never the system prompt or the latest user message). Default: the KV
+   * capacity less the answer's tokens. */
+  prune_budget?: number;
+  /** Default "self-information" (the model's own surprisal of each span). */
+  prune_method?: PruneMethod;
   /** Aborting stops generation within one token; the call then rejects with an `AbortError`. */
   signal?: AbortSignal;
 }
@@ -58,6 +67,28 @@ export interface Timings {
   reused_tokens: number;
   kv_len: number;
   kv_capacity: number;
+  /** Tokens the KV cache evicted during this generation. */
+  evicted_tokens: number;
+  /** Prompt tokens dropped by pruning. */
+  pruned_tokens: number;
+}
+
+/** One run of tokens pruning dropped. */
+export interface DroppedSpan {
+  /** Index of the message it came from. */
+  message: number;
+  tokens: number;
+  text: string;
+}
+
+/** What pruning did to a prompt over its budget. */
+export interface PruneReport {
+  method: PruneMethod;
+  budget: number;
+  original_tokens: number;
+  kept_tokens: number;
+  pruned_tokens: number;
+  dropped: DroppedSpan[];
 }
 
 export interface ChatCompletion {
@@ -68,6 +99,8 @@ export interface ChatCompletion {
   choices: [{ index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason }];
   usage: Usage;
   timings: Timings;
+  /** Present when the prompt was pruned. */
+  pruned?: PruneReport;
 }
 
 export interface ChatCompletionChunk {
@@ -80,6 +113,8 @@ export interface ChatCompletionChunk {
   usage?: Usage;
   /** On the last chunk only. */
   timings?: Timings;
+  /** On the last chunk, when the prompt was pruned. */
+  pruned?: PruneReport;
 }
 
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
@@ -94,11 +129,18 @@ export interface LoadProgress {
   total: number | null;
 }
 
+export type KvPolicy = "sinks-window" | "heavy-hitters" | "none";
+
 export interface LoadOptions {
   /** "int4" (packed, default) or "f32". */
   weights?: "int4" | "f32";
   /** KV cache size in tokens (default: the model's context or 2048, whichever is smaller). */
   kv_capacity?: number;
+  /** What a full KV cache evicts (default "sinks-window": the first `kv_sinks` tokens and the
+   * most recent ones stay); "none" ends generation when it is full. */
+  kv_policy?: KvPolicy;
+  /** First tokens never evicted (default 4). */
+  kv_sinks?: number;
   /** Keep a downloaded model in the browser's Cache Storage and read it from there next time (default true). */
   cache?: boolean;
   onProgress?: (progress: LoadProgress) => void;
@@ -112,6 +154,8 @@ export interface ModelInfo {
   n_layers: number;
   context_length: number;
   kv_capacity: number;
+  kv_policy: KvPolicy;
+  kv_sinks: number;
   weights: "int4" | "f32";
   weight_bytes: number;
   has_chat_template: boolean;
@@ -133,6 +177,9 @@ export interface EngineStats {
   weight_bytes: number | null;
   kv_len: number | null;
   kv_capacity: number | null;
+  kv_policy: KvPolicy | null;
+  /** Tokens evicted since the conversation began. */
+  kv_evicted: number | null;
   device_memory_in_use_bytes: number | null;
   device_memory_reserved_bytes: number | null;
   adapter: AdapterInfo | null;

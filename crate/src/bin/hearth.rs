@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use hearth::load::hf::HfFiles;
-use hearth::{Control, DeviceKind, Engine, Error, GenerateOptions, Message, Result, SamplerOptions, WeightFormat};
+use hearth::{
+    Control, DeviceKind, Engine, Error, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions, Result,
+    SamplerOptions, WeightFormat,
+};
 use serde_json::json;
 use web_time::Instant;
 
@@ -45,6 +48,23 @@ enum Command {
         /// System prompt; the template's default when absent.
         #[arg(long)]
         system: Option<String>,
+        #[command(flatten)]
+        prune: Prune,
+    },
+    /// Question answering over long contexts pruned to a fraction of their length by each
+    /// pruning method; prints the exact-match accuracy of greedy answers as JSON.
+    PruneBench {
+        #[command(flatten)]
+        common: Common,
+        /// A JSON file of items: `{"notes": [...], "question": "...", "answer": "..."}`.
+        #[arg(long)]
+        items: PathBuf,
+        /// Fractions of the notes' tokens to keep.
+        #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.25])]
+        keep: Vec<f64>,
+        /// Only the first N items.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Perplexity of a text file, token by token through the KV cache; prints JSON.
     Perplexity {
@@ -56,6 +76,9 @@ enum Command {
         /// Also print the most likely token at every position.
         #[arg(long)]
         top1: bool,
+        /// Score only the first N tokens of the text.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Write the model as a Hugging Face directory (config.json, model.safetensors in f32,
     /// tokenizer.json, tokenizer_config.json). `--noise R` adds Gaussian noise of R times each
@@ -110,9 +133,47 @@ struct Common {
     /// KV cache size in tokens.
     #[arg(long)]
     kv_capacity: Option<usize>,
+    /// What a full KV cache evicts: none, sinks-window or heavy-hitters.
+    #[arg(long, default_value = "sinks-window")]
+    kv_policy: String,
+    /// First tokens the cache never evicts.
+    #[arg(long, default_value_t = 4)]
+    sinks: usize,
+    /// heavy-hitters: most recent tokens never evicted (default: half of what the sinks leave).
+    #[arg(long)]
+    kv_recent: Option<usize>,
     /// How matrices are kept on the device: int4 (packed, fused kernels) or f32.
     #[arg(long, default_value = "int4")]
     weights: String,
+}
+
+impl Common {
+    fn kv(&self) -> Result<KvOptions> {
+        Ok(KvOptions {
+            capacity: self.kv_capacity,
+            policy: self.kv_policy.parse()?,
+            sinks: self.sinks,
+            recent: self.kv_recent,
+            ..KvOptions::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct Prune {
+    /// Most prompt tokens before older messages are pruned (default: the KV capacity less
+    /// the answer's tokens).
+    #[arg(long)]
+    prune_budget: Option<usize>,
+    /// none, self-information, oldest-turns or front.
+    #[arg(long, default_value = "self-information")]
+    prune_method: String,
+}
+
+impl Prune {
+    fn options(&self) -> Result<PruneOptions> {
+        Ok(PruneOptions { method: self.prune_method.parse()?, budget: self.prune_budget })
+    }
 }
 
 #[derive(Args)]
@@ -178,8 +239,9 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, Some(path)) => hearth::engine::prompt_from_bytes(&read(&path)?)?.to_string(),
                 (None, None) => return Err(Error::InvalidPrompt("give --prompt or --prompt-file".into())),
             };
+            let kv = common.kv()?;
             let (engine, _) = load(&common)?;
-            let mut session = engine.session(common.kv_capacity)?;
+            let mut session = engine.session(&kv)?;
             let ids = engine.encode_prompt(&prompt)?;
             let mut stdout = std::io::stdout();
             let generation = session
@@ -205,15 +267,18 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Chat { common, sampling, system } => chat(&common, &sampling, system).await,
+        Command::Chat { common, sampling, system, prune } => chat(&common, &sampling, system, &prune).await,
+        Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
         Command::Convert { model, output } => convert(&model, &output),
-        Command::Perplexity { common, file, top1 } => {
+        Command::Perplexity { common, file, top1, limit } => {
             let text = read(&file)?;
             let text = hearth::engine::prompt_from_bytes(&text)?;
+            let mut kv = common.kv()?;
             let (engine, _) = load(&common)?;
-            let tokens = engine.encode_prompt(text)?;
-            let capacity = common.kv_capacity.unwrap_or(tokens.len().min(engine.config().context_length));
-            let mut session = engine.session(Some(capacity))?;
+            let mut tokens = engine.encode_prompt(text)?;
+            tokens.truncate(limit.unwrap_or(tokens.len()));
+            kv.capacity = Some(common.kv_capacity.unwrap_or(tokens.len().min(engine.config().context_length)));
+            let mut session = engine.session(&kv)?;
             let report = hearth::eval::perplexity(&mut session, &tokens, top1).await?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(())
@@ -307,9 +372,10 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
 }
 
-async fn chat(common: &Common, sampling: &Sampling, system: Option<String>) -> Result<()> {
+async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prune: &Prune) -> Result<()> {
+    let (kv, prune) = (common.kv()?, prune.options()?);
     let (engine, _) = load(common)?;
-    let mut session = engine.session(common.kv_capacity)?;
+    let mut session = engine.session(&kv)?;
     let mut messages: Vec<Message> = system.into_iter().map(|s| Message::new("system", s)).collect();
     let options = sampling.options();
     let stdin = std::io::stdin();
@@ -326,9 +392,8 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>) -> R
             break;
         }
         messages.push(Message::new("user", line));
-        let ids = engine.encode_chat(&messages)?;
         let reply = session
-            .generate(&ids, &options, |text, _| {
+            .chat(&messages, &options, &prune, |text, _| {
                 let _ = stdout.write_all(text.as_bytes());
                 let _ = stdout.flush();
                 Control::Continue
@@ -336,7 +401,21 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>) -> R
             .await;
         println!();
         match reply {
-            Ok(reply) => messages.push(Message::new("assistant", reply.text)),
+            Ok(reply) => {
+                if let Some(pruned) = &reply.pruned {
+                    eprintln!(
+                        "[pruned {} of {} prompt tokens in {} spans ({})]",
+                        pruned.pruned_tokens,
+                        pruned.original_tokens,
+                        pruned.dropped.len(),
+                        pruned.method.name()
+                    );
+                }
+                if reply.stats.evicted_tokens > 0 {
+                    eprintln!("[the KV cache evicted {} tokens]", reply.stats.evicted_tokens);
+                }
+                messages.push(Message::new("assistant", reply.text));
+            }
             Err(e) => {
                 // The turn failed (for example the context is full); drop it and carry on.
                 eprintln!("error: {e}");
@@ -351,8 +430,9 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
     if runs == 0 || prompt_tokens == 0 || gen_tokens == 0 {
         return Err(Error::BadOptions("--runs, --prompt-tokens and --gen-tokens must be at least 1".into()));
     }
+    let kv = KvOptions { capacity: Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)), ..common.kv()? };
     let (engine, load_ms) = load(common)?;
-    let mut session = engine.session(Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)))?;
+    let mut session = engine.session(&kv)?;
     // A prompt of natural text, repeated to the requested length.
     let text = "The history of the city begins with a small settlement on the river, where traders \
                 exchanged grain, salt and cloth. Over the centuries it grew into a market town. ";
@@ -392,6 +472,80 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
     });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// One question over long notes, for [`prune_bench`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QaItem {
+    notes: Vec<String>,
+    question: String,
+    answer: String,
+}
+
+/// The conversation of a [`QaItem`]: the notes in two user turns (so that dropping whole
+/// turns has something to choose), each acknowledged, then the question.
+fn qa_messages(item: &QaItem) -> Vec<Message> {
+    let half = item.notes.len().div_ceil(2);
+    let (first, second) = item.notes.split_at(half);
+    vec![
+        Message::new("system", "Answer the question from the notes with a short phrase."),
+        Message::new("user", format!("Here is the first part of my notes.\n\n{}", first.join("\n\n"))),
+        Message::new("assistant", "Thank you, I have read the first part."),
+        Message::new("user", format!("Here is the second part of my notes.\n\n{}", second.join("\n\n"))),
+        Message::new("assistant", "Thank you, I have read your notes."),
+        Message::new("user", item.question.clone()),
+    ]
+}
+
+async fn prune_bench(common: &Common, items: &Path, keep: &[f64], limit: Option<usize>) -> Result<()> {
+    let items: Vec<QaItem> =
+        serde_json::from_slice(&read(items)?).map_err(|e| Error::BadOptions(format!("{}: {e}", items.display())))?;
+    let items = &items[..limit.unwrap_or(items.len()).min(items.len())];
+    if keep.iter().any(|&k| !(k > 0.0 && k <= 1.0)) {
+        return Err(Error::BadOptions("--keep fractions must be in (0, 1]".into()));
+    }
+    let kv = common.kv()?;
+    let (engine, _) = load(common)?;
+    let mut session = engine.session(&kv)?;
+    let options = GenerateOptions { max_tokens: 24, ..Default::default() };
+    let methods = [PruneMethod::SelfInformation, PruneMethod::OldestTurns, PruneMethod::Front];
+    let mut runs: Vec<(f64, PruneMethod)> = vec![(1.0, PruneMethod::None)];
+    runs.extend(keep.iter().flat_map(|&k| methods.iter().map(move |&m| (k, m))));
+    let mut correct = vec![0usize; runs.len()];
+    let mut kept_tokens = vec![0usize; runs.len()];
+    let start = Instant::now();
+    for (n, item) in items.iter().enumerate() {
+        let messages = qa_messages(item);
+        let prompt = engine.chat_prompt(&messages)?;
+        let droppable = prompt.tokens.len() - prompt.protected_tokens();
+        for (r, &(fraction, method)) in runs.iter().enumerate() {
+            let budget = prompt.protected_tokens() + (droppable as f64 * fraction).round() as usize;
+            session.reset();
+            let prune = PruneOptions { method, budget: Some(budget) };
+            let reply = session.chat(&messages, &options, &prune, |_, _| Control::Continue).await?;
+            let hit = reply.text.to_lowercase().contains(&item.answer.to_lowercase());
+            correct[r] += hit as usize;
+            kept_tokens[r] += reply.stats.prompt_tokens;
+            eprintln!("item {n} keep {fraction} {}: {hit} {:?}", method.name(), reply.text);
+        }
+    }
+    let results: Vec<_> = runs
+        .iter()
+        .enumerate()
+        .map(|(r, &(fraction, method))| {
+            json!({
+                "keep": fraction,
+                "method": method.name(),
+                "accuracy": correct[r] as f64 / items.len() as f64,
+                "correct": correct[r],
+                "mean_prompt_tokens": kept_tokens[r] as f64 / items.len() as f64,
+            })
+        })
+        .collect();
+    let out = json!({ "model": engine.name(), "items": items.len(), "seconds": start.elapsed().as_secs_f64(), "results": results });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
 }

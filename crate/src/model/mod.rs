@@ -73,7 +73,10 @@ impl Block {
         let qkv = self.qkv.forward(h, Epilogue::None);
         let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
         let q = rope_store(qkv, heads, cos, sin, at, k_cache, v_cache);
-        let attn = attention(q, k_cache, v_cache, heads, at.slot);
+        let attn = attention(q.clone(), k_cache, v_cache, heads, at.slot);
+        if cache.tracks_attention() {
+            cache.observe_attention(layer, &q, heads, at);
+        }
         let x = self.wo.forward(attn, Epilogue::Residual(x));
 
         let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);

@@ -20,9 +20,11 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::device::WGPU_TASKS_PER_SUBMIT;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::kv_cache::KvOptions;
 use crate::model::WeightFormat;
+use crate::prune::{PruneMethod, PruneOptions};
 use crate::sampler::SamplerOptions;
-use crate::session::{Control, GenerateOptions, Session};
+use crate::session::{Control, GenerateOptions, Generation, Session};
 use crate::template::Message;
 
 /// `kind: message`, without repeating the category when the message starts with it
@@ -87,29 +89,58 @@ struct WebGenerateOptions {
     seed: Option<f64>,
     stop: Vec<String>,
     ignore_eos: bool,
+    /// Chat only: most prompt tokens before earlier messages are pruned.
+    prune_budget: Option<usize>,
+    prune_method: Option<String>,
 }
 
-impl WebGenerateOptions {
-    const FIELDS: [&'static str; 9] =
-        ["max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop", "ignore_eos"];
+/// Parses a JS options object (`undefined` or `null`: the defaults), refusing keys not in
+/// `fields` (serde-wasm-bindgen reads only the fields it looks for, so `deny_unknown_fields`
+/// alone does not catch them).
+fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, fields: &[&str]) -> Result<T, JsError> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(T::default());
+    }
+    let object = options.dyn_ref::<js_sys::Object>().ok_or_else(|| bad_options("options must be an object"))?;
+    for key in js_sys::Object::keys(object).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !fields.contains(&key.as_str()) {
+            return Err(bad_options(format!("unknown option `{key}` (known: {})", fields.join(", "))));
+        }
+    }
+    serde_wasm_bindgen::from_value(options).map_err(|e| bad_options(serde_message(e)))
+}
 
-    /// Parses a JS object, refusing keys it does not know (serde-wasm-bindgen reads only the
-    /// fields it looks for, so `deny_unknown_fields` alone does not catch them).
+const KV_FIELDS: [&str; 5] = ["capacity", "capacity_bytes", "policy", "sinks", "recent"];
+
+impl WebGenerateOptions {
+    const FIELDS: [&'static str; 11] = [
+        "max_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "repetition_penalty",
+        "seed",
+        "stop",
+        "ignore_eos",
+        "prune_budget",
+        "prune_method",
+    ];
+
     fn from_js(options: JsValue) -> Result<Self, JsError> {
-        if options.is_undefined() || options.is_null() {
-            return Ok(Self::default());
-        }
-        let object = options.dyn_ref::<js_sys::Object>().ok_or_else(|| bad_options("options must be an object"))?;
-        for key in js_sys::Object::keys(object).iter() {
-            let key = key.as_string().unwrap_or_default();
-            if !Self::FIELDS.contains(&key.as_str()) {
-                return Err(bad_options(format!("unknown option `{key}` (known: {})", Self::FIELDS.join(", "))));
-            }
-        }
-        serde_wasm_bindgen::from_value(options).map_err(|e| bad_options(serde_message(e)))
+        options_from_js(options, &Self::FIELDS)
     }
 
-    fn into_options(self) -> Result<GenerateOptions, JsError> {
+    fn prune(&self) -> Result<PruneOptions, JsError> {
+        let method = match &self.prune_method {
+            Some(m) => m.parse().map_err(js_error)?,
+            None => PruneMethod::default(),
+        };
+        Ok(PruneOptions { method, budget: self.prune_budget })
+    }
+
+    fn to_options(&self) -> Result<GenerateOptions, JsError> {
         let d = SamplerOptions::default();
         let seed = match self.seed {
             None => None,
@@ -127,7 +158,7 @@ impl WebGenerateOptions {
                 seed,
                 ..d
             },
-            stop: self.stop,
+            stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
         })
     }
@@ -142,6 +173,8 @@ struct ModelInfo {
     n_layers: usize,
     context_length: usize,
     kv_capacity: usize,
+    kv_policy: &'static str,
+    kv_sinks: usize,
     weights: &'static str,
     weight_bytes: usize,
     has_chat_template: bool,
@@ -160,6 +193,16 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
             &serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true).serialize_missing_as_null(true),
         )
         .map_err(|e| js_error(Error::Device(format!("serializing a result: {e}"))))
+}
+
+/// Hands a piece of text to the page's callback; `false` or a throw stops generation (a
+/// throwing callback must not lose the engine).
+fn call_on_text(on_text: &Function, text: &str, token: u32) -> Control {
+    match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
+        Ok(v) if v == JsValue::FALSE => Control::Stop,
+        Ok(_) => Control::Continue,
+        Err(_) => Control::Stop,
+    }
 }
 
 /// One model and one conversation in this thread.
@@ -222,16 +265,18 @@ impl WasmEngine {
     }
 
     /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
-    /// `weights` is `"int4"` or `"f32"`; `progress(uploaded, total)` is called per tensor.
+    /// `weights` is `"int4"` or `"f32"`; `kv` is `{capacity, capacity_bytes, policy, sinks,
+    /// recent}` (all optional); `progress(uploaded, total)` is called per tensor.
     pub fn load(
         &self,
         bytes: &[u8],
         weights: &str,
-        kv_capacity: Option<u32>,
+        kv: JsValue,
         progress: Option<Function>,
     ) -> Result<JsValue, JsError> {
         let device = ready_device()?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
+        let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
         let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
         if state.generating {
             return Err(bad_options("cannot load a model while generating"));
@@ -245,7 +290,7 @@ impl WasmEngine {
         };
         let engine =
             Arc::new(Engine::from_file_bytes_with_progress(bytes, &device, weights, &mut report).map_err(js_error)?);
-        let session = engine.session(kv_capacity.map(|c| c as usize)).map_err(js_error)?;
+        let session = engine.session(&kv).map_err(js_error)?;
         let c = engine.config();
         let info = ModelInfo {
             name: engine.name().to_string(),
@@ -254,6 +299,8 @@ impl WasmEngine {
             n_layers: c.n_layers,
             context_length: c.context_length,
             kv_capacity: session.kv_cache().capacity(),
+            kv_policy: session.kv_cache().policy().name(),
+            kv_sinks: session.kv_cache().sinks(),
             weights: match weights {
                 WeightFormat::F32 => "f32",
                 WeightFormat::Int4 => "int4",
@@ -297,9 +344,40 @@ impl WasmEngine {
     /// token)` gets each piece of text; returning `false` stops generation within a token.
     /// Resolves to `{tokens, text, finish_reason, stats}`.
     pub fn generate(&self, ids: Vec<u32>, options: JsValue, on_text: Function) -> Result<Promise, JsError> {
-        let options = WebGenerateOptions::from_js(options)?.into_options()?;
+        let web = WebGenerateOptions::from_js(options)?;
+        if web.prune_budget.is_some() || web.prune_method.is_some() {
+            return Err(bad_options("pruning options apply to chat(), not to generate()"));
+        }
+        let options = web.to_options()?;
+        self.with_session(move |mut session| async move {
+            let result = session.generate(&ids, &options, |text, token| call_on_text(&on_text, text, token)).await;
+            (session, result)
+        })
+    }
+
+    /// Answers a conversation (`[{role, content}]`) with the model's chat template, pruning the
+    /// prompt to `prune_budget` tokens when it is longer (see [`Self::generate`]). Resolves to
+    /// `{tokens, text, finish_reason, stats, pruned}`.
+    pub fn chat(&self, messages: JsValue, options: JsValue, on_text: Function) -> Result<Promise, JsError> {
+        let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
+        let web = WebGenerateOptions::from_js(options)?;
+        let (options, prune) = (web.to_options()?, web.prune()?);
+        self.with_session(move |mut session| async move {
+            let result =
+                session.chat(&messages, &options, &prune, |text, token| call_on_text(&on_text, text, token)).await;
+            (session, result)
+        })
+    }
+
+    /// Lends the session to `run` (one generation at a time) and resolves to its result.
+    fn with_session<F, Fut>(&self, run: F) -> Result<Promise, JsError>
+    where
+        F: FnOnce(Session) -> Fut + 'static,
+        Fut: std::future::Future<Output = (Session, crate::error::Result<Generation>)> + 'static,
+    {
         let state = Rc::clone(&self.state);
-        let mut session = {
+        let session = {
             let mut s = state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
             if s.generating {
                 return Err(bad_options("a generation is already running"));
@@ -309,16 +387,7 @@ impl WasmEngine {
             session
         };
         Ok(future_to_promise(async move {
-            let result = session
-                .generate(&ids, &options, |text, token| {
-                    match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
-                        Ok(v) if v == JsValue::FALSE => Control::Stop,
-                        Ok(_) => Control::Continue,
-                        // A throwing callback stops generation rather than losing the engine.
-                        Err(_) => Control::Stop,
-                    }
-                })
-                .await;
+            let (session, result) = run(session).await;
             if let Ok(mut s) = state.try_borrow_mut() {
                 s.session = Some(session);
                 s.generating = false;
@@ -349,6 +418,9 @@ impl WasmEngine {
             weight_bytes: Option<usize>,
             kv_len: Option<usize>,
             kv_capacity: Option<usize>,
+            kv_policy: Option<&'static str>,
+            /// Tokens evicted since the conversation began.
+            kv_evicted: Option<usize>,
             device_memory_in_use_bytes: Option<u64>,
             device_memory_reserved_bytes: Option<u64>,
         }
@@ -364,6 +436,8 @@ impl WasmEngine {
             weight_bytes: state.engine.as_ref().map(|e| e.model().weight_bytes()),
             kv_len: state.session.as_ref().map(|s| s.kv_cache().len()),
             kv_capacity: state.session.as_ref().map(|s| s.kv_cache().capacity()),
+            kv_policy: state.session.as_ref().map(|s| s.kv_cache().policy().name()),
+            kv_evicted: state.session.as_ref().map(|s| s.kv_cache().evicted()),
             device_memory_in_use_bytes: memory.as_ref().map(|m| m.bytes_in_use),
             device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
         })

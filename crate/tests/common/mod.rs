@@ -389,63 +389,8 @@ impl Reference {
 
     /// Logits at every position of `tokens`.
     pub fn logits(&self, tokens: &[u32]) -> Vec<Vec<f32>> {
-        let c = &self.c;
-        let (d, hd) = (c.d_model, c.head_dim());
-        let w = |n: &str| &self.w[n][..];
-        let embd = w("token_embd.weight");
-        let mut xs: Vec<Vec<f32>> =
-            tokens.iter().map(|&t| embd[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
-        for l in 0..c.n_layers {
-            let n = |s: &str| format!("blk.{l}.{s}");
-            let mut ks = Vec::new();
-            let mut vs = Vec::new();
-            let mut qs = Vec::new();
-            for (pos, x) in xs.iter().enumerate() {
-                let h = rms_norm(x, w(&n("attn_norm.weight")), c.eps);
-                let mut q = matvec(w(&n("attn_q.weight")), &h);
-                let mut k = matvec(w(&n("attn_k.weight")), &h);
-                self.rope(&mut q, pos);
-                self.rope(&mut k, pos);
-                qs.push(q);
-                ks.push(k);
-                vs.push(matvec(w(&n("attn_v.weight")), &h));
-            }
-            for t in 0..xs.len() {
-                let mut attn = vec![0.0f32; d];
-                for head in 0..c.n_heads {
-                    let kvh = head / (c.n_heads / c.n_kv_heads);
-                    let q = &qs[t][head * hd..(head + 1) * hd];
-                    let scores: Vec<f32> = (0..=t)
-                        .map(|s| {
-                            q.iter().zip(&ks[s][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f32>()
-                                / (hd as f32).sqrt()
-                        })
-                        .collect();
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                    let sum: f32 = e.iter().sum();
-                    for (s, p) in e.iter().enumerate() {
-                        for i in 0..hd {
-                            attn[head * hd + i] += p / sum * vs[s][kvh * hd + i];
-                        }
-                    }
-                }
-                let o = matvec(w(&n("attn_output.weight")), &attn);
-                for (x, o) in xs[t].iter_mut().zip(o) {
-                    *x += o;
-                }
-                let h = rms_norm(&xs[t], w(&n("ffn_norm.weight")), c.eps);
-                let g = matvec(w(&n("ffn_gate.weight")), &h);
-                let u = matvec(w(&n("ffn_up.weight")), &h);
-                let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-                let down = matvec(w(&n("ffn_down.weight")), &a);
-                for (x, o) in xs[t].iter_mut().zip(down) {
-                    *x += o;
-                }
-            }
-        }
-        let head = self.w.get("output.weight").unwrap_or(&self.w["token_embd.weight"]);
-        xs.iter().map(|x| matvec(head, &rms_norm(x, w("output_norm.weight"), c.eps))).collect()
+        let mut stream = RefStream::new(self);
+        tokens.iter().map(|&t| stream.step(t)).collect()
     }
 
     /// Greedy continuation of `prompt` by `n` tokens (first maximum on ties).
@@ -543,4 +488,123 @@ pub fn tiny_tokenizer_json() -> String {
                   "vocab": vocab, "merges": MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect::<Vec<_>>()}
     })
     .to_string()
+}
+
+/// The reference run one token at a time over an explicit cache of keys (before rotation)
+/// and values. Entries can be dropped; every key is rotated by its index in the cache at each
+/// step, so the kept tokens always sit at the contiguous positions `0..len`.
+pub struct RefStream<'a> {
+    r: &'a Reference,
+    /// `[layer][entry]`.
+    k: Vec<Vec<Vec<f32>>>,
+    v: Vec<Vec<Vec<f32>>>,
+    /// Attention each entry has received, summed over layers, heads and queries (H2O's score).
+    pub scores: Vec<f32>,
+}
+
+impl<'a> RefStream<'a> {
+    pub fn new(r: &'a Reference) -> Self {
+        let n = r.c.n_layers;
+        Self { r, k: vec![Vec::new(); n], v: vec![Vec::new(); n], scores: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.k[0].len()
+    }
+
+    /// Keeps only the entries `keep` (ascending), in order.
+    pub fn keep(&mut self, keep: &[usize]) {
+        for l in 0..self.k.len() {
+            self.k[l] = keep.iter().map(|&i| self.k[l][i].clone()).collect();
+            self.v[l] = keep.iter().map(|&i| self.v[l][i].clone()).collect();
+        }
+        self.scores = keep.iter().map(|&i| self.scores[i]).collect();
+    }
+
+    /// Appends `token` and returns its logits.
+    pub fn step(&mut self, token: u32) -> Vec<f32> {
+        let (r, c) = (self.r, &self.r.c);
+        let (d, hd) = (c.d_model, c.head_dim());
+        let w = |n: &str| &r.w[n][..];
+        let mut x = w("token_embd.weight")[token as usize * d..(token as usize + 1) * d].to_vec();
+        let pos = self.len();
+        self.scores.push(0.0);
+        for l in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{l}.{s}");
+            let h = rms_norm(&x, w(&n("attn_norm.weight")), c.eps);
+            let mut q = matvec(w(&n("attn_q.weight")), &h);
+            r.rope(&mut q, pos);
+            self.k[l].push(matvec(w(&n("attn_k.weight")), &h));
+            self.v[l].push(matvec(w(&n("attn_v.weight")), &h));
+            let keys: Vec<Vec<f32>> = self.k[l]
+                .iter()
+                .enumerate()
+                .map(|(p, k)| {
+                    let mut k = k.clone();
+                    r.rope(&mut k, p);
+                    k
+                })
+                .collect();
+            let mut attn = vec![0.0f32; d];
+            for head in 0..c.n_heads {
+                let kvh = head / (c.n_heads / c.n_kv_heads);
+                let q = &q[head * hd..(head + 1) * hd];
+                let scores: Vec<f32> = keys
+                    .iter()
+                    .map(|k| {
+                        q.iter().zip(&k[kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                for (s, p) in e.iter().enumerate() {
+                    self.scores[s] += p / sum;
+                    for i in 0..hd {
+                        attn[head * hd + i] += p / sum * self.v[l][s][kvh * hd + i];
+                    }
+                }
+            }
+            let o = matvec(w(&n("attn_output.weight")), &attn);
+            for (x, o) in x.iter_mut().zip(o) {
+                *x += o;
+            }
+            let h = rms_norm(&x, w(&n("ffn_norm.weight")), c.eps);
+            let g = matvec(w(&n("ffn_gate.weight")), &h);
+            let u = matvec(w(&n("ffn_up.weight")), &h);
+            let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let down = matvec(w(&n("ffn_down.weight")), &a);
+            for (x, o) in x.iter_mut().zip(down) {
+                *x += o;
+            }
+        }
+        let head = r.w.get("output.weight").unwrap_or(&r.w["token_embd.weight"]);
+        matvec(head, &rms_norm(&x, w("output_norm.weight"), c.eps))
+    }
+}
+
+/// Greedy continuation of `prompt` by `n` tokens through a cache of `capacity` entries that
+/// keeps the first `sinks` and the most recent ones (StreamingLLM), one eviction per token.
+pub fn greedy_sinks_window(r: &Reference, prompt: &[u32], n: usize, capacity: usize, sinks: usize) -> Vec<u32> {
+    let mut stream = RefStream::new(r);
+    let step = |stream: &mut RefStream, t: u32| {
+        if stream.len() == capacity {
+            let keep: Vec<usize> = (0..sinks).chain(sinks + 1..capacity).collect();
+            stream.keep(&keep);
+        }
+        stream.step(t)
+    };
+    let mut logits = Vec::new();
+    for &t in prompt {
+        logits = step(&mut stream, t);
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = argmax(&logits);
+        out.push(t);
+        if out.len() < n {
+            logits = step(&mut stream, t);
+        }
+    }
+    out
 }

@@ -92,6 +92,11 @@ async fn generate(
     result
 }
 
+/// KV cache options of `capacity` tokens.
+fn kv(capacity: u32) -> JsValue {
+    to_js(&json!({ "capacity": capacity }))
+}
+
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
@@ -99,7 +104,7 @@ fn ids(v: &Value) -> Vec<u32> {
 #[wasm_bindgen_test]
 async fn tokenizer_gives_llama_cpp_ids() {
     let engine = engine().await;
-    engine.load(&model_bytes().await, "int4", Some(64), None).unwrap();
+    engine.load(&model_bytes().await, "int4", kv(64), None).unwrap();
     let cases: Value = serde_json::from_str(TOKENIZER_CASES).unwrap();
     for case in cases["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
@@ -123,7 +128,7 @@ async fn tiny_model_gives_the_reference_greedy_tokens() {
     let prompt: Vec<u32> = (0..6).map(|i| 5 + 17 * i).collect();
     let want = reference.greedy(&prompt, 8);
     let engine = engine().await;
-    engine.load(&tiny_gguf(&c, &tensors), "int4", Some(32), None).unwrap();
+    engine.load(&tiny_gguf(&c, &tensors), "int4", kv(32), None).unwrap();
     let g = generate(&engine, &prompt, json!({"max_tokens": 8, "ignore_eos": true}), None).await.unwrap();
     assert_eq!(ids(&g["tokens"]), want);
 }
@@ -136,7 +141,7 @@ async fn real_model_says_paris() {
     let on_progress =
         Closure::<dyn FnMut(u32, u32)>::new(move |done: u32, total: u32| seen.borrow_mut().push((done, total)));
     let info = engine
-        .load(&model_bytes().await, "int4", Some(128), Some(on_progress.as_ref().unchecked_ref::<Function>().clone()))
+        .load(&model_bytes().await, "int4", kv(128), Some(on_progress.as_ref().unchecked_ref::<Function>().clone()))
         .unwrap();
     assert_eq!(from_js(info)["n_layers"], 30);
     assert_eq!(progress.borrow().last(), Some(&(272, 272)), "one progress report per tensor");
@@ -150,7 +155,7 @@ async fn real_model_says_paris() {
 #[wasm_bindgen_test]
 async fn abort_mid_generation_then_generate_again() {
     let engine = engine().await;
-    engine.load(&model_bytes().await, "int4", Some(128), None).unwrap();
+    engine.load(&model_bytes().await, "int4", kv(128), None).unwrap();
     let prompt = engine.tokenize("Once upon a time", false).unwrap();
     let aborted = generate(&engine, &prompt, json!({"max_tokens": 40, "ignore_eos": true}), Some(3)).await.unwrap();
     assert_eq!(aborted["finish_reason"], "aborted");
@@ -167,16 +172,16 @@ async fn bad_input_is_refused_and_the_engine_survives() {
     let engine = engine().await;
     let before_load = generate(&engine, &[1, 2], json!({}), None).await.unwrap_err();
     assert!(before_load.starts_with("bad_options: no model is loaded"), "{before_load}");
-    let garbage = err_message(engine.load(b"definitely not a model", "int4", None, None).unwrap_err());
+    let garbage = err_message(engine.load(b"definitely not a model", "int4", JsValue::UNDEFINED, None).unwrap_err());
     assert!(garbage.starts_with("model_load: not a GGUF file"), "{garbage}");
     let mut truncated = model_bytes().await;
     truncated.truncate(1 << 20);
-    let cut = err_message(engine.load(&truncated, "int4", None, None).unwrap_err());
+    let cut = err_message(engine.load(&truncated, "int4", JsValue::UNDEFINED, None).unwrap_err());
     assert!(cut.starts_with("model_load:") && cut.contains("file has 1048576 bytes"), "{cut}");
-    let weights = err_message(engine.load(&model_bytes().await, "int3", None, None).unwrap_err());
+    let weights = err_message(engine.load(&model_bytes().await, "int3", JsValue::UNDEFINED, None).unwrap_err());
     assert!(weights.starts_with("bad_options: unknown weight format"), "{weights}");
 
-    engine.load(&model_bytes().await, "int4", Some(64), None).unwrap();
+    engine.load(&model_bytes().await, "int4", kv(64), None).unwrap();
     let prompt = engine.tokenize("Hello", false).unwrap();
     for (options, expected) in [
         (json!({"temperature": -1.0}), "bad_options: temperature"),
@@ -201,4 +206,61 @@ async fn bad_input_is_refused_and_the_engine_survives() {
 
     let ok = generate(&engine, &prompt, json!({"max_tokens": 3, "ignore_eos": true}), None).await.unwrap();
     assert_eq!(ids(&ok["tokens"]).len(), 3);
+}
+
+/// Past its capacity the cache evicts on WebGPU too: a tiny model generating 20 tokens through
+/// 12 slots (4 sinks) gives the reference's greedy tokens over the same kept tokens.
+#[wasm_bindgen_test]
+async fn generation_streams_past_the_kv_capacity() {
+    let c = TinyConfig::new();
+    let tensors = tiny_weights(&c, 43, true, &|_| Ty::F32);
+    let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
+    let prompt: Vec<u32> = (0..6).map(|i| 7 + 13 * i).collect();
+    let want = greedy_sinks_window(&reference, &prompt, 20, 12, 4);
+    let engine = engine().await;
+    let kv = to_js(&json!({ "capacity": 12, "policy": "sinks-window", "sinks": 4 }));
+    engine.load(&tiny_gguf(&c, &tensors), "f32", kv, None).unwrap();
+    let g = generate(&engine, &prompt, json!({"max_tokens": 20, "ignore_eos": true}), None).await.unwrap();
+    assert_eq!(ids(&g["tokens"]), want);
+    assert_eq!(g["stats"]["evicted_tokens"], json!(6 + 19 - 12));
+    let stats = from_js(engine.stats().unwrap());
+    assert_eq!((stats["kv_len"].clone(), stats["kv_policy"].clone()), (json!(12), json!("sinks-window")));
+
+    let bad = to_js(&json!({ "capacity": 12, "policy": "lru" }));
+    let err = err_message(engine.load(&tiny_gguf(&c, &tensors), "f32", bad, None).unwrap_err());
+    assert!(err.contains("sinks-window"), "{err}");
+    let sinks = to_js(&json!({ "capacity": 12, "sinks": 12 }));
+    assert!(err_message(engine.load(&tiny_gguf(&c, &tensors), "f32", sinks, None).unwrap_err()).contains("sinks"));
+}
+
+/// A chat over its pruning budget is pruned in the browser and reports what it dropped.
+#[wasm_bindgen_test]
+async fn chat_prunes_over_budget() {
+    let c = TinyConfig::new();
+    let tensors = tiny_weights(&c, 44, true, &|_| Ty::F32);
+    let engine = engine().await;
+    engine.load(&tiny_gguf(&c, &tensors), "f32", kv(64), None).unwrap();
+    let messages = json!([
+        {"role": "user", "content": "one two. three four. five six. seven eight."},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "which?"}
+    ]);
+    let on_text = Closure::<dyn FnMut(String, u32) -> bool>::new(|_: String, _: u32| true);
+    let function: &Function = on_text.as_ref().unchecked_ref();
+    let options = json!({"max_tokens": 2, "prune_budget": 40, "prune_method": "self-information"});
+    let promise = engine.chat(to_js(&messages), to_js(&options), function.clone()).unwrap();
+    let g = from_js(JsFuture::from(promise).await.unwrap());
+    let pruned = g["stats"]["pruned_tokens"].as_u64().unwrap();
+    assert!(pruned > 0 && g["stats"]["prompt_tokens"].as_u64().unwrap() <= 40, "{g}");
+    assert_eq!(g["pruned"]["pruned_tokens"].as_u64(), Some(pruned));
+    assert!(!g["pruned"]["dropped"].as_array().unwrap().is_empty());
+
+    let bad = json!({"prune_budget": 2});
+    let promise = engine.chat(to_js(&messages), to_js(&bad), function.clone()).unwrap();
+    let err = message(JsFuture::from(promise).await.unwrap_err());
+    assert!(err.contains("never dropped"), "{err}");
+    let unknown =
+        err_message(engine.chat(to_js(&messages), to_js(&json!({"prune": 1})), function.clone()).unwrap_err());
+    assert!(unknown.contains("unknown option"), "{unknown}");
+    drop(on_text);
 }
