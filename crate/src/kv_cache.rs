@@ -379,7 +379,7 @@ impl KvCache {
             head_dim,
         ]);
         let k = self.layers[layer].k.clone().slice([0..n_kv_heads, 0..seen, 0..head_dim]);
-        let mut logits = q.matmul(k.swap_dims(1, 2)) / (head_dim as f32).sqrt();
+        let mut logits = scores_qk(q, k) / (head_dim as f32).sqrt();
         if m > 1 {
             let mask: Vec<f32> = (0..m * group)
                 .flat_map(|r| (0..seen).map(move |s| if s <= at.slot + r / group { 0.0 } else { f32::NEG_INFINITY }))
@@ -398,6 +398,31 @@ impl KvCache {
         self.origin.extend(self.appended..self.appended + seq);
         self.appended += seq;
     }
+}
+
+/// Elements above which [`scores_qk`] uses a matmul (natively) or works in row blocks (wasm).
+const QK_ELEMENTS: usize = 1 << 22;
+
+/// `q: [h, rows, d]` times `k: [h, seen, d]` transposed. Small products (every decode step)
+/// are a broadcast multiply and a sum; burn's f32 matmul kernel fails to compile on some WebGPU
+/// adapters (SwiftShader), so in the browser large ones go through the same path in row blocks.
+fn scores_qk(q: Tensor<3>, k: Tensor<3>) -> Tensor<3> {
+    let [h, rows, d] = q.dims();
+    let seen = k.dims()[1];
+    let product = |q: Tensor<3>| {
+        let r = q.dims()[1];
+        (q.unsqueeze_dim::<4>(2) * k.clone().unsqueeze_dim::<4>(1)).sum_dim(3).reshape([h, r, seen])
+    };
+    if h * rows * seen * d <= QK_ELEMENTS {
+        return product(q);
+    }
+    if cfg!(not(target_arch = "wasm32")) {
+        return q.matmul(k.swap_dims(1, 2));
+    }
+    let block = (QK_ELEMENTS / (h * seen * d)).max(1);
+    let parts: Vec<Tensor<3>> =
+        (0..rows).step_by(block).map(|r| product(q.clone().slice([0..h, r..(r + block).min(rows), 0..d]))).collect();
+    Tensor::cat(parts, 1)
 }
 
 /// The slots `heavy-hitters` keeps when `count` of `scores.len()` must go: the first `sinks`,

@@ -337,12 +337,14 @@ fn bad_cache_and_pruning_options_are_refused() {
 /// StreamingLLM eviction per token (the browser test checks the same on WebGPU).
 #[test]
 fn greedy_generation_through_eviction_matches_reference() {
-    let (engine, reference) = engine(43, DeviceKind::Cpu);
-    let prompt: Vec<u32> = (0..6).map(|i| 7 + 13 * i).collect();
-    let want = greedy_sinks_window(&reference, &prompt, 20, 12, 4);
-    let mut session = engine.session(&KvOptions::with_capacity(12).sinks(4)).unwrap();
-    let options = GenerateOptions { max_tokens: 20, ignore_eos: true, ..Default::default() };
-    let g = pollster::block_on(session.generate(&prompt, &options, |_, _| Control::Continue)).unwrap();
-    assert_eq!(g.tokens, want);
-    assert_eq!(g.stats.evicted_tokens, 6 + 19 - 12);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let (engine, reference) = engine(43, device);
+        let prompt: Vec<u32> = (0..6).map(|i| 7 + 13 * i).collect();
+        let want = greedy_sinks_window(&reference, &prompt, 20, 12, 4);
+        let mut session = engine.session(&KvOptions::with_capacity(12).sinks(4)).unwrap();
+        let options = GenerateOptions { max_tokens: 20, ignore_eos: true, ..Default::default() };
+        let g = pollster::block_on(session.generate(&prompt, &options, |_, _| Control::Continue)).unwrap();
+        assert_eq!(g.tokens, want, "{device:?}");
+        assert_eq!(g.stats.evicted_tokens, 6 + 19 - 12);
+    }
 }

@@ -191,7 +191,10 @@ export class HearthEngine implements EngineApi {
       if (options.kv_policy !== undefined && !KV_POLICIES.includes(options.kv_policy)) {
         throw new HearthError("bad_options", `kv_policy must be one of ${KV_POLICIES.join(", ")}`);
       }
-      const kv = { capacity, policy: options.kv_policy, sinks };
+      // Only the options given: the core reads an `undefined` field as a value, not a default.
+      const kv = Object.fromEntries(
+        Object.entries({ capacity, policy: options.kv_policy, sinks }).filter(([, v]) => v !== undefined),
+      );
       this.model = null;
       const info = wasm.load(bytes, weights, kv, (loaded: number, total: number) =>
         options.onProgress?.({ stage: "upload", loaded, total }),

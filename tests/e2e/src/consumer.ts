@@ -4,6 +4,9 @@ import { CACHE_NAME, HearthEngine, HearthError, WorkerEngine, deleteCachedModel 
 import type {
   ChatCompletion,
   ChatCompletionChunk,
+  DroppedSpan,
+  KvPolicy,
+  PruneReport,
   EngineApi,
   EngineStats,
   ErrorKind,
@@ -16,13 +19,25 @@ import type {
 export async function consumer(worker: Worker, file: File): Promise<void> {
   const engines: EngineApi[] = [new HearthEngine(), new WorkerEngine(worker)];
   for (const engine of engines) {
-    const info: ModelInfo = await engine.load(file, { weights: "int4", kv_capacity: 1024, onProgress: (p) => p.loaded });
+    const info: ModelInfo = await engine.load(file, {
+      weights: "int4",
+      kv_capacity: 1024,
+      kv_policy: "sinks-window",
+      kv_sinks: 4,
+      onProgress: (p) => p.loaded,
+    });
     const done: ChatCompletion = await engine.chat.completions.create({
       messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }],
       max_tokens: 8,
       stop: ["\n"],
       seed: 1,
+      prune_budget: 512,
+      prune_method: "self-information",
     });
+    const dropped: DroppedSpan[] = done.pruned?.dropped ?? [];
+    const report: PruneReport | undefined = done.pruned;
+    const policy: KvPolicy = info.kv_policy;
+    void [dropped, report, policy, done.timings.evicted_tokens, done.timings.pruned_tokens];
     const text: string = done.choices[0].message.content;
     const usage: Usage = done.usage;
     const stream: AsyncIterable<ChatCompletionChunk> = await engine.chat.completions.create({
@@ -38,7 +53,7 @@ export async function consumer(worker: Worker, file: File): Promise<void> {
     const ids: number[] = await engine.tokenize(g.text, { parseSpecial: true });
     const back: string = await engine.detokenize(ids);
     const stats: EngineStats = await engine.stats();
-    void [info.weight_bytes, usage.total_tokens, back, stats.adapter?.features];
+    void [info.weight_bytes, usage.total_tokens, back, stats.adapter?.features, stats.kv_evicted, stats.kv_policy];
     await engine.resetChat();
     await engine.unload();
   }
