@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::kernels::compact::compact_kv;
 use crate::kernels::rope::{Heads, Placement};
 use crate::session::read_f32;
 
@@ -316,24 +317,14 @@ impl KvCache {
     }
 
     /// Moves the tokens in slots `keep` (ascending) to slots `0..keep.len()`, rotating each
-    /// key back by the distance it moved: `R(-d) R(p) k = R(p - d) k`.
+    /// key back by the distance it moved (one kernel per layer).
     fn compact(&mut self, keep: &[usize]) {
         let kept = keep.len();
         let device = self.rope_cos.device();
         let from =
             Tensor::<1, Int>::from_data(TensorData::new(keep.iter().map(|&s| s as i32).collect(), [kept]), &device);
-        let distance: Vec<i32> = keep.iter().enumerate().map(|(to, &s)| (s - to) as i32).collect();
-        let distance = Tensor::<1, Int>::from_data(TensorData::new(distance, [kept]), &device);
-        let cos = self.rope_cos.clone().select(0, distance.clone()).unsqueeze::<3>();
-        let sin = self.rope_sin.clone().select(0, distance).unsqueeze::<3>();
         for layer in &mut self.layers {
-            let [heads, _, hd] = layer.k.dims();
-            let k = layer.k.clone().select(1, from.clone());
-            let swapped = k.clone().reshape([heads, kept, hd / 2, 2]).flip([3]).reshape([heads, kept, hd]);
-            let k = k * cos.clone() - swapped * sin.clone();
-            let v = layer.v.clone().select(1, from.clone());
-            layer.k.inplace(|t| t.slice_assign([0..heads, 0..kept, 0..hd], k));
-            layer.v.inplace(|t| t.slice_assign([0..heads, 0..kept, 0..hd], v));
+            compact_kv(&from, &self.rope_cos, &self.rope_sin, &mut layer.k, &mut layer.v);
         }
         if let Some(scores) = self.scores.as_mut() {
             let capacity = self.capacity;

@@ -3,6 +3,7 @@
 //! implementation from the device the tensors live on; each has a scalar reference test.
 
 pub mod attention;
+pub mod compact;
 pub mod copy;
 pub mod norm;
 pub mod qgather;
