@@ -1,10 +1,12 @@
 //! Perplexity of a text under a model, token by token through a session's KV cache.
 
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::Logits;
-use crate::session::{Session, read_f32};
+use crate::session::{Session, read_f32, read_ids};
 
 /// Tokens run per forward pass while scoring; the cache keeps the earlier ones.
 const CHUNK: usize = 128;
@@ -43,20 +45,22 @@ pub async fn perplexity(session: &mut Session, tokens: &[u32], keep_top1: bool) 
             n = 1;
         }
         let logits = model.forward(&inputs[at..at + n], session.cache_mut(), Logits::All)?;
-        let vocab = logits.dims()[1];
-        let logits = read_f32(logits).await?;
-        for (i, row) in logits.chunks_exact(vocab).enumerate() {
-            let target = tokens[at + i + 1] as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let log_sum = row.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln() + max as f64;
-            nll += log_sum - row[target] as f64;
-            if keep_top1 {
-                top1.push(crate::sampler::argmax(row));
-            }
+        if keep_top1 {
+            top1.extend(read_ids(logits.clone().argmax(1)).await?);
         }
+        nll -= token_logprobs(logits, &tokens[at + 1..at + n + 1]).await?.iter().map(|&lp| lp as f64).sum::<f64>();
         at += n;
     }
     session.reset();
     let n = inputs.len();
     Ok(Perplexity { tokens: n, perplexity: (nll / n as f64).exp(), top1 })
+}
+
+/// `ln p(targets[i])` under row `i` of `logits: [n, vocab]`, computed on the device so that
+/// only `n` numbers are read back.
+pub(crate) async fn token_logprobs(logits: Tensor<2>, targets: &[u32]) -> Result<Vec<f32>> {
+    let n = targets.len();
+    let device = logits.device();
+    let ids = Tensor::<1, Int>::from_data(TensorData::new(targets.iter().map(|&t| t as i32).collect(), [n]), &device);
+    read_f32(log_softmax(logits.slice(0..n), 1).gather(1, ids.reshape([n, 1]))).await
 }

@@ -7,10 +7,9 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use burn::tensor::activation::log_softmax;
-
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::eval::token_logprobs;
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
 use crate::model::Logits;
 use crate::prune::{PruneMethod, PruneOptions, PruneReport};
@@ -222,14 +221,7 @@ impl Session {
                 if targets.is_empty() {
                     break;
                 }
-                let n = targets.len();
-                let device = logits.device();
-                let ids = Tensor::<1, Int>::from_data(
-                    TensorData::new(targets.iter().map(|&t| t as i32).collect(), [n]),
-                    &device,
-                );
-                let logp = log_softmax(logits.slice(0..n), 1).gather(1, ids.reshape([n, 1]));
-                for (i, lp) in read_f32(logp).await?.into_iter().enumerate() {
+                for (i, lp) in token_logprobs(logits, targets).await?.into_iter().enumerate() {
                     out[start + 1 + i] = -lp;
                 }
             }
@@ -353,12 +345,17 @@ impl Session {
 /// integer read back), otherwise the logits are read and sampled on the host.
 async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
     if sampler.options().is_greedy() {
-        let data = logits.argmax(1).into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
-        let ids = data.try_into_vec_as::<i64>().map_err(|e| Error::Device(format!("{e:?}")))?;
-        return Ok(ids[0] as u32);
+        return Ok(read_ids(logits.argmax(1)).await?[0]);
     }
     let mut logits = read_f32(logits).await?;
     Ok(sampler.sample(&mut logits, history))
+}
+
+/// Reads token ids (an argmax) back to the host.
+pub(crate) async fn read_ids<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
+    let ids = data.try_into_vec_as::<i64>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(ids.into_iter().map(|id| id as u32).collect())
 }
 
 /// Reads a float tensor back to the host.
