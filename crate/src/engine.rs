@@ -31,15 +31,12 @@ pub struct Engine {
 impl Engine {
     /// Loads a GGUF file's model, tokenizer and chat template onto `device`.
     pub fn from_gguf(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        let file = GgufFile::parse(bytes)?;
-        let parts = ModelParts::from_gguf(&file)?;
-        Self::new(parts, &file, device, weights)
+        Self::gguf(bytes, device, weights, &mut |_, _| {})
     }
 
     /// Loads a pre-quantized model written by [`crate::load::burnpack::write`] (`hearth convert`).
     pub fn from_burnpack(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        let (parts, tensors) = burnpack::parse(bytes)?;
-        Self::new(parts, &tensors, device, weights)
+        Self::burnpack(bytes, device, weights, &mut |_, _| {})
     }
 
     /// Loads a GGUF file or a burnpack, told apart by their magic numbers.
@@ -55,14 +52,31 @@ impl Engine {
         weights: WeightFormat,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        if burnpack::is_burnpack(bytes) {
-            let (parts, tensors) = burnpack::parse(bytes)?;
-            Self::new(parts, &Counted::new(&tensors, progress), device, weights)
-        } else {
-            let file = GgufFile::parse(bytes)?;
-            let parts = ModelParts::from_gguf(&file)?;
-            Self::new(parts, &Counted::new(&file, progress), device, weights)
+        match burnpack::is_burnpack(bytes) {
+            true => Self::burnpack(bytes, device, weights, progress),
+            false => Self::gguf(bytes, device, weights, progress),
         }
+    }
+
+    fn gguf(
+        bytes: &[u8],
+        device: &Device,
+        weights: WeightFormat,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let file = GgufFile::parse(bytes)?;
+        let parts = ModelParts::from_gguf(&file)?;
+        Self::new(parts, &Counted::new(&file, progress), device, weights)
+    }
+
+    fn burnpack(
+        bytes: &[u8],
+        device: &Device,
+        weights: WeightFormat,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let (parts, tensors) = burnpack::parse(bytes)?;
+        Self::new(parts, &Counted::new(&tensors, progress), device, weights)
     }
 
     /// Loads a Hugging Face model directory's files onto `device`.
@@ -117,20 +131,26 @@ impl Engine {
         self.tokenizer.encode(prompt, false)
     }
 
-    /// Token ids of a conversation rendered with the model's chat template, ending where the
-    /// assistant's reply begins.
-    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// The conversation rendered with the model's chat template, ending where the assistant's
+    /// reply begins.
+    fn render_chat(&self, messages: &[Message]) -> Result<String> {
         let template =
             self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
-        let text = template.render(messages, true)?;
-        self.tokenizer.encode(&text, true)
+        template.render(messages, true)
+    }
+
+    /// Token ids of a conversation rendered with the model's chat template.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.tokenizer.encode(&self.render_chat(messages)?, true)
     }
 
     /// [`Self::encode_chat`], knowing which message each token came from, for pruning.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<ChatPrompt> {
-        let template =
-            self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
-        let text = template.render(messages, true)?;
+        let text = self.render_chat(messages)?;
         let (tokens, offsets) = self.tokenizer.encode_with_offsets(&text)?;
         Ok(ChatPrompt::new(messages, text, tokens, offsets))
     }

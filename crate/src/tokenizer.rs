@@ -172,31 +172,22 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
         let tokenizer = if parse_special { &self.parsing } else { &self.plain };
         let encoding = tokenizer.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
-        if self.add_bos
-            && let Some(bos) = self.bos
-        {
-            ids.push(bos);
-        }
-        ids.extend_from_slice(encoding.get_ids());
-        Ok(ids)
+        Ok(self.added_bos().into_iter().chain(encoding.get_ids().iter().copied()).collect())
     }
 
     /// Like [`Self::encode`] with `parse_special`, also giving each token's byte range in
     /// `text` (empty for an added BOS).
     pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>)> {
         let encoding = self.parsing.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
-        let mut offsets = Vec::with_capacity(encoding.len() + 1);
-        if self.add_bos
-            && let Some(bos) = self.bos
-        {
-            ids.push(bos);
-            offsets.push((0, 0));
-        }
-        ids.extend_from_slice(encoding.get_ids());
-        offsets.extend_from_slice(encoding.get_offsets());
+        let bos = self.added_bos();
+        let ids = bos.into_iter().chain(encoding.get_ids().iter().copied()).collect();
+        let offsets = bos.map(|_| (0, 0)).into_iter().chain(encoding.get_offsets().iter().copied()).collect();
         Ok((ids, offsets))
+    }
+
+    /// The BOS id encoding puts first, where the model asks for one.
+    fn added_bos(&self) -> Option<u32> {
+        self.bos.filter(|_| self.add_bos)
     }
 
     /// Text of `ids`; special tokens are skipped when `skip_special`.

@@ -454,18 +454,18 @@ fn qmatmul_cpu(x: &[f32], m: usize, codes: &[u32], params: &[u32], w: &QuantMatr
         }
     };
     let mut transposed = vec![0.0f32; rows * m];
-    // Starting a thread costs tens of microseconds: only split work worth more than that.
     #[cfg(not(target_family = "wasm"))]
-    let threads = if rows * blocks * m >= 1 << 15 { super::cpu_threads().min(rows.max(1)) } else { 1 };
-    #[cfg(not(target_family = "wasm"))]
-    let per = rows.div_ceil(threads);
-    #[cfg(not(target_family = "wasm"))]
-    std::thread::scope(|s| {
-        for (i, chunk) in transposed.chunks_mut(per * m).enumerate() {
-            let row_range = &row_range;
-            s.spawn(move || row_range(chunk, i * per));
-        }
-    });
+    {
+        // Starting a thread costs tens of microseconds: only split work worth more than that.
+        let threads = if rows * blocks * m >= 1 << 15 { super::cpu_threads().min(rows.max(1)) } else { 1 };
+        let per = rows.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (i, chunk) in transposed.chunks_mut(per * m).enumerate() {
+                let row_range = &row_range;
+                s.spawn(move || row_range(chunk, i * per));
+            }
+        });
+    }
     #[cfg(target_family = "wasm")]
     row_range(&mut transposed, 0);
     let mut y = vec![0.0f32; m * rows];

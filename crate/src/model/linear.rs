@@ -22,6 +22,15 @@ pub enum WeightFormat {
     Int4,
 }
 
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Int4 => "int4",
+        }
+    }
+}
+
 impl std::str::FromStr for WeightFormat {
     type Err = Error;
 

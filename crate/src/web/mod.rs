@@ -301,12 +301,9 @@ impl WasmEngine {
             kv_capacity: session.kv_cache().capacity(),
             kv_policy: session.kv_cache().policy().name(),
             kv_sinks: session.kv_cache().sinks(),
-            weights: match weights {
-                WeightFormat::F32 => "f32",
-                WeightFormat::Int4 => "int4",
-            },
+            weights: weights.name(),
             weight_bytes: engine.model().weight_bytes(),
-            has_chat_template: engine.encode_chat(&[Message::new("user", "x")]).is_ok(),
+            has_chat_template: engine.has_chat_template(),
         };
         state.engine = Some(engine);
         state.session = Some(session);
