@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::compact::compact_kv;
-use crate::kernels::rope::{Heads, Placement};
+use crate::kernels::rope::Heads;
 use crate::session::read_f32;
 
 /// Which tokens leave a full cache.
@@ -228,11 +228,6 @@ impl KvCache {
         &self.origin
     }
 
-    /// The RoPE position the next token gets.
-    pub fn next_position(&self) -> usize {
-        self.len()
-    }
-
     /// The most tokens one forward pass should append, so that eviction can always make room
     /// and the new tokens still see some of what came before.
     pub fn max_append(&self) -> usize {
@@ -337,11 +332,6 @@ impl KvCache {
         self.origin = keep.iter().map(|&s| self.origin[s]).collect();
     }
 
-    /// Where the next tokens go: their first RoPE position and cache slot.
-    pub(crate) fn placement(&self) -> Placement {
-        Placement { position: self.len(), slot: self.len() }
-    }
-
     /// Layer `layer`'s rotation tables and its key and value tensors, for the kernels that
     /// write into the cache in place.
     pub(crate) fn layer_mut(&mut self, layer: usize) -> (&Tensor<2>, &Tensor<2>, &mut Tensor<3>, &mut Tensor<3>) {
@@ -355,12 +345,12 @@ impl KvCache {
     }
 
     /// `heavy-hitters`: adds the attention that the queries `q: [m, n_heads head_dim]` (rotated,
-    /// at slots `at.slot..`) pay to every occupied slot of `layer`, summed over heads and queries.
-    pub(crate) fn observe_attention(&mut self, layer: usize, q: &Tensor<2>, heads: Heads, at: Placement) {
+    /// at slots `slot..`) pay to every occupied slot of `layer`, summed over heads and queries.
+    pub(crate) fn observe_attention(&mut self, layer: usize, q: &Tensor<2>, heads: Heads, slot: usize) {
         let Some(scores) = self.scores.as_mut() else { return };
         let Heads { n_heads, n_kv_heads, head_dim } = heads;
         let m = q.dims()[0];
-        let seen = at.slot + m;
+        let seen = slot + m;
         let group = n_heads / n_kv_heads;
         let device = q.device();
         // [n_kv, m * group, hd]: row r is token r / group.
@@ -373,7 +363,7 @@ impl KvCache {
         let mut logits = scores_qk(q, k) / (head_dim as f32).sqrt();
         if m > 1 {
             let mask: Vec<f32> = (0..m * group)
-                .flat_map(|r| (0..seen).map(move |s| if s <= at.slot + r / group { 0.0 } else { f32::NEG_INFINITY }))
+                .flat_map(|r| (0..seen).map(move |s| if s <= slot + r / group { 0.0 } else { f32::NEG_INFINITY }))
                 .collect();
             logits = logits + Tensor::<2>::from_data(TensorData::new(mask, [m * group, seen]), &device).unsqueeze();
         }

@@ -156,7 +156,7 @@ fn norm_and_epilogues_match_reference_on_wgpu() {
 /// of the cube's threads) and 300 cached slots (more than one chunk of keys).
 fn rope_and_attention_match_reference(device: DeviceKind) {
     use hearth::kernels::attention::attention;
-    use hearth::kernels::rope::{Heads, Placement, rope_store};
+    use hearth::kernels::rope::{Heads, rope_store};
     let device = device.device().unwrap();
     let mut rng = Rng::new(31);
     let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 80 };
@@ -182,7 +182,7 @@ fn rope_and_attention_match_reference(device: DeviceKind) {
         heads,
         &tensor2(&cos, [capacity, hd], &device),
         &tensor2(&sin, [capacity, hd], &device),
-        Placement { position: slot, slot },
+        slot,
         &mut k_cache,
         &mut v_cache,
     );

@@ -1,6 +1,7 @@
 //! Rotary embedding and the KV cache write in one dispatch: from the fused projection
 //! `[Q | K | V]` of each token, rotate Q and K on adjacent pairs (GGUF's layout) by the token's
-//! position, write K and V into the token's cache slot, and return Q.
+//! position, write K and V into the token's cache slot, and return Q. A token's position is its
+//! slot: the cache keeps its tokens at contiguous slots from 0 (see [`crate::KvCache`]).
 
 use burn::prelude::*;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -17,22 +18,15 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
-/// Where the tokens go: token `t` gets RoPE position `position + t` and cache slot `slot + t`.
-#[derive(Clone, Copy, Debug)]
-pub struct Placement {
-    pub position: usize,
-    pub slot: usize,
-}
-
 /// `qkv: [m, (n_heads + 2 n_kv_heads) head_dim]`; `cos, sin: [positions, head_dim]` (see
-/// [`crate::KvCache`]); caches `[n_kv_heads, capacity, head_dim]`, written in place.
-/// Returns the rotated queries `[m, n_heads head_dim]`.
+/// [`crate::KvCache`]); caches `[n_kv_heads, capacity, head_dim]`, written in place: token `t`
+/// goes to slot (and position) `slot + t`. Returns the rotated queries `[m, n_heads head_dim]`.
 pub fn rope_store(
     qkv: Tensor<2>,
     heads: Heads,
     cos: &Tensor<2>,
     sin: &Tensor<2>,
-    at: Placement,
+    slot: usize,
     k_cache: &mut Tensor<3>,
     v_cache: &mut Tensor<3>,
 ) -> Tensor<2> {
@@ -42,7 +36,7 @@ pub fn rope_store(
     let kv = n_kv_heads * head_dim;
     assert_eq!(width, d + 2 * kv, "rope_store: projection width");
     let capacity = k_cache.dims()[1];
-    assert!(at.slot + m <= capacity && at.position + m <= cos.dims()[0], "rope_store: past the cache");
+    assert!(slot + m <= capacity && slot + m <= cos.dims()[0], "rope_store: past the cache");
 
     let mut q_out = None;
     let qkv = super::float(qkv);
@@ -71,8 +65,7 @@ pub fn rope_store(
                     kv as u32,
                     head_dim as u32,
                     capacity as u32,
-                    at.position as u32,
-                    at.slot as u32,
+                    slot as u32,
                 );
                 q_out = Some(cube_float(q));
                 k_out = Some(cube_float(k));
@@ -84,14 +77,14 @@ pub fn rope_store(
                 let (ks, vs) = (k.storage_mut::<f32>(), v.storage_mut::<f32>());
                 for t in 0..m {
                     let row = &x[t * width..(t + 1) * width];
-                    let p = (at.position + t) * head_dim;
+                    let p = (slot + t) * head_dim;
                     let rotate = |c: usize, i: usize| row[c] * cos[p + i] + row[c ^ 1] * sin[p + i];
                     for c in 0..d {
                         q[t * d + c] = rotate(c, c % head_dim);
                     }
                     for c in 0..kv {
                         let (h, i) = (c / head_dim, c % head_dim);
-                        let dst = (h * capacity + at.slot + t) * head_dim + i;
+                        let dst = (h * capacity + slot + t) * head_dim + i;
                         ks[dst] = rotate(d + c, i);
                         vs[dst] = row[d + kv + c];
                     }
@@ -126,7 +119,6 @@ mod cube {
         kv: u32,
         head_dim: u32,
         capacity: u32,
-        position: u32,
         slot: u32,
     ) {
         let i = ABSOLUTE_POS;
@@ -137,7 +129,7 @@ mod cube {
         let t = i / width;
         let c = i % width;
         let row = t * width;
-        let p = (position as usize + t) * hd;
+        let p = (slot as usize + t) * hd;
         if c < d + kv {
             // Partner of element 2j is 2j + 1 and back; the sin table carries the sign.
             let j = c % hd;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::kernels::attention::attention;
 use crate::kernels::norm::rms_norm;
 use crate::kernels::qmatmul::Epilogue;
-use crate::kernels::rope::{Heads, Placement, rope_store};
+use crate::kernels::rope::{Heads, rope_store};
 use crate::kv_cache::KvCache;
 use crate::load::TensorSource;
 use linear::upload;
@@ -67,15 +67,15 @@ impl Block {
     }
 
     /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
-    fn forward(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, at: Placement) -> Tensor<2> {
+    fn forward(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, slot: usize) -> Tensor<2> {
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
         let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
         let qkv = self.qkv.forward(h, Epilogue::None);
         let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
-        let q = rope_store(qkv, heads, cos, sin, at, k_cache, v_cache);
-        let attn = attention(q.clone(), k_cache, v_cache, heads, at.slot);
+        let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);
+        let attn = attention(q.clone(), k_cache, v_cache, heads, slot);
         if cache.tracks_attention() {
-            cache.observe_attention(layer, &q, heads, at);
+            cache.observe_attention(layer, &q, heads, slot);
         }
         let x = self.wo.forward(attn, Epilogue::Residual(x));
 
@@ -158,11 +158,11 @@ impl Llama {
             return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
         }
         cache.reserve(seq)?;
-        let at = cache.placement();
+        let slot = cache.len();
 
         let mut x = self.embedding.lookup(tokens, &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, c, cache, i, at);
+            x = block.forward(x, c, cache, i, slot);
         }
         cache.advance(seq);
 
