@@ -4,16 +4,9 @@
 # and counts the kernels between the last two argmax reductions, which end each step.
 # Prints the count and the kernels of that step. Usage: pkg-scripts/bench-dispatches.sh [--weights int4|f32]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-pkg-scripts/setup.sh
-pkg-scripts/fetch-model.sh
-cargo build --release --locked --bin hearth
-hearth="$root/target/release/hearth"
-model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$work}"
 printf '[profiling.logger]\nlevel = "minimal"\nfile = "%s/kernels.log"\nappend = false\n' "$work" > "$work/cubecl.toml"
 (cd "$work" && "$hearth" generate --model "$model" --device wgpu --prompt "Once upon a time" \
    --max-tokens 9 --ignore-eos "$@" > /dev/null)

@@ -5,16 +5,10 @@
 # over 4x the larger cache), or TEXT=path. Prints one JSON line per run.
 # Usage: pkg-scripts/bench-kv.sh [--device cpu|wgpu]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
 text="${TEXT:-/usr/share/common-licenses/GPL-3}"
 limit="${LIMIT:-2600}"
 
-pkg-scripts/setup.sh
-pkg-scripts/fetch-model.sh
-cargo build --release --locked --bin hearth
-hearth=target/release/hearth
-model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 args=(--model "$model" --file "$text" --limit "$limit" --weights f32 "$@")
 
 run() {

@@ -6,11 +6,6 @@
 # (the answer appears in the greedy reply) of each as JSON.
 # Usage: pkg-scripts/bench-prune.sh [--device cpu|wgpu] [--limit N]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-
-pkg-scripts/setup.sh
-pkg-scripts/fetch-model.sh
-cargo build --release --locked --bin hearth
-exec target/release/hearth prune-bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf --items bench/prune-qa.json \
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+exec "$hearth" prune-bench --model "$model" --items bench/prune-qa.json \
     --weights f32 "$@"

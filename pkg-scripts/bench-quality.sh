@@ -8,23 +8,17 @@
 # about 7,500 tokens), or TEXT=path.
 # Usage: pkg-scripts/bench-quality.sh [--device cpu|wgpu]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
 noise="${NOISE:-0.02}"
 text="${TEXT:-/usr/share/common-licenses/GPL-3}"
 
-pkg-scripts/setup.sh
-pkg-scripts/fetch-model.sh
-cargo build --release --locked --bin hearth
-hearth=target/release/hearth
-gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
 float_dir="$(mktemp -d)"
 trap 'rm -rf "$float_dir"' EXIT
-"$hearth" export-safetensors --model "$gguf" --output "$float_dir" --noise "$noise" --seed 1
+"$hearth" export-safetensors --model "$model" --output "$float_dir" --noise "$noise" --seed 1
 
 "$hearth" perplexity --model "$float_dir" --weights f32 --file "$text" --top1 "$@" > "$float_dir/f32.json"
 "$hearth" perplexity --model "$float_dir" --weights int4 --file "$text" --top1 "$@" > "$float_dir/int4.json"
-"$hearth" perplexity --model "$gguf" --weights int4 --file "$text" "$@" > "$float_dir/gguf.json"
+"$hearth" perplexity --model "$model" --weights int4 --file "$text" "$@" > "$float_dir/gguf.json"
 python3 - "$float_dir" "$noise" "$text" <<'PY'
 import json, sys
 d, noise, text = sys.argv[1:]

@@ -24,36 +24,34 @@ function post(message: Response): void {
 
 async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Response> {
   const id = req.id;
+  // Every request can be aborted by id; only load, generate and chat listen.
+  const controller = new AbortController();
+  aborts.set(id, controller);
+  const signal = controller.signal;
   switch (req.type) {
     case "load": {
-      const controller = new AbortController();
-      aborts.set(id, controller);
       const value = await engine.load(req.source, {
         ...req.options,
-        signal: controller.signal,
+        signal,
         onProgress: (progress) => post({ id, type: "progress", progress }),
       });
       return { id, type: "result", value };
     }
     case "generate": {
-      const controller = new AbortController();
-      aborts.set(id, controller);
       const value = await engine.generate(req.prompt, {
         ...req.options,
-        signal: controller.signal,
+        signal,
         onText: (text) => post({ id, type: "text", text }),
       });
       return { id, type: "result", value };
     }
     case "chat": {
-      const controller = new AbortController();
-      aborts.set(id, controller);
       if (req.request.stream) {
-        const stream = await engine.chat.completions.create({ ...req.request, stream: true, signal: controller.signal });
+        const stream = await engine.chat.completions.create({ ...req.request, stream: true, signal });
         for await (const chunk of stream as AsyncIterable<ChatCompletionChunk>) post({ id, type: "chunk", chunk });
         return { id, type: "result", value: null };
       }
-      const value = await engine.chat.completions.create({ ...req.request, stream: false, signal: controller.signal });
+      const value = await engine.chat.completions.create({ ...req.request, stream: false, signal });
       return { id, type: "result", value };
     }
     case "tokenize":

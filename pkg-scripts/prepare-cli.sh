@@ -1,0 +1,11 @@
+# Sourced (not run) by the scripts that use the native CLI: from the repository root, installs
+# what is missing, fetches the default model and builds the release binary. Sets $root,
+# $hearth (the binary) and $model (the default GGUF), and a runtime directory for wgpu.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+pkg-scripts/setup.sh
+pkg-scripts/fetch-model.sh
+cargo build --release --locked --bin hearth
+hearth="$root/target/release/hearth"
+model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
