@@ -18,9 +18,6 @@ use crate::session::Session;
 use crate::template::{ChatTemplate, Message};
 use crate::tokenizer::Tokenizer;
 
-/// The largest KV cache a session gets unless asked for another size (tokens).
-pub const DEFAULT_KV_CAPACITY: usize = 2048;
-
 pub struct Engine {
     model: Llama,
     tokenizer: Tokenizer,

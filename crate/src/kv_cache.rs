@@ -13,6 +13,9 @@ use crate::kernels::compact::compact_kv;
 use crate::kernels::rope::Heads;
 use crate::session::read_f32;
 
+/// The largest cache a session gets unless asked for another size (tokens).
+pub const DEFAULT_CAPACITY: usize = 2048;
+
 /// Which tokens leave a full cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,7 +61,7 @@ impl FromStr for EvictionPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct KvOptions {
     /// Slots, in tokens. Without it (and without `capacity_bytes`) the model's context length
-    /// or [`crate::engine::DEFAULT_KV_CAPACITY`], whichever is smaller.
+    /// or [`DEFAULT_CAPACITY`], whichever is smaller.
     pub capacity: Option<usize>,
     /// A memory budget for keys and values; the capacity is as many tokens as fit.
     pub capacity_bytes: Option<usize>,
@@ -92,14 +95,14 @@ impl KvOptions {
     }
 
     /// The capacity in tokens these options give for `config`.
-    pub fn resolve_capacity(&self, config: &ModelConfig, default: usize) -> Result<usize> {
+    pub fn resolve_capacity(&self, config: &ModelConfig) -> Result<usize> {
         let capacity = match (self.capacity, self.capacity_bytes) {
             (Some(_), Some(_)) => {
                 return Err(Error::BadOptions("give the KV cache capacity in tokens or in bytes, not both".into()));
             }
             (Some(tokens), None) => tokens,
             (None, Some(bytes)) => bytes / KvCache::bytes_per_token(config),
-            (None, None) => default.min(config.context_length),
+            (None, None) => DEFAULT_CAPACITY.min(config.context_length),
         };
         if capacity == 0 {
             return Err(Error::BadOptions("KV cache capacity must be at least 1 token".into()));
@@ -149,7 +152,7 @@ struct LayerKv {
 impl KvCache {
     /// Allocates the slots `options` ask for on `device`.
     pub fn new(config: &ModelConfig, options: &KvOptions, device: &Device) -> Result<Self> {
-        let capacity = options.resolve_capacity(config, crate::engine::DEFAULT_KV_CAPACITY)?;
+        let capacity = options.resolve_capacity(config)?;
         let (policy, sinks) = (options.policy, options.sinks);
         let evicts = policy != EvictionPolicy::None;
         if evicts && sinks >= capacity {
