@@ -20,7 +20,7 @@ async function readBody(
   stage: "fetch" | "cache",
   onProgress: ((p: LoadProgress) => void) | undefined,
   signal: AbortSignal | undefined,
-): Promise<Uint8Array> {
+): Promise<Uint8Array<ArrayBuffer>> {
   const header = response.headers.get("content-length");
   const total = header !== null && /^\d+$/.test(header) ? Number(header) : null;
   if (!response.body) {
@@ -87,7 +87,8 @@ export async function readModel(
   if (useCache) {
     const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.length) };
     try {
-      await (await caches.open(CACHE_NAME)).put(url, new Response(bytes.slice(), { headers }));
+      // The Response takes its own copy of the body; no second copy is needed here.
+      await (await caches.open(CACHE_NAME)).put(url, new Response(bytes, { headers }));
     } catch {
       // A full or unavailable cache only costs the next load a download.
     }
