@@ -3,8 +3,9 @@
 # $hearth (the binary) and $model (the default GGUF), and a runtime directory for wgpu.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-pkg-scripts/setup.sh
-pkg-scripts/fetch-model.sh
+# Their messages go to stderr: these scripts print JSON on stdout.
+pkg-scripts/setup.sh >&2
+pkg-scripts/fetch-model.sh >&2
 cargo build --release --locked --bin hearth
 hearth="$root/target/release/hearth"
 model="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf"
