@@ -2,11 +2,15 @@
 """A static file server for hearth's pages, tests and models, bound to 127.0.0.1.
 
 Adds the headers the pages need: CORS (tests fetch the model from another port), the right
-type for .wasm and .mjs, and no caching of HTML. Usage: serve.py DIR [--port N]
+type for .wasm and .mjs, and no caching of HTML. `--mount /models=models` serves another
+directory under a path. Usage: serve.py DIR [--port N] [--mount /PREFIX=DIR ...]
 """
 import argparse
 import functools
 import http.server
+import os
+import posixpath
+import urllib.parse
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -18,6 +22,16 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         ".gguf": "application/octet-stream",
         ".bpk": "application/octet-stream",
     }
+
+    mounts = {}
+
+    def translate_path(self, path):
+        clean = posixpath.normpath(urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0]))
+        for prefix, directory in self.mounts.items():
+            if clean == prefix or clean.startswith(prefix + "/"):
+                rest = [p for p in clean[len(prefix):].split("/") if p and p not in (".", "..")]
+                return os.path.join(directory, *rest)
+        return super().translate_path(path)
 
     def end_headers(self):
         self.send_header("Access-Control-Allow-Origin", "*")
@@ -34,7 +48,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("root")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--mount", action="append", default=[], metavar="/PREFIX=DIR")
     args = parser.parse_args()
+    for mount in args.mount:
+        prefix, _, directory = mount.partition("=")
+        if not prefix.startswith("/") or not directory:
+            parser.error(f"--mount wants /PREFIX=DIR, got {mount}")
+        Handler.mounts[prefix.rstrip("/")] = os.path.abspath(directory)
     handler = functools.partial(Handler, directory=args.root)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     print(f"serving {args.root} at http://127.0.0.1:{args.port}/", flush=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser tests: wasm-pack's tests in headless Chromium on WebGPU (tests/browser), then the
 # packed npm package in an outside Vite project (tests/e2e): type-checked, built, and driven
-# through its worker by Playwright. The model is served from 127.0.0.1 for both.
+# through its worker by Playwright, then the chat page (www/) built on the same package and
+# driven like a user by Playwright (tests/demo). The model is served from 127.0.0.1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -27,3 +28,9 @@ npm install --no-save --no-audit --no-fund --loglevel=error ./hearth-*.tgz
 npx tsc --noEmit
 npx vite build
 node run.mjs "$model_url" ../artifacts
+
+cd "$root"
+pkg-scripts/build-www.sh
+cd tests/demo
+npm ci --no-audit --no-fund --loglevel=error
+node run.mjs ../artifacts

@@ -1,0 +1,225 @@
+// The chat page as a user meets it: serves www/dist with the default model under /models/ (as
+// pkg-scripts/demo.sh does), then in Debian's Chromium (WebGPU on SwiftShader), once on a
+// desktop viewport and once on a 390x844 phone: refuses a broken model file with a message,
+// loads SmolLM2, answers "What is the capital of Japan?" at temperature 0 as it streams, stops
+// a long answer, regenerates with a changed setting and clears. Fails on any page error.
+// Usage: node run.mjs SCREENSHOT_DIR
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const shots = process.argv[2] ?? "../artifacts";
+mkdirSync(shots, { recursive: true });
+const port = 30000 + Math.floor(Math.random() * 10000);
+const server = spawn(
+  "python3",
+  ["../../pkg-scripts/serve.py", "../../www/dist", "--port", String(port), "--mount", "/models=../../models"],
+  { stdio: "inherit" },
+);
+await new Promise((r) => setTimeout(r, 800));
+const base = `http://127.0.0.1:${port}/`;
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic"],
+});
+
+function check(ok, message) {
+  if (!ok) throw new Error(message);
+}
+
+/** A page that records every error it logs. */
+async function open(context, errors) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
+  await page.goto(base);
+  return page;
+}
+
+const LOAD_MS = 600_000;
+const REPLY_MS = 300_000;
+
+/** On a phone the settings are a panel over the chat: open it, fill, close it. */
+async function setSettings(page, phone, values) {
+  if (phone) await page.click("#settings-toggle");
+  for (const [name, value] of Object.entries(values)) await page.fill(`#settings [name=${name}]`, value);
+  if (phone) await page.click("#side-close");
+}
+
+/** Sends `text` with Enter and follows the reply: how many different lengths it streamed through. */
+async function ask(page, text) {
+  const before = await page.locator(".msg.assistant").count();
+  await page.fill("#prompt", text);
+  await page.press("#prompt", "Enter");
+  const reply = page.locator(".msg.assistant").nth(before);
+  await reply.waitFor({ timeout: 10_000 });
+  return reply;
+}
+
+async function streamedLengths(reply) {
+  const lengths = new Set();
+  for (;;) {
+    const state = await reply.getAttribute("data-state");
+    lengths.add((await reply.locator(".body").textContent()).length);
+    if (state !== "streaming") return { state, lengths: lengths.size };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function run(name, viewport, phone) {
+  const errors = [];
+  const context = await browser.newContext({ viewport, isMobile: phone, hasTouch: phone });
+  const page = await open(context, errors);
+  try {
+    return await steps(name, page, phone, errors);
+  } catch (e) {
+    await page.screenshot({ path: `${shots}/demo-${name}-failure.png` }).catch(() => undefined);
+    if (errors.length) console.error(`page errors:\n${errors.join("\n")}`);
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
+async function steps(name, page, phone, errors) {
+  const t0 = Date.now();
+  const log = (what) => console.log(`[${name} ${((Date.now() - t0) / 1000).toFixed(1)} s] ${what}`);
+
+  // Nothing on the page is wider than a phone.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `${name}: the page is ${overflow} px wider than the viewport`);
+
+  // A broken model file is refused with a reason, and the page stays usable.
+  await page.setInputFiles("#model-file", { name: "broken.gguf", mimeType: "application/octet-stream", buffer: Buffer.from("GGUF\x03\x00\x00\x00 not really a model") });
+  await page.waitForSelector("#notice:not([hidden])", { timeout: 60_000 });
+  const notice = await page.textContent("#notice");
+  check(/not a model hearth can load/.test(notice), `${name}: broken file: ${notice}`);
+  log(`broken file refused: ${notice}`);
+
+  // Greedy and short, through the settings panel.
+  await setSettings(page, phone, { temperature: "0", max_tokens: "32" });
+
+  // The progress bar goes through the download and the upload, with bytes and tensor counts.
+  await page.evaluate(() => {
+    const progress = document.getElementById("progress");
+    window.seenProgress = [];
+    new MutationObserver(() => window.seenProgress.push(`${progress.dataset.stage} ${document.getElementById("progress-amount").textContent}`))
+      .observe(progress, { attributes: true, subtree: true, childList: true, characterData: true });
+  });
+  await page.click("#load-default");
+  await page.waitForSelector("body[data-status=ready]", { timeout: LOAD_MS });
+  const seen = await page.evaluate(() => window.seenProgress);
+  check(seen.some((s) => /^fetch [\d.]+ [KM]B \/ 9\d MB$/.test(s)) && seen.some((s) => /^upload \d+ \/ \d+ tensors$/.test(s)),
+    `${name}: progress did not show bytes and tensors: ${seen.slice(0, 5).join(", ")} … ${seen.slice(-3).join(", ")}`);
+  check(await page.isHidden("#notice"), `${name}: a notice stayed after loading: ${await page.textContent("#notice")}`);
+  const modelName = await page.textContent("#model-name");
+  check(/int4/.test(modelName), `${name}: model name ${modelName}`);
+  log(`loaded ${modelName}`);
+  await page.screenshot({ path: `${shots}/demo-${name}-loaded.png` });
+
+  // The answer streams in and says Tokyo.
+  const japan = await ask(page, "What is the capital of Japan?");
+  const streamed = await streamedLengths(japan);
+  const answer = await japan.locator(".body").textContent();
+  log(`answer (${streamed.lengths} lengths while streaming): ${answer}`);
+  check(streamed.state === "done", `${name}: reply ended as ${streamed.state}`);
+  check(streamed.lengths >= 3, `${name}: the reply did not stream (${streamed.lengths} lengths seen)`);
+  check(/Tokyo/.test(answer), `${name}: the answer does not say Tokyo: ${answer}`);
+  const ttft = await page.textContent("#stat-ttft");
+  const decode = await page.textContent("#stat-decode");
+  const kv = await page.getAttribute("#kv-meter", "aria-valuenow");
+  const memory = await page.textContent("#stat-memory");
+  log(`stats: ttft ${ttft}, decode ${decode}, kv ${kv}, memory ${memory}`);
+  check(/\d/.test(ttft) && /tok\/s/.test(decode) && Number(kv) > 0 && /weights/.test(memory), `${name}: stats missing`);
+  await page.screenshot({ path: `${shots}/demo-${name}-reply.png` });
+
+  // Shift+Enter is a new line, not a send.
+  await page.fill("#prompt", "one");
+  await page.press("#prompt", "Shift+Enter");
+  await page.type("#prompt", "two");
+  check((await page.inputValue("#prompt")) === "one\ntwo", `${name}: Shift+Enter did not add a line`);
+  check((await page.locator(".msg").count()) === 2, `${name}: Shift+Enter sent the message`);
+
+  // Stop ends a long answer within a token or so.
+  await setSettings(page, phone, { max_tokens: "200" });
+  const story = await ask(page, "Write a long story about a dragon who learns to fly.");
+  await story.locator(".body").filter({ hasText: /\S+\s+\S+\s+\S+/ }).waitFor({ timeout: REPLY_MS });
+  const stoppedAt = Date.now();
+  await page.click("#stop");
+  await page.waitForSelector(".msg.assistant[data-state=stopped]", { timeout: 30_000 });
+  const stopMs = Date.now() - stoppedAt;
+  const partial = await story.locator(".body").textContent();
+  log(`stopped after ${stopMs} ms: ${partial}`);
+  check(await page.isVisible("#send"), `${name}: Send did not come back after Stop`);
+
+  // A changed setting applies to the next reply: regenerate with at most 4 tokens.
+  await setSettings(page, phone, { max_tokens: "4" });
+  await page.click("#regenerate");
+  const again = page.locator(".msg.assistant").nth(1);
+  await page.waitForFunction(() => {
+    const m = document.querySelectorAll(".msg.assistant")[1];
+    return m !== undefined && m.dataset.state !== "streaming" && m.dataset.finish !== "aborted";
+  }, null, { timeout: REPLY_MS });
+  const meta = await again.locator(".meta").textContent();
+  log(`regenerated with max tokens 4: ${await again.locator(".body").textContent()} (${meta})`);
+  check((await again.getAttribute("data-finish")) === "length" && /\b4 tokens\b/.test(meta), `${name}: max tokens 4 not applied: ${meta}`);
+  check((await page.locator(".msg").count()) === 4, `${name}: regenerate did not replace the stopped reply`);
+
+
+  if (!phone) {
+    // A new KV capacity applies on reload. The conversation stays; starting from an empty cache,
+    // its prompt is pruned to the budget and the reply shows the dropped spans on request.
+    await setSettings(page, phone, { kv_capacity: "256", prune_budget: "72", max_tokens: "8" });
+    await page.click("#reload");
+    await page.waitForFunction(() => document.body.dataset.status === "ready" && /\/ 256 tokens/.test(document.getElementById("stat-kv")?.textContent ?? ""), null, { timeout: LOAD_MS });
+    const france = await ask(page, "And of France?");
+    const pruned = await streamedLengths(france);
+    check(pruned.state === "done", `${name}: pruned reply ended as ${pruned.state}: ${await france.locator(".meta").textContent()}`);
+    const summary = france.locator(".pruned summary");
+    const summaryText = await summary.textContent();
+    check(/Prompt pruned: [1-9]\d* of \d+ tokens dropped/.test(summaryText), `${name}: no pruning report: ${summaryText}`);
+    check(!(await france.locator(".pruned li").first().isVisible()), `${name}: pruned spans shown before asked for`);
+    await summary.click();
+    const spans = await france.locator(".pruned li").allTextContents();
+    check(spans.length > 0 && (await france.locator(".pruned li").first().isVisible()), `${name}: pruned spans not shown`);
+    const prunedStat = await page.textContent("#stat-pruned");
+    check(/^[1-9]\d* prompt tokens/.test(prunedStat), `${name}: pruned stat ${prunedStat}`);
+    log(`pruned (${summaryText}; ${spans.length} spans): ${await france.locator(".body").textContent()}`);
+  }
+
+  // Clear forgets the conversation and empties the KV cache.
+  await page.click("#clear");
+  await page.waitForFunction(() => document.querySelectorAll(".msg").length === 0 && Number(document.getElementById("kv-meter")?.getAttribute("aria-valuenow")) === 0);
+
+  check(errors.length === 0, `${name}: the page logged errors:\n${errors.join("\n")}`);
+  return { name, answer, streamed: streamed.lengths, stopMs, ttft, decode };
+}
+
+/** Without WebGPU the page says what to enable instead of failing later. */
+async function noWebGpu() {
+  const errors = [];
+  const context = await browser.newContext();
+  await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+  const page = await open(context, errors);
+  await page.waitForSelector("#notice:not([hidden])", { timeout: 30_000 });
+  const notice = await page.textContent("#notice");
+  check(/no WebGPU/.test(notice) && /enable-unsafe-webgpu/.test(notice), `no WebGPU: ${notice}`);
+  check(await page.isDisabled("#model-file"), "no WebGPU: loading stays possible");
+  check(errors.length === 0, `no WebGPU: the page logged errors:\n${errors.join("\n")}`);
+  await context.close();
+}
+
+try {
+  await noWebGpu();
+  const results = [];
+  results.push(await run("desktop", { width: 1280, height: 800 }, false));
+  results.push(await run("phone", { width: 390, height: 844 }, true));
+  console.log(JSON.stringify(results, null, 2));
+  console.log("demo: ok");
+} finally {
+  await browser.close();
+  server.kill();
+}

@@ -1,0 +1,512 @@
+/**
+ * hearth's chat page: loads a model into the engine's Web Worker, streams replies as Markdown,
+ * and shows what the engine measured. Everything the engine does goes through the `hearth`
+ * package's public API, as in any outside project.
+ */
+import { HearthError, WorkerEngine, isModelCached } from "hearth";
+import type { ChatMessage, EngineStats, LoadProgress, ModelInfo, Timings } from "hearth";
+import { formatBytes, formatMs, formatProgress, formatRate } from "./format.js";
+import { MessageView } from "./messages.js";
+import { SettingsError, kvChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
+import type { Settings } from "./settings.js";
+import "./style.css";
+
+/** Where `pkg-scripts/demo.sh` serves the default model, relative to the page. */
+const DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} is missing from the page`);
+  return el as T;
+}
+
+const ui = {
+  modelName: $("model-name"),
+  modelToggle: $<HTMLButtonElement>("model-toggle"),
+  settingsToggle: $<HTMLButtonElement>("settings-toggle"),
+  notice: $("notice"),
+  modelPanel: $("model-panel"),
+  loadDefault: $<HTMLButtonElement>("load-default"),
+  urlForm: $<HTMLFormElement>("url-form"),
+  modelUrl: $<HTMLInputElement>("model-url"),
+  modelFile: $<HTMLInputElement>("model-file"),
+  progress: $("progress"),
+  progressStage: $("progress-stage"),
+  progressAmount: $("progress-amount"),
+  progressBar: $<HTMLProgressElement>("progress-bar"),
+  loadCancel: $<HTMLButtonElement>("load-cancel"),
+  messages: $("messages"),
+  composer: $<HTMLFormElement>("composer"),
+  prompt: $<HTMLTextAreaElement>("prompt"),
+  send: $<HTMLButtonElement>("send"),
+  stop: $<HTMLButtonElement>("stop"),
+  regenerate: $<HTMLButtonElement>("regenerate"),
+  clear: $<HTMLButtonElement>("clear"),
+  side: $("side"),
+  sideClose: $<HTMLButtonElement>("side-close"),
+  settings: $<HTMLFormElement>("settings"),
+  settingsError: $("settings-error"),
+  reload: $<HTMLButtonElement>("reload"),
+  stat: {
+    ttft: $("stat-ttft"),
+    prefill: $("stat-prefill"),
+    decode: $("stat-decode"),
+    tokens: $("stat-tokens"),
+    reused: $("stat-reused"),
+    evicted: $("stat-evicted"),
+    pruned: $("stat-pruned"),
+    memory: $("stat-memory"),
+    kv: $("stat-kv"),
+    kvMeter: $("kv-meter"),
+    kvFill: $("kv-fill"),
+  },
+};
+
+type Status = "idle" | "loading" | "ready" | "generating";
+
+interface Turn {
+  message: ChatMessage;
+  view: MessageView;
+}
+
+const engine = new WorkerEngine(new Worker(new URL("./worker.ts", import.meta.url), { type: "module" }));
+let status: Status = "idle";
+let model: ModelInfo | null = null;
+/** What the loaded model came from and the KV settings it loaded with, for reloads. */
+let loaded: { source: string | File; kv: Settings["kv"] } | null = null;
+let turns: Turn[] = [];
+let loadAbort: AbortController | null = null;
+let replyAbort: AbortController | null = null;
+
+function setStatus(next: Status): void {
+  status = next;
+  document.body.dataset.status = next;
+  const ready = next === "ready";
+  ui.prompt.disabled = model === null || next === "loading";
+  ui.send.disabled = !ready;
+  ui.send.hidden = next === "generating";
+  ui.stop.hidden = next !== "generating";
+  ui.regenerate.disabled = !ready || turns.length === 0;
+  ui.clear.disabled = next === "loading" || turns.length === 0;
+  ui.loadDefault.disabled = ui.modelFile.disabled = next === "loading" || next === "generating";
+  ui.reload.disabled = !ready;
+}
+
+function showNotice(text: string, kind: "error" | "info" = "error"): void {
+  ui.notice.textContent = text;
+  ui.notice.dataset.kind = kind;
+  ui.notice.hidden = false;
+}
+
+function hideNotice(): void {
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
+}
+
+/** Why something failed, in words a user can act on. */
+function explain(e: unknown, doing: string): string {
+  const err = e instanceof HearthError ? e : new HearthError("device", e instanceof Error ? e.message : String(e));
+  switch (err.kind) {
+    case "no_webgpu":
+      return `${doing} needs WebGPU, which this browser does not offer: ${err.message}. ${WEBGPU_HELP}`;
+    case "network":
+      return `${doing}: the model could not be downloaded (${err.message}). A model on another site must allow cross-origin requests (CORS).`;
+    case "model_load":
+      return `${doing}: this is not a model hearth can load (${err.message}).`;
+    case "bad_options":
+      return `${doing}: ${err.message}. Check the settings.`;
+    case "engine_crashed":
+      return `The engine crashed (${err.message}). Reload the page to start again.`;
+    default:
+      return `${doing}: ${err.kind.replace("_", " ")}: ${err.message}`;
+  }
+}
+
+const WEBGPU_HELP =
+  "Use a recent Chrome or Edge (113 or later) on a machine with a GPU; on Linux enable chrome://flags/#enable-unsafe-webgpu " +
+  "and chrome://flags/#enable-vulkan; in Firefox set dom.webgpu.enabled in about:config; in Safari turn on WebGPU under " +
+  "Develop › Feature Flags. Hardware acceleration must be on.";
+
+/** Refuses early, with what to enable, when the browser has no usable WebGPU adapter. */
+async function checkWebGpu(): Promise<boolean> {
+  const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<object | null> } }).gpu;
+  if (!gpu) {
+    showNotice(`This browser has no WebGPU, which hearth needs to run a model. ${WEBGPU_HELP}`);
+    return false;
+  }
+  const adapter = await gpu.requestAdapter().catch(() => null);
+  if (!adapter) {
+    showNotice(`WebGPU is present but offers no GPU adapter (the GPU may be blocklisted or acceleration off). ${WEBGPU_HELP}`);
+    return false;
+  }
+  return true;
+}
+
+// ---- Loading ----
+
+const STAGE_TEXT: Record<LoadProgress["stage"], string> = {
+  fetch: "Downloading",
+  cache: "Reading from the browser cache",
+  upload: "Uploading weights to the GPU",
+  ready: "Ready",
+};
+
+function onProgress(p: LoadProgress): void {
+  ui.progressStage.textContent = STAGE_TEXT[p.stage];
+  ui.progressAmount.textContent = p.stage === "ready" ? "" : formatProgress(p.loaded, p.total, p.stage !== "upload") + (p.stage === "upload" ? " tensors" : "");
+  if (p.total) ui.progressBar.value = p.loaded / p.total;
+  else ui.progressBar.removeAttribute("value");
+  ui.progress.dataset.stage = p.stage;
+}
+
+async function loadModel(source: string | File): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = readSettings(ui.settings);
+  } catch (e) {
+    showSettingsError(e);
+    return;
+  }
+  replyAbort?.abort();
+  loadAbort?.abort();
+  const controller = new AbortController();
+  loadAbort = controller;
+  hideNotice();
+  setStatus("loading");
+  if (model) {
+    model = null;
+    ui.modelName.textContent = "no model";
+    await engine.unload().catch(() => undefined);
+  }
+  ui.progress.hidden = false;
+  ui.progressBar.value = 0;
+  ui.progressStage.textContent = "Starting";
+  ui.progressAmount.textContent = "";
+  try {
+    const info = await engine.load(source, { ...settings.kv, onProgress, signal: controller.signal });
+    model = info;
+    loaded = { source, kv: settings.kv };
+    ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)}`;
+    ui.modelName.title = `${info.n_layers} layers, d_model ${info.d_model}, vocabulary ${info.vocab}, context ${info.context_length}`;
+    toggleModelPanel(false);
+    if (!info.has_chat_template) showNotice("This model has no chat template: replies use a plain role-prefixed prompt.", "info");
+    setStatus("ready");
+    ui.prompt.focus();
+  } catch (e) {
+    showNotice(explain(e, "Loading the model failed"));
+    setStatus("idle");
+  } finally {
+    if (loadAbort === controller) loadAbort = null;
+    ui.progress.hidden = true;
+    updateReloadButton();
+    await refreshStats();
+  }
+}
+
+function toggleModelPanel(open: boolean): void {
+  ui.modelPanel.hidden = !open;
+  ui.modelToggle.setAttribute("aria-expanded", String(open));
+}
+
+/** Shows the default-model button when the demo script serves that model next to the page. */
+async function offerDefaultModel(): Promise<void> {
+  const url = new URL(DEFAULT_MODEL, document.baseURI).href;
+  const head = await fetch(url, { method: "HEAD" }).catch(() => null);
+  if (!head?.ok) return;
+  const size = Number(head.headers.get("content-length"));
+  const cached = await isModelCached(url).catch(() => false);
+  ui.loadDefault.textContent = `Load SmolLM2-135M-Instruct (${size ? formatBytes(size) : "98 MB"}${cached ? ", cached" : ""})`;
+  ui.loadDefault.hidden = false;
+  ui.loadDefault.onclick = () => void loadModel(url);
+}
+
+function loadFile(file: File): void {
+  if (!/\.(gguf|bpk)$/i.test(file.name)) {
+    showNotice(`${file.name} is not a .gguf (or .bpk) model file.`);
+    return;
+  }
+  void loadModel(file);
+}
+
+// ---- Chat ----
+
+function conversation(settings: Settings): ChatMessage[] {
+  const system: ChatMessage[] = settings.system ? [{ role: "system", content: settings.system }] : [];
+  return [...system, ...turns.map((t) => t.message)];
+}
+
+/** Streams the assistant's answer to the conversation so far. */
+async function reply(): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = readSettings(ui.settings);
+  } catch (e) {
+    showSettingsError(e);
+    return;
+  }
+  hideNotice();
+  const controller = new AbortController();
+  replyAbort = controller;
+  const messages = conversation(settings);
+  const view = new MessageView(ui.messages, "assistant");
+  const turn: Turn = { message: { role: "assistant", content: "" }, view };
+  turns.push(turn);
+  setStatus("generating");
+  scrollToEnd();
+  const live = new LiveStats();
+  try {
+    const stream = await engine.chat.completions.create({
+      messages,
+      ...settings.sampling,
+      prune_budget: settings.prune_budget,
+      prune_method: settings.prune_method,
+      stream: true,
+      signal: controller.signal,
+    });
+    for await (const chunk of stream) {
+      const piece = chunk.choices[0].delta.content;
+      if (piece) {
+        view.append(piece);
+        live.piece();
+        scrollToEnd();
+      }
+      const finish = chunk.choices[0].finish_reason;
+      if (finish) {
+        view.finish(finish, chunk.usage, chunk.timings);
+        if (chunk.timings) showTimings(chunk.timings, chunk.usage?.completion_tokens);
+        if (chunk.pruned) view.showPruned(chunk.pruned);
+      }
+    }
+  } catch (e) {
+    if (e instanceof Error && e.name === "AbortError") {
+      view.stopped();
+    } else {
+      view.failed(explain(e, "The reply failed"));
+      showNotice(explain(e, "The reply failed"));
+    }
+  } finally {
+    live.stop();
+    turn.message.content = view.content;
+    // A reply that failed or was stopped before its first token is not part of the conversation;
+    // a failed one stays on the page with its reason.
+    const state = view.el.dataset.state;
+    if (!view.content && state !== "done") {
+      turns = turns.filter((t) => t !== turn);
+      if (state === "stopped") view.el.remove();
+    }
+    if (replyAbort === controller) replyAbort = null;
+    setStatus(model ? "ready" : "idle");
+    await refreshStats();
+  }
+}
+
+function send(): void {
+  const text = ui.prompt.value.trim();
+  if (!text || status !== "ready") return;
+  ui.prompt.value = "";
+  turns.push({ message: { role: "user", content: text }, view: new MessageView(ui.messages, "user", text) });
+  void reply();
+}
+
+function regenerate(): void {
+  if (status !== "ready") return;
+  const last = turns.at(-1);
+  if (last?.message.role === "assistant") {
+    last.view.el.remove();
+    turns.pop();
+  }
+  if (turns.length > 0) void reply();
+}
+
+async function clearChat(): Promise<void> {
+  replyAbort?.abort();
+  turns = [];
+  ui.messages.replaceChildren();
+  hideNotice();
+  if (model) await engine.resetChat().catch((e: unknown) => showNotice(explain(e, "Clearing the conversation failed")));
+  setStatus(model ? "ready" : "idle");
+  await refreshStats();
+  ui.prompt.focus();
+}
+
+function scrollToEnd(): void {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+// ---- Stats ----
+
+/** Figures measured in the page while a reply streams, until the engine's own arrive. */
+class LiveStats {
+  private readonly start = performance.now();
+  private first = 0;
+  private pieces = 0;
+  private readonly timer = window.setInterval(() => this.show(), 250);
+
+  constructor() {
+    for (const el of [ui.stat.ttft, ui.stat.prefill, ui.stat.decode, ui.stat.tokens]) el.textContent = "…";
+  }
+
+  piece(): void {
+    this.pieces += 1;
+    if (this.first === 0) this.first = performance.now();
+  }
+
+  stop(): void {
+    window.clearInterval(this.timer);
+  }
+
+  private show(): void {
+    const now = performance.now();
+    ui.stat.ttft.textContent = this.first ? formatMs(this.first - this.start) : `${formatMs(now - this.start)}…`;
+    ui.stat.tokens.textContent = `${this.pieces} generated`;
+    if (this.pieces > 1) ui.stat.decode.textContent = `≈ ${formatRate(((this.pieces - 1) * 1000) / (now - this.first))}`;
+  }
+}
+
+function showTimings(t: Timings, completion?: number): void {
+  ui.stat.ttft.textContent = formatMs(t.time_to_first_token_ms);
+  ui.stat.prefill.textContent = formatRate(t.prefill_tokens_per_s);
+  ui.stat.decode.textContent = formatRate(t.decode_tokens_per_s);
+  ui.stat.tokens.textContent = completion === undefined ? "–" : `${completion} generated`;
+  ui.stat.reused.textContent = `${t.reused_tokens} prompt tokens`;
+  ui.stat.pruned.textContent = `${t.pruned_tokens} prompt tokens`;
+  ui.stat.evicted.dataset.reply = String(t.evicted_tokens);
+  showKv(t.kv_len, t.kv_capacity);
+}
+
+function showKv(len: number | null, capacity: number | null): void {
+  if (len === null || capacity === null || capacity === 0) {
+    ui.stat.kv.textContent = "–";
+    ui.stat.kvFill.style.width = "0";
+    ui.stat.kvMeter.setAttribute("aria-valuenow", "0");
+    return;
+  }
+  const share = Math.min(1, len / capacity);
+  ui.stat.kv.textContent = `${len} / ${capacity} tokens`;
+  ui.stat.kvFill.style.width = `${(share * 100).toFixed(1)}%`;
+  ui.stat.kvMeter.setAttribute("aria-valuenow", share.toFixed(3));
+  ui.stat.kvMeter.classList.toggle("full", share >= 1);
+}
+
+async function refreshStats(): Promise<void> {
+  let stats: EngineStats;
+  try {
+    stats = await engine.stats();
+  } catch {
+    return;
+  }
+  showKv(stats.kv_len, stats.kv_capacity);
+  const reply = ui.stat.evicted.dataset.reply;
+  ui.stat.evicted.textContent =
+    stats.kv_evicted === null ? "–" : `${reply ?? 0} this reply · ${stats.kv_evicted} in all (${stats.kv_policy})`;
+  const memory: string[] = [];
+  if (stats.weight_bytes !== null) memory.push(`weights ${formatBytes(stats.weight_bytes)}`);
+  if (stats.device_memory_in_use_bytes !== null) memory.push(`GPU ${formatBytes(stats.device_memory_in_use_bytes)} in use`);
+  if (stats.device_memory_reserved_bytes !== null) memory.push(`${formatBytes(stats.device_memory_reserved_bytes)} reserved`);
+  ui.stat.memory.textContent = memory.length ? memory.join(" · ") : "–";
+}
+
+// ---- Settings ----
+
+function showSettingsError(e: unknown): void {
+  const message = e instanceof SettingsError ? e.message : String(e);
+  ui.settingsError.textContent = message;
+  showNotice(`Settings: ${message}`);
+}
+
+function updateReloadButton(): void {
+  try {
+    const settings = readSettings(ui.settings);
+    ui.settingsError.textContent = "";
+    ui.reload.hidden = loaded === null || !kvChanged(settings.kv, loaded.kv);
+  } catch (e) {
+    ui.settingsError.textContent = e instanceof Error ? e.message : String(e);
+  }
+}
+
+function toggleSide(open: boolean): void {
+  ui.side.classList.toggle("open", open);
+  ui.settingsToggle.setAttribute("aria-expanded", String(open));
+  if (open) ui.settings.querySelector<HTMLElement>("textarea, input, select")?.focus();
+  else ui.settingsToggle.focus();
+}
+
+// ---- Wiring ----
+
+function wire(): void {
+  ui.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send();
+  });
+  ui.prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    if (status === "generating") replyAbort?.abort();
+    else if (ui.side.classList.contains("open")) toggleSide(false);
+  });
+  ui.stop.addEventListener("click", () => replyAbort?.abort());
+  ui.regenerate.addEventListener("click", regenerate);
+  ui.clear.addEventListener("click", () => void clearChat());
+
+  ui.modelToggle.addEventListener("click", () => toggleModelPanel(ui.modelPanel.hidden));
+  ui.urlForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void loadModel(ui.modelUrl.value.trim());
+  });
+  ui.modelFile.addEventListener("change", () => {
+    const file = ui.modelFile.files?.[0];
+    ui.modelFile.value = "";
+    if (file) loadFile(file);
+  });
+  ui.loadCancel.addEventListener("click", () => loadAbort?.abort());
+  document.addEventListener("dragover", (e) => {
+    if (!e.dataTransfer?.types.includes("Files")) return;
+    e.preventDefault();
+    document.body.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", (e) => {
+    if (e.relatedTarget === null) document.body.classList.remove("dragging");
+  });
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    document.body.classList.remove("dragging");
+    const file = e.dataTransfer?.files[0];
+    if (file && status !== "loading" && status !== "generating") loadFile(file);
+  });
+
+  ui.settingsToggle.addEventListener("click", () => toggleSide(!ui.side.classList.contains("open")));
+  ui.sideClose.addEventListener("click", () => toggleSide(false));
+  ui.settings.addEventListener("submit", (e) => e.preventDefault());
+  ui.settings.addEventListener("input", () => {
+    saveSettings(ui.settings);
+    updateReloadButton();
+  });
+  ui.reload.addEventListener("click", () => {
+    if (loaded) void loadModel(loaded.source);
+  });
+}
+
+async function main(): Promise<void> {
+  restoreSettings(ui.settings);
+  wire();
+  setStatus("idle");
+  updateReloadButton();
+  if (!(await checkWebGpu())) {
+    for (const el of [ui.loadDefault, ui.modelUrl, ui.modelFile]) el.disabled = true;
+    ui.urlForm.querySelector("button")?.setAttribute("disabled", "");
+    return;
+  }
+  await offerDefaultModel();
+  const requested = new URLSearchParams(location.search).get("model");
+  if (requested) {
+    ui.modelUrl.value = requested;
+    await loadModel(requested);
+  }
+}
+
+void main();
