@@ -135,6 +135,12 @@ async function steps(name, page, phone, errors) {
   log(`stats: ttft ${ttft}, decode ${decode}, kv ${kv}, memory ${memory}`);
   check(/\d/.test(ttft) && /tok\/s/.test(decode) && Number(kv) > 0 && /weights/.test(memory), `${name}: stats missing`);
   await page.screenshot({ path: `${shots}/demo-${name}-reply.png` });
+  if (phone) {
+    await page.click("#settings-toggle");
+    await page.waitForFunction(() => document.getElementById("side").getBoundingClientRect().left === 0);
+    await page.screenshot({ path: `${shots}/demo-${name}-stats.png` });
+    await page.click("#side-close");
+  }
 
   // Shift+Enter is a new line, not a send.
   await page.fill("#prompt", "one");

@@ -29,6 +29,7 @@ const ui = {
   loadDefault: $<HTMLButtonElement>("load-default"),
   urlForm: $<HTMLFormElement>("url-form"),
   modelUrl: $<HTMLInputElement>("model-url"),
+  urlSubmit: $<HTMLButtonElement>("url-submit"),
   modelFile: $<HTMLInputElement>("model-file"),
   progress: $("progress"),
   progressStage: $("progress-stage"),
@@ -88,7 +89,8 @@ function setStatus(next: Status): void {
   ui.stop.hidden = next !== "generating";
   ui.regenerate.disabled = !ready || turns.length === 0;
   ui.clear.disabled = next === "loading" || turns.length === 0;
-  ui.loadDefault.disabled = ui.modelFile.disabled = next === "loading" || next === "generating";
+  const busy = next === "loading" || next === "generating";
+  for (const el of [ui.loadDefault, ui.modelFile, ui.urlSubmit]) el.disabled = busy;
   ui.reload.disabled = !ready;
 }
 
@@ -115,10 +117,12 @@ function explain(e: unknown, doing: string): string {
       return `${doing}: this is not a model hearth can load (${err.message}).`;
     case "bad_options":
       return `${doing}: ${err.message}. Check the settings.`;
+    case "aborted":
+      return `${doing}: cancelled.`;
     case "engine_crashed":
       return `The engine crashed (${err.message}). Reload the page to start again.`;
     default:
-      return `${doing}: ${err.kind.replace("_", " ")}: ${err.message}`;
+      return `${doing}: ${err.kind.replaceAll("_", " ")}: ${err.message}`;
   }
 }
 
@@ -456,7 +460,7 @@ function wire(): void {
   ui.modelToggle.addEventListener("click", () => toggleModelPanel(ui.modelPanel.hidden));
   ui.urlForm.addEventListener("submit", (e) => {
     e.preventDefault();
-    void loadModel(ui.modelUrl.value.trim());
+    if (status !== "loading" && status !== "generating") void loadModel(ui.modelUrl.value.trim());
   });
   ui.modelFile.addEventListener("change", () => {
     const file = ui.modelFile.files?.[0];
@@ -497,8 +501,7 @@ async function main(): Promise<void> {
   setStatus("idle");
   updateReloadButton();
   if (!(await checkWebGpu())) {
-    for (const el of [ui.loadDefault, ui.modelUrl, ui.modelFile]) el.disabled = true;
-    ui.urlForm.querySelector("button")?.setAttribute("disabled", "");
+    for (const el of [ui.loadDefault, ui.modelUrl, ui.modelFile, ui.urlSubmit]) el.disabled = true;
     return;
   }
   await offerDefaultModel();
