@@ -196,7 +196,10 @@ async function steps(name, page, phone, errors) {
     log(`pruned (${summaryText}; ${spans.length} spans): ${await france.locator(".body").textContent()}`);
   }
 
-  // Clear forgets the conversation and empties the KV cache.
+  // Clear, even while a reply streams, forgets the conversation and empties the KV cache (the
+  // page waits for the stopped reply to hand the cache back before resetting it).
+  const sea = await ask(page, "Tell me about the sea.");
+  await sea.locator(".body").filter({ hasText: /\S/ }).waitFor({ timeout: REPLY_MS });
   await page.click("#clear");
   await page.waitForFunction(() => document.querySelectorAll(".msg").length === 0 && Number(document.getElementById("kv-meter")?.getAttribute("aria-valuenow")) === 0);
 

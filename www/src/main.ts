@@ -78,6 +78,8 @@ let loaded: { source: string | File; kv: Settings["kv"] } | null = null;
 let turns: Turn[] = [];
 let loadAbort: AbortController | null = null;
 let replyAbort: AbortController | null = null;
+/** The reply in progress: what is cleared or reloaded waits for it to end. */
+let replying: Promise<void> | null = null;
 
 function setStatus(next: Status): void {
   status = next;
@@ -172,6 +174,7 @@ async function loadModel(source: string | File): Promise<void> {
     return;
   }
   replyAbort?.abort();
+  await replying;
   loadAbort?.abort();
   const controller = new AbortController();
   loadAbort = controller;
@@ -304,12 +307,19 @@ async function reply(): Promise<void> {
   }
 }
 
+function startReply(): void {
+  const done = reply().finally(() => {
+    if (replying === done) replying = null;
+  });
+  replying = done;
+}
+
 function send(): void {
   const text = ui.prompt.value.trim();
   if (!text || status !== "ready") return;
   ui.prompt.value = "";
   turns.push({ message: { role: "user", content: text }, view: new MessageView(ui.messages, "user", text) });
-  void reply();
+  startReply();
 }
 
 function regenerate(): void {
@@ -319,11 +329,12 @@ function regenerate(): void {
     last.view.el.remove();
     turns.pop();
   }
-  if (turns.length > 0) void reply();
+  if (turns.length > 0) startReply();
 }
 
 async function clearChat(): Promise<void> {
   replyAbort?.abort();
+  await replying;
   turns = [];
   ui.messages.replaceChildren();
   hideNotice();
