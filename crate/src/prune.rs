@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::template::Message;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ByteRange, Tokenizer};
 
 /// Longest span scored and dropped as one unit, in tokens.
 const MAX_SPAN: usize = 32;
@@ -35,6 +35,7 @@ pub enum PruneMethod {
 
 impl PruneMethod {
     pub const NAMES: &str = "none, self-information, oldest-turns or front";
+    const ALL: [Self; 4] = [Self::None, Self::SelfInformation, Self::OldestTurns, Self::Front];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,13 +51,10 @@ impl FromStr for PruneMethod {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "self-information" => Ok(Self::SelfInformation),
-            "oldest-turns" => Ok(Self::OldestTurns),
-            "front" => Ok(Self::Front),
-            _ => Err(Error::BadOptions(format!("unknown pruning method {s:?}: expected {}", Self::NAMES))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| Error::BadOptions(format!("unknown pruning method {s:?}: expected {}", Self::NAMES)))
     }
 }
 
@@ -110,7 +108,7 @@ pub struct ChatPrompt {
     pub tokens: Vec<u32>,
     text: String,
     /// Byte range of each token in `text`.
-    offsets: Vec<(usize, usize)>,
+    offsets: Vec<ByteRange>,
     /// The message whose content holds each token, where that message may lose tokens.
     droppable: Vec<Option<usize>>,
 }
@@ -119,7 +117,7 @@ impl ChatPrompt {
     /// `text` is `messages` rendered by the chat template and `tokens`/`offsets` its encoding.
     /// Only the content of a message other than a system prompt or the latest user message
     /// can be dropped; a content the template changed (so it cannot be found) is kept whole.
-    pub fn new(messages: &[Message], text: String, tokens: Vec<u32>, offsets: Vec<(usize, usize)>) -> Self {
+    pub fn new(messages: &[Message], text: String, tokens: Vec<u32>, offsets: Vec<ByteRange>) -> Self {
         let last_user = messages.iter().rposition(|m| m.role == "user");
         let mut ranges = Vec::new();
         let mut cursor = 0;
@@ -180,7 +178,7 @@ impl ChatPrompt {
             PruneMethod::OldestTurns => {
                 // Whole messages: stop only where a new one begins.
                 for (dropped, &i) in droppable.iter().enumerate() {
-                    if dropped >= need && self.droppable[i] != self.droppable[i - 1] {
+                    if dropped >= need && (i == 0 || self.droppable[i] != self.droppable[i - 1]) {
                         break;
                     }
                     drop[i] = true;

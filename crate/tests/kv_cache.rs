@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use hearth::kv_cache::heavy_hitters_keep;
+use hearth::prune::ChatPrompt;
 use hearth::{
     Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions,
     Session, WeightFormat,
@@ -270,6 +271,19 @@ fn pruning_keeps_the_protected_part() {
     }
     let err = prompt.prune(tokenizer, protected - 1, PruneMethod::Front, &scores).err().unwrap();
     assert!(matches!(err, Error::BadOptions(ref m) if m.contains("never dropped")), "{err}");
+}
+
+/// A prompt within its budget loses nothing, also when its very first token could be dropped.
+#[test]
+fn pruning_within_budget_drops_nothing() {
+    let (engine, _) = engine(79, DeviceKind::Cpu);
+    let messages = [Message::new("assistant", "one two"), Message::new("user", "q")];
+    let prompt = ChatPrompt::new(&messages, "one twoq".into(), vec![10, 11, 12], vec![(0, 3), (3, 7), (7, 8)]);
+    assert_eq!(prompt.protected_tokens(), 1);
+    for method in [PruneMethod::SelfInformation, PruneMethod::OldestTurns, PruneMethod::Front] {
+        let report = prompt.prune(engine.tokenizer(), 3, method, &[0.0; 3]).unwrap();
+        assert_eq!((report.pruned_tokens, &report.tokens[..]), (0, &[10, 11, 12][..]), "{method:?}");
+    }
 }
 
 /// A chat whose prompt is over budget is pruned by the model's own scores and still answers;
