@@ -33,6 +33,7 @@ pub enum EvictionPolicy {
 
 impl EvictionPolicy {
     pub const NAMES: &str = "none, sinks-window or heavy-hitters";
+    const ALL: [Self; 3] = [Self::None, Self::SinksWindow, Self::HeavyHitters];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,12 +48,10 @@ impl FromStr for EvictionPolicy {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "sinks-window" => Ok(Self::SinksWindow),
-            "heavy-hitters" => Ok(Self::HeavyHitters),
-            _ => Err(Error::BadOptions(format!("unknown KV cache policy {s:?}: expected {}", Self::NAMES))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::BadOptions(format!("unknown KV cache policy {s:?}: expected {}", Self::NAMES)))
     }
 }
 

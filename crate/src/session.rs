@@ -132,9 +132,8 @@ impl Session {
     /// For tests and evaluation.
     pub async fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         self.reset();
-        if tokens.is_empty() {
-            return Err(Error::InvalidPrompt("the prompt is empty".into()));
-        }
+        self.check_prompt(tokens)?;
+        // Unlike generation, every position's logits must come from one pass.
         if tokens.len() > self.cache.capacity() {
             return Err(Error::PromptTooLong { tokens: tokens.len(), capacity: self.cache.capacity() });
         }

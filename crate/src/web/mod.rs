@@ -91,7 +91,7 @@ struct WebGenerateOptions {
     ignore_eos: bool,
     /// Chat only: most prompt tokens before earlier messages are pruned.
     prune_budget: Option<usize>,
-    prune_method: Option<String>,
+    prune_method: Option<PruneMethod>,
 }
 
 /// Parses a JS options object (`undefined` or `null`: the defaults), refusing keys not in
@@ -132,12 +132,8 @@ impl WebGenerateOptions {
         options_from_js(options, &Self::FIELDS)
     }
 
-    fn prune(&self) -> Result<PruneOptions, JsError> {
-        let method = match &self.prune_method {
-            Some(m) => m.parse().map_err(js_error)?,
-            None => PruneMethod::default(),
-        };
-        Ok(PruneOptions { method, budget: self.prune_budget })
+    fn prune(&self) -> PruneOptions {
+        PruneOptions { method: self.prune_method.unwrap_or_default(), budget: self.prune_budget }
     }
 
     fn to_options(&self) -> Result<GenerateOptions, JsError> {
@@ -359,7 +355,7 @@ impl WasmEngine {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         let web = WebGenerateOptions::from_js(options)?;
-        let (options, prune) = (web.to_options()?, web.prune()?);
+        let (options, prune) = (web.to_options()?, web.prune());
         self.with_session(move |mut session| async move {
             let result =
                 session.chat(&messages, &options, &prune, |text, token| call_on_text(&on_text, text, token)).await;
