@@ -80,6 +80,8 @@ let loadAbort: AbortController | null = null;
 let replyAbort: AbortController | null = null;
 /** The reply in progress: what is cleared or reloaded waits for it to end. */
 let replying: Promise<void> | null = null;
+/** Tokens the last reply evicted; `refreshStats` shows it beside the conversation's total. */
+let evictedInReply = 0;
 
 function setStatus(next: Status): void {
   status = next;
@@ -196,7 +198,7 @@ async function loadModel(source: string | File): Promise<void> {
     ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)}`;
     ui.modelName.title = `${info.n_layers} layers, d_model ${info.d_model}, vocabulary ${info.vocab}, context ${info.context_length}`;
     toggleModelPanel(false);
-    if (!info.has_chat_template) showNotice("This model has no chat template: replies use a plain role-prefixed prompt.", "info");
+    if (!info.has_chat_template) showNotice("This model file has no chat template, which the chat needs: load an instruction-tuned model's GGUF.");
     setStatus("ready");
     ui.prompt.focus();
   } catch (e) {
@@ -222,7 +224,8 @@ async function offerDefaultModel(): Promise<void> {
   if (!head?.ok) return;
   const size = Number(head.headers.get("content-length"));
   const cached = await isModelCached(url).catch(() => false);
-  ui.loadDefault.textContent = `Load SmolLM2-135M-Instruct (${size ? formatBytes(size) : "98 MB"}${cached ? ", cached" : ""})`;
+  const about = [size ? formatBytes(size) : "", cached ? "cached" : ""].filter(Boolean).join(", ");
+  ui.loadDefault.textContent = `Load SmolLM2-135M-Instruct${about ? ` (${about})` : ""}`;
   ui.loadDefault.hidden = false;
   ui.loadDefault.onclick = () => void loadModel(url);
 }
@@ -336,6 +339,7 @@ async function clearChat(): Promise<void> {
   replyAbort?.abort();
   await replying;
   turns = [];
+  evictedInReply = 0;
   ui.messages.replaceChildren();
   hideNotice();
   if (model) await engine.resetChat().catch((e: unknown) => showNotice(explain(e, "Clearing the conversation failed")));
@@ -385,7 +389,7 @@ function showTimings(t: Timings, completion?: number): void {
   ui.stat.tokens.textContent = completion === undefined ? "–" : `${completion} generated`;
   ui.stat.reused.textContent = `${t.reused_tokens} prompt tokens`;
   ui.stat.pruned.textContent = `${t.pruned_tokens} prompt tokens`;
-  ui.stat.evicted.dataset.reply = String(t.evicted_tokens);
+  evictedInReply = t.evicted_tokens;
   showKv(t.kv_len, t.kv_capacity);
 }
 
@@ -411,9 +415,8 @@ async function refreshStats(): Promise<void> {
     return;
   }
   showKv(stats.kv_len, stats.kv_capacity);
-  const reply = ui.stat.evicted.dataset.reply;
   ui.stat.evicted.textContent =
-    stats.kv_evicted === null ? "–" : `${reply ?? 0} this reply · ${stats.kv_evicted} in all (${stats.kv_policy})`;
+    stats.kv_evicted === null ? "–" : `${evictedInReply} this reply · ${stats.kv_evicted} in all (${stats.kv_policy})`;
   const memory: string[] = [];
   if (stats.weight_bytes !== null) memory.push(`weights ${formatBytes(stats.weight_bytes)}`);
   if (stats.device_memory_in_use_bytes !== null) memory.push(`GPU ${formatBytes(stats.device_memory_in_use_bytes)} in use`);
