@@ -4,6 +4,7 @@ import initWasm, { WasmEngine } from "../wasm/hearth.js";
 import { AsyncQueue } from "./queue.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
+import { KV_POLICIES, PRUNE_METHODS } from "./types.js";
 import type {
   AdapterInfo,
   ChatCompletion,
@@ -64,8 +65,6 @@ let wasmModule: Promise<unknown> | null = null;
 
 const SAMPLING_KEYS = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop"] as const;
 const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
-const PRUNE_METHODS = ["self-information", "oldest-turns", "front", "none"];
-const KV_POLICIES = ["sinks-window", "heavy-hitters", "none"];
 
 /** Sampling options as the wasm core takes them; unknown or mistyped options are refused. */
 function wasmOptions(
@@ -81,7 +80,7 @@ function wasmOptions(
       throw new HearthError("bad_options", `unknown option ${JSON.stringify(key)}`);
     }
     if (key === "prune_method") {
-      if (typeof value !== "string" || !PRUNE_METHODS.includes(value)) {
+      if (typeof value !== "string" || !(PRUNE_METHODS as readonly string[]).includes(value)) {
         throw new HearthError("bad_options", `prune_method must be one of ${PRUNE_METHODS.join(", ")}`);
       }
       out[key] = value;
@@ -248,7 +247,7 @@ export class HearthEngine implements EngineApi {
     try {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
       options = wasmOptions(request, ["messages", "stream", "signal"], CHAT_KEYS);
-      this.loaded();
+      this.loaded(); // refuses now, not in the stream, when no model is loaded
       input = { messages: request.messages };
     } catch (e) {
       return Promise.reject(toHearthError(e));

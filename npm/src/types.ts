@@ -29,7 +29,8 @@ export interface SamplingOptions {
 }
 
 /** How a chat prompt longer than its budget is shortened. */
-export type PruneMethod = "self-information" | "oldest-turns" | "front" | "none";
+export const PRUNE_METHODS = ["self-information", "oldest-turns", "front", "none"] as const;
+export type PruneMethod = (typeof PRUNE_METHODS)[number];
 
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
@@ -129,7 +130,8 @@ export interface LoadProgress {
   total: number | null;
 }
 
-export type KvPolicy = "sinks-window" | "heavy-hitters" | "none";
+export const KV_POLICIES = ["sinks-window", "heavy-hitters", "none"] as const;
+export type KvPolicy = (typeof KV_POLICIES)[number];
 
 export interface LoadOptions {
   /** "int4" (packed, default) or "f32". */
