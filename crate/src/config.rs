@@ -27,9 +27,154 @@ pub struct ModelConfig {
     pub n_kv_heads: usize,
     pub d_ff: usize,
     pub rope_theta: f32,
+    /// How the rotary frequencies are stretched for long contexts.
+    pub rope_scaling: RopeScaling,
     pub rms_eps: f32,
     /// The longest sequence the model was trained for.
     pub context_length: usize,
+}
+
+/// How a model stretches its rotary frequencies. Only what the engine applies exactly is
+/// accepted; every other kind (YaRN, dynamic NTK, LongRoPE) is refused by name rather than run
+/// with the wrong positions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum RopeScaling {
+    #[default]
+    None,
+    /// Positions divided by `factor` (GGUF `rope.scaling.type = "linear"`, Hugging Face
+    /// `"linear"`).
+    Linear { factor: f32 },
+    /// Llama 3.1's scaling (Hugging Face `rope_type: "llama3"`): long wavelengths divided by
+    /// `factor`, short ones kept, a smooth blend between.
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: usize },
+    /// One divisor per frequency pair, as llama.cpp's converter stores Llama 3's scaling in a
+    /// GGUF (the tensor `rope_freqs.weight`, `[head_dim / 2]`).
+    Factors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// The divisor of each of the `pairs` base frequencies `θ_i = base^(-2i / head_dim)`.
+    fn divisors(&self, base: &[f64]) -> Vec<f64> {
+        match self {
+            Self::None => vec![1.0; base.len()],
+            Self::Linear { factor } => vec![*factor as f64; base.len()],
+            Self::Factors(f) => f.iter().map(|&f| f as f64).collect(),
+            &Self::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
+                let (factor, low, high) = (factor as f64, low_freq_factor as f64, high_freq_factor as f64);
+                let context = original_context as f64;
+                let (low_wavelen, high_wavelen) = (context / low, context / high);
+                base.iter()
+                    .map(|&freq| {
+                        let wavelen = 2.0 * std::f64::consts::PI / freq;
+                        if wavelen < high_wavelen {
+                            1.0
+                        } else if wavelen > low_wavelen {
+                            factor
+                        } else {
+                            let smooth = (context / wavelen - low) / (high - low);
+                            1.0 / ((1.0 - smooth) / factor + smooth)
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// As Hugging Face's `rope_scaling` (`hearth-factors` for per-frequency divisors, which
+    /// only hearth reads back).
+    fn to_hf_json(&self) -> serde_json::Value {
+        match self {
+            Self::None => serde_json::Value::Null,
+            Self::Linear { factor } => serde_json::json!({ "rope_type": "linear", "factor": factor }),
+            Self::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_context,
+            }),
+            Self::Factors(f) => serde_json::json!({ "rope_type": "hearth-factors", "factors": f }),
+        }
+    }
+
+    /// Reads Hugging Face's `rope_scaling` object (`type` or `rope_type`).
+    fn from_hf_json(v: &serde_json::Value) -> Result<Self> {
+        if v.is_null() {
+            return Ok(Self::None);
+        }
+        let kind = v.get("rope_type").or(v.get("type")).and_then(serde_json::Value::as_str).unwrap_or("");
+        let number = |key: &str| -> Result<f32> {
+            v.get(key)
+                .and_then(serde_json::Value::as_f64)
+                .map(|x| x as f32)
+                .ok_or_else(|| Error::config(format!("rope scaling {kind:?}: {key} is missing or not a number")))
+        };
+        match kind {
+            "default" => Ok(Self::None),
+            "linear" => Ok(Self::Linear { factor: number("factor")? }),
+            "llama3" => Ok(Self::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_context: v
+                    .get("original_max_position_embeddings")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|c| usize::try_from(c).ok())
+                    .ok_or_else(|| Error::config("rope scaling llama3: original_max_position_embeddings is missing"))?,
+            }),
+            "hearth-factors" => {
+                let factors = v
+                    .get("factors")
+                    .and_then(serde_json::Value::as_array)
+                    .ok_or_else(|| Error::config("rope scaling hearth-factors: factors is missing or not an array"))?;
+                let factors = factors
+                    .iter()
+                    .map(|f| f.as_f64().map(|f| f as f32).ok_or_else(|| Error::config("rope factor is not a number")))
+                    .collect::<Result<_>>()?;
+                Ok(Self::Factors(factors))
+            }
+            other => Err(Error::config(format!(
+                "rope scaling {other:?} is not supported (only linear and llama3): refusing rather than running \
+                 the model at the wrong positions"
+            ))),
+        }
+    }
+
+    pub(crate) fn validate(&self, head_dim: usize) -> Result<()> {
+        let positive = |name: &str, x: f32| {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(format!("rope scaling {name} {x} must be > 0")))
+            }
+        };
+        match self {
+            Self::None => Ok(()),
+            Self::Linear { factor } => positive("factor", *factor),
+            Self::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
+                positive("factor", *factor)?;
+                positive("low_freq_factor", *low_freq_factor)?;
+                positive("high_freq_factor", *high_freq_factor)?;
+                if high_freq_factor <= low_freq_factor || *original_context == 0 {
+                    return Err(Error::config(format!(
+                        "rope scaling llama3: high_freq_factor {high_freq_factor} must exceed low_freq_factor \
+                         {low_freq_factor} and the original context {original_context} must be positive"
+                    )));
+                }
+                Ok(())
+            }
+            Self::Factors(f) => {
+                if f.len() != head_dim / 2 {
+                    return Err(Error::config(format!(
+                        "rope_freqs.weight has {} factors but the head dimension {head_dim} needs {}",
+                        f.len(),
+                        head_dim / 2
+                    )));
+                }
+                f.iter().try_for_each(|&x| positive("factor", x))
+            }
+        }
+    }
 }
 
 impl ModelConfig {
@@ -45,6 +190,7 @@ impl ModelConfig {
             "num_key_value_heads": self.n_kv_heads,
             "intermediate_size": self.d_ff,
             "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling.to_hf_json(),
             "rms_norm_eps": self.rms_eps,
             "max_position_embeddings": self.context_length,
             "tie_word_embeddings": tie_word_embeddings,
@@ -62,6 +208,15 @@ impl ModelConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim()
+    }
+
+    /// The rotary frequency of each pair `i`, `θ_i = theta^(-2i / head_dim)` divided as
+    /// [`RopeScaling`] says, in f64 like the reference implementations.
+    pub fn rope_frequencies(&self) -> Vec<f64> {
+        let hd = self.head_dim();
+        let base: Vec<f64> = (0..hd / 2).map(|i| (self.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64)).collect();
+        let divisors = self.rope_scaling.divisors(&base);
+        base.iter().zip(divisors).map(|(f, d)| f / d).collect()
     }
 }
 
@@ -114,9 +269,17 @@ impl RawConfig {
             Some(v) => Some(v),
             None => metadata.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as u64),
         };
-        let rope_scaling = match metadata.get("llama.rope.scaling.type").and_then(Value::as_str) {
-            None | Some("none") => None,
-            Some(kind) => Some(serde_json::json!({ "type": kind })),
+        let rope_scaling = match metadata.get("llama.rope.scaling.type") {
+            None => None,
+            Some(Value::String(kind)) if kind == "none" => None,
+            Some(Value::String(kind)) if kind == "linear" => {
+                let factor = float("rope.scaling.factor")?.ok_or_else(|| {
+                    Error::config("llama.rope.scaling.type is linear but rope.scaling.factor is missing")
+                })?;
+                Some(serde_json::json!({ "rope_type": "linear", "factor": factor }))
+            }
+            Some(Value::String(kind)) => Some(serde_json::json!({ "rope_type": kind })),
+            Some(v) => return Err(Error::config(format!("llama.rope.scaling.type is {v:?}, not a string"))),
         };
         let head_dim = uint("attention.key_length")?.or(uint("rope.dimension_count")?);
         Ok(Self {
@@ -175,6 +338,10 @@ impl RawConfig {
             n_kv_heads,
             d_ff: need(self.intermediate_size, "feed-forward size", MAX_D_FF)?,
             rope_theta: self.rope_theta.unwrap_or(10_000.0) as f32,
+            rope_scaling: match &self.rope_scaling {
+                Some(v) => RopeScaling::from_hf_json(v)?,
+                None => RopeScaling::None,
+            },
             rms_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
             context_length: need(self.max_position_embeddings.or(Some(2048)), "context length", MAX_CONTEXT)?,
         };
@@ -197,11 +364,7 @@ impl RawConfig {
                 "head dimension {stated} differs from hidden size / heads = {head_dim} (not supported)"
             )));
         }
-        if let Some(scaling) = &self.rope_scaling
-            && !scaling.is_null()
-        {
-            return Err(Error::config(format!("rope scaling {scaling} is not supported")));
-        }
+        config.rope_scaling.validate(head_dim)?;
         if !(config.rope_theta.is_finite() && config.rope_theta > 0.0) {
             return Err(Error::config(format!("rope theta {} must be a positive number", config.rope_theta)));
         }
@@ -237,6 +400,36 @@ mod tests {
         assert_eq!((c.head_dim(), c.group_size(), c.kv_dim()), (64, 3, 192));
     }
 
+    /// Llama 3.1's published scaling (factor 8, low 1, high 4, original context 8192) keeps the
+    /// fastest frequencies, divides the slowest by 8 and blends in between, as Meta's
+    /// reference `apply_scaling` does.
+    #[test]
+    fn llama3_scaling_matches_the_reference_formula() {
+        let raw = RawConfig {
+            hidden_size: Some(4096),
+            num_attention_heads: Some(32),
+            num_key_value_heads: Some(8),
+            rope_theta: Some(500000.0),
+            rope_scaling: Some(serde_json::json!({
+                "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192
+            })),
+            ..smollm2()
+        };
+        let c = raw.resolve().unwrap();
+        let f = c.rope_frequencies();
+        let base = |i: usize| 500000f64.powf(-2.0 * i as f64 / 128.0);
+        assert_eq!(f[0], base(0));
+        assert!((f[63] - base(63) / 8.0).abs() < 1e-18);
+        // A frequency in the blend: wavelength between 8192/4 and 8192.
+        let i = (0..64).find(|&i| (2048.0..8192.0).contains(&(2.0 * std::f64::consts::PI / base(i)))).unwrap();
+        let smooth = (8192.0 / (2.0 * std::f64::consts::PI / base(i)) - 1.0) / 3.0;
+        assert!((f[i] - base(i) * ((1.0 - smooth) / 8.0 + smooth)).abs() < 1e-15);
+        // It survives the trip through config.json (what .bpk records store).
+        let back = RawConfig::from_hf_json(c.to_hf_json(true).to_string().as_bytes()).unwrap().resolve().unwrap();
+        assert_eq!(back, c);
+    }
+
     #[test]
     fn impossible_values_are_refused() {
         let cases = [
@@ -249,6 +442,12 @@ mod tests {
             RawConfig { rms_norm_eps: Some(-1.0), ..smollm2() },
             RawConfig { head_dim: Some(128), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"type": "yarn"})), ..smollm2() },
+            RawConfig { rope_scaling: Some(serde_json::json!({"rope_type": "dynamic", "factor": 2.0})), ..smollm2() },
+            RawConfig { rope_scaling: Some(serde_json::json!({"rope_type": "linear"})), ..smollm2() },
+            RawConfig {
+                rope_scaling: Some(serde_json::json!({"rope_type": "hearth-factors", "factors": [1.0]})),
+                ..smollm2()
+            },
         ];
         for raw in cases {
             assert!(matches!(raw.resolve(), Err(Error::Config(_))), "{raw:?}");

@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 
-#[cfg(not(target_family = "wasm"))]
 use burn::prelude::Device;
 
 use crate::error::{Error, Result};
@@ -61,4 +60,95 @@ fn wgpu_device() -> Result<Device> {
     })
     .clone()
     .map_err(Error::Device)
+}
+
+/// What one allocation may be on a device, and how much host memory loading may still take.
+/// Sizes that come from a file or an option are checked against these before anything is
+/// allocated, so a model or a cache that cannot fit is refused with [`Error::ResourceLimit`]
+/// instead of failing inside the GPU driver or trapping the wasm instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest buffer a kernel can bind: WebGPU's `maxStorageBufferBindingSize` and
+    /// `maxBufferSize`, whichever is smaller, as the device was created with. Unbounded on the CPU.
+    pub max_buffer_bytes: u64,
+    /// Workgroups a dispatch may have along one dimension (`maxComputeWorkgroupsPerDimension`).
+    pub max_workgroups: u32,
+    /// Host memory that loading may still allocate: what wasm32's 4 GiB address space has
+    /// left, or natively what the operating system reports as available.
+    pub host_bytes_left: u64,
+}
+
+/// The name the limits of a GPU buffer go by in errors.
+pub const BUFFER_LIMIT: &str = "the device's largest storage buffer (maxStorageBufferBindingSize / maxBufferSize)";
+/// The name of the host memory limit in errors.
+#[cfg(target_arch = "wasm32")]
+pub const HOST_MEMORY_LIMIT: &str = "wasm32 memory (4 GiB)";
+#[cfg(not(target_arch = "wasm32"))]
+pub const HOST_MEMORY_LIMIT: &str = "the host's available memory";
+
+impl Limits {
+    /// The limits of `device`: read from its cubecl client for GPUs, none for the CPU.
+    pub fn of(device: &Device) -> Self {
+        let host_bytes_left = host_bytes_left();
+        match crate::kernels::float(burn::tensor::Tensor::<1>::zeros([1], device)) {
+            crate::kernels::Prim::Cube(t) => {
+                let p = t.client.properties();
+                Self {
+                    max_buffer_bytes: p.memory.max_page_size,
+                    max_workgroups: p.hardware.max_cube_count.0,
+                    host_bytes_left,
+                }
+            }
+            crate::kernels::Prim::Flex(_) => {
+                Self { max_buffer_bytes: u64::MAX, max_workgroups: u32::MAX, host_bytes_left }
+            }
+        }
+    }
+
+    /// Fails unless one device buffer of `bytes` fits.
+    pub fn check_buffer(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
+        if bytes > self.max_buffer_bytes {
+            return Err(Error::ResourceLimit {
+                what: what(),
+                needed: bytes,
+                limit: BUFFER_LIMIT,
+                allowed: self.max_buffer_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails unless `bytes` more of host memory fit.
+    pub fn check_host(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
+        if bytes > self.host_bytes_left {
+            return Err(Error::ResourceLimit {
+                what: what(),
+                needed: bytes,
+                limit: HOST_MEMORY_LIMIT,
+                allowed: self.host_bytes_left,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// wasm32 addresses 4 GiB: what the memory has not grown into yet is what is left. Memory
+/// already grown may hold free blocks too (a model loaded before), so near the limit this
+/// may refuse a load that would just have fitted; it never lets one through that cannot.
+#[cfg(target_arch = "wasm32")]
+fn host_bytes_left() -> u64 {
+    const PAGE: u64 = 65_536;
+    (1u64 << 32).saturating_sub(core::arch::wasm32::memory_size(0) as u64 * PAGE)
+}
+
+/// Natively, what the kernel says is available (Linux `MemAvailable`), so that an absurd
+/// cache on the CPU is refused instead of ending in the out-of-memory killer; unbounded where
+/// that is unknown.
+#[cfg(not(target_arch = "wasm32"))]
+fn host_bytes_left() -> u64 {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    });
+    available.map_or(u64::MAX, |kib| kib.saturating_mul(1024))
 }

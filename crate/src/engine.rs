@@ -6,16 +6,17 @@ use std::sync::Arc;
 use burn::prelude::Device;
 
 use crate::config::ModelConfig;
+use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvOptions;
-use crate::load::burnpack;
+use crate::load::burnpack::{self, PackTensors};
 use crate::load::gguf::GgufFile;
-use crate::load::hf::{self, HfFiles};
+use crate::load::hf::{self, HfFiles, HfTensors};
 use crate::load::{ModelParts, TensorSource};
-use crate::model::{Llama, WeightFormat};
+use crate::model::{Llama, WeightFormat, plan};
 use crate::prune::ChatPrompt;
 use crate::session::Session;
-use crate::template::{ChatTemplate, Message};
+use crate::template::{ChatTemplate, Message, Rendered};
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
@@ -25,74 +26,73 @@ pub struct Engine {
     name: String,
 }
 
+/// Where a prepared model's tensors come from.
+enum Source<'a> {
+    Gguf(GgufFile<'a>),
+    Pack(PackTensors),
+    Hf(HfTensors<'a>),
+}
+
+impl Source<'_> {
+    fn tensors(&self) -> &dyn TensorSource {
+        match self {
+            Source::Gguf(f) => f,
+            Source::Pack(p) => p,
+            Source::Hf(h) => h,
+        }
+    }
+}
+
+/// A model file parsed and checked against a device, with nothing on the device yet: every
+/// tensor is there in the right shape, the tokenizer and chat template are built, and every
+/// buffer fits the device. Only the upload (and the device itself) can still fail, so a
+/// caller can keep its old model until this succeeds.
+pub struct Prepared<'a> {
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    name: String,
+    source: Source<'a>,
+    weights: WeightFormat,
+}
+
 impl Engine {
     /// Loads a GGUF file's model, tokenizer and chat template onto `device`.
     pub fn from_gguf(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        Self::gguf(bytes, device, weights, &mut |_, _| {})
+        let file = GgufFile::parse(bytes)?;
+        let parts = ModelParts::from_gguf(&file)?;
+        Prepared::new(parts, Source::Gguf(file), device, weights)?.upload(device, &mut |_, _| {})
     }
 
     /// Loads a pre-quantized model written by [`crate::load::burnpack::write`] (`hearth convert`).
     pub fn from_burnpack(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        Self::burnpack(bytes, device, weights, &mut |_, _| {})
+        let (parts, tensors) = burnpack::parse(bytes)?;
+        Prepared::new(parts, Source::Pack(tensors), device, weights)?.upload(device, &mut |_, _| {})
     }
 
     /// Loads a GGUF file or a burnpack, told apart by their magic numbers.
     pub fn from_file_bytes(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        Self::from_file_bytes_with_progress(bytes, device, weights, &mut |_, _| {})
+        Self::prepare(bytes, device, weights)?.upload(device, &mut |_, _| {})
     }
 
-    /// [`Self::from_file_bytes`], calling `progress(tensors_uploaded, tensors_total)` after each
-    /// tensor reaches the device.
-    pub fn from_file_bytes_with_progress(
-        bytes: &[u8],
-        device: &Device,
-        weights: WeightFormat,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Self> {
-        match burnpack::is_burnpack(bytes) {
-            true => Self::burnpack(bytes, device, weights, progress),
-            false => Self::gguf(bytes, device, weights, progress),
+    /// Parses and checks a GGUF file or a burnpack for `device` without uploading anything.
+    pub fn prepare<'a>(bytes: &'a [u8], device: &Device, weights: WeightFormat) -> Result<Prepared<'a>> {
+        if burnpack::is_burnpack(bytes) {
+            // The pack reader keeps its own copy of the bytes.
+            Limits::of(device).check_host(|| "reading this .bpk file".into(), bytes.len() as u64)?;
+            let (parts, tensors) = burnpack::parse(bytes)?;
+            Prepared::new(parts, Source::Pack(tensors), device, weights)
+        } else {
+            let file = GgufFile::parse(bytes)?;
+            let parts = ModelParts::from_gguf(&file)?;
+            Prepared::new(parts, Source::Gguf(file), device, weights)
         }
-    }
-
-    fn gguf(
-        bytes: &[u8],
-        device: &Device,
-        weights: WeightFormat,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Self> {
-        let file = GgufFile::parse(bytes)?;
-        let parts = ModelParts::from_gguf(&file)?;
-        Self::new(parts, &Counted::new(&file, progress), device, weights)
-    }
-
-    fn burnpack(
-        bytes: &[u8],
-        device: &Device,
-        weights: WeightFormat,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Self> {
-        let (parts, tensors) = burnpack::parse(bytes)?;
-        Self::new(parts, &Counted::new(&tensors, progress), device, weights)
     }
 
     /// Loads a Hugging Face model directory's files onto `device`.
     pub fn from_hf(files: HfFiles<'_>, device: &Device, weights: WeightFormat) -> Result<Self> {
         let (parts, tensors) = hf::parse(files)?;
-        Self::new(parts, &tensors, device, weights)
-    }
-
-    fn new(parts: ModelParts, source: &dyn TensorSource, device: &Device, weights: WeightFormat) -> Result<Self> {
-        let ModelParts { config, tokenizer, chat_template, name } = parts;
-        let template = match chat_template {
-            Some(source) => {
-                let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
-                Some(ChatTemplate::new(&source, &text(tokenizer.bos()), &text(Some(tokenizer.eos())))?)
-            }
-            None => None,
-        };
-        let model = Llama::load(&config, source, weights, device)?;
-        Ok(Self { model, tokenizer, template, name })
+        Prepared::new(parts, Source::Hf(tensors), device, weights)?.upload(device, &mut |_, _| {})
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -125,6 +125,7 @@ impl Engine {
         if prompt.is_empty() {
             return Err(Error::InvalidPrompt("the prompt is empty".into()));
         }
+        check_prompt_bytes(prompt.len())?;
         self.tokenizer.encode(prompt, false)
     }
 
@@ -132,25 +133,86 @@ impl Engine {
         self.template.is_some()
     }
 
-    /// The conversation rendered with the model's chat template, ending where the assistant's
-    /// reply begins.
-    fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        let template =
-            self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
-        template.render(messages, true)
-    }
-
-    /// Token ids of a conversation rendered with the model's chat template.
+    /// Token ids of a conversation rendered with the model's chat template, ending where the
+    /// assistant's reply begins. Message contents are always plain text: `<|im_start|>` typed
+    /// by a user stays those characters, only the template's own text makes special tokens.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        self.tokenizer.encode(&self.render_chat(messages)?, true)
+        Ok(self.chat_prompt(messages)?.tokens)
     }
 
     /// [`Self::encode_chat`], knowing which message each token came from, for pruning.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<ChatPrompt> {
-        let text = self.render_chat(messages)?;
-        let (tokens, offsets) = self.tokenizer.encode_with_offsets(&text)?;
-        Ok(ChatPrompt::new(messages, text, tokens, offsets))
+        let template =
+            self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
+        check_prompt_bytes(messages.iter().map(|m| m.content.len() + m.role.len()).sum())?;
+        let rendered = template.render_with_spans(messages, true)?;
+        let content = content_ranges(messages, &rendered);
+        let (tokens, offsets) = self.tokenizer.encode_chat(&rendered.text, &content)?;
+        Ok(ChatPrompt::new(messages, rendered, tokens, offsets))
     }
+}
+
+/// The byte ranges of `rendered.text` that are message text. Where a content's place is known
+/// that is its span; where it is not, every place the content's text occurs, so that special
+/// tokens are never taken from anything a message could have written.
+fn content_ranges(messages: &[Message], rendered: &Rendered) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    for (m, span) in messages.iter().zip(&rendered.spans) {
+        match span {
+            Some(span) => ranges.push(span.clone()),
+            None if m.content.is_empty() => {}
+            None => {
+                for content in [m.content.as_str(), m.content.trim()] {
+                    let mut from = 0;
+                    while let Some(at) = rendered.text[from..].find(content).filter(|_| !content.is_empty()) {
+                        ranges.push(from + at..from + at + content.len());
+                        from += at + content.len().max(1);
+                    }
+                }
+            }
+        }
+    }
+    ranges
+}
+
+impl<'a> Prepared<'a> {
+    fn new(parts: ModelParts, source: Source<'a>, device: &Device, weights: WeightFormat) -> Result<Self> {
+        let ModelParts { config, tokenizer, chat_template, name } = parts;
+        let template = match chat_template {
+            Some(source) => {
+                let text = |id: Option<u32>| id.and_then(|id| tokenizer.token_text(id)).unwrap_or_default();
+                Some(ChatTemplate::new(&source, &text(tokenizer.bos()), &text(Some(tokenizer.eos())))?)
+            }
+            None => None,
+        };
+        plan::check(&config, source.tensors(), weights, &Limits::of(device))?;
+        Ok(Self { config, tokenizer, template, name, source, weights })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Uploads the weights to `device`, calling `progress(tensors_uploaded, tensors_total)`
+    /// after each tensor reaches it.
+    pub fn upload(self, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
+        let source = Counted::new(self.source.tensors(), progress);
+        let model = Llama::load(&self.config, &source, self.weights, device)?;
+        Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
+    }
+}
+
+/// Most bytes of prompt text accepted: some two million tokens, far past any context, and far
+/// below what tokenizing would cost in memory.
+pub const MAX_PROMPT_BYTES: usize = 8 << 20;
+
+fn check_prompt_bytes(bytes: usize) -> Result<()> {
+    if bytes > MAX_PROMPT_BYTES {
+        return Err(Error::InvalidPrompt(format!(
+            "the prompt has {bytes} bytes of text, more than the {MAX_PROMPT_BYTES} accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// A prompt from raw bytes (a file, a pipe): refused unless it is UTF-8.
@@ -202,5 +264,17 @@ impl TensorSource for Counted<'_> {
 
     fn tensor_count(&self) -> usize {
         self.total
+    }
+
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        self.inner.shape(name)
+    }
+
+    fn stored_format(&self, name: &str) -> Result<Option<crate::quant::packed::QuantFormat>> {
+        self.inner.stored_format(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
     }
 }

@@ -70,6 +70,25 @@ pub enum Error {
     #[error("aborted")]
     Aborted,
 
+    /// The engine is doing something that this call would disturb (a load or a reset while a
+    /// generation runs); nothing was changed.
+    #[error("busy: {0}")]
+    Busy(String),
+
+    /// The GPU device was lost (driver reset, GPU removed, page backgrounded on a phone); the
+    /// engine has to be loaded again on a new device.
+    #[error("device lost: {0}")]
+    DeviceLost(String),
+
+    /// Something would be bigger than a limit of the device or the platform; nothing was
+    /// allocated. `limit` names the limit (`maxStorageBufferBindingSize`, `wasm32 memory`, ...).
+    #[error("{what} needs {needed} bytes, more than {limit} allows ({allowed} bytes)")]
+    ResourceLimit { what: String, needed: u64, limit: &'static str, allowed: u64 },
+
+    /// The caller's streaming callback failed.
+    #[error("the text callback failed: {0}")]
+    Callback(String),
+
     /// A file could not be read (native edges only; the core reads bytes).
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -95,6 +114,10 @@ impl Error {
             Error::BadOptions(_) => "bad_options",
             Error::Device(_) => "device",
             Error::Aborted => "aborted",
+            Error::Busy(_) => "busy",
+            Error::DeviceLost(_) => "device_lost",
+            Error::ResourceLimit { .. } => "resource_limit",
+            Error::Callback(_) => "callback",
         }
     }
 

@@ -1,12 +1,11 @@
 //! Perplexity of a text under a model, token by token through a session's KV cache.
 
-use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::Logits;
-use crate::session::{Session, read_f32, read_ids};
+use crate::readback::{read_ids, token_logprobs};
+use crate::session::Session;
 
 /// Tokens run per forward pass while scoring; the cache keeps the earlier ones.
 const CHUNK: usize = 128;
@@ -25,12 +24,18 @@ pub struct Perplexity {
 /// `exp(mean(-log p(token[i + 1] | token[..=i])))` over `tokens`. Runs in chunks while they fit
 /// the cache, then one token at a time, evicting as the cache's policy says, so that every
 /// prediction sees exactly what the policy kept. With `keep_top1` the argmax at every position
-/// is returned too.
+/// is returned too. The session is left reset, also when scoring fails part-way.
 pub async fn perplexity(session: &mut Session, tokens: &[u32], keep_top1: bool) -> Result<Perplexity> {
     if tokens.len() < 2 {
         return Err(Error::InvalidPrompt("perplexity needs at least two tokens".into()));
     }
     session.reset();
+    let result = score(session, tokens, keep_top1).await;
+    session.reset();
+    result
+}
+
+async fn score(session: &mut Session, tokens: &[u32], keep_top1: bool) -> Result<Perplexity> {
     let engine = std::sync::Arc::clone(session.engine());
     let model = engine.model();
     let mut nll = 0.0f64;
@@ -51,16 +56,6 @@ pub async fn perplexity(session: &mut Session, tokens: &[u32], keep_top1: bool) 
         nll -= token_logprobs(logits, &tokens[at + 1..at + n + 1]).await?.iter().map(|&lp| lp as f64).sum::<f64>();
         at += n;
     }
-    session.reset();
     let n = inputs.len();
     Ok(Perplexity { tokens: n, perplexity: (nll / n as f64).exp(), top1 })
-}
-
-/// `ln p(targets[i])` under row `i` of `logits: [n, vocab]`, computed on the device so that
-/// only `n` numbers are read back.
-pub(crate) async fn token_logprobs(logits: Tensor<2>, targets: &[u32]) -> Result<Vec<f32>> {
-    let n = targets.len();
-    let device = logits.device();
-    let ids = Tensor::<1, Int>::from_data(TensorData::new(targets.iter().map(|&t| t as i32).collect(), [n]), &device);
-    read_f32(log_softmax(logits.slice(0..n), 1).gather(1, ids.reshape([n, 1]))).await
 }

@@ -8,10 +8,11 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
+use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::kernels::compact::compact_kv;
 use crate::kernels::rope::Heads;
-use crate::session::read_f32;
+use crate::readback::read_f32;
 
 /// The largest cache a session gets unless asked for another size (tokens).
 pub const DEFAULT_CAPACITY: usize = 2048;
@@ -143,31 +144,24 @@ pub struct KvCache {
     scores: Option<Tensor<1>>,
 }
 
+/// What [`KvCache::plan`] resolves options to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub capacity: usize,
+    pub recent: usize,
+}
+
 struct LayerKv {
     k: Tensor<3>,
     v: Tensor<3>,
 }
 
 impl KvCache {
-    /// Allocates the slots `options` ask for on `device`.
+    /// Allocates the slots `options` ask for on `device`, after checking every size against
+    /// the device's limits: nothing is allocated for a cache that cannot fit.
     pub fn new(config: &ModelConfig, options: &KvOptions, device: &Device) -> Result<Self> {
-        let capacity = options.resolve_capacity(config)?;
+        let Plan { capacity, recent } = Self::plan(config, options, &Limits::of(device))?;
         let (policy, sinks) = (options.policy, options.sinks);
-        let evicts = policy != EvictionPolicy::None;
-        if evicts && sinks >= capacity {
-            return Err(Error::BadOptions(format!(
-                "{sinks} attention sinks leave no room in a KV cache of {capacity} tokens"
-            )));
-        }
-        let recent = match policy {
-            EvictionPolicy::HeavyHitters => options.recent.unwrap_or((capacity - sinks) / 2),
-            _ => 0,
-        };
-        if policy == EvictionPolicy::HeavyHitters && sinks + recent >= capacity {
-            return Err(Error::BadOptions(format!(
-                "{sinks} sinks and a recent window of {recent} leave no heavy hitters in a KV cache of {capacity} tokens"
-            )));
-        }
         let shape = [config.n_kv_heads, capacity, config.head_dim()];
         let layers = (0..config.n_layers)
             .map(|_| LayerKv { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
@@ -187,6 +181,45 @@ impl KvCache {
             evicted: 0,
             scores,
         })
+    }
+
+    /// Checks `options` for `config` and `limits` without allocating anything; returns the
+    /// capacity and the heavy hitters' recent window they give.
+    pub fn plan(config: &ModelConfig, options: &KvOptions, limits: &Limits) -> Result<Plan> {
+        let capacity = options.resolve_capacity(config)?;
+        let (policy, sinks) = (options.policy, options.sinks);
+        let evicts = policy != EvictionPolicy::None;
+        if evicts && sinks >= capacity {
+            return Err(Error::BadOptions(format!(
+                "{sinks} attention sinks leave no room in a KV cache of {capacity} tokens"
+            )));
+        }
+        let recent = match policy {
+            EvictionPolicy::HeavyHitters => options.recent.unwrap_or((capacity - sinks) / 2),
+            _ => 0,
+        };
+        if policy == EvictionPolicy::HeavyHitters && sinks.checked_add(recent).is_none_or(|kept| kept >= capacity) {
+            return Err(Error::BadOptions(format!(
+                "{sinks} sinks and a recent window of {recent} leave no heavy hitters in a KV cache of {capacity} tokens"
+            )));
+        }
+        Self::check_limits(config, capacity, limits)?;
+        Ok(Plan { capacity, recent })
+    }
+
+    /// Each buffer of a cache of `capacity` slots against the device's largest buffer, and all
+    /// of them (with the host's bookkeeping) against host memory, in u64 so that nothing wraps
+    /// on wasm32.
+    fn check_limits(config: &ModelConfig, capacity: usize, limits: &Limits) -> Result<()> {
+        let capacity = capacity as u64;
+        let f32_bytes = size_of::<f32>() as u64;
+        let layer = config.kv_dim() as u64 * capacity * f32_bytes;
+        limits.check_buffer(|| format!("a KV cache of {capacity} tokens (keys of one layer)"), layer)?;
+        let rope = config.head_dim() as u64 * capacity * f32_bytes;
+        limits.check_buffer(|| format!("the RoPE tables of a KV cache of {capacity} tokens"), rope)?;
+        let device_total = 2 * config.n_layers as u64 * layer + 2 * rope + capacity * f32_bytes;
+        let host = if limits.max_buffer_bytes == u64::MAX { device_total } else { 2 * rope };
+        limits.check_host(|| format!("a KV cache of {capacity} tokens"), host + capacity * 8)
     }
 
     /// Bytes one slot takes across all layers (keys and values, f32).
@@ -348,28 +381,61 @@ impl KvCache {
 
     /// `heavy-hitters`: adds the attention that the queries `q: [m, n_heads head_dim]` (rotated,
     /// at slots `slot..`) pay to every occupied slot of `layer`, summed over heads and queries.
+    ///
+    /// Queries go in blocks of rows so that no temporary holds more than [`SCORE_ELEMENTS`]
+    /// numbers whatever the capacity, and the causal mask is made on the device from two index
+    /// ranges: nothing of size `m × seen` is ever built on the host.
     pub(crate) fn observe_attention(&mut self, layer: usize, q: &Tensor<2>, heads: Heads, slot: usize) {
+        self.observe_attention_in_blocks(layer, q, heads, slot, SCORE_ELEMENTS);
+    }
+
+    /// [`Self::observe_attention`] with blocks of at most `block_elements` scores.
+    fn observe_attention_in_blocks(
+        &mut self,
+        layer: usize,
+        q: &Tensor<2>,
+        heads: Heads,
+        slot: usize,
+        block_elements: usize,
+    ) {
         let Some(scores) = self.scores.as_mut() else { return };
         let Heads { n_heads, n_kv_heads, head_dim } = heads;
         let m = q.dims()[0];
         let seen = slot + m;
         let group = n_heads / n_kv_heads;
         let device = q.device();
-        // [n_kv, m * group, hd]: row r is token r / group.
-        let q = q.clone().reshape([m, n_kv_heads, group, head_dim]).swap_dims(0, 1).reshape([
-            n_kv_heads,
-            m * group,
-            head_dim,
-        ]);
         let k = self.layers[layer].k.clone().slice([0..n_kv_heads, 0..seen, 0..head_dim]);
-        let mut logits = scores_qk(q, k) / (head_dim as f32).sqrt();
-        if m > 1 {
-            let mask: Vec<f32> = (0..m * group)
-                .flat_map(|r| (0..seen).map(move |s| if s <= slot + r / group { 0.0 } else { f32::NEG_INFINITY }))
-                .collect();
-            logits = logits + Tensor::<2>::from_data(TensorData::new(mask, [m * group, seen]), &device).unsqueeze();
+        let tokens_per_block = (block_elements / (n_heads * seen)).clamp(1, m);
+        let mut received: Option<Tensor<1>> = None;
+        for t0 in (0..m).step_by(tokens_per_block) {
+            let t = tokens_per_block.min(m - t0);
+            let rows = t * group;
+            // [n_kv, t * group, hd]: row r is token t0 + r / group.
+            let qb = q
+                .clone()
+                .slice(t0..t0 + t)
+                .reshape([t, n_kv_heads, group, head_dim])
+                .swap_dims(0, 1)
+                .reshape([n_kv_heads, rows, head_dim]);
+            let mut logits = scores_qk(qb, k.clone()) / (head_dim as f32).sqrt();
+            if slot + t0 + 1 < seen {
+                // Row r may see slots up to slot + t0 + r / group.
+                let cols = Tensor::<1, Int>::arange(0..seen as i64, &device).float().reshape([1, seen]);
+                let last = Tensor::<1, Int>::arange(0..rows as i64, &device)
+                    .div_scalar(group as i64)
+                    .add_scalar((slot + t0) as i64)
+                    .float()
+                    .reshape([rows, 1]);
+                let future = cols.expand([rows, seen]).sub(last.expand([rows, seen])).greater_elem(0.5);
+                logits = logits.mask_fill(future.unsqueeze::<3>().expand([n_kv_heads, rows, seen]), f32::NEG_INFINITY);
+            }
+            let block = softmax(logits, 2).sum_dim(1).sum_dim(0).reshape([seen]);
+            received = Some(match received {
+                Some(sum) => sum + block,
+                None => block,
+            });
         }
-        let received = softmax(logits, 2).sum_dim(1).sum_dim(0).reshape([seen]);
+        let Some(received) = received else { return };
         scores.inplace(|s| {
             let old = s.clone().slice(0..seen);
             s.slice_assign(0..seen, old + received)
@@ -385,6 +451,9 @@ impl KvCache {
 
 /// Elements above which [`scores_qk`] uses a matmul (natively) or works in row blocks (wasm).
 const QK_ELEMENTS: usize = 1 << 22;
+
+/// Most attention scores [`KvCache::observe_attention`] holds at once (64 MiB of f32).
+const SCORE_ELEMENTS: usize = 1 << 24;
 
 /// `q: [h, rows, d]` times `k: [h, seen, d]` transposed. Small products (every decode step)
 /// are a broadcast multiply and a sum; burn's f32 matmul kernel fails to compile on some WebGPU
@@ -427,15 +496,15 @@ pub fn heavy_hitters_keep(scores: &[f32], sinks: usize, recent: usize, count: us
     (0..len).filter(|&s| !evict[s]).collect()
 }
 
-/// RoPE tables for positions `0..positions`: frequencies `θ_i = theta^(-2i / head_dim)`,
-/// computed in f64 like the reference implementations.
+/// RoPE tables for positions `0..positions`, from the model's (possibly scaled) frequencies
+/// ([`ModelConfig::rope_frequencies`]), computed in f64 like the reference implementations.
 fn rope_tables(config: &ModelConfig, positions: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let hd = config.head_dim();
+    let freqs = config.rope_frequencies();
     let mut cos = Vec::with_capacity(positions * hd);
     let mut sin = Vec::with_capacity(positions * hd);
     for p in 0..positions {
-        for i in 0..hd / 2 {
-            let freq = (config.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64);
+        for &freq in &freqs {
             let (s, c) = (p as f64 * freq).sin_cos();
             cos.extend([c as f32, c as f32]);
             sin.extend([-s as f32, s as f32]);
@@ -445,4 +514,68 @@ fn rope_tables(config: &ModelConfig, positions: usize, device: &Device) -> (Tens
         Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
         Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeScaling;
+
+    /// The attention each slot receives, summed over heads and queries, is the same however the
+    /// queries are blocked, and equals a plain causal softmax computed on the host.
+    #[test]
+    fn observed_attention_is_blocked_exactly() {
+        let device = Device::flex();
+        let c = ModelConfig {
+            vocab: 16,
+            d_model: 32,
+            n_layers: 1,
+            n_heads: 4,
+            n_kv_heads: 2,
+            d_ff: 8,
+            rope_theta: 1e4,
+            rope_scaling: RopeScaling::None,
+            rms_eps: 1e-5,
+            context_length: 64,
+        };
+        let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8 };
+        let kv = KvOptions { capacity: Some(40), policy: EvictionPolicy::HeavyHitters, ..KvOptions::default() };
+        let (slot, m, seen) = (14, 6, 20);
+        let mut x = 0.37f32;
+        let mut next = move || {
+            x = (x * 9301.0 + 49297.0) % 233280.0;
+            x / 233280.0 - 0.5
+        };
+        let keys: Vec<f32> = (0..2 * 40 * 8).map(|_| next()).collect();
+        let queries: Vec<f32> = (0..m * 32).map(|_| next()).collect();
+        let q = Tensor::<2>::from_data(TensorData::new(queries.clone(), [m, 32]), &device);
+
+        let mut want = vec![0.0f32; seen];
+        for t in 0..m {
+            for h in 0..4 {
+                let kvh = h / 2;
+                let qh = &queries[t * 32 + h * 8..][..8];
+                let logits: Vec<f32> = (0..=slot + t)
+                    .map(|s| {
+                        qh.iter().zip(&keys[(kvh * 40 + s) * 8..][..8]).map(|(a, b)| a * b).sum::<f32>() / 8f32.sqrt()
+                    })
+                    .collect();
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+                for (s, l) in logits.iter().enumerate() {
+                    want[s] += (l - max).exp() / sum;
+                }
+            }
+        }
+        for block in [SCORE_ELEMENTS, 4 * seen * 2, 1] {
+            let mut cache = KvCache::new(&c, &kv, &device).unwrap();
+            cache.layers[0].k = Tensor::from_data(TensorData::new(keys.clone(), [2, 40, 8]), &device);
+            cache.observe_attention_in_blocks(0, &q, heads, slot, block);
+            let got = cache.scores.clone().unwrap().into_data().try_into_vec_as::<f32>().unwrap();
+            for s in 0..40 {
+                let w = if s < seen { want[s] } else { 0.0 };
+                assert!((got[s] - w).abs() < 1e-5, "block {block}, slot {s}: {} vs {w}", got[s]);
+            }
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod load;
 pub mod model;
 pub mod prune;
 pub mod quant;
+mod readback;
 pub mod sampler;
 pub mod session;
 pub mod template;
@@ -32,7 +33,7 @@ pub use kv_cache::{EvictionPolicy, KvCache, KvOptions};
 pub use model::WeightFormat;
 pub use prune::{PruneMethod, PruneOptions, PruneReport};
 pub use sampler::{Sampler, SamplerOptions};
-pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Session};
+pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Session};
 pub use template::Message;
 pub use tokenizer::{TextStream, Tokenizer};
 

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::template::Message;
+use crate::template::{Message, Rendered};
 use crate::tokenizer::{ByteRange, Tokenizer};
 
 /// Longest span scored and dropped as one unit, in tokens.
@@ -114,37 +114,43 @@ pub struct ChatPrompt {
 }
 
 impl ChatPrompt {
-    /// `text` is `messages` rendered by the chat template and `tokens`/`offsets` its encoding.
-    /// Only the content of a message other than a system prompt or the latest user message
-    /// can be dropped; a content the template changed (so it cannot be found) is kept whole.
-    pub fn new(messages: &[Message], text: String, tokens: Vec<u32>, offsets: Vec<ByteRange>) -> Self {
+    /// `rendered` is `messages` rendered by the chat template (with the span of each content)
+    /// and `tokens`/`offsets` its encoding. Only tokens inside the span of a message other than
+    /// a system prompt or the latest user message can be dropped; a content without a known
+    /// span is kept whole.
+    pub fn new(messages: &[Message], rendered: Rendered, tokens: Vec<u32>, offsets: Vec<ByteRange>) -> Self {
         let last_user = messages.iter().rposition(|m| m.role == "user");
-        let mut ranges = Vec::new();
-        let mut cursor = 0;
-        for (i, m) in messages.iter().enumerate() {
-            if m.content.is_empty() {
-                continue;
-            }
-            if let Some(at) = text[cursor..].find(&m.content) {
-                let (a, b) = (cursor + at, cursor + at + m.content.len());
-                cursor = b;
-                if m.role != "system" && Some(i) != last_user {
-                    ranges.push((i, a, b));
-                }
-            }
-        }
-        let mut r = 0;
+        let mut ranges: Vec<(usize, usize, usize)> = messages
+            .iter()
+            .zip(&rendered.spans)
+            .enumerate()
+            .filter(|(i, (m, _))| m.role != "system" && Some(*i) != last_user)
+            .filter_map(|(i, (_, span))| span.as_ref().map(|s| (i, s.start, s.end)))
+            .filter(|&(_, a, b)| a < b)
+            .collect();
+        ranges.sort_by_key(|&(_, a, _)| a);
         let droppable = offsets
             .iter()
             .map(|&(s, e)| {
-                while r < ranges.len() && ranges[r].2 <= s {
-                    r += 1;
-                }
+                let r = ranges.partition_point(|&(_, _, b)| b <= s);
                 let &(m, a, b) = ranges.get(r)?;
                 (s < e && a <= s && e <= b).then_some(m)
             })
             .collect();
-        Self { tokens, text, offsets, droppable }
+        Self { tokens, text: rendered.text, offsets, droppable }
+    }
+
+    /// Fails when `budget` is smaller than what pruning may never drop: checked before the
+    /// (costly) scoring, so that a hopeless budget costs nothing.
+    pub fn check_budget(&self, budget: usize) -> Result<()> {
+        let protected = self.protected_tokens();
+        if protected > budget {
+            return Err(Error::BadOptions(format!(
+                "the pruning budget of {budget} tokens is smaller than the part of the prompt that is never \
+                 dropped ({protected} tokens: system prompt, latest user message and template)"
+            )));
+        }
+        Ok(())
     }
 
     /// Tokens pruning never drops.
@@ -162,13 +168,7 @@ impl ChatPrompt {
         surprisal: &[f32],
     ) -> Result<PruneReport> {
         let total = self.tokens.len();
-        let protected = self.protected_tokens();
-        if protected > budget {
-            return Err(Error::BadOptions(format!(
-                "the pruning budget of {budget} tokens is smaller than the part of the prompt that is never \
-                 dropped ({protected} tokens: system prompt, latest user message and template)"
-            )));
-        }
+        self.check_budget(budget)?;
         let need = total.saturating_sub(budget);
         let mut drop = vec![false; total];
         let droppable: Vec<usize> = (0..total).filter(|&i| self.droppable[i].is_some()).collect();

@@ -9,16 +9,21 @@ use web_time::Instant;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::eval::token_logprobs;
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
 use crate::model::Logits;
 use crate::prune::{PruneMethod, PruneOptions, PruneReport};
+use crate::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::sampler::{Sampler, SamplerOptions};
 use crate::template::Message;
 use crate::tokenizer::TextStream;
 
 /// Tokens scored per forward pass by [`Session::surprisal`].
 const SCORE_CHUNK: usize = 128;
+
+/// Most prompt tokens one prefill forward pass runs. Between passes the session waits for the
+/// device and asks whether to stop, so an abort lands within one chunk; small chunks also keep
+/// every kernel's dispatch far below WebGPU's 65,535 workgroups per dimension.
+pub const PREFILL_CHUNK: usize = 64;
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +45,19 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// Checked before any work is done, so that bad options never cost a prefill.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(Error::BadOptions("max_tokens must be at least 1".into()));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(Error::BadOptions("stop strings must not be empty".into()));
+        }
+        self.sampler.validate()
+    }
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,7 +68,8 @@ pub enum FinishReason {
     Length,
     /// The KV cache has no room for another token.
     ContextFull,
-    /// The caller's callback asked to stop.
+    /// The caller asked to stop (the callback returned [`Control::Stop`] or the listener
+    /// reported an abort).
     Aborted,
 }
 
@@ -96,7 +115,37 @@ pub enum Control {
     Stop,
 }
 
+/// The caller's side of a generation: where text goes, and whether to stop.
+///
+/// [`Session::generate`] and [`Session::chat`] take a plain closure (a listener that never
+/// aborts by itself); their `_with` forms take a listener. The browser bindings implement one
+/// over an `AbortSignal`, so that an abort is seen between prefill chunks, between pruning's
+/// scoring chunks and after every decoded token, even while text is held back (an unfinished
+/// UTF-8 character, a possible stop string).
+pub trait Listener {
+    /// A new piece of text and the token that completed it. `Err` ends the generation with
+    /// that error (a callback that threw is a failure, not a request to stop).
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control>;
+
+    /// Whether the caller wants the generation to end now.
+    fn aborted(&self) -> bool {
+        false
+    }
+}
+
+/// A closure as a listener.
+struct OnText<F>(F);
+
+impl<F: FnMut(&str, u32) -> Control> Listener for OnText<F> {
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
+        Ok((self.0)(text, token))
+    }
+}
+
 /// A conversation with a model: owns its KV cache and remembers which tokens it holds.
+///
+/// Invariant: `history` is exactly what the cache was fed since the last reset, so every
+/// error leaves a session that the next call can continue from or truncate.
 pub struct Session {
     engine: Arc<Engine>,
     cache: KvCache,
@@ -118,6 +167,11 @@ impl Session {
         &self.cache
     }
 
+    /// Every token the cache was fed since the last reset (evicted ones too).
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
     pub(crate) fn cache_mut(&mut self) -> &mut KvCache {
         &mut self.cache
     }
@@ -131,30 +185,52 @@ impl Session {
     /// Logits `[seq, vocab]` for every position of `tokens`, run from an empty cache.
     /// For tests and evaluation.
     pub async fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        self.reset();
         self.check_prompt(tokens)?;
         // Unlike generation, every position's logits must come from one pass.
         if tokens.len() > self.cache.capacity() {
             return Err(Error::PromptTooLong { tokens: tokens.len(), capacity: self.cache.capacity() });
         }
-        let logits = self.engine.model().forward(tokens, &mut self.cache, Logits::All)?;
+        self.reset();
+        let logits = match self.engine.model().forward(tokens, &mut self.cache, Logits::All) {
+            Ok(logits) => logits,
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
         self.history = tokens.to_vec();
         let vocab = logits.dims()[1];
         let data = read_f32(logits).await?;
         Ok(data.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
-    /// Runs `tokens` after what the cache holds, in chunks the cache can take, evicting as its
-    /// policy says; returns the logits `[1, vocab]` of the last token.
+    /// Runs `tokens` after what the cache holds, in chunks of at most [`PREFILL_CHUNK`],
+    /// evicting as its policy says; returns the logits `[1, vocab]` of the last token.
     pub async fn feed(&mut self, tokens: &[u32]) -> Result<Tensor<2>> {
+        self.run(tokens, &|| false).await?.ok_or(Error::Aborted)
+    }
+
+    /// [`Self::feed`], asking `aborted` between chunks (after the device finished the previous
+    /// one); `None` when it said stop. `history` grows chunk by chunk, so an abort or an error
+    /// leaves the session holding exactly the chunks that ran.
+    async fn run(&mut self, tokens: &[u32], aborted: &dyn Fn() -> bool) -> Result<Option<Tensor<2>>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidPrompt("no tokens to run".into()));
+        }
         let engine = Arc::clone(&self.engine);
-        let mut last = None;
-        for chunk in tokens.chunks(self.cache.max_append()) {
+        let mut last: Option<Tensor<2>> = None;
+        for chunk in tokens.chunks(self.cache.max_append().min(PREFILL_CHUNK)) {
+            if let Some(previous) = &last {
+                settle(previous).await?;
+            }
+            if aborted() {
+                return Ok(None);
+            }
             self.cache.make_room(chunk.len()).await?;
             last = Some(engine.model().forward(chunk, &mut self.cache, Logits::Last)?);
             self.history.extend_from_slice(chunk);
         }
-        last.ok_or_else(|| Error::InvalidPrompt("no tokens to run".into()))
+        Ok(last)
     }
 
     /// How many tokens of `prompt` the cache already holds in the state they would have if
@@ -172,11 +248,16 @@ impl Session {
         if self.cache.policy() == EvictionPolicy::None && prompt.len() > self.cache.capacity() {
             return Err(Error::PromptTooLong { tokens: prompt.len(), capacity: self.cache.capacity() });
         }
+        let vocab = self.engine.config().vocab;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
         Ok(())
     }
 
     /// Renders `messages` with the model's chat template, prunes the prompt to fit `prune`'s
     /// budget unless the cache can continue from what it holds, and generates the reply.
+    /// `on_text` receives each new piece of text with the token that completed it.
     pub async fn chat(
         &mut self,
         messages: &[Message],
@@ -184,12 +265,32 @@ impl Session {
         prune: &PruneOptions,
         on_text: impl FnMut(&str, u32) -> Control,
     ) -> Result<Generation> {
+        self.chat_with(messages, options, prune, OnText(on_text)).await
+    }
+
+    /// [`Self::chat`] with a [`Listener`], which can also abort it.
+    ///
+    /// Pruning scores the prompt in a cache of its own: whatever happens there (an abort, an
+    /// error, a budget too small), this session's conversation is left as it was.
+    pub async fn chat_with(
+        &mut self,
+        messages: &[Message],
+        options: &GenerateOptions,
+        prune: &PruneOptions,
+        listener: impl Listener,
+    ) -> Result<Generation> {
+        let start = Instant::now();
+        options.validate()?;
         let prompt = self.engine.chat_prompt(messages)?;
         let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
         let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
         let report = if prompt.tokens.len() > budget && prune.method != PruneMethod::None && !continues {
+            prompt.check_budget(budget)?;
             let scores = match prune.method {
-                PruneMethod::SelfInformation => self.surprisal(&prompt.tokens).await?,
+                PruneMethod::SelfInformation => match self.score(&prompt.tokens, &|| listener.aborted()).await? {
+                    Some(scores) => scores,
+                    None => return Ok(Generation::aborted(prompt.tokens.len(), &self.cache, start)),
+                },
                 _ => Vec::new(),
             };
             Some(prompt.prune(self.engine.tokenizer(), budget, prune.method, &scores)?)
@@ -197,38 +298,53 @@ impl Session {
             None
         };
         let tokens = report.as_ref().map_or(&prompt.tokens, |r| &r.tokens);
-        let mut generation = self.generate(tokens, options, on_text).await?;
+        let mut generation = self.generate_with(tokens, options, listener).await?;
         generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
         generation.pruned = report;
         Ok(generation)
     }
 
     /// The self-information `-ln p(token_i | tokens_<i)` of every token under this model (0 for
-    /// the first), run through this session's cache in chunks, sliding past its capacity.
-    /// Leaves the session reset.
-    pub async fn surprisal(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.reset();
-        let engine = Arc::clone(&self.engine);
-        let chunk = self.cache.slide_chunk().min(SCORE_CHUNK);
+    /// the first). Runs in a scratch cache (as many slots as the prompt needs, at most this
+    /// session's capacity), sliding past its capacity; this session's cache is not touched.
+    pub async fn surprisal(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.score(tokens, &|| false).await?.ok_or(Error::Aborted)
+    }
+
+    async fn score(&self, tokens: &[u32], aborted: &dyn Fn() -> bool) -> Result<Option<Vec<f32>>> {
+        self.check_prompt(tokens).or_else(|e| match e {
+            // Scoring slides through any length.
+            Error::PromptTooLong { .. } => Ok(()),
+            e => Err(e),
+        })?;
+        let capacity = tokens.len().min(self.cache.capacity());
+        let scratch = KvOptions {
+            capacity: Some(capacity),
+            policy: EvictionPolicy::SinksWindow,
+            sinks: self.cache.sinks().min(capacity / 4),
+            ..KvOptions::default()
+        };
+        let mut cache = KvCache::new(self.engine.config(), &scratch, self.engine.device())?;
+        let model = self.engine.model();
+        let chunk = cache.slide_chunk().min(SCORE_CHUNK);
         let mut out = vec![0.0f32; tokens.len()];
-        let result = async {
-            for (c, piece) in tokens.chunks(chunk).enumerate() {
-                let start = c * chunk;
-                self.cache.slide(piece.len()).await?;
-                let logits = engine.model().forward(piece, &mut self.cache, Logits::All)?;
-                let targets = &tokens[start + 1..(start + piece.len() + 1).min(tokens.len())];
-                if targets.is_empty() {
-                    break;
-                }
-                for (i, lp) in token_logprobs(logits, targets).await?.into_iter().enumerate() {
-                    out[start + 1 + i] = -lp;
-                }
+        for (c, piece) in tokens.chunks(chunk).enumerate() {
+            let start = c * chunk;
+            let targets = &tokens[start + 1..(start + piece.len() + 1).min(tokens.len())];
+            if targets.is_empty() {
+                break;
             }
-            Ok::<_, Error>(())
+            if aborted() {
+                return Ok(None);
+            }
+            cache.slide(piece.len()).await?;
+            let logits = model.forward(piece, &mut cache, Logits::All)?;
+            // Reading the scores waits for the device, which also lets a browser deliver an abort.
+            for (i, lp) in token_logprobs(logits, targets).await?.into_iter().enumerate() {
+                out[start + 1 + i] = -lp;
+            }
         }
-        .await;
-        self.reset();
-        result.map(|_| out)
+        Ok(Some(out))
     }
 
     /// Continues `prompt` (the whole conversation so far, as token ids). Tokens the cache
@@ -238,25 +354,37 @@ impl Session {
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
-        mut on_text: impl FnMut(&str, u32) -> Control,
+        on_text: impl FnMut(&str, u32) -> Control,
+    ) -> Result<Generation> {
+        self.generate_with(prompt, options, OnText(on_text)).await
+    }
+
+    /// [`Self::generate`] with a [`Listener`], which can also abort it: between prefill
+    /// chunks and after every token.
+    pub async fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        mut listener: impl Listener,
     ) -> Result<Generation> {
         let start = Instant::now();
         self.check_prompt(prompt)?;
-        if options.max_tokens == 0 {
-            return Err(Error::BadOptions("max_tokens must be at least 1".into()));
-        }
-        if options.stop.iter().any(String::is_empty) {
-            return Err(Error::BadOptions("stop strings must not be empty".into()));
-        }
+        options.validate()?;
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
+        if listener.aborted() {
+            return Ok(Generation::aborted(prompt.len(), &self.cache, start));
+        }
 
-        // Reuse what the cache holds; at least one token must run to produce logits.
-        let reused = self.reusable(prompt).min(prompt.len() - 1);
+        // Reuse what the cache holds; at least one token must run to produce logits. After an
+        // eviction the cache cannot be cut back, so a prompt that only repeats what it holds
+        // is run again from the start.
+        let mut reused = self.reusable(prompt).min(prompt.len() - 1);
         if reused < self.history.len() {
             if self.cache.evicted() > 0 {
                 self.reset();
+                reused = 0;
             } else {
                 self.cache.truncate(reused);
                 self.history.truncate(reused);
@@ -264,9 +392,12 @@ impl Session {
         }
         let evicted_before = self.cache.evicted();
 
-        let mut logits = match self.feed(&prompt[reused..]).await {
-            Ok(l) => l,
+        let mut logits = match self.run(&prompt[reused..], &|| listener.aborted()).await {
+            Ok(Some(logits)) => logits,
+            Ok(None) => return Ok(Generation::aborted(prompt.len(), &self.cache, start)),
             Err(e) => {
+                // A failed chunk may have written part of its keys; the conversation must be
+                // run again.
                 self.reset();
                 return Err(e);
             }
@@ -285,6 +416,11 @@ impl Session {
                 // The first readback waits for the prefill to finish on the device.
                 prefill_ms = first_token_ms;
             }
+            // Asked after every readback, so an abort lands within one token even while no
+            // text comes out.
+            if listener.aborted() {
+                break FinishReason::Aborted;
+            }
             if !options.ignore_eos && tokenizer.is_end_of_generation(token) {
                 break FinishReason::Stop;
             }
@@ -292,7 +428,7 @@ impl Session {
             history.push(token);
             let piece = stream.push(tokenizer, token)?;
             let (emit, stopped) = stops.push(&piece);
-            if !emit.is_empty() && on_text(emit, token) == Control::Stop {
+            if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
                 break FinishReason::Aborted;
             }
             if stopped {
@@ -314,7 +450,7 @@ impl Session {
             let (emit, _) = stops.push(&rest);
             let emit = emit.to_string() + stops.flush();
             if !emit.is_empty() {
-                on_text(&emit, *generated.last().unwrap_or(&0));
+                listener.on_text(&emit, *generated.last().unwrap_or(&0))?;
             }
         }
 
@@ -340,6 +476,20 @@ impl Session {
     }
 }
 
+impl Generation {
+    /// A generation stopped before its first token (during pruning's scoring or the prefill).
+    fn aborted(prompt_tokens: usize, cache: &KvCache, start: Instant) -> Self {
+        let stats = GenerationStats {
+            prompt_tokens,
+            prefill_ms: ms_since(start),
+            kv_len: cache.len(),
+            kv_capacity: cache.capacity(),
+            ..GenerationStats::default()
+        };
+        Self { tokens: Vec::new(), text: String::new(), finish_reason: FinishReason::Aborted, stats, pruned: None }
+    }
+}
+
 /// The next token from `logits: [1, vocab]`: argmax on the device when sampling is greedy (one
 /// integer read back), otherwise the logits are read and sampled on the host.
 async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
@@ -348,19 +498,6 @@ async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Resu
     }
     let mut logits = read_f32(logits).await?;
     Ok(sampler.sample(&mut logits, history))
-}
-
-/// Reads token ids (an argmax) back to the host.
-pub(crate) async fn read_ids<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
-    let ids = data.try_into_vec_as::<i64>().map_err(|e| Error::Device(format!("{e:?}")))?;
-    Ok(ids.into_iter().map(|id| id as u32).collect())
-}
-
-/// Reads a float tensor back to the host.
-pub(crate) async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
-    data.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
 }
 
 fn ms_since(start: Instant) -> f64 {

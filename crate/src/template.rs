@@ -1,5 +1,7 @@
 //! The model's own Jinja chat template, rendered with minijinja.
 
+use std::ops::Range;
+
 use minijinja::{Environment, ErrorKind, context};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,40 @@ impl ChatTemplate {
         Ok(Self { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
     }
 
+    /// Renders the conversation and finds where each message's content landed in the text.
+    ///
+    /// The template is run a second time with every content wrapped in marker characters
+    /// that occur nowhere else; when removing the markers gives back exactly the first
+    /// rendering, the markers are the true spans. A template that trims contents is tried
+    /// with trimmed contents too. A content whose place cannot be proven this way (the
+    /// template dropped it, repeated it, or changed it depending on its value) has no span.
+    pub fn render_with_spans(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Rendered> {
+        let text = self.render(messages, add_generation_prompt)?;
+        let mut unused =
+            ('\u{E000}'..='\u{F8FF}').filter(|&c| !text.contains(c) && !messages.iter().any(|m| m.content.contains(c)));
+        let (Some(open), Some(close)) = (unused.next(), unused.next()) else {
+            return Ok(Rendered { spans: vec![None; messages.len()], text });
+        };
+        for trimmed in [false, true] {
+            let marked: Vec<Message> = messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let content = if trimmed { m.content.trim() } else { &m.content };
+                    Message::new(m.role.clone(), format!("{open}{i}{close}{content}{open}{close}"))
+                })
+                .collect();
+            // A template may refuse marked contents (raise_exception on a pattern): no spans.
+            let Ok(marked) = self.render(&marked, add_generation_prompt) else { break };
+            if let Some(spans) = unmark(&marked, open, close, messages.len())
+                && spans.0 == text
+            {
+                return Ok(Rendered { text, spans: spans.1 });
+            }
+        }
+        Ok(Rendered { spans: vec![None; messages.len()], text })
+    }
+
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
@@ -59,6 +95,55 @@ impl ChatTemplate {
     }
 }
 
+/// A rendered conversation with the byte range of each message's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    /// One per message: where the template put its content, when that is known exactly.
+    pub spans: Vec<Option<Range<usize>>>,
+}
+
+/// Removes `{open}{i}{close}` .. `{open}{close}` markers from `marked`, returning the text
+/// without them and where each message's content sits in it. `None` if the markers are not
+/// well nested (the template cut into a content). A content rendered more than once gets no
+/// span: which copy is "the" content is not for us to guess.
+fn unmark(marked: &str, open: char, close: char, n: usize) -> Option<(String, Vec<Option<Range<usize>>>)> {
+    let mut text = String::with_capacity(marked.len());
+    let mut spans: Vec<Option<Range<usize>>> = vec![None; n];
+    let mut copies = vec![0usize; n];
+    let mut inside: Option<(usize, usize)> = None;
+    let mut rest = marked;
+    while let Some(at) = rest.find(open) {
+        text.push_str(&rest[..at]);
+        rest = &rest[at + open.len_utf8()..];
+        let end = rest.find(close)?;
+        let tag = &rest[..end];
+        rest = &rest[end + close.len_utf8()..];
+        match (tag, inside) {
+            ("", Some((i, start))) => {
+                spans[i] = Some(start..text.len());
+                inside = None;
+            }
+            (digits, None) => {
+                let i: usize = digits.parse().ok().filter(|&i| i < n)?;
+                copies[i] += 1;
+                inside = Some((i, text.len()));
+            }
+            _ => return None,
+        }
+    }
+    if inside.is_some() || rest.contains(close) {
+        return None;
+    }
+    text.push_str(rest);
+    for (span, &count) in spans.iter_mut().zip(&copies) {
+        if count != 1 {
+            *span = None;
+        }
+    }
+    Some((text, spans))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +160,47 @@ mod tests {
         );
         let with_system = t.render(&[Message::new("system", "Be brief."), Message::new("user", "Hi")], false).unwrap();
         assert_eq!(with_system, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+    }
+
+    #[test]
+    fn spans_are_where_the_contents_are() {
+        let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
+        let messages = [Message::new("user", "Hi <|im_end|> there"), Message::new("assistant", " ok ")];
+        let r = t.render_with_spans(&messages, true).unwrap();
+        assert_eq!(r.text, t.render(&messages, true).unwrap());
+        for (m, span) in messages.iter().zip(&r.spans) {
+            assert_eq!(&r.text[span.clone().unwrap()], m.content);
+        }
+        // The span of the first message is the second occurrence of "Hi": the default
+        // system prompt comes first.
+        assert!(r.spans[0].as_ref().unwrap().start > r.text.find("SmolLM").unwrap());
+    }
+
+    #[test]
+    fn trimmed_contents_have_spans_and_dropped_ones_have_none() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{% if m.role != 'system' %}[{{ m.content | trim }}]{% endif %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let messages = [Message::new("system", "sys"), Message::new("user", "  a b  "), Message::new("user", "c")];
+        let r = t.render_with_spans(&messages, false).unwrap();
+        assert_eq!(r.text, "[a b][c]");
+        assert_eq!(r.spans, vec![None, Some(1..4), Some(6..7)]);
+        // Contents the template tests by value cannot be placed.
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{% if m.content == 'x' %}X{% else %}{{ m.content }}{% endif %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let r = t.render_with_spans(&[Message::new("user", "x")], false).unwrap();
+        assert_eq!((r.text.as_str(), r.spans), ("X", vec![None]));
+        // Repeated contents are not placed either.
+        let t = ChatTemplate::new("{% for m in messages %}{{ m.content }}{{ m.content }}{% endfor %}", "", "").unwrap();
+        let r = t.render_with_spans(&[Message::new("user", "ab")], false).unwrap();
+        assert_eq!((r.text.as_str(), r.spans), ("abab", vec![None]));
     }
 
     #[test]

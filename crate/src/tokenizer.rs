@@ -1,7 +1,8 @@
 //! Text to token ids and back: the `tokenizers` crate, built from a `tokenizer.json` or from a
 //! GGUF vocabulary so that it gives llama.cpp's ids, plus a streaming detokenizer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -41,6 +42,8 @@ pub struct Tokenizer {
     add_bos: bool,
     /// Ids that end generation.
     end_of_generation: Vec<u32>,
+    /// Ids of special (control) tokens: only a chat template's own text may produce them.
+    special: BTreeSet<u32>,
 }
 
 impl Tokenizer {
@@ -140,7 +143,12 @@ impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`; `eos_ids` come from `config.json` or
     /// `tokenizer_config.json`.
     pub fn from_json(json: &[u8], bos: Option<u32>, add_bos: bool, eos_ids: &[u32]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // Parsed to a value first: the crate's own streaming deserializers panic on some
+        // malformed input (`expect("Helper")` in its decoders), which would trap a browser.
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(value).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         let mut end_of_generation = eos_ids.to_vec();
         for text in END_OF_TURN_TEXTS {
             if let Some(id) = inner.get_added_vocabulary().token_to_id(text, inner.get_model()) {
@@ -163,7 +171,14 @@ impl Tokenizer {
         }
         let mut plain = parsing.clone();
         plain.set_encode_special_tokens(true);
-        Ok(Self { parsing, plain, bos, add_bos, end_of_generation })
+        let special = parsing
+            .get_added_vocabulary()
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(&id, _)| id)
+            .collect();
+        Ok(Self { parsing, plain, bos, add_bos, end_of_generation, special })
     }
 
     /// Token ids of `text`. With `parse_special`, special-token text such as `<|im_start|>`
@@ -183,6 +198,47 @@ impl Tokenizer {
         let ids = bos.into_iter().chain(encoding.get_ids().iter().copied()).collect();
         let offsets = bos.map(|_| (0, 0)).into_iter().chain(encoding.get_offsets().iter().copied()).collect();
         Ok((ids, offsets))
+    }
+
+    /// A rendered chat prompt as token ids with their byte ranges: special-token text becomes
+    /// a special id only outside `content` (the byte ranges of message contents), so that a
+    /// message can never forge a turn. Without special-token text inside `content` this is
+    /// exactly [`Self::encode_with_offsets`]; with it, the text between the template's own
+    /// special tokens is encoded as plain text, which is what the tokenizer does to the text
+    /// between special tokens anyway.
+    pub fn encode_chat(&self, text: &str, content: &[Range<usize>]) -> Result<(Vec<u32>, Vec<ByteRange>)> {
+        let (ids, offsets) = self.encode_with_offsets(text)?;
+        let in_content = |&(s, e): &ByteRange| s < e && content.iter().any(|r| s < r.end && r.start < e);
+        let forged = |(id, range): (&u32, &ByteRange)| self.special.contains(id) && in_content(range);
+        if !ids.iter().zip(&offsets).any(forged) {
+            return Ok((ids, offsets));
+        }
+        let mut out_ids: Vec<u32> = self.added_bos().into_iter().collect();
+        let mut out_offsets: Vec<ByteRange> = out_ids.iter().map(|_| (0, 0)).collect();
+        let plain = |from: usize, to: usize, ids: &mut Vec<u32>, offsets: &mut Vec<ByteRange>| -> Result<()> {
+            if from < to {
+                let e = self.plain.encode(&text[from..to], false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                ids.extend_from_slice(e.get_ids());
+                offsets.extend(e.get_offsets().iter().map(|&(s, t)| (s + from, t + from)));
+            }
+            Ok(())
+        };
+        let mut cursor = 0;
+        for (&id, &(s, e)) in ids.iter().zip(&offsets) {
+            if s < e && self.special.contains(&id) && !in_content(&(s, e)) {
+                plain(cursor, s, &mut out_ids, &mut out_offsets)?;
+                out_ids.push(id);
+                out_offsets.push((s, e));
+                cursor = e;
+            }
+        }
+        plain(cursor, text.len(), &mut out_ids, &mut out_offsets)?;
+        Ok((out_ids, out_offsets))
+    }
+
+    /// Whether `id` is a special (control) token.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
 
     /// The BOS id encoding puts first, where the model asks for one.

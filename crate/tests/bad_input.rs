@@ -162,8 +162,8 @@ fn bad_prompts_and_options_leave_the_engine_usable() {
     assert!(!g.tokens.is_empty());
 }
 
-/// A thousand random mutations of a valid file: each load gives a model or an error, never a
-/// panic; a model that loads can still run.
+/// A thousand random mutations of a valid file, anywhere in it (header, tables, tensor data):
+/// each load gives a model or an error, never a panic, and every model that loads generates.
 #[test]
 fn a_thousand_mutations_never_panic() {
     let c = TinyConfig { n_layers: 1, ..TinyConfig::new() };
@@ -186,57 +186,72 @@ fn a_thousand_mutations_never_panic() {
             }
         }
     }
-    let device = DeviceKind::Cpu.device().unwrap();
     let mut rng = Rng::new(2024);
-    let (mut loaded, mut refused, mut generated) = (0, 0, 0);
-    for _ in 0..1000 {
-        let mut bytes = original.clone();
-        for _ in 0..1 + rng.below(4) {
-            // Mostly hit the header and tables, where the structure lives.
-            let at = match rng.below(4) {
-                0 => rng.below(bytes.len() as u64) as usize,
-                1 => rng.below(header_end as u64) as usize,
-                _ => hot_spots[rng.below(hot_spots.len() as u64) as usize] + rng.below(28) as usize,
-            };
-            if at >= bytes.len() {
-                continue;
-            }
-            match rng.below(5) {
-                0 => bytes[at] ^= 1 << rng.below(8),
-                1 => bytes[at] = rng.next_u64() as u8,
-                2 => {
-                    let v = [0u64, 1, 0xFF, 0xFFFF_FFFF, u64::MAX, 1 << 32, 1 << 62][rng.below(7) as usize];
-                    let end = (at + 8).min(bytes.len());
-                    bytes[at..end].copy_from_slice(&v.to_le_bytes()[..end - at]);
+    let mutants: Vec<Vec<u8>> = (0..1000)
+        .map(|_| {
+            let mut bytes = original.clone();
+            for _ in 0..1 + rng.below(4) {
+                // Half anywhere in the file (most of it is tensor data), half where the
+                // structure lives.
+                let at = match rng.below(4) {
+                    0 | 1 => rng.below(bytes.len() as u64) as usize,
+                    2 => rng.below(header_end as u64) as usize,
+                    _ => hot_spots[rng.below(hot_spots.len() as u64) as usize] + rng.below(28) as usize,
+                };
+                if at >= bytes.len() {
+                    continue;
                 }
-                3 => bytes.truncate(at),
-                _ => {
-                    let n = rng.below(16) as usize;
-                    bytes.splice(at..at, (0..n).map(|_| rng.next_u64() as u8));
+                match rng.below(5) {
+                    0 => bytes[at] ^= 1 << rng.below(8),
+                    1 => bytes[at] = rng.next_u64() as u8,
+                    2 => {
+                        let v = [0u64, 1, 0xFF, 0xFFFF_FFFF, u64::MAX, 1 << 32, 1 << 62][rng.below(7) as usize];
+                        let end = (at + 8).min(bytes.len());
+                        bytes[at..end].copy_from_slice(&v.to_le_bytes()[..end - at]);
+                    }
+                    3 => bytes.truncate(at),
+                    _ => {
+                        let n = rng.below(16) as usize;
+                        bytes.splice(at..at, (0..n).map(|_| rng.next_u64() as u8));
+                    }
                 }
             }
-        }
-        match Engine::from_gguf(&bytes, &device, WeightFormat::Int4) {
+            bytes
+        })
+        .collect();
+    let (loaded, refused) = loads_and_generates(&mutants, WeightFormat::Int4);
+    eprintln!("GGUF mutations: {loaded} loaded and generated, {refused} refused");
+    assert!(refused > 500, "most mutations break the file (loaded {loaded}, refused {refused})");
+    assert!(loaded > 100, "mutations of tensor data leave a loadable file ({loaded} loaded)");
+}
+
+/// Loads every file of `files` on the CPU: a typed error or a model, and every model must
+/// generate. Returns (loaded, refused).
+fn loads_and_generates(files: &[Vec<u8>], weights: WeightFormat) -> (usize, usize) {
+    let device = DeviceKind::Cpu.device().unwrap();
+    let (mut loaded, mut refused) = (0, 0);
+    for (i, bytes) in files.iter().enumerate() {
+        match Engine::from_file_bytes(bytes, &device, weights) {
             Ok(engine) => {
                 loaded += 1;
                 let engine = Arc::new(engine);
-                if let Ok(mut session) = engine.session(&KvOptions::with_capacity(8)) {
-                    let opts = GenerateOptions { max_tokens: 2, ..Default::default() };
-                    generated +=
-                        pollster::block_on(session.generate(&[3, 4], &opts, |_, _| Control::Continue)).is_ok() as usize;
-                }
+                let mut session = engine.session(&KvOptions::default()).unwrap_or_else(|e| panic!("file {i}: {e}"));
+                let opts = GenerateOptions { max_tokens: 2, ignore_eos: true, ..Default::default() };
+                let g = pollster::block_on(session.generate(&[3, 4], &opts, |_, _| Control::Continue));
+                let g = g.unwrap_or_else(|e| panic!("file {i} loaded but does not generate: {e}"));
+                assert_eq!(g.tokens.len(), 2, "file {i}");
             }
             Err(e) => {
                 refused += 1;
-                assert!(!e.to_string().is_empty());
+                assert!(!e.to_string().is_empty() && !e.kind().is_empty());
             }
         }
     }
-    eprintln!("mutations: {loaded} loaded ({generated} generated), {refused} refused");
-    assert!(refused > 500, "most mutations break the file (loaded {loaded}, refused {refused})");
+    (loaded, refused)
 }
 
-/// A converted record, truncated or with bytes flipped, loads or fails with an error; never panics.
+/// A converted record, truncated or with bytes changed anywhere (its tensors included), loads
+/// or fails with an error, never panics; what loads generates.
 #[test]
 fn broken_burnpacks_are_refused() {
     use hearth::load::{ModelParts, burnpack};
@@ -247,16 +262,29 @@ fn broken_burnpacks_are_refused() {
     let device = DeviceKind::Cpu.device().unwrap();
     assert!(Engine::from_burnpack(&pack, &device, WEIGHTS).is_ok());
     let mut rng = Rng::new(5);
-    for i in 0..200 {
-        let mut broken = pack.clone();
-        if i % 2 == 0 {
-            broken.truncate(rng.below(pack.len() as u64) as usize);
-        } else {
-            for _ in 0..4 {
-                let at = rng.below(4096.min(pack.len() as u64)) as usize;
-                broken[at] ^= 1 << rng.below(8);
+    let mutants: Vec<Vec<u8>> = (0..400)
+        .map(|i| {
+            let mut broken = pack.clone();
+            match i % 4 {
+                0 => broken.truncate(rng.below(pack.len() as u64) as usize),
+                // The first 4 KiB hold the header and tensor index.
+                1 => {
+                    for _ in 0..4 {
+                        let at = rng.below(4096.min(pack.len() as u64)) as usize;
+                        broken[at] ^= 1 << rng.below(8);
+                    }
+                }
+                _ => {
+                    for _ in 0..1 + rng.below(8) {
+                        let at = rng.below(pack.len() as u64) as usize;
+                        broken[at] = rng.next_u64() as u8;
+                    }
+                }
             }
-        }
-        let _ = Engine::from_burnpack(&broken, &device, WEIGHTS);
-    }
+            broken
+        })
+        .collect();
+    let (loaded, refused) = loads_and_generates(&mutants, WEIGHTS);
+    eprintln!("burnpack mutations: {loaded} loaded and generated, {refused} refused");
+    assert!(loaded > 50 && refused > 100, "loaded {loaded}, refused {refused}");
 }

@@ -253,3 +253,52 @@ fn rope_and_attention_match_reference_on_cpu() {
 fn rope_and_attention_match_reference_on_wgpu() {
     rope_and_attention_match_reference(DeviceKind::Wgpu);
 }
+
+/// Element-wise kernels with more than 65,535 workgroups of work (WebGPU's limit per
+/// dimension) spread them over two dimensions: every element is still computed, once.
+/// RoPE over 70,000 tokens of a 288-wide projection (78,750 workgroups of 256) and an
+/// embedding gather of 300,000 rows of 64 (75,000).
+#[test]
+fn elementwise_kernels_past_65535_workgroups() {
+    use hearth::kernels::rope::{Heads, rope_store};
+    let device = DeviceKind::Wgpu.device().unwrap();
+    let heads = Heads { n_heads: 2, n_kv_heads: 1, head_dim: 72 };
+    let (hd, m): (usize, usize) = (72, 70_000);
+    let width = 4 * hd;
+    assert!((m * width).div_ceil(256) > 65_535);
+    // Identity rotation: cos 1, sin 0, so the queries and keys come out as they went in.
+    let cos = vec![1.0f32; m * hd];
+    let sin = vec![0.0f32; m * hd];
+    let qkv: Vec<f32> = (0..m * width).map(|i| (i % 1009) as f32).collect();
+    let mut k = Tensor::<3>::zeros([1, m, hd], &device);
+    let mut v = Tensor::<3>::zeros([1, m, hd], &device);
+    let q = rope_store(
+        tensor2(&qkv, [m, width], &device),
+        heads,
+        &tensor2(&cos, [m, hd], &device),
+        &tensor2(&sin, [m, hd], &device),
+        0,
+        &mut k,
+        &mut v,
+    );
+    let (q, k, v) =
+        (read(q), k.into_data().try_into_vec_as::<f32>().unwrap(), v.into_data().try_into_vec_as::<f32>().unwrap());
+    for t in [0, 1, m / 2, m - 1] {
+        let row = &qkv[t * width..(t + 1) * width];
+        assert_eq!(&q[t * 2 * hd..(t + 1) * 2 * hd], &row[..2 * hd], "queries of token {t}");
+        assert_eq!(&k[t * hd..(t + 1) * hd], &row[2 * hd..3 * hd], "key of token {t}");
+        assert_eq!(&v[t * hd..(t + 1) * hd], &row[3 * hd..], "value of token {t}");
+    }
+
+    let mut rng = Rng::new(41);
+    let (rows, cols) = (50, 64);
+    let packed = PackedMatrix::quantize(QuantFormat::Q8, &random(&mut rng, rows * cols), rows, cols);
+    let w = packed.dequantize();
+    let ids: Vec<u32> = (0..300_000u32).map(|i| (i * 7) % rows as u32).collect();
+    assert!((ids.len() * cols).div_ceil(256) > 65_535);
+    let got = read(qgather(&ids, &QuantMatrix::upload(&packed, &device), &device));
+    for t in [0, 1, 150_001, ids.len() - 1] {
+        let r = ids[t] as usize;
+        assert_eq!(&got[t * cols..(t + 1) * cols], &w[r * cols..(r + 1) * cols], "row {t}");
+    }
+}

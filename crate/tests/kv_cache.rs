@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::*;
 use hearth::kv_cache::heavy_hitters_keep;
 use hearth::prune::ChatPrompt;
+use hearth::template::Rendered;
 use hearth::{
     Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions,
     Session, WeightFormat,
@@ -195,13 +196,14 @@ fn surprisal_matches_reference() {
             log_sum - row[ids[i] as usize]
         }))
         .collect();
-    let mut session = engine.session(&KvOptions::with_capacity(64)).unwrap();
+    let session = engine.session(&KvOptions::with_capacity(64)).unwrap();
     let got = pollster::block_on(session.surprisal(&ids)).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() < 1e-3, "token {i}: {g} vs {w}");
     }
-    // Through 12 slots the scores are defined for every token and the session is left empty.
-    let mut small = engine.session(&KvOptions::with_capacity(12)).unwrap();
+    // Through 12 slots the scores are defined for every token; the session's own cache is
+    // not used.
+    let small = engine.session(&KvOptions::with_capacity(12)).unwrap();
     let got = pollster::block_on(small.surprisal(&ids)).unwrap();
     assert_eq!(got.len(), ids.len());
     assert!(got[1..].iter().all(|s| s.is_finite() && *s > 0.0));
@@ -278,7 +280,8 @@ fn pruning_keeps_the_protected_part() {
 fn pruning_within_budget_drops_nothing() {
     let (engine, _) = engine(79, DeviceKind::Cpu);
     let messages = [Message::new("assistant", "one two"), Message::new("user", "q")];
-    let prompt = ChatPrompt::new(&messages, "one twoq".into(), vec![10, 11, 12], vec![(0, 3), (3, 7), (7, 8)]);
+    let rendered = Rendered { text: "one twoq".into(), spans: vec![Some(0..7), Some(7..8)] };
+    let prompt = ChatPrompt::new(&messages, rendered, vec![10, 11, 12], vec![(0, 3), (3, 7), (7, 8)]);
     assert_eq!(prompt.protected_tokens(), 1);
     for method in [PruneMethod::SelfInformation, PruneMethod::OldestTurns, PruneMethod::Front] {
         let report = prompt.prune(engine.tokenizer(), 3, method, &[0.0; 3]).unwrap();

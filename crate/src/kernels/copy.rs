@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
-use cubecl::prelude::{CubeCount, CubeDim};
+use cubecl::prelude::CubeDim;
 
 use super::{Prim, flex_words};
 
@@ -21,7 +21,7 @@ pub fn copy_words(words: &Tensor<1, Int>) -> Tensor<1, Int> {
             let per_cube = THREADS * WORDS_PER_THREAD;
             cube::copy_kernel::launch(
                 &client,
-                CubeCount::Static((n as u32).div_ceil(per_cube), 1, 1),
+                super::grid((n as u32).div_ceil(per_cube)),
                 CubeDim::new_1d(THREADS),
                 src.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
@@ -44,7 +44,7 @@ mod cube {
     #[cube(launch)]
     pub(super) fn copy_kernel(src: &Tensor<i32>, dst: &mut Tensor<i32>, n: u32) {
         // Consecutive threads take consecutive words, WORDS_PER_THREAD times over the cube.
-        let base = (CUBE_POS_X * THREADS * WORDS_PER_THREAD + UNIT_POS_X) as usize;
+        let base = CUBE_POS * (THREADS * WORDS_PER_THREAD) as usize + UNIT_POS_X as usize;
         #[unroll]
         for i in 0..WORDS_PER_THREAD as usize {
             let at = base + i * THREADS as usize;

@@ -16,6 +16,17 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 
+/// WebGPU's guaranteed `maxComputeWorkgroupsPerDimension` (what SwiftShader and most mobile
+/// adapters offer).
+pub(crate) const MAX_WORKGROUPS: u32 = 65_535;
+
+/// `cubes` workgroups of a kernel that indexes by `ABSOLUTE_POS` (and bounds-checks it), laid
+/// out over x and y so that neither dimension passes [`MAX_WORKGROUPS`].
+pub(crate) fn grid(cubes: u32) -> cubecl::prelude::CubeCount {
+    let y = cubes.div_ceil(MAX_WORKGROUPS).max(1);
+    cubecl::prelude::CubeCount::Static(cubes.div_ceil(y), y, 1)
+}
+
 /// Where a tensor's data lives, with its backend primitive.
 #[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
 pub(crate) enum Prim {

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
-use cubecl::prelude::{CubeCount, CubeDim};
+use cubecl::prelude::CubeDim;
 
 use super::qmatmul::QuantMatrix;
 use super::{Prim, cube_float, flex_float, flex_words};
@@ -25,7 +25,7 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
             let cube_dim = CubeDim::new_1d(256);
             cube::qgather_kernel::launch(
                 &client,
-                CubeCount::Static(total.div_ceil(256), 1, 1),
+                super::grid(total.div_ceil(256)),
                 cube_dim,
                 ids.into_tensor_arg(),
                 codes.into_tensor_arg(),

@@ -6,7 +6,7 @@
 use burn::prelude::*;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
-use cubecl::prelude::{CubeCount, CubeDim};
+use cubecl::prelude::CubeDim;
 
 use super::{Prim, cube_float, flex_f32, flex_float};
 
@@ -51,7 +51,7 @@ pub fn rope_store(
                 let total = (m * width) as u32;
                 cube::rope_store_kernel::launch(
                     &client,
-                    CubeCount::Static(total.div_ceil(256), 1, 1),
+                    super::grid(total.div_ceil(256)),
                     CubeDim::new_1d(256),
                     qkv.into_tensor_arg(),
                     cos.clone().into_tensor_arg(),

@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use burn_pack::{Bytes, DType, Reader, Writer};
 use serde_json::{Value as Json, json};
 
-use crate::config::{ModelConfig, RawConfig};
+use crate::config::RawConfig;
 use crate::error::{Error, Result};
 use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, packed_or_quantized};
+use crate::model::plan::{Role, tensor_table};
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 use crate::tokenizer::Tokenizer;
@@ -23,36 +24,6 @@ const FORMAT: &str = "hearth-int4-1";
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::Malformed(format!("burnpack: {}", msg.into()))
-}
-
-/// The matrices of a model: `(name, rows, cols, format when quantized from floats)`.
-fn matrices(c: &ModelConfig, tied: bool) -> Vec<(String, usize, usize, QuantFormat)> {
-    let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
-    let mut out = vec![("token_embd.weight".to_string(), c.vocab, d, QuantFormat::Q8)];
-    for i in 0..c.n_layers {
-        for (suffix, rows, cols) in [
-            ("attn_q", d, d),
-            ("attn_k", kv, d),
-            ("attn_v", kv, d),
-            ("attn_output", d, d),
-            ("ffn_gate", ff, d),
-            ("ffn_up", ff, d),
-            ("ffn_down", d, ff),
-        ] {
-            out.push((format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
-        }
-    }
-    if !tied {
-        out.push(("output.weight".to_string(), c.vocab, d, QuantFormat::Q4));
-    }
-    out
-}
-
-fn norms(c: &ModelConfig) -> Vec<String> {
-    (0..c.n_layers)
-        .flat_map(|i| [format!("blk.{i}.attn_norm.weight"), format!("blk.{i}.ffn_norm.weight")])
-        .chain(["output_norm.weight".to_string()])
-        .collect()
 }
 
 fn u32_tensor(name: String, words: &[u32], shape: [usize; 2]) -> burn_pack::Tensor {
@@ -66,7 +37,9 @@ pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
     let tied = !source.contains("output.weight");
     let mut tensors = Vec::new();
     let mut writer_meta = BTreeMap::new();
-    for (name, rows, cols, fallback) in matrices(c, tied) {
+    for spec in tensor_table(c, tied) {
+        let Role::Matrix { fallback } = spec.role else { continue };
+        let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
         let p = packed_or_quantized(source, &name, rows, cols, fallback)?;
         let words = p.blocks_per_row() * p.format.words_per_block();
         tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
@@ -75,7 +48,8 @@ pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
         writer_meta.insert(format!("{name}.format"), format.to_string());
         writer_meta.insert(format!("{name}.cols"), cols.to_string());
     }
-    for name in norms(c) {
+    for spec in tensor_table(c, tied).into_iter().filter(|s| s.role == Role::Norm) {
+        let name = spec.name;
         let t = source.tensor(&name)?.expect_shape(&[c.d_model])?;
         let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         tensors.push(burn_pack::Tensor::new(name, DType::F32, [c.d_model], None, Bytes::from_bytes_vec(bytes)));
@@ -147,9 +121,26 @@ pub fn parse(bytes: &[u8]) -> Result<(ModelParts, PackTensors)> {
 }
 
 impl PackTensors {
+    fn format(&self, name: &str) -> Result<QuantFormat> {
+        match self.metadata.get(&format!("{name}.format")).map(String::as_str) {
+            Some("q4") => Ok(QuantFormat::Q4),
+            Some("q8") => Ok(QuantFormat::Q8),
+            other => Err(bad(format!("{name}: format {other:?}"))),
+        }
+    }
+
+    fn cols(&self, name: &str) -> Result<usize> {
+        self.metadata
+            .get(&format!("{name}.cols"))
+            .and_then(|c| c.parse().ok())
+            .filter(|&c| c > 0)
+            .ok_or_else(|| bad(format!("{name}: no column count")))
+    }
+
     fn words(&self, name: &str, rows: usize, per_row: usize) -> Result<Vec<u32>> {
         let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
-        if *dtype != DType::U32 || shape[..] != [rows, per_row] || bytes.len() != rows * per_row * 4 {
+        let len = rows.checked_mul(per_row).and_then(|n| n.checked_mul(4));
+        if *dtype != DType::U32 || shape[..] != [rows, per_row] || Some(bytes.len()) != len {
             return Err(Error::TensorShape {
                 tensor: name.into(),
                 expected: vec![rows, per_row],
@@ -170,12 +161,38 @@ impl TensorSource for PackTensors {
         self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{name}.codes"))
     }
 
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        if let Some((_, shape, _)) = self.tensors.get(&format!("{name}.codes")) {
+            let cols = self.cols(name)?;
+            return Ok(Some(vec![shape.first().copied().unwrap_or(0), cols]));
+        }
+        Ok(self.tensors.get(name).map(|(_, shape, _)| shape.clone()))
+    }
+
+    fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
+        match self.tensors.contains_key(&format!("{name}.codes")) {
+            true => self.format(name).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tensors
+            .keys()
+            .map(|k| k.strip_suffix(".codes").or(k.strip_suffix(".params")).unwrap_or(k).to_string())
+            .collect();
+        names.dedup();
+        names
+    }
+
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         if let Some(p) = self.packed(name)? {
             return Ok(HostTensor { name: name.into(), shape: vec![p.rows, p.cols], data: p.dequantize() });
         }
         let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
-        if *dtype != DType::F32 || bytes.len() != shape.iter().product::<usize>() * 4 {
+        let len = shape.iter().try_fold(4usize, |n, &d| n.checked_mul(d));
+        if *dtype != DType::F32 || Some(bytes.len()) != len {
             return Err(bad(format!("tensor {name}: {dtype:?} {shape:?} with {} bytes", bytes.len())));
         }
         let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -186,21 +203,14 @@ impl TensorSource for PackTensors {
         let Some((_, shape, _)) = self.tensors.get(&format!("{name}.codes")) else {
             return Ok(None);
         };
-        let format = match self.metadata.get(&format!("{name}.format")).map(String::as_str) {
-            Some("q4") => QuantFormat::Q4,
-            Some("q8") => QuantFormat::Q8,
-            other => return Err(bad(format!("{name}: format {other:?}"))),
-        };
-        let cols: usize = self
-            .metadata
-            .get(&format!("{name}.cols"))
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| bad(format!("{name}: no column count")))?;
+        let (format, cols) = (self.format(name)?, self.cols(name)?);
         let &[rows, _] = &shape[..] else {
             return Err(bad(format!("{name}.codes: shape {shape:?}")));
         };
         let blocks = cols.div_ceil(BLOCK);
-        let codes = self.words(&format!("{name}.codes"), rows, blocks * format.words_per_block())?;
+        let per_row =
+            blocks.checked_mul(format.words_per_block()).ok_or_else(|| bad(format!("{name}: {cols} columns")))?;
+        let codes = self.words(&format!("{name}.codes"), rows, per_row)?;
         let params = self.words(&format!("{name}.params"), rows, blocks)?;
         Ok(Some(PackedMatrix { format, rows, cols, codes, params }))
     }

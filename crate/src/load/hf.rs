@@ -160,6 +160,16 @@ impl TensorSource for HfTensors<'_> {
         self.index.len()
     }
 
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        let Some(hf) = Self::hf_name(name) else { return Ok(None) };
+        let Some(&shard) = self.index.get(&hf) else { return Ok(None) };
+        let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
+        Ok(Some(view.shape().to_vec()))
+    }
+
     fn contains(&self, name: &str) -> bool {
         if name == "output.weight" && self.tie_word_embeddings {
             return false;

@@ -8,7 +8,10 @@ pub mod burnpack;
 pub mod gguf;
 pub mod hf;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RopeScaling};
+
+/// The GGUF tensor holding per-frequency RoPE divisors (Llama 3's scaling).
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
 use crate::error::{Error, Result};
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 use crate::tokenizer::Tokenizer;
@@ -46,6 +49,21 @@ pub trait TensorSource {
 
     /// How many tensors the source holds (for progress reports).
     fn tensor_count(&self) -> usize;
+
+    /// The row-major shape of a tensor, read from the file's index without touching its data;
+    /// `None` when the source does not have it.
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>>;
+
+    /// The block format a matrix is stored in, when it is one the device keeps as is.
+    fn stored_format(&self, _name: &str) -> Result<Option<QuantFormat>> {
+        Ok(None)
+    }
+
+    /// Every tensor the source holds, where unknown ones mean the model would run wrong
+    /// (GGUF and `.bpk`); empty where a format carries harmless extras (Hugging Face buffers).
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl TensorSource for gguf::GgufFile<'_> {
@@ -59,6 +77,22 @@ impl TensorSource for gguf::GgufFile<'_> {
 
     fn tensor_count(&self) -> usize {
         self.tensors.len()
+    }
+
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        Ok(self.tensor_info(name).map(|t| t.shape.clone()))
+    }
+
+    fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
+        Ok(self.tensor_info(name).and_then(|t| match t.dtype {
+            gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 => Some(QuantFormat::Q4),
+            gguf::GgmlType::Q8_0 => Some(QuantFormat::Q8),
+            _ => None,
+        }))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.iter().map(|t| t.name.clone()).collect()
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
@@ -84,7 +118,19 @@ pub struct ModelParts {
 
 impl ModelParts {
     pub fn from_gguf(file: &gguf::GgufFile) -> Result<Self> {
-        let config = crate::config::RawConfig::from_gguf(&file.metadata)?.resolve()?;
+        let mut config = crate::config::RawConfig::from_gguf(&file.metadata)?.resolve()?;
+        // llama.cpp's converter stores Llama 3's RoPE scaling as per-frequency divisors.
+        if file.tensor_info(ROPE_FREQS).is_some() {
+            if config.rope_scaling != RopeScaling::None {
+                return Err(Error::config(format!(
+                    "{ROPE_FREQS} and rope scaling {:?} together are not supported",
+                    config.rope_scaling
+                )));
+            }
+            let t = file.tensor(ROPE_FREQS)?.expect_shape(&[config.head_dim() / 2])?;
+            config.rope_scaling = RopeScaling::Factors(t.data);
+            config.rope_scaling.validate(config.head_dim())?;
+        }
         let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
         check_vocab(&config, &tokenizer)?;
         let text = |key: &str| file.get(key).and_then(gguf::Value::as_str).map(str::to_string);

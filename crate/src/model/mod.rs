@@ -8,12 +8,14 @@
 //! and the down projection with its residual.
 
 mod linear;
+pub mod plan;
 
 use burn::prelude::*;
 
 pub use linear::{Embedding, Fuse, Linear, WeightFormat};
 
 use crate::config::ModelConfig;
+use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::kernels::attention::attention;
 use crate::kernels::norm::rms_norm;
@@ -85,6 +87,10 @@ impl Block {
     }
 }
 
+/// Most tokens one pass through the blocks takes: attention dispatches one workgroup row per
+/// token and the matmuls one per 8, both far below WebGPU's 65,535 at this size.
+pub const MAX_PASS_TOKENS: usize = 4096;
+
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -105,6 +111,7 @@ pub struct Llama {
     output: Option<Linear>,
     format: WeightFormat,
     device: Device,
+    limits: Limits,
 }
 
 impl Llama {
@@ -123,7 +130,16 @@ impl Llama {
             true => Some(Linear::load(source, &[("output.weight", c.vocab)], c.d_model, Fuse::Concat, format, device)?),
             false => None,
         };
-        Ok(Self { config: c.clone(), embedding, blocks, norm, output, format, device: device.clone() })
+        Ok(Self {
+            config: c.clone(),
+            embedding,
+            blocks,
+            norm,
+            output,
+            format,
+            device: device.clone(),
+            limits: Limits::of(device),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -148,6 +164,10 @@ impl Llama {
 
     /// Runs `tokens` through the model after what `cache` holds, appending them to it, and
     /// returns logits `[1 or seq, vocab]` as `logits` asks.
+    ///
+    /// Long inputs run as several passes of at most [`MAX_PASS_TOKENS`], so that no dispatch
+    /// passes the device's workgroup limits whatever the caller sends; every size is checked
+    /// before the cache is touched.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor<2>> {
         let c = &self.config;
         let seq = tokens.len();
@@ -158,22 +178,43 @@ impl Llama {
             return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
         }
         cache.reserve(seq)?;
-        let slot = cache.len();
+        if logits == Logits::All {
+            let bytes = seq as u64 * c.vocab as u64 * 4;
+            self.limits.check_buffer(|| format!("the logits of {seq} tokens"), bytes)?;
+        }
+        let passes = tokens.chunks(MAX_PASS_TOKENS);
+        let n = passes.len();
+        let mut out = Vec::with_capacity(if logits == Logits::All { n } else { 1 });
+        for (i, pass) in passes.enumerate() {
+            let x = self.pass(pass, cache);
+            match logits {
+                Logits::All => out.push(self.head(x)),
+                Logits::Last if i + 1 == n => out.push(self.head(x.slice(pass.len() - 1..pass.len()))),
+                Logits::Last => {}
+            }
+        }
+        Ok(if out.len() == 1 { out.pop().expect("one pass") } else { Tensor::cat(out, 0) })
+    }
 
+    /// One pass of `tokens` (at most [`MAX_PASS_TOKENS`]) through the blocks; returns the
+    /// hidden states `[seq, d_model]` before the final norm.
+    fn pass(&self, tokens: &[u32], cache: &mut KvCache) -> Tensor<2> {
+        let c = &self.config;
+        let slot = cache.len();
         let mut x = self.embedding.lookup(tokens, &self.device);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, c, cache, i, slot);
         }
-        cache.advance(seq);
+        cache.advance(tokens.len());
+        x
+    }
 
-        let x = match logits {
-            Logits::Last => x.slice(seq - 1..seq),
-            Logits::All => x,
-        };
-        let x = rms_norm(x, &self.norm, c.rms_eps);
-        Ok(match &self.output {
+    /// Final norm and output head: `x: [seq, d_model]` → `[seq, vocab]`.
+    fn head(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = rms_norm(x, &self.norm, self.config.rms_eps);
+        match &self.output {
             Some(head) => head.forward(x, Epilogue::None),
             None => self.embedding.logits(x),
-        })
+        }
     }
 }

@@ -4,27 +4,32 @@
 //!
 //! Every exported function returns `Result<_, JsError>`; the message starts with the error's
 //! stable kind (`model_load: ...`, `bad_options: ...`), which the TypeScript layer turns into
-//! typed errors. Nothing here panics on bad input: a panic would kill the wasm instance.
+//! typed errors. Nothing here panics on bad input: a panic would kill the wasm instance. Should
+//! one happen anyway, [`set_panic_handler`] tells the page before the instance traps, so that
+//! no call waits forever on a dead engine.
+//!
+//! One generation runs at a time; `load`, `reset` and `unload` refuse with `busy` while it
+//! does and change nothing (the TypeScript layer queues generations in front of this).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use burn::prelude::Device;
-use js_sys::{Function, Promise, Reflect};
+use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::device::WGPU_TASKS_PER_SUBMIT;
+use crate::device::{Limits, WGPU_TASKS_PER_SUBMIT};
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::kv_cache::KvOptions;
+use crate::kv_cache::{KvCache, KvOptions};
 use crate::model::WeightFormat;
 use crate::prune::{PruneMethod, PruneOptions};
 use crate::sampler::SamplerOptions;
-use crate::session::{Control, GenerateOptions, Generation, Session};
+use crate::session::{Control, GenerateOptions, Generation, Listener, Session};
 use crate::template::Message;
 
 /// `kind: message`, without repeating the category when the message starts with it
@@ -38,6 +43,45 @@ fn js_error(e: Error) -> JsError {
 
 fn bad_options(msg: impl std::fmt::Display) -> JsError {
     js_error(Error::BadOptions(msg.to_string()))
+}
+
+fn busy(msg: impl std::fmt::Display) -> JsError {
+    js_error(Error::Busy(msg.to_string()))
+}
+
+/// The message of a thrown JS value, for errors that carry it on.
+fn js_message(value: &JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+thread_local! {
+    static PANIC_HANDLER: RefCell<Option<Function>> = const { RefCell::new(None) };
+}
+
+/// Registers `handler(message)` to be called when the core panics, just before the wasm
+/// instance traps (`panic = "abort"`): the page learns that the engine is gone and why, and
+/// can reject what was waiting on it instead of hanging.
+#[wasm_bindgen]
+pub fn set_panic_handler(handler: Function) {
+    PANIC_HANDLER.with(|h| *h.borrow_mut() = Some(handler));
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        let handler = PANIC_HANDLER.try_with(|h| h.try_borrow().ok().and_then(|h| h.clone())).ok().flatten();
+        if let Some(handler) = handler {
+            let _ = handler.call1(&JsValue::NULL, &JsValue::from_str(&message));
+        }
+    }));
+}
+
+/// Panics on purpose, so that tests can check that the package survives a crashed engine.
+/// Nothing else calls it.
+#[wasm_bindgen(js_name = "__testPanic")]
+pub fn test_panic() {
+    panic!("hearth: panic requested by __testPanic");
 }
 
 /// serde-wasm-bindgen's errors print as JS errors (`Error: ...`); keep the message.
@@ -56,14 +100,25 @@ enum DeviceState {
     Initializing,
     Ready(Device),
     Failed(String),
+    /// The device was lost; this thread's runtime cannot get another one (the TypeScript layer
+    /// starts a fresh wasm instance).
+    Lost(String),
 }
 
 fn ready_device() -> Result<Device, JsError> {
     DEVICE.with(|d| match &*d.borrow() {
         DeviceState::Ready(device) => Ok(device.clone()),
         DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
+        DeviceState::Lost(msg) => Err(js_error(Error::DeviceLost(msg.clone()))),
         _ => Err(js_error(Error::Device("WebGPU is not initialized: call init() first".into()))),
     })
+}
+
+/// Remembers a lost device, so that every later call says so at once.
+fn note_device_lost(e: &Error) {
+    if let Error::DeviceLost(msg) = e {
+        DEVICE.with(|d| *d.borrow_mut() = DeviceState::Lost(msg.clone()));
+    }
 }
 
 /// Whether this global (window or worker) exposes `navigator.gpu`.
@@ -181,6 +236,8 @@ struct State {
     /// Taken out while a generation runs.
     session: Option<Session>,
     generating: bool,
+    /// A load is between its checks and its upload.
+    loading: bool,
 }
 
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
@@ -191,13 +248,28 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
         .map_err(|e| js_error(Error::Device(format!("serializing a result: {e}"))))
 }
 
-/// Hands a piece of text to the page's callback; `false` or a throw stops generation (a
-/// throwing callback must not lose the engine).
-fn call_on_text(on_text: &Function, text: &str, token: u32) -> Control {
-    match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
-        Ok(v) if v == JsValue::FALSE => Control::Stop,
-        Ok(_) => Control::Continue,
-        Err(_) => Control::Stop,
+/// A generation's view of the page: its text callback and its `AbortSignal`.
+struct WebListener {
+    on_text: Function,
+    /// An `AbortSignal`, or `undefined`.
+    signal: JsValue,
+}
+
+impl Listener for WebListener {
+    /// `false` from the callback stops generation; a throw is an error of its own (the page's
+    /// code failed, which is not a request to stop).
+    fn on_text(&mut self, text: &str, token: u32) -> crate::error::Result<Control> {
+        match self.on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
+            Ok(v) if v == JsValue::FALSE => Ok(Control::Stop),
+            Ok(_) => Ok(Control::Continue),
+            Err(thrown) => Err(Error::Callback(js_message(&thrown))),
+        }
+    }
+
+    fn aborted(&self) -> bool {
+        !self.signal.is_undefined()
+            && !self.signal.is_null()
+            && Reflect::get(&self.signal, &"aborted".into()).is_ok_and(|v| v.is_truthy())
     }
 }
 
@@ -213,11 +285,31 @@ impl Default for WasmEngine {
     }
 }
 
+/// The bytes of a model, copied into wasm memory only after checking that they fit: a copy
+/// that cannot be allocated would abort the instance.
+fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> {
+    let len = bytes.length() as usize;
+    Limits::of(device).check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        js_error(Error::ResourceLimit {
+            what: format!("a model file of {len} bytes"),
+            needed: len as u64,
+            limit: crate::device::HOST_MEMORY_LIMIT,
+            allowed: 0,
+        })
+    })?;
+    out.resize(len, 0);
+    bytes.copy_to(&mut out);
+    Ok(out)
+}
+
 #[wasm_bindgen]
 impl WasmEngine {
     #[wasm_bindgen(constructor)]
     pub fn new() -> WasmEngine {
-        WasmEngine { state: Rc::new(RefCell::new(State { engine: None, session: None, generating: false })) }
+        let state = State { engine: None, session: None, generating: false, loading: false };
+        WasmEngine { state: Rc::new(RefCell::new(state)) }
     }
 
     /// Initializes WebGPU once for this thread. Refuses (rather than hangs) where
@@ -230,9 +322,7 @@ impl WasmEngine {
                     *d = DeviceState::Initializing;
                     Ok(true)
                 }
-                DeviceState::Initializing => {
-                    Err(js_error(Error::Device("WebGPU initialization is already in progress".into())))
-                }
+                DeviceState::Initializing => Err(busy("WebGPU initialization is already in progress")),
                 _ => Ok(false),
             }
         })?;
@@ -263,9 +353,14 @@ impl WasmEngine {
     /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
     /// `weights` is `"int4"` or `"f32"`; `kv` is `{capacity, capacity_bytes, policy, sinks,
     /// recent}` (all optional); `progress(uploaded, total)` is called per tensor.
+    ///
+    /// The new file is parsed and checked first (every tensor, the tokenizer, the template, the
+    /// cache options, every buffer against the device's limits); only then is the old model
+    /// dropped and the new one uploaded. A file that fails its checks leaves the old model
+    /// loaded and its conversation intact. Refused with `busy` while a generation runs.
     pub fn load(
         &self,
-        bytes: &[u8],
+        bytes: &Uint8Array,
         weights: &str,
         kv: JsValue,
         progress: Option<Function>,
@@ -273,20 +368,36 @@ impl WasmEngine {
         let device = ready_device()?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
-        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
-        if state.generating {
-            return Err(bad_options("cannot load a model while generating"));
+        {
+            let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
+            if state.generating {
+                return Err(busy("cannot load a model while a generation runs"));
+            }
+            if state.loading {
+                return Err(busy("another load is in progress"));
+            }
         }
+        let bytes = model_bytes(bytes, &device)?;
+        let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
+        KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
+
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.engine = None;
         state.session = None;
+        state.loading = true;
+        drop(state);
         let mut report = |done: usize, total: usize| {
             if let Some(f) = &progress {
                 let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
             }
         };
-        let engine =
-            Arc::new(Engine::from_file_bytes_with_progress(bytes, &device, weights, &mut report).map_err(js_error)?);
-        let session = engine.session(&kv).map_err(js_error)?;
+        let loaded = prepared
+            .upload(&device, &mut report)
+            .map(Arc::new)
+            .and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+        state.loading = false;
+        let (engine, session) = loaded.map_err(js_error)?;
         let c = engine.config();
         let info = ModelInfo {
             name: engine.name().to_string(),
@@ -307,13 +418,18 @@ impl WasmEngine {
     }
 
     fn engine(&self) -> Result<Arc<Engine>, JsError> {
-        let state = self.state.try_borrow().map_err(|_| bad_options("the engine is busy"))?;
+        let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         state.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))
     }
 
     /// Token ids of `text`; with `parse_special`, special-token text becomes special ids.
     pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, JsError> {
-        self.engine()?.tokenizer().encode(text, parse_special).map_err(js_error)
+        let engine = self.engine()?;
+        if text.len() > crate::engine::MAX_PROMPT_BYTES {
+            let e = format!("{} bytes of text, more than the {} accepted", text.len(), crate::engine::MAX_PROMPT_BYTES);
+            return Err(js_error(Error::InvalidPrompt(e)));
+        }
+        engine.tokenizer().encode(text, parse_special).map_err(js_error)
     }
 
     /// Text of `ids` (special tokens skipped).
@@ -326,7 +442,8 @@ impl WasmEngine {
     }
 
     /// Token ids of a conversation (`[{role, content}]`) rendered with the model's chat
-    /// template, ending where the assistant's reply begins.
+    /// template, ending where the assistant's reply begins. Contents are plain text: special
+    /// tokens come only from the template.
     pub fn chat_tokens(&self, messages: JsValue) -> Result<Vec<u32>, JsError> {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
@@ -334,16 +451,25 @@ impl WasmEngine {
     }
 
     /// Continues `ids` (the whole conversation; the cached prefix is reused). `on_text(text,
-    /// token)` gets each piece of text; returning `false` stops generation within a token.
-    /// Resolves to `{tokens, text, finish_reason, stats}`.
-    pub fn generate(&self, ids: Vec<u32>, options: JsValue, on_text: Function) -> Result<Promise, JsError> {
+    /// token)` gets each piece of text; returning `false` stops generation within a token, and
+    /// so does aborting `signal` (an `AbortSignal`, optional), which is also heard during the
+    /// prefill and while text is held back. Resolves to `{tokens, text, finish_reason, stats}`;
+    /// a throwing `on_text` rejects with kind `callback`.
+    pub fn generate(
+        &self,
+        ids: Vec<u32>,
+        options: JsValue,
+        on_text: Function,
+        signal: JsValue,
+    ) -> Result<Promise, JsError> {
         let web = WebGenerateOptions::from_js(options)?;
         if web.prune_budget.is_some() || web.prune_method.is_some() {
             return Err(bad_options("pruning options apply to chat(), not to generate()"));
         }
         let options = web.to_options()?;
+        let listener = WebListener { on_text, signal };
         self.with_session(move |mut session| async move {
-            let result = session.generate(&ids, &options, |text, token| call_on_text(&on_text, text, token)).await;
+            let result = session.generate_with(&ids, &options, listener).await;
             (session, result)
         })
     }
@@ -351,29 +477,40 @@ impl WasmEngine {
     /// Answers a conversation (`[{role, content}]`) with the model's chat template, pruning the
     /// prompt to `prune_budget` tokens when it is longer (see [`Self::generate`]). Resolves to
     /// `{tokens, text, finish_reason, stats, pruned}`.
-    pub fn chat(&self, messages: JsValue, options: JsValue, on_text: Function) -> Result<Promise, JsError> {
+    pub fn chat(
+        &self,
+        messages: JsValue,
+        options: JsValue,
+        on_text: Function,
+        signal: JsValue,
+    ) -> Result<Promise, JsError> {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         let web = WebGenerateOptions::from_js(options)?;
         let (options, prune) = (web.to_options()?, web.prune());
+        let listener = WebListener { on_text, signal };
         self.with_session(move |mut session| async move {
-            let result =
-                session.chat(&messages, &options, &prune, |text, token| call_on_text(&on_text, text, token)).await;
+            let result = session.chat_with(&messages, &options, &prune, listener).await;
             (session, result)
         })
     }
 
-    /// Lends the session to `run` (one generation at a time) and resolves to its result.
+    /// Lends the session to `run` (one generation at a time) and resolves to its result. The
+    /// session comes back whatever the result, so the engine stays usable.
     fn with_session<F, Fut>(&self, run: F) -> Result<Promise, JsError>
     where
         F: FnOnce(Session) -> Fut + 'static,
         Fut: std::future::Future<Output = (Session, crate::error::Result<Generation>)> + 'static,
     {
+        ready_device()?;
         let state = Rc::clone(&self.state);
         let session = {
-            let mut s = state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+            let mut s = state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
             if s.generating {
-                return Err(bad_options("a generation is already running"));
+                return Err(busy("a generation is already running"));
+            }
+            if s.loading {
+                return Err(busy("a load is in progress"));
             }
             let session = s.session.take().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
             s.generating = true;
@@ -381,27 +518,37 @@ impl WasmEngine {
         };
         Ok(future_to_promise(async move {
             let (session, result) = run(session).await;
-            if let Ok(mut s) = state.try_borrow_mut() {
+            {
+                // Nothing borrows the state across an await, so this cannot fail; were it to,
+                // the session would be lost, never the flag left set.
+                let mut s = state.borrow_mut();
                 s.session = Some(session);
                 s.generating = false;
             }
             match result {
                 Ok(generation) => to_js(&generation).map_err(JsValue::from),
-                Err(e) => Err(js_error(e).into()),
+                Err(e) => {
+                    note_device_lost(&e);
+                    Err(js_error(e).into())
+                }
             }
         }))
     }
 
-    /// Forgets the conversation (the KV cache stays allocated).
+    /// Forgets the conversation (the KV cache stays allocated). Refused with `busy` while a
+    /// generation runs.
     pub fn reset(&self) -> Result<(), JsError> {
-        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+        if state.generating {
+            return Err(busy("cannot reset the conversation while a generation runs"));
+        }
         if let Some(session) = state.session.as_mut() {
             session.reset();
         }
         Ok(())
     }
 
-    /// Model, cache occupancy and device memory.
+    /// Model, cache occupancy, device memory and limits.
     pub fn stats(&self) -> Result<JsValue, JsError> {
         #[derive(Serialize)]
         struct Stats {
@@ -416,11 +563,15 @@ impl WasmEngine {
             kv_evicted: Option<usize>,
             device_memory_in_use_bytes: Option<u64>,
             device_memory_reserved_bytes: Option<u64>,
+            /// The largest buffer the device binds, which caps the KV cache and every matrix.
+            max_buffer_bytes: Option<u64>,
+            device_lost: bool,
         }
-        let state = self.state.try_borrow().map_err(|_| bad_options("the engine is busy"))?;
-        let memory = DEVICE.with(|d| match &*d.borrow() {
-            DeviceState::Ready(device) => device.memory_pool_usage(),
-            _ => None,
+        let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
+        let (memory, limits, lost) = DEVICE.with(|d| match &*d.borrow() {
+            DeviceState::Ready(device) => (device.memory_pool_usage(), Some(Limits::of(device)), false),
+            DeviceState::Lost(_) => (None, None, true),
+            _ => (None, None, false),
         });
         to_js(&Stats {
             loaded: state.engine.is_some(),
@@ -433,14 +584,17 @@ impl WasmEngine {
             kv_evicted: state.session.as_ref().map(|s| s.kv_cache().evicted()),
             device_memory_in_use_bytes: memory.as_ref().map(|m| m.bytes_in_use),
             device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
+            max_buffer_bytes: limits.map(|l| l.max_buffer_bytes),
+            device_lost: lost,
         })
     }
 
-    /// Drops the model and its cache and returns their GPU memory to the device.
+    /// Drops the model and its cache and returns their GPU memory to the device. Refused with
+    /// `busy` while a generation runs.
     pub fn unload(&self) -> Result<(), JsError> {
-        let mut state = self.state.try_borrow_mut().map_err(|_| bad_options("the engine is busy"))?;
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         if state.generating {
-            return Err(bad_options("cannot unload while generating"));
+            return Err(busy("cannot unload while a generation runs"));
         }
         state.engine = None;
         state.session = None;

@@ -76,6 +76,8 @@ pub struct TinyConfig {
     pub context: usize,
     pub rope_theta: f32,
     pub eps: f32,
+    /// llama.cpp's `rope_freqs.weight`: the frequency of pair `i` is divided by entry `i`.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl TinyConfig {
@@ -90,6 +92,7 @@ impl TinyConfig {
             context: 64,
             rope_theta: 10000.0,
             eps: 1e-5,
+            rope_freq_factors: None,
         }
     }
 
@@ -310,6 +313,11 @@ pub fn write_gguf(metadata: &[(&str, Kv)], tensors: &[StoredTensor]) -> Vec<u8> 
 
 /// A complete tiny GGUF model (llama architecture, byte-level BPE tokenizer, chat template).
 pub fn tiny_gguf(c: &TinyConfig, tensors: &[StoredTensor]) -> Vec<u8> {
+    write_gguf(&tiny_metadata(c), tensors)
+}
+
+/// The metadata of [`tiny_gguf`], for tests that change or add keys.
+pub fn tiny_metadata(c: &TinyConfig) -> Vec<(&'static str, Kv)> {
     let vocab = tiny_vocab();
     let types: Vec<i32> = (0..vocab.len()).map(|i| if i < SPECIALS.len() { 3 } else { 1 }).collect();
     let merges: Vec<String> = MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect();
@@ -335,7 +343,7 @@ pub fn tiny_gguf(c: &TinyConfig, tensors: &[StoredTensor]) -> Vec<u8> {
         ("tokenizer.ggml.add_bos_token", Kv::Bool(false)),
         ("tokenizer.chat_template", Kv::Str(CHAT_TEMPLATE.into())),
     ];
-    write_gguf(&metadata, tensors)
+    metadata.into()
 }
 
 /// How the reference rotates query/key pairs.
@@ -374,7 +382,8 @@ impl Reference {
         let hd = self.c.head_dim();
         for head in x.chunks_exact_mut(hd) {
             for i in 0..hd / 2 {
-                let theta = (self.c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64) * pos as f64;
+                let factor = self.c.rope_freq_factors.as_ref().map_or(1.0, |f| f[i] as f64);
+                let theta = (self.c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64) / factor * pos as f64;
                 let (s, co) = (theta.sin() as f32, theta.cos() as f32);
                 let (a, b) = match self.style {
                     RopeStyle::Adjacent => (2 * i, 2 * i + 1),
@@ -608,3 +617,12 @@ pub fn greedy_sinks_window(r: &Reference, prompt: &[u32], n: usize, capacity: us
     }
     out
 }
+
+/// An f32 tensor with the given values.
+pub fn f32_tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> StoredTensor {
+    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    StoredTensor { name: name.into(), shape, ty: Ty::F32, values, bytes }
+}
+
+/// SmolLM2-135M-Instruct's chat template (from its GGUF), which adds a default system prompt.
+pub const SMOLLM2_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";

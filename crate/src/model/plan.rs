@@ -1,0 +1,133 @@
+//! What a model of a given config reads and allocates: the one table of tensor names and
+//! shapes that loading, `hearth convert` and the checks made before anything reaches the
+//! device all share.
+
+use crate::config::ModelConfig;
+use crate::device::Limits;
+use crate::error::{Error, Result};
+use crate::load::{ROPE_FREQS, TensorSource};
+use crate::quant::BLOCK;
+use crate::quant::packed::QuantFormat;
+
+use super::WeightFormat;
+
+/// What a tensor is to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An RMSNorm scale, kept in f32.
+    Norm,
+    /// A projection; quantized to `fallback` when the file has it as floats.
+    Matrix { fallback: QuantFormat },
+}
+
+/// One tensor the model reads, by its GGUF name, with its row-major shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: Role,
+}
+
+/// The matrices of one block that are fused into one device matrix, by suffix.
+pub(crate) const FUSED: [&[&str]; 4] =
+    [&["attn_q", "attn_k", "attn_v"], &["attn_output"], &["ffn_gate", "ffn_up"], &["ffn_down"]];
+
+/// Every tensor a model of `c` reads; `tied` when the output head is the token embedding.
+/// The embedding falls back to 8 bits (the logits are read from it), the rest to 4.
+pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
+    let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+    let matrix = |name: String, rows, cols, fallback| TensorSpec {
+        name,
+        shape: vec![rows, cols],
+        role: Role::Matrix { fallback },
+    };
+    let norm = |name: String| TensorSpec { name, shape: vec![d], role: Role::Norm };
+    let mut out = vec![matrix("token_embd.weight".into(), c.vocab, d, QuantFormat::Q8)];
+    for i in 0..c.n_layers {
+        out.push(norm(format!("blk.{i}.attn_norm.weight")));
+        for (suffix, rows, cols) in [
+            ("attn_q", d, d),
+            ("attn_k", kv, d),
+            ("attn_v", kv, d),
+            ("attn_output", d, d),
+            ("ffn_gate", ff, d),
+            ("ffn_up", ff, d),
+            ("ffn_down", d, ff),
+        ] {
+            out.push(matrix(format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
+        }
+        out.push(norm(format!("blk.{i}.ffn_norm.weight")));
+    }
+    out.push(norm("output_norm.weight".into()));
+    if !tied {
+        out.push(matrix("output.weight".into(), c.vocab, d, QuantFormat::Q4));
+    }
+    out
+}
+
+/// Checks, before anything is allocated, that `source` has every tensor a model of `c` needs
+/// in the right shape, nothing the model would silently ignore, and that every device buffer
+/// and the host memory the upload needs fit `limits`.
+pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, limits: &Limits) -> Result<()> {
+    let tied = !source.contains("output.weight");
+    let table = tensor_table(c, tied);
+    for spec in &table {
+        match source.shape(&spec.name)? {
+            None => return Err(Error::MissingTensor(spec.name.clone())),
+            Some(shape) if shape != spec.shape => {
+                return Err(Error::TensorShape {
+                    tensor: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    found: shape,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = source.names().into_iter().find(|n| n != ROPE_FREQS && !table.iter().any(|s| &s.name == n)) {
+        return Err(Error::config(format!(
+            "tensor {extra} is not used by the llama architecture: refusing rather than running the model without it"
+        )));
+    }
+
+    // One device buffer (two when packed: codes and parameters) per fused matrix.
+    let mut largest_host = 0u64;
+    let groups = std::iter::once(vec!["token_embd.weight".to_string()])
+        .chain(
+            (0..c.n_layers)
+                .flat_map(|i| FUSED.iter().map(move |g| g.iter().map(|s| format!("blk.{i}.{s}.weight")).collect())),
+        )
+        .chain((!tied).then(|| vec!["output.weight".to_string()]));
+    for group in groups {
+        let specs: Vec<&TensorSpec> = group.iter().filter_map(|n| table.iter().find(|s| &s.name == n)).collect();
+        let rows: u64 = specs.iter().map(|s| s.shape[0] as u64).sum();
+        let cols = specs[0].shape[1] as u64;
+        let what = || format!("the matrix {} ({rows} x {cols}, {})", group.join(" + "), format.name());
+        let bytes = match format {
+            WeightFormat::F32 => {
+                let bytes = rows * cols * 4;
+                limits.check_buffer(what, bytes)?;
+                // The parts, their fused copy, and the upload's own.
+                3 * bytes
+            }
+            WeightFormat::Int4 => {
+                let mut q8 = false;
+                for s in &specs {
+                    q8 |= match source.stored_format(&s.name)? {
+                        Some(f) => f == QuantFormat::Q8,
+                        None => matches!(s.role, Role::Matrix { fallback: QuantFormat::Q8 }),
+                    };
+                }
+                let words = if q8 { QuantFormat::Q8 } else { QuantFormat::Q4 }.words_per_block() as u64;
+                let blocks = rows * cols.div_ceil(BLOCK as u64);
+                limits.check_buffer(what, blocks * words * 4)?;
+                limits.check_buffer(what, blocks * 4)?;
+                // A float source is dequantized first; packed parts are copied, fused and reordered.
+                let floats = if source.stored_format(&specs[0].name)?.is_none() { rows * cols * 4 } else { 0 };
+                floats + 3 * blocks * (words + 1) * 4
+            }
+        };
+        largest_host = largest_host.max(bytes);
+    }
+    limits.check_host(|| format!("loading this model with {} weights", format.name()), largest_host)
+}
