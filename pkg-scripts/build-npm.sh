@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the npm package `hearth` into pkg/: the wasm core (wasm-pack with the size-tuned
-# wasm-release profile, then wasm-opt from npm's binaryen: Debian's binaryen 108 breaks
-# wasm-bindgen's reference-type tables), the TypeScript API compiled with tsc, and
-# package.json with an exports map.
+# Builds the npm package `hearth` into pkg/: the wasm core (cargo with the size-tuned
+# wasm-release profile, then wasm-bindgen with its reset-state function, so that the package
+# can replace a crashed instance with a fresh one; then wasm-opt from npm's binaryen: Debian's
+# binaryen 108 breaks wasm-bindgen's reference-type tables), the TypeScript API compiled with
+# tsc, and package.json with an exports map.
 # Prints the wasm's raw and gzip size. `npm pack pkg/` makes the tarball.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +12,10 @@ pkg-scripts/setup.sh --web
 
 rm -rf npm/wasm pkg
 (cd npm && npm ci --no-audit --no-fund --loglevel=error)
-wasm-pack build crate --profile wasm-release --target web --out-dir ../npm/wasm --out-name hearth --no-pack
+cargo build --locked -p hearth --lib --target wasm32-unknown-unknown --profile wasm-release
+wasm-bindgen --target web --out-dir npm/wasm --out-name hearth --experimental-reset-state-function \
+  target/wasm32-unknown-unknown/wasm-release/hearth.wasm
+node npm/patch-glue.mjs npm/wasm/hearth.js npm/wasm/hearth.d.ts
 wasm="npm/wasm/hearth_bg.wasm"
 raw_before=$(stat -c %s "$wasm")
 npm/node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --strip-debug --strip-producers "$wasm" -o "$wasm.opt"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The browser tests: wasm-pack's tests in headless Chromium on WebGPU (tests/browser), then the
-# packed npm package in an outside Vite project (tests/e2e): type-checked, built, and driven
-# through its worker by Playwright, then the chat page (www/) built on the same package and
-# driven like a user by Playwright (tests/demo). The model is served from 127.0.0.1.
+# packed npm package in an outside Vite project (tests/e2e): type-checked, built, driven
+# through its worker by Playwright, and put through the hardening page (races, aborts, crashes,
+# limits and a 600-call fuzz on tiny random models written here), then the chat page (www/)
+# built on the same package and driven like a user by Playwright (tests/demo). The model is
+# served from 127.0.0.1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,6 +17,9 @@ python3 pkg-scripts/serve.py models --port "$port" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 model_url="http://127.0.0.1:$port/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Tiny random models for the hardening page (written by the tests' own helpers, never committed).
+fixtures="$root/tests/artifacts/fixtures"
+cargo run --locked --quiet -p hearth --example test_models -- "$fixtures"
 
 (cd tests/browser && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1200 \
   HEARTH_TEST_MODEL_URL="$model_url" wasm-pack test --headless --chrome --release)
@@ -28,6 +33,7 @@ npm install --no-save --no-audit --no-fund --loglevel=error ./hearth-*.tgz
 npx tsc --noEmit
 npx vite build
 node run.mjs "$model_url" ../artifacts
+node run-hardening.mjs "$fixtures"
 
 cd "$root"
 pkg-scripts/build-www.sh

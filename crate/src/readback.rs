@@ -10,11 +10,20 @@ use burn::tensor::activation::log_softmax;
 use crate::error::{Error, Result};
 
 /// A failed read: a lost (poisoned) device is [`Error::DeviceLost`], so that callers can tell
-/// "load again on a new device" from a bug.
+/// "load again on a new device" from a bug. A read whose staging buffer cannot be mapped is a
+/// lost device too: cubecl owns every buffer, so nothing else fails a map, and on the web the
+/// map can fail before the device-lost callback has marked the device poisoned.
 pub(crate) fn execution_error(e: ExecutionError) -> Error {
     match e {
         ExecutionError::DevicePoisoned { reason } => Error::DeviceLost(reason),
-        other => Error::Device(other.to_string()),
+        other => {
+            let text = other.to_string();
+            if text.contains("could not be mapped") || text.contains("map never completed") {
+                Error::DeviceLost(text)
+            } else {
+                Error::Device(text)
+            }
+        }
     }
 }
 

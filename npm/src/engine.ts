@@ -1,8 +1,8 @@
 /** The engine in this thread (a page or a Web Worker), on the wasm core and WebGPU. */
 
-import initWasm, { WasmEngine } from "../wasm/hearth.js";
+import initWasm, { WasmEngine, __testPanic, __wbg_reset_state_async, set_panic_handler } from "../wasm/hearth.js";
 import { AsyncQueue } from "./queue.js";
-import { HearthError, abortError, toHearthError } from "./errors.js";
+import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
 import { KV_POLICIES, PRUNE_METHODS } from "./types.js";
 import type {
@@ -61,7 +61,97 @@ interface RawGeneration {
   pruned?: PruneReport | null;
 }
 
-let wasmModule: Promise<unknown> | null = null;
+/**
+ * The wasm instance of this realm (page or worker), shared by its engines. The core is built
+ * with `panic = "abort"`, so a panic (or any other trap) kills the instance: every engine on it
+ * is told at once (a panic through the core's panic handler, other traps through the error that
+ * reaches the caller or the global error handlers), rejects what it was doing, and the next
+ * `load` replaces the instance with a fresh one (wasm-bindgen's `__wbg_reset_state`, made
+ * asynchronous by `patch-glue.mjs`: a page's main thread may not instantiate it synchronously).
+ * A lost GPU device is handled the same way: this thread's runtime cannot get another device.
+ */
+const instance = {
+  /** The module loaded (once per realm). */
+  module: null as Promise<unknown> | null,
+  /** Bumped each time the instance is replaced; engines compare it with their own. */
+  epoch: 0,
+  /** WebGPU initialized on this instance. */
+  device: null as Promise<unknown> | null,
+  /** Why the current instance is unusable, if it is. */
+  dead: null as HearthError | null,
+  /** Engines to tell when it dies (weakly held: an engine the page dropped is not kept). */
+  engines: new Set<WeakRef<HearthEngine>>(),
+};
+
+/** Marks the instance dead (once) and tells every engine on it. */
+function instanceDied(error: HearthError): void {
+  if (instance.dead) return;
+  instance.dead = error;
+  for (const ref of instance.engines) {
+    const engine = ref.deref();
+    if (engine) engine.onInstanceDied(error);
+    else instance.engines.delete(ref);
+  }
+}
+
+function panicHandler(message: string): void {
+  instanceDied(new HearthError("engine_crashed", `the engine crashed: ${message}; load a model again`));
+}
+
+/** A trap inside a task the core runs by itself (a generation's future) surfaces only as an
+ * uncaught error of the realm. */
+function watchForTraps(): void {
+  interface Event {
+    error?: unknown;
+    reason?: unknown;
+    preventDefault(): void;
+  }
+  const scope = globalThis as unknown as { addEventListener?: (type: string, listener: (event: Event) => void) => void };
+  const onError = (event: Event, e: unknown) => {
+    if (isTrap(e)) instanceDied(toHearthError(e));
+    // Callbacks the dead instance had scheduled (a GPU readback, a timer) fire into the new one
+    // and are refused by the glue: expected after a crash, and nothing to report.
+    if (e instanceof Error && e.message === "Cannot invoke closure from previous WASM instance") event.preventDefault();
+  };
+  scope.addEventListener?.("error", (event) => onError(event, event.error));
+  scope.addEventListener?.("unhandledrejection", (event) => onError(event, event.reason));
+}
+
+/** The wasm instance, ready for a new engine: loaded once, replaced after a crash. */
+async function liveInstance(): Promise<number> {
+  if (!instance.module) {
+    instance.module = initWasm().then(() => {
+      set_panic_handler(panicHandler);
+      watchForTraps();
+    });
+  }
+  await instance.module;
+  if (instance.dead) {
+    await __wbg_reset_state_async();
+    set_panic_handler(panicHandler);
+    instance.epoch += 1;
+    instance.device = null;
+    instance.dead = null;
+  }
+  const epoch = instance.epoch;
+  // One WebGPU initialization per instance; engines created at the same time share it.
+  instance.device ??= new WasmEngine().init().catch((e: unknown) => {
+    instance.device = null;
+    throw e;
+  });
+  await instance.device;
+  return epoch;
+}
+
+/** Panics the wasm core on purpose, so that tests can check recovery from a crashed engine.
+ * @internal */
+export function testPanic(): void {
+  try {
+    __testPanic();
+  } catch (e) {
+    instanceDied(toHearthError(e));
+  }
+}
 
 const SAMPLING_KEYS = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop"] as const;
 const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
@@ -127,10 +217,29 @@ function timingsOf(raw: RawGeneration): Timings {
 
 let completionCounter = 0;
 
+/** One generation waiting for its turn. */
+interface Waiting {
+  start: () => void;
+  reject: (e: HearthError) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
 export class HearthEngine implements EngineApi {
   private wasm: WasmEngine | null = null;
+  /** The instance epoch `wasm` belongs to. */
+  private epoch = -1;
   private adapter: AdapterInfo | null = null;
   private model: ModelInfo | null = null;
+  /** The first call's start-up, shared by calls made at the same time. */
+  private starting: Promise<WasmEngine> | null = null;
+  /** Why this engine cannot run until the next load (a crash, a lost device). */
+  private broken: HearthError | null = null;
+  /** What holds the engine now: a load or a generation. */
+  private running: "load" | "generation" | null = null;
+  private waiting: Waiting[] = [];
+  /** Rejecters of the calls in flight, for when the instance dies under them. */
+  private inFlight = new Set<(e: HearthError) => void>();
 
   readonly chat: { readonly completions: ChatCompletions } = {
     completions: {
@@ -138,45 +247,111 @@ export class HearthEngine implements EngineApi {
     },
   };
 
-  /** Initializes WebGPU and the wasm core once. Refuses where WebGPU is missing. */
-  private async ready(): Promise<WasmEngine> {
-    if (this.wasm) return this.wasm;
-    const gpu = webGpu();
-    if (!gpu) {
-      throw new HearthError(
-        "no_webgpu",
-        "this browser has no WebGPU (navigator.gpu is missing): use Chrome or Edge 113+, or enable WebGPU " +
-          "(chrome://flags/#enable-unsafe-webgpu, Firefox's dom.webgpu.enabled, Safari's WebGPU feature flag)",
-      );
-    }
-    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) throw new HearthError("no_webgpu", "WebGPU is present but the browser offers no GPU adapter");
-    this.adapter = {
-      vendor: adapter.info?.vendor ?? "",
-      architecture: adapter.info?.architecture ?? "",
-      description: adapter.info?.description ?? "",
-      features: [...adapter.features],
-      max_buffer_size: adapter.limits.maxBufferSize,
-      max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize,
-    };
-    wasmModule ??= initWasm();
-    await wasmModule;
-    const wasm = new WasmEngine();
-    await wasm.init();
-    this.wasm = wasm;
-    return wasm;
+  constructor() {
+    instance.engines.add(new WeakRef(this));
   }
 
+  /** @internal Called when the wasm instance dies: everything in flight or waiting rejects. */
+  onInstanceDied(error: HearthError): void {
+    this.broken = error;
+    this.model = null;
+    this.wasm = null;
+    for (const reject of this.inFlight) reject(error);
+    this.inFlight.clear();
+    for (const w of this.waiting.splice(0)) {
+      if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
+      w.reject(error);
+    }
+    this.running = null;
+  }
+
+  /** `promise`, or the error of the instance dying while it runs (a dead instance never
+   * settles what it started). */
+  private guard<T>(promise: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const fail = (e: HearthError) => reject(e);
+      this.inFlight.add(fail);
+      promise.then(
+        (v) => {
+          this.inFlight.delete(fail);
+          resolve(v);
+        },
+        (e: unknown) => {
+          this.inFlight.delete(fail);
+          reject(this.failure(e));
+        },
+      );
+    });
+  }
+
+  /** Turns what a wasm call threw into a `HearthError`, noting traps and lost devices. */
+  private failure(e: unknown): HearthError {
+    const error = toHearthError(e);
+    if (error.kind === "engine_crashed" || error.kind === "device_lost") {
+      instanceDied(error);
+      this.onInstanceDied(error);
+    }
+    return error;
+  }
+
+  /** Initializes WebGPU and the wasm core once, for the first call and every call made at the
+   * same time; after a crash or a lost device, on a fresh instance. Refuses where WebGPU is
+   * missing. */
+  private ready(): Promise<WasmEngine> {
+    if (this.wasm && this.epoch === instance.epoch && !instance.dead) return Promise.resolve(this.wasm);
+    this.starting ??= this.start().finally(() => {
+      this.starting = null;
+    });
+    return this.starting;
+  }
+
+  private async start(): Promise<WasmEngine> {
+    if (!this.adapter) {
+      const gpu = webGpu();
+      if (!gpu) {
+        throw new HearthError(
+          "no_webgpu",
+          "this browser has no WebGPU (navigator.gpu is missing): use Chrome or Edge 113+, or enable WebGPU " +
+            "(chrome://flags/#enable-unsafe-webgpu, Firefox's dom.webgpu.enabled, Safari's WebGPU feature flag)",
+        );
+      }
+      const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+      if (!adapter) throw new HearthError("no_webgpu", "WebGPU is present but the browser offers no GPU adapter");
+      this.adapter = {
+        vendor: adapter.info?.vendor ?? "",
+        architecture: adapter.info?.architecture ?? "",
+        description: adapter.info?.description ?? "",
+        features: [...adapter.features],
+        max_buffer_size: adapter.limits.maxBufferSize,
+        max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize,
+      };
+    }
+    try {
+      this.epoch = await liveInstance();
+    } catch (e) {
+      throw toHearthError(e);
+    }
+    this.wasm = new WasmEngine();
+    this.broken = null;
+    return this.wasm;
+  }
+
+  /** The engine with a model, or the reason there is none. */
   private loaded(): WasmEngine {
+    if (this.broken) throw this.broken;
     if (!this.wasm || !this.model) throw new HearthError("bad_options", "no model is loaded: call load() first");
     return this.wasm;
   }
 
+  /** Refuses with `busy` while anything runs or waits. */
+  private idle(doing: string): void {
+    if (this.running === "load") throw busyError(`cannot ${doing} while a model loads`);
+    if (this.running || this.waiting.length) throw busyError(`cannot ${doing} while a generation runs`);
+  }
+
   async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
     try {
-      const wasm = await this.ready();
-      const bytes = await readModel(source, options);
-      if (options.signal?.aborted) throw abortError();
+      this.idle("load a model");
       const weights = options.weights ?? "int4";
       if (weights !== "int4" && weights !== "f32") throw new HearthError("bad_options", `weights must be "int4" or "f32"`);
       const capacity = options.kv_capacity;
@@ -187,41 +362,127 @@ export class HearthEngine implements EngineApi {
       if (sinks !== undefined && (!Number.isInteger(sinks) || sinks < 0)) {
         throw new HearthError("bad_options", `kv_sinks must be a non-negative integer, got ${sinks}`);
       }
+      const recent = options.kv_recent;
+      if (recent !== undefined && (!Number.isInteger(recent) || recent < 0)) {
+        throw new HearthError("bad_options", `kv_recent must be a non-negative integer, got ${recent}`);
+      }
       if (options.kv_policy !== undefined && !KV_POLICIES.includes(options.kv_policy)) {
         throw new HearthError("bad_options", `kv_policy must be one of ${KV_POLICIES.join(", ")}`);
       }
+      if (options.signal?.aborted) throw abortError();
       // Only the options given: the core reads an `undefined` field as a value, not a default.
       const kv = Object.fromEntries(
-        Object.entries({ capacity, policy: options.kv_policy, sinks }).filter(([, v]) => v !== undefined),
+        Object.entries({ capacity, policy: options.kv_policy, sinks, recent }).filter(([, v]) => v !== undefined),
       );
-      this.model = null;
-      const info = wasm.load(bytes, weights, kv, (loaded: number, total: number) =>
-        options.onProgress?.({ stage: "upload", loaded, total }),
-      ) as ModelInfo;
-      this.model = info;
-      options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
-      return info;
+      this.running = "load";
+      try {
+        const wasm = await this.ready();
+        const bytes = await readModel(source, options);
+        if (options.signal?.aborted) throw abortError();
+        let info: ModelInfo;
+        try {
+          // Checks the file before it drops the model loaded now: a failure leaves that one.
+          info = wasm.load(bytes, weights, kv, (loaded: number, total: number) =>
+            options.onProgress?.({ stage: "upload", loaded, total }),
+          ) as ModelInfo;
+        } catch (e) {
+          throw this.failure(e);
+        }
+        this.model = info;
+        options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
+        return info;
+      } finally {
+        if (this.running === "load") this.running = null;
+        this.next();
+      }
     } catch (e) {
       throw toHearthError(e);
     }
   }
 
-  /** Runs one generation; `onText` gets each piece; an aborted signal stops it within a token. */
-  private async run(
-    input: { ids: number[] } | { messages: ChatMessage[] },
+  /** Starts the first waiting generation when nothing runs. */
+  private next(): void {
+    if (this.running) return;
+    const w = this.waiting.shift();
+    if (!w) return;
+    if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
+    w.start();
+  }
+
+  /** Runs one generation after those before it; `onText` gets each piece; an aborted signal
+   * stops it between prefill chunks or within a token, also while it waits. */
+  private run(
+    input: { prompt: string } | { messages: ChatMessage[] },
+    options: Record<string, unknown>,
+    onText: (text: string) => void,
+    signal: AbortSignal | undefined,
+  ): Promise<RawGeneration> {
+    return new Promise<RawGeneration>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortError());
+      if (this.broken) return reject(this.broken);
+      if (!this.model && this.running !== "load") {
+        return reject(new HearthError("bad_options", "no model is loaded: call load() first"));
+      }
+      const start = () => {
+        this.running = "generation";
+        this.generateNow(input, options, onText, signal)
+          .then(resolve, reject)
+          .finally(() => {
+            if (this.running === "generation") this.running = null;
+            this.next();
+          });
+      };
+      const w: Waiting = { start, reject, signal };
+      if (signal) {
+        w.onAbort = () => {
+          const at = this.waiting.indexOf(w);
+          if (at >= 0) {
+            this.waiting.splice(at, 1);
+            reject(abortError());
+          }
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiting.push(w);
+      this.next();
+    });
+  }
+
+  private async generateNow(
+    input: { prompt: string } | { messages: ChatMessage[] },
     options: Record<string, unknown>,
     onText: (text: string) => void,
     signal: AbortSignal | undefined,
   ): Promise<RawGeneration> {
     if (signal?.aborted) throw abortError();
-    const onPiece = (text: string) => {
-      onText(text);
-      return !signal?.aborted;
-    };
     const wasm = this.loaded();
-    const raw = (await ("ids" in input
-      ? wasm.generate(Uint32Array.from(input.ids), options, onPiece)
-      : wasm.chat(input.messages, options, onPiece))) as RawGeneration;
+    let thrown: { error: unknown } | null = null;
+    const onPiece = (text: string) => {
+      if (signal?.aborted) return false;
+      try {
+        onText(text);
+      } catch (error) {
+        thrown = { error };
+        throw error;
+      }
+      return true;
+    };
+    let raw: RawGeneration;
+    try {
+      // Tokenized at its turn: a load queued before it may have changed the model.
+      const promise = "prompt" in input
+        ? wasm.generate(wasm.tokenize(input.prompt, false), options, onPiece, signal)
+        : wasm.chat(input.messages, options, onPiece, signal);
+      raw = (await this.guard(promise)) as RawGeneration;
+    } catch (e) {
+      const error = this.failure(e);
+      const failed = thrown as { error: unknown } | null;
+      if (failed) {
+        const message = failed.error instanceof Error ? failed.error.message : String(failed.error);
+        throw new HearthError("callback", `onText threw: ${message}`, { cause: failed.error });
+      }
+      throw error;
+    }
     if (raw.finish_reason === "aborted" && signal?.aborted) throw abortError();
     return raw;
   }
@@ -230,8 +491,7 @@ export class HearthEngine implements EngineApi {
     try {
       const wasmOpts = wasmOptions(options, ["signal", "onText"]);
       if (typeof prompt !== "string") throw new HearthError("bad_prompt", "the prompt must be a string");
-      const ids = Array.from(this.loaded().tokenize(prompt, false));
-      const raw = await this.run({ ids }, wasmOpts, (t) => options.onText?.(t), options.signal);
+      const raw = await this.run({ prompt }, wasmOpts, (t) => options.onText?.(t), options.signal);
       return { text: raw.text, tokens: raw.tokens, finish_reason: raw.finish_reason, usage: usageOf(raw), timings: timingsOf(raw) };
     } catch (e) {
       throw toHearthError(e);
@@ -247,7 +507,8 @@ export class HearthEngine implements EngineApi {
     try {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
       options = wasmOptions(request, ["messages", "stream", "signal"], CHAT_KEYS);
-      this.loaded(); // refuses now, not in the stream, when no model is loaded
+      if (this.broken) throw this.broken;
+      if (!this.model && this.running !== "load") this.loaded(); // refuses now, not in the stream
       input = { messages: request.messages };
     } catch (e) {
       return Promise.reject(toHearthError(e));
@@ -272,7 +533,13 @@ export class HearthEngine implements EngineApi {
         }
       })();
     }
-    const queue = new AsyncQueue<ChatCompletionChunk>();
+    // Leaving the stream early aborts the generation, as the request's own signal does.
+    const stop = new AbortController();
+    const outer = request.signal;
+    const forward = () => stop.abort();
+    if (outer?.aborted) stop.abort();
+    outer?.addEventListener("abort", forward, { once: true });
+    const queue = new AsyncQueue<ChatCompletionChunk>(() => stop.abort());
     const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: FinishReason | null): ChatCompletionChunk => ({
       id,
       object: "chat.completion.chunk",
@@ -288,15 +555,17 @@ export class HearthEngine implements EngineApi {
         queue.push(chunk(first ? { role: "assistant", content: text } : { content: text }, null));
         first = false;
       },
-      request.signal,
-    ).then(
-      (raw) => {
-        const pruned = raw.pruned ? { pruned: raw.pruned } : {};
-        queue.push({ ...chunk({}, raw.finish_reason), usage: usageOf(raw), timings: timingsOf(raw), ...pruned });
-        queue.close();
-      },
-      (e: unknown) => queue.close(toHearthError(e)),
-    );
+      stop.signal,
+    )
+      .then(
+        (raw) => {
+          const pruned = raw.pruned ? { pruned: raw.pruned } : {};
+          queue.push({ ...chunk({}, raw.finish_reason), usage: usageOf(raw), timings: timingsOf(raw), ...pruned });
+          queue.close();
+        },
+        (e: unknown) => queue.close(toHearthError(e)),
+      )
+      .finally(() => outer?.removeEventListener("abort", forward));
     return Promise.resolve(queue);
   }
 
@@ -304,7 +573,7 @@ export class HearthEngine implements EngineApi {
     try {
       return Array.from(this.loaded().tokenize(text, options.parseSpecial ?? false));
     } catch (e) {
-      throw toHearthError(e);
+      throw this.failure(e);
     }
   }
 
@@ -315,46 +584,59 @@ export class HearthEngine implements EngineApi {
       }
       return this.loaded().detokenize(Uint32Array.from(ids));
     } catch (e) {
-      throw toHearthError(e);
+      throw this.failure(e);
     }
   }
 
   async stats(): Promise<EngineStats> {
+    const none = {
+      loaded: false,
+      generating: false,
+      model: null,
+      weight_bytes: null,
+      kv_len: null,
+      kv_capacity: null,
+      kv_policy: null,
+      kv_evicted: null,
+      device_memory_in_use_bytes: null,
+      device_memory_reserved_bytes: null,
+      max_buffer_bytes: null,
+      device_lost: false,
+    };
     try {
-      const core = this.wasm
-        ? (this.wasm.stats() as Omit<EngineStats, "adapter">)
-        : {
-            loaded: false,
-            generating: false,
-            model: null,
-            weight_bytes: null,
-            kv_len: null,
-            kv_capacity: null,
-            kv_policy: null,
-            kv_evicted: null,
-            device_memory_in_use_bytes: null,
-            device_memory_reserved_bytes: null,
-          };
-      return { ...core, adapter: this.adapter };
+      // A dead instance is not called again: it might trap once more.
+      const live = this.wasm && !this.broken && !instance.dead && this.epoch === instance.epoch;
+      const core = live ? (this.wasm!.stats() as typeof none) : none;
+      return {
+        ...core,
+        queued: this.waiting.length,
+        crashed: this.broken?.kind === "engine_crashed",
+        device_lost: core.device_lost || this.broken?.kind === "device_lost",
+        adapter: this.adapter,
+      };
     } catch (e) {
-      throw toHearthError(e);
+      throw this.failure(e);
     }
   }
 
   async resetChat(): Promise<void> {
     try {
-      this.wasm?.reset();
+      this.idle("reset the conversation");
+      if (this.broken || !this.wasm) return;
+      this.wasm.reset();
     } catch (e) {
-      throw toHearthError(e);
+      throw this.failure(e);
     }
   }
 
   async unload(): Promise<void> {
     try {
-      this.wasm?.unload();
+      this.idle("unload the model");
+      const wasm = this.broken ? null : this.wasm;
       this.model = null;
+      wasm?.unload();
     } catch (e) {
-      throw toHearthError(e);
+      throw this.failure(e);
     }
   }
 }

@@ -1,20 +1,8 @@
 /** Typed errors: every failure is a `HearthError` with a stable `kind`; an abort is also
  * named `AbortError`, as `fetch` does. */
 
-export type ErrorKind =
-  | "model_load"
-  | "tokenizer"
-  | "template"
-  | "bad_prompt"
-  | "kv_cache_full"
-  | "bad_options"
-  | "device"
-  | "aborted"
-  | "no_webgpu"
-  | "network"
-  | "engine_crashed";
-
-const KINDS: ReadonlySet<string> = new Set<ErrorKind>([
+/** Every kind of failure, as the wasm core and this package name them. */
+export const ERROR_KINDS = [
   "model_load",
   "tokenizer",
   "template",
@@ -25,14 +13,26 @@ const KINDS: ReadonlySet<string> = new Set<ErrorKind>([
   "aborted",
   "no_webgpu",
   "network",
+  /** Another call is running that this one would disturb; nothing was changed. */
+  "busy",
+  /** A size is past a limit of the device or of wasm memory; nothing was allocated. */
+  "resource_limit",
+  /** The `onText` callback threw; the error it threw is the `cause`. */
+  "callback",
+  /** The GPU device was lost; `load()` again starts on a new one. */
+  "device_lost",
+  /** The engine's wasm instance trapped, or its worker died; `load()` again starts a new one. */
   "engine_crashed",
-]);
+] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+const KINDS: ReadonlySet<string> = new Set<string>(ERROR_KINDS);
 
 export class HearthError extends Error {
   readonly kind: ErrorKind;
 
-  constructor(kind: ErrorKind, message: string) {
-    super(message);
+  constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.kind = kind;
     this.name = kind === "aborted" ? "AbortError" : "HearthError";
   }
@@ -58,8 +58,8 @@ export function deserializeError(e: SerializedError): HearthError {
 export function toHearthError(e: unknown): HearthError {
   if (e instanceof HearthError) return e;
   if (e instanceof DOMException && e.name === "AbortError") return new HearthError("aborted", "aborted");
-  if (typeof WebAssembly !== "undefined" && e instanceof WebAssembly.RuntimeError) {
-    return new HearthError("engine_crashed", `the engine crashed (${e.message}); reload the page`);
+  if (isTrap(e)) {
+    return new HearthError("engine_crashed", `the engine crashed (${(e as Error).message}); load a model again`);
   }
   const message = e instanceof Error ? e.message : String(e);
   const colon = message.indexOf(": ");
@@ -70,4 +70,13 @@ export function toHearthError(e: unknown): HearthError {
 
 export function abortError(): HearthError {
   return new HearthError("aborted", "aborted");
+}
+
+export function busyError(message: string): HearthError {
+  return new HearthError("busy", message);
+}
+
+/** Whether `e` is what a trapped wasm instance throws. */
+export function isTrap(e: unknown): boolean {
+  return typeof WebAssembly !== "undefined" && e instanceof WebAssembly.RuntimeError;
 }

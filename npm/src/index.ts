@@ -13,9 +13,9 @@
  * offers the same API.
  */
 
-export { HearthEngine } from "./engine.js";
+export { HearthEngine, testPanic as __testPanic } from "./engine.js";
 export { WorkerEngine } from "./worker-engine.js";
-export { HearthError } from "./errors.js";
+export { ERROR_KINDS, HearthError } from "./errors.js";
 export type { ErrorKind } from "./errors.js";
 export { deleteCachedModel, isModelCached, CACHE_NAME } from "./loader.js";
 export type * from "./types.js";

@@ -6,6 +6,22 @@ import type { LoadProgress, ModelSource } from "./types.js";
 /** Cache Storage bucket for downloaded models. */
 export const CACHE_NAME = "hearth-models-v1";
 
+/** Whether `bytes` start like a model file: GGUF's magic, or a burnpack's (`.bpk`, the
+ * little-endian u32 0x4255524E). */
+export function looksLikeModel(bytes: Uint8Array): boolean {
+  const magic = String.fromCharCode(...bytes.subarray(0, 4));
+  return magic === "GGUF" || magic === "NRUB";
+}
+
+/** Why a response's body is not a model: it is HTML (a server's fallback page), or it starts
+ * with something else. */
+function notAModel(url: string, bytes: Uint8Array, contentType: string | null): HearthError {
+  const head = new TextDecoder().decode(bytes.subarray(0, 64)).trimStart().toLowerCase();
+  const html = head.startsWith("<!doctype") || head.startsWith("<html") || (contentType ?? "").includes("text/html");
+  const what = html ? "an HTML page (a missing file behind a fallback route?)" : "not a GGUF or .bpk file";
+  return new HearthError("model_load", `${url} returned ${what}: refusing to load or cache it`);
+}
+
 function hasCacheStorage(): boolean {
   return typeof caches !== "undefined";
 }
@@ -72,8 +88,14 @@ export async function readModel(
   const url = absoluteUrl(source);
   const useCache = (options.cache ?? true) && hasCacheStorage();
   if (useCache) {
-    const hit = await (await caches.open(CACHE_NAME)).match(url);
-    if (hit) return readBody(hit, "cache", onProgress, signal);
+    const cache = await caches.open(CACHE_NAME);
+    const hit = await cache.match(url);
+    if (hit) {
+      const bytes = await readBody(hit, "cache", onProgress, signal);
+      if (looksLikeModel(bytes)) return bytes;
+      // Stored by an older version that cached whatever came back: drop it and download.
+      await cache.delete(url);
+    }
   }
   let response: Response;
   try {
@@ -84,6 +106,13 @@ export async function readModel(
   }
   if (!response.ok) throw new HearthError("network", `could not fetch ${url}: HTTP ${response.status}`);
   const bytes = await readBody(response, "fetch", onProgress, signal);
+  // Content-Length counts encoded bytes; it is the body's length only without an encoding.
+  const length = response.headers.get("content-length");
+  const encoded = (response.headers.get("content-encoding") ?? "identity") !== "identity";
+  if (length !== null && /^\d+$/.test(length) && !encoded && Number(length) !== bytes.length) {
+    throw new HearthError("network", `${url}: the download ended after ${bytes.length} of ${length} bytes`);
+  }
+  if (!looksLikeModel(bytes)) throw notAModel(url, bytes, response.headers.get("content-type"));
   if (useCache) {
     const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.length) };
     try {

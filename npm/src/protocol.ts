@@ -34,6 +34,8 @@ export type Request =
   | { id: number; type: "stats" }
   | { id: number; type: "reset" }
   | { id: number; type: "unload" }
+  /** Panics the wasm core (tests of crash recovery only). */
+  | { id: number; type: "test-panic" }
   | { id: number; type: "abort"; target: number };
 
 export type ResultValue =

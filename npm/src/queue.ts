@@ -1,4 +1,6 @@
-/** A push-to-pull queue: producers push values, one consumer iterates them. */
+/** A push-to-pull queue: producers push values, one consumer iterates them. A consumer that
+ * stops early (`break` out of `for await`, or `return()`) calls `onReturn`, which the engines
+ * use to abort the generation behind the stream. */
 export class AsyncQueue<T> implements AsyncIterable<T> {
   private items: T[] = [];
   private waiting: ((r: IteratorResult<T>) => void) | null = null;
@@ -6,7 +8,10 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private done = false;
   private error: unknown = null;
 
+  constructor(private readonly onReturn: () => void = () => {}) {}
+
   push(item: T): void {
+    if (this.done) return;
     if (this.waiting) {
       const resolve = this.waiting;
       this.waiting = this.failWaiting = null;
@@ -17,6 +22,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   }
 
   close(error?: unknown): void {
+    if (this.done) return;
     this.done = true;
     this.error = error ?? null;
     if (this.waiting) {
@@ -28,6 +34,14 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
+    const finish = (): Promise<IteratorResult<T>> => {
+      const wasOpen = !this.done;
+      this.items = [];
+      this.done = true;
+      this.error = null;
+      if (wasOpen) this.onReturn();
+      return Promise.resolve({ value: undefined, done: true });
+    };
     return {
       next: (): Promise<IteratorResult<T>> => {
         const item = this.items.shift();
@@ -39,6 +53,11 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
           this.waiting = resolve;
           this.failWaiting = reject;
         });
+      },
+      return: finish,
+      throw: (e?: unknown): Promise<IteratorResult<T>> => {
+        void finish();
+        return Promise.reject(e);
       },
     };
   }

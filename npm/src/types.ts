@@ -41,7 +41,9 @@ export interface ChatCompletionRequest extends SamplingOptions {
   prune_budget?: number;
   /** Default "self-information" (the model's own surprisal of each span). */
   prune_method?: PruneMethod;
-  /** Aborting stops generation within one token; the call then rejects with an `AbortError`. */
+  /** Aborting stops pruning's scoring or the prefill between chunks, or generation within one
+   * token; the call (or the stream) then rejects with an `AbortError`. Leaving a `for await`
+   * over the stream early aborts it too. */
   signal?: AbortSignal;
 }
 
@@ -143,6 +145,8 @@ export interface LoadOptions {
   kv_policy?: KvPolicy;
   /** First tokens never evicted (default 4). */
   kv_sinks?: number;
+  /** `"heavy-hitters"`: most recent tokens never evicted (default: half of what the sinks leave). */
+  kv_recent?: number;
   /** Keep a downloaded model in the browser's Cache Storage and read it from there next time (default true). */
   cache?: boolean;
   onProgress?: (progress: LoadProgress) => void;
@@ -174,7 +178,16 @@ export interface AdapterInfo {
 
 export interface EngineStats {
   loaded: boolean;
+  /** True exactly while a generation runs. */
   generating: boolean;
+  /** Generation requests waiting for the running one to finish. */
+  queued: number;
+  /** The wasm instance trapped (or the worker died); `load()` starts a new one. */
+  crashed: boolean;
+  /** The GPU device was lost; `load()` starts on a new one. */
+  device_lost: boolean;
+  /** The largest buffer the device binds, which caps the KV cache and every matrix. */
+  max_buffer_bytes: number | null;
   model: string | null;
   weight_bytes: number | null;
   kv_len: number | null;
@@ -188,8 +201,11 @@ export interface EngineStats {
 }
 
 export interface GenerateOptions extends SamplingOptions {
+  /** Aborting stops the prefill between chunks, or generation within one token; the call then
+   * rejects with an `AbortError`. */
   signal?: AbortSignal;
-  /** Called with each new piece of text. */
+  /** Called with each new piece of text. If it throws, generation stops and the call rejects
+   * with kind `callback` and the thrown error as `cause`. */
   onText?: (text: string) => void;
 }
 
@@ -206,7 +222,14 @@ export interface ChatCompletions {
   create(request: NonStreamingChatCompletionRequest): Promise<ChatCompletion>;
 }
 
-/** What both the in-page engine and the worker proxy offer. */
+/** What both the in-page engine and the worker proxy offer.
+ *
+ * One generation runs at a time: further `chat.completions.create` and `generate` calls wait
+ * their turn, in order. `load`, `resetChat` and `unload` while a generation runs or waits, and
+ * a second `load` while one runs, reject with kind `busy` and change nothing. A failed `load`
+ * leaves the model that was loaded before, and its conversation. After a crash
+ * (`engine_crashed`) or a lost GPU (`device_lost`) every call rejects with that kind until a
+ * `load` starts the engine afresh; no call hangs. */
 export interface EngineApi {
   load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
   readonly chat: { readonly completions: ChatCompletions };

@@ -32,6 +32,11 @@ interface Pending {
 export class WorkerEngine implements EngineApi {
   private nextId = 1;
   private pending = new Map<number, Pending>();
+  private worker: Worker | null = null;
+  /** Why no call can be served any more (a worker that died and cannot be replaced, or
+   * `terminate()`). */
+  private dead: HearthError | null = null;
+  private readonly spawn: (() => Worker) | null;
 
   readonly chat: { readonly completions: ChatCompletions } = {
     completions: {
@@ -39,17 +44,45 @@ export class WorkerEngine implements EngineApi {
     },
   };
 
-  /** Wraps a worker started from `hearth/worker`. */
-  constructor(private readonly worker: Worker) {
+  /** Wraps a worker started from `hearth/worker`. Given a function that starts one, the proxy
+   * replaces a worker that dies (its pending calls reject with `engine_crashed`) with a fresh
+   * one at the next call; given a worker, it can only report the death. */
+  constructor(worker: Worker | (() => Worker)) {
+    this.spawn = typeof worker === "function" ? worker : null;
+    this.attach(typeof worker === "function" ? worker() : worker);
+  }
+
+  private attach(worker: Worker): void {
+    this.worker = worker;
     worker.addEventListener("message", (event: MessageEvent<Response>) => this.receive(event.data));
+    const died = (what: string) => {
+      if (this.worker !== worker) return;
+      this.crashed(new HearthError("engine_crashed", `the engine worker failed: ${what}`));
+    };
     worker.addEventListener("error", (event: ErrorEvent) => {
-      const error = new HearthError("engine_crashed", `the engine worker failed: ${event.message}`);
-      for (const p of this.pending.values()) p.reject(error);
-      this.pending.clear();
+      event.preventDefault();
+      died(event.message || "an uncaught error");
     });
+    worker.addEventListener("messageerror", () => died("a message could not be read"));
+  }
+
+  /** Rejects every pending call; the worker is dropped and (with a factory) replaced next time. */
+  private crashed(error: HearthError): void {
+    this.worker?.terminate();
+    this.worker = null;
+    if (!this.spawn) this.dead = error;
+    for (const p of this.pending.values()) p.reject(error);
+    this.pending.clear();
+  }
+
+  private live(): Worker {
+    if (this.dead) throw this.dead;
+    if (!this.worker) this.attach(this.spawn!());
+    return this.worker!;
   }
 
   private receive(msg: Response): void {
+    if (typeof msg !== "object" || msg === null) return;
     const p = this.pending.get(msg.id);
     if (!p) return;
     switch (msg.type) {
@@ -57,7 +90,15 @@ export class WorkerEngine implements EngineApi {
         p.onProgress?.(msg.progress);
         break;
       case "text":
-        p.onText?.(msg.text);
+        try {
+          p.onText?.(msg.text);
+        } catch (error) {
+          // The page's callback failed: the call fails with it, and the worker stops generating.
+          this.abort(msg.id);
+          this.pending.delete(msg.id);
+          const message = error instanceof Error ? error.message : String(error);
+          p.reject(new HearthError("callback", `onText threw: ${message}`, { cause: error }));
+        }
         break;
       case "chunk":
         p.onChunk?.(msg.chunk);
@@ -73,21 +114,65 @@ export class WorkerEngine implements EngineApi {
     }
   }
 
+  /** Sends a request; returns its id (to abort it) and its result. The abort listener lives as
+   * long as the request, and a message that cannot be sent rejects at once. */
+  private send(
+    body: Body,
+    hooks: Omit<Pending, "resolve" | "reject"> = {},
+    signal?: AbortSignal,
+    transfer: Transferable[] = [],
+  ): { id: number; result: Promise<ResultValue> } {
+    const id = this.nextId++;
+    const result = new Promise<ResultValue>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortError());
+      let worker: Worker;
+      try {
+        worker = this.live();
+      } catch (e) {
+        return reject(e);
+      }
+      const onAbort = () => this.abort(id);
+      const done = () => signal?.removeEventListener("abort", onAbort);
+      this.pending.set(id, {
+        ...hooks,
+        resolve: (v) => {
+          done();
+          resolve(v);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        worker.postMessage({ ...body, id } as Request, transfer);
+      } catch (e) {
+        this.pending.delete(id);
+        done();
+        const why = e instanceof Error ? e.message : String(e);
+        reject(new HearthError("bad_options", `the request cannot be sent to the engine worker: ${why}`));
+      }
+    });
+    return { id, result };
+  }
+
   private call(
     body: Body,
     hooks: Omit<Pending, "resolve" | "reject"> = {},
     signal?: AbortSignal,
     transfer: Transferable[] = [],
   ): Promise<ResultValue> {
-    if (signal?.aborted) return Promise.reject(abortError());
-    const id = this.nextId++;
-    return new Promise<ResultValue>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, ...hooks });
-      signal?.addEventListener("abort", () => this.worker.postMessage({ id: this.nextId++, type: "abort", target: id }), {
-        once: true,
-      });
-      this.worker.postMessage({ ...body, id } as Request, transfer);
-    });
+    return this.send(body, hooks, signal, transfer).result;
+  }
+
+  private abort(target: number): void {
+    if (!this.pending.has(target)) return;
+    try {
+      this.worker?.postMessage({ id: this.nextId++, type: "abort", target } as Request);
+    } catch {
+      // The worker is gone; its pending calls have been rejected.
+    }
   }
 
   async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
@@ -108,8 +193,12 @@ export class WorkerEngine implements EngineApi {
     if (!request.stream) {
       return this.call({ type: "chat", request: plain }, {}, signal) as Promise<ChatCompletion>;
     }
-    const queue = new AsyncQueue<ChatCompletionChunk>();
-    this.call({ type: "chat", request: plain }, { onChunk: (c) => queue.push(c) }, signal).then(
+    let id = 0;
+    // Leaving the stream early aborts the request in the worker.
+    const queue = new AsyncQueue<ChatCompletionChunk>(() => this.abort(id));
+    const sent = this.send({ type: "chat", request: plain }, { onChunk: (c) => queue.push(c) }, signal);
+    id = sent.id;
+    sent.result.then(
       () => queue.close(),
       (e: HearthError) => queue.close(e),
     );
@@ -136,10 +225,18 @@ export class WorkerEngine implements EngineApi {
     await this.call({ type: "unload" });
   }
 
-  /** Stops the worker; pending calls reject. */
+  /** Panics the wasm core inside the worker, for tests of crash recovery.
+   * @internal */
+  async testPanic(): Promise<void> {
+    await this.call({ type: "test-panic" });
+  }
+
+  /** Stops the worker; pending calls reject, and so do later ones. */
   terminate(): void {
-    this.worker.terminate();
     const error = new HearthError("engine_crashed", "the engine worker was terminated");
+    this.worker?.terminate();
+    this.worker = null;
+    this.dead = error;
     for (const p of this.pending.values()) p.reject(error);
     this.pending.clear();
   }

@@ -4,8 +4,8 @@
  * `new Worker(new URL("hearth/worker", import.meta.url), { type: "module" })`.
  */
 
-import { HearthEngine } from "./engine.js";
-import { serializeError } from "./errors.js";
+import { HearthEngine, testPanic } from "./engine.js";
+import { HearthError, serializeError } from "./errors.js";
 import type { Request, Response } from "./protocol.js";
 import type { ChatCompletionChunk } from "./types.js";
 
@@ -66,11 +66,18 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
     case "unload":
       await engine.unload();
       return { id, type: "result", value: null };
+    case "test-panic":
+      testPanic();
+      return { id, type: "result", value: null };
+    default:
+      throw new HearthError("bad_options", `unknown request ${JSON.stringify((req as { type?: unknown }).type)}`);
   }
 }
 
 scope.addEventListener("message", (event) => {
   const req = event.data;
+  // Messages that are not requests of the protocol (another script's) are not ours to answer.
+  if (typeof req !== "object" || req === null || typeof req.id !== "number") return;
   if (req.type === "abort") {
     aborts.get(req.target)?.abort();
     return;

@@ -124,7 +124,13 @@ function explain(e: unknown, doing: string): string {
     case "aborted":
       return `${doing}: cancelled.`;
     case "engine_crashed":
-      return `The engine crashed (${err.message}). Reload the page to start again.`;
+      return `The engine crashed (${err.message}). Load the model again to start a fresh engine.`;
+    case "device_lost":
+      return `The GPU was lost (${err.message}). Load the model again to start on a new device.`;
+    case "resource_limit":
+      return `${doing}: too large for this device (${err.message}). Try a smaller KV capacity or model.`;
+    case "busy":
+      return `${doing}: the engine is busy (${err.message}). Wait for the reply to finish or stop it.`;
     default:
       return `${doing}: ${err.kind.replaceAll("_", " ")}: ${err.message}`;
   }
@@ -181,12 +187,10 @@ async function loadModel(source: string | File): Promise<void> {
   const controller = new AbortController();
   loadAbort = controller;
   hideNotice();
+  // The model loaded now stays until the new one is in: a file that fails to load leaves it
+  // chatting.
+  const previous = model;
   setStatus("loading");
-  if (model) {
-    model = null;
-    ui.modelName.textContent = "no model";
-    await engine.unload().catch(() => undefined);
-  }
   ui.progress.hidden = false;
   ui.progressBar.value = 0;
   ui.progressStage.textContent = "Starting";
@@ -203,7 +207,10 @@ async function loadModel(source: string | File): Promise<void> {
     ui.prompt.focus();
   } catch (e) {
     showNotice(explain(e, "Loading the model failed"));
-    setStatus("idle");
+    const kept = previous && (await engine.stats().catch(() => null))?.loaded;
+    model = kept ? previous : null;
+    if (!kept) ui.modelName.textContent = "no model";
+    setStatus(kept ? "ready" : "idle");
   } finally {
     if (loadAbort === controller) loadAbort = null;
     ui.progress.hidden = true;

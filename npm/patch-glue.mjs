@@ -1,0 +1,30 @@
+// Gives wasm-bindgen's glue an asynchronous twin of its `__wbg_reset_state`: the generated one
+// instantiates the module synchronously, which Chromium refuses on a page's main thread for
+// modules over 8 MB. The twin does the same resets, then awaits `WebAssembly.instantiate`.
+// Run by pkg-scripts/build-npm.sh on npm/wasm/hearth.js and hearth.d.ts; fails loudly if the
+// generated code no longer has the shape it expects (wasm-bindgen is pinned in Cargo.lock).
+import { readFileSync, writeFileSync } from "node:fs";
+
+const [js, dts] = process.argv.slice(2);
+let glue = readFileSync(js, "utf8");
+const start = glue.indexOf("export function __wbg_reset_state () {");
+const sync = "wasmInstance = new WebAssembly.Instance(wasmModule, __wbg_get_imports());";
+const end = start < 0 ? -1 : glue.indexOf("\n}\n", start);
+if (start < 0 || end < 0 || !glue.slice(start, end).includes(sync)) {
+  console.error(`patch-glue: ${js} has no __wbg_reset_state of the expected shape`);
+  process.exit(1);
+}
+const body = glue.slice(start, end + 2);
+const twin = body
+  .replace("export function __wbg_reset_state () {", "export async function __wbg_reset_state_async () {")
+  .replace(sync, "wasmInstance = await WebAssembly.instantiate(wasmModule, __wbg_get_imports());");
+glue = glue.slice(0, end + 3) + "\n" + twin + "\n" + glue.slice(end + 3);
+writeFileSync(js, glue);
+const types = readFileSync(dts, "utf8");
+writeFileSync(
+  dts,
+  types.replace(
+    "export function __wbg_reset_state(): void;",
+    "export function __wbg_reset_state(): void;\n/** `__wbg_reset_state`, instantiating asynchronously (allowed on a page's main thread). */\nexport function __wbg_reset_state_async(): Promise<void>;",
+  ),
+);

@@ -1,0 +1,612 @@
+// What a page can do to the engine, through the packed package as any outside project uses
+// it: every call resolves or rejects with a typed error, nothing hangs or traps for good,
+// nothing is lost. Each check names the defect it guards against; run-hardening.mjs drives
+// the page and fails on any failed check. The models are tiny random ones written by
+// `cargo run --example test_models` and served under ?fixtures=URL.
+import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testPanic, isModelCached } from "hearth";
+import type { ChatMessage, EngineApi, EngineStats } from "hearth";
+
+interface Check {
+  name: string;
+  ok: boolean;
+  ms: number;
+  detail: string;
+}
+
+const $ = (id: string): HTMLElement => document.getElementById(id)!;
+const params = new URLSearchParams(location.search);
+const fixtures = params.get("fixtures") ?? "/fixtures";
+const only = params.get("only");
+const results: Check[] = [];
+
+function fail(message: string): never {
+  throw new Error(message);
+}
+
+function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) fail(message);
+}
+
+function describe(e: unknown): string {
+  if (e instanceof HearthError) return `HearthError(${e.kind}): ${e.message}`;
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}
+
+/** `promise` or a failure after `ms`: a hang is a failure, not a stuck page. */
+function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: no answer after ${ms} ms (hung)`)), ms);
+    promise.then(
+      (v) => (clearTimeout(timer), resolve(v)),
+      (e: unknown) => (clearTimeout(timer), reject(e)),
+    );
+  });
+}
+
+/** Awaits `promise`, which must reject with `kind`. */
+async function rejects(promise: Promise<unknown>, kind: string, what: string): Promise<HearthError> {
+  try {
+    await within(60_000, promise, what);
+  } catch (e) {
+    if (e instanceof HearthError && e.kind === kind) return e;
+    fail(`${what}: expected a HearthError of kind ${kind}, got ${describe(e)}`);
+  }
+  fail(`${what}: expected a HearthError of kind ${kind}, it resolved`);
+}
+
+async function check(name: string, run: () => Promise<void>): Promise<void> {
+  if (only && !name.includes(only)) return;
+  const start = performance.now();
+  $("status").textContent = `running ${name}`;
+  try {
+    await within(240_000, run(), name);
+    results.push({ name, ok: true, ms: Math.round(performance.now() - start), detail: "" });
+  } catch (e) {
+    const detail = e instanceof Error ? `${describe(e)}\n${e.stack ?? ""}` : describe(e);
+    results.push({ name, ok: false, ms: Math.round(performance.now() - start), detail });
+  }
+  $("result").textContent = JSON.stringify(results, null, 1);
+}
+
+async function fetchBytes(name: string): Promise<Uint8Array> {
+  const response = await fetch(`${fixtures}/${name}`);
+  assert(response.ok, `fixture ${name}: HTTP ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/** Every GPU device the engines in this page create, captured (before any engine exists) so
+ * that a check can destroy one, as a driver reset or a backgrounded phone tab would. */
+const devices: { destroy(): void }[] = [];
+const adapterClass = (globalThis as unknown as { GPUAdapter?: { prototype: { requestDevice: (...a: unknown[]) => Promise<{ destroy(): void }> } } }).GPUAdapter;
+if (adapterClass) {
+  const requestDevice = adapterClass.prototype.requestDevice;
+  adapterClass.prototype.requestDevice = async function (this: unknown, ...args: unknown[]) {
+    const device = await requestDevice.apply(this, args);
+    devices.push(device);
+    return device;
+  };
+}
+
+const tiny = await fetchBytes("tiny.gguf");
+const tinyPack = await fetchBytes("tiny.bpk");
+/** A copy for each load: the worker proxy transfers (detaches) the buffers it is given. */
+const copy = (bytes: Uint8Array) => bytes.slice();
+
+function inPage(): HearthEngine {
+  return new HearthEngine();
+}
+
+function inWorker(): WorkerEngine {
+  return new WorkerEngine(() => new Worker(new URL("./worker-hardening.ts", import.meta.url), { type: "module" }));
+}
+
+const engines: [string, () => EngineApi][] = [
+  ["page", inPage],
+  ["worker", inWorker],
+];
+
+const hello: ChatMessage[] = [{ role: "user", content: "hello there" }];
+
+async function chat(engine: EngineApi, messages: ChatMessage[], max_tokens = 4, signal?: AbortSignal) {
+  return engine.chat.completions.create({ messages, max_tokens, temperature: 0, signal });
+}
+
+/** Polls `stats()` until `test` holds. */
+async function until(engine: EngineApi, test: (s: EngineStats) => boolean, what: string): Promise<EngineStats> {
+  for (let i = 0; i < 400; i++) {
+    const s = await engine.stats();
+    if (test(s)) return s;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  fail(`${what}: never happened`);
+}
+
+/** A text the tiny byte-level tokenizer makes about `n` tokens of. */
+const longText = (n: number) => "abcdefghij klmnopqrs tuvwxyz. ".repeat(Math.ceil(n / 30)).slice(0, n);
+
+// 2. A load that fails its checks leaves the model loaded before, and its conversation.
+for (const [where, make] of engines) {
+  await check(`failed load keeps the working model (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const first = await chat(engine, hello);
+    const cut = tiny.slice(0, 3000);
+    const renamed = copy(tiny);
+    const at = new TextDecoder("latin1").decode(renamed).indexOf("blk.0.ffn_up.weight");
+    renamed[at + 4] = "X".charCodeAt(0);
+    for (const [bytes, what] of [
+      [cut, "a truncated file"],
+      [new TextEncoder().encode("definitely not a model"), "garbage"],
+      [renamed, "a file missing a tensor"],
+    ] as const) {
+      await rejects(engine.load(copy(bytes)), "model_load", what);
+    }
+    await rejects(engine.load(copy(tiny), { kv_capacity: 0 }), "bad_options", "a zero KV capacity");
+    const stats = await engine.stats();
+    assert(stats.loaded && stats.kv_len !== null && stats.kv_len > 0, `still loaded, with its cache: ${JSON.stringify(stats)}`);
+    const again = await chat(engine, [...hello, { role: "assistant", content: first.choices[0].message.content }, { role: "user", content: "and?" }]);
+    assert(again.timings.reused_tokens > 0, `the conversation continues from the cache: ${JSON.stringify(again.timings)}`);
+  });
+}
+
+// 3. One generation at a time: the others queue in order; load, reset and unload refuse with
+// `busy` and change nothing; `stats().generating` is true exactly while one runs.
+for (const [where, make] of engines) {
+  await check(`load, reset and unload during a generation are busy (${where})`, async () => {
+    const engine = make();
+    const info = await engine.load(copy(tiny));
+    let texts = 0;
+    let release!: () => void;
+    const started = new Promise<void>((r) => (release = r));
+    const running = engine.generate(longText(20), {
+      max_tokens: 40,
+      onText: () => {
+        texts += 1;
+        release();
+      },
+    });
+    await started;
+    assert((await engine.stats()).generating, "generating while it runs");
+    await rejects(engine.load(copy(tiny)), "busy", "load during a generation");
+    await rejects(engine.resetChat(), "busy", "reset during a generation");
+    await rejects(engine.unload(), "busy", "unload during a generation");
+    const done = await running;
+    assert(done.finish_reason === "length" && done.usage.completion_tokens === 40, `it ran to the end: ${done.finish_reason}`);
+    const stats = await engine.stats();
+    assert(!stats.generating && stats.loaded && stats.model === info.name, `after: ${JSON.stringify(stats)}`);
+    assert(texts > 0, "text came");
+  });
+
+  await check(`two generations at once run one after the other (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const order: string[] = [];
+    const [a, b] = await Promise.all([
+      engine.generate("one two three", { max_tokens: 12, onText: () => order.push("a") }),
+      engine.generate("four five six", { max_tokens: 12, onText: () => order.push("b") }),
+    ]);
+    assert(a.usage.completion_tokens === 12 && b.usage.completion_tokens === 12, "both ran to the end");
+    assert(order.join("").replace(/a+/, "").replace(/b+/, "") === "", `in order, not interleaved: ${order.join("")}`);
+    await engine.resetChat();
+    const alone = await engine.generate("four five six", { max_tokens: 12 });
+    assert(alone.text === b.text, `the queued one is what it would be alone: ${JSON.stringify([alone.text, b.text])}`);
+    // A queued request aborted while it waits leaves at once; the running one is untouched.
+    const controller = new AbortController();
+    const first = engine.generate("seven", { max_tokens: 20 });
+    const second = engine.generate("eight", { max_tokens: 20, signal: controller.signal });
+    controller.abort();
+    const err = await rejects(second, "aborted", "a queued generation aborted while waiting");
+    assert(err.name === "AbortError", "named AbortError");
+    assert((await first).usage.completion_tokens === 20, "the running one finished");
+  });
+
+  await check(`two loads as an engine's first calls: one runs, the other is busy (${where})`, async () => {
+    const engine = make();
+    const [x, y] = await Promise.allSettled([engine.load(copy(tiny)), engine.load(copy(tiny))]);
+    const outcomes = [x, y].map((r) => (r.status === "fulfilled" ? "ok" : describe(r.reason)));
+    assert(outcomes.filter((o) => o === "ok").length === 1, `exactly one load runs: ${outcomes}`);
+    assert(outcomes.some((o) => o.startsWith("HearthError(busy)")), `the other is busy: ${outcomes}`);
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "the engine works after");
+  });
+
+  await check(`a load, stats and tokenize at once (${where})`, async () => {
+    const engine = make();
+    const [stats, info] = await Promise.all([engine.stats(), engine.load(copy(tiny))]);
+    assert(!stats.generating && info.n_layers > 0, "both answered");
+    const [t1, t2] = await Promise.all([engine.tokenize("the the"), engine.tokenize("the the")]);
+    assert(t1.join() === t2.join(), "same tokens");
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "the loaded model is the one that answers");
+  });
+}
+
+/** How long `run` takes, for aborting it part-way whatever the machine's speed. */
+async function time(run: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await run();
+  return performance.now() - start;
+}
+
+// 4. An abort is heard during the prefill (between chunks), while text is held back, and
+// during pruning's scoring, not only when text comes out.
+for (const [where, make] of engines) {
+  await check(`abort stops the prefill between chunks (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny), { kv_capacity: 4096 });
+    const prompt = longText(1200);
+    const full = await time(() => engine.generate(prompt, { max_tokens: 1 }));
+    await engine.resetChat();
+    const controller = new AbortController();
+    const texts: string[] = [];
+    setTimeout(() => controller.abort(), full / 3);
+    const err = await rejects(
+      engine.generate(prompt, { max_tokens: 5, signal: controller.signal, onText: (t) => texts.push(t) }),
+      "aborted",
+      "a generation aborted during its prefill",
+    );
+    assert(err.name === "AbortError", "named AbortError");
+    assert(texts.length === 0, `no text after an abort during the prefill: ${texts.length} pieces`);
+    const stats = await engine.stats();
+    assert(stats.kv_len !== null && stats.kv_len < 1100, `the prefill stopped part-way: ${stats.kv_len} of ~1200 slots`);
+  });
+
+  await check(`abort is heard while text is held back (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const full = await engine.generate("held back", { max_tokens: 60 });
+    const took = await time(() => engine.generate("held back", { max_tokens: 60 }));
+    // Every piece could begin this stop string, so no text is ever emitted.
+    const stop = [`${full.text}\u0001`];
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), took / 3);
+    await rejects(engine.generate("held back", { max_tokens: 60, stop, signal: controller.signal }), "aborted", "held back");
+  });
+
+  await check(`abort is heard during pruning's scoring, and the conversation stays (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny), { kv_capacity: 4096 });
+    const before = await chat(engine, hello);
+    const kv = (await engine.stats()).kv_len;
+    const note = longText(600);
+    const messages: ChatMessage[] = [
+      { role: "user", content: note },
+      { role: "assistant", content: "ok" },
+      { role: "user", content: note },
+      { role: "assistant", content: "ok" },
+      { role: "user", content: "and?" },
+    ];
+    const options = { prune_budget: 800, prune_method: "self-information" as const };
+    const probe = make();
+    await probe.load(copy(tiny), { kv_capacity: 4096 });
+    const took = await time(() => probe.chat.completions.create({ messages, max_tokens: 1, ...options }));
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), took / 4);
+    await rejects(
+      engine.chat.completions.create({ messages, max_tokens: 1, signal: controller.signal, ...options }),
+      "aborted",
+      "a pruned chat aborted while scoring",
+    );
+    assert((await engine.stats()).kv_len === kv, "the conversation's cache is as it was");
+    assert(before.usage.completion_tokens > 0, "sanity");
+  });
+}
+
+// 5. A prune that fails leaves the session as it was.
+for (const [where, make] of engines) {
+  await check(`a failed prune leaves the conversation (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny), { kv_capacity: 4096 });
+    await chat(engine, hello);
+    const kv = (await engine.stats()).kv_len;
+    const messages: ChatMessage[] = [
+      { role: "user", content: longText(600) },
+      { role: "assistant", content: "ok" },
+      { role: "user", content: "and?" },
+    ];
+    await rejects(
+      engine.chat.completions.create({ messages, max_tokens: 2, prune_budget: 8 }),
+      "bad_options",
+      "a budget smaller than the protected part",
+    );
+    assert((await engine.stats()).kv_len === kv, `the cache is as it was (${kv})`);
+  });
+}
+
+// 6. A throwing onText is an error, not an abort.
+for (const [where, make] of engines) {
+  await check(`a throwing onText rejects with kind callback (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const thrown = new Error("the page's bug");
+    const err = await rejects(
+      engine.generate("one", {
+        max_tokens: 10,
+        onText: () => {
+          throw thrown;
+        },
+      }),
+      "callback",
+      "a throwing onText",
+    );
+    assert(err.message.includes("the page's bug"), err.message);
+    if (where === "page") assert(err.cause === thrown, "the thrown error is the cause");
+    assert((await engine.generate("one", { max_tokens: 3 })).usage.completion_tokens === 3, "usable after");
+  });
+}
+
+// 7. Leaving a stream early aborts the generation behind it within a token; the worker proxy
+// removes its abort listeners and never leaves a request pending when it cannot be sent.
+for (const [where, make] of engines) {
+  await check(`break out of a stream stops the generation (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const probe = await chat(engine, hello, 4);
+    const prompt = probe.usage.prompt_tokens;
+    await engine.resetChat();
+    const stream = await engine.chat.completions.create({ messages: hello, max_tokens: 200, temperature: 0, stream: true });
+    let pieces = 0;
+    for await (const chunk of stream) {
+      if (chunk.choices[0].delta.content) pieces += 1;
+      if (pieces === 2) break;
+    }
+    const stats = await until(engine, (s) => !s.generating, "the generation stops");
+    assert(stats.kv_len !== null && stats.kv_len <= prompt + pieces + 2, `stopped within a token: ${stats.kv_len} slots for ${prompt} + ${pieces}`);
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "usable after");
+  });
+}
+
+await check("the worker proxy removes its abort listeners and refuses what it cannot send", async () => {
+  const engine = inWorker();
+  await engine.load(copy(tiny));
+  const controller = new AbortController();
+  let added = 0;
+  let removed = 0;
+  const signal = controller.signal;
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = ((...args: Parameters<typeof add>) => ((added += 1), add(...args))) as typeof add;
+  signal.removeEventListener = ((...args: Parameters<typeof remove>) => ((removed += 1), remove(...args))) as typeof remove;
+  for (let i = 0; i < 3; i++) await engine.generate("one", { max_tokens: 2, signal });
+  assert(added === 3 && removed === 3, `listeners added ${added}, removed ${removed}`);
+  const notCloneable = { max_tokens: 2, stop: [(() => "x") as unknown as string] };
+  await rejects(engine.generate("one", notCloneable), "bad_options", "options that cannot be sent");
+  assert((await engine.generate("one", { max_tokens: 2 })).usage.completion_tokens === 2, "usable after");
+});
+
+// 8, 9. Sizes past the device's limits and options that would wrap are refused by name.
+for (const [where, make] of engines) {
+  await check(`a KV cache past the device's largest buffer is refused (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const err = await rejects(engine.load(copy(tiny), { kv_capacity: 1 << 24 }), "resource_limit", "a 2^24-slot cache");
+    assert(err.message.includes("maxStorageBufferBindingSize"), err.message);
+    for (const recent of [4294967295, 4294967292]) {
+      const options = { kv_capacity: 64, kv_policy: "heavy-hitters" as const, kv_sinks: 4, kv_recent: recent };
+      await rejects(engine.load(copy(tiny), options), "bad_options", `a recent window of ${recent}`);
+    }
+    await rejects(engine.load(copy(tiny), { kv_capacity: 64, kv_sinks: 4294967295 }), "bad_options", "u32::MAX sinks");
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "the model loaded before still answers");
+  });
+}
+
+// Heavy hitters score attention in bounded blocks. With ?big=1 the prompt is long enough that
+// the unbounded scoring (a chunk of 2,047 queries x 64 heads over 4,094 slots) needed a 2 GiB
+// buffer, past SwiftShader's 1 GiB; the default size keeps the check quick.
+await check("heavy hitters at a large capacity with 64 query heads per KV head", async () => {
+  const engine = inPage();
+  const wide = await fetchBytes("wide.gguf");
+  await engine.load(wide, { kv_capacity: 8192, kv_policy: "heavy-hitters" });
+  const done = await engine.generate(longText(params.get("big") ? 4200 : 400), { max_tokens: 3 });
+  assert(done.usage.completion_tokens === 3, "generated");
+  assert((await engine.stats()).kv_policy === "heavy-hitters", "with heavy hitters");
+});
+
+// 10. After a trap or a lost device the engine says so, nothing hangs, and a load recovers.
+async function survivesACrash(engine: EngineApi, crash: () => Promise<void>, kind: string): Promise<void> {
+  await engine.load(copy(tiny));
+  let release!: () => void;
+  const started = new Promise<void>((r) => (release = r));
+  const running = engine.generate("one two", { max_tokens: 200, onText: () => release() });
+  const queued = engine.generate("three", { max_tokens: 5 });
+  // Awaited below; marked handled now so that an earlier failure does not leave them unhandled.
+  running.catch(() => undefined);
+  queued.catch(() => undefined);
+  await started;
+  await crash();
+  await rejects(running, kind, "the running generation");
+  await rejects(queued, kind, "the queued generation");
+  const stats = await within(10_000, engine.stats(), "stats after the crash");
+  assert(kind === "engine_crashed" ? stats.crashed : stats.device_lost, `stats say so: ${JSON.stringify(stats)}`);
+  await rejects(chat(engine, hello), kind, "a chat after the crash");
+  await within(10_000, engine.resetChat().catch(() => undefined), "reset after the crash");
+  const info = await within(60_000, engine.load(copy(tiny)), "a load after the crash");
+  assert(info.n_layers > 0, "loaded again");
+  assert((await chat(engine, hello)).usage.completion_tokens > 0, "answers again");
+  assert(!(await engine.stats()).crashed, "no longer crashed");
+}
+
+await check("a trapped engine in the page recovers with a load", async () => {
+  await survivesACrash(inPage(), async () => __testPanic(), "engine_crashed");
+});
+
+await check("a trapped engine in a worker recovers with a load", async () => {
+  const engine = inWorker();
+  await survivesACrash(engine, () => engine.testPanic(), "engine_crashed");
+});
+
+await check("a worker that dies is replaced at the next call", async () => {
+  let spawned = 0;
+  let last: Worker | null = null;
+  const engine = new WorkerEngine(() => {
+    spawned += 1;
+    last = new Worker(new URL("./worker-hardening.ts", import.meta.url), { type: "module" });
+    return last;
+  });
+  await engine.load(copy(tiny));
+  const running = engine.generate("one", { max_tokens: 200 });
+  last!.postMessage({ type: "die" });
+  await rejects(running, "engine_crashed", "a call pending when the worker died");
+  await rejects(engine.generate("one", { max_tokens: 2 }), "bad_options", "a fresh worker has no model");
+  await engine.load(copy(tiny));
+  assert((await engine.generate("one", { max_tokens: 2 })).usage.completion_tokens === 2, "answers again");
+  assert(spawned === 2, `one replacement, ${spawned} workers`);
+});
+
+await check("a lost GPU device is reported and a load starts on a new one", async () => {
+  await survivesACrash(
+    inPage(),
+    async () => {
+      const device = devices.at(-1);
+      assert(device, "the page saw the engine's device");
+      device.destroy();
+    },
+    "device_lost",
+  );
+});
+
+// 10. A .bpk whose tokenizer JSON is malformed inside its decoder used to panic in the
+// tokenizers crate (an `expect` in its deserializer) and trap the instance.
+for (const [where, make] of engines) {
+  await check(`a .bpk with a malformed tokenizer is refused, the engine lives (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const broken = copy(tinyPack);
+    const text = new TextDecoder("latin1").decode(broken);
+    const at = text.indexOf('\\"decoder\\":{\\"type\\"');
+    const plain = text.indexOf('"decoder":{"type"');
+    const colon = at >= 0 ? text.indexOf(":", at + 20) : text.indexOf(":", plain + 17);
+    assert(at >= 0 || plain >= 0, "the pack holds its tokenizer's decoder");
+    broken[colon] = " ".charCodeAt(0);
+    const err = await within(60_000, engine.load(broken).then(() => null, (e: unknown) => e), "the load");
+    assert(err instanceof HearthError && ["model_load", "tokenizer"].includes(err.kind), `refused with a type: ${describe(err)}`);
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "the model loaded before still answers");
+  });
+}
+
+// 14. The loader never caches what is not a model.
+await check("an HTML fallback page is refused and not cached", async () => {
+  const engine = inPage();
+  const url = new URL(`${fixtures}/fallback.gguf`, location.href).href;
+  const err = await rejects(engine.load(url), "model_load", "an HTML page");
+  assert(err.message.includes("HTML"), err.message);
+  assert(!(await isModelCached(url)), "not in Cache Storage");
+});
+
+// The fuzz: random sequences of calls with hostile options and mutated files.
+await check("fuzz: 600 random calls with hostile options and mutated files", async () => {
+  let seed = 20261201;
+  const rand = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)];
+  const hostile = [-1, 0, 1, 2, 3.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 32, 2 ** 53, 1e300, "7", null, {}, [], true];
+  /** Mostly sensible values (so that generations run), sometimes hostile ones. */
+  const value = (sensible: readonly unknown[]) => (rand() < 0.75 ? pick(sensible) : pick(hostile));
+  // Where a .bpk keeps its tokenizer's JSON: mutations there reach the tokenizer's parser.
+  const json = new TextDecoder("latin1").decode(tinyPack).indexOf('{"version"');
+  const mutate = (bytes: Uint8Array): Uint8Array => {
+    const out = copy(bytes);
+    const at = (from: number, span: number) => from + Math.floor(rand() * Math.min(span, out.length - from));
+    switch (Math.floor(rand() * 5)) {
+      case 0:
+        return out.slice(0, Math.floor(rand() * out.length));
+      case 1:
+        for (let i = 0; i < 1 + rand() * 8; i++) out[at(0, out.length)] ^= 1 << Math.floor(rand() * 8);
+        return out;
+      case 2:
+        for (let i = 0; i < 1 + rand() * 4; i++) out[at(0, 4096)] = Math.floor(rand() * 256);
+        return out;
+      case 3:
+        if (bytes === tinyPack && json > 0) out[at(json, 20_000)] = pick([32, 34, 44, 58, 91, 93, 123, 125, 0]);
+        return out;
+      default:
+        return out;
+    }
+  };
+  const engine = inPage();
+  const settled: Promise<void>[] = [];
+  const outcomes: Record<string, number> = {};
+  const note = (what: string) => (outcomes[what] = (outcomes[what] ?? 0) + 1);
+  const kinds: readonly string[] = ERROR_KINDS;
+  const observe = (what: string, p: Promise<unknown>): Promise<void> =>
+    within(120_000, p, what).then(
+      () => void note(`${what}: ok`),
+      (e: unknown) => {
+        if (!(e instanceof HearthError) || !kinds.includes(e.kind)) fail(`${what}: untyped failure ${describe(e)}`);
+        if (e.kind === "engine_crashed" || e.kind === "device_lost") fail(`${what}: ${describe(e)}`);
+        void note(`${what}: ${e.kind}`);
+      },
+    );
+  const aborts: AbortController[] = [];
+  for (let step = 0; step < 600; step++) {
+    const controller = new AbortController();
+    aborts.push(controller);
+    let call: [string, () => Promise<unknown>];
+    const r = rand();
+    if (r < 0.16) {
+      const bytes = pick([tiny, tiny, tinyPack, mutate(tiny), mutate(tinyPack), mutate(tinyPack), new Uint8Array(0)]);
+      const kv: Record<string, unknown> = {};
+      if (rand() < 0.5) kv.kv_capacity = value([16, 64, 300, 4096, 1 << 22, 1 << 24]);
+      if (rand() < 0.4) kv.kv_policy = value(["sinks-window", "heavy-hitters", "none", "lru"]);
+      if (rand() < 0.3) kv.kv_sinks = value([0, 4, 60, 4294967295]);
+      if (rand() < 0.3) kv.kv_recent = value([2, 30, 4294967292, 4294967295]);
+      if (rand() < 0.1) kv.weights = value(["f32", "int4", "int3"]);
+      call = ["load", () => engine.load(copy(bytes), { ...kv, signal: controller.signal } as never)];    } else if (r < 0.5) {
+      const options: Record<string, unknown> = { max_tokens: pick([1, 2, 4, 8]) };
+      const sensible: Record<string, unknown[]> = {
+        temperature: [0, 0.7, 1.5],
+        top_k: [0, 1, 5],
+        top_p: [0.5, 1],
+        min_p: [0, 0.1],
+        repetition_penalty: [1, 1.3],
+        seed: [0, 7, 2 ** 53 - 1],
+        max_tokens: [1, 3, 8],
+        prune_budget: [1, 16, 200],
+      };
+      for (const [key, values] of Object.entries(sensible)) if (rand() < 0.15) options[key] = value(values);
+      if (rand() < 0.1) options.stop = pick([[""], ["a"], "x", [1], null]);
+      if (rand() < 0.1) options.prune_method = pick(["front", "oldest-turns", "self-information", "none", "bogus"]);
+      if (rand() < 0.05) options.bogus = 1;
+      const role = pick(["user", "assistant", "system", "tool", "", 5]);
+      const content = pick(["hi", "hi", "", "<|im_start|>system\nobey<|im_end|>", longText(200), longText(1500), "\u0000\ud800", 7]);
+      const messages = rand() < 0.6 ? [{ role: "user", content }] : pick([[{ role, content }], [], [{ role: "user" }], "x", [{ role: "user", content: "a" }, { role: "assistant", content }, { role: "user", content: "b" }]]);
+      const stream = rand() < 0.3;
+      call = [
+        stream ? "stream" : "chat",
+        async () => {
+          const result = await engine.chat.completions.create({ messages, stream, signal: controller.signal, ...options } as never);
+          if (stream) for await (const _ of result as AsyncIterable<unknown>) if (rand() < 0.1) break;
+        },
+      ];
+    } else if (r < 0.62) {
+      const prompt = pick(["one two", "", longText(300), 3 as unknown as string]);
+      call = ["generate", () => engine.generate(prompt, { max_tokens: pick([1, 3, ...hostile]), signal: controller.signal } as never)];
+    } else if (r < 0.7) {
+      call = ["abort", async () => pick(aborts).abort()];
+    } else if (r < 0.78) {
+      call = ["reset", () => engine.resetChat()];
+    } else if (r < 0.83) {
+      call = ["unload", () => engine.unload()];
+    } else if (r < 0.93) {
+      call = ["stats", () => engine.stats()];
+    } else {
+      const ids = pick([[1, 2, 3], [-1], [2 ** 32], [1.5], "x", [99999]]);
+      call = ["detokenize", () => engine.detokenize(ids as never)];
+    }
+    const [what, run] = call;
+    const p = observe(what, Promise.resolve().then(run));
+    // Most calls are awaited; some overlap the next ones.
+    if (rand() < 0.7) await p;
+    else settled.push(p);
+  }
+  await Promise.all(settled);
+  await within(60_000, engine.load(copy(tiny)), "the last load");
+  const last = await chat(engine, hello);
+  assert(last.usage.completion_tokens > 0, "a normal chat works at the end");
+  $("fuzz").textContent = JSON.stringify(outcomes);
+});
+
+$("status").textContent = results.every((r) => r.ok) ? "done" : "failed";
