@@ -272,33 +272,33 @@ fn a_cache_past_the_device_limits_is_refused_by_name() {
 }
 
 /// More tokens than one pass takes run as several passes with the same logits as the prefill
-/// path, which runs them in small chunks (on wgpu one pass this long would need more
-/// workgroups than a dispatch may have).
+/// path, which runs them in small chunks. (Splitting is device-independent; the kernels' own
+/// test checks dispatches past 65,535 workgroups on wgpu.)
 #[test]
 fn long_inputs_run_in_several_passes() {
-    let c = TinyConfig { context: 8192, ..TinyConfig::new() };
+    let c = TinyConfig { context: 2048, ..TinyConfig::new() };
     let (tensors, reference) = f32_model(&c, 15);
     let bytes = tiny_gguf(&c, &tensors);
     let pass = hearth::model::MAX_PASS_TOKENS;
     let n = pass + 40;
     let ids = tokens(n, 16);
     let start = reference.logits(&ids[..4]);
-    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
-        let engine = load(&bytes, device).unwrap();
-        let kv = KvOptions::with_capacity(n).policy(EvictionPolicy::None);
-        let mut session = engine.session(&kv).unwrap();
-        let all = pollster::block_on(session.logits_all(&ids)).unwrap();
-        assert_eq!(all.len(), n);
-        for (i, want) in start.iter().enumerate() {
-            assert!(max_rel_diff(&all[i], want) < TOLERANCE, "{device:?} position {i}");
-        }
-        for end in [pass, pass + 1, n] {
-            let mut chunked = engine.session(&kv).unwrap();
-            let last = pollster::block_on(chunked.feed(&ids[..end])).unwrap();
-            let last = last.into_data().try_into_vec_as::<f32>().unwrap();
-            let diff = max_rel_diff(&all[end - 1], &last);
-            assert!(diff < 1e-3, "{device:?} position {}: {diff}", end - 1);
-        }
+    let engine = load(&bytes, DeviceKind::Cpu).unwrap();
+    let kv = KvOptions::with_capacity(n).policy(EvictionPolicy::None);
+    let mut session = engine.session(&kv).unwrap();
+    let all = pollster::block_on(session.logits_all(&ids)).unwrap();
+    assert_eq!(all.len(), n);
+    for (i, want) in start.iter().enumerate() {
+        assert!(max_rel_diff(&all[i], want) < TOLERANCE, "position {i}");
+    }
+    // The prefill path, in chunks: the logits after the first pass's last token plus one,
+    // then after the rest.
+    let mut chunked = engine.session(&kv).unwrap();
+    for (from, to) in [(0, pass + 1), (pass + 1, n)] {
+        let last = pollster::block_on(chunked.feed(&ids[from..to])).unwrap();
+        let last = last.into_data().try_into_vec_as::<f32>().unwrap();
+        let diff = max_rel_diff(&all[to - 1], &last);
+        assert!(diff < 1e-3, "position {}: {diff}", to - 1);
     }
 }
 
@@ -419,4 +419,32 @@ fn unused_tensors_and_unknown_rope_scaling_are_refused_by_name() {
     let (mut tensors, _) = f32_model(&c, 22);
     tensors.push(f32_tensor("rope_freqs.weight", vec![3], vec![1.0; 3]));
     assert!(load(&tiny_gguf(&c, &tensors), DeviceKind::Cpu).is_err());
+}
+
+/// The upload is sized before anything is allocated: a model whose f32 matrices would not fit
+/// one device buffer, or whose load would not fit the host memory left (wasm32's 4 GiB), is
+/// refused naming the limit.
+#[test]
+fn a_model_past_the_limits_is_refused_before_upload() {
+    use hearth::device::Limits;
+    use hearth::load::ModelParts;
+    use hearth::load::gguf::GgufFile;
+    use hearth::model::plan;
+    let c = TinyConfig::new();
+    let bytes = tiny_gguf(&c, &f32_model(&c, 23).0);
+    let file = GgufFile::parse(&bytes).unwrap();
+    let config = ModelParts::from_gguf(&file).unwrap().config;
+    let roomy = Limits { max_buffer_bytes: u64::MAX, max_workgroups: 65_535, host_bytes_left: u64::MAX };
+    for format in [WeightFormat::F32, WeightFormat::Int4] {
+        plan::check(&config, &file, format, &roomy).unwrap();
+    }
+    // The f32 embedding is 262 x 64 x 4 = 67,072 bytes; packed in 8 bits far less.
+    let small_buffers = Limits { max_buffer_bytes: 40_000, ..roomy };
+    let err = plan::check(&config, &file, WeightFormat::F32, &small_buffers).unwrap_err();
+    assert!(err.to_string().contains("maxStorageBufferBindingSize") && err.to_string().contains("token_embd"), "{err}");
+    assert_eq!(err.kind(), "resource_limit");
+    plan::check(&config, &file, WeightFormat::Int4, &small_buffers).unwrap();
+    let little_memory = Limits { host_bytes_left: 100_000, ..roomy };
+    let err = plan::check(&config, &file, WeightFormat::F32, &little_memory).unwrap_err();
+    assert!(matches!(err, Error::ResourceLimit { .. }), "{err}");
 }

@@ -2,9 +2,8 @@
 // Chromium (WebGPU on SwiftShader); fails if any check fails. With --report it only prints
 // what passed and failed (to run the same checks against an older package).
 // Usage: node run-hardening.mjs FIXTURES_DIR [--report] [--only NAME] [--big]
-import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, serve } from "./chromium.mjs";
 
 const args = process.argv.slice(2);
 const fixtures = args[0];
@@ -13,17 +12,8 @@ const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
 const big = args.includes("--big");
 // A server's HTML fallback page under a model's name.
 writeFileSync(`${fixtures}/fallback.gguf`, "<!DOCTYPE html><html><body>Not here</body></html>\n");
-const port = 9000 + Math.floor(Math.random() * 1000);
-const server = spawn("python3", ["../../pkg-scripts/serve.py", "dist", "--port", String(port), "--mount", `/fixtures=${fixtures}`], {
-  stdio: "inherit",
-});
-await new Promise((r) => setTimeout(r, 800));
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic"],
-});
+const server = await serve([`/fixtures=${fixtures}`]);
+const browser = await launch();
 let failed = false;
 try {
   const page = await browser.newPage();
@@ -32,7 +22,7 @@ try {
   const expected = "Cannot invoke closure from previous WASM instance";
   page.on("pageerror", (e) => e.message !== expected && errors.push(`pageerror: ${e.message}`));
   const query = (only ? `&only=${encodeURIComponent(only)}` : "") + (big ? "&big=1" : "");
-  await page.goto(`http://127.0.0.1:${port}/hardening.html?fixtures=/fixtures${query}`);
+  await page.goto(`${server.origin}/hardening.html?fixtures=/fixtures${query}`);
   await page.waitForFunction(() => /^(done|failed)/.test(document.getElementById("status")?.textContent ?? ""), null, {
     timeout: 2_400_000,
   });
@@ -45,6 +35,6 @@ try {
   console.log(failed ? "hardening: FAILED" : `hardening: ${results.length} checks ok`);
 } finally {
   await browser.close();
-  server.kill();
+  server.stop();
 }
 if (failed && !report) process.exit(1);

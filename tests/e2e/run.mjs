@@ -1,26 +1,18 @@
 // Builds this outside project against the packed package, serves it, and chats through the
 // worker in Debian's Chromium (WebGPU on SwiftShader). Fails on any page error.
 // Usage: node run.mjs MODEL_URL SCREENSHOT_DIR
-import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, serve } from "./chromium.mjs";
 
 const [modelUrl, shots = "../artifacts"] = process.argv.slice(2);
-const port = 8000 + Math.floor(Math.random() * 1000);
-const server = spawn("python3", ["../../pkg-scripts/serve.py", "dist", "--port", String(port)], { stdio: "inherit" });
-await new Promise((r) => setTimeout(r, 800));
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: ["--enable-unsafe-webgpu", "--no-sandbox", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic"],
-});
+const server = await serve();
+const browser = await launch();
 const errors = [];
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   page.on("console", (m) => { if (m.type() === "error") errors.push(`console: ${m.text()}`); });
-  await page.goto(`http://127.0.0.1:${port}/?model=${encodeURIComponent(modelUrl)}`);
+  await page.goto(`${server.origin}/?model=${encodeURIComponent(modelUrl)}`);
   await page.waitForFunction(() => /^(done|error)/.test(document.getElementById("status")?.textContent ?? ""), null, { timeout: 900_000 });
   const status = await page.textContent("#status");
   const reply = await page.textContent("#reply");
@@ -43,5 +35,5 @@ try {
   console.log("e2e: ok");
 } finally {
   await browser.close();
-  server.kill();
+  server.stop();
 }

@@ -88,8 +88,9 @@ impl Block {
 }
 
 /// Most tokens one pass through the blocks takes: attention dispatches one workgroup row per
-/// token and the matmuls one per 8, both far below WebGPU's 65,535 at this size.
-pub const MAX_PASS_TOKENS: usize = 4096;
+/// token and the matmuls one per 8, both far below WebGPU's 65,535 at this size. (Prefill runs
+/// in smaller chunks anyway; longer passes come from `logits_all` and evaluation.)
+pub const MAX_PASS_TOKENS: usize = 1024;
 
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

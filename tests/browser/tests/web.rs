@@ -151,7 +151,12 @@ async fn real_model_says_paris() {
     let on_progress =
         Closure::<dyn FnMut(u32, u32)>::new(move |done: u32, total: u32| seen.borrow_mut().push((done, total)));
     let info = engine
-        .load(&model_bytes().await, "int4", kv(128), Some(on_progress.as_ref().unchecked_ref::<Function>().clone()))
+        .load(
+            &file(&model_bytes().await),
+            "int4",
+            kv(128),
+            Some(on_progress.as_ref().unchecked_ref::<Function>().clone()),
+        )
         .unwrap();
     assert_eq!(from_js(info)["n_layers"], 30);
     assert_eq!(progress.borrow().last(), Some(&(272, 272)), "one progress report per tensor");
