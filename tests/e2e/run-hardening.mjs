@@ -21,7 +21,7 @@ try {
   // After a crash on purpose, callbacks the dead instance scheduled are refused by the glue.
   const expected = "Cannot invoke closure from previous WASM instance";
   page.on("pageerror", (e) => e.message !== expected && errors.push(`pageerror: ${e.message}`));
-  const query = (only ? `&only=${encodeURIComponent(only)}` : "") + (big ? "&big=1" : "");
+  const query = (only ? `&only=${encodeURIComponent(only)}` : "") + (big ? "&big=1&limit=3000" : "");
   await page.goto(`${server.origin}/hardening.html?fixtures=/fixtures${query}`);
   await page.waitForFunction(() => /^(done|failed)/.test(document.getElementById("status")?.textContent ?? ""), null, {
     timeout: 2_400_000,

@@ -289,14 +289,15 @@ impl Default for WasmEngine {
 /// that cannot be allocated would abort the instance.
 fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> {
     let len = bytes.length() as usize;
-    Limits::of(device).check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;
+    let limits = Limits::of(device);
+    limits.check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;
     let mut out = Vec::new();
     out.try_reserve_exact(len).map_err(|_| {
         js_error(Error::ResourceLimit {
             what: format!("a model file of {len} bytes"),
             needed: len as u64,
             limit: crate::device::HOST_MEMORY_LIMIT,
-            allowed: 0,
+            allowed: limits.host_bytes_left,
         })
     })?;
     out.resize(len, 0);

@@ -60,7 +60,7 @@ async function check(name: string, run: () => Promise<void>): Promise<void> {
   const start = performance.now();
   $("status").textContent = `running ${name}`;
   try {
-    await within(240_000, run(), name);
+    await within(Number(params.get("limit") ?? 240) * 1000, run(), name);
     results.push({ name, ok: true, ms: Math.round(performance.now() - start), detail: "" });
   } catch (e) {
     const detail = e instanceof Error ? `${describe(e)}\n${e.stack ?? ""}` : describe(e);
