@@ -77,9 +77,3 @@ pub(crate) fn flex_words(t: &FlexTensor) -> &[u32] {
     let bytes = t.bytes();
     bytemuck::cast_slice(&bytes[..bytes.len() / 4 * 4])
 }
-
-/// Threads the CPU kernels split their rows over (none in a browser: wasm32 has no threads here).
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn cpu_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}

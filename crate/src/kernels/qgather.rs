@@ -7,6 +7,7 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::CubeDim;
 
 use super::qmatmul::QuantMatrix;
+use crate::cpu::qgemm::block_index;
 use super::{Prim, cube_float, flex_float, flex_words};
 use crate::quant::BLOCK;
 use crate::quant::packed::QuantFormat;
@@ -45,7 +46,7 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
             let mut out = Vec::with_capacity(seq * w.cols);
             for &id in ids {
                 for c in 0..w.cols {
-                    let block = id as usize * blocks + c / BLOCK;
+                    let block = block_index(id as usize, c / BLOCK, blocks);
                     out.push(decode(w.format, &codes[block * wpb..(block + 1) * wpb], params[block], c % BLOCK));
                 }
             }

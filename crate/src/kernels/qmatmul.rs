@@ -6,7 +6,7 @@
 //! threads read adjacent words. A thread unpacks each block once and applies it to up to
 //! [`MAX_TOKENS`] tokens; there is no shared memory and no barrier, which keeps the kernel cheap
 //! on CPU-backed adapters (lavapipe, SwiftShader) and coalesced on GPUs. On the CPU (Flex) the
-//! matrix stays row-major.
+//! matrix is row-tiled for [`crate::cpu::qgemm`].
 
 use burn::backend::DispatchDevice;
 use burn::prelude::*;
@@ -15,7 +15,8 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
-use crate::quant::BLOCK;
+use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
+use crate::cpu::Isa;
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 pub use cube::f16_to_f32;
 
@@ -29,8 +30,9 @@ pub const MAX_TOKENS: usize = 8;
 /// How a packed matrix's blocks are ordered on its device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// Row by row, as in GGUF (CPU).
-    RowMajor,
+    /// Groups of four rows side by side, block by block, rows padded to a multiple of four
+    /// ([`crate::cpu::qgemm::tile_rows`]): the CPU kernels' order.
+    RowTiled,
     /// `[block][row]`: block `b` of all rows, then block `b + 1` (cubecl devices).
     BlockInterleaved,
 }
@@ -58,11 +60,12 @@ impl QuantMatrix {
     pub fn upload(p: &PackedMatrix, device: &Device) -> Self {
         let layout = match device.as_dispatch() {
             DispatchDevice::Cube(_) => Layout::BlockInterleaved,
-            _ => Layout::RowMajor,
+            _ => Layout::RowTiled,
         };
         let (codes, params) = match layout {
-            Layout::RowMajor => {
-                (words_tensor(p.codes.iter().copied(), device), words_tensor(p.params.iter().copied(), device))
+            Layout::RowTiled => {
+                let (codes, params) = crate::cpu::qgemm::tile_rows(p);
+                (words_tensor(codes.into_iter(), device), words_tensor(params.into_iter(), device))
             }
             Layout::BlockInterleaved => {
                 let (nb, wpb) = (p.blocks_per_row(), p.format.words_per_block());
@@ -178,20 +181,29 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
             cube_float(out)
         }
         (Prim::Flex(x), Prim::Flex(codes), Prim::Flex(params)) => {
-            let y = qmatmul_cpu(&flex_f32(&x), m, flex_words(&codes), flex_words(&params), w);
-            let y = match (code, residual) {
-                (1, Some(Prim::Flex(r))) => y.iter().zip(flex_f32(&r).iter()).map(|(y, r)| y + r).collect(),
-                (2, _) => y.chunks_exact(2).map(|p| silu(p[0]) * p[1]).collect(),
-                _ => y,
+            let rows = QuantRows {
+                format: w.format,
+                rows: w.rows,
+                cols: w.cols,
+                codes: flex_words(&codes),
+                params: flex_words(&params),
             };
+            let residual = residual.map(|r| match r {
+                Prim::Flex(r) => r,
+                Prim::Cube(_) => panic!("qmatmul: residual on another device"),
+            });
+            let residual = residual.as_ref().map(flex_f32);
+            let epilogue = match (code, &residual) {
+                (1, Some(r)) => cpu::Epilogue::Residual(r),
+                (2, _) => cpu::Epilogue::SwiGlu,
+                _ => cpu::Epilogue::None,
+            };
+            let mut y = vec![0.0f32; m * out_cols];
+            qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, out_cols])))
         }
         _ => panic!("qmatmul: activations and weights on different devices"),
     }
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
@@ -385,98 +397,6 @@ mod cube {
     }
 }
 
-/// Σ a·b over one block, in eight independent lanes so the compiler can vectorize it.
-#[inline(always)]
-fn dot32(a: &[f32; BLOCK], b: &[f32; BLOCK]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for k in 0..BLOCK / 8 {
-        for l in 0..8 {
-            lanes[l] += a[k * 8 + l] * b[k * 8 + l];
-        }
-    }
-    lanes.iter().sum()
-}
-
-/// Unpacks one block's codes into floats.
-#[inline(always)]
-fn unpack(format: QuantFormat, words: &[u32], q: &mut [f32; BLOCK]) {
-    match format {
-        QuantFormat::Q4 => {
-            for (j, w) in words.iter().enumerate() {
-                for (i, byte) in w.to_le_bytes().into_iter().enumerate() {
-                    q[4 * j + i] = (byte & 15) as f32;
-                    q[4 * j + i + 16] = (byte >> 4) as f32;
-                }
-            }
-        }
-        QuantFormat::Q8 => {
-            for (j, w) in words.iter().enumerate() {
-                for (i, byte) in w.to_le_bytes().into_iter().enumerate() {
-                    q[4 * j + i] = byte as i8 as f32;
-                }
-            }
-        }
-    }
-}
-
-/// The CPU version over a row-major matrix: `x` is cut into zero-padded blocks once, with
-/// their sums (for the `m` term); each row's blocks are unpacked once and applied to every
-/// token. Rows are split across threads.
-fn qmatmul_cpu(x: &[f32], m: usize, codes: &[u32], params: &[u32], w: &QuantMatrix) -> Vec<f32> {
-    let (rows, cols) = (w.rows, w.cols);
-    let blocks = cols.div_ceil(BLOCK);
-    let wpb = w.format.words_per_block();
-    // xb[t * blocks + b]: block b of token t, zero-padded; xs: its sum.
-    let mut xb = vec![[0.0f32; BLOCK]; m * blocks];
-    let mut xs = vec![0.0f32; m * blocks];
-    for t in 0..m {
-        for b in 0..blocks {
-            let part = &x[t * cols + b * BLOCK..t * cols + ((b + 1) * BLOCK).min(cols)];
-            xb[t * blocks + b][..part.len()].copy_from_slice(part);
-            xs[t * blocks + b] = part.iter().sum();
-        }
-    }
-    let row_range = |out: &mut [f32], r0: usize| {
-        // out holds rows r0.. of the transposed result, [rows_here][m].
-        let mut q = [0.0f32; BLOCK];
-        for (i, acc) in out.chunks_exact_mut(m).enumerate() {
-            let r = r0 + i;
-            for b in 0..blocks {
-                let block = r * blocks + b;
-                let p = params[block];
-                let d = half::f16::from_bits(p as u16).to_f32();
-                let mn = half::f16::from_bits((p >> 16) as u16).to_f32();
-                unpack(w.format, &codes[block * wpb..(block + 1) * wpb], &mut q);
-                for (t, a) in acc.iter_mut().enumerate() {
-                    *a += d * dot32(&q, &xb[t * blocks + b]) + mn * xs[t * blocks + b];
-                }
-            }
-        }
-    };
-    let mut transposed = vec![0.0f32; rows * m];
-    #[cfg(not(target_family = "wasm"))]
-    {
-        // Starting a thread costs tens of microseconds: only split work worth more than that.
-        let threads = if rows * blocks * m >= 1 << 15 { super::cpu_threads().min(rows.max(1)) } else { 1 };
-        let per = rows.div_ceil(threads);
-        std::thread::scope(|s| {
-            for (i, chunk) in transposed.chunks_mut(per * m).enumerate() {
-                let row_range = &row_range;
-                s.spawn(move || row_range(chunk, i * per));
-            }
-        });
-    }
-    #[cfg(target_family = "wasm")]
-    row_range(&mut transposed, 0);
-    let mut y = vec![0.0f32; m * rows];
-    for r in 0..rows {
-        for t in 0..m {
-            y[t * rows + r] = transposed[r * m + t];
-        }
-    }
-    y
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_matches_dequantize_then_multiply_on_ragged_shapes() {
+    fn the_flex_path_matches_dequantize_then_multiply_on_ragged_shapes() {
         for (format, rows, cols, m) in [
             (QuantFormat::Q4, 13, 70, 1),
             (QuantFormat::Q8, 9, 64, 3),
@@ -504,8 +424,10 @@ mod tests {
             let wdata: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let p = PackedMatrix::quantize(format, &wdata, rows, cols);
             let x: Vec<f32> = (0..m * cols).map(|i| ((i * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
-            let w = QuantMatrix::upload(&p, &Device::flex());
-            let got = qmatmul_cpu(&x, m, &p.codes, &p.params, &w);
+            let device = Device::flex();
+            let w = QuantMatrix::upload(&p, &device);
+            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, cols]), &device);
+            let got = qmatmul(xt, &w).into_data().to_vec::<f32>().unwrap();
             let want = reference(&x, m, &p);
             for (g, r) in got.iter().zip(&want) {
                 assert!((g - r).abs() < 1e-3 * (1.0 + r.abs()), "{format:?} {rows}x{cols} m={m}: {g} vs {r}");

@@ -1,0 +1,78 @@
+//! The CPU compute path's own machinery: which SIMD instructions this CPU has (detected once),
+//! and the persistent thread pool ([`pool`]) the kernels split their rows over.
+//!
+//! Kernels take an [`Isa`] argument instead of detecting features themselves, so that tests can
+//! run every level the machine has against the scalar reference of the same arithmetic.
+
+#[cfg(not(target_family = "wasm"))]
+mod pool;
+pub mod qgemm;
+
+use std::sync::OnceLock;
+
+/// A level of SIMD support the CPU kernels have code for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust: the reference every other level is tested against, and the fallback.
+    Scalar,
+    /// x86-64 AVX2 with FMA and F16C (Haswell and later, Zen).
+    Avx2,
+    /// x86-64 AVX-512 F (with AVX2/FMA/F16C): 16 lanes.
+    Avx512,
+    /// wasm32 simd128, when the module was built with it.
+    Simd128,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+            Self::Simd128 => "simd128",
+        }
+    }
+
+    /// Every level this CPU (or this wasm build) can run, slowest first; the last is the best.
+    pub fn available() -> Vec<Isa> {
+        let mut levels = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            if avx2 {
+                levels.push(Isa::Avx2);
+                if is_x86_feature_detected!("avx512f") {
+                    levels.push(Isa::Avx512);
+                }
+            }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        levels.push(Isa::Simd128);
+        levels
+    }
+
+    /// The best level, detected once per process.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().expect("scalar is always available"))
+    }
+}
+
+/// Threads the CPU kernels use: the persistent pool's and the caller's (one in a browser:
+/// this wasm build has no threads).
+pub fn threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    return pool::threads();
+    #[cfg(target_family = "wasm")]
+    1
+}
+
+/// Runs `task(i)` for every `i` in `0..n`, over the pool's threads when there are several.
+pub(crate) fn for_each(n: usize, task: impl Fn(usize) + Sync) {
+    #[cfg(not(target_family = "wasm"))]
+    pool::run(n, &task);
+    #[cfg(target_family = "wasm")]
+    (0..n).for_each(task);
+}

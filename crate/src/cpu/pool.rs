@@ -1,0 +1,163 @@
+//! One persistent pool of worker threads for the CPU kernels, started on first use.
+//!
+//! A decode step hands out some 240 small jobs (a matmul each, tens of microseconds), with a
+//! few microseconds of single-threaded work between them. rayon's workers go to sleep on a
+//! futex between such jobs, and waking them measured 20% of a decode step on this 2-core
+//! machine; here a worker spins for a short while after each job (as ggml's thread pool does)
+//! and parks only when no job came for [`SPIN`], so a generation runs without system calls and
+//! an idle engine costs nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker keeps spinning before it parks.
+const SPIN: Duration = Duration::from_millis(2);
+
+/// One call's tasks: workers and the caller take indices until none are left.
+struct Job {
+    /// The caller's closure, valid until `done` reaches `tasks` (the caller waits for that).
+    task: *const (dyn Fn(usize) + Sync),
+    tasks: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+    /// A task panicked (a bug): the caller panics too instead of waiting forever.
+    panicked: AtomicBool,
+}
+
+// Safety: `task` is `Sync`, and it is only called while the caller that owns it waits.
+unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Runs tasks until none are left.
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.tasks {
+                return;
+            }
+            // Safety: i < tasks, so the caller is still waiting and the closure alive.
+            let run = std::panic::AssertUnwindSafe(|| unsafe { (*self.task)(i) });
+            if std::panic::catch_unwind(run).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+struct Pool {
+    /// Bumped for every job, so that spinning workers see a new one without a lock.
+    epoch: AtomicU64,
+    current: Mutex<Option<Arc<Job>>>,
+    wake: Condvar,
+    sleepers: AtomicUsize,
+    /// One job at a time: a second caller waits for the first.
+    busy: Mutex<()>,
+    workers: usize,
+}
+
+thread_local! {
+    /// Set on the pool's own threads, where a nested call runs inline instead of waiting for
+    /// itself.
+    static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads that compute: the caller and the workers. `HEARTH_THREADS` overrides the count.
+pub fn threads() -> usize {
+    pool().workers + 1
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::env::var("HEARTH_THREADS")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            epoch: AtomicU64::new(0),
+            current: Mutex::new(None),
+            wake: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
+            busy: Mutex::new(()),
+            workers: threads - 1,
+        }));
+        let started = Arc::new(AtomicBool::new(true));
+        for i in 0..pool.workers {
+            let ok = std::thread::Builder::new().name(format!("hearth-cpu-{i}")).spawn(move || worker(pool)).is_ok();
+            started.fetch_and(ok, Ordering::Relaxed);
+        }
+        if !started.load(Ordering::Relaxed) {
+            // Threads that did not start leave their share to the others: jobs still finish,
+            // as the caller takes tasks too.
+            log::warn!("hearth: not every CPU worker thread could start");
+        }
+        pool
+    })
+}
+
+fn worker(pool: &'static Pool) {
+    IN_POOL.with(|f| f.set(true));
+    let mut seen = 0u64;
+    loop {
+        let since = Instant::now();
+        let mut spins = 0u32;
+        while pool.epoch.load(Ordering::Acquire) == seen {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(1024) && since.elapsed() > SPIN {
+                let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+                pool.sleepers.fetch_add(1, Ordering::SeqCst);
+                let _guard = pool
+                    .wake
+                    .wait_while(guard, |_| pool.epoch.load(Ordering::Acquire) == seen)
+                    .unwrap_or_else(|e| e.into_inner());
+                pool.sleepers.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
+        }
+        seen = pool.epoch.load(Ordering::Acquire);
+        let job = pool.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(job) = job {
+            job.work();
+        }
+    }
+}
+
+/// Runs `task(i)` for every `i` in `0..tasks` on the pool and the calling thread; returns when
+/// all are done.
+pub fn run(tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+    let pool = pool();
+    if tasks <= 1 || pool.workers == 0 || IN_POOL.with(|f| f.get()) {
+        (0..tasks).for_each(task);
+        return;
+    }
+    let _one_at_a_time = pool.busy.lock().unwrap_or_else(|e| e.into_inner());
+    // Safety: the lifetime is erased only for as long as this function waits for `done`.
+    let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(task) };
+    let job = Arc::new(Job {
+        task,
+        tasks,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+    });
+    {
+        let mut current = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = Some(job.clone());
+        pool.epoch.fetch_add(1, Ordering::Release);
+    }
+    if pool.sleepers.load(Ordering::SeqCst) > 0 {
+        pool.wake.notify_all();
+    }
+    job.work();
+    while job.done.load(Ordering::Acquire) < tasks {
+        std::hint::spin_loop();
+    }
+    // Workers that still hold the job find no task left: drop it from the slot.
+    *pool.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    assert!(!job.panicked.load(Ordering::Relaxed), "a CPU kernel task panicked");
+}
