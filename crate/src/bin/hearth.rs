@@ -450,6 +450,35 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         session.reset();
         results.push(session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats);
     }
+    // One more run, timed by part on the CPU (from the first token on, so decode only).
+    let split = match common.device.as_str() {
+        "cpu" => {
+            session.reset();
+            hearth::cpu::split::enable(true);
+            let mut first = true;
+            let stats = session
+                .generate(&prompt, &options, |_, _| {
+                    if std::mem::take(&mut first) {
+                        hearth::cpu::split::reset();
+                    }
+                    Control::Continue
+                })
+                .await?
+                .stats;
+            let [matmul, head, attention] = hearth::cpu::split::totals_ms();
+            hearth::cpu::split::enable(false);
+            let steps = stats.generated_tokens.saturating_sub(1).max(1) as f64;
+            let total = stats.decode_ms;
+            Some(json!({
+                "total": total / steps,
+                "matmul": matmul / steps,
+                "head": head / steps,
+                "attention": attention / steps,
+                "rest": (total - matmul - head - attention) / steps,
+            }))
+        }
+        _ => None,
+    };
     let median = |f: &dyn Fn(&hearth::GenerationStats) -> f64| {
         let mut v: Vec<f64> = results.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -468,6 +497,9 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         "time_to_first_token_ms": median(&|s| s.time_to_first_token_ms),
         "prefill_tokens_per_s": median(&|s| s.prefill_tokens_per_s),
         "decode_tokens_per_s": median(&|s| s.decode_tokens_per_s),
+        "decode_split_ms_per_token": split,
+        "cpu_isa": (common.device == "cpu").then(|| hearth::cpu::Isa::best().name()),
+        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
         "peak_host_memory_bytes": peak_rss_bytes(),
         "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),

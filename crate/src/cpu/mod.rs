@@ -4,9 +4,11 @@
 //! Kernels take an [`Isa`] argument instead of detecting features themselves, so that tests can
 //! run every level the machine has against the scalar reference of the same arithmetic.
 
+pub mod attention;
 #[cfg(not(target_family = "wasm"))]
 mod pool;
 pub mod qgemm;
+pub mod split;
 
 use std::sync::OnceLock;
 
@@ -38,9 +40,8 @@ impl Isa {
         let mut levels = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2 {
                 levels.push(Isa::Avx2);
                 if is_x86_feature_detected!("avx512f") {

@@ -317,14 +317,12 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool>(
         let nibble = _mm256_set1_epi32(15);
         for b in 0..blocks {
             let first = (group * blocks + b) * GROUP;
-            let dm = group_params(w.params.as_ptr().add(first));
+            let mut dm = [0.0f32; 2 * GROUP];
+            _mm256_storeu_ps(dm.as_mut_ptr(), group_params(w.params.as_ptr().add(first)));
             let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
             for (r, s) in scale.iter_mut().enumerate() {
-                *s = (
-                    _mm256_permutevar8x32_ps(dm, _mm256_set1_epi32(2 * r as i32)),
-                    _mm256_permutevar8x32_ps(dm, _mm256_set1_epi32(2 * r as i32 + 1)),
-                );
+                *s = (_mm256_set1_ps(dm[2 * r]), _mm256_set1_ps(dm[2 * r + 1]));
             }
             for k in 0..4 {
                 let mut wv = [_mm256_setzero_ps(); GROUP];
@@ -378,12 +376,15 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool>(
         let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
         for b in 0..blocks {
             let first = (group * blocks + b) * GROUP;
-            let dm = _mm512_castps256_ps512(group_params(w.params.as_ptr().add(first)));
+            // Through memory: broadcasts from a load use the load ports, not the shuffle port
+            // that the lookups need.
+            let mut dm = [0.0f32; 2 * GROUP];
+            _mm256_storeu_ps(dm.as_mut_ptr(), group_params(w.params.as_ptr().add(first)));
             let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
-                let d = _mm512_permutexvar_ps(_mm512_set1_epi32(2 * r as i32), dm);
-                let m = _mm512_permutexvar_ps(_mm512_set1_epi32(2 * r as i32 + 1), dm);
+                let d = _mm512_set1_ps(dm[2 * r]);
+                let m = _mm512_set1_ps(dm[2 * r + 1]);
                 let block = codes.add(r * wpb * 4);
                 if Q8 {
                     for (k, wv) in wv.iter_mut().enumerate() {
@@ -429,10 +430,20 @@ fn simd128_tile<const T: usize, const Q8: bool>(
     let widen = |bytes: v128, signed: bool| -> [v128; 4] {
         if signed {
             let (lo, hi) = (i16x8_extend_low_i8x16(bytes), i16x8_extend_high_i8x16(bytes));
-            [i32x4_extend_low_i16x8(lo), i32x4_extend_high_i16x8(lo), i32x4_extend_low_i16x8(hi), i32x4_extend_high_i16x8(hi)]
+            [
+                i32x4_extend_low_i16x8(lo),
+                i32x4_extend_high_i16x8(lo),
+                i32x4_extend_low_i16x8(hi),
+                i32x4_extend_high_i16x8(hi),
+            ]
         } else {
             let (lo, hi) = (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes));
-            [u32x4_extend_low_u16x8(lo), u32x4_extend_high_u16x8(lo), u32x4_extend_low_u16x8(hi), u32x4_extend_high_u16x8(hi)]
+            [
+                u32x4_extend_low_u16x8(lo),
+                u32x4_extend_high_u16x8(lo),
+                u32x4_extend_low_u16x8(hi),
+                u32x4_extend_high_u16x8(hi),
+            ]
         }
     };
     for b in 0..blocks {
@@ -443,7 +454,8 @@ fn simd128_tile<const T: usize, const Q8: bool>(
             let (d, m) = params(w.params[blk]);
             let (d, m) = (f32x4_splat(d), f32x4_splat(m));
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
-            let load = |i: usize| u32x4(words[i], words[i + 1], words[i + 2], words[i + 3]);
+            // Safety: `words` holds 4 (Q4) or 8 (Q8) words, and i + 4 never passes them.
+            let load = |i: usize| unsafe { v128_load(words[i..i + 4].as_ptr() as *const v128) };
             let quads: [v128; 8] = if Q8 {
                 let (a, b) = (widen(load(0), true), widen(load(4), true));
                 [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
@@ -460,7 +472,8 @@ fn simd128_tile<const T: usize, const Q8: bool>(
         for t in 0..T {
             let xb = &x[t * stride + b * BLOCK..][..BLOCK];
             for k in 0..8 {
-                let xv = f32x4(xb[4 * k], xb[4 * k + 1], xb[4 * k + 2], xb[4 * k + 3]);
+                // Safety: `xb` holds a whole block of 32.
+                let xv = unsafe { v128_load(xb[4 * k..4 * k + 4].as_ptr() as *const v128) };
                 for r in 0..GROUP {
                     sums[r][t] = f32x4_add(sums[r][t], f32x4_mul(wv[r][k], xv));
                 }

@@ -49,34 +49,19 @@ pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: 
             cube_float(out)
         }
         (Prim::Flex(q), Prim::Flex(k), Prim::Flex(v)) => {
-            let (q, k, v) = (flex_f32(&q), flex_f32(&k), flex_f32(&v));
-            let group = n_heads / n_kv_heads;
             let mut out = vec![0.0f32; m * d];
-            let mut scores = Vec::with_capacity(slot + m);
-            for t in 0..m {
-                for h in 0..n_heads {
-                    let qh = &q[t * d + h * head_dim..][..head_dim];
-                    let base = (h / group) * capacity * head_dim;
-                    scores.clear();
-                    scores.extend((0..=slot + t).map(|s| {
-                        let ks = &k[base + s * head_dim..][..head_dim];
-                        qh.iter().zip(ks).map(|(a, b)| a * b).sum::<f32>() * scale
-                    }));
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut out[t * d + h * head_dim..][..head_dim];
-                    for (s, p) in scores.iter().enumerate() {
-                        let vs = &v[base + s * head_dim..][..head_dim];
-                        for (o, v) in o.iter_mut().zip(vs) {
-                            *o += p / sum * v;
-                        }
-                    }
-                }
-            }
+            let isa = crate::cpu::Isa::best();
+            crate::cpu::attention::attention(
+                isa,
+                &flex_f32(&q),
+                &flex_f32(&k),
+                &flex_f32(&v),
+                m,
+                heads,
+                capacity,
+                slot,
+                &mut out,
+            );
             flex_float(FlexTensor::from_data(TensorData::new(out, [m, d])))
         }
         _ => panic!("attention: tensors on different devices"),

@@ -7,8 +7,8 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::CubeDim;
 
 use super::qmatmul::QuantMatrix;
-use crate::cpu::qgemm::block_index;
 use super::{Prim, cube_float, flex_float, flex_words};
+use crate::cpu::qgemm::block_index;
 use crate::quant::BLOCK;
 use crate::quant::packed::QuantFormat;
 

@@ -15,8 +15,8 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
-use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::cpu::Isa;
+use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 pub use cube::f16_to_f32;
 

@@ -15,6 +15,7 @@ use burn::prelude::*;
 pub use linear::{Embedding, Fuse, Linear, WeightFormat};
 
 use crate::config::ModelConfig;
+use crate::cpu::split::{self, Part};
 use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::kernels::attention::attention;
@@ -72,18 +73,23 @@ impl Block {
     fn forward(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, slot: usize) -> Tensor<2> {
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
         let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
-        let qkv = self.qkv.forward(h, Epilogue::None);
-        let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
-        let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);
-        let attn = attention(q.clone(), k_cache, v_cache, heads, slot);
-        if cache.tracks_attention() {
-            cache.observe_attention(layer, &q, heads, slot);
-        }
-        let x = self.wo.forward(attn, Epilogue::Residual(x));
+        let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
+        let attn = split::time(Part::Attention, || {
+            let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
+            let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);
+            let attn = attention(q.clone(), k_cache, v_cache, heads, slot);
+            if cache.tracks_attention() {
+                cache.observe_attention(layer, &q, heads, slot);
+            }
+            attn
+        });
+        let x = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
 
         let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-        let ff = self.gate_up.forward(h, Epilogue::SwiGlu);
-        self.w_down.forward(ff, Epilogue::Residual(x))
+        split::time(Part::Matmul, || {
+            let ff = self.gate_up.forward(h, Epilogue::SwiGlu);
+            self.w_down.forward(ff, Epilogue::Residual(x))
+        })
     }
 }
 
@@ -213,9 +219,9 @@ impl Llama {
     /// Final norm and output head: `x: [seq, d_model]` → `[seq, vocab]`.
     fn head(&self, x: Tensor<2>) -> Tensor<2> {
         let x = rms_norm(x, &self.norm, self.config.rms_eps);
-        match &self.output {
+        split::time(Part::Head, || match &self.output {
             Some(head) => head.forward(x, Epilogue::None),
             None => self.embedding.logits(x),
-        }
+        })
     }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# hearth's CPU path next to llama.cpp on this machine, in one run: the same GGUF (the default
+# model, or MODEL=path), PROMPT (128) prompt tokens, GEN (64) greedy tokens, THREADS (2)
+# threads, the median of RUNS (3). llama.cpp comes from PyPI's llama-cpp-python, built from
+# source once into a cached virtual environment (~10 minutes the first time). Prints one JSON
+# object: hearth int4, hearth f32, llama.cpp, and the ratios the CPU issue sets as goals.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+model="${MODEL:-$model}"
+prompt="${PROMPT:-128}"
+gen="${GEN:-64}"
+threads="${THREADS:-2}"
+runs="${RUNS:-3}"
+
+venv="${HEARTH_CACHE:-$HOME/.cache/hearth}/llama-cpp"
+if ! "$venv/bin/python" -c "import llama_cpp" 2> /dev/null; then
+    echo "building llama-cpp-python into $venv (once)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "llama-cpp-python==0.3.16" >&2
+fi
+
+bench() {
+    HEARTH_THREADS="$threads" "$hearth" bench --model "$model" --device cpu --prompt-tokens "$prompt" \
+        --gen-tokens "$gen" --runs "$runs" "$@"
+}
+int4="$(bench --weights int4)"
+f32="$(bench --weights f32)"
+llama="$("$venv/bin/python" tests/bench/llama_cpp_cpu.py "$model" "$prompt" "$gen" "$threads" "$runs" 2> /dev/null)"
+
+python3 - "$int4" "$f32" "$llama" <<'PY'
+import json, sys
+int4, f32, llama = (json.loads(a) for a in sys.argv[1:4])
+ratio = lambda a, b: round(a / b, 3)
+print(json.dumps({
+    "hearth_int4": int4,
+    "hearth_f32": {k: f32[k] for k in ("decode_tokens_per_s", "prefill_tokens_per_s", "decode_split_ms_per_token")},
+    "llama_cpp": llama,
+    "decode_vs_llama_cpp": ratio(int4["decode_tokens_per_s"], llama["decode_tokens_per_s"]),
+    "prefill_vs_llama_cpp": ratio(int4["prefill_tokens_per_s"], llama["prefill_tokens_per_s"]),
+    "int4_decode_vs_f32": ratio(int4["decode_tokens_per_s"], f32["decode_tokens_per_s"]),
+    "goals": {"decode_vs_llama_cpp": 1.0, "prefill_vs_llama_cpp": 0.8, "int4_decode_vs_f32": 2.5},
+}, indent=2))
+PY
