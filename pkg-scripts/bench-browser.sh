@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# hearth against wllama 3.13.0 (llama.cpp in wasm, single thread, CPU) in headless Chromium on
-# this machine: the same GGUF, prompt and page harness (tests/bench/bench.html), measured in
-# one run. Prints prefill and decode tokens/s, time to first token, and hearth's ratios.
+# hearth on the CPU (wasm simd128, one thread) and on WebGPU against wllama 3.13.0 (llama.cpp in
+# wasm, single thread, CPU) in headless Chromium on this machine: the same GGUF, prompt and page
+# harness (tests/bench/bench.html), measured in one run. Prints prefill and decode tokens/s,
+# time to first token, the texts, and hearth's ratios over wllama.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

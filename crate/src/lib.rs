@@ -34,7 +34,7 @@ pub use kv_cache::{EvictionPolicy, KvCache, KvOptions};
 pub use model::WeightFormat;
 pub use prune::{PruneMethod, PruneOptions, PruneReport};
 pub use sampler::{Sampler, SamplerOptions};
-pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Session};
+pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Pause, Session};
 pub use template::Message;
 pub use tokenizer::{TextStream, Tokenizer};
 

@@ -131,6 +131,34 @@ pub trait Listener {
     fn aborted(&self) -> bool {
         false
     }
+
+    /// A wait before each time [`Self::aborted`] is asked. A browser running the model on the
+    /// CPU finishes every step without awaiting anything, so its event loop (and with it an
+    /// abort: a click, a worker message) would never run during a generation: its listener
+    /// yields to the event loop here. `None`, the default: no wait.
+    fn pause(&self) -> Option<Pause> {
+        None
+    }
+}
+
+/// What [`Listener::pause`] returns.
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// The listener's pause, then its answer to whether to stop.
+async fn should_stop(listener: &dyn Listener) -> bool {
+    if let Some(pause) = listener.pause() {
+        pause.await;
+    }
+    listener.aborted()
+}
+
+/// A listener that hears nothing and never stops (feeding and scoring for the caller's own use).
+struct Quiet;
+
+impl Listener for Quiet {
+    fn on_text(&mut self, _: &str, _: u32) -> Result<Control> {
+        Ok(Control::Continue)
+    }
 }
 
 /// A closure as a listener.
@@ -207,13 +235,13 @@ impl Session {
     /// Runs `tokens` after what the cache holds, in chunks of at most [`PREFILL_CHUNK`],
     /// evicting as its policy says; returns the logits `[1, vocab]` of the last token.
     pub async fn feed(&mut self, tokens: &[u32]) -> Result<Tensor<2>> {
-        self.run(tokens, &|| false).await?.ok_or(Error::Aborted)
+        self.run(tokens, &Quiet).await?.ok_or(Error::Aborted)
     }
 
     /// [`Self::feed`], asking `aborted` between chunks (after the device finished the previous
     /// one); `None` when it said stop. `history` grows chunk by chunk, so an abort or an error
     /// leaves the session holding exactly the chunks that ran.
-    async fn run(&mut self, tokens: &[u32], aborted: &dyn Fn() -> bool) -> Result<Option<Tensor<2>>> {
+    async fn run(&mut self, tokens: &[u32], listener: &dyn Listener) -> Result<Option<Tensor<2>>> {
         if tokens.is_empty() {
             return Err(Error::InvalidPrompt("no tokens to run".into()));
         }
@@ -223,7 +251,7 @@ impl Session {
             if let Some(previous) = &last {
                 settle(previous).await?;
             }
-            if aborted() {
+            if should_stop(listener).await {
                 return Ok(None);
             }
             self.cache.make_room(chunk.len()).await?;
@@ -287,7 +315,7 @@ impl Session {
         let report = if prompt.tokens.len() > budget && prune.method != PruneMethod::None && !continues {
             prompt.check_budget(budget)?;
             let scores = match prune.method {
-                PruneMethod::SelfInformation => match self.score(&prompt.tokens, &|| listener.aborted()).await? {
+                PruneMethod::SelfInformation => match self.score(&prompt.tokens, &listener).await? {
                     Some(scores) => scores,
                     None => return Ok(Generation::aborted(prompt.tokens.len(), &self.cache, start)),
                 },
@@ -308,10 +336,10 @@ impl Session {
     /// the first). Runs in a scratch cache (as many slots as the prompt needs, at most this
     /// session's capacity), sliding past its capacity; this session's cache is not touched.
     pub async fn surprisal(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.score(tokens, &|| false).await?.ok_or(Error::Aborted)
+        self.score(tokens, &Quiet).await?.ok_or(Error::Aborted)
     }
 
-    async fn score(&self, tokens: &[u32], aborted: &dyn Fn() -> bool) -> Result<Option<Vec<f32>>> {
+    async fn score(&self, tokens: &[u32], listener: &dyn Listener) -> Result<Option<Vec<f32>>> {
         self.check_prompt(tokens).or_else(|e| match e {
             // Scoring slides through any length.
             Error::PromptTooLong { .. } => Ok(()),
@@ -334,7 +362,7 @@ impl Session {
             if targets.is_empty() {
                 break;
             }
-            if aborted() {
+            if should_stop(listener).await {
                 return Ok(None);
             }
             cache.slide(piece.len()).await?;
@@ -392,7 +420,7 @@ impl Session {
         }
         let evicted_before = self.cache.evicted();
 
-        let mut logits = match self.run(&prompt[reused..], &|| listener.aborted()).await {
+        let mut logits = match self.run(&prompt[reused..], &listener).await {
             Ok(Some(logits)) => logits,
             Ok(None) => return Ok(Generation::aborted(prompt.len(), &self.cache, start)),
             Err(e) => {
@@ -418,7 +446,7 @@ impl Session {
             }
             // Asked after every readback, so an abort lands within one token even while no
             // text comes out.
-            if listener.aborted() {
+            if should_stop(&listener).await {
                 break FinishReason::Aborted;
             }
             if !options.ignore_eos && tokenizer.is_end_of_generation(token) {

@@ -4,6 +4,7 @@ import initWasm, { WasmEngine, __testPanic, __wbg_reset_state_async, set_panic_h
 import { AsyncQueue } from "./queue.js";
 import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
+import { DEVICES, resolveDevice } from "./device.js";
 import { KV_POLICIES, PRUNE_METHODS } from "./types.js";
 import type {
   AdapterInfo,
@@ -24,20 +25,6 @@ import type {
   Timings,
   Usage,
 } from "./types.js";
-
-/** The part of WebGPU's API this file touches (TypeScript's DOM types do not include WebGPU). */
-interface GpuAdapterLike {
-  features: Iterable<string>;
-  limits: { maxBufferSize: number; maxStorageBufferBindingSize: number };
-  info?: { vendor?: string; architecture?: string; description?: string };
-}
-interface GpuLike {
-  requestAdapter(options?: { powerPreference?: "high-performance" | "low-power" }): Promise<GpuAdapterLike | null>;
-}
-
-function webGpu(): GpuLike | undefined {
-  return (globalThis.navigator as unknown as { gpu?: GpuLike } | undefined)?.gpu;
-}
 
 /** What the wasm core resolves a generation to. */
 interface RawGeneration {
@@ -118,7 +105,7 @@ function watchForTraps(): void {
 }
 
 /** The wasm instance, ready for a new engine: loaded once, replaced after a crash. */
-async function liveInstance(): Promise<number> {
+async function liveInstance(webgpu: boolean): Promise<number> {
   if (!instance.module) {
     instance.module = initWasm().then(() => {
       set_panic_handler(panicHandler);
@@ -134,14 +121,22 @@ async function liveInstance(): Promise<number> {
     instance.dead = null;
   }
   const epoch = instance.epoch;
-  // One WebGPU initialization per instance; engines created at the same time share it.
-  instance.device ??= new WasmEngine().init().catch((e: unknown) => {
-    instance.device = null;
-    throw e;
-  });
-  await instance.device;
+  if (webgpu) {
+    // One WebGPU initialization per instance; engines created at the same time share it.
+    instance.device ??= new WasmEngine().init().catch((e: unknown) => {
+      instance.device = null;
+      throw e;
+    });
+    await instance.device;
+  }
   return epoch;
 }
+
+/** Flow control of generations, by their signal: awaited before each step. The worker sets one
+ * so that it never runs more than a token ahead of what the page has received (an abort or a
+ * `break` from the page then lands within a token, however fast tokens come).
+ * @internal */
+export const pauses = new WeakMap<AbortSignal, () => Promise<void>>();
 
 /** Panics the wasm core on purpose, so that tests can check recovery from a crashed engine.
  * @internal */
@@ -153,6 +148,17 @@ export function testPanic(): void {
   }
 }
 
+const LOAD_KEYS = [
+  "device",
+  "weights",
+  "kv_capacity",
+  "kv_policy",
+  "kv_sinks",
+  "kv_recent",
+  "cache",
+  "onProgress",
+  "signal",
+] as const;
 const SAMPLING_KEYS = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop"] as const;
 const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
 
@@ -230,6 +236,8 @@ export class HearthEngine implements EngineApi {
   /** The instance epoch `wasm` belongs to. */
   private epoch = -1;
   private adapter: AdapterInfo | null = null;
+  /** Where the model loaded now runs, and why. */
+  private placement: { device: "webgpu" | "cpu"; reason: string } | null = null;
   private model: ModelInfo | null = null;
   /** The first call's start-up, shared by calls made at the same time. */
   private starting: Promise<WasmEngine> | null = null;
@@ -294,44 +302,28 @@ export class HearthEngine implements EngineApi {
     return error;
   }
 
-  /** Initializes WebGPU and the wasm core once, for the first call and every call made at the
-   * same time; after a crash or a lost device, on a fresh instance. Refuses where WebGPU is
-   * missing. */
-  private ready(): Promise<WasmEngine> {
-    if (this.wasm && this.epoch === instance.epoch && !instance.dead) return Promise.resolve(this.wasm);
-    this.starting ??= this.start().finally(() => {
+  /** Starts the wasm core (and WebGPU, when `webgpu`) once, for the first call and every call
+   * made at the same time; after a crash or a lost device, on a fresh instance. */
+  private ready(webgpu: boolean): Promise<WasmEngine> {
+    const live = this.wasm && this.epoch === instance.epoch && !instance.dead;
+    if (live && (!webgpu || instance.device)) {
+      return (instance.device && webgpu ? instance.device : Promise.resolve()).then(() => this.wasm!);
+    }
+    this.starting ??= this.start(webgpu).finally(() => {
       this.starting = null;
     });
     return this.starting;
   }
 
-  private async start(): Promise<WasmEngine> {
-    if (!this.adapter) {
-      const gpu = webGpu();
-      if (!gpu) {
-        throw new HearthError(
-          "no_webgpu",
-          "this browser has no WebGPU (navigator.gpu is missing): use Chrome or Edge 113+, or enable WebGPU " +
-            "(chrome://flags/#enable-unsafe-webgpu, Firefox's dom.webgpu.enabled, Safari's WebGPU feature flag)",
-        );
-      }
-      const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-      if (!adapter) throw new HearthError("no_webgpu", "WebGPU is present but the browser offers no GPU adapter");
-      this.adapter = {
-        vendor: adapter.info?.vendor ?? "",
-        architecture: adapter.info?.architecture ?? "",
-        description: adapter.info?.description ?? "",
-        features: [...adapter.features],
-        max_buffer_size: adapter.limits.maxBufferSize,
-        max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize,
-      };
-    }
+  private async start(webgpu: boolean): Promise<WasmEngine> {
+    // A live engine that now needs WebGPU keeps its model (a failed load must not lose it).
+    const live = this.wasm && this.epoch === instance.epoch && !instance.dead && !this.broken;
     try {
-      this.epoch = await liveInstance();
+      this.epoch = await liveInstance(webgpu);
     } catch (e) {
       throw toHearthError(e);
     }
-    this.wasm = new WasmEngine();
+    if (!live || !this.wasm) this.wasm = new WasmEngine();
     this.broken = null;
     return this.wasm;
   }
@@ -352,6 +344,15 @@ export class HearthEngine implements EngineApi {
   async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
     try {
       this.idle("load a model");
+      for (const key of Object.keys(options)) {
+        if (!(LOAD_KEYS as readonly string[]).includes(key)) {
+          throw new HearthError("bad_options", `unknown load option ${JSON.stringify(key)}`);
+        }
+      }
+      const requested = options.device ?? "auto";
+      if (!(DEVICES as readonly string[]).includes(requested)) {
+        throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(requested)}`);
+      }
       const weights = options.weights ?? "int4";
       if (weights !== "int4" && weights !== "f32") throw new HearthError("bad_options", `weights must be "int4" or "f32"`);
       const capacity = options.kv_capacity;
@@ -376,19 +377,26 @@ export class HearthEngine implements EngineApi {
       );
       this.running = "load";
       try {
-        const wasm = await this.ready();
+        const placement = await resolveDevice(requested);
+        if (placement.adapter) this.adapter = placement.adapter;
+        const wasm = await this.ready(placement.device === "webgpu");
         const bytes = await readModel(source, options);
         if (options.signal?.aborted) throw abortError();
         let info: ModelInfo;
         try {
           // Checks the file before it drops the model loaded now: a failure leaves that one.
-          info = wasm.load(bytes, weights, kv, (loaded: number, total: number) =>
-            options.onProgress?.({ stage: "upload", loaded, total }),
+          info = wasm.load(
+            bytes,
+            weights,
+            kv,
+            (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total }),
+            placement.device,
           ) as ModelInfo;
         } catch (e) {
           throw this.failure(e);
         }
         this.model = info;
+        this.placement = { device: placement.device, reason: placement.reason };
         options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
         return info;
       } finally {
@@ -470,9 +478,10 @@ export class HearthEngine implements EngineApi {
     let raw: RawGeneration;
     try {
       // Tokenized at its turn: a load queued before it may have changed the model.
+      const pause = signal ? pauses.get(signal) : undefined;
       const promise = "prompt" in input
-        ? wasm.generate(wasm.tokenize(input.prompt, false), options, onPiece, signal)
-        : wasm.chat(input.messages, options, onPiece, signal);
+        ? wasm.generate(wasm.tokenize(input.prompt, false), options, onPiece, signal, pause)
+        : wasm.chat(input.messages, options, onPiece, signal, pause);
       raw = (await this.guard(promise)) as RawGeneration;
     } catch (e) {
       const error = this.failure(e);
@@ -537,6 +546,8 @@ export class HearthEngine implements EngineApi {
     const stop = new AbortController();
     const outer = request.signal;
     const forward = () => stop.abort();
+    const pause = outer ? pauses.get(outer) : undefined;
+    if (pause) pauses.set(stop.signal, pause);
     if (outer?.aborted) stop.abort();
     outer?.addEventListener("abort", forward, { once: true });
     const queue = new AsyncQueue<ChatCompletionChunk>(() => stop.abort());
@@ -602,6 +613,8 @@ export class HearthEngine implements EngineApi {
       device_memory_reserved_bytes: null,
       max_buffer_bytes: null,
       device_lost: false,
+      device: null,
+      cpu_isa: null,
     };
     try {
       // A dead instance is not called again: it might trap once more.
@@ -612,6 +625,8 @@ export class HearthEngine implements EngineApi {
         queued: this.waiting.length,
         crashed: this.broken?.kind === "engine_crashed",
         device_lost: core.device_lost || this.broken?.kind === "device_lost",
+        device: core.device,
+        device_reason: core.device ? (this.placement?.reason ?? null) : null,
         adapter: this.adapter,
       };
     } catch (e) {

@@ -3,7 +3,10 @@
  * (`worker.ts`). Every request carries an `id`; the worker answers it with exactly one
  * `result` or `error`, after any number of `progress` (load) or `chunk`/`text` (generation)
  * messages with the same id. `abort` names the id of the request to stop. Tokens travel one
- * message each; model buffers are transferred, not copied.
+ * message each, and the proxy acknowledges each `text` or `chunk` with an `ack`: the worker
+ * generates the next token only when the page has received the previous one, so an abort (or
+ * a `break` out of a stream) from the page lands within a token however fast tokens come.
+ * Model buffers are transferred, not copied.
  */
 
 import type { SerializedError } from "./errors.js";
@@ -36,7 +39,9 @@ export type Request =
   | { id: number; type: "unload" }
   /** Panics the wasm core (tests of crash recovery only). */
   | { id: number; type: "test-panic" }
-  | { id: number; type: "abort"; target: number };
+  | { id: number; type: "abort"; target: number }
+  /** The page received one `text` or `chunk` of request `target`. */
+  | { id: number; type: "ack"; target: number };
 
 export type ResultValue =
   | ModelInfo

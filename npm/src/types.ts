@@ -135,7 +135,12 @@ export interface LoadProgress {
 export const KV_POLICIES = ["sinks-window", "heavy-hitters", "none"] as const;
 export type KvPolicy = (typeof KV_POLICIES)[number];
 
+/** Where a model runs: `"auto"` (default) picks WebGPU on a hardware adapter and the CPU when
+ * WebGPU is missing, offers no adapter or only a software one; `"webgpu"` and `"cpu"` force it. */
+export type DeviceChoice = "auto" | "webgpu" | "cpu";
+
 export interface LoadOptions {
+  device?: DeviceChoice;
   /** "int4" (packed, default) or "f32". */
   weights?: "int4" | "f32";
   /** KV cache size in tokens (default: the model's context or 2048, whichever is smaller). */
@@ -165,6 +170,8 @@ export interface ModelInfo {
   weights: "int4" | "f32";
   weight_bytes: number;
   has_chat_template: boolean;
+  device: "webgpu" | "cpu";
+  cpu_isa: string;
 }
 
 export interface AdapterInfo {
@@ -174,6 +181,8 @@ export interface AdapterInfo {
   features: string[];
   max_buffer_size: number;
   max_storage_buffer_binding_size: number;
+  /** The browser says this adapter is a software fallback. */
+  is_fallback_adapter: boolean;
 }
 
 export interface EngineStats {
@@ -197,6 +206,13 @@ export interface EngineStats {
   kv_evicted: number | null;
   device_memory_in_use_bytes: number | null;
   device_memory_reserved_bytes: number | null;
+  /** Where the loaded model runs. */
+  device: "webgpu" | "cpu" | null;
+  /** Why it runs there (what `device: "auto"` saw, or "requested"). */
+  device_reason: string | null;
+  /** The CPU kernels' SIMD level in this build ("simd128"). */
+  cpu_isa: string | null;
+  /** The WebGPU adapter seen, if one was asked for. */
   adapter: AdapterInfo | null;
 }
 

@@ -98,10 +98,13 @@ export class WorkerEngine implements EngineApi {
           this.pending.delete(msg.id);
           const message = error instanceof Error ? error.message : String(error);
           p.reject(new HearthError("callback", `onText threw: ${message}`, { cause: error }));
+          break;
         }
+        this.ack(msg.id);
         break;
       case "chunk":
         p.onChunk?.(msg.chunk);
+        this.ack(msg.id);
         break;
       case "result":
         this.pending.delete(msg.id);
@@ -111,6 +114,16 @@ export class WorkerEngine implements EngineApi {
         this.pending.delete(msg.id);
         p.reject(deserializeError(msg.error));
         break;
+    }
+  }
+
+  /** Tells the worker a piece of request `target` arrived (after its callback ran, so that an
+   * abort the callback caused reaches the worker first): it waits for this before the next token. */
+  private ack(target: number): void {
+    try {
+      this.worker?.postMessage({ id: this.nextId++, type: "ack", target } as Request);
+    } catch {
+      // A worker that cannot be reached has died; `crashed` handles that.
     }
   }
 

@@ -4,7 +4,7 @@
  * `new Worker(new URL("hearth/worker", import.meta.url), { type: "module" })`.
  */
 
-import { HearthEngine, testPanic } from "./engine.js";
+import { HearthEngine, pauses, testPanic } from "./engine.js";
 import { HearthError, serializeError } from "./errors.js";
 import type { Request, Response } from "./protocol.js";
 import type { ChatCompletionChunk } from "./types.js";
@@ -17,9 +17,39 @@ interface WorkerScope {
 const scope = globalThis as unknown as WorkerScope;
 const engine = new HearthEngine();
 const aborts = new Map<number, AbortController>();
+/** Per generation: pieces sent that the page has not acknowledged, and the step waiting. */
+const windows = new Map<number, { unacked: number; resume: (() => void) | null }>();
 
 function post(message: Response): void {
   scope.postMessage(message);
+}
+
+/** Sends a piece of a generation, counting it until the page acknowledges it. */
+function postPiece(message: Response): void {
+  const window = windows.get(message.id);
+  if (window) window.unacked += 1;
+  post(message);
+}
+
+/** Lets a waiting step go on once nothing is unacknowledged (or the request is aborted). */
+function release(id: number, acknowledged: boolean): void {
+  const window = windows.get(id);
+  if (!window) return;
+  if (acknowledged) window.unacked = Math.max(0, window.unacked - 1);
+  if ((window.unacked === 0 || !acknowledged) && window.resume) {
+    const resume = window.resume;
+    window.resume = null;
+    resume();
+  }
+}
+
+/** Flow control for request `id`: the next step waits until the page has every piece. */
+function flowControl(id: number, signal: AbortSignal): void {
+  const window = { unacked: 0, resume: null as (() => void) | null };
+  windows.set(id, window);
+  pauses.set(signal, () =>
+    window.unacked === 0 || signal.aborted ? Promise.resolve() : new Promise<void>((r) => (window.resume = r)),
+  );
 }
 
 async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Response> {
@@ -28,6 +58,7 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
   const controller = new AbortController();
   aborts.set(id, controller);
   const signal = controller.signal;
+  flowControl(id, signal);
   switch (req.type) {
     case "load": {
       const value = await engine.load(req.source, {
@@ -41,14 +72,14 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
       const value = await engine.generate(req.prompt, {
         ...req.options,
         signal,
-        onText: (text) => post({ id, type: "text", text }),
+        onText: (text) => postPiece({ id, type: "text", text }),
       });
       return { id, type: "result", value };
     }
     case "chat": {
       if (req.request.stream) {
         const stream = await engine.chat.completions.create({ ...req.request, stream: true, signal });
-        for await (const chunk of stream as AsyncIterable<ChatCompletionChunk>) post({ id, type: "chunk", chunk });
+        for await (const chunk of stream as AsyncIterable<ChatCompletionChunk>) postPiece({ id, type: "chunk", chunk });
         return { id, type: "result", value: null };
       }
       const value = await engine.chat.completions.create({ ...req.request, stream: false, signal });
@@ -80,9 +111,17 @@ scope.addEventListener("message", (event) => {
   if (typeof req !== "object" || req === null || typeof req.id !== "number") return;
   if (req.type === "abort") {
     aborts.get(req.target)?.abort();
+    release(req.target, false);
+    return;
+  }
+  if (req.type === "ack") {
+    release(req.target, true);
     return;
   }
   handle(req)
     .then(post, (e: unknown) => post({ id: req.id, type: "error", error: serializeError(e) }))
-    .finally(() => aborts.delete(req.id));
+    .finally(() => {
+      aborts.delete(req.id);
+      windows.delete(req.id);
+    });
 });

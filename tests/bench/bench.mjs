@@ -1,10 +1,12 @@
-// Runs bench.html for hearth and for wllama in Debian's Chromium, one fresh browser each, and
-// prints both results and hearth's ratios. Usage: node bench.mjs BASE_URL MODEL_URL
+// Runs bench.html for hearth on the CPU (wasm simd128), hearth on WebGPU and wllama (one
+// thread, CPU) in Debian's Chromium, one fresh browser each, and prints the three rows and
+// hearth's ratios over wllama. Usage: node bench.mjs BASE_URL MODEL_URL
 import { chromium } from "playwright-core";
 
 const [base, model] = process.argv.slice(2);
 const results = {};
-for (const engine of ["hearth", "wllama"]) {
+const rows = { "hearth-cpu": "engine=hearth&device=cpu", "hearth-webgpu": "engine=hearth&device=webgpu", wllama: "engine=wllama" };
+for (const [engine, query] of Object.entries(rows)) {
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
@@ -14,22 +16,23 @@ for (const engine of ["hearth", "wllama"]) {
   try {
     const page = await browser.newPage();
     page.on("pageerror", (e) => console.error(`${engine} pageerror: ${e.message}`));
-    await page.goto(`${base}/tests/bench/bench.html?engine=${engine}&model=${encodeURIComponent(model)}`);
+    await page.goto(`${base}/tests/bench/bench.html?${query}&model=${encodeURIComponent(model)}`);
     await page.waitForFunction(() => document.getElementById("result")?.textContent !== "running", null, { timeout: 1_200_000 });
     results[engine] = JSON.parse(await page.textContent("#result"));
   } finally {
     await browser.close();
   }
 }
-const h = results.hearth;
 const w = results.wllama;
 const ratio = (a, b) => (a && b ? a / b : null);
+const over = (h) => ({
+  prefill_tokens_per_s: ratio(h.prefill_tokens_per_s, w.prefill_tokens_per_s),
+  decode_tokens_per_s: ratio(h.decode_tokens_per_s, w.decode_tokens_per_s),
+  time_to_first_token: ratio(w.time_to_first_token_ms, h.time_to_first_token_ms),
+});
 console.log(JSON.stringify({
-  hearth: h,
-  wllama: w,
-  hearth_over_wllama: {
-    prefill_tokens_per_s: ratio(h.prefill_tokens_per_s, w.prefill_tokens_per_s),
-    decode_tokens_per_s: ratio(h.decode_tokens_per_s, w.decode_tokens_per_s),
-    time_to_first_token: ratio(w.time_to_first_token_ms, h.time_to_first_token_ms),
-  },
+  ...results,
+  hearth_cpu_over_wllama: over(results["hearth-cpu"]),
+  hearth_webgpu_over_wllama: over(results["hearth-webgpu"]),
+  same_text: results["hearth-cpu"].text === w.text && results["hearth-webgpu"].text === w.text,
 }, null, 2));

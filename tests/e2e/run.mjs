@@ -1,5 +1,6 @@
 // Builds this outside project against the packed package, serves it, and chats through the
-// worker in Debian's Chromium (WebGPU on SwiftShader). Fails on any page error.
+// worker in Debian's Chromium (WebGPU on SwiftShader, so `auto` runs on the CPU). Fails on any
+// page error.
 // Usage: node run.mjs MODEL_URL SCREENSHOT_DIR
 import { mkdirSync } from "node:fs";
 import { launch, serve } from "./chromium.mjs";
@@ -31,6 +32,10 @@ try {
   if (result.afterAbort !== 3) fail("no generation after the abort");
   if (!result.secondStages.includes("cache") || result.secondStages.includes("fetch")) fail(`second load: ${result.secondStages}`);
   if (!result.deleted || result.cachedAfterDelete) fail("deleteCachedModel did not remove the model");
+  if (result.device !== "cpu" || result.infoDevice !== "cpu" || !/software/.test(result.deviceReason ?? "")) {
+    fail(`auto should run on the CPU beside SwiftShader: ${result.device} (${result.deviceReason})`);
+  }
+  if (result.cpuIsa !== "simd128") fail(`the package's CPU kernels are ${result.cpuIsa}, not simd128`);
   if (errors.length) fail(`the page logged errors:\n${errors.join("\n")}`);
   console.log("e2e: ok");
 } finally {

@@ -57,6 +57,7 @@ const ui = {
     evicted: $("stat-evicted"),
     pruned: $("stat-pruned"),
     memory: $("stat-memory"),
+    device: $("stat-device"),
     kv: $("stat-kv"),
     kvMeter: $("kv-meter"),
     kvFill: $("kv-fill"),
@@ -114,7 +115,7 @@ function explain(e: unknown, doing: string): string {
   const err = e instanceof HearthError ? e : new HearthError("device", e instanceof Error ? e.message : String(e));
   switch (err.kind) {
     case "no_webgpu":
-      return `${doing} needs WebGPU, which this browser does not offer: ${err.message}. ${WEBGPU_HELP}`;
+      return `${doing} on WebGPU, which this browser does not offer: ${err.message}. Choose the CPU (or auto) under Settings › Device, or: ${WEBGPU_HELP}`;
     case "network":
       return `${doing}: the model could not be downloaded (${err.message}). A model on another site must allow cross-origin requests (CORS).`;
     case "model_load":
@@ -141,27 +142,12 @@ const WEBGPU_HELP =
   "and chrome://flags/#enable-vulkan; in Firefox set dom.webgpu.enabled in about:config; in Safari turn on WebGPU under " +
   "Develop › Feature Flags. Hardware acceleration must be on.";
 
-/** Refuses early, with what to enable, when the browser has no usable WebGPU adapter. */
-async function checkWebGpu(): Promise<boolean> {
-  const gpu = (navigator as Navigator & { gpu?: { requestAdapter(): Promise<object | null> } }).gpu;
-  if (!gpu) {
-    showNotice(`This browser has no WebGPU, which hearth needs to run a model. ${WEBGPU_HELP}`);
-    return false;
-  }
-  const adapter = await gpu.requestAdapter().catch(() => null);
-  if (!adapter) {
-    showNotice(`WebGPU is present but offers no GPU adapter (the GPU may be blocklisted or acceleration off). ${WEBGPU_HELP}`);
-    return false;
-  }
-  return true;
-}
-
 // ---- Loading ----
 
 const STAGE_TEXT: Record<LoadProgress["stage"], string> = {
   fetch: "Downloading",
   cache: "Reading from the browser cache",
-  upload: "Uploading weights to the GPU",
+  upload: "Preparing the weights",
   ready: "Ready",
 };
 
@@ -199,7 +185,7 @@ async function loadModel(source: string | File): Promise<void> {
     const info = await engine.load(source, { ...settings.kv, onProgress, signal: controller.signal });
     model = info;
     loaded = { source, kv: settings.kv };
-    ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)}`;
+    ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)} · ${info.device === "cpu" ? "CPU" : "WebGPU"}`;
     ui.modelName.title = `${info.n_layers} layers, d_model ${info.d_model}, vocabulary ${info.vocab}, context ${info.context_length}`;
     toggleModelPanel(false);
     if (!info.has_chat_template) showNotice("This model file has no chat template, which the chat needs: load an instruction-tuned model's GGUF.");
@@ -429,6 +415,8 @@ async function refreshStats(): Promise<void> {
   if (stats.device_memory_in_use_bytes !== null) memory.push(`GPU ${formatBytes(stats.device_memory_in_use_bytes)} in use`);
   if (stats.device_memory_reserved_bytes !== null) memory.push(`${formatBytes(stats.device_memory_reserved_bytes)} reserved`);
   ui.stat.memory.textContent = memory.length ? memory.join(" · ") : "–";
+  ui.stat.device.textContent =
+    stats.device === null ? "–" : `${stats.device === "cpu" ? `CPU (${stats.cpu_isa})` : "WebGPU"}: ${stats.device_reason}`;
 }
 
 // ---- Settings ----
@@ -521,10 +509,6 @@ async function main(): Promise<void> {
   wire();
   setStatus("idle");
   updateReloadButton();
-  if (!(await checkWebGpu())) {
-    for (const el of [ui.loadDefault, ui.modelUrl, ui.modelFile, ui.urlSubmit]) el.disabled = true;
-    return;
-  }
   await offerDefaultModel();
   const requested = new URLSearchParams(location.search).get("model");
   if (requested) {

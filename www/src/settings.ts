@@ -2,7 +2,7 @@
  * The settings form: what it holds, checked before a request is sent, and kept in
  * localStorage so a reload keeps them.
  */
-import type { KvPolicy, LoadOptions, PruneMethod, SamplingOptions } from "hearth";
+import type { DeviceChoice, KvPolicy, LoadOptions, PruneMethod, SamplingOptions } from "hearth";
 
 export interface Settings {
   system: string;
@@ -10,7 +10,7 @@ export interface Settings {
   prune_budget?: number;
   prune_method: PruneMethod;
   /** Applied when a model loads. */
-  kv: Pick<LoadOptions, "kv_capacity" | "kv_policy" | "kv_sinks">;
+  kv: Pick<LoadOptions, "device" | "kv_capacity" | "kv_policy" | "kv_sinks">;
 }
 
 const STORAGE_KEY = "hearth-chat-settings";
@@ -55,6 +55,7 @@ export function readSettings(form: HTMLFormElement): Settings {
     prune_budget: number(form, "prune_budget", "Prune budget", true),
     prune_method: field(form, "prune_method").value as PruneMethod,
     kv: {
+      device: field(form, "device").value as DeviceChoice,
       kv_capacity: number(form, "kv_capacity", "KV capacity", true),
       kv_policy: field(form, "kv_policy").value as KvPolicy,
       kv_sinks: number(form, "kv_sinks", "Sinks", true),
@@ -92,7 +93,7 @@ export function saveSettings(form: HTMLFormElement): void {
   }
 }
 
-/** Whether two KV settings differ (so the loaded model must reload to apply them). */
+/** Whether two load-time settings differ (so the loaded model must reload to apply them). */
 export function kvChanged(a: Settings["kv"], b: Settings["kv"]): boolean {
-  return a.kv_capacity !== b.kv_capacity || a.kv_policy !== b.kv_policy || a.kv_sinks !== b.kv_sinks;
+  return a.device !== b.device || a.kv_capacity !== b.kv_capacity || a.kv_policy !== b.kv_policy || a.kv_sinks !== b.kv_sinks;
 }

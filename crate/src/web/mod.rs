@@ -32,6 +32,8 @@ use crate::sampler::SamplerOptions;
 use crate::session::{Control, GenerateOptions, Generation, Listener, Session};
 use crate::template::Message;
 
+mod event_loop;
+
 /// `kind: message`, without repeating the category when the message starts with it
 /// (`bad_options: x`, not `bad_options: bad options: x`).
 fn js_error(e: Error) -> JsError {
@@ -229,10 +231,50 @@ struct ModelInfo {
     weights: &'static str,
     weight_bytes: usize,
     has_chat_template: bool,
+    /// `"cpu"` or `"webgpu"`.
+    device: &'static str,
+    /// The CPU kernels' SIMD level in this build (`"simd128"` or `"scalar"`).
+    cpu_isa: &'static str,
+}
+
+/// Where a model runs in the browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WebDevice {
+    /// The CPU path (burn's Flex backend and our SIMD kernels), in this thread.
+    Cpu,
+    /// WebGPU, initialized once per thread by `init()`.
+    WebGpu,
+}
+
+impl WebDevice {
+    fn parse(name: &str) -> Result<Self, JsError> {
+        match name {
+            "cpu" => Ok(Self::Cpu),
+            "webgpu" => Ok(Self::WebGpu),
+            other => Err(bad_options(format!("device must be \"cpu\" or \"webgpu\", got {other:?}"))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::WebGpu => "webgpu",
+        }
+    }
+
+    /// The burn device: the CPU needs no initialization; WebGPU must have had `init()`.
+    fn device(self) -> Result<Device, JsError> {
+        match self {
+            Self::Cpu => Ok(Device::flex()),
+            Self::WebGpu => ready_device(),
+        }
+    }
 }
 
 struct State {
     engine: Option<Arc<Engine>>,
+    /// Where `engine` runs.
+    device: Option<WebDevice>,
     /// Taken out while a generation runs.
     session: Option<Session>,
     generating: bool,
@@ -253,6 +295,10 @@ struct WebListener {
     on_text: Function,
     /// An `AbortSignal`, or `undefined`.
     signal: JsValue,
+    /// The model runs on the CPU: yield to the event loop between steps (see [`event_loop`]).
+    on_cpu: bool,
+    /// The caller's flow control: a function returning a promise to await before each step.
+    pause: Option<Function>,
 }
 
 impl Listener for WebListener {
@@ -270,6 +316,22 @@ impl Listener for WebListener {
         !self.signal.is_undefined()
             && !self.signal.is_null()
             && Reflect::get(&self.signal, &"aborted".into()).is_ok_and(|v| v.is_truthy())
+    }
+
+    fn pause(&self) -> Option<crate::session::Pause> {
+        let wait =
+            self.pause.as_ref().and_then(|f| f.call0(&JsValue::NULL).ok()).and_then(|p| p.dyn_into::<Promise>().ok());
+        match (wait, self.on_cpu) {
+            (None, false) => None,
+            (None, true) => Some(event_loop::next_task()),
+            (Some(wait), on_cpu) => Some(Box::pin(async move {
+                // A rejected pause is no reason to fail the generation: go on.
+                let _ = wasm_bindgen_futures::JsFuture::from(wait).await;
+                if on_cpu {
+                    event_loop::next_task().await;
+                }
+            })),
+        }
     }
 }
 
@@ -309,7 +371,7 @@ fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> 
 impl WasmEngine {
     #[wasm_bindgen(constructor)]
     pub fn new() -> WasmEngine {
-        let state = State { engine: None, session: None, generating: false, loading: false };
+        let state = State { engine: None, device: None, session: None, generating: false, loading: false };
         WasmEngine { state: Rc::new(RefCell::new(state)) }
     }
 
@@ -353,7 +415,8 @@ impl WasmEngine {
 
     /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
     /// `weights` is `"int4"` or `"f32"`; `kv` is `{capacity, capacity_bytes, policy, sinks,
-    /// recent}` (all optional); `progress(uploaded, total)` is called per tensor.
+    /// recent}` (all optional); `progress(uploaded, total)` is called per tensor; `device` is
+    /// `"webgpu"` (after `init()`) or `"cpu"`.
     ///
     /// The new file is parsed and checked first (every tensor, the tokenizer, the template, the
     /// cache options, every buffer against the device's limits); only then is the old model
@@ -365,8 +428,10 @@ impl WasmEngine {
         weights: &str,
         kv: JsValue,
         progress: Option<Function>,
+        device: &str,
     ) -> Result<JsValue, JsError> {
-        let device = ready_device()?;
+        let web_device = WebDevice::parse(device)?;
+        let device = web_device.device()?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
         {
@@ -384,6 +449,7 @@ impl WasmEngine {
 
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.engine = None;
+        state.device = None;
         state.session = None;
         state.loading = true;
         drop(state);
@@ -412,10 +478,18 @@ impl WasmEngine {
             weights: weights.name(),
             weight_bytes: engine.model().weight_bytes(),
             has_chat_template: engine.has_chat_template(),
+            device: web_device.name(),
+            cpu_isa: crate::cpu::Isa::best().name(),
         };
         state.engine = Some(engine);
+        state.device = Some(web_device);
         state.session = Some(session);
         to_js(&info)
+    }
+
+    /// Whether the loaded model runs on the CPU.
+    fn on_cpu(&self) -> bool {
+        self.state.try_borrow().is_ok_and(|s| s.device == Some(WebDevice::Cpu))
     }
 
     fn engine(&self) -> Result<Arc<Engine>, JsError> {
@@ -454,21 +528,24 @@ impl WasmEngine {
     /// Continues `ids` (the whole conversation; the cached prefix is reused). `on_text(text,
     /// token)` gets each piece of text; returning `false` stops generation within a token, and
     /// so does aborting `signal` (an `AbortSignal`, optional), which is also heard during the
-    /// prefill and while text is held back. Resolves to `{tokens, text, finish_reason, stats}`;
-    /// a throwing `on_text` rejects with kind `callback`.
+    /// prefill and while text is held back. `pause()` (optional) returns a promise awaited
+    /// before each step, for flow control (the worker waits there until the page has received
+    /// the text sent so far). Resolves to `{tokens, text, finish_reason, stats}`; a throwing
+    /// `on_text` rejects with kind `callback`.
     pub fn generate(
         &self,
         ids: Vec<u32>,
         options: JsValue,
         on_text: Function,
         signal: JsValue,
+        pause: Option<Function>,
     ) -> Result<Promise, JsError> {
         let web = WebGenerateOptions::from_js(options)?;
         if web.prune_budget.is_some() || web.prune_method.is_some() {
             return Err(bad_options("pruning options apply to chat(), not to generate()"));
         }
         let options = web.to_options()?;
-        let listener = WebListener { on_text, signal };
+        let listener = WebListener { on_text, signal, on_cpu: self.on_cpu(), pause };
         self.with_session(move |mut session| async move {
             let result = session.generate_with(&ids, &options, listener).await;
             (session, result)
@@ -484,12 +561,13 @@ impl WasmEngine {
         options: JsValue,
         on_text: Function,
         signal: JsValue,
+        pause: Option<Function>,
     ) -> Result<Promise, JsError> {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         let web = WebGenerateOptions::from_js(options)?;
         let (options, prune) = (web.to_options()?, web.prune());
-        let listener = WebListener { on_text, signal };
+        let listener = WebListener { on_text, signal, on_cpu: self.on_cpu(), pause };
         self.with_session(move |mut session| async move {
             let result = session.chat_with(&messages, &options, &prune, listener).await;
             (session, result)
@@ -503,10 +581,12 @@ impl WasmEngine {
         F: FnOnce(Session) -> Fut + 'static,
         Fut: std::future::Future<Output = (Session, crate::error::Result<Generation>)> + 'static,
     {
-        ready_device()?;
         let state = Rc::clone(&self.state);
         let session = {
             let mut s = state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+            if s.device == Some(WebDevice::WebGpu) {
+                ready_device()?;
+            }
             if s.generating {
                 return Err(busy("a generation is already running"));
             }
@@ -567,10 +647,14 @@ impl WasmEngine {
             /// The largest buffer the device binds, which caps the KV cache and every matrix.
             max_buffer_bytes: Option<u64>,
             device_lost: bool,
+            /// Where the model runs: `"cpu"` or `"webgpu"`.
+            device: Option<&'static str>,
+            cpu_isa: &'static str,
         }
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
+        let on_gpu = state.device == Some(WebDevice::WebGpu);
         let (memory, limits, lost) = DEVICE.with(|d| match &*d.borrow() {
-            DeviceState::Ready(device) => (device.memory_pool_usage(), Some(Limits::of(device)), false),
+            DeviceState::Ready(device) if on_gpu => (device.memory_pool_usage(), Some(Limits::of(device)), false),
             DeviceState::Lost(_) => (None, None, true),
             _ => (None, None, false),
         });
@@ -587,6 +671,8 @@ impl WasmEngine {
             device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
             max_buffer_bytes: limits.map(|l| l.max_buffer_bytes),
             device_lost: lost,
+            device: state.device.map(WebDevice::name),
+            cpu_isa: crate::cpu::Isa::best().name(),
         })
     }
 
@@ -598,6 +684,7 @@ impl WasmEngine {
             return Err(busy("cannot unload while a generation runs"));
         }
         state.engine = None;
+        state.device = None;
         state.session = None;
         drop(state);
         DEVICE.with(|d| {

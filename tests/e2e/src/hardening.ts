@@ -4,7 +4,7 @@
 // the page and fails on any failed check. The models are tiny random ones written by
 // `cargo run --example test_models` and served under ?fixtures=URL.
 import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testPanic, isModelCached } from "hearth";
-import type { ChatMessage, EngineApi, EngineStats } from "hearth";
+import type { ChatMessage, EngineApi, EngineStats, LoadOptions } from "hearth";
 
 interface Check {
   name: string;
@@ -377,8 +377,12 @@ await check("the worker proxy removes its abort listeners and refuses what it ca
 for (const [where, make] of engines) {
   await check(`a KV cache past the device's largest buffer is refused (${where})`, async () => {
     const engine = make();
-    await engine.load(copy(tiny));
-    const err = await rejects(engine.load(copy(tiny), { kv_capacity: 1 << 24 }), "resource_limit", "a 2^24-slot cache");
+    await engine.load(copy(tiny), { device: "webgpu" });
+    const err = await rejects(
+      engine.load(copy(tiny), { kv_capacity: 1 << 24, device: "webgpu" }),
+      "resource_limit",
+      "a 2^24-slot cache",
+    );
     assert(err.message.includes("maxStorageBufferBindingSize"), err.message);
     for (const recent of [4294967295, 4294967292]) {
       const options = { kv_capacity: 64, kv_policy: "heavy-hitters" as const, kv_sinks: 4, kv_recent: recent };
@@ -402,8 +406,13 @@ await check("heavy hitters at a large capacity with 64 query heads per KV head",
 });
 
 // 10. After a trap or a lost device the engine says so, nothing hangs, and a load recovers.
-async function survivesACrash(engine: EngineApi, crash: () => Promise<void>, kind: string): Promise<void> {
-  await engine.load(copy(tiny));
+async function survivesACrash(
+  engine: EngineApi,
+  crash: () => Promise<void>,
+  kind: string,
+  options: LoadOptions = {},
+): Promise<void> {
+  await engine.load(copy(tiny), options);
   let release!: () => void;
   const started = new Promise<void>((r) => (release = r));
   const running = engine.generate("one two", { max_tokens: 200, onText: () => release() });
@@ -419,7 +428,7 @@ async function survivesACrash(engine: EngineApi, crash: () => Promise<void>, kin
   assert(kind === "engine_crashed" ? stats.crashed : stats.device_lost, `stats say so: ${JSON.stringify(stats)}`);
   await rejects(chat(engine, hello), kind, "a chat after the crash");
   await within(10_000, engine.resetChat().catch(() => undefined), "reset after the crash");
-  const info = await within(60_000, engine.load(copy(tiny)), "a load after the crash");
+  const info = await within(60_000, engine.load(copy(tiny), options), "a load after the crash");
   assert(info.n_layers > 0, "loaded again");
   assert((await chat(engine, hello)).usage.completion_tokens > 0, "answers again");
   assert(!(await engine.stats()).crashed, "no longer crashed");
@@ -461,7 +470,49 @@ await check("a lost GPU device is reported and a load starts on a new one", asyn
       device.destroy();
     },
     "device_lost",
+    { device: "webgpu" },
   );
+});
+
+// The CPU path: where a model runs is chosen (auto), forced, reported, and checked.
+for (const [where, make] of engines) {
+  await check(`auto runs on the CPU beside a software adapter; webgpu and cpu are forced (${where})`, async () => {
+    const engine = make();
+    const options = { max_tokens: 8, temperature: 0 } as const;
+    const auto = await engine.load(copy(tiny));
+    const stats = await engine.stats();
+    assert(auto.device === "cpu" && stats.device === "cpu", `auto chose ${auto.device} / ${stats.device}`);
+    assert(/software/.test(stats.device_reason ?? ""), `the reason names the software adapter: ${stats.device_reason}`);
+    assert(stats.cpu_isa === "simd128", `simd128 kernels: ${stats.cpu_isa}`);
+    const onCpu = await engine.generate("one two three", options);
+    await engine.load(copy(tiny), { device: "webgpu" });
+    const gpu = await engine.stats();
+    assert(gpu.device === "webgpu" && gpu.device_reason === "requested", `forced: ${gpu.device} (${gpu.device_reason})`);
+    const onGpu = await engine.generate("one two three", options);
+    assert(onCpu.tokens.join() === onGpu.tokens.join(), `the same greedy tokens: ${onCpu.tokens} vs ${onGpu.tokens}`);
+    await engine.load(copy(tiny), { device: "cpu" });
+    const cpu = await engine.stats();
+    assert(cpu.device === "cpu" && cpu.device_reason === "requested", `forced: ${cpu.device} (${cpu.device_reason})`);
+    await rejects(engine.load(copy(tiny), { device: "gpu" as never }), "bad_options", "an unknown device");
+    await rejects(engine.load(copy(tiny), { bogus: 1 } as never), "bad_options", "an unknown load option");
+    assert((await engine.stats()).device === "cpu", "the refused loads changed nothing");
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "still answers");
+  });
+}
+
+await check("without navigator.gpu, auto loads on the CPU and webgpu says what is missing", async () => {
+  const engine = inPage();
+  Object.defineProperty(navigator, "gpu", { value: undefined, configurable: true });
+  try {
+    await engine.load(copy(tiny));
+    const stats = await engine.stats();
+    assert(stats.device === "cpu" && /navigator\.gpu is missing/.test(stats.device_reason ?? ""), JSON.stringify(stats));
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "answers on the CPU");
+    await rejects(engine.load(copy(tiny), { device: "webgpu" }), "no_webgpu", "forced WebGPU without it");
+    assert((await engine.stats()).loaded, "the model loaded before stays");
+  } finally {
+    delete (navigator as unknown as { gpu?: unknown }).gpu;
+  }
 });
 
 // 10. A .bpk whose tokenizer JSON is malformed inside its decoder used to panic in the

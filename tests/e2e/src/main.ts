@@ -21,6 +21,7 @@ async function main(): Promise<void> {
     },
   });
   const cached = await isModelCached(model);
+  const placed = await engine.stats();
   $("status").textContent = "generating";
   const chunks = await engine.chat.completions.create({
     messages: [{ role: "user", content: "What is the capital of France?" }],
@@ -90,6 +91,10 @@ async function main(): Promise<void> {
     deleted,
     cachedAfterDelete,
     kv_len: stats.kv_len,
+    device: placed.device,
+    deviceReason: placed.device_reason,
+    cpuIsa: placed.cpu_isa,
+    infoDevice: info.device,
   });
   $("status").textContent = "done";
 }
