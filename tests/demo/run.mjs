@@ -217,6 +217,13 @@ async function noWebGpu() {
   const errors = [];
   const context = await browser.newContext();
   await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+  // The engine runs in the page's worker, which init scripts do not reach: its script gets
+  // the same first line.
+  await context.route(/\/assets\/worker-[^/]*\.js$/, async (route) => {
+    const response = await route.fetch();
+    const stub = 'Object.defineProperty(WorkerNavigator.prototype, "gpu", { get: () => undefined });\n';
+    await route.fulfill({ response, body: stub + (await response.text()) });
+  });
   const page = await open(context, errors);
   await page.waitForSelector("#load-default:not([hidden])", { timeout: 30_000 });
   await page.click("#load-default");
