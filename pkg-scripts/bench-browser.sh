@@ -6,10 +6,11 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-pkg-scripts/setup.sh --web
-pkg-scripts/fetch-model.sh
-[ -f pkg/dist/index.js ] || pkg-scripts/build-npm.sh
-(cd tests/bench && npm ci --no-audit --no-fund --loglevel=error)
+# Their messages go to stderr: stdout is the JSON.
+pkg-scripts/setup.sh --web >&2
+pkg-scripts/fetch-model.sh >&2
+[ -f pkg/dist/index.js ] || pkg-scripts/build-npm.sh >&2
+(cd tests/bench && npm ci --no-audit --no-fund --loglevel=error) >&2
 port=$((20000 + RANDOM % 20000))
 python3 pkg-scripts/serve.py . --port "$port" > /dev/null &
 server=$!
