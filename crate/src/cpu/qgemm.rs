@@ -415,7 +415,11 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool>(
     }
 }
 
-/// wasm simd128: a block is eight vectors of 4 (no FMA: multiply, then add).
+/// wasm simd128: a block is eight vectors of 4, and there is no FMA, so instead of
+/// dequantizing every weight (a multiply and an add each) the block's sum is split as
+/// `Σ (d q + m) x = d Σ q x + m Σ x`: the codes multiply the inputs directly, `d` scales the
+/// block's partial sums once, and `Σ x` (shared by the four rows) is scaled by `m`. The same
+/// value as the other levels up to f32 rounding (the test bounds it at 1e-5 of the terms).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn simd128_tile<const T: usize, const Q8: bool>(
     w: &QuantRows,
@@ -447,12 +451,20 @@ fn simd128_tile<const T: usize, const Q8: bool>(
         }
     };
     for b in 0..blocks {
-        // wv[r][k]: elements 4k..4k + 4 of row r's block.
-        let mut wv = [[f32x4_splat(0.0); 8]; GROUP];
-        for (r, wv) in wv.iter_mut().enumerate() {
+        // Each token's block of inputs, and its lane sums for the offsets.
+        let mut xq = [[f32x4_splat(0.0); 8]; T];
+        let mut xsum = [f32x4_splat(0.0); T];
+        for t in 0..T {
+            let xb = &x[t * stride + b * BLOCK..][..BLOCK];
+            for k in 0..8 {
+                // Safety: `xb` holds a whole block of 32.
+                xq[t][k] = unsafe { v128_load(xb[4 * k..4 * k + 4].as_ptr() as *const v128) };
+                xsum[t] = f32x4_add(xsum[t], xq[t][k]);
+            }
+        }
+        for (r, sums) in sums.iter_mut().enumerate() {
             let blk = (group * blocks + b) * GROUP + r;
             let (d, m) = params(w.params[blk]);
-            let (d, m) = (f32x4_splat(d), f32x4_splat(m));
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
             // Safety: `words` holds 4 (Q4) or 8 (Q8) words, and i + 4 never passes them.
             let load = |i: usize| unsafe { v128_load(words[i..i + 4].as_ptr() as *const v128) };
@@ -465,18 +477,16 @@ fn simd128_tile<const T: usize, const Q8: bool>(
                 let hi = widen(u8x16_shr(bytes, 4), false);
                 [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
             };
-            for (v, q) in wv.iter_mut().zip(quads) {
-                *v = f32x4_add(f32x4_mul(f32x4_convert_i32x4(q), d), m);
-            }
-        }
-        for t in 0..T {
-            let xb = &x[t * stride + b * BLOCK..][..BLOCK];
-            for k in 0..8 {
-                // Safety: `xb` holds a whole block of 32.
-                let xv = unsafe { v128_load(xb[4 * k..4 * k + 4].as_ptr() as *const v128) };
-                for r in 0..GROUP {
-                    sums[r][t] = f32x4_add(sums[r][t], f32x4_mul(wv[r][k], xv));
+            let q = quads.map(|q| f32x4_convert_i32x4(q));
+            let (d, m) = (f32x4_splat(d), f32x4_splat(m));
+            for t in 0..T {
+                let mut dot = f32x4_mul(q[0], xq[t][0]);
+                for k in 1..8 {
+                    dot = f32x4_add(dot, f32x4_mul(q[k], xq[t][k]));
                 }
+                // Q8 blocks have `m = 0` from GGUF, but not when they hold 4-bit codes of a
+                // fused matrix of mixed formats.
+                sums[t] = f32x4_add(sums[t], f32x4_add(f32x4_mul(dot, d), f32x4_mul(xsum[t], m)));
             }
         }
     }
@@ -535,10 +545,13 @@ mod tests {
     fn every_level_equals_the_dequantized_product() {
         let shapes = [(13, 70), (9, 64), (33, 96), (5, 33), (64, 576), (192, 1536), (6, 32)];
         for isa in Isa::available() {
-            for format in [QuantFormat::Q4, QuantFormat::Q8] {
+            // The third: 4-bit codes widened to 8 bits (fused matrices of mixed formats), whose
+            // blocks keep their offsets.
+            for (format, widened) in [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)] {
                 for (i, &(rows, cols)) in shapes.iter().enumerate() {
                     for m in (1..=8).chain([67]) {
                         let p = matrix(format, rows, cols, i as u64);
+                        let p = if widened { p.to_q8() } else { p };
                         let x: Vec<f32> =
                             (0..m * cols).map(|j| ((j * 104_729 + i) % 997) as f32 / 498.0 - 1.0).collect();
                         let mut got = vec![0.0; m * rows];

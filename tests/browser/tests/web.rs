@@ -378,10 +378,14 @@ fn simd128_kernels_equal_the_scalar_reference() {
     use hearth::cpu::qgemm::{Epilogue, QuantRows, qgemm, tile_rows};
     use hearth::quant::packed::{PackedMatrix, QuantFormat};
     assert_eq!(Isa::best(), Isa::Simd128, "the package is built with simd128");
-    for format in [QuantFormat::Q4, QuantFormat::Q8] {
+    // The third: 4-bit codes widened to 8 bits (fused matrices of mixed formats), whose blocks
+    // keep their offsets.
+    for (format, widened) in [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)] {
         for (i, &(rows, cols)) in [(13usize, 70usize), (9, 64), (33, 96), (64, 576), (6, 1536)].iter().enumerate() {
             let data: Vec<f32> = (0..rows * cols).map(|j| ((j * 7919 + i) % 2001) as f32 / 1000.0 - 1.0).collect();
             let p = PackedMatrix::quantize(format, &data, rows, cols);
+            let p = if widened { p.to_q8() } else { p };
+            let format = p.format;
             let (codes, params) = tile_rows(&p);
             let w = QuantRows { format, rows, cols, codes: &codes, params: &params };
             let dense = p.dequantize();
