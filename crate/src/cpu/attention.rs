@@ -5,7 +5,7 @@
 //! vectorize, and the lanes are added by halving: a sequential `sum()` (a chain of dependent
 //! adds) made attention a quarter of a decode step.
 
-use super::{Isa, for_each};
+use super::{Isa, SharedOut, for_each};
 use crate::kernels::rope::Heads;
 
 /// Work below this many multiply-adds runs on the calling thread: handing it out costs more.
@@ -30,7 +30,7 @@ pub fn attention(
     assert!(q.len() == m * d && out.len() == m * d, "attention: q and out are not [m, n_heads head_dim]");
     assert!(k.len() == n_kv_heads * capacity * head_dim && v.len() == k.len(), "attention: cache shape");
     assert!(slot + m <= capacity, "attention: past the cache");
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SharedOut::new(out);
     let task = |i: usize| {
         let (t, h) = (i / n_heads, i % n_heads);
         // Safety: task i alone writes row t, head h of `out`, which is inside it (asserts above).
@@ -48,42 +48,36 @@ pub fn attention(
     }
 }
 
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// Safety: tasks write disjoint parts.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method, so that closures capture the whole `Sync` wrapper rather than its field.
-    fn at(self, offset: usize) -> *mut f32 {
-        // Safety: callers stay inside the output slice.
-        unsafe { self.0.add(offset) }
-    }
+thread_local! {
+    /// One query's scores, reused by every head this thread computes (no allocation per token).
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn one_head(isa: Isa, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // Safety: reported only where the CPU has AVX2 and FMA.
-        Isa::Avx2 | Isa::Avx512 => unsafe { one_head_avx2(q, keys, values, out) },
-        _ => one_head_generic(q, keys, values, out),
-    }
+    SCORES.with_borrow_mut(|scores| {
+        scores.clear();
+        scores.resize(keys.len() / q.len(), 0.0);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // Safety: reported only where the CPU has AVX2 and FMA.
+            Isa::Avx2 | Isa::Avx512 => unsafe { one_head_avx2(q, keys, values, scores, out) },
+            _ => one_head_generic(q, keys, values, scores, out),
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn one_head_avx2(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-    one_head_generic(q, keys, values, out)
+unsafe fn one_head_avx2(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    one_head_generic(q, keys, values, scores, out)
 }
 
-/// Softmax of the scaled scores, then their weighted sum of values, for one query.
+/// Softmax of the scaled scores (one per key, in `scores`), then their weighted sum of
+/// values, for one query.
 #[inline(always)]
-fn one_head_generic(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+fn one_head_generic(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f32], out: &mut [f32]) {
     let head_dim = q.len();
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let seen = keys.len() / head_dim;
-    let mut scores = vec![0.0f32; seen];
     let mut max = f32::NEG_INFINITY;
     for (s, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
         *s = dot(q, key) * scale;

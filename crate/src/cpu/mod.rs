@@ -77,3 +77,26 @@ pub(crate) fn for_each(n: usize, task: impl Fn(usize) + Sync) {
     #[cfg(target_family = "wasm")]
     (0..n).for_each(task);
 }
+
+/// An output buffer that tasks on several threads write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+
+// Safety: every user writes only the part of the buffer its task owns.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// The element at `offset` (a method, so that closures capture the whole `Sync` wrapper
+    /// rather than its field).
+    ///
+    /// # Safety
+    /// `offset` is inside the buffer, and no other task writes that element.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}

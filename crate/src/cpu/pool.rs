@@ -85,12 +85,10 @@ fn pool() -> &'static Pool {
             busy: Mutex::new(()),
             workers: threads - 1,
         }));
-        let started = Arc::new(AtomicBool::new(true));
-        for i in 0..pool.workers {
-            let ok = std::thread::Builder::new().name(format!("hearth-cpu-{i}")).spawn(move || worker(pool)).is_ok();
-            started.fetch_and(ok, Ordering::Relaxed);
-        }
-        if !started.load(Ordering::Relaxed) {
+        let started = (0..pool.workers)
+            .filter(|i| std::thread::Builder::new().name(format!("hearth-cpu-{i}")).spawn(move || worker(pool)).is_ok())
+            .count();
+        if started < pool.workers {
             // Threads that did not start leave their share to the others: jobs still finish,
             // as the caller takes tasks too.
             log::warn!("hearth: not every CPU worker thread could start");

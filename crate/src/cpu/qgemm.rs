@@ -1,10 +1,10 @@
 //! `y = x Wᵀ` on the CPU with `W` packed in row-major blocks of 32 ([`crate::quant::packed`]),
 //! for one token (decode) or many (prefill).
 //!
-//! Every level computes the same arithmetic: each weight is dequantized in registers to
-//! `d * q + m` in f32, exactly the value the GGUF file defines, and multiplied with f32 FMAs;
-//! activations are never quantized, so the result differs from the dense f32 product only in
-//! summation order. The matrix is walked in tiles of `R` rows by `T` tokens: a tile unpacks each
+//! Every level computes the same value: each weight is `d * q + m` in f32, exactly the value
+//! the GGUF file defines (dequantized in registers and multiplied with f32 FMAs on x86;
+//! simd128, which has no FMA, splits each block's sum as `d Σ q x + m Σ x`), and activations are
+//! never quantized, so the result differs from the dense f32 product only in rounding. The matrix is walked in tiles of `R` rows by `T` tokens: a tile unpacks each
 //! block of its rows once and applies it to all its tokens, so a decode step reads every weight
 //! byte once (the bound is memory bandwidth) and prefill reuses each unpacked block `T` times
 //! from registers (the bound is FMA throughput). Rows are split over the thread pool in chunks
@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::{Isa, for_each};
+use super::{Isa, SharedOut, for_each};
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 
@@ -99,13 +99,6 @@ fn chunk_rows(rows: usize, blocks: usize) -> usize {
     per_thread.max(min).div_ceil(TILE_ROWS) * TILE_ROWS
 }
 
-/// A pointer the worker threads write disjoint parts of the output through.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// Safety: each task writes only the output rows of its own chunk.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
 /// `x: [m, cols]` → `out: [m, rows]` (or `[m, rows / 2]` for SwiGLU), with `isa`'s kernels.
 ///
 /// # Panics
@@ -143,7 +136,7 @@ pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, o
         Cow::Owned(padded)
     };
     let chunk = chunk_rows(rows, blocks);
-    let out = Out(out.as_mut_ptr());
+    let out = SharedOut::new(out);
     let x = &*x;
     for_each(rows.div_ceil(chunk), |c| {
         let r0 = c * chunk;
@@ -155,7 +148,7 @@ pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, o
             for row0 in (r0..r1).step_by(TILE_ROWS) {
                 let r = TILE_ROWS.min(r1 - row0);
                 let xs = &x[t0 * stride..(t0 + t) * stride];
-                tile(isa, w, row0, r, xs, t, stride, &mut acc);
+                tile(isa, w, row0, xs, t, stride, &mut acc);
                 // Safety: rows row0..row0 + r belong to this chunk alone; indices are below
                 // m * out_cols by the asserts above.
                 unsafe { store(out, &acc, row0, r, t0, t, rows, out_cols, epilogue) };
@@ -164,10 +157,10 @@ pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, o
     });
 }
 
-/// Writes a tile's results `acc[r * T + t]` through the epilogue.
+/// Writes a tile's results `acc[row * 8 + token]` (its first `r` rows) through the epilogue.
 #[allow(clippy::too_many_arguments)]
 unsafe fn store(
-    out: Out,
+    out: SharedOut,
     acc: &[f32],
     row0: usize,
     r: usize,
@@ -183,18 +176,18 @@ unsafe fn store(
             Epilogue::SwiGlu => {
                 for pair in 0..r / 2 {
                     let (g, u) = (acc[2 * pair * 8 + tk], acc[(2 * pair + 1) * 8 + tk]);
-                    unsafe { *out.0.add(token * out_cols + row0 / 2 + pair) = silu(g) * u };
+                    unsafe { *out.at(token * out_cols + row0 / 2 + pair) = silu(g) * u };
                 }
             }
             Epilogue::Residual(res) => {
                 for i in 0..r {
                     let at = token * rows + row0 + i;
-                    unsafe { *out.0.add(at) = acc[i * 8 + tk] + res[at] };
+                    unsafe { *out.at(at) = acc[i * 8 + tk] + res[at] };
                 }
             }
             Epilogue::None => {
                 for i in 0..r {
-                    unsafe { *out.0.add(token * rows + row0 + i) = acc[i * 8 + tk] };
+                    unsafe { *out.at(token * rows + row0 + i) = acc[i * 8 + tk] };
                 }
             }
         }
@@ -206,9 +199,8 @@ pub(crate) fn silu(x: f32) -> f32 {
 }
 
 /// One tile: the group of rows from `row0` times tokens `x: [t, stride]` (t ≤ the level's
-/// tile), into `acc[row * 8 + token]`; rows past `r` are padding and computed for nothing.
-#[allow(clippy::too_many_arguments)]
-fn tile(isa: Isa, w: &QuantRows, row0: usize, _r: usize, x: &[f32], t: usize, stride: usize, acc: &mut [f32; 32]) {
+/// tile), into `acc[row * 8 + token]`; a group's padding rows are computed for nothing.
+fn tile(isa: Isa, w: &QuantRows, row0: usize, x: &[f32], t: usize, stride: usize, acc: &mut [f32; 32]) {
     let q8 = w.format == QuantFormat::Q8;
     let group = row0 / GROUP;
     macro_rules! dispatch {
@@ -290,13 +282,21 @@ fn scalar_tile<const T: usize, const Q8: bool>(
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// The four rows' `(d, m)` of one block position: `[d0, m0, d1, m1, d2, m2, d3, m3]`, converted
-/// by F16C from the group's four parameter words.
+/// The four rows' `(d, m)` of block `b` of a group: `[d0, m0, d1, m1, d2, m2, d3, m3]`,
+/// converted by F16C from the group's four parameter words. In memory, not a register:
+/// broadcasts from a load use the load ports, not the shuffle port that the kernels need.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn group_params(params: *const u32) -> __m256 {
-    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(params as *const __m128i)) }
+unsafe fn group_params(w: &QuantRows, group: usize, b: usize) -> [f32; 2 * GROUP] {
+    let mut dm = [0.0f32; 2 * GROUP];
+    let first = (group * w.blocks() + b) * GROUP;
+    // Safety: the group's four words lie inside `params` (`qgemm`'s asserts).
+    unsafe {
+        let words = _mm_loadu_si128(w.params.as_ptr().add(first) as *const __m128i);
+        _mm256_storeu_ps(dm.as_mut_ptr(), _mm256_cvtph_ps(words));
+    }
+    dm
 }
 
 /// AVX2: a block is four vectors of 8; chunk `k` holds elements `8k..8k + 8`.
@@ -316,10 +316,8 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool>(
         let xp = x.as_ptr();
         let nibble = _mm256_set1_epi32(15);
         for b in 0..blocks {
-            let first = (group * blocks + b) * GROUP;
-            let mut dm = [0.0f32; 2 * GROUP];
-            _mm256_storeu_ps(dm.as_mut_ptr(), group_params(w.params.as_ptr().add(first)));
-            let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
+            let dm = group_params(w, group, b);
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
             for (r, s) in scale.iter_mut().enumerate() {
                 *s = (_mm256_set1_ps(dm[2 * r]), _mm256_set1_ps(dm[2 * r + 1]));
@@ -375,12 +373,8 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool>(
         let xp = x.as_ptr();
         let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
         for b in 0..blocks {
-            let first = (group * blocks + b) * GROUP;
-            // Through memory: broadcasts from a load use the load ports, not the shuffle port
-            // that the lookups need.
-            let mut dm = [0.0f32; 2 * GROUP];
-            _mm256_storeu_ps(dm.as_mut_ptr(), group_params(w.params.as_ptr().add(first)));
-            let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
+            let dm = group_params(w, group, b);
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
                 let d = _mm512_set1_ps(dm[2 * r]);

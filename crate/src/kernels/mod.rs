@@ -34,7 +34,8 @@ pub(crate) enum Prim {
     Flex(FlexTensor),
 }
 
-fn is_cube(device: &Device) -> bool {
+/// Whether `device` runs cubecl kernels (a GPU), as opposed to the CPU path.
+pub(crate) fn is_cube(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 

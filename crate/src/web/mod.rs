@@ -237,44 +237,23 @@ struct ModelInfo {
     cpu_isa: &'static str,
 }
 
-/// Where a model runs in the browser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WebDevice {
-    /// The CPU path (burn's Flex backend and our SIMD kernels), in this thread.
-    Cpu,
-    /// WebGPU, initialized once per thread by `init()`.
-    WebGpu,
+/// The burn device a load names: the CPU needs no initialization; WebGPU must have had
+/// `init()`.
+fn web_device(name: &str) -> Result<Device, JsError> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        "webgpu" => ready_device(),
+        other => Err(bad_options(format!("device must be \"cpu\" or \"webgpu\", got {other:?}"))),
+    }
 }
 
-impl WebDevice {
-    fn parse(name: &str) -> Result<Self, JsError> {
-        match name {
-            "cpu" => Ok(Self::Cpu),
-            "webgpu" => Ok(Self::WebGpu),
-            other => Err(bad_options(format!("device must be \"cpu\" or \"webgpu\", got {other:?}"))),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Cpu => "cpu",
-            Self::WebGpu => "webgpu",
-        }
-    }
-
-    /// The burn device: the CPU needs no initialization; WebGPU must have had `init()`.
-    fn device(self) -> Result<Device, JsError> {
-        match self {
-            Self::Cpu => Ok(Device::flex()),
-            Self::WebGpu => ready_device(),
-        }
-    }
+/// What the page calls the device an engine runs on.
+fn device_name(engine: &Engine) -> &'static str {
+    if crate::kernels::is_cube(engine.device()) { "webgpu" } else { "cpu" }
 }
 
 struct State {
     engine: Option<Arc<Engine>>,
-    /// Where `engine` runs.
-    device: Option<WebDevice>,
     /// Taken out while a generation runs.
     session: Option<Session>,
     generating: bool,
@@ -371,7 +350,7 @@ fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> 
 impl WasmEngine {
     #[wasm_bindgen(constructor)]
     pub fn new() -> WasmEngine {
-        let state = State { engine: None, device: None, session: None, generating: false, loading: false };
+        let state = State { engine: None, session: None, generating: false, loading: false };
         WasmEngine { state: Rc::new(RefCell::new(state)) }
     }
 
@@ -430,8 +409,7 @@ impl WasmEngine {
         progress: Option<Function>,
         device: &str,
     ) -> Result<JsValue, JsError> {
-        let web_device = WebDevice::parse(device)?;
-        let device = web_device.device()?;
+        let device = web_device(device)?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
         {
@@ -449,7 +427,6 @@ impl WasmEngine {
 
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.engine = None;
-        state.device = None;
         state.session = None;
         state.loading = true;
         drop(state);
@@ -478,18 +455,17 @@ impl WasmEngine {
             weights: weights.name(),
             weight_bytes: engine.model().weight_bytes(),
             has_chat_template: engine.has_chat_template(),
-            device: web_device.name(),
+            device: device_name(&engine),
             cpu_isa: crate::cpu::Isa::best().name(),
         };
         state.engine = Some(engine);
-        state.device = Some(web_device);
         state.session = Some(session);
         to_js(&info)
     }
 
     /// Whether the loaded model runs on the CPU.
     fn on_cpu(&self) -> bool {
-        self.state.try_borrow().is_ok_and(|s| s.device == Some(WebDevice::Cpu))
+        self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| device_name(e) == "cpu"))
     }
 
     fn engine(&self) -> Result<Arc<Engine>, JsError> {
@@ -584,7 +560,7 @@ impl WasmEngine {
         let state = Rc::clone(&self.state);
         let session = {
             let mut s = state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
-            if s.device == Some(WebDevice::WebGpu) {
+            if s.engine.as_deref().is_some_and(|e| device_name(e) == "webgpu") {
                 ready_device()?;
             }
             if s.generating {
@@ -652,7 +628,7 @@ impl WasmEngine {
             cpu_isa: &'static str,
         }
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
-        let on_gpu = state.device == Some(WebDevice::WebGpu);
+        let on_gpu = state.engine.as_deref().is_some_and(|e| device_name(e) == "webgpu");
         let (memory, limits, lost) = DEVICE.with(|d| match &*d.borrow() {
             DeviceState::Ready(device) if on_gpu => (device.memory_pool_usage(), Some(Limits::of(device)), false),
             DeviceState::Lost(_) => (None, None, true),
@@ -671,7 +647,7 @@ impl WasmEngine {
             device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
             max_buffer_bytes: limits.map(|l| l.max_buffer_bytes),
             device_lost: lost,
-            device: state.device.map(WebDevice::name),
+            device: state.engine.as_deref().map(device_name),
             cpu_isa: crate::cpu::Isa::best().name(),
         })
     }
@@ -684,7 +660,6 @@ impl WasmEngine {
             return Err(busy("cannot unload while a generation runs"));
         }
         state.engine = None;
-        state.device = None;
         state.session = None;
         drop(state);
         DEVICE.with(|d| {
