@@ -236,8 +236,8 @@ export class HearthEngine implements EngineApi {
   /** The instance epoch `wasm` belongs to. */
   private epoch = -1;
   private adapter: AdapterInfo | null = null;
-  /** Where the model loaded now runs, and why. */
-  private placement: { device: "webgpu" | "cpu"; reason: string } | null = null;
+  /** Why the model loaded now runs where it does (the core reports where). */
+  private deviceReason: string | null = null;
   private model: ModelInfo | null = null;
   /** The first call's start-up, shared by calls made at the same time. */
   private starting: Promise<WasmEngine> | null = null;
@@ -305,10 +305,9 @@ export class HearthEngine implements EngineApi {
   /** Starts the wasm core (and WebGPU, when `webgpu`) once, for the first call and every call
    * made at the same time; after a crash or a lost device, on a fresh instance. */
   private ready(webgpu: boolean): Promise<WasmEngine> {
-    const live = this.wasm && this.epoch === instance.epoch && !instance.dead;
-    if (live && (!webgpu || instance.device)) {
-      return (instance.device && webgpu ? instance.device : Promise.resolve()).then(() => this.wasm!);
-    }
+    const wasm = this.live();
+    if (wasm && !webgpu) return Promise.resolve(wasm);
+    if (wasm && instance.device) return instance.device.then(() => wasm);
     this.starting ??= this.start(webgpu).finally(() => {
       this.starting = null;
     });
@@ -317,15 +316,21 @@ export class HearthEngine implements EngineApi {
 
   private async start(webgpu: boolean): Promise<WasmEngine> {
     // A live engine that now needs WebGPU keeps its model (a failed load must not lose it).
-    const live = this.wasm && this.epoch === instance.epoch && !instance.dead && !this.broken;
+    const live = this.live();
     try {
       this.epoch = await liveInstance(webgpu);
     } catch (e) {
       throw toHearthError(e);
     }
-    if (!live || !this.wasm) this.wasm = new WasmEngine();
+    this.wasm = live ?? new WasmEngine();
     this.broken = null;
     return this.wasm;
+  }
+
+  /** The engine's wasm side, while it is on the current, working instance. */
+  private live(): WasmEngine | null {
+    const ok = this.wasm && !this.broken && !instance.dead && this.epoch === instance.epoch;
+    return ok ? this.wasm : null;
   }
 
   /** The engine with a model, or the reason there is none. */
@@ -396,7 +401,7 @@ export class HearthEngine implements EngineApi {
           throw this.failure(e);
         }
         this.model = info;
-        this.placement = { device: placement.device, reason: placement.reason };
+        this.deviceReason = placement.reason;
         options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
         return info;
       } finally {
@@ -618,15 +623,15 @@ export class HearthEngine implements EngineApi {
     };
     try {
       // A dead instance is not called again: it might trap once more.
-      const live = this.wasm && !this.broken && !instance.dead && this.epoch === instance.epoch;
-      const core = live ? (this.wasm!.stats() as typeof none) : none;
+      const live = this.live();
+      const core = live ? (live.stats() as typeof none) : none;
       return {
         ...core,
         queued: this.waiting.length,
         crashed: this.broken?.kind === "engine_crashed",
         device_lost: core.device_lost || this.broken?.kind === "device_lost",
         device: core.device,
-        device_reason: core.device ? (this.placement?.reason ?? null) : null,
+        device_reason: core.device ? this.deviceReason : null,
         adapter: this.adapter,
       };
     } catch (e) {

@@ -7,7 +7,7 @@ import { HearthError, WorkerEngine, isModelCached } from "hearth";
 import type { ChatMessage, EngineStats, LoadProgress, ModelInfo, Timings } from "hearth";
 import { formatBytes, formatMs, formatProgress, formatRate } from "./format.js";
 import { MessageView } from "./messages.js";
-import { SettingsError, kvChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
+import { SettingsError, loadChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
 import type { Settings } from "./settings.js";
 import "./style.css";
 
@@ -75,7 +75,7 @@ const engine = new WorkerEngine(new Worker(new URL("./worker.ts", import.meta.ur
 let status: Status = "idle";
 let model: ModelInfo | null = null;
 /** What the loaded model came from and the KV settings it loaded with, for reloads. */
-let loaded: { source: string | File; kv: Settings["kv"] } | null = null;
+let loaded: { source: string | File; options: Settings["load"] } | null = null;
 let turns: Turn[] = [];
 let loadAbort: AbortController | null = null;
 let replyAbort: AbortController | null = null;
@@ -182,9 +182,9 @@ async function loadModel(source: string | File): Promise<void> {
   ui.progressStage.textContent = "Starting";
   ui.progressAmount.textContent = "";
   try {
-    const info = await engine.load(source, { ...settings.kv, onProgress, signal: controller.signal });
+    const info = await engine.load(source, { ...settings.load, onProgress, signal: controller.signal });
     model = info;
-    loaded = { source, kv: settings.kv };
+    loaded = { source, options: settings.load };
     ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)} · ${info.device === "cpu" ? "CPU" : "WebGPU"}`;
     ui.modelName.title = `${info.n_layers} layers, d_model ${info.d_model}, vocabulary ${info.vocab}, context ${info.context_length}`;
     toggleModelPanel(false);
@@ -431,7 +431,7 @@ function updateReloadButton(): void {
   try {
     const settings = readSettings(ui.settings);
     ui.settingsError.textContent = "";
-    ui.reload.hidden = loaded === null || !kvChanged(settings.kv, loaded.kv);
+    ui.reload.hidden = loaded === null || !loadChanged(settings.load, loaded.options);
   } catch (e) {
     ui.settingsError.textContent = e instanceof Error ? e.message : String(e);
   }

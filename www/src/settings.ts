@@ -10,7 +10,7 @@ export interface Settings {
   prune_budget?: number;
   prune_method: PruneMethod;
   /** Applied when a model loads. */
-  kv: Pick<LoadOptions, "device" | "kv_capacity" | "kv_policy" | "kv_sinks">;
+  load: Pick<LoadOptions, "device" | "kv_capacity" | "kv_policy" | "kv_sinks">;
 }
 
 const STORAGE_KEY = "hearth-chat-settings";
@@ -54,7 +54,7 @@ export function readSettings(form: HTMLFormElement): Settings {
     sampling,
     prune_budget: number(form, "prune_budget", "Prune budget", true),
     prune_method: field(form, "prune_method").value as PruneMethod,
-    kv: {
+    load: {
       device: field(form, "device").value as DeviceChoice,
       kv_capacity: number(form, "kv_capacity", "KV capacity", true),
       kv_policy: field(form, "kv_policy").value as KvPolicy,
@@ -94,6 +94,6 @@ export function saveSettings(form: HTMLFormElement): void {
 }
 
 /** Whether two load-time settings differ (so the loaded model must reload to apply them). */
-export function kvChanged(a: Settings["kv"], b: Settings["kv"]): boolean {
+export function loadChanged(a: Settings["load"], b: Settings["load"]): boolean {
   return a.device !== b.device || a.kv_capacity !== b.kv_capacity || a.kv_policy !== b.kv_policy || a.kv_sinks !== b.kv_sinks;
 }
