@@ -1,9 +1,10 @@
 //! Causal grouped-query attention over the KV cache on the CPU: the arithmetic of the cubecl
 //! kernel ([`crate::kernels::attention`]), one (token, head) pair per task on the thread pool.
 //!
-//! Dot products and the weighted sum of values run over 16 independent lanes so that they
-//! vectorize, and the lanes are added by halving: a sequential `sum()` (a chain of dependent
-//! adds) made attention a quarter of a decode step.
+//! Each SIMD level scores four keys at once (four independent multiply-add chains) and keeps the
+//! weighted sum of values in registers; the generic loop, for other head sizes and the scalar
+//! level, runs over 16 lanes added by halving (a sequential `sum()`, a chain of dependent adds,
+//! once made attention a quarter of a decode step).
 
 use super::{Isa, SharedOut, for_each};
 use crate::kernels::rope::Heads;
@@ -60,16 +61,141 @@ fn one_head(isa: Isa, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) 
         match isa {
             #[cfg(target_arch = "x86_64")]
             // Safety: reported only where the CPU has AVX2 and FMA.
-            Isa::Avx2 | Isa::Avx512 => unsafe { one_head_avx2(q, keys, values, scores, out) },
+            Isa::Avx2 | Isa::Avx512 if q.len().is_multiple_of(8) => unsafe {
+                one_head_avx2(q, keys, values, scores, out)
+            },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 if q.len().is_multiple_of(4) => one_head_simd128(q, keys, values, scores, out),
             _ => one_head_generic(q, keys, values, scores, out),
         }
     });
 }
 
+/// The softmax of `scores` in place (already scaled), returning `1 / Σ exp`: the weights are
+/// `scores[i] * inv`.
+#[inline(always)]
+fn softmax_unnormalized(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    1.0 / sum
+}
+
+/// AVX2: four keys scored at once (four independent FMA chains; one key's chain alone waits
+/// on its own latency), and the weighted sum of values kept in registers, 32 columns a pass.
+/// Left to the compiler, the 16-lane loops below became 2-wide multiplies without FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn one_head_avx2(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f32], out: &mut [f32]) {
-    one_head_generic(q, keys, values, scores, out)
+    use std::arch::x86_64::*;
+    let hd = q.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = scores.len();
+    // Safety: keys and values hold n rows of hd; hd is a multiple of 8; every offset below
+    // stays inside them.
+    unsafe {
+        let (qp, kp, vp) = (q.as_ptr(), keys.as_ptr(), values.as_ptr());
+        let hsum = |v: __m256| {
+            let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+        };
+        let mut i = 0;
+        while i + 4 <= n {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..hd).step_by(8) {
+                let qv = _mm256_loadu_ps(qp.add(c));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((i + j) * hd + c)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                scores[i + j] = hsum(*a) * scale;
+            }
+            i += 4;
+        }
+        for (i, s) in scores.iter_mut().enumerate().skip(i) {
+            let mut a = _mm256_setzero_ps();
+            for c in (0..hd).step_by(8) {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(kp.add(i * hd + c)), a);
+            }
+            *s = hsum(a) * scale;
+        }
+        let inv = softmax_unnormalized(scores);
+        let mut c0 = 0;
+        while c0 < hd {
+            let width = (hd - c0).min(32) / 8;
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (s, &p) in scores.iter().enumerate() {
+                let p = _mm256_set1_ps(p * inv);
+                for (j, a) in acc.iter_mut().enumerate().take(width) {
+                    *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp.add(s * hd + c0 + 8 * j)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate().take(width) {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * j), *a);
+            }
+            c0 += 8 * width;
+        }
+    }
+}
+
+/// simd128: the AVX2 arithmetic in four lanes, with a multiply and an add for each FMA.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn one_head_simd128(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    use core::arch::wasm32::*;
+    let hd = q.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = scores.len();
+    // Safety: as in `one_head_avx2`, with hd a multiple of 4.
+    let load = |s: &[f32], at: usize| unsafe { v128_load(s.as_ptr().add(at) as *const v128) };
+    let hsum = |v: v128| {
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    };
+    let mut i = 0;
+    while i + 4 <= n {
+        let mut acc = [f32x4_splat(0.0); 4];
+        for c in (0..hd).step_by(4) {
+            let qv = load(q, c);
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = f32x4_add(*a, f32x4_mul(qv, load(keys, (i + j) * hd + c)));
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            scores[i + j] = hsum(*a) * scale;
+        }
+        i += 4;
+    }
+    for (i, s) in scores.iter_mut().enumerate().skip(i) {
+        let mut a = f32x4_splat(0.0);
+        for c in (0..hd).step_by(4) {
+            a = f32x4_add(a, f32x4_mul(load(q, c), load(keys, i * hd + c)));
+        }
+        *s = hsum(a) * scale;
+    }
+    let inv = softmax_unnormalized(scores);
+    let mut c0 = 0;
+    while c0 < hd {
+        let width = (hd - c0).min(32) / 4;
+        let mut acc = [f32x4_splat(0.0); 8];
+        for (s, &p) in scores.iter().enumerate() {
+            let p = f32x4_splat(p * inv);
+            for (j, a) in acc.iter_mut().enumerate().take(width) {
+                *a = f32x4_add(*a, f32x4_mul(p, load(values, s * hd + c0 + 4 * j)));
+            }
+        }
+        for (j, a) in acc.iter().enumerate().take(width) {
+            // Safety: c0 + 4 j + 4 ≤ hd = out.len().
+            unsafe { v128_store(out.as_mut_ptr().add(c0 + 4 * j) as *mut v128, *a) };
+        }
+        c0 += 4 * width;
+    }
 }
 
 /// Softmax of the scaled scores (one per key, in `scores`), then their weighted sum of
@@ -78,17 +204,10 @@ unsafe fn one_head_avx2(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f
 fn one_head_generic(q: &[f32], keys: &[f32], values: &[f32], scores: &mut [f32], out: &mut [f32]) {
     let head_dim = q.len();
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut max = f32::NEG_INFINITY;
     for (s, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
         *s = dot(q, key) * scale;
-        max = max.max(*s);
     }
-    let mut sum = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
+    let inv = softmax_unnormalized(scores);
     out.fill(0.0);
     for (p, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
         let p = p * inv;
@@ -128,7 +247,7 @@ mod tests {
     /// chunk of several tokens after cached ones, and a head size that is not a multiple of 16.
     #[test]
     fn every_level_equals_plain_attention() {
-        for &(head_dim, m, slot) in &[(64usize, 1usize, 37usize), (20, 5, 3), (64, 9, 0)] {
+        for &(head_dim, m, slot) in &[(64usize, 1usize, 37usize), (20, 5, 3), (64, 9, 0), (24, 3, 6), (96, 2, 40)] {
             let heads = Heads { n_heads: 6, n_kv_heads: 2, head_dim };
             let capacity = slot + m + 4;
             let d = heads.n_heads * head_dim;
