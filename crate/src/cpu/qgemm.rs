@@ -1,10 +1,15 @@
 //! `y = x Wᵀ` on the CPU with `W` packed in row-major blocks of 32 ([`crate::quant::packed`]),
 //! for one token (decode) or many (prefill).
 //!
-//! Every level computes the same value: each weight is `d * q + m` in f32, exactly the value
-//! the GGUF file defines (dequantized in registers and multiplied with f32 FMAs on x86;
-//! simd128, which has no FMA, splits each block's sum as `d Σ q x + m Σ x`), and activations are
-//! never quantized, so the result differs from the dense f32 product only in rounding. The matrix is walked in tiles of `R` rows by `T` tokens: a tile unpacks each
+//! Each weight is `d * q + m` in f32, exactly the value the GGUF file defines. How the inputs
+//! meet it is a level's [`Inputs`]: on x86 they stay f32 (the weights are dequantized in
+//! registers and multiplied with f32 FMAs), so the result differs from the dense f32 product only
+//! in rounding; in wasm, which has neither FMA nor vectors wider than four floats, each block of
+//! 32 inputs is quantized to i16 and multiplied by the codes with integer dot products (eight
+//! products per instruction), its sum split as `d s Σ q x̂ + m Σ x`. An i16 input is within
+//! 1/65534 of its block's largest, some 250 times closer than llama.cpp's 8-bit activations,
+//! which is what keeps the real model's top-5 logits within the bound the CPU path promises
+//! (see the browser tests). The matrix is walked in tiles of `R` rows by `T` tokens: a tile unpacks each
 //! block of its rows once and applies it to all its tokens, so a decode step reads every weight
 //! byte once (the bound is memory bandwidth) and prefill reuses each unpacked block `T` times
 //! from registers (the bound is FMA throughput). Rows are split over the thread pool in chunks
@@ -78,6 +83,83 @@ pub enum Epilogue<'a> {
     SwiGlu,
 }
 
+/// How a level's kernels take the inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inputs {
+    /// As they are, in f32.
+    F32,
+    /// Each block of 32 as i16 codes `x̂` with one scale `s = max |x| / 32767` (`x ≈ s x̂`,
+    /// rounded to nearest), beside the block's exact f32 sum (for the offsets `m`).
+    I16,
+}
+
+impl Inputs {
+    /// The arithmetic `isa`'s kernels do; the scalar level does either (it is both references).
+    pub fn of(isa: Isa) -> Self {
+        match isa {
+            Isa::Simd128 => Inputs::I16,
+            Isa::Scalar | Isa::Avx2 | Isa::Avx512 => Inputs::F32,
+        }
+    }
+}
+
+/// Where element `e` of a block sits among a block's i16 input codes: the even elements of
+/// each half of the block, then the odd ones (`0 2 .. 14, 16 18 .. 30, 1 3 .. 15, 17 .. 31`).
+/// That is the order in which simd128 unpacks a block's weights from 16-bit lanes with shifts
+/// and masks alone (a lane holds two bytes: elements `2i` and `2i + 1`, and for 4 bits also
+/// `2i + 16` and `2i + 17`), so the inputs are permuted once instead of every weight block.
+#[inline(always)]
+pub(crate) const fn i16_position(e: usize) -> usize {
+    (e & 1) * 16 + (e >> 4) * 8 + ((e & 15) >> 1)
+}
+
+/// Inputs `[m, stride]` quantized per block for [`Inputs::I16`]: the codes (in
+/// [`i16_position`] order), and per block the scale and the f32 sum, `[m, blocks]`.
+struct I16Blocks {
+    codes: Vec<i16>,
+    scale: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl I16Blocks {
+    /// Every level quantizes with this one loop, so that they all multiply the same codes.
+    fn quantize(x: &[f32]) -> Self {
+        let blocks = x.len() / BLOCK;
+        let mut q = Self { codes: vec![0; x.len()], scale: vec![0.0; blocks], sum: vec![0.0; blocks] };
+        for (b, xb) in x.chunks_exact(BLOCK).enumerate() {
+            // A comparison, not `f32::max` (a libm call in wasm); a NaN fails every comparison
+            // and is caught by the sum below.
+            let max = xb.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+            q.sum[b] = xb.iter().sum();
+            if !(max.is_finite() && q.sum[b].is_finite()) {
+                // A NaN or infinite input poisons the rows it meets, as in f32.
+                q.scale[b] = f32::NAN;
+            } else if max > 0.0 {
+                let inv = 32767.0 / max;
+                q.scale[b] = max / 32767.0;
+                let codes = &mut q.codes[b * BLOCK..][..BLOCK];
+                for (e, v) in xb.iter().enumerate() {
+                    // Within ±32767 (the largest is `max · inv`, within an ulp of 32767).
+                    codes[i16_position(e)] = (v * inv).round_ties_even() as i16;
+                }
+            }
+        }
+        q
+    }
+}
+
+/// One token tile's inputs, as its level takes them.
+#[derive(Clone, Copy)]
+enum TileInputs<'a> {
+    F32(&'a [f32]),
+    /// Codes `[t, stride]`, scales and sums `[t, blocks]`.
+    I16 {
+        codes: &'a [i16],
+        scale: &'a [f32],
+        sum: &'a [f32],
+    },
+}
+
 /// Rows a tile covers (all levels): one group, even so that SwiGLU pairs never straddle tiles.
 const TILE_ROWS: usize = GROUP;
 
@@ -104,6 +186,17 @@ fn chunk_rows(rows: usize, blocks: usize) -> usize {
 /// # Panics
 /// When the slices do not match the shapes (a bug in the caller, never input data).
 pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, out: &mut [f32]) {
+    qgemm_with(isa, Inputs::of(isa), x, m, w, epilogue, out)
+}
+
+/// [`qgemm`] with the inputs taken as `inputs` says: the scalar level does both, every other
+/// level only its own [`Inputs::of`] (the tests compare each level with the scalar level of the
+/// same arithmetic).
+///
+/// # Panics
+/// As [`qgemm`], and when `isa` has no kernel for `inputs`.
+pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, out: &mut [f32]) {
+    assert!(isa == Isa::Scalar || inputs == Inputs::of(isa), "qgemm: {isa:?} has no {inputs:?} kernel");
     let (rows, cols, blocks) = (w.rows, w.cols, w.blocks());
     assert_eq!(x.len(), m * cols, "qgemm: x is not [m, cols]");
     assert_eq!(w.codes.len(), w.padded_rows() * blocks * w.format.words_per_block(), "qgemm: code words");
@@ -135,6 +228,7 @@ pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, o
         }
         Cow::Owned(padded)
     };
+    let quantized = (inputs == Inputs::I16).then(|| I16Blocks::quantize(&x));
     let chunk = chunk_rows(rows, blocks);
     let out = SharedOut::new(out);
     let x = &*x;
@@ -145,9 +239,16 @@ pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, o
         let mut acc = [0.0f32; TILE_ROWS * 8];
         for t0 in (0..m).step_by(tt) {
             let t = tt.min(m - t0);
+            let xs = match &quantized {
+                None => TileInputs::F32(&x[t0 * stride..(t0 + t) * stride]),
+                Some(q) => TileInputs::I16 {
+                    codes: &q.codes[t0 * stride..(t0 + t) * stride],
+                    scale: &q.scale[t0 * blocks..(t0 + t) * blocks],
+                    sum: &q.sum[t0 * blocks..(t0 + t) * blocks],
+                },
+            };
             for row0 in (r0..r1).step_by(TILE_ROWS) {
                 let r = TILE_ROWS.min(r1 - row0);
-                let xs = &x[t0 * stride..(t0 + t) * stride];
                 tile(isa, w, row0, xs, t, stride, &mut acc);
                 // Safety: rows row0..row0 + r belong to this chunk alone; indices are below
                 // m * out_cols by the asserts above.
@@ -200,28 +301,30 @@ pub(crate) fn silu(x: f32) -> f32 {
 
 /// One tile: the group of rows from `row0` times tokens `x: [t, stride]` (t ≤ the level's
 /// tile), into `acc[row * 8 + token]`; a group's padding rows are computed for nothing.
-fn tile(isa: Isa, w: &QuantRows, row0: usize, x: &[f32], t: usize, stride: usize, acc: &mut [f32; 32]) {
+fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: usize, acc: &mut [f32; 32]) {
     let q8 = w.format == QuantFormat::Q8;
     let group = row0 / GROUP;
     macro_rules! dispatch {
-        ($f:ident, $($tn:literal)+) => {
+        ($f:ident, $x:expr, $($tn:literal)+) => {
             match (t, q8) {
-                $( ($tn, false) => $f::<$tn, false>(w, group, x, stride, acc),
-                   ($tn, true) => $f::<$tn, true>(w, group, x, stride, acc), )+
+                $( ($tn, false) => $f::<$tn, false>(w, group, $x, stride, acc),
+                   ($tn, true) => $f::<$tn, true>(w, group, $x, stride, acc), )+
                 _ => unreachable!("tile of {t} tokens"),
             }
         };
     }
-    match isa {
+    match (isa, x) {
         #[cfg(target_arch = "x86_64")]
         // Safety: Avx2 and Avx512 are only ever reported by `Isa::available` when the CPU has
         // them; the kernels read only inside the slices (`qgemm`'s asserts).
-        Isa::Avx512 => unsafe { dispatch!(avx512_tile, 1 2 3 4) },
+        (Isa::Avx512, TileInputs::F32(x)) => unsafe { dispatch!(avx512_tile, x, 1 2 3 4) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { dispatch!(avx2_tile, 1 2) },
+        (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile, x, 1 2) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Isa::Simd128 => dispatch!(simd128_tile, 1 2 3 4),
-        _ => dispatch!(scalar_tile, 1 2 3 4),
+        (Isa::Simd128, x @ TileInputs::I16 { .. }) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
+        (Isa::Scalar, TileInputs::F32(x)) => dispatch!(scalar_tile, x, 1 2 3 4),
+        (Isa::Scalar, x @ TileInputs::I16 { .. }) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
+        _ => unreachable!("qgemm_with checks that {isa:?} has this kernel"),
     }
 }
 
@@ -233,12 +336,12 @@ fn params(p: u32) -> (f32, f32) {
 
 /// Code `e` (0..32) of a block: GGUF order, low nibbles are elements 0..16.
 #[inline(always)]
-fn code<const Q8: bool>(words: &[u32], e: usize) -> f32 {
+fn code<const Q8: bool>(words: &[u32], e: usize) -> i32 {
     if Q8 {
-        (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32
+        (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as i32
     } else {
         let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
-        (if e < 16 { byte & 15 } else { byte >> 4 }) as f32
+        (if e < 16 { byte & 15 } else { byte >> 4 }) as i32
     }
 }
 
@@ -260,7 +363,7 @@ fn scalar_tile<const T: usize, const Q8: bool>(
             let (d, m) = params(w.params[blk]);
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
             for (e, v) in wb.iter_mut().enumerate() {
-                *v = d * code::<Q8>(words, e) + m;
+                *v = d * code::<Q8>(words, e) as f32 + m;
             }
             for (t, lanes) in lanes.iter_mut().enumerate() {
                 let xb = &x[t * stride + b * BLOCK..][..BLOCK];
@@ -276,6 +379,39 @@ fn scalar_tile<const T: usize, const Q8: bool>(
         for t in 0..T {
             acc[r * 8 + t] = lanes[r][t].iter().sum();
         }
+    }
+}
+
+/// The reference of [`Inputs::I16`]: per block, the exact integer `Σ q x̂`, scaled by `d s`,
+/// plus `m Σ x`.
+fn scalar_tile_i16<const T: usize, const Q8: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: TileInputs,
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    let TileInputs::I16 { codes: xq, scale, sum } = x else { unreachable!("i16 inputs") };
+    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    let mut sums = [[0.0f32; T]; GROUP];
+    let mut q = [0i32; BLOCK];
+    for b in 0..blocks {
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let blk = (group * blocks + b) * GROUP + r;
+            let (d, m) = params(w.params[blk]);
+            let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+            for e in 0..BLOCK {
+                q[i16_position(e)] = code::<Q8>(words, e);
+            }
+            for (t, s) in sums.iter_mut().enumerate() {
+                let xb = &xq[t * stride + b * BLOCK..][..BLOCK];
+                let dot: i32 = q.iter().zip(xb).map(|(&q, &x)| q * x as i32).sum();
+                *s += dot as f32 * (d * scale[t * blocks + b]) + m * sum[t * blocks + b];
+            }
+        }
+    }
+    for r in 0..GROUP {
+        acc[r * 8..r * 8 + T].copy_from_slice(&sums[r]);
     }
 }
 
@@ -409,78 +545,93 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool>(
     }
 }
 
-/// wasm simd128: a block is eight vectors of 4, and there is no FMA, so instead of
-/// dequantizing every weight (a multiply and an add each) the block's sum is split as
-/// `Σ (d q + m) x = d Σ q x + m Σ x`: the codes multiply the inputs directly, `d` scales the
-/// block's partial sums once, and `Σ x` (shared by the four rows) is scaled by `m`. The same
-/// value as the other levels up to f32 rounding (the test bounds it at 1e-5 of the terms).
+/// Four f16 values, one in the low half of each lane, as f32: exactly `half`'s conversion
+/// for every finite value (subnormals included: the magnitude's bits shifted into place read as
+/// an f32 `2^-112` times the value), infinities and NaNs set apart. wasm has no F16C, and
+/// `half`'s branchy scalar conversion of every block's parameters cost more than the block's
+/// products.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn simd128_tile<const T: usize, const Q8: bool>(
+#[inline(always)]
+fn f16x4_to_f32(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let magnitude = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+    let finite = f32x4_mul(magnitude, f32x4_splat(f32::from_bits((127 + 112) << 23)));
+    let special = i32x4_eq(v128_and(h, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
+    let value = v128_bitselect(v128_or(magnitude, u32x4_splat(0x7f80_0000)), finite, special);
+    v128_or(value, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+}
+
+/// wasm simd128 on [`Inputs::I16`]: a block is four vectors of eight i16 codes (unpacked with
+/// 16-bit shifts and masks, single instructions on every host, where byte shifts and widenings
+/// are not), multiplied by four of inputs with `i32x4.dot_i16x8_s` (eight products and their
+/// pairwise sums in one instruction); `d s` scales the block's four partial sums and `m Σ x` adds the offsets, for
+/// the group's four rows in one vector. The products are exact in i32 (at most 8 · 128 · 32767
+/// per lane), so the value is the scalar reference's up to f32 rounding of the scaled sums.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn simd128_tile_i16<const T: usize, const Q8: bool>(
     w: &QuantRows,
     group: usize,
-    x: &[f32],
+    x: TileInputs,
     stride: usize,
     acc: &mut [f32; 32],
 ) {
     use core::arch::wasm32::*;
+    let TileInputs::I16 { codes: xq, scale, sum } = x else { unreachable!("i16 inputs") };
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    assert!(xq.len() >= T * stride && scale.len() >= T * blocks && sum.len() >= T * blocks);
+    assert!(w.params.len() >= (group + 1) * blocks * GROUP && w.codes.len() >= (group + 1) * blocks * GROUP * wpb);
     let mut sums = [[f32x4_splat(0.0); T]; GROUP];
-    let widen = |bytes: v128, signed: bool| -> [v128; 4] {
-        if signed {
-            let (lo, hi) = (i16x8_extend_low_i8x16(bytes), i16x8_extend_high_i8x16(bytes));
-            [
-                i32x4_extend_low_i16x8(lo),
-                i32x4_extend_high_i16x8(lo),
-                i32x4_extend_low_i16x8(hi),
-                i32x4_extend_high_i16x8(hi),
-            ]
-        } else {
-            let (lo, hi) = (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes));
-            [
-                u32x4_extend_low_u16x8(lo),
-                u32x4_extend_high_u16x8(lo),
-                u32x4_extend_low_u16x8(hi),
-                u32x4_extend_high_u16x8(hi),
-            ]
-        }
-    };
-    for b in 0..blocks {
-        // Each token's block of inputs, and its lane sums for the offsets.
-        let mut xq = [[f32x4_splat(0.0); 8]; T];
-        let mut xsum = [f32x4_splat(0.0); T];
-        for t in 0..T {
-            let xb = &x[t * stride + b * BLOCK..][..BLOCK];
-            for k in 0..8 {
-                // Safety: `xb` holds a whole block of 32.
-                xq[t][k] = unsafe { v128_load(xb[4 * k..4 * k + 4].as_ptr() as *const v128) };
-                xsum[t] = f32x4_add(xsum[t], xq[t][k]);
-            }
-        }
-        for (r, sums) in sums.iter_mut().enumerate() {
-            let blk = (group * blocks + b) * GROUP + r;
-            let (d, m) = params(w.params[blk]);
-            let words = &w.codes[blk * wpb..(blk + 1) * wpb];
-            // Safety: `words` holds 4 (Q4) or 8 (Q8) words, and i + 4 never passes them.
-            let load = |i: usize| unsafe { v128_load(words[i..i + 4].as_ptr() as *const v128) };
-            let quads: [v128; 8] = if Q8 {
-                let (a, b) = (widen(load(0), true), widen(load(4), true));
-                [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
-            } else {
-                let bytes = load(0);
-                let lo = widen(v128_and(bytes, u8x16_splat(15)), false);
-                let hi = widen(u8x16_shr(bytes, 4), false);
-                [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
-            };
-            let q = quads.map(|q| f32x4_convert_i32x4(q));
-            let (d, m) = (f32x4_splat(d), f32x4_splat(m));
+    // Lane r: row r's offsets, for each token.
+    let mut offsets = [f32x4_splat(0.0); T];
+    // Safety: every pointer below stays inside its slice, by the asserts above (the group's
+    // blocks, whole blocks of T tokens' inputs).
+    unsafe {
+        let xp = xq.as_ptr();
+        for b in 0..blocks {
+            let first = (group * blocks + b) * GROUP;
+            let words = v128_load(w.params.as_ptr().add(first) as *const v128);
+            let d = f16x4_to_f32(v128_and(words, u32x4_splat(0xffff)));
+            let m = f16x4_to_f32(u32x4_shr(words, 16));
+            let mut xv = [[i16x8_splat(0); 4]; T];
+            let mut ds = [f32x4_splat(0.0); T];
             for t in 0..T {
-                let mut dot = f32x4_mul(q[0], xq[t][0]);
-                for k in 1..8 {
-                    dot = f32x4_add(dot, f32x4_mul(q[k], xq[t][k]));
+                for (k, v) in xv[t].iter_mut().enumerate() {
+                    *v = v128_load(xp.add(t * stride + b * BLOCK + 8 * k) as *const v128);
                 }
-                // Q8 blocks have `m = 0` from GGUF, but not when they hold 4-bit codes of a
-                // fused matrix of mixed formats.
-                sums[t] = f32x4_add(sums[t], f32x4_add(f32x4_mul(dot, d), f32x4_mul(xsum[t], m)));
+                ds[t] = f32x4_mul(d, f32x4_splat(*scale.get_unchecked(t * blocks + b)));
+                offsets[t] = f32x4_add(offsets[t], f32x4_mul(m, f32x4_splat(*sum.get_unchecked(t * blocks + b))));
+            }
+            let codes = w.codes.as_ptr().add(first * wpb) as *const v128;
+            for (r, sums) in sums.iter_mut().enumerate() {
+                // The codes in `i16_position` order, from 16-bit lanes of two bytes each.
+                let q: [v128; 4] = if Q8 {
+                    let (lo, hi) = (v128_load(codes.add(2 * r)), v128_load(codes.add(2 * r + 1)));
+                    [i16x8_shr(i16x8_shl(lo, 8), 8), i16x8_shr(i16x8_shl(hi, 8), 8), i16x8_shr(lo, 8), i16x8_shr(hi, 8)]
+                } else {
+                    let lanes = v128_load(codes.add(r));
+                    let nibble = u16x8_splat(15);
+                    [
+                        v128_and(lanes, nibble),
+                        v128_and(u16x8_shr(lanes, 4), nibble),
+                        v128_and(u16x8_shr(lanes, 8), nibble),
+                        u16x8_shr(lanes, 12),
+                    ]
+                };
+                for t in 0..T {
+                    let x = &xv[t];
+                    let dot = i32x4_add(
+                        i32x4_add(i32x4_dot_i16x8(q[0], x[0]), i32x4_dot_i16x8(q[1], x[1])),
+                        i32x4_add(i32x4_dot_i16x8(q[2], x[2]), i32x4_dot_i16x8(q[3], x[3])),
+                    );
+                    // Row r's `d s`, in every lane (the loop over r unrolls).
+                    let dsr = match r {
+                        0 => i32x4_shuffle::<0, 0, 0, 0>(ds[t], ds[t]),
+                        1 => i32x4_shuffle::<1, 1, 1, 1>(ds[t], ds[t]),
+                        2 => i32x4_shuffle::<2, 2, 2, 2>(ds[t], ds[t]),
+                        _ => i32x4_shuffle::<3, 3, 3, 3>(ds[t], ds[t]),
+                    };
+                    sums[t] = f32x4_add(sums[t], f32x4_mul(f32x4_convert_i32x4(dot), dsr));
+                }
             }
         }
     }
@@ -490,8 +641,22 @@ fn simd128_tile<const T: usize, const Q8: bool>(
             acc[r * 8 + t] = f32x4_extract_lane::<0>(s)
                 + f32x4_extract_lane::<1>(s)
                 + f32x4_extract_lane::<2>(s)
-                + f32x4_extract_lane::<3>(s);
+                + f32x4_extract_lane::<3>(s)
+                + lane(offsets[t], r);
         }
+    }
+}
+
+/// Lane `r` of `v`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn lane(v: core::arch::wasm32::v128, r: usize) -> f32 {
+    use core::arch::wasm32::f32x4_extract_lane;
+    match r {
+        0 => f32x4_extract_lane::<0>(v),
+        1 => f32x4_extract_lane::<1>(v),
+        2 => f32x4_extract_lane::<2>(v),
+        _ => f32x4_extract_lane::<3>(v),
     }
 }
 
@@ -532,39 +697,133 @@ mod tests {
         QuantRows { format: p.format, rows: p.rows, cols: p.cols, codes: &words.0, params: &words.1 }
     }
 
-    /// Every level this machine has, on ragged shapes, batches 1..8 and a prefill size, equals
-    /// the f64 product of the dequantized weights within 1e-5 of the terms' magnitude (the
-    /// differences are f32 rounding in another summation order).
+    const SHAPES: [(usize, usize); 7] = [(13, 70), (9, 64), (33, 96), (5, 33), (64, 576), (192, 1536), (6, 32)];
+
+    /// The formats the kernels take: 4-bit, 8-bit, and 4-bit codes widened to 8 bits (fused
+    /// matrices of mixed formats), whose blocks keep their offsets.
+    const FORMATS: [(QuantFormat, bool); 3] =
+        [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)];
+
+    /// Every (format, shape, batch) case: the matrix and inputs, batches 1..8 and a prefill size.
+    fn cases() -> impl Iterator<Item = (PackedMatrix, Vec<f32>, usize)> {
+        FORMATS.into_iter().flat_map(|(format, widened)| {
+            SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
+                (1..=8).chain([67]).map(move |m| {
+                    let p = matrix(format, rows, cols, i as u64);
+                    let p = if widened { p.to_q8() } else { p };
+                    let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729 + i) % 997) as f32 / 498.0 - 1.0).collect();
+                    (p, x, m)
+                })
+            })
+        })
+    }
+
+    fn run(isa: Isa, inputs: Inputs, p: &PackedMatrix, x: &[f32], m: usize) -> Vec<f32> {
+        let mut got = vec![0.0; m * p.rows];
+        let words = tiled(p);
+        qgemm_with(isa, inputs, x, m, &view(p, &words), Epilogue::None, &mut got);
+        got
+    }
+
+    /// With f32 inputs, every level this machine has equals the f64 product of the dequantized
+    /// weights within 1e-5 of the terms' magnitude (the differences are f32 rounding in
+    /// another summation order).
     #[test]
-    fn every_level_equals_the_dequantized_product() {
-        let shapes = [(13, 70), (9, 64), (33, 96), (5, 33), (64, 576), (192, 1536), (6, 32)];
-        for isa in Isa::available() {
-            // The third: 4-bit codes widened to 8 bits (fused matrices of mixed formats), whose
-            // blocks keep their offsets.
-            for (format, widened) in [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)] {
-                for (i, &(rows, cols)) in shapes.iter().enumerate() {
-                    for m in (1..=8).chain([67]) {
-                        let p = matrix(format, rows, cols, i as u64);
-                        let p = if widened { p.to_q8() } else { p };
-                        let x: Vec<f32> =
-                            (0..m * cols).map(|j| ((j * 104_729 + i) % 997) as f32 / 498.0 - 1.0).collect();
-                        let mut got = vec![0.0; m * rows];
-                        let words = tiled(&p);
-                        qgemm(isa, &x, m, &view(&p, &words), Epilogue::None, &mut got);
-                        let (want, mag) = reference(&x, m, &p);
-                        for j in 0..m * rows {
-                            let err = (got[j] as f64 - want[j]).abs();
-                            assert!(
-                                err <= 1e-5 * mag[j] + 1e-30,
-                                "{isa:?} {format:?} {rows}x{cols} m={m} [{j}]: {} vs {} (magnitude {})",
-                                got[j],
-                                want[j],
-                                mag[j]
-                            );
-                        }
-                    }
+    fn f32_inputs_give_the_dequantized_product() {
+        for isa in Isa::available().into_iter().filter(|&isa| Inputs::of(isa) == Inputs::F32) {
+            for (p, x, m) in cases() {
+                let got = run(isa, Inputs::F32, &p, &x, m);
+                let (want, mag) = reference(&x, m, &p);
+                for j in 0..m * p.rows {
+                    let err = (got[j] as f64 - want[j]).abs();
+                    assert!(
+                        err <= 1e-5 * mag[j] + 1e-30,
+                        "{isa:?} {:?} {}x{} m={m} [{j}]: {} vs {} (magnitude {})",
+                        p.format,
+                        p.rows,
+                        p.cols,
+                        got[j],
+                        want[j],
+                        mag[j]
+                    );
                 }
             }
+        }
+    }
+
+    /// With i16 inputs the error is the inputs' rounding, at most half a step (`max / 65534`
+    /// of each block) times the block's `Σ |w|`, plus f32 rounding: the bound is computed here
+    /// from the inputs, and the scalar level (the reference of that arithmetic) stays inside it.
+    #[test]
+    fn i16_inputs_stay_within_their_rounding_of_the_product() {
+        for (p, x, m) in cases() {
+            let got = run(Isa::Scalar, Inputs::I16, &p, &x, m);
+            let (want, mag) = reference(&x, m, &p);
+            let w = p.dequantize();
+            for t in 0..m {
+                for r in 0..p.rows {
+                    let bound: f64 = (0..p.cols)
+                        .step_by(BLOCK)
+                        .map(|c0| {
+                            let c1 = (c0 + BLOCK).min(p.cols);
+                            let max = x[t * p.cols + c0..t * p.cols + c1].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                            let wsum: f64 = w[r * p.cols + c0..r * p.cols + c1].iter().map(|v| v.abs() as f64).sum();
+                            max as f64 / 65534.0 * wsum
+                        })
+                        .sum();
+                    let j = t * p.rows + r;
+                    let err = (got[j] as f64 - want[j]).abs();
+                    assert!(
+                        err <= bound * 1.001 + 1e-5 * mag[j],
+                        "{:?} {}x{} m={m} [{j}]: {} vs {} (bound {bound})",
+                        p.format,
+                        p.rows,
+                        p.cols,
+                        got[j],
+                        want[j]
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every level this machine has equals the scalar reference of its own arithmetic within
+    /// 1e-5 of the terms' magnitude (the browser tests do the same for simd128).
+    #[test]
+    fn every_level_equals_the_scalar_reference_of_its_arithmetic() {
+        for isa in Isa::available() {
+            for (p, x, m) in cases() {
+                let inputs = Inputs::of(isa);
+                let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
+                let (_, mag) = reference(&x, m, &p);
+                for j in 0..m * p.rows {
+                    let err = (got[j] - want[j]).abs() as f64;
+                    assert!(
+                        err <= 1e-5 * mag[j] + 1e-30,
+                        "{isa:?} {:?} {}x{} m={m} [{j}]: {} vs {}",
+                        p.format,
+                        p.rows,
+                        p.cols,
+                        got[j],
+                        want[j]
+                    );
+                }
+            }
+        }
+    }
+
+    /// A NaN input poisons its rows under either arithmetic, as it would in f32.
+    #[test]
+    fn a_nan_input_poisons_its_token() {
+        let p = matrix(QuantFormat::Q4, 8, 64, 3);
+        let mut x = vec![0.5f32; 2 * 64];
+        x[70] = f32::NAN;
+        for inputs in [Inputs::F32, Inputs::I16] {
+            let got = run(Isa::Scalar, inputs, &p, &x, 2);
+            assert!(
+                got[..8].iter().all(|v| v.is_finite()) && got[8..].iter().all(|v| v.is_nan()),
+                "{inputs:?}: {got:?}"
+            );
         }
     }
 
