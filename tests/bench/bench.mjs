@@ -35,4 +35,16 @@ console.log(JSON.stringify({
   hearth_cpu_over_wllama: over(results["hearth-cpu"]),
   hearth_webgpu_over_wllama: over(results["hearth-webgpu"]),
   same_text: results["hearth-cpu"].text === w.text && results["hearth-webgpu"].text === w.text,
+  // Where the greedy texts part, when they do (llama.cpp's 8-bit activations move logits by
+  // up to ~1, enough to flip a near-tie; hearth's CPU and WebGPU rows do not quantize them).
+  common_prefix_chars: {
+    hearth_cpu_and_webgpu: commonPrefix(results["hearth-cpu"].text, results["hearth-webgpu"].text),
+    hearth_cpu_and_wllama: commonPrefix(results["hearth-cpu"].text, w.text),
+  },
 }, null, 2));
+
+function commonPrefix(a = "", b = "") {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
