@@ -23,6 +23,8 @@ pub enum Isa {
     Avx512,
     /// wasm32 simd128, when the module was built with it.
     Simd128,
+    /// aarch64 Advanced SIMD (every aarch64 CPU has it).
+    Neon,
 }
 
 impl Isa {
@@ -32,6 +34,7 @@ impl Isa {
             Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
             Self::Simd128 => "simd128",
+            Self::Neon => "neon",
         }
     }
 
@@ -51,6 +54,10 @@ impl Isa {
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         levels.push(Isa::Simd128);
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            levels.push(Isa::Neon);
+        }
         levels
     }
 

@@ -97,7 +97,7 @@ impl Inputs {
     /// The arithmetic `isa`'s kernels do; the scalar level does either (it is both references).
     pub fn of(isa: Isa) -> Self {
         match isa {
-            Isa::Simd128 => Inputs::I16,
+            Isa::Simd128 | Isa::Neon => Inputs::I16,
             Isa::Scalar | Isa::Avx2 | Isa::Avx512 => Inputs::F32,
         }
     }
@@ -160,6 +160,18 @@ enum TileInputs<'a> {
     },
 }
 
+impl<'a> TileInputs<'a> {
+    /// The codes, scales and sums of i16 inputs, checked to hold what a kernel reads for
+    /// `t` tokens and `group` of `w`: the SIMD kernels index by pointer after this.
+    fn i16_for(self, w: &QuantRows, group: usize, t: usize, stride: usize) -> (&'a [i16], &'a [f32], &'a [f32]) {
+        let TileInputs::I16 { codes, scale, sum } = self else { unreachable!("a kernel of i16 inputs") };
+        let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+        assert!(codes.len() >= t * stride && scale.len() >= t * blocks && sum.len() >= t * blocks);
+        assert!(w.params.len() >= (group + 1) * blocks * GROUP && w.codes.len() >= (group + 1) * blocks * GROUP * wpb);
+        (codes, scale, sum)
+    }
+}
+
 /// Rows a tile covers (all levels): one group, even so that SwiGLU pairs never straddle tiles.
 const TILE_ROWS: usize = GROUP;
 
@@ -168,7 +180,7 @@ fn tile_tokens(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 4,
         Isa::Avx2 => 2,
-        Isa::Scalar | Isa::Simd128 => 4,
+        Isa::Scalar | Isa::Simd128 | Isa::Neon => 4,
     }
 }
 
@@ -322,6 +334,9 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile, x, 1 2) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         (Isa::Simd128, x @ TileInputs::I16 { .. }) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
+        #[cfg(target_arch = "aarch64")]
+        // Safety: Neon is only reported where the CPU has it.
+        (Isa::Neon, x @ TileInputs::I16 { .. }) => unsafe { dispatch!(neon_tile_i16, x, 1 2 3 4) },
         (Isa::Scalar, TileInputs::F32(x)) => dispatch!(scalar_tile, x, 1 2 3 4),
         (Isa::Scalar, x @ TileInputs::I16 { .. }) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
         _ => unreachable!("qgemm_with checks that {isa:?} has this kernel"),
@@ -391,7 +406,7 @@ fn scalar_tile_i16<const T: usize, const Q8: bool>(
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let TileInputs::I16 { codes: xq, scale, sum } = x else { unreachable!("i16 inputs") };
+    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     let mut sums = [[0.0f32; T]; GROUP];
     let mut q = [0i32; BLOCK];
@@ -576,14 +591,12 @@ fn simd128_tile_i16<const T: usize, const Q8: bool>(
     acc: &mut [f32; 32],
 ) {
     use core::arch::wasm32::*;
-    let TileInputs::I16 { codes: xq, scale, sum } = x else { unreachable!("i16 inputs") };
+    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
-    assert!(xq.len() >= T * stride && scale.len() >= T * blocks && sum.len() >= T * blocks);
-    assert!(w.params.len() >= (group + 1) * blocks * GROUP && w.codes.len() >= (group + 1) * blocks * GROUP * wpb);
     let mut sums = [[f32x4_splat(0.0); T]; GROUP];
     // Lane r: row r's offsets, for each token.
     let mut offsets = [f32x4_splat(0.0); T];
-    // Safety: every pointer below stays inside its slice, by the asserts above (the group's
+    // Safety: every pointer below stays inside its slice, by `i16_for`'s asserts (the group's
     // blocks, whole blocks of T tokens' inputs).
     unsafe {
         let xp = xq.as_ptr();
@@ -657,6 +670,105 @@ fn lane(v: core::arch::wasm32::v128, r: usize) -> f32 {
         1 => f32x4_extract_lane::<1>(v),
         2 => f32x4_extract_lane::<2>(v),
         _ => f32x4_extract_lane::<3>(v),
+    }
+}
+
+/// Four f16 values, one in the low half of each lane, as f32: [`f16x4_to_f32`]'s arithmetic
+/// (the f16 vector types are not stable Rust).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[inline]
+fn neon_f16x4_to_f32(h: std::arch::aarch64::uint32x4_t) -> std::arch::aarch64::float32x4_t {
+    use std::arch::aarch64::*;
+    let magnitude = vshlq_n_u32::<13>(vandq_u32(h, vdupq_n_u32(0x7fff)));
+    let finite = vmulq_f32(vreinterpretq_f32_u32(magnitude), vdupq_n_f32(f32::from_bits((127 + 112) << 23)));
+    let special = vceqq_u32(vandq_u32(h, vdupq_n_u32(0x7c00)), vdupq_n_u32(0x7c00));
+    let value = vbslq_u32(special, vorrq_u32(magnitude, vdupq_n_u32(0x7f80_0000)), vreinterpretq_u32_f32(finite));
+    vreinterpretq_f32_u32(vorrq_u32(value, vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)))))
+}
+
+/// aarch64 NEON on [`Inputs::I16`]: simd128's kernel, with widening multiply-adds (`smlal`,
+/// four i16 products into i32 lanes) for the dot products and FMAs for the scaling. (The
+/// dotprod extension multiplies 8-bit inputs only, which this arithmetic does not make.)
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: TileInputs,
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    use std::arch::aarch64::*;
+    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
+    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    // Safety: every pointer below stays inside its slice, by `i16_for`'s asserts.
+    unsafe {
+        let mut sums = [[vdupq_n_f32(0.0); T]; GROUP];
+        let mut offsets = [vdupq_n_f32(0.0); T];
+        let xp = xq.as_ptr();
+        for b in 0..blocks {
+            let first = (group * blocks + b) * GROUP;
+            let words = vld1q_u32(w.params.as_ptr().add(first));
+            let d = neon_f16x4_to_f32(vandq_u32(words, vdupq_n_u32(0xffff)));
+            let m = neon_f16x4_to_f32(vshrq_n_u32::<16>(words));
+            let mut xv = [[vdupq_n_s16(0); 4]; T];
+            let mut ds = [vdupq_n_f32(0.0); T];
+            for t in 0..T {
+                for (k, v) in xv[t].iter_mut().enumerate() {
+                    *v = vld1q_s16(xp.add(t * stride + b * BLOCK + 8 * k));
+                }
+                ds[t] = vmulq_n_f32(d, *scale.get_unchecked(t * blocks + b));
+                offsets[t] = vfmaq_n_f32(offsets[t], m, *sum.get_unchecked(t * blocks + b));
+            }
+            let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
+            for (r, sums) in sums.iter_mut().enumerate() {
+                // The codes in `i16_position` order, from 16-bit lanes of two bytes each.
+                let q: [int16x8_t; 4] = if Q8 {
+                    let lo = vld1q_s16(codes.add(32 * r) as *const i16);
+                    let hi = vld1q_s16(codes.add(32 * r + 16) as *const i16);
+                    [
+                        vshrq_n_s16::<8>(vshlq_n_s16::<8>(lo)),
+                        vshrq_n_s16::<8>(vshlq_n_s16::<8>(hi)),
+                        vshrq_n_s16::<8>(lo),
+                        vshrq_n_s16::<8>(hi),
+                    ]
+                } else {
+                    let lanes = vld1q_u16(codes.add(16 * r) as *const u16);
+                    let nibble = vdupq_n_u16(15);
+                    [
+                        vreinterpretq_s16_u16(vandq_u16(lanes, nibble)),
+                        vreinterpretq_s16_u16(vandq_u16(vshrq_n_u16::<4>(lanes), nibble)),
+                        vreinterpretq_s16_u16(vandq_u16(vshrq_n_u16::<8>(lanes), nibble)),
+                        vreinterpretq_s16_u16(vshrq_n_u16::<12>(lanes)),
+                    ]
+                };
+                for t in 0..T {
+                    let x = &xv[t];
+                    let mut dot = vmull_s16(vget_low_s16(q[0]), vget_low_s16(x[0]));
+                    dot = vmlal_high_s16(dot, q[0], x[0]);
+                    for k in 1..4 {
+                        dot = vmlal_s16(dot, vget_low_s16(q[k]), vget_low_s16(x[k]));
+                        dot = vmlal_high_s16(dot, q[k], x[k]);
+                    }
+                    // Row r's `d s`, in every lane (the loop over r unrolls).
+                    let dsr = match r {
+                        0 => vdupq_laneq_f32::<0>(ds[t]),
+                        1 => vdupq_laneq_f32::<1>(ds[t]),
+                        2 => vdupq_laneq_f32::<2>(ds[t]),
+                        _ => vdupq_laneq_f32::<3>(ds[t]),
+                    };
+                    sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(dot), dsr);
+                }
+            }
+        }
+        let mut off = [0.0f32; 4];
+        for r in 0..GROUP {
+            for t in 0..T {
+                vst1q_f32(off.as_mut_ptr(), offsets[t]);
+                acc[r * 8 + t] = vaddvq_f32(sums[r][t]) + off[r];
+            }
+        }
     }
 }
 
@@ -827,8 +939,8 @@ mod tests {
         }
     }
 
-    /// Every level agrees with the scalar level on the same matrix, and the epilogues do what
-    /// they say: `residual + y` and `silu(gate) * up` over row pairs.
+    /// Every level agrees with the scalar level of its arithmetic on the same matrix, and the
+    /// epilogues do what they say: `residual + y` and `silu(gate) * up` over row pairs.
     #[test]
     fn epilogues_apply_to_the_product() {
         let (rows, cols, m) = (18, 96, 5);
@@ -837,9 +949,9 @@ mod tests {
         let residual: Vec<f32> = (0..m * rows).map(|j| j as f32 * 0.01).collect();
         let words = tiled(&p);
         let w = view(&p, &words);
-        let mut plain = vec![0.0; m * rows];
-        qgemm(Isa::Scalar, &x, m, &w, Epilogue::None, &mut plain);
         for isa in Isa::available() {
+            let mut plain = vec![0.0; m * rows];
+            qgemm_with(Isa::Scalar, Inputs::of(isa), &x, m, &w, Epilogue::None, &mut plain);
             let mut with_res = vec![0.0; m * rows];
             qgemm(isa, &x, m, &w, Epilogue::Residual(&residual), &mut with_res);
             let mut glu = vec![0.0; m * rows / 2];
