@@ -161,7 +161,11 @@ fn generation_past_capacity_and_reuse_after_eviction() {
     assert_eq!(session.kv_cache().kept().first(), Some(&0));
 }
 
-/// Device memory after 10,000 generated tokens is what it was after 100.
+/// Device memory after 10,000 generated tokens is what it was after 100, up to the pool's own
+/// bookkeeping: cubecl's small-object pool has been seen to reserve some 6 KB more (and hand out
+/// 16 bytes more) once in a while, independent of the token count. A leak of anything per token
+/// (a cache slot, a logits buffer, even four bytes) would be 40 KB or more over the 9,900
+/// extra tokens.
 #[test]
 fn memory_stays_constant_over_long_generations() {
     let (engine, _) = engine(74, DeviceKind::Wgpu);
@@ -179,7 +183,11 @@ fn memory_stays_constant_over_long_generations() {
     run(100); // compiles kernels, fills the pools
     let after_100 = run(100);
     let after_10000 = run(10_000);
-    assert_eq!(after_10000, after_100, "(reserved, in use) bytes after 10,000 vs 100 tokens");
+    let grown = (after_10000.0.saturating_sub(after_100.0), after_10000.1.saturating_sub(after_100.1));
+    assert!(
+        grown.0 < 32 * 1024 && grown.1 < 1024,
+        "(reserved, in use) bytes after 10,000 tokens {after_10000:?} vs after 100 {after_100:?}"
+    );
 }
 
 /// Self-information equals `-ln p` from the reference's logits, in one chunk and sliding.
