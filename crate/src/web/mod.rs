@@ -61,17 +61,28 @@ fn js_message(value: &JsValue) -> String {
 }
 
 /// Runs the module's static constructors (the registries that `inventory` collects for cubecl)
-/// once, when the instance starts. A module that never calls them itself gets, from wasm-ld, a
-/// call at the top of *every* export instead, callbacks and the glue's externref table
-/// included, and that measured 12% of a decode step on the CPU path.
-#[wasm_bindgen(start)]
-fn start() {
+/// once per instance. A module that never calls them itself gets, from wasm-ld, a call at the
+/// top of *every* export instead, callbacks and the glue's externref table included, and that
+/// measured 12% of a decode step on the CPU path. Called when the instance starts and again,
+/// as a no-op, when an engine is made: wasm-bindgen's test runner does not call `start`, and a
+/// second run would link cubecl's registries into loops.
+fn run_constructors() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
     unsafe extern "C" {
         fn __wasm_call_ctors();
     }
-    // Safety: the linker's own constructor function, called once per instance, before any
-    // other code of the module runs (wasm-bindgen calls `start` on instantiation).
+    // Safety: the linker's own constructor function, run once (the flag above) before any
+    // engine exists.
     unsafe { __wasm_call_ctors() }
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    run_constructors();
 }
 
 thread_local! {
@@ -364,6 +375,7 @@ fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> 
 impl WasmEngine {
     #[wasm_bindgen(constructor)]
     pub fn new() -> WasmEngine {
+        run_constructors();
         let state = State { engine: None, session: None, generating: false, loading: false };
         WasmEngine { state: Rc::new(RefCell::new(state)) }
     }
