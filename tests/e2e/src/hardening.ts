@@ -342,6 +342,19 @@ for (const [where, make] of engines) {
     await engine.load(copy(tiny));
     const probe = await chat(engine, hello, 4);
     const prompt = probe.usage.prompt_tokens;
+    // Some tokens bring no text (a character's first bytes, held-back text): find how many
+    // tokens the second piece takes, from greedy streams cut at 1, 2, ... tokens (pieces on
+    // the final chunk are the flush at the cut, not a token's own).
+    const piecesWithin = async (k: number) => {
+      await engine.resetChat();
+      let n = 0;
+      for await (const chunk of await engine.chat.completions.create({ messages: hello, max_tokens: k, temperature: 0, stream: true })) {
+        if (chunk.choices[0].delta.content && chunk.choices[0].finish_reason === null) n += 1;
+      }
+      return n;
+    };
+    let tokens = 1;
+    while ((await piecesWithin(tokens)) < 2) tokens += 1;
     await engine.resetChat();
     const stream = await engine.chat.completions.create({ messages: hello, max_tokens: 200, temperature: 0, stream: true });
     let pieces = 0;
@@ -350,7 +363,16 @@ for (const [where, make] of engines) {
       if (pieces === 2) break;
     }
     const stats = await until(engine, (s) => !s.generating, "the generation stops");
-    assert(stats.kv_len !== null && stats.kv_len <= prompt + pieces + 2, `stopped within a token: ${stats.kv_len} slots for ${prompt} + ${pieces}`);
+    // The cache holds the prompt and the tokens fed back: the second piece's token; the next
+    // one, forwarded before the consumer's loop runs; the one during which the break is heard;
+    // in a worker, one more: its own stream posts a piece a token after it came, so the
+    // acknowledgement window opens a token late (measured: 26 + 2 tokens gave 30 slots in the
+    // page, 31 in the worker).
+    const slack = where === "worker" ? 3 : 2;
+    assert(
+      stats.kv_len !== null && stats.kv_len <= prompt + tokens + slack,
+      `stopped within ${slack} tokens: ${stats.kv_len} slots for ${prompt} + ${tokens} tokens (2 pieces)`,
+    );
     assert((await chat(engine, hello)).usage.completion_tokens > 0, "usable after");
   });
 }
