@@ -251,7 +251,7 @@ mod tests {
             let heads = Heads { n_heads: 6, n_kv_heads: 2, head_dim };
             let capacity = slot + m + 4;
             let d = heads.n_heads * head_dim;
-            let f = |i: usize, s: f32| ((i as f32 * s).sin() * 2.0);
+            let f = |i: usize, s: f32| (i as f32 * s).sin() * 2.0;
             let q: Vec<f32> = (0..m * d).map(|i| f(i, 0.37)).collect();
             let k: Vec<f32> = (0..2 * capacity * head_dim).map(|i| f(i, 0.11)).collect();
             let v: Vec<f32> = (0..2 * capacity * head_dim).map(|i| f(i, 0.23)).collect();

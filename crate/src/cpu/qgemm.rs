@@ -122,30 +122,44 @@ struct I16Blocks {
 }
 
 impl I16Blocks {
-    /// Every level quantizes with this one loop, so that they all multiply the same codes.
-    fn quantize(x: &[f32]) -> Self {
+    const fn new() -> Self {
+        Self { codes: Vec::new(), scale: Vec::new(), sum: Vec::new() }
+    }
+
+    /// Quantizes `x` into these buffers (reused: a decode step makes some 120 calls). Every
+    /// level quantizes with this one loop, so that they all multiply the same codes.
+    fn quantize(&mut self, x: &[f32]) {
         let blocks = x.len() / BLOCK;
-        let mut q = Self { codes: vec![0; x.len()], scale: vec![0.0; blocks], sum: vec![0.0; blocks] };
+        for (v, n) in [(&mut self.scale, blocks), (&mut self.sum, blocks)] {
+            v.clear();
+            v.resize(n, 0.0);
+        }
+        self.codes.clear();
+        self.codes.resize(x.len(), 0);
         for (b, xb) in x.chunks_exact(BLOCK).enumerate() {
             // A comparison, not `f32::max` (a libm call in wasm); a NaN fails every comparison
             // and is caught by the sum below.
             let max = xb.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-            q.sum[b] = xb.iter().sum();
-            if !(max.is_finite() && q.sum[b].is_finite()) {
+            self.sum[b] = xb.iter().sum();
+            if !(max.is_finite() && self.sum[b].is_finite()) {
                 // A NaN or infinite input poisons the rows it meets, as in f32.
-                q.scale[b] = f32::NAN;
+                self.scale[b] = f32::NAN;
             } else if max > 0.0 {
                 let inv = 32767.0 / max;
-                q.scale[b] = max / 32767.0;
-                let codes = &mut q.codes[b * BLOCK..][..BLOCK];
+                self.scale[b] = max / 32767.0;
+                let codes = &mut self.codes[b * BLOCK..][..BLOCK];
                 for (e, v) in xb.iter().enumerate() {
                     // Within ±32767 (the largest is `max · inv`, within an ulp of 32767).
                     codes[i16_position(e)] = (v * inv).round_ties_even() as i16;
                 }
             }
         }
-        q
     }
+}
+
+thread_local! {
+    /// The calling thread's quantized inputs, which its tasks on the pool read.
+    static I16_INPUTS: std::cell::RefCell<I16Blocks> = const { std::cell::RefCell::new(I16Blocks::new()) };
 }
 
 /// One token tile's inputs, as its level takes them.
@@ -240,34 +254,42 @@ pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, 
         }
         Cow::Owned(padded)
     };
-    let quantized = (inputs == Inputs::I16).then(|| I16Blocks::quantize(&x));
+    let x = &*x;
     let chunk = chunk_rows(rows, blocks);
     let out = SharedOut::new(out);
-    let x = &*x;
-    for_each(rows.div_ceil(chunk), |c| {
-        let r0 = c * chunk;
-        let r1 = (r0 + chunk).min(rows);
-        let tt = tile_tokens(isa);
-        let mut acc = [0.0f32; TILE_ROWS * 8];
-        for t0 in (0..m).step_by(tt) {
-            let t = tt.min(m - t0);
-            let xs = match &quantized {
-                None => TileInputs::F32(&x[t0 * stride..(t0 + t) * stride]),
-                Some(q) => TileInputs::I16 {
-                    codes: &q.codes[t0 * stride..(t0 + t) * stride],
-                    scale: &q.scale[t0 * blocks..(t0 + t) * blocks],
-                    sum: &q.sum[t0 * blocks..(t0 + t) * blocks],
-                },
-            };
-            for row0 in (r0..r1).step_by(TILE_ROWS) {
-                let r = TILE_ROWS.min(r1 - row0);
-                tile(isa, w, row0, xs, t, stride, &mut acc);
-                // Safety: rows row0..row0 + r belong to this chunk alone; indices are below
-                // m * out_cols by the asserts above.
-                unsafe { store(out, &acc, row0, r, t0, t, rows, out_cols, epilogue) };
+    let run = |quantized: Option<&I16Blocks>| {
+        for_each(rows.div_ceil(chunk), |c| {
+            let r0 = c * chunk;
+            let r1 = (r0 + chunk).min(rows);
+            let tt = tile_tokens(isa);
+            let mut acc = [0.0f32; TILE_ROWS * 8];
+            for t0 in (0..m).step_by(tt) {
+                let t = tt.min(m - t0);
+                let xs = match quantized {
+                    None => TileInputs::F32(&x[t0 * stride..(t0 + t) * stride]),
+                    Some(q) => TileInputs::I16 {
+                        codes: &q.codes[t0 * stride..(t0 + t) * stride],
+                        scale: &q.scale[t0 * blocks..(t0 + t) * blocks],
+                        sum: &q.sum[t0 * blocks..(t0 + t) * blocks],
+                    },
+                };
+                for row0 in (r0..r1).step_by(TILE_ROWS) {
+                    let r = TILE_ROWS.min(r1 - row0);
+                    tile(isa, w, row0, xs, t, stride, &mut acc);
+                    // Safety: rows row0..row0 + r belong to this chunk alone; indices are below
+                    // m * out_cols by the asserts above.
+                    unsafe { store(out, &acc, row0, r, t0, t, rows, out_cols, epilogue) };
+                }
             }
-        }
-    });
+        })
+    };
+    match inputs {
+        Inputs::F32 => run(None),
+        Inputs::I16 => I16_INPUTS.with_borrow_mut(|q| {
+            q.quantize(x);
+            run(Some(q))
+        }),
+    }
 }
 
 /// Writes a tile's results `acc[row * 8 + token]` (its first `r` rows) through the epilogue.
@@ -762,10 +784,10 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
                 }
             }
         }
-        let mut off = [0.0f32; 4];
-        for r in 0..GROUP {
-            for t in 0..T {
-                vst1q_f32(off.as_mut_ptr(), offsets[t]);
+        for (t, offsets) in offsets.iter().enumerate() {
+            let mut off = [0.0f32; GROUP];
+            vst1q_f32(off.as_mut_ptr(), *offsets);
+            for r in 0..GROUP {
                 acc[r * 8 + t] = vaddvq_f32(sums[r][t]) + off[r];
             }
         }
@@ -830,6 +852,25 @@ mod tests {
         })
     }
 
+    /// `|got - want| <= bound` for element `j` of a case, saying which case it is when not.
+    fn assert_within(
+        what: impl std::fmt::Debug,
+        p: &PackedMatrix,
+        m: usize,
+        j: usize,
+        got: f64,
+        want: f64,
+        bound: f64,
+    ) {
+        assert!(
+            (got - want).abs() <= bound,
+            "{what:?} {:?} {}x{} m={m} [{j}]: {got} vs {want} (bound {bound})",
+            p.format,
+            p.rows,
+            p.cols
+        );
+    }
+
     fn run(isa: Isa, inputs: Inputs, p: &PackedMatrix, x: &[f32], m: usize) -> Vec<f32> {
         let mut got = vec![0.0; m * p.rows];
         let words = tiled(p);
@@ -847,17 +888,7 @@ mod tests {
                 let got = run(isa, Inputs::F32, &p, &x, m);
                 let (want, mag) = reference(&x, m, &p);
                 for j in 0..m * p.rows {
-                    let err = (got[j] as f64 - want[j]).abs();
-                    assert!(
-                        err <= 1e-5 * mag[j] + 1e-30,
-                        "{isa:?} {:?} {}x{} m={m} [{j}]: {} vs {} (magnitude {})",
-                        p.format,
-                        p.rows,
-                        p.cols,
-                        got[j],
-                        want[j],
-                        mag[j]
-                    );
+                    assert_within(isa, &p, m, j, got[j] as f64, want[j], 1e-5 * mag[j] + 1e-30);
                 }
             }
         }
@@ -884,16 +915,7 @@ mod tests {
                         })
                         .sum();
                     let j = t * p.rows + r;
-                    let err = (got[j] as f64 - want[j]).abs();
-                    assert!(
-                        err <= bound * 1.001 + 1e-5 * mag[j],
-                        "{:?} {}x{} m={m} [{j}]: {} vs {} (bound {bound})",
-                        p.format,
-                        p.rows,
-                        p.cols,
-                        got[j],
-                        want[j]
-                    );
+                    assert_within(Inputs::I16, &p, m, j, got[j] as f64, want[j], bound * 1.001 + 1e-5 * mag[j]);
                 }
             }
         }
@@ -909,16 +931,7 @@ mod tests {
                 let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
                 let (_, mag) = reference(&x, m, &p);
                 for j in 0..m * p.rows {
-                    let err = (got[j] - want[j]).abs() as f64;
-                    assert!(
-                        err <= 1e-5 * mag[j] + 1e-30,
-                        "{isa:?} {:?} {}x{} m={m} [{j}]: {} vs {}",
-                        p.format,
-                        p.rows,
-                        p.cols,
-                        got[j],
-                        want[j]
-                    );
+                    assert_within(isa, &p, m, j, got[j] as f64, want[j] as f64, 1e-5 * mag[j] + 1e-30);
                 }
             }
         }
