@@ -272,9 +272,14 @@ fn web_device(name: &str) -> Result<Device, JsError> {
     }
 }
 
+/// Whether an engine runs on WebGPU (not the CPU).
+fn on_webgpu(engine: &Engine) -> bool {
+    crate::kernels::is_cube(engine.device())
+}
+
 /// What the page calls the device an engine runs on.
 fn device_name(engine: &Engine) -> &'static str {
-    if crate::kernels::is_cube(engine.device()) { "webgpu" } else { "cpu" }
+    if on_webgpu(engine) { "webgpu" } else { "cpu" }
 }
 
 struct State {
@@ -491,7 +496,7 @@ impl WasmEngine {
 
     /// Whether the loaded model runs on the CPU.
     fn on_cpu(&self) -> bool {
-        self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| device_name(e) == "cpu"))
+        self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| !on_webgpu(e)))
     }
 
     fn engine(&self) -> Result<Arc<Engine>, JsError> {
@@ -586,7 +591,7 @@ impl WasmEngine {
         let state = Rc::clone(&self.state);
         let session = {
             let mut s = state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
-            if s.engine.as_deref().is_some_and(|e| device_name(e) == "webgpu") {
+            if s.engine.as_deref().is_some_and(on_webgpu) {
                 ready_device()?;
             }
             if s.generating {
@@ -654,7 +659,7 @@ impl WasmEngine {
             cpu_isa: &'static str,
         }
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
-        let on_gpu = state.engine.as_deref().is_some_and(|e| device_name(e) == "webgpu");
+        let on_gpu = state.engine.as_deref().is_some_and(on_webgpu);
         let (memory, limits, lost) = DEVICE.with(|d| match &*d.borrow() {
             DeviceState::Ready(device) if on_gpu => (device.memory_pool_usage(), Some(Limits::of(device)), false),
             DeviceState::Lost(_) => (None, None, true),
