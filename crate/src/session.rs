@@ -336,7 +336,12 @@ impl Session {
     /// the first). Runs in a scratch cache (as many slots as the prompt needs, at most this
     /// session's capacity), sliding past its capacity; this session's cache is not touched.
     pub async fn surprisal(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.score(tokens, &Quiet).await?.ok_or(Error::Aborted)
+        self.surprisal_with(tokens, &Quiet).await
+    }
+
+    /// [`Self::surprisal`] that `listener` can abort between passes ([`Error::Aborted`]).
+    pub async fn surprisal_with(&self, tokens: &[u32], listener: &dyn Listener) -> Result<Vec<f32>> {
+        self.score(tokens, listener).await?.ok_or(Error::Aborted)
     }
 
     async fn score(&self, tokens: &[u32], listener: &dyn Listener) -> Result<Option<Vec<f32>>> {

@@ -430,7 +430,13 @@ export class HearthEngine implements EngineApi {
     onText: (text: string) => void,
     signal: AbortSignal | undefined,
   ): Promise<RawGeneration> {
-    return new Promise<RawGeneration>((resolve, reject) => {
+    return this.inTurn(signal, () => this.generateNow(input, options, onText, signal));
+  }
+
+  /** Runs `work` (a generation or a scoring) after those before it, one at a time; an aborted
+   * signal takes it out of the queue while it waits. */
+  private inTurn<T>(signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       if (signal?.aborted) return reject(abortError());
       if (this.broken) return reject(this.broken);
       if (!this.model && this.running !== "load") {
@@ -438,7 +444,7 @@ export class HearthEngine implements EngineApi {
       }
       const start = () => {
         this.running = "generation";
-        this.generateNow(input, options, onText, signal)
+        work()
           .then(resolve, reject)
           .finally(() => {
             if (this.running === "generation") this.running = null;
@@ -583,6 +589,25 @@ export class HearthEngine implements EngineApi {
       )
       .finally(() => outer?.removeEventListener("abort", forward));
     return Promise.resolve(queue);
+  }
+
+  async score(ids: number[], options: { signal?: AbortSignal } = {}): Promise<number[]> {
+    try {
+      if (!Array.isArray(ids) || !ids.every((i) => Number.isInteger(i) && i >= 0 && i < 2 ** 32)) {
+        throw new HearthError("bad_options", "ids must be an array of non-negative integers");
+      }
+      const { signal } = options;
+      return await this.inTurn(signal, async () => {
+        if (signal?.aborted) throw abortError();
+        try {
+          return Array.from((await this.guard(this.loaded().score(Uint32Array.from(ids), signal))) as number[]);
+        } catch (e) {
+          throw this.failure(e);
+        }
+      });
+    } catch (e) {
+      throw toHearthError(e);
+    }
   }
 
   async tokenize(text: string, options: { parseSpecial?: boolean } = {}): Promise<number[]> {

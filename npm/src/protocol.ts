@@ -34,6 +34,7 @@ export type Request =
   | { id: number; type: "chat"; request: PlainChatRequest }
   | { id: number; type: "tokenize"; text: string; parseSpecial: boolean }
   | { id: number; type: "detokenize"; ids: number[] }
+  | { id: number; type: "score"; ids: number[] }
   | { id: number; type: "stats" }
   | { id: number; type: "reset" }
   | { id: number; type: "unload" }

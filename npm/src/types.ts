@@ -251,6 +251,11 @@ export interface EngineApi {
   readonly chat: { readonly completions: ChatCompletions };
   /** Continues plain text (no chat template). */
   generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
+  /** The natural-log probability of each token after the first given those before it
+   * (`ids.length - 1` numbers), teacher-forced: perplexity, or two engines compared on the
+   * same tokens. The conversation is kept. Takes its turn like a generation; `signal` aborts
+   * it between passes of the model. */
+  score(ids: number[], options?: { signal?: AbortSignal }): Promise<number[]>;
   tokenize(text: string, options?: { parseSpecial?: boolean }): Promise<number[]>;
   detokenize(ids: number[]): Promise<string>;
   stats(): Promise<EngineStats>;

@@ -222,6 +222,10 @@ export class WorkerEngine implements EngineApi {
     return (await this.call({ type: "tokenize", text, parseSpecial: options.parseSpecial ?? false })) as number[];
   }
 
+  async score(ids: number[], options: { signal?: AbortSignal } = {}): Promise<number[]> {
+    return (await this.call({ type: "score", ids }, {}, options.signal)) as number[];
+  }
+
   async detokenize(ids: number[]): Promise<string> {
     return (await this.call({ type: "detokenize", ids })) as string;
   }

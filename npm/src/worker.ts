@@ -89,6 +89,8 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
       return { id, type: "result", value: await engine.tokenize(req.text, { parseSpecial: req.parseSpecial }) };
     case "detokenize":
       return { id, type: "result", value: await engine.detokenize(req.ids) };
+    case "score":
+      return { id, type: "result", value: await engine.score(req.ids, { signal }) };
     case "stats":
       return { id, type: "result", value: await engine.stats() };
     case "reset":

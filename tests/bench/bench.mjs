@@ -5,8 +5,11 @@ import { chromium } from "playwright-core";
 
 const [base, model] = process.argv.slice(2);
 const results = {};
-const rows = { "hearth-cpu": "engine=hearth&device=cpu", "hearth-webgpu": "engine=hearth&device=webgpu", wllama: "engine=wllama" };
-for (const [engine, query] of Object.entries(rows)) {
+// wllama first: its greedy tokens are what hearth's rows score (teacher-forced) after their own run.
+const rows = { wllama: () => "engine=wllama" };
+for (const device of ["cpu", "webgpu"]) rows[`hearth-${device}`] = () => `engine=hearth&device=${device}&teacher=${results.wllama.ids.join(",")}`;
+for (const [engine, queryOf] of Object.entries(rows)) {
+  const query = queryOf();
   const browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
@@ -41,7 +44,31 @@ console.log(JSON.stringify({
     hearth_cpu_and_webgpu: commonPrefix(results["hearth-cpu"].text, results["hearth-webgpu"].text),
     hearth_cpu_and_wllama: commonPrefix(results["hearth-cpu"].text, w.text),
   },
+  // The same tokens scored by both (wllama's greedy ones, after the same prompt): how far
+  // hearth's log-probabilities are from llama.cpp's, and where the greedy choices part, how
+  // close llama.cpp's own first and second choices were there.
+  teacher_forced: {
+    hearth_cpu: teacherForced(results["hearth-cpu"]),
+    hearth_webgpu: teacherForced(results["hearth-webgpu"]),
+  },
 }, null, 2));
+
+function teacherForced(h) {
+  const diffs = (h.teacher_logprobs ?? []).map((lp, i) => Math.abs(lp - w.logprobs[i]));
+  const at = h.ids.findIndex((id, i) => id !== w.ids[i]);
+  return {
+    tokens: diffs.length,
+    max_abs_logprob_diff: Math.max(...diffs),
+    mean_abs_logprob_diff: diffs.reduce((a, d) => a + d, 0) / diffs.length,
+    parting: at < 0 ? null : {
+      token_index: at,
+      wllama_top2: w.top2[at],
+      wllama_margin: w.top2[at][0].logprob - w.top2[at][1]?.logprob,
+      hearth_takes_wllama_second: h.ids[at] === w.top2[at][1]?.id,
+      hearth_logprob_of_wllama_token: h.teacher_logprobs?.[at],
+    },
+  };
+}
 
 function commonPrefix(a = "", b = "") {
   let i = 0;

@@ -29,7 +29,7 @@ use crate::kv_cache::{KvCache, KvOptions};
 use crate::model::WeightFormat;
 use crate::prune::{PruneMethod, PruneOptions};
 use crate::sampler::SamplerOptions;
-use crate::session::{Control, GenerateOptions, Generation, Listener, Session};
+use crate::session::{Control, GenerateOptions, Listener, Session};
 use crate::template::Message;
 
 mod event_loop;
@@ -301,7 +301,8 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
 
 /// A generation's view of the page: its text callback and its `AbortSignal`.
 struct WebListener {
-    on_text: Function,
+    /// `None` when nothing streams (scoring).
+    on_text: Option<Function>,
     /// An `AbortSignal`, or `undefined`.
     signal: JsValue,
     /// The model runs on the CPU: yield to the event loop between steps (see [`event_loop`]).
@@ -314,7 +315,8 @@ impl Listener for WebListener {
     /// `false` from the callback stops generation; a throw is an error of its own (the page's
     /// code failed, which is not a request to stop).
     fn on_text(&mut self, text: &str, token: u32) -> crate::error::Result<Control> {
-        match self.on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
+        let Some(on_text) = &self.on_text else { return Ok(Control::Continue) };
+        match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
             Ok(v) if v == JsValue::FALSE => Ok(Control::Stop),
             Ok(_) => Ok(Control::Continue),
             Err(thrown) => Err(Error::Callback(js_message(&thrown))),
@@ -552,7 +554,7 @@ impl WasmEngine {
             return Err(bad_options("pruning options apply to chat(), not to generate()"));
         }
         let options = web.to_options()?;
-        let listener = WebListener { on_text, signal, on_cpu: self.on_cpu(), pause };
+        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
         self.with_session(move |mut session| async move {
             let result = session.generate_with(&ids, &options, listener).await;
             (session, result)
@@ -574,19 +576,40 @@ impl WasmEngine {
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         let web = WebGenerateOptions::from_js(options)?;
         let (options, prune) = (web.to_options()?, web.prune());
-        let listener = WebListener { on_text, signal, on_cpu: self.on_cpu(), pause };
+        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
         self.with_session(move |mut session| async move {
             let result = session.chat_with(&messages, &options, &prune, listener).await;
             (session, result)
         })
     }
 
-    /// Lends the session to `run` (one generation at a time) and resolves to its result. The
-    /// session comes back whatever the result, so the engine stays usable.
-    fn with_session<F, Fut>(&self, run: F) -> Result<Promise, JsError>
+    /// The log-probability `ln p(ids[i] | ids[..i])` of every token after the first, in one
+    /// array of `ids.length - 1`: how likely the model finds a given text, teacher-forced (for
+    /// perplexity, or comparing two engines on the same tokens). Runs in a scratch cache, so the
+    /// conversation is kept; texts longer than the cache slide through it. Takes its turn like
+    /// a generation; an aborted `signal` stops it between passes (kind `aborted`).
+    pub fn score(&self, ids: Vec<u32>, signal: JsValue) -> Result<Promise, JsError> {
+        if ids.len() < 2 {
+            return Err(js_error(Error::InvalidPrompt(format!(
+                "scoring needs at least two tokens (the first is only context), got {}",
+                ids.len()
+            ))));
+        }
+        let listener = WebListener { on_text: None, signal, on_cpu: self.on_cpu(), pause: None };
+        self.with_session(move |session| async move {
+            let result = session.surprisal_with(&ids, &listener).await;
+            let logprobs = result.map(|s| s[1..].iter().map(|&nats| -nats).collect::<Vec<f32>>());
+            (session, logprobs)
+        })
+    }
+
+    /// Lends the session to `run` (one generation or scoring at a time) and resolves to its
+    /// result. The session comes back whatever the result, so the engine stays usable.
+    fn with_session<F, Fut, T>(&self, run: F) -> Result<Promise, JsError>
     where
         F: FnOnce(Session) -> Fut + 'static,
-        Fut: std::future::Future<Output = (Session, crate::error::Result<Generation>)> + 'static,
+        Fut: std::future::Future<Output = (Session, crate::error::Result<T>)> + 'static,
+        T: Serialize,
     {
         let state = Rc::clone(&self.state);
         let session = {
@@ -614,7 +637,7 @@ impl WasmEngine {
                 s.generating = false;
             }
             match result {
-                Ok(generation) => to_js(&generation).map_err(JsValue::from),
+                Ok(value) => to_js(&value).map_err(JsValue::from),
                 Err(e) => {
                     note_device_lost(&e);
                     Err(js_error(e).into())

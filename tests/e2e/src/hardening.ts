@@ -377,6 +377,50 @@ for (const [where, make] of engines) {
   });
 }
 
+// Scoring is teacher-forced and exact: the greedy token is the most likely of the whole
+// vocabulary, the probabilities of every next token sum to one, a prefix scores as the start
+// of the whole, the conversation is untouched, and bad ids are refused.
+for (const [where, make] of engines) {
+  await check(`score gives each token's log-probability and keeps the conversation (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const prompt = await engine.tokenize("one two");
+    const greedy = await engine.generate("one two", { max_tokens: 3, temperature: 0 });
+    await engine.resetChat();
+    await chat(engine, hello);
+    const before = (await engine.stats()).kv_len;
+    const ids = [...prompt, ...greedy.tokens];
+    const lp = await engine.score(ids);
+    assert(lp.length === ids.length - 1 && lp.every((v) => Number.isFinite(v) && v <= 0), `log-probabilities: ${lp}`);
+    const head = await engine.score(ids.slice(0, 4));
+    assert(head.every((v, i) => Math.abs(v - lp[i]) < 1e-4), `a prefix scores the same: ${head} vs ${lp}`);
+    const vocab = 262;
+    const next: number[] = [];
+    for (let v = 0; v < vocab; v++) next.push((await engine.score([...prompt, v]))[prompt.length - 1]);
+    const best = next.indexOf(Math.max(...next));
+    assert(best === greedy.tokens[0], `the greedy token ${greedy.tokens[0]} is the most likely, not ${best}`);
+    const total = next.reduce((a, v) => a + Math.exp(v), 0);
+    assert(Math.abs(total - 1) < 1e-3, `the next token's probabilities sum to ${total}`);
+    assert(Math.abs(next[greedy.tokens[0]] - lp[prompt.length - 1]) < 1e-4, "the same position scores the same");
+    assert((await engine.stats()).kv_len === before, "the conversation's cache is untouched");
+    for (const [bad, kind, what] of [
+      [[], "bad_prompt", "no tokens"],
+      [[5], "bad_prompt", "one token"],
+      [[5, 99999], "bad_prompt", "an id outside the vocabulary"],
+      [[5, -1], "bad_options", "a negative id"],
+      [[5, 1.5], "bad_options", "a fraction"],
+      ["x", "bad_options", "not an array"],
+    ] as const) {
+      await rejects(engine.score(bad as never), kind, what);
+    }
+    const aborted = new AbortController();
+    aborted.abort();
+    await rejects(engine.score(ids, { signal: aborted.signal }), "aborted", "an aborted signal");
+    const again = await chat(engine, [...hello, { role: "assistant", content: "x" }, { role: "user", content: "and?" }]);
+    assert(again.usage.completion_tokens > 0, "usable after");
+  });
+}
+
 await check("the worker proxy removes its abort listeners and refuses what it cannot send", async () => {
   const engine = inWorker();
   await engine.load(copy(tiny));
