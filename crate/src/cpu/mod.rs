@@ -8,6 +8,7 @@ pub mod attention;
 #[cfg(not(target_family = "wasm"))]
 mod pool;
 pub mod qgemm;
+pub(crate) mod scratch;
 pub mod split;
 
 use std::sync::OnceLock;

@@ -49,7 +49,7 @@ pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: 
             cube_float(out)
         }
         (Prim::Flex(q), Prim::Flex(k), Prim::Flex(v)) => {
-            let mut out = vec![0.0f32; m * d];
+            let mut out = crate::cpu::scratch::take(m * d);
             let isa = crate::cpu::Isa::best();
             crate::cpu::attention::attention(
                 isa,

@@ -6,6 +6,7 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float};
+use crate::cpu::scratch;
 
 /// Threads that share one row.
 const THREADS: u32 = 64;
@@ -31,12 +32,17 @@ pub fn rms_norm(x: Tensor<2>, g: &Tensor<1>, eps: f32) -> Tensor<2> {
             cube_float(out)
         }
         (Prim::Flex(x), Prim::Flex(g)) => {
-            let (x, g) = (flex_f32(&x), flex_f32(&g));
-            let mut y = Vec::with_capacity(m * d);
-            for row in x.chunks_exact(d) {
-                let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
-                y.extend(row.iter().zip(g.iter()).map(|(v, g)| v * inv * g));
+            let mut y = scratch::take(m * d);
+            {
+                let (xs, g) = (flex_f32(&x), flex_f32(&g));
+                for (row, out) in xs.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+                    let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+                    for ((o, v), g) in out.iter_mut().zip(row).zip(g.iter()) {
+                        *o = v * inv * g;
+                    }
+                }
             }
+            scratch::give(x);
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, d])))
         }
         _ => panic!("rms_norm: input and weight on different devices"),

@@ -192,14 +192,20 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                 Prim::Flex(r) => r,
                 Prim::Cube(_) => panic!("qmatmul: residual on another device"),
             });
-            let residual = residual.as_ref().map(flex_f32);
-            let epilogue = match (code, &residual) {
-                (1, Some(r)) => cpu::Epilogue::Residual(r),
-                (2, _) => cpu::Epilogue::SwiGlu,
-                _ => cpu::Epilogue::None,
-            };
-            let mut y = vec![0.0f32; m * out_cols];
-            qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
+            let mut y = crate::cpu::scratch::take(m * out_cols);
+            {
+                let residual = residual.as_ref().map(flex_f32);
+                let epilogue = match (code, &residual) {
+                    (1, Some(r)) => cpu::Epilogue::Residual(r),
+                    (2, _) => cpu::Epilogue::SwiGlu,
+                    _ => cpu::Epilogue::None,
+                };
+                qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
+            }
+            crate::cpu::scratch::give(x);
+            if let Some(r) = residual {
+                crate::cpu::scratch::give(r);
+            }
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, out_cols])))
         }
         _ => panic!("qmatmul: activations and weights on different devices"),

@@ -73,7 +73,7 @@ pub fn rope_store(
             }
             (Prim::Flex(qkv), Prim::Flex(cos), Prim::Flex(sin), Prim::Flex(mut k), Prim::Flex(mut v)) => {
                 let (x, cos, sin) = (flex_f32(qkv), flex_f32(cos), flex_f32(sin));
-                let mut q = vec![0.0f32; m * d];
+                let mut q = crate::cpu::scratch::take(m * d);
                 let (ks, vs) = (k.storage_mut::<f32>(), v.storage_mut::<f32>());
                 for t in 0..m {
                     let row = &x[t * width..(t + 1) * width];
@@ -97,6 +97,9 @@ pub fn rope_store(
         });
         k_out.expect("the value cache was written")
     });
+    if let Prim::Flex(qkv) = qkv {
+        crate::cpu::scratch::give(qkv);
+    }
     q_out.expect("the queries were written")
 }
 
