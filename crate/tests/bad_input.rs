@@ -101,9 +101,12 @@ fn offsets_sizes_and_dimensions_are_checked() {
 
 #[test]
 fn unsupported_tensor_type_is_named() {
-    let err = GgufFile::parse(&one_tensor_file(&[256], 12, 0)).err().unwrap();
+    let err = GgufFile::parse(&one_tensor_file(&[256], 16, 0)).err().unwrap();
     assert!(matches!(err, Error::UnsupportedTensorType { .. }));
-    assert!(err.to_string().contains("Q4_K"), "{err}");
+    assert!(err.to_string().contains("IQ2_XXS"), "{err}");
+    // A K-quant row must be whole super-blocks of 256.
+    let err = GgufFile::parse(&one_tensor_file(&[32], 12, 0)).err().unwrap();
+    assert!(matches!(err, Error::Malformed(_)) && err.to_string().contains("Q4_K block size 256"), "{err}");
 }
 
 #[test]

@@ -388,3 +388,86 @@ fn safetensors_export_round_trips_and_perplexity_matches_reference() {
     );
     assert_eq!(report.top1, want[..19].iter().map(|r| argmax(r)).collect::<Vec<_>>());
 }
+
+/// Random blocks of a 5-bit or K-quant format for a `[rows, cols]` tensor: random codes and
+/// sub-block scales, the f16 parameters (at `halves`, ggml-common.h's offsets) set so that the
+/// largest value is about `scale`. The values come from hearth's scalar dequantizer, which
+/// `quant`'s fixture test proves bit-equal to the `gguf` package's: this test checks what the
+/// loader and model do with the format (row layout, type dispatch, refusal), not the arithmetic.
+fn blocks_of<B: hearth::quant::Block>(
+    rng: &mut Rng,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    ty: Ty,
+    scale: f32,
+) -> StoredTensor {
+    use half::f16;
+    let halves: &[usize] = match ty {
+        Ty::Q5_0 => &[0],
+        Ty::Q5_1 | Ty::Q4K | Ty::Q5K => &[0, 2],
+        Ty::Q2K => &[80, 82],
+        Ty::Q3K => &[108],
+        Ty::Q6K => &[208],
+        other => panic!("{other:?} is not written here"),
+    };
+    let n = rows * cols / B::ELEMENTS;
+    let mut bytes: Vec<u8> = (0..n * B::BYTES).map(|_| rng.below(256) as u8).collect();
+    let mut values = vec![0.0f32; rows * cols];
+    for (block, out) in bytes.chunks_exact_mut(B::BYTES).zip(values.chunks_exact_mut(B::ELEMENTS)) {
+        for &at in halves {
+            block[at..at + 2].copy_from_slice(&f16::ONE.to_le_bytes());
+        }
+        hearth::quant::dequantize_row::<B>(block, out);
+        let amax = out.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let k = f16::from_f32(scale / amax * (0.5 + rng.uniform(0.5).abs()));
+        for &at in halves {
+            block[at..at + 2].copy_from_slice(&k.to_le_bytes());
+        }
+        hearth::quant::dequantize_row::<B>(block, out);
+    }
+    StoredTensor { name: name.into(), shape: vec![rows, cols], ty, values, bytes }
+}
+
+/// A model whose every matrix is a 5-bit or K-quant format (rows of 256: the K-quants'
+/// super-block) loads with f32 weights and gives the reference logits on the CPU and on wgpu;
+/// with int4 weights it is refused with a typed error rather than requantized.
+#[test]
+fn k_quant_and_five_bit_matrices_load_exactly_with_f32_weights() {
+    use hearth::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K};
+    let c = TinyConfig { d_model: 256, d_ff: 512, ..TinyConfig::new() };
+    let mut tensors = tiny_weights(&c, 41, true, &|_| Ty::F32);
+    let mut rng = Rng::new(42);
+    let lin = |fan_in: usize| 1.7 / (fan_in as f32).sqrt();
+    for t in tensors.iter_mut().filter(|t| t.shape.len() == 2) {
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let scale = if t.name.starts_with("token_embd") { 1.0 } else { lin(cols) };
+        let name = t.name.clone();
+        *t = match name.rsplit('.').nth(1).unwrap_or("") {
+            "token_embd" => blocks_of::<BlockQ6K>(&mut rng, &name, rows, cols, Ty::Q6K, scale),
+            "attn_q" => blocks_of::<BlockQ4K>(&mut rng, &name, rows, cols, Ty::Q4K, scale),
+            "attn_k" => blocks_of::<BlockQ5K>(&mut rng, &name, rows, cols, Ty::Q5K, scale),
+            "attn_v" => blocks_of::<BlockQ3K>(&mut rng, &name, rows, cols, Ty::Q3K, scale),
+            "attn_output" => blocks_of::<BlockQ2K>(&mut rng, &name, rows, cols, Ty::Q2K, scale),
+            "ffn_gate" => blocks_of::<BlockQ5_0>(&mut rng, &name, rows, cols, Ty::Q5_0, scale),
+            "ffn_up" => blocks_of::<BlockQ5_1>(&mut rng, &name, rows, cols, Ty::Q5_1, scale),
+            _ => blocks_of::<BlockQ4K>(&mut rng, &name, rows, cols, Ty::Q4K, scale),
+        };
+    }
+    let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
+    let mut rng = Rng::new(7);
+    let ids: Vec<u32> = (0..19).map(|_| rng.below(c.vocab as u64) as u32).collect();
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::F32).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} K-quants with f32 weights"));
+    }
+    match Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4) {
+        Err(hearth::Error::UnsupportedTensorType { tensor, dtype }) => {
+            assert_eq!(tensor, "token_embd.weight");
+            assert!(dtype.starts_with("Q6_K"), "{dtype}");
+        }
+        Err(e) => panic!("expected UnsupportedTensorType, got {e}"),
+        Ok(_) => panic!("int4 weights requantized a K-quant file instead of refusing it"),
+    }
+}

@@ -11,7 +11,10 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::load::HostTensor;
-use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::quant::{
+    Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+    dequantize_row,
+};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -95,40 +98,54 @@ impl Value {
 }
 
 /// Tensor element types this reader can dequantize, with ggml's type ids.
+#[allow(non_camel_case_types)] // ggml's names
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
     F16,
+    BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
-    BF16,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
+
+/// Every type read, with its ggml id and name.
+const TYPES: [(GgmlType, u32, &str); 13] = [
+    (GgmlType::F32, 0, "F32"),
+    (GgmlType::F16, 1, "F16"),
+    (GgmlType::Q4_0, 2, "Q4_0"),
+    (GgmlType::Q4_1, 3, "Q4_1"),
+    (GgmlType::Q5_0, 6, "Q5_0"),
+    (GgmlType::Q5_1, 7, "Q5_1"),
+    (GgmlType::Q8_0, 8, "Q8_0"),
+    (GgmlType::Q2_K, 10, "Q2_K"),
+    (GgmlType::Q3_K, 11, "Q3_K"),
+    (GgmlType::Q4_K, 12, "Q4_K"),
+    (GgmlType::Q5_K, 13, "Q5_K"),
+    (GgmlType::Q6_K, 14, "Q6_K"),
+    (GgmlType::BF16, 30, "BF16"),
+];
 
 impl GgmlType {
     fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            30 => Self::BF16,
-            _ => return None,
-        })
+        TYPES.iter().find(|t| t.1 == id).map(|t| t.0)
+    }
+
+    pub fn name(self) -> &'static str {
+        TYPES.iter().find(|t| t.0 == self).map_or("?", |t| t.2)
     }
 
     /// ggml's name for a type id, for error messages about types we do not read.
     fn name_of(id: u32) -> String {
-        const NAMES: [(u32, &str); 16] = [
-            (6, "Q5_0"),
-            (7, "Q5_1"),
+        const NAMES: [(u32, &str); 10] = [
             (9, "Q8_1"),
-            (10, "Q2_K"),
-            (11, "Q3_K"),
-            (12, "Q4_K"),
-            (13, "Q5_K"),
-            (14, "Q6_K"),
             (15, "Q8_K"),
             (16, "IQ2_XXS"),
             (24, "I8"),
@@ -137,6 +154,7 @@ impl GgmlType {
             (27, "I64"),
             (28, "F64"),
             (29, "IQ1_M"),
+            (39, "MXFP4"),
         ];
         NAMES
             .iter()
@@ -146,12 +164,53 @@ impl GgmlType {
 
     /// (elements per block, bytes per block).
     pub fn block(self) -> (u64, u64) {
+        fn of<B: Block>() -> (u64, u64) {
+            (B::ELEMENTS as u64, B::BYTES as u64)
+        }
         match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, BlockQ4_0::BYTES as u64),
-            Self::Q4_1 => (32, BlockQ4_1::BYTES as u64),
-            Self::Q8_0 => (32, BlockQ8_0::BYTES as u64),
+            Self::Q4_0 => of::<BlockQ4_0>(),
+            Self::Q4_1 => of::<BlockQ4_1>(),
+            Self::Q5_0 => of::<BlockQ5_0>(),
+            Self::Q5_1 => of::<BlockQ5_1>(),
+            Self::Q8_0 => of::<BlockQ8_0>(),
+            Self::Q2_K => of::<BlockQ2K>(),
+            Self::Q3_K => of::<BlockQ3K>(),
+            Self::Q4_K => of::<BlockQ4K>(),
+            Self::Q5_K => of::<BlockQ5K>(),
+            Self::Q6_K => of::<BlockQ6K>(),
+        }
+    }
+
+    /// The values of `bytes` (whole blocks of this type) into `out`, as the file means them.
+    pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            Self::F32 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes(c.try_into().unwrap());
+                }
+            }
+            Self::F16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            Self::BF16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            Self::Q4_0 => dequantize_row::<BlockQ4_0>(bytes, out),
+            Self::Q4_1 => dequantize_row::<BlockQ4_1>(bytes, out),
+            Self::Q5_0 => dequantize_row::<BlockQ5_0>(bytes, out),
+            Self::Q5_1 => dequantize_row::<BlockQ5_1>(bytes, out),
+            Self::Q8_0 => dequantize_row::<BlockQ8_0>(bytes, out),
+            Self::Q2_K => dequantize_row::<BlockQ2K>(bytes, out),
+            Self::Q3_K => dequantize_row::<BlockQ3K>(bytes, out),
+            Self::Q4_K => dequantize_row::<BlockQ4K>(bytes, out),
+            Self::Q5_K => dequantize_row::<BlockQ5K>(bytes, out),
+            Self::Q6_K => dequantize_row::<BlockQ6K>(bytes, out),
         }
     }
 }
@@ -251,8 +310,9 @@ impl<'a> GgufFile<'a> {
             }
             if ne[0] % block_elems != 0 {
                 return Err(Error::malformed(format!(
-                    "tensor {name}: row length {} is not a multiple of the {dtype:?} block size {block_elems}",
-                    ne[0]
+                    "tensor {name}: row length {} is not a multiple of the {} block size {block_elems}",
+                    ne[0],
+                    dtype.name()
                 )));
             }
             let numel = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
@@ -308,32 +368,7 @@ impl<'a> GgufFile<'a> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         let bytes = self.tensor_bytes(info);
         let mut data = vec![0.0f32; info.numel()];
-        match info.dtype {
-            GgmlType::F32 => {
-                for (o, c) in data.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes(c.try_into().unwrap());
-                }
-            }
-            GgmlType::F16 => {
-                for (o, c) in data.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            GgmlType::BF16 => {
-                for (o, c) in data.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            GgmlType::Q4_0 => quant::dequantize_blocks(bytes, BlockQ4_0::BYTES, &mut data, |b, o| {
-                BlockQ4_0::from_bytes(b).dequantize(o)
-            }),
-            GgmlType::Q4_1 => quant::dequantize_blocks(bytes, BlockQ4_1::BYTES, &mut data, |b, o| {
-                BlockQ4_1::from_bytes(b).dequantize(o)
-            }),
-            GgmlType::Q8_0 => quant::dequantize_blocks(bytes, BlockQ8_0::BYTES, &mut data, |b, o| {
-                BlockQ8_0::from_bytes(b).dequantize(o)
-            }),
-        }
+        info.dtype.dequantize(bytes, &mut data);
         Ok(HostTensor { name: name.to_string(), shape: info.shape.clone(), data })
     }
 }

@@ -101,7 +101,13 @@ impl TensorSource for gguf::GgufFile<'_> {
             (gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 | gguf::GgmlType::Q8_0, &[rows, cols]) => {
                 PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols).map(Some)
             }
-            _ => Ok(None),
+            (gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16, _) => Ok(None),
+            // Requantizing these to int4 would change the file's weights: they are read exactly
+            // (dequantized) only with f32 weights until their packed kernels exist.
+            (other, _) => Err(Error::UnsupportedTensorType {
+                tensor: name.into(),
+                dtype: format!("{} with int4 weights (hearth reads it with --weights f32)", other.name()),
+            }),
         }
     }
 }

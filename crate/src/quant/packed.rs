@@ -13,7 +13,7 @@
 
 use half::f16;
 
-use super::{BLOCK, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use super::{BLOCK, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0};
 use crate::error::{Error, Result};
 use crate::load::gguf::GgmlType;
 

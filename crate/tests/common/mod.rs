@@ -110,6 +110,15 @@ pub enum Ty {
     Q8_0,
     Q4_0,
     Q4_1,
+    /// The formats below are only named here (their ggml ids): tests that use them write their
+    /// blocks themselves (`tiny_model.rs`).
+    Q5_0,
+    Q5_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl Ty {
@@ -119,7 +128,14 @@ impl Ty {
             Ty::F16 => 1,
             Ty::Q4_0 => 2,
             Ty::Q4_1 => 3,
+            Ty::Q5_0 => 6,
+            Ty::Q5_1 => 7,
             Ty::Q8_0 => 8,
+            Ty::Q2K => 10,
+            Ty::Q3K => 11,
+            Ty::Q4K => 12,
+            Ty::Q5K => 13,
+            Ty::Q6K => 14,
             Ty::BF16 => 30,
         }
     }
@@ -185,6 +201,7 @@ pub fn random_encoded(rng: &mut Rng, n: usize, scale: f32, offset: f32, ty: Ty) 
                 }
             }
         }
+        other => panic!("{other:?} tensors are written by the tests that use them"),
     }
     (values, bytes)
 }
