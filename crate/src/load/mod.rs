@@ -86,7 +86,7 @@ impl TensorSource for gguf::GgufFile<'_> {
     fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
         Ok(self.tensor_info(name).and_then(|t| match t.dtype {
             gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 => Some(QuantFormat::Q4),
-            gguf::GgmlType::Q8_0 => Some(QuantFormat::Q8),
+            gguf::GgmlType::Q8_0 | gguf::GgmlType::Q5_0 | gguf::GgmlType::Q5_1 => Some(QuantFormat::Q8),
             _ => None,
         }))
     }
@@ -98,9 +98,14 @@ impl TensorSource for gguf::GgufFile<'_> {
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         match (info.dtype, &info.shape[..]) {
-            (gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 | gguf::GgmlType::Q8_0, &[rows, cols]) => {
-                PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols).map(Some)
-            }
+            (
+                gguf::GgmlType::Q4_0
+                | gguf::GgmlType::Q4_1
+                | gguf::GgmlType::Q5_0
+                | gguf::GgmlType::Q5_1
+                | gguf::GgmlType::Q8_0,
+                &[rows, cols],
+            ) => PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols).map(Some),
             (gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16, _) => Ok(None),
             // Requantizing these to int4 would change the file's weights: they are read exactly
             // (dequantized) only with f32 weights until their packed kernels exist.

@@ -183,7 +183,7 @@ pub struct BlockQ5_1 {
 const _: () = assert!(size_of::<BlockQ5_1>() == 24);
 
 /// The 5-bit codes of a block: low nibbles from `qs`, fifth bits from `qh`.
-fn five_bit_codes(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
+pub(crate) fn five_bit_codes(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
     let high = u32::from_le_bytes(qh);
     std::array::from_fn(|j| {
         let low = if j < 16 { qs[j] & 0x0f } else { qs[j - 16] >> 4 };

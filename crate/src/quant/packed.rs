@@ -7,13 +7,17 @@
 //!   half), so that `x = d * q + m`.
 //!
 //! GGUF's Q4_1 and Q8_0 map onto this without touching a bit; Q4_0's `d * (q - 8)` becomes
-//! `m = -8 d`, exact in f16 (a power-of-two multiple). Keeping the scales as f16 bits inside
+//! `m = -8 d`, exact in f16 (a power-of-two multiple). The 5-bit formats become 8-bit codes:
+//! Q5_0's `q - 16` with `m = 0`, Q5_1's `q` with its `m`, so each weight is the file's own
+//! `d * (q - 16)` or `d * q + m` (at 8 bits a code instead of 5: the price of reusing the 8-bit
+//! kernels). Keeping the scales as f16 bits inside
 //! words needs no shader-f16 support: kernels unpack them with integer operations.
 //! Rows whose length is not a multiple of 32 are padded with zero codes and zero parameters.
 
 use half::f16;
 
-use super::{BLOCK, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use super::legacy::five_bit_codes;
+use super::{BLOCK, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::error::{Error, Result};
 use crate::load::gguf::GgmlType;
 
@@ -22,7 +26,7 @@ use crate::load::gguf::GgmlType;
 pub enum QuantFormat {
     /// 4-bit codes, `x = d * q + m` (GGUF Q4_0 and Q4_1).
     Q4,
-    /// Signed 8-bit codes, `x = d * q` (GGUF Q8_0).
+    /// Signed 8-bit codes, `x = d * q + m` (GGUF Q8_0 with `m = 0`, Q5_0 and Q5_1).
     Q8,
 }
 
@@ -71,13 +75,16 @@ impl PackedMatrix {
         (self.codes.len() + self.params.len()) * 4
     }
 
-    /// Repacks GGUF Q4_0, Q4_1 or Q8_0 data of a `[rows, cols]` tensor, bit for bit.
+    /// Repacks GGUF Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 data of a `[rows, cols]` tensor, keeping
+    /// every weight's value.
     pub fn from_gguf(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let blocks = rows * (cols / BLOCK);
         let (format, block_bytes) = match dtype {
             GgmlType::Q4_0 => (QuantFormat::Q4, BlockQ4_0::BYTES),
             GgmlType::Q4_1 => (QuantFormat::Q4, BlockQ4_1::BYTES),
             GgmlType::Q8_0 => (QuantFormat::Q8, BlockQ8_0::BYTES),
+            GgmlType::Q5_0 => (QuantFormat::Q8, BlockQ5_0::BYTES),
+            GgmlType::Q5_1 => (QuantFormat::Q8, BlockQ5_1::BYTES),
             other => {
                 return Err(Error::UnsupportedTensorType {
                     tensor: name.into(),
@@ -108,6 +115,16 @@ impl PackedMatrix {
                     let b = BlockQ4_1::from_bytes(block);
                     params.push(param_word(b.d, b.m));
                     codes.extend(words(&b.qs));
+                }
+                GgmlType::Q5_0 => {
+                    let b = BlockQ5_0::from_bytes(block);
+                    params.push(param_word(b.d, f16::ZERO));
+                    codes.extend(words(&five_bit_codes(b.qh, &b.qs).map(|q| (q as i8 - 16) as u8)));
+                }
+                GgmlType::Q5_1 => {
+                    let b = BlockQ5_1::from_bytes(block);
+                    params.push(param_word(b.d, b.m));
+                    codes.extend(words(&five_bit_codes(b.qh, &b.qs)));
                 }
                 _ => {
                     params.push(param_word(f16::from_bits(u16::from_le_bytes([block[0], block[1]])), f16::ZERO));
@@ -254,6 +271,19 @@ mod tests {
                 }
             }
             assert_eq!(packed.dequantize(), want, "{dtype:?}");
+        }
+    }
+
+    /// The 5-bit formats, repacked to 8-bit codes, give the `gguf` package's values exactly (the
+    /// zero-scale block's zeros come out unsigned: `d q + m` adds `m = +0`).
+    #[test]
+    fn five_bit_blocks_repack_to_the_gguf_packages_values() {
+        for (dtype, name) in [(GgmlType::Q5_0, "Q5_0"), (GgmlType::Q5_1, "Q5_1")] {
+            let (bytes, want) = crate::quant::tests::fixture(name);
+            let packed = PackedMatrix::from_gguf("t", dtype, &bytes, 2, want.len() / 2).unwrap();
+            assert_eq!(packed.format, QuantFormat::Q8);
+            let got = packed.dequantize();
+            assert_eq!(got, want, "{name}");
         }
     }
 
