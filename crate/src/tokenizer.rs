@@ -1,5 +1,6 @@
 //! Text to token ids and back: the `tokenizers` crate, built from a `tokenizer.json` or from a
-//! GGUF vocabulary so that it gives llama.cpp's ids, plus a streaming detokenizer.
+//! GGUF vocabulary so that it gives llama.cpp's ids (byte-level BPE, `gpt2`, and SentencePiece,
+//! `llama`), plus a streaming detokenizer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -27,6 +28,10 @@ const END_OF_TURN_TEXTS: [&str; 7] =
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+const TOKEN_TYPE_BYTE: i64 = 6;
+
+/// SentencePiece's visible space.
+const SPM_SPACE: &str = "\u{2581}";
 
 /// A token's `start..end` bytes in the text it came from.
 pub type ByteRange = (usize, usize);
@@ -47,17 +52,12 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Builds a byte-level BPE tokenizer from GGUF `tokenizer.ggml.*` metadata.
+    /// Builds the tokenizer GGUF `tokenizer.ggml.*` metadata describes: byte-level BPE (`gpt2`,
+    /// with the pre-tokenizer `tokenizer.ggml.pre` names) or SentencePiece (`llama`).
     pub fn from_gguf(metadata: &BTreeMap<String, Value>) -> Result<Self> {
         let get = |key: &str| metadata.get(&format!("tokenizer.ggml.{key}"));
         let model = get("model").and_then(Value::as_str).unwrap_or("");
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer.ggml.model {model:?} is not supported (only byte-level BPE, \"gpt2\")"
-            )));
-        }
         let tokens = string_array(get("tokens"), "tokenizer.ggml.tokens")?;
-        let merges = string_array(get("merges"), "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match get("token_type").and_then(Value::as_array) {
             Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
@@ -65,12 +65,42 @@ impl Tokenizer {
         if types.len() != tokens.len() {
             return Err(Error::Tokenizer(format!("{} token types for {} tokens", types.len(), tokens.len())));
         }
-
         let mut vocab = tokenizers::models::bpe::Vocab::default();
         for (id, token) in tokens.iter().enumerate() {
             vocab.insert(token.to_string(), id as u32);
         }
-        let merges = merges
+        let id =
+            |key: &str| get(key).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let inner = match model {
+            "gpt2" => Self::byte_level_bpe(metadata, vocab)?,
+            "llama" => {
+                let scores: Vec<f32> = match get("scores").and_then(Value::as_array) {
+                    Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    None => return Err(Error::Tokenizer("tokenizer.ggml.scores is missing".into())),
+                };
+                if scores.len() != tokens.len() {
+                    return Err(Error::Tokenizer(format!("{} scores for {} tokens", scores.len(), tokens.len())));
+                }
+                let space_prefix = get("add_space_prefix").and_then(Value::as_bool).unwrap_or(true);
+                let unknown = id("unknown_token_id").map(|i| tokens[i as usize]);
+                Self::sentencepiece(&tokens, &scores, &types, vocab, unknown, space_prefix)?
+            }
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.ggml.model {other:?} is not supported (byte-level BPE \"gpt2\" or SentencePiece \"llama\")"
+                )));
+            }
+        };
+        Self::with_vocabulary_tokens(inner, &tokens, &types, metadata)
+    }
+
+    /// Byte-level BPE from GGUF merges, with the pre-tokenizer `tokenizer.ggml.pre` names.
+    fn byte_level_bpe(
+        metadata: &BTreeMap<String, Value>,
+        vocab: tokenizers::models::bpe::Vocab,
+    ) -> Result<tokenizers::Tokenizer> {
+        let get = |key: &str| metadata.get(&format!("tokenizer.ggml.{key}"));
+        let merges = string_array(get("merges"), "tokenizer.ggml.merges")?
             .iter()
             .map(|m| {
                 // llama.cpp splits at the first space after the first character.
@@ -109,18 +139,93 @@ impl Tokenizer {
                 )));
             }
         };
-
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner
             .with_pre_tokenizer(Some(pre_tokenizer))
             .with_decoder(Some(tokenizers::decoders::byte_level::ByteLevel::default()));
+        Ok(inner)
+    }
+
+    /// SentencePiece BPE as llama.cpp runs it (`llm_tokenizer_spm`): spaces become `▁` (one
+    /// put first when `add_space_prefix`), the text is split into characters, and the adjacent
+    /// pair whose concatenation is a token with the highest score merges first; characters
+    /// with no token become their UTF-8 bytes' `<0xXX>` tokens. As a `tokenizers` BPE: every
+    /// split of every token into two tokens is a merge, ranked by the merged token's score
+    /// (llama.cpp breaks ties leftmost; a BPE rank cannot, so equal scores rank by id: in the
+    /// vocabularies seen, every normal token's score is distinct).
+    fn sentencepiece(
+        tokens: &[&str],
+        scores: &[f32],
+        types: &[i64],
+        vocab: tokenizers::models::bpe::Vocab,
+        unknown: Option<&str>,
+        space_prefix: bool,
+    ) -> Result<tokenizers::Tokenizer> {
+        use tokenizers::decoders::byte_fallback::ByteFallback;
+        use tokenizers::decoders::fuse::Fuse;
+        use tokenizers::decoders::strip::Strip;
+        use tokenizers::normalizers::{Prepend, Replace};
+        use tokenizers::{DecoderWrapper, NormalizerWrapper};
+
+        let mut candidates: Vec<(f32, u32, usize)> = Vec::new();
+        for (id, (token, &ty)) in tokens.iter().zip(types).enumerate() {
+            if ty == TOKEN_TYPE_BYTE {
+                continue;
+            }
+            for (at, _) in token.char_indices().skip(1) {
+                if vocab.contains_key(&token[..at]) && vocab.contains_key(&token[at..]) {
+                    candidates.push((scores[id], id as u32, at));
+                }
+            }
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let merges = candidates
+            .into_iter()
+            .map(|(_, id, at)| {
+                let token = tokens[id as usize];
+                (token[..at].to_string(), token[at..].to_string())
+            })
+            .collect();
+        let mut bpe = BPE::builder().vocab_and_merges(vocab, merges).ignore_merges(false).byte_fallback(true);
+        if let Some(unknown) = unknown {
+            bpe = bpe.unk_token(unknown.to_string());
+        }
+        let bpe = bpe.build().map_err(|e| Error::Tokenizer(format!("SentencePiece BPE: {e}")))?;
+
+        let replace = |from: &str, to: &str| Replace::new(from, to).map_err(|e| Error::Tokenizer(e.to_string()));
+        let mut normalizers = vec![NormalizerWrapper::Replace(replace(" ", SPM_SPACE)?)];
+        let mut decoders = vec![
+            DecoderWrapper::Replace(replace(SPM_SPACE, " ")?),
+            DecoderWrapper::ByteFallback(ByteFallback::new()),
+            DecoderWrapper::Fuse(Fuse::new()),
+        ];
+        if space_prefix {
+            normalizers.push(NormalizerWrapper::Prepend(Prepend::new(SPM_SPACE.into())));
+            decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        }
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner
+            .with_normalizer(Some(tokenizers::normalizers::Sequence::new(normalizers)))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_decoder(Some(tokenizers::decoders::sequence::Sequence::new(decoders)));
+        Ok(inner)
+    }
+
+    /// Adds the vocabulary's control and user-defined tokens to `inner`, and the special ids.
+    fn with_vocabulary_tokens(
+        mut inner: tokenizers::Tokenizer,
+        tokens: &[&str],
+        types: &[i64],
+        metadata: &BTreeMap<String, Value>,
+    ) -> Result<Self> {
+        let get = |key: &str| metadata.get(&format!("tokenizer.ggml.{key}"));
         // Control tokens are special (kept as text unless parsing specials); user-defined ones
-        // always match, as in llama.cpp.
+        // always match, in the text as written (before any normalizer), as in llama.cpp.
         let (mut special, mut user) = (Vec::new(), Vec::new());
-        for (token, &ty) in tokens.iter().zip(&types) {
+        for (token, &ty) in tokens.iter().zip(types) {
             match ty {
                 TOKEN_TYPE_CONTROL => special.push(AddedToken::from(token.to_string(), true)),
-                TOKEN_TYPE_USER_DEFINED => user.push(AddedToken::from(token.to_string(), false)),
+                TOKEN_TYPE_USER_DEFINED => user.push(AddedToken::from(token.to_string(), false).normalized(false)),
                 _ => {}
             }
         }
@@ -131,7 +236,7 @@ impl Tokenizer {
             |key: &str| get(key).and_then(Value::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
         let mut end_of_generation: Vec<u32> =
             [id("eos_token_id"), id("eot_token_id"), id("eom_token_id")].into_iter().flatten().collect();
-        for (i, (token, ty)) in tokens.iter().zip(&types).enumerate() {
+        for (i, (token, ty)) in tokens.iter().zip(types).enumerate() {
             if *ty == TOKEN_TYPE_CONTROL && END_OF_TURN_TEXTS.contains(token) {
                 end_of_generation.push(i as u32);
             }
@@ -332,5 +437,76 @@ impl TextStream {
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(after.strip_prefix(before.as_str()).unwrap_or(&after).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SentencePiece vocabulary: specials, the 256 byte tokens, and pieces whose scores
+    /// decide the merges.
+    fn spm(space_prefix: bool, pieces: &[(&str, f32)]) -> Result<Tokenizer> {
+        let mut tokens: Vec<(String, f32, i64)> = vec![
+            ("<unk>".into(), 0.0, 2),
+            ("<s>".into(), 0.0, TOKEN_TYPE_CONTROL),
+            ("</s>".into(), 0.0, TOKEN_TYPE_CONTROL),
+        ];
+        tokens.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, TOKEN_TYPE_BYTE)));
+        tokens.extend(pieces.iter().map(|&(p, s)| (p.to_string(), s, 1)));
+        let array = |f: &dyn Fn(&(String, f32, i64)) -> Value| Value::Array(tokens.iter().map(f).collect());
+        let metadata: BTreeMap<String, Value> = [
+            ("model", Value::String("llama".into())),
+            ("tokens", array(&|t| Value::String(t.0.clone()))),
+            ("scores", array(&|t| Value::F32(t.1))),
+            ("token_type", array(&|t| Value::I32(t.2 as i32))),
+            ("bos_token_id", Value::U32(1)),
+            ("eos_token_id", Value::U32(2)),
+            ("unknown_token_id", Value::U32(0)),
+            ("add_bos_token", Value::Bool(true)),
+            ("add_space_prefix", Value::Bool(space_prefix)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("tokenizer.ggml.{k}"), v))
+        .collect();
+        Tokenizer::from_gguf(&metadata)
+    }
+
+    /// Ids of pieces after the 259 specials and bytes.
+    const P: u32 = 259;
+
+    #[test]
+    fn sentencepiece_merges_the_best_scored_pair_first_and_falls_back_to_bytes() {
+        // "abc": "ab" (-1) outscores "bc" (-2), then "ab"+"c" makes nothing, so [ab, c];
+        // with "bc" better, [a, bc]. "é" has no piece: its two UTF-8 bytes.
+        let pieces = [
+            ("a", -5.0),
+            ("b", -5.0),
+            ("c", -5.0),
+            ("ab", -1.0),
+            ("bc", -2.0),
+            ("\u{2581}", -3.0),
+            ("\u{2581}a", -0.5),
+        ];
+        let t = spm(false, &pieces).unwrap();
+        assert_eq!(t.encode("abc", false).unwrap(), [1, P + 3, P + 2]);
+        assert_eq!(t.encode("abc é", false).unwrap(), [1, P + 3, P + 2, P + 5, 3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(t.encode(" abc", false).unwrap(), [1, P + 6, P + 4], "▁a first (-0.5), then bc");
+        assert_eq!(t.decode(&[1, P + 6, P + 4, P + 5, 3 + 0xC3, 3 + 0xA9], true).unwrap(), " abc é");
+        let swapped = [("a", -5.0), ("b", -5.0), ("c", -5.0), ("ab", -2.0), ("bc", -1.0)];
+        assert_eq!(spm(false, &swapped).unwrap().encode("abc", false).unwrap(), [1, P, P + 4]);
+        // With a space prefix, "abc" is "▁abc": ▁a, then bc; decoding drops the prefix.
+        let t = spm(true, &pieces).unwrap();
+        assert_eq!(t.encode("abc", false).unwrap(), [1, P + 6, P + 4]);
+        assert_eq!(t.decode(&[P + 6, P + 4], true).unwrap(), "abc");
+    }
+
+    #[test]
+    fn a_sentencepiece_vocabulary_without_scores_is_refused() {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("tokenizer.ggml.model".to_string(), Value::String("llama".into()));
+        metadata.insert("tokenizer.ggml.tokens".to_string(), Value::Array(vec![Value::String("a".into())]));
+        let err = Tokenizer::from_gguf(&metadata).err().expect("refused");
+        assert!(err.to_string().contains("scores"), "{err}");
     }
 }
