@@ -2,12 +2,16 @@
 """Writes tests/reference/gemma3-270m-q4_k_m/tokenizer_llamacpp.json: llama.cpp's token ids for
 Gemma 3 270M (models/gemma-3-270m-q4_k_m.gguf, from `pkg-scripts/fetch-model.sh gemma3-270m`)
 on a set of texts, with BOS as the model asks, plain (`ids`) and with special tokens parsed
-(`ids_parse_special`). llama.cpp is PyPI's llama-cpp-python, built once into the cached
-environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
+(`ids_parse_special`); and the same with `tokenizer.ggml.add_space_prefix` turned on (Llama 2's
+and Mistral's SentencePiece setting, `ids_space_prefix*`), from a copy of the file's metadata
+written with the `gguf` package. llama.cpp is PyPI's llama-cpp-python, built once into the
+cached environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
 """
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,16 +39,52 @@ if os.environ.get("HEARTH_LLAMA_VENV") != "1":
     python = VENV / "bin" / "python"
     if not python.exists():
         sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
     os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
 
 import llama_cpp  # noqa: E402
+from gguf import GGUFReader, GGUFValueType, GGUFWriter  # noqa: E402
 
-model = llama_cpp.Llama(model_path=str(MODEL), vocab_only=True, verbose=False)
+
+def with_space_prefix(src: Path, dst: Path) -> None:
+    """The metadata of `src` (no tensors), with add_space_prefix set."""
+    reader = GGUFReader(src)
+    writer = GGUFWriter(dst, arch=str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8"))
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        kind = field.types[0]
+        if key == "tokenizer.ggml.add_space_prefix":
+            writer.add_bool(key, True)
+        elif kind == GGUFValueType.ARRAY and field.types[-1] == GGUFValueType.STRING:
+            writer.add_array(key, [bytes(field.parts[i]).decode("utf-8") for i in field.data])
+        elif kind == GGUFValueType.ARRAY:
+            writer.add_array(key, [field.parts[i][0].item() for i in field.data])
+        elif kind == GGUFValueType.STRING:
+            writer.add_string(key, bytes(field.parts[field.data[0]]).decode("utf-8"))
+        else:
+            writer.add_key_value(key, field.parts[field.data[0]][0].item(), kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def tokenize(path: Path, text: str, special: bool) -> list:
+    model = MODELS.setdefault(path, llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False))
+    return model.tokenize(text.encode("utf-8"), add_bos=True, special=special)
+
+
+MODELS = {}
+prefixed = Path(tempfile.mkdtemp()) / "space-prefix.gguf"
+with_space_prefix(MODEL, prefixed)
 cases = [
     {
         "text": t,
-        "ids": model.tokenize(t.encode("utf-8"), add_bos=True, special=False),
-        "ids_parse_special": model.tokenize(t.encode("utf-8"), add_bos=True, special=True),
+        "ids": tokenize(MODEL, t, False),
+        "ids_parse_special": tokenize(MODEL, t, True),
+        "ids_space_prefix": tokenize(prefixed, t, False),
+        "ids_space_prefix_parse_special": tokenize(prefixed, t, True),
     }
     for t in TEXTS
 ]

@@ -44,6 +44,22 @@ fn the_sentencepiece_tokenizer_gives_llama_cpps_ids() {
     assert!(tokenizer.is_end_of_generation(1) && tokenizer.is_end_of_generation(106), "<eos> and <end_of_turn>");
 }
 
+/// The same vocabulary with `add_space_prefix` on (Llama 2's and Mistral's setting): a `▁` goes
+/// before the text and after every special or user-defined token, as llama.cpp puts it.
+#[test]
+fn the_sentencepiece_space_prefix_follows_llama_cpp() {
+    let bytes = model_bytes();
+    let mut metadata = GgufFile::parse(&bytes).unwrap().metadata;
+    metadata.insert("tokenizer.ggml.add_space_prefix".into(), hearth::load::gguf::Value::Bool(true));
+    let tokenizer = Tokenizer::from_gguf(&metadata).unwrap();
+    for case in reference("tokenizer_llamacpp.json")["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tokenizer.encode(text, false).unwrap(), ids(&case["ids_space_prefix"]), "{text:?}");
+        let parsed = ids(&case["ids_space_prefix_parse_special"]);
+        assert_eq!(tokenizer.encode(text, true).unwrap(), parsed, "{text:?} with special tokens parsed");
+    }
+}
+
 /// Every tensor of the file is read, in the types the issue names (Q8_0, Q5_0, Q4_K, Q6_K, F32).
 #[test]
 fn every_tensor_of_the_file_is_read() {
