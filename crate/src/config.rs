@@ -17,9 +17,40 @@ const MAX_HEADS: usize = 1 << 10;
 const MAX_VOCAB: usize = 1 << 22;
 const MAX_CONTEXT: usize = 1 << 24;
 
-/// The validated hyper-parameters of a Llama-architecture decoder.
+/// What a family of decoders does differently from Llama: the one decoder reads this instead
+/// of each family having a model file of its own. A family is a constructor that states only
+/// its differences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Architecture {
+    /// GGUF's `general.architecture` (Hugging Face's `model_type` maps onto it).
+    pub name: &'static str,
+    /// Biases on the query, key and value projections (`blk.N.attn_{q,k,v}.bias`).
+    pub qkv_bias: bool,
+    /// How a GGUF of this family orders each query and key head's rows: llama.cpp's converter
+    /// permutes Llama's into adjacent rotation pairs, and leaves the others (rotated by halves,
+    /// llama.cpp's NEOX order) as Hugging Face has them.
+    pub gguf_rope_halves: bool,
+}
+
+impl Architecture {
+    pub const LLAMA: Self = Self { name: "llama", qkv_bias: false, gguf_rope_halves: false };
+    /// Qwen2 (and Qwen2.5): Llama with biases on Q, K and V.
+    pub const QWEN2: Self = Self { name: "qwen2", qkv_bias: true, gguf_rope_halves: true };
+
+    /// The family a GGUF `general.architecture` or a `config.json` `model_type` names.
+    pub fn named(name: &str) -> Result<Self> {
+        match name {
+            "llama" | "mistral" => Ok(Self::LLAMA),
+            "qwen2" => Ok(Self::QWEN2),
+            other => Err(Error::config(format!("architecture {other:?} is not supported (llama, mistral, qwen2)"))),
+        }
+    }
+}
+
+/// The validated hyper-parameters of a decoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    pub arch: Architecture,
     pub vocab: usize,
     pub d_model: usize,
     pub n_layers: usize,
@@ -181,7 +212,7 @@ impl ModelConfig {
     /// The config as a Hugging Face `config.json` (which [`RawConfig::from_hf_json`] reads back).
     pub fn to_hf_json(&self, tie_word_embeddings: bool) -> serde_json::Value {
         serde_json::json!({
-            "model_type": "llama",
+            "model_type": self.arch.name,
             "hidden_act": "silu",
             "vocab_size": self.vocab,
             "hidden_size": self.d_model,
@@ -240,28 +271,27 @@ pub struct RawConfig {
 }
 
 impl RawConfig {
-    /// Reads `{arch}.*` keys of GGUF metadata; only the `llama` architecture is accepted.
+    /// Reads `{arch}.*` keys of GGUF metadata, for the architectures [`Architecture::named`]
+    /// knows.
     pub fn from_gguf(metadata: &BTreeMap<String, Value>) -> Result<Self> {
         let arch = metadata
             .get("general.architecture")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::config("general.architecture is missing"))?;
-        if arch != "llama" {
-            return Err(Error::config(format!("architecture {arch:?} is not supported (only \"llama\")")));
-        }
+        let arch = Architecture::named(arch)?.name;
         let uint = |key: &str| -> Result<Option<u64>> {
-            match metadata.get(&format!("llama.{key}")) {
+            match metadata.get(&format!("{arch}.{key}")) {
                 None => Ok(None),
                 Some(v) => {
-                    v.as_u64().map(Some).ok_or_else(|| Error::config(format!("llama.{key} is {v:?}, not an integer")))
+                    v.as_u64().map(Some).ok_or_else(|| Error::config(format!("{arch}.{key} is {v:?}, not an integer")))
                 }
             }
         };
         let float = |key: &str| -> Result<Option<f64>> {
-            match metadata.get(&format!("llama.{key}")) {
+            match metadata.get(&format!("{arch}.{key}")) {
                 None => Ok(None),
                 Some(v) => {
-                    v.as_f64().map(Some).ok_or_else(|| Error::config(format!("llama.{key} is {v:?}, not a number")))
+                    v.as_f64().map(Some).ok_or_else(|| Error::config(format!("{arch}.{key} is {v:?}, not a number")))
                 }
             }
         };
@@ -269,17 +299,17 @@ impl RawConfig {
             Some(v) => Some(v),
             None => metadata.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len() as u64),
         };
-        let rope_scaling = match metadata.get("llama.rope.scaling.type") {
+        let rope_scaling = match metadata.get(&format!("{arch}.rope.scaling.type")) {
             None => None,
             Some(Value::String(kind)) if kind == "none" => None,
             Some(Value::String(kind)) if kind == "linear" => {
                 let factor = float("rope.scaling.factor")?.ok_or_else(|| {
-                    Error::config("llama.rope.scaling.type is linear but rope.scaling.factor is missing")
+                    Error::config(format!("{arch}.rope.scaling.type is linear but rope.scaling.factor is missing"))
                 })?;
                 Some(serde_json::json!({ "rope_type": "linear", "factor": factor }))
             }
             Some(Value::String(kind)) => Some(serde_json::json!({ "rope_type": kind })),
-            Some(v) => return Err(Error::config(format!("llama.rope.scaling.type is {v:?}, not a string"))),
+            Some(v) => return Err(Error::config(format!("{arch}.rope.scaling.type is {v:?}, not a string"))),
         };
         let head_dim = uint("attention.key_length")?.or(uint("rope.dimension_count")?);
         Ok(Self {
@@ -294,7 +324,7 @@ impl RawConfig {
             max_position_embeddings: uint("context_length")?,
             head_dim,
             rope_scaling,
-            model_type: Some("llama".into()),
+            model_type: Some(arch.into()),
             hidden_act: None,
             tie_word_embeddings: None,
         })
@@ -304,12 +334,10 @@ impl RawConfig {
     pub fn from_hf_json(json: &[u8]) -> Result<Self> {
         let raw: Self = serde_json::from_slice(json).map_err(|e| Error::config(format!("config.json: {e}")))?;
         match raw.model_type.as_deref() {
-            Some("llama") | Some("mistral") => {}
-            other => {
-                return Err(Error::config(format!(
-                    "config.json model_type {other:?} is not supported (llama, mistral)"
-                )));
+            Some(name) => {
+                Architecture::named(name).map_err(|e| Error::config(format!("config.json model_type: {e}")))?;
             }
+            None => return Err(Error::config("config.json has no model_type")),
         }
         match raw.hidden_act.as_deref() {
             None | Some("silu") => {}
@@ -331,6 +359,7 @@ impl RawConfig {
         let n_heads = need(self.num_attention_heads, "attention head count", MAX_HEADS)?;
         let n_kv_heads = need(self.num_key_value_heads.or(self.num_attention_heads), "KV head count", MAX_HEADS)?;
         let config = ModelConfig {
+            arch: Architecture::named(self.model_type.as_deref().unwrap_or("llama"))?,
             vocab: need(self.vocab_size, "vocab size", MAX_VOCAB)?,
             d_model,
             n_layers: need(self.num_hidden_layers, "layer count", MAX_LAYERS)?,

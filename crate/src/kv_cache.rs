@@ -527,6 +527,7 @@ mod tests {
     fn observed_attention_is_blocked_exactly() {
         let device = Device::flex();
         let c = ModelConfig {
+            arch: crate::config::Architecture::LLAMA,
             vocab: 16,
             d_model: 32,
             n_layers: 1,

@@ -125,7 +125,7 @@ fn gguf_decode_through_kv_cache_matches_reference_on_wgpu() {
 
 /// A Hugging Face directory (safetensors in F32, F16 and BF16, rotate-half query/key layout,
 /// separate output head) gives the reference logits.
-fn hf_matches_reference(device: DeviceKind) {
+fn hf_matches_reference(device: DeviceKind, model_type: &str) {
     let c = TinyConfig::new();
     let types = |name: &str| match name {
         n if n.contains("attn") => Ty::F16,
@@ -133,21 +133,38 @@ fn hf_matches_reference(device: DeviceKind) {
         _ => Ty::F32,
     };
     let mut tensors = tiny_weights(&c, 31, false, &types);
-    // Store query/key rows as Hugging Face does; the reference then rotates halves.
+    if model_type == "qwen2" {
+        let mut rng = Rng::new(32);
+        let kv = c.n_kv_heads * c.head_dim();
+        for l in 0..c.n_layers {
+            for (suffix, len) in [("attn_q", c.d_model), ("attn_k", kv), ("attn_v", kv)] {
+                let (values, bytes) = random_encoded(&mut rng, len, 0.5, 0.0, Ty::F32);
+                tensors.push(StoredTensor {
+                    name: format!("blk.{l}.{suffix}.bias"),
+                    shape: vec![len],
+                    ty: Ty::F32,
+                    values,
+                    bytes,
+                });
+            }
+        }
+    }
+    // Store query/key rows (and biases) as Hugging Face does; the reference then rotates halves.
     for t in &mut tensors {
-        let heads = if t.name.ends_with("attn_q.weight") {
+        let heads = if t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_q.bias") {
             c.n_heads
-        } else if t.name.ends_with("attn_k.weight") {
+        } else if t.name.ends_with("attn_k.weight") || t.name.ends_with("attn_k.bias") {
             c.n_kv_heads
         } else {
             continue;
         };
-        t.values = gguf_to_hf_rows(&t.values, heads, c.d_model);
-        let (_, bytes) = match t.ty {
-            Ty::F16 => (0, t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect::<Vec<u8>>()),
-            _ => unreachable!("attention weights are F16 here"),
+        let cols = t.shape.get(1).copied().unwrap_or(1);
+        t.values = gguf_to_hf_rows(&t.values, heads, cols);
+        t.bytes = match t.ty {
+            Ty::F16 => t.values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            Ty::F32 => t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => unreachable!("attention weights are F16 here, biases F32"),
         };
-        t.bytes = bytes;
     }
     let reference = Reference::new(&c, &tensors, RopeStyle::Half);
     let hf_name = |gguf: &str| -> String {
@@ -165,6 +182,9 @@ fn hf_matches_reference(device: DeviceKind) {
             "attn_q.weight" => "self_attn.q_proj.weight",
             "attn_k.weight" => "self_attn.k_proj.weight",
             "attn_v.weight" => "self_attn.v_proj.weight",
+            "attn_q.bias" => "self_attn.q_proj.bias",
+            "attn_k.bias" => "self_attn.k_proj.bias",
+            "attn_v.bias" => "self_attn.v_proj.bias",
             "attn_output.weight" => "self_attn.o_proj.weight",
             "ffn_norm.weight" => "post_attention_layernorm.weight",
             "ffn_gate.weight" => "mlp.gate_proj.weight",
@@ -188,7 +208,7 @@ fn hf_matches_reference(device: DeviceKind) {
 
     let dir = tempfile::tempdir().unwrap();
     let config = serde_json::json!({
-        "model_type": "llama", "hidden_act": "silu", "vocab_size": c.vocab, "hidden_size": c.d_model,
+        "model_type": model_type, "hidden_act": "silu", "vocab_size": c.vocab, "hidden_size": c.d_model,
         "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
         "intermediate_size": c.d_ff, "rope_theta": c.rope_theta, "rms_norm_eps": c.eps,
         "max_position_embeddings": c.context, "tie_word_embeddings": false, "eos_token_id": 2, "bos_token_id": 1,
@@ -213,7 +233,8 @@ fn hf_matches_reference(device: DeviceKind) {
     let engine = Arc::new(Engine::from_hf(files, &device.device().unwrap(), WeightFormat::F32).unwrap());
     let ids = tokens(19, 8);
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-    assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} safetensors"));
+    assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} {model_type} safetensors"));
+    assert_eq!(engine.config().arch.name, model_type);
 
     // The chat template and end-of-turn token come from tokenizer_config.json.
     let chat = engine.encode_chat(&[Message::new("user", "the")]).unwrap();
@@ -223,12 +244,14 @@ fn hf_matches_reference(device: DeviceKind) {
 
 #[test]
 fn safetensors_directory_matches_reference_on_cpu() {
-    hf_matches_reference(DeviceKind::Cpu);
+    hf_matches_reference(DeviceKind::Cpu, "llama");
+    hf_matches_reference(DeviceKind::Cpu, "qwen2");
 }
 
 #[test]
 fn safetensors_directory_matches_reference_on_wgpu() {
-    hf_matches_reference(DeviceKind::Wgpu);
+    hf_matches_reference(DeviceKind::Wgpu, "llama");
+    hf_matches_reference(DeviceKind::Wgpu, "qwen2");
 }
 
 /// Greedy generation gives the reference's greedy tokens on both devices, and a second turn
@@ -494,5 +517,67 @@ fn five_bit_matrices_stay_packed_with_int4_weights() {
         let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
         let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
         assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} Q5_0/Q5_1 with int4 weights"));
+    }
+}
+
+/// A tiny Qwen2: Llama with biases on Q, K and V, its GGUF's query and key rows left in
+/// rotate-halves order (llama.cpp's NEOX), against the reference rotating halves and adding
+/// the biases, with f32 and int4 weights on the CPU and on wgpu.
+#[test]
+fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
+    let c = TinyConfig::new();
+    let metadata: Vec<(String, Kv)> = tiny_metadata(&c)
+        .into_iter()
+        .map(|(k, v)| match (k, v) {
+            ("general.architecture", _) => (k.to_string(), Kv::Str("qwen2".into())),
+            (k, v) => (k.replacen("llama.", "qwen2.", 1), v),
+        })
+        .collect();
+    let metadata: Vec<(&str, Kv)> = metadata.into_iter().map(|(k, v)| (&*k.leak(), v)).collect();
+    let ids = tokens(19, 12);
+    for (weights, types) in
+        [(WeightFormat::F32, &mixed_types as &dyn Fn(&str) -> Ty), (WeightFormat::Int4, &block_types)]
+    {
+        let mut tensors = tiny_weights(&c, 51, true, types);
+        let mut rng = Rng::new(52);
+        let kv = c.n_kv_heads * c.head_dim();
+        for l in 0..c.n_layers {
+            for (suffix, len) in [("attn_q", c.d_model), ("attn_k", kv), ("attn_v", kv)] {
+                let (values, bytes) = random_encoded(&mut rng, len, 0.5, 0.0, Ty::F32);
+                tensors.push(StoredTensor {
+                    name: format!("blk.{l}.{suffix}.bias"),
+                    shape: vec![len],
+                    ty: Ty::F32,
+                    values,
+                    bytes,
+                });
+            }
+        }
+        let bytes = write_gguf(&metadata, &tensors);
+        let reference = Reference::new(&c, &tensors, RopeStyle::Half);
+        let want = reference.logits(&ids);
+        for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
+            assert_eq!(engine.config().arch.name, "qwen2");
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, &format!("{device:?} qwen2 {weights:?}"));
+        }
+        // `hearth convert` (packed weights: exact for the block types) keeps the architecture,
+        // the biases and the reordered rows.
+        if weights == WeightFormat::Int4 {
+            let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+            let parts = hearth::load::ModelParts::from_gguf(&file).unwrap();
+            let pack = hearth::load::burnpack::write(&parts, &file).unwrap();
+            let engine = Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), weights).unwrap());
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, "qwen2 through a burnpack");
+        }
+        // Without the biases the logits differ: they are used.
+        let unbiased = Reference::new(
+            &c,
+            &tensors.iter().filter(|t| !t.name.ends_with(".bias")).cloned().collect::<Vec<_>>(),
+            RopeStyle::Half,
+        );
+        assert!(max_rel_diff(&unbiased.logits(&ids)[5], &want[5]) > 1e-2);
     }
 }

@@ -48,11 +48,11 @@ pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
         writer_meta.insert(format!("{name}.format"), format.to_string());
         writer_meta.insert(format!("{name}.cols"), cols.to_string());
     }
-    for spec in tensor_table(c, tied).into_iter().filter(|s| s.role == Role::Norm) {
-        let name = spec.name;
-        let t = source.tensor(&name)?.expect_shape(&[c.d_model])?;
+    for spec in tensor_table(c, tied).into_iter().filter(|s| matches!(s.role, Role::Norm | Role::Bias)) {
+        let t = source.tensor(&spec.name)?.expect_shape(&spec.shape)?;
         let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push(burn_pack::Tensor::new(name, DType::F32, [c.d_model], None, Bytes::from_bytes_vec(bytes)));
+        let shape = [spec.shape[0]];
+        tensors.push(burn_pack::Tensor::new(spec.name, DType::F32, shape, None, Bytes::from_bytes_vec(bytes)));
     }
     let tok = &parts.tokenizer;
     let config = c.to_hf_json(tied);

@@ -13,15 +13,18 @@ use serde_json::Value as Json;
 
 use crate::config::{ModelConfig, RawConfig};
 use crate::error::{Error, Result};
-use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab};
+use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, halves_to_pairs, pairs_to_halves, rope_heads};
 use crate::tokenizer::Tokenizer;
 
 /// GGUF name suffix to Hugging Face name suffix, for tensors inside `blk.{i}`.
-const LAYER_NAMES: [(&str, &str); 9] = [
+const LAYER_NAMES: [(&str, &str); 12] = [
     ("attn_norm.weight", "input_layernorm.weight"),
     ("attn_q.weight", "self_attn.q_proj.weight"),
     ("attn_k.weight", "self_attn.k_proj.weight"),
     ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_q.bias", "self_attn.q_proj.bias"),
+    ("attn_k.bias", "self_attn.k_proj.bias"),
+    ("attn_v.bias", "self_attn.v_proj.bias"),
     ("attn_output.weight", "self_attn.o_proj.weight"),
     ("ffn_norm.weight", "post_attention_layernorm.weight"),
     ("ffn_gate.weight", "mlp.gate_proj.weight"),
@@ -179,56 +182,11 @@ impl TensorSource for HfTensors<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         let t = self.read(name)?;
-        let c = &self.config;
-        if name.ends_with(".attn_q.weight") {
-            rotate_half_to_pairs(t, c.n_heads)
-        } else if name.ends_with(".attn_k.weight") {
-            rotate_half_to_pairs(t, c.n_kv_heads)
-        } else {
-            Ok(t)
+        match rope_heads(&self.config, name) {
+            Some(heads) => halves_to_pairs(t, heads),
+            None => Ok(t),
         }
     }
-}
-
-/// Reorders the output rows of a query or key projection `[n_heads * head_dim, d_model]`
-/// so that rotating adjacent pairs equals Hugging Face's rotation of halves:
-/// row `h*hd + 2i + j` takes row `h*hd + j*hd/2 + i`.
-fn rotate_half_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
-    let [rows, cols] = t.shape[..] else {
-        return Err(Error::TensorShape { tensor: t.name, expected: vec![0, 0], found: t.shape });
-    };
-    if rows % (2 * n_heads) != 0 {
-        return Err(Error::TensorShape { tensor: t.name, expected: vec![n_heads, cols], found: t.shape });
-    }
-    let hd = rows / n_heads;
-    let mut data = vec![0.0; t.data.len()];
-    for h in 0..n_heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let dst = (h * hd + 2 * i + j) * cols;
-                let src = (h * hd + j * hd / 2 + i) * cols;
-                data[dst..dst + cols].copy_from_slice(&t.data[src..src + cols]);
-            }
-        }
-    }
-    Ok(HostTensor { data, ..t })
-}
-
-/// The inverse of [`rotate_half_to_pairs`]: GGUF's adjacent-pair rows back to rotate-half.
-fn pairs_to_rotate_half(t: HostTensor, n_heads: usize) -> HostTensor {
-    let cols = t.shape[1];
-    let hd = t.shape[0] / n_heads;
-    let mut data = vec![0.0; t.data.len()];
-    for h in 0..n_heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let src = (h * hd + 2 * i + j) * cols;
-                let dst = (h * hd + j * hd / 2 + i) * cols;
-                data[dst..dst + cols].copy_from_slice(&t.data[src..src + cols]);
-            }
-        }
-    }
-    HostTensor { data, ..t }
 }
 
 /// The files of a Hugging Face directory holding `parts` with f32 weights from `source`:
@@ -244,8 +202,10 @@ pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u
     if !tied {
         names.push("output.weight".into());
     }
+    let table = crate::model::plan::tensor_table(c, tied);
     for i in 0..c.n_layers {
-        names.extend(LAYER_NAMES.iter().map(|(g, _)| format!("blk.{i}.{g}")));
+        let layer = LAYER_NAMES.iter().map(|(g, _)| format!("blk.{i}.{g}"));
+        names.extend(layer.filter(|n| table.iter().any(|s| &s.name == n)));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut gaussian = move || {
@@ -257,10 +217,8 @@ pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u
     let mut tensors = Vec::new();
     for name in &names {
         let mut t = source.tensor(name)?;
-        if name.ends_with(".attn_q.weight") {
-            t = pairs_to_rotate_half(t, c.n_heads);
-        } else if name.ends_with(".attn_k.weight") {
-            t = pairs_to_rotate_half(t, c.n_kv_heads);
+        if let Some(heads) = rope_heads(c, name) {
+            t = pairs_to_halves(t, heads);
         }
         if noise > 0.0 && t.shape.len() == 2 {
             let rms = (t.data.iter().map(|v| (v * v) as f64).sum::<f64>() / t.data.len() as f64).sqrt() as f32;

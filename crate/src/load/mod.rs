@@ -72,7 +72,11 @@ impl TensorSource for gguf::GgufFile<'_> {
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
-        gguf::GgufFile::tensor(self, name)
+        let t = gguf::GgufFile::tensor(self, name)?;
+        match gguf_halves_heads(self, name) {
+            Some(heads) => halves_to_pairs(t, heads),
+            None => Ok(t),
+        }
     }
 
     fn tensor_count(&self) -> usize {
@@ -105,7 +109,20 @@ impl TensorSource for gguf::GgufFile<'_> {
                 | gguf::GgmlType::Q5_1
                 | gguf::GgmlType::Q8_0,
                 &[rows, cols],
-            ) => PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols).map(Some),
+            ) => {
+                let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
+                match gguf_halves_heads(self, name) {
+                    Some(heads) if rows % (2 * heads) == 0 => {
+                        Ok(Some(p.reorder_rows(|r| pair_source(r, rows / heads))))
+                    }
+                    Some(heads) => Err(Error::TensorShape {
+                        tensor: name.into(),
+                        expected: vec![heads, cols],
+                        found: vec![rows, cols],
+                    }),
+                    None => Ok(Some(p)),
+                }
+            }
             (gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16, _) => Ok(None),
             // Requantizing these to int4 would change the file's weights: they are read exactly
             // (dequantized) only with f32 weights until their packed kernels exist.
@@ -115,6 +132,73 @@ impl TensorSource for gguf::GgufFile<'_> {
             }),
         }
     }
+}
+
+/// The heads of a query or key projection (weight or bias) whose rows [`halves_to_pairs`]
+/// reorders, by tensor name; `None` for every other tensor.
+pub(crate) fn rope_heads(c: &ModelConfig, name: &str) -> Option<usize> {
+    rope_heads_of(name, c.n_heads, c.n_kv_heads)
+}
+
+fn rope_heads_of(name: &str, n_heads: usize, n_kv_heads: usize) -> Option<usize> {
+    if name.ends_with(".attn_q.weight") || name.ends_with(".attn_q.bias") {
+        Some(n_heads)
+    } else if name.ends_with(".attn_k.weight") || name.ends_with(".attn_k.bias") {
+        Some(n_kv_heads)
+    } else {
+        None
+    }
+}
+
+/// The heads of `name` when it is a query or key projection of a GGUF whose architecture
+/// keeps them in rotate-halves order (every family but Llama), whose rows loading reorders.
+fn gguf_halves_heads(file: &gguf::GgufFile, name: &str) -> Option<usize> {
+    let arch = file.get("general.architecture")?.as_str()?;
+    if !crate::config::Architecture::named(arch).ok()?.gguf_rope_halves {
+        return None;
+    }
+    let heads = |key: &str| file.get(&format!("{arch}.attention.{key}")).and_then(gguf::Value::as_u64);
+    let n_heads = heads("head_count")? as usize;
+    let n_kv_heads = heads("head_count_kv").map_or(n_heads, |v| v as usize);
+    rope_heads_of(name, n_heads, n_kv_heads)
+}
+
+/// Row `h*hd + 2i + j` of the adjacent-pair order comes from row `h*hd + j*hd/2 + i` of the
+/// rotate-halves order.
+fn pair_source(row: usize, hd: usize) -> usize {
+    let (h, r) = (row / hd, row % hd);
+    h * hd + (r % 2) * hd / 2 + r / 2
+}
+
+/// Reorders the output rows of a query or key projection (`[n_heads * head_dim, d_model]`, or
+/// its bias `[n_heads * head_dim]`) so that rotating adjacent pairs, as the kernels do, equals
+/// rotating halves (Hugging Face's order, and llama.cpp's NEOX one): what llama.cpp's converter
+/// does to Llama's weights.
+pub(crate) fn halves_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
+    let rows = t.shape[0];
+    let cols = t.shape.get(1).copied().unwrap_or(1);
+    if t.shape.len() > 2 || rows % (2 * n_heads) != 0 {
+        return Err(Error::TensorShape { tensor: t.name, expected: vec![n_heads, cols], found: t.shape });
+    }
+    let hd = rows / n_heads;
+    let mut data = vec![0.0; t.data.len()];
+    for row in 0..rows {
+        let src = pair_source(row, hd);
+        data[row * cols..(row + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
+    }
+    Ok(HostTensor { data, ..t })
+}
+
+/// The inverse of [`halves_to_pairs`].
+pub(crate) fn pairs_to_halves(t: HostTensor, n_heads: usize) -> HostTensor {
+    let cols = t.shape.get(1).copied().unwrap_or(1);
+    let hd = t.shape[0] / n_heads;
+    let mut data = vec![0.0; t.data.len()];
+    for row in 0..t.shape[0] {
+        let dst = pair_source(row, hd);
+        data[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[row * cols..(row + 1) * cols]);
+    }
+    HostTensor { data, ..t }
 }
 
 /// Everything a model file provides besides its weights.

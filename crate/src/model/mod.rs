@@ -35,6 +35,8 @@ struct Block {
     attn_norm: Tensor<1>,
     /// `[Q | K | V]` rows.
     qkv: Linear,
+    /// `[Q | K | V]` biases, where the architecture has them.
+    qkv_bias: Option<Tensor<1>>,
     wo: Linear,
     ffn_norm: Tensor<1>,
     /// Gate and up rows interleaved.
@@ -54,9 +56,21 @@ impl Block {
         let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
         let (q, k, v) = (name("attn_q.weight"), name("attn_k.weight"), name("attn_v.weight"));
         let (gate, up) = (name("ffn_gate.weight"), name("ffn_up.weight"));
+        let qkv_bias = match c.arch.qkv_bias {
+            false => None,
+            true => {
+                let mut data = Vec::with_capacity(d + 2 * kv);
+                for (suffix, len) in [("attn_q.bias", d), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+                    data.extend(source.tensor(&name(suffix))?.expect_shape(&[len])?.data);
+                }
+                let t = crate::load::HostTensor { name: name("attn_qkv.bias"), shape: vec![d + 2 * kv], data };
+                Some(upload(t, device))
+            }
+        };
         Ok(Self {
             attn_norm: load_norm(source, &name("attn_norm.weight"), d, device)?,
             qkv: Linear::load(source, &[(&q, d), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
+            qkv_bias,
             wo: Linear::load(source, &[(&name("attn_output.weight"), d)], d, Fuse::Concat, format, device)?,
             ffn_norm: load_norm(source, &name("ffn_norm.weight"), d, device)?,
             gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
@@ -67,6 +81,7 @@ impl Block {
     fn device_bytes(&self) -> usize {
         [&self.qkv, &self.wo, &self.gate_up, &self.w_down].iter().map(|l| l.device_bytes()).sum::<usize>()
             + 4 * (self.attn_norm.dims()[0] + self.ffn_norm.dims()[0])
+            + self.qkv_bias.as_ref().map_or(0, |b| 4 * b.dims()[0])
     }
 
     /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
@@ -74,6 +89,10 @@ impl Block {
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
         let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
         let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
+        let qkv = match &self.qkv_bias {
+            Some(b) => qkv + b.clone().unsqueeze_dim::<2>(0),
+            None => qkv,
+        };
         let attn = split::time(Part::Attention, || {
             let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
             let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);

@@ -16,6 +16,8 @@ use super::WeightFormat;
 pub enum Role {
     /// An RMSNorm scale, kept in f32.
     Norm,
+    /// A projection's bias, kept in f32.
+    Bias,
     /// A projection; quantized to `fallback` when the file has it as floats.
     Matrix { fallback: QuantFormat },
 }
@@ -42,6 +44,7 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
         role: Role::Matrix { fallback },
     };
     let norm = |name: String| TensorSpec { name, shape: vec![d], role: Role::Norm };
+    let bias = |name: String, len: usize| TensorSpec { name, shape: vec![len], role: Role::Bias };
     let mut out = vec![matrix("token_embd.weight".into(), c.vocab, d, QuantFormat::Q8)];
     for i in 0..c.n_layers {
         out.push(norm(format!("blk.{i}.attn_norm.weight")));
@@ -57,6 +60,11 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
             out.push(matrix(format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
         }
         out.push(norm(format!("blk.{i}.ffn_norm.weight")));
+        if c.arch.qkv_bias {
+            for (suffix, len) in [("attn_q", d), ("attn_k", kv), ("attn_v", kv)] {
+                out.push(bias(format!("blk.{i}.{suffix}.bias"), len));
+            }
+        }
     }
     out.push(norm("output_norm.weight".into()));
     if !tied {

@@ -224,6 +224,19 @@ impl PackedMatrix {
         Self { format: a.format, rows: 2 * a.rows, cols: a.cols, codes, params }
     }
 
+    /// The matrix whose row `r` is this one's row `source(r)` (a permutation of the rows).
+    pub fn reorder_rows(&self, source: impl Fn(usize) -> usize) -> Self {
+        let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
+        let mut codes = Vec::with_capacity(self.codes.len());
+        let mut params = Vec::with_capacity(self.params.len());
+        for r in 0..self.rows {
+            let s = source(r);
+            codes.extend_from_slice(&self.codes[s * nb * wpb..(s + 1) * nb * wpb]);
+            params.extend_from_slice(&self.params[s * nb..(s + 1) * nb]);
+        }
+        Self { codes, params, ..self.clone() }
+    }
+
     /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32.
     pub fn get(&self, row: usize, col: usize) -> f32 {
         let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());

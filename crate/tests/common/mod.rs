@@ -207,6 +207,7 @@ pub fn random_encoded(rng: &mut Rng, n: usize, scale: f32, offset: f32, ty: Ty) 
 }
 
 /// One stored tensor: row-major shape, exact values, encoding and bytes.
+#[derive(Clone)]
 pub struct StoredTensor {
     pub name: String,
     pub shape: Vec<usize>,
@@ -558,10 +559,18 @@ impl<'a> RefStream<'a> {
         for l in 0..c.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}");
             let h = rms_norm(&x, w(&n("attn_norm.weight")), c.eps);
-            let mut q = matvec(w(&n("attn_q.weight")), &h);
+            // Projections, with their biases where the model has them (Qwen2).
+            let project = |name: &str| {
+                let mut y = matvec(w(&n(&format!("{name}.weight"))), &h);
+                if let Some(b) = r.w.get(&n(&format!("{name}.bias"))) {
+                    y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+                y
+            };
+            let mut q = project("attn_q");
             r.rope(&mut q, pos);
-            self.k[l].push(matvec(w(&n("attn_k.weight")), &h));
-            self.v[l].push(matvec(w(&n("attn_v.weight")), &h));
+            self.k[l].push(project("attn_k"));
+            self.v[l].push(project("attn_v"));
             let keys: Vec<Vec<f32>> = self.k[l]
                 .iter()
                 .enumerate()
