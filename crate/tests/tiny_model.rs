@@ -581,3 +581,34 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
         assert!(max_rel_diff(&unbiased.logits(&ids)[5], &want[5]) > 1e-2);
     }
 }
+
+/// Tiny random GGUFs of each architecture, written by the `gguf` package (not by these tests'
+/// own writer), give llama.cpp's logits at every position (`pkg-scripts/make-arch-fixtures.py`;
+/// f32 weights; llama.cpp keeps its KV cache in f16, which bounds the agreement).
+#[test]
+fn tiny_models_of_each_architecture_match_llama_cpp() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for arch in ["llama", "qwen2"] {
+        let bytes = std::fs::read(fixtures.join(format!("tiny-{arch}.gguf"))).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixtures.join(format!("tiny-{arch}.logits.json"))).unwrap()).unwrap();
+        let ids: Vec<u32> = want["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<Vec<f32>> = want["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+            .collect();
+        for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::F32).unwrap());
+            assert_eq!(engine.config().arch.name, arch);
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            let worst = got.iter().zip(&want).map(|(g, w)| max_rel_diff(g, w)).fold(0.0f32, f32::max);
+            eprintln!("{arch} {device:?}: largest difference from llama.cpp {worst:.2e} (relative)");
+            assert!(worst < 2e-3, "{arch} {device:?}: {worst} from llama.cpp's logits");
+            for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(argmax(g), argmax(w), "{arch} {device:?}: top token at position {pos}");
+            }
+        }
+    }
+}

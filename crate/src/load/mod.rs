@@ -112,7 +112,7 @@ impl TensorSource for gguf::GgufFile<'_> {
             ) => {
                 let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
                 match gguf_halves_heads(self, name) {
-                    Some(heads) if rows % (2 * heads) == 0 => {
+                    Some(heads) if rows.is_multiple_of(2 * heads) => {
                         Ok(Some(p.reorder_rows(|r| pair_source(r, rows / heads))))
                     }
                     Some(heads) => Err(Error::TensorShape {
@@ -177,7 +177,7 @@ fn pair_source(row: usize, hd: usize) -> usize {
 pub(crate) fn halves_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
     let rows = t.shape[0];
     let cols = t.shape.get(1).copied().unwrap_or(1);
-    if t.shape.len() > 2 || rows % (2 * n_heads) != 0 {
+    if t.shape.len() > 2 || !rows.is_multiple_of(2 * n_heads) {
         return Err(Error::TensorShape { tensor: t.name, expected: vec![n_heads, cols], found: t.shape });
     }
     let hd = rows / n_heads;

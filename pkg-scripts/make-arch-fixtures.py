@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes, for each architecture hearth runs besides real models, a tiny random GGUF (written
+with the `gguf` package's GGUFWriter, f32 weights) and llama.cpp's logits for it at every
+position of a fixed token sequence: crate/tests/fixtures/tiny-{arch}.gguf and
+crate/tests/fixtures/tiny-{arch}.logits.json. llama.cpp is PyPI's llama-cpp-python, built once
+into the cached environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
+OUT = ROOT / "crate" / "tests" / "fixtures"
+TOKENS = [5, 77, 140, 9, 201, 33, 250, 18, 64, 120]
+
+if os.environ.get("HEARTH_LLAMA_VENV") != "1":
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
+    os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
+
+import llama_cpp  # noqa: E402
+import numpy as np  # noqa: E402
+from gguf import GGUFWriter  # noqa: E402
+
+
+def byte_chars():
+    """GPT-2's byte-to-character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
+def write(arch: str, path: Path, rng) -> None:
+    d, layers, heads, kv_heads, ff = 32, 2, 4, 2, 64
+    hd = d // heads
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = ["Ġ t", "h e", "Ġt he"]
+    vocab = specials + byte_chars() + [m.replace(" ", "") for m in merges]
+    w = GGUFWriter(str(path), arch=arch)
+    w.add_name(f"tiny {arch}")
+    w.add_block_count(layers)
+    w.add_context_length(256)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(hd)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(vocab)
+    w.add_token_types([3] * len(specials) + [1] * (len(vocab) - len(specials)))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(False)
+
+    def tensor(name, shape, scale, offset=0.0):
+        w.add_tensor(name, (offset + scale * rng.standard_normal(shape)).astype(np.float32))
+
+    lin = lambda fan_in: 1.0 / np.sqrt(fan_in)
+    tensor("token_embd.weight", (len(vocab), d), 1.0)
+    for i in range(layers):
+        tensor(f"blk.{i}.attn_norm.weight", (d,), 0.1, 1.0)
+        tensor(f"blk.{i}.attn_q.weight", (d, d), lin(d))
+        tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
+        tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
+        if arch == "qwen2":
+            tensor(f"blk.{i}.attn_q.bias", (d,), 0.5)
+            tensor(f"blk.{i}.attn_k.bias", (kv_heads * hd,), 0.5)
+            tensor(f"blk.{i}.attn_v.bias", (kv_heads * hd,), 0.5)
+        tensor(f"blk.{i}.attn_output.weight", (d, d), lin(d))
+        tensor(f"blk.{i}.ffn_norm.weight", (d,), 0.1, 1.0)
+        tensor(f"blk.{i}.ffn_gate.weight", (ff, d), lin(d))
+        tensor(f"blk.{i}.ffn_up.weight", (ff, d), lin(d))
+        tensor(f"blk.{i}.ffn_down.weight", (d, ff), lin(ff))
+    tensor("output_norm.weight", (d,), 0.1, 1.0)
+    tensor("output.weight", (len(vocab), d), lin(d))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+rng = np.random.default_rng(20261201)
+for arch in ["llama", "qwen2"]:
+    gguf_path = OUT / f"tiny-{arch}.gguf"
+    write(arch, gguf_path, rng)
+    model = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, logits_all=True, n_threads=1, verbose=False)
+    model.eval(TOKENS)
+    logits = [[float(f"{v:.8g}") for v in model.scores[i]] for i in range(len(TOKENS))]
+    source = f"llama-cpp-python {llama_cpp.__version__} on the CPU, f32 weights, logits_all"
+    out = {"source": source, "tokens": TOKENS, "logits": logits}
+    (OUT / f"tiny-{arch}.logits.json").write_text(json.dumps(out) + "\n")
+    print(f"wrote {gguf_path} ({gguf_path.stat().st_size} bytes) and its logits")
