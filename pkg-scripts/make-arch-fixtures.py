@@ -41,9 +41,9 @@ def byte_chars():
     return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
-def write(arch: str, path: Path, rng) -> None:
+def write(arch: str, path: Path, rng, head_dim=None) -> None:
     d, layers, heads, kv_heads, ff = 32, 2, 4, 2, 64
-    hd = d // heads
+    hd = head_dim or d // heads
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     merges = ["Ġ t", "h e", "Ġt he"]
     vocab = specials + byte_chars() + [m.replace(" ", "") for m in merges]
@@ -58,6 +58,9 @@ def write(arch: str, path: Path, rng) -> None:
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(hd)
+    if head_dim:
+        w.add_key_length(hd)
+        w.add_value_length(hd)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(vocab)
@@ -74,14 +77,14 @@ def write(arch: str, path: Path, rng) -> None:
     tensor("token_embd.weight", (len(vocab), d), 1.0)
     for i in range(layers):
         tensor(f"blk.{i}.attn_norm.weight", (d,), 0.1, 1.0)
-        tensor(f"blk.{i}.attn_q.weight", (d, d), lin(d))
+        tensor(f"blk.{i}.attn_q.weight", (heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
         if arch == "qwen2":
-            tensor(f"blk.{i}.attn_q.bias", (d,), 0.5)
+            tensor(f"blk.{i}.attn_q.bias", (heads * hd,), 0.5)
             tensor(f"blk.{i}.attn_k.bias", (kv_heads * hd,), 0.5)
             tensor(f"blk.{i}.attn_v.bias", (kv_heads * hd,), 0.5)
-        tensor(f"blk.{i}.attn_output.weight", (d, d), lin(d))
+        tensor(f"blk.{i}.attn_output.weight", (d, heads * hd), lin(heads * hd))
         tensor(f"blk.{i}.ffn_norm.weight", (d,), 0.1, 1.0)
         tensor(f"blk.{i}.ffn_gate.weight", (ff, d), lin(d))
         tensor(f"blk.{i}.ffn_up.weight", (ff, d), lin(d))
@@ -95,13 +98,14 @@ def write(arch: str, path: Path, rng) -> None:
 
 
 rng = np.random.default_rng(20261201)
-for arch in ["llama", "qwen2"]:
-    gguf_path = OUT / f"tiny-{arch}.gguf"
-    write(arch, gguf_path, rng)
+# The last: heads of 12 (queries 48 wide) beside a d_model of 32, as key_length states them.
+for label, arch, head_dim in [("llama", "llama", None), ("qwen2", "qwen2", None), ("llama-hd12", "llama", 12)]:
+    gguf_path = OUT / f"tiny-{label}.gguf"
+    write(arch, gguf_path, rng, head_dim)
     model = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, logits_all=True, n_threads=1, verbose=False)
     model.eval(TOKENS)
     logits = [[float(f"{v:.8g}") for v in model.scores[i]] for i in range(len(TOKENS))]
     source = f"llama-cpp-python {llama_cpp.__version__} on the CPU, f32 weights, logits_all"
     out = {"source": source, "tokens": TOKENS, "logits": logits}
-    (OUT / f"tiny-{arch}.logits.json").write_text(json.dumps(out) + "\n")
+    (OUT / f"tiny-{label}.logits.json").write_text(json.dumps(out) + "\n")
     print(f"wrote {gguf_path} ({gguf_path.stat().st_size} bytes) and its logits")

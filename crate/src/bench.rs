@@ -32,14 +32,15 @@ pub struct KernelTiming {
 }
 
 /// The linear shapes of one block and the output head: `(name, rows, cols, format)`.
-fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize, QuantFormat); 6] {
+fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize, QuantFormat); 7] {
     [
-        ("attn_q, attn_output", c.d_model, c.d_model, QuantFormat::Q4),
+        ("attn_q", c.q_dim(), c.d_model, QuantFormat::Q4),
+        ("attn_output", c.d_model, c.q_dim(), QuantFormat::Q4),
         ("attn_k, attn_v", c.kv_dim(), c.d_model, QuantFormat::Q4),
         ("ffn_gate, ffn_up", c.d_ff, c.d_model, QuantFormat::Q4),
         ("ffn_down", c.d_model, c.d_ff, QuantFormat::Q4),
         ("output (tied embedding)", c.vocab, c.d_model, QuantFormat::Q8),
-        ("qkv fused", c.d_model + 2 * c.kv_dim(), c.d_model, QuantFormat::Q4),
+        ("qkv fused", c.q_dim() + 2 * c.kv_dim(), c.d_model, QuantFormat::Q4),
     ]
 }
 

@@ -56,6 +56,9 @@ pub struct ModelConfig {
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// Usually `d_model / n_heads`; stated apart by models whose heads are wider or narrower
+    /// (Qwen3, Gemma 3, Mistral Nemo), so that `n_heads * head_dim` need not be `d_model`.
+    pub head_dim: usize,
     pub d_ff: usize,
     pub rope_theta: f32,
     /// How the rotary frequencies are stretched for long contexts.
@@ -219,6 +222,7 @@ impl ModelConfig {
             "num_hidden_layers": self.n_layers,
             "num_attention_heads": self.n_heads,
             "num_key_value_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
             "intermediate_size": self.d_ff,
             "rope_theta": self.rope_theta,
             "rope_scaling": self.rope_scaling.to_hf_json(),
@@ -229,7 +233,12 @@ impl ModelConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.head_dim
+    }
+
+    /// Width of the queries (and of the attention output): `n_heads * head_dim`.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
     }
 
     /// Query heads that share one key/value head.
@@ -365,6 +374,15 @@ impl RawConfig {
             n_layers: need(self.num_hidden_layers, "layer count", MAX_LAYERS)?,
             n_heads,
             n_kv_heads,
+            head_dim: match self.head_dim {
+                Some(stated) => need(Some(stated), "head dimension", MAX_D_MODEL)?,
+                None if d_model % n_heads == 0 => d_model / n_heads,
+                None => {
+                    return Err(Error::config(format!(
+                        "hidden size {d_model} is not a multiple of the head count {n_heads} and no head dimension is stated"
+                    )));
+                }
+            },
             d_ff: need(self.intermediate_size, "feed-forward size", MAX_D_FF)?,
             rope_theta: self.rope_theta.unwrap_or(10_000.0) as f32,
             rope_scaling: match &self.rope_scaling {
@@ -374,9 +392,6 @@ impl RawConfig {
             rms_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
             context_length: need(self.max_position_embeddings.or(Some(2048)), "context length", MAX_CONTEXT)?,
         };
-        if d_model % n_heads != 0 {
-            return Err(Error::config(format!("hidden size {d_model} is not a multiple of the head count {n_heads}")));
-        }
         if n_heads % n_kv_heads != 0 {
             return Err(Error::config(format!(
                 "head count {n_heads} is not a multiple of the KV head count {n_kv_heads}"
@@ -385,13 +400,6 @@ impl RawConfig {
         let head_dim = config.head_dim();
         if !head_dim.is_multiple_of(2) {
             return Err(Error::config(format!("head dimension {head_dim} is odd; rotary embeddings need pairs")));
-        }
-        if let Some(stated) = self.head_dim
-            && stated as usize != head_dim
-        {
-            return Err(Error::config(format!(
-                "head dimension {stated} differs from hidden size / heads = {head_dim} (not supported)"
-            )));
         }
         config.rope_scaling.validate(head_dim)?;
         if !(config.rope_theta.is_finite() && config.rope_theta > 0.0) {
@@ -460,6 +468,12 @@ mod tests {
     }
 
     #[test]
+    fn a_stated_head_dim_sets_the_query_width() {
+        let c = RawConfig { head_dim: Some(128), ..smollm2() }.resolve().unwrap();
+        assert_eq!((c.head_dim(), c.q_dim(), c.kv_dim(), c.d_model), (128, 9 * 128, 3 * 128, 576));
+    }
+
+    #[test]
     fn impossible_values_are_refused() {
         let cases = [
             RawConfig { hidden_size: Some(0), ..smollm2() },
@@ -469,7 +483,9 @@ mod tests {
             RawConfig { vocab_size: None, ..smollm2() },
             RawConfig { rope_theta: Some(f64::NAN), ..smollm2() },
             RawConfig { rms_norm_eps: Some(-1.0), ..smollm2() },
-            RawConfig { head_dim: Some(128), ..smollm2() },
+            RawConfig { head_dim: Some(63), ..smollm2() },
+            RawConfig { head_dim: Some(0), ..smollm2() },
+            RawConfig { hidden_size: Some(577), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"type": "yarn"})), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"rope_type": "dynamic", "factor": 2.0})), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"rope_type": "linear"})), ..smollm2() },

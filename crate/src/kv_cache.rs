@@ -533,6 +533,7 @@ mod tests {
             n_layers: 1,
             n_heads: 4,
             n_kv_heads: 2,
+            head_dim: 8,
             d_ff: 8,
             rope_theta: 1e4,
             rope_scaling: RopeScaling::None,

@@ -588,10 +588,12 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
 #[test]
 fn tiny_models_of_each_architecture_match_llama_cpp() {
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for arch in ["llama", "qwen2"] {
-        let bytes = std::fs::read(fixtures.join(format!("tiny-{arch}.gguf"))).unwrap();
+    // The third: heads of 12 beside a d_model of 32 (queries 48 wide), stated by key_length.
+    for (label, arch) in [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama")] {
+        let bytes = std::fs::read(fixtures.join(format!("tiny-{label}.gguf"))).unwrap();
         let want: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(fixtures.join(format!("tiny-{arch}.logits.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(fixtures.join(format!("tiny-{label}.logits.json"))).unwrap())
+                .unwrap();
         let ids: Vec<u32> = want["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let want: Vec<Vec<f32>> = want["logits"]
             .as_array()
@@ -604,11 +606,33 @@ fn tiny_models_of_each_architecture_match_llama_cpp() {
             assert_eq!(engine.config().arch.name, arch);
             let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
             let worst = got.iter().zip(&want).map(|(g, w)| max_rel_diff(g, w)).fold(0.0f32, f32::max);
-            eprintln!("{arch} {device:?}: largest difference from llama.cpp {worst:.2e} (relative)");
-            assert!(worst < 2e-3, "{arch} {device:?}: {worst} from llama.cpp's logits");
+            eprintln!("{label} {device:?}: largest difference from llama.cpp {worst:.2e} (relative)");
+            assert!(worst < 2e-3, "{label} {device:?}: {worst} from llama.cpp's logits");
             for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(argmax(g), argmax(w), "{arch} {device:?}: top token at position {pos}");
+                assert_eq!(argmax(g), argmax(w), "{label} {device:?}: top token at position {pos}");
             }
+        }
+    }
+}
+
+/// Heads wider than `d_model / n_heads` (`attention.key_length` stated, as Qwen3, Gemma 3 and
+/// Mistral Nemo state it): queries and the attention output are `n_heads * head_dim` wide.
+#[test]
+fn an_explicit_head_dim_wider_than_d_model_over_heads_matches_the_reference() {
+    let c = TinyConfig { head_dim: Some(24), ..TinyConfig::new() };
+    assert_ne!(c.q_dim(), c.d_model);
+    let ids = tokens(17, 13);
+    for (weights, types) in
+        [(WeightFormat::F32, &mixed_types as &dyn Fn(&str) -> Ty), (WeightFormat::Int4, &block_types)]
+    {
+        let tensors = tiny_weights(&c, 61, false, types);
+        let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
+        let want = reference.logits(&ids);
+        for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
+            assert_eq!((engine.config().head_dim(), engine.config().q_dim()), (24, 96));
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, &format!("{device:?} head_dim 24 {weights:?}"));
         }
     }
 }

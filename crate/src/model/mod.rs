@@ -53,25 +53,25 @@ impl Block {
         device: &Device,
     ) -> Result<Self> {
         let name = |suffix: &str| format!("blk.{i}.{suffix}");
-        let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+        let (d, q_dim, kv, ff) = (c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
         let (q, k, v) = (name("attn_q.weight"), name("attn_k.weight"), name("attn_v.weight"));
         let (gate, up) = (name("ffn_gate.weight"), name("ffn_up.weight"));
         let qkv_bias = match c.arch.qkv_bias {
             false => None,
             true => {
-                let mut data = Vec::with_capacity(d + 2 * kv);
-                for (suffix, len) in [("attn_q.bias", d), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
+                let mut data = Vec::with_capacity(q_dim + 2 * kv);
+                for (suffix, len) in [("attn_q.bias", q_dim), ("attn_k.bias", kv), ("attn_v.bias", kv)] {
                     data.extend(source.tensor(&name(suffix))?.expect_shape(&[len])?.data);
                 }
-                let t = crate::load::HostTensor { name: name("attn_qkv.bias"), shape: vec![d + 2 * kv], data };
+                let t = crate::load::HostTensor { name: name("attn_qkv.bias"), shape: vec![q_dim + 2 * kv], data };
                 Some(upload(t, device))
             }
         };
         Ok(Self {
             attn_norm: load_norm(source, &name("attn_norm.weight"), d, device)?,
-            qkv: Linear::load(source, &[(&q, d), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
+            qkv: Linear::load(source, &[(&q, q_dim), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
             qkv_bias,
-            wo: Linear::load(source, &[(&name("attn_output.weight"), d)], d, Fuse::Concat, format, device)?,
+            wo: Linear::load(source, &[(&name("attn_output.weight"), d)], q_dim, Fuse::Concat, format, device)?,
             ffn_norm: load_norm(source, &name("ffn_norm.weight"), d, device)?,
             gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
             w_down: Linear::load(source, &[(&name("ffn_down.weight"), d)], ff, Fuse::Concat, format, device)?,

@@ -37,7 +37,7 @@ pub(crate) const FUSED: [&[&str]; 4] =
 /// Every tensor a model of `c` reads; `tied` when the output head is the token embedding.
 /// The embedding falls back to 8 bits (the logits are read from it), the rest to 4.
 pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
-    let (d, kv, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+    let (d, q, kv, ff) = (c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
     let matrix = |name: String, rows, cols, fallback| TensorSpec {
         name,
         shape: vec![rows, cols],
@@ -49,10 +49,10 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
     for i in 0..c.n_layers {
         out.push(norm(format!("blk.{i}.attn_norm.weight")));
         for (suffix, rows, cols) in [
-            ("attn_q", d, d),
+            ("attn_q", q, d),
             ("attn_k", kv, d),
             ("attn_v", kv, d),
-            ("attn_output", d, d),
+            ("attn_output", d, q),
             ("ffn_gate", ff, d),
             ("ffn_up", ff, d),
             ("ffn_down", d, ff),
@@ -61,7 +61,7 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
         }
         out.push(norm(format!("blk.{i}.ffn_norm.weight")));
         if c.arch.qkv_bias {
-            for (suffix, len) in [("attn_q", d), ("attn_k", kv), ("attn_v", kv)] {
+            for (suffix, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
                 out.push(bias(format!("blk.{i}.{suffix}.bias"), len));
             }
         }

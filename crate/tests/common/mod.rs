@@ -72,6 +72,8 @@ pub struct TinyConfig {
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// `None`: `d_model / n_heads`.
+    pub head_dim: Option<usize>,
     pub d_ff: usize,
     pub context: usize,
     pub rope_theta: f32,
@@ -88,6 +90,7 @@ impl TinyConfig {
             n_layers: 2,
             n_heads: 4,
             n_kv_heads: 2,
+            head_dim: None,
             d_ff: 96,
             context: 64,
             rope_theta: 10000.0,
@@ -97,7 +100,11 @@ impl TinyConfig {
     }
 
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.head_dim.unwrap_or(self.d_model / self.n_heads)
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim()
     }
 }
 
@@ -226,16 +233,16 @@ pub fn tiny_weights(c: &TinyConfig, seed: u64, tied: bool, types: &dyn Fn(&str) 
         let (values, bytes) = random_encoded(rng, shape.iter().product(), scale, offset, ty);
         out.push(StoredTensor { name, shape, ty, values, bytes });
     };
-    let (d, kv, ff) = (c.d_model, c.n_kv_heads * c.head_dim(), c.d_ff);
+    let (d, q, kv, ff) = (c.d_model, c.q_dim(), c.n_kv_heads * c.head_dim(), c.d_ff);
     let lin = |fan_in: usize| 1.7 / (fan_in as f32).sqrt();
     add(&mut rng, "token_embd.weight".into(), vec![c.vocab, d], 1.0, 0.0);
     for i in 0..c.n_layers {
         let n = |s: &str| format!("blk.{i}.{s}");
         add(&mut rng, n("attn_norm.weight"), vec![d], 0.2, 1.0);
-        add(&mut rng, n("attn_q.weight"), vec![d, d], lin(d), 0.0);
+        add(&mut rng, n("attn_q.weight"), vec![q, d], lin(d), 0.0);
         add(&mut rng, n("attn_k.weight"), vec![kv, d], lin(d), 0.0);
         add(&mut rng, n("attn_v.weight"), vec![kv, d], lin(d), 0.0);
-        add(&mut rng, n("attn_output.weight"), vec![d, d], lin(d), 0.0);
+        add(&mut rng, n("attn_output.weight"), vec![d, q], lin(q), 0.0);
         add(&mut rng, n("ffn_norm.weight"), vec![d], 0.2, 1.0);
         add(&mut rng, n("ffn_gate.weight"), vec![ff, d], lin(d), 0.0);
         add(&mut rng, n("ffn_up.weight"), vec![ff, d], lin(d), 0.0);
@@ -351,6 +358,8 @@ pub fn tiny_metadata(c: &TinyConfig) -> Vec<(&'static str, Kv)> {
         ("llama.rope.freq_base", Kv::F32(c.rope_theta)),
         ("llama.attention.layer_norm_rms_epsilon", Kv::F32(c.eps)),
         ("llama.rope.dimension_count", Kv::U32(c.head_dim() as u32)),
+        ("llama.attention.key_length", Kv::U32(c.head_dim() as u32)),
+        ("llama.attention.value_length", Kv::U32(c.head_dim() as u32)),
         ("tokenizer.ggml.model", Kv::Str("gpt2".into())),
         ("tokenizer.ggml.pre", Kv::Str("smollm".into())),
         ("tokenizer.ggml.tokens", Kv::StrArray(vocab)),
@@ -580,7 +589,7 @@ impl<'a> RefStream<'a> {
                     k
                 })
                 .collect();
-            let mut attn = vec![0.0f32; d];
+            let mut attn = vec![0.0f32; c.q_dim()];
             for head in 0..c.n_heads {
                 let kvh = head / (c.n_heads / c.n_kv_heads);
                 let q = &q[head * hd..(head + 1) * hd];
