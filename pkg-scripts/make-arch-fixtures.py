@@ -80,6 +80,9 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
         tensor(f"blk.{i}.attn_q.weight", (heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
+        if arch == "qwen3":
+            tensor(f"blk.{i}.attn_q_norm.weight", (hd,), 0.3, 1.0)
+            tensor(f"blk.{i}.attn_k_norm.weight", (hd,), 0.3, 1.0)
         if arch == "qwen2":
             tensor(f"blk.{i}.attn_q.bias", (heads * hd,), 0.5)
             tensor(f"blk.{i}.attn_k.bias", (kv_heads * hd,), 0.5)
@@ -98,8 +101,9 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
 
 
 rng = np.random.default_rng(20261201)
-# The last: heads of 12 (queries 48 wide) beside a d_model of 32, as key_length states them.
-for label, arch, head_dim in [("llama", "llama", None), ("qwen2", "qwen2", None), ("llama-hd12", "llama", 12)]:
+# llama-hd12: heads of 12 (queries 48 wide) beside a d_model of 32, as key_length states them.
+FIXTURES = [("llama", "llama", None), ("qwen2", "qwen2", None), ("llama-hd12", "llama", 12), ("qwen3", "qwen3", 12)]
+for label, arch, head_dim in FIXTURES:
     gguf_path = OUT / f"tiny-{label}.gguf"
     write(arch, gguf_path, rng, head_dim)
     model = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, logits_all=True, n_threads=1, verbose=False)

@@ -30,19 +30,26 @@ pub struct Architecture {
     /// permutes Llama's into adjacent rotation pairs, and leaves the others (rotated by halves,
     /// llama.cpp's NEOX order) as Hugging Face has them.
     pub gguf_rope_halves: bool,
+    /// An RMSNorm over each query and key head before RoPE (`blk.N.attn_{q,k}_norm.weight`).
+    pub qk_norm: bool,
 }
 
 impl Architecture {
-    pub const LLAMA: Self = Self { name: "llama", qkv_bias: false, gguf_rope_halves: false };
+    pub const LLAMA: Self = Self { name: "llama", qkv_bias: false, gguf_rope_halves: false, qk_norm: false };
     /// Qwen2 (and Qwen2.5): Llama with biases on Q, K and V.
-    pub const QWEN2: Self = Self { name: "qwen2", qkv_bias: true, gguf_rope_halves: true };
+    pub const QWEN2: Self = Self { qkv_bias: true, gguf_rope_halves: true, name: "qwen2", ..Self::LLAMA };
+    /// Qwen3: Qwen2 without the biases, with an RMSNorm on each query and key head.
+    pub const QWEN3: Self = Self { name: "qwen3", qkv_bias: false, qk_norm: true, ..Self::QWEN2 };
 
     /// The family a GGUF `general.architecture` or a `config.json` `model_type` names.
     pub fn named(name: &str) -> Result<Self> {
         match name {
             "llama" | "mistral" => Ok(Self::LLAMA),
             "qwen2" => Ok(Self::QWEN2),
-            other => Err(Error::config(format!("architecture {other:?} is not supported (llama, mistral, qwen2)"))),
+            "qwen3" => Ok(Self::QWEN3),
+            other => {
+                Err(Error::config(format!("architecture {other:?} is not supported (llama, mistral, qwen2, qwen3)")))
+            }
         }
     }
 }

@@ -525,12 +525,26 @@ fn five_bit_matrices_stay_packed_with_int4_weights() {
 /// the biases, with f32 and int4 weights on the CPU and on wgpu.
 #[test]
 fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
-    let c = TinyConfig::new();
+    qwen_gguf_matches_the_reference("qwen2");
+}
+
+/// Qwen3: no biases, an RMSNorm over each query and key head (its weights reordered with the
+/// rows), heads wider than d_model / n_heads.
+#[test]
+fn a_qwen3_gguf_matches_the_reference_with_its_head_norms() {
+    qwen_gguf_matches_the_reference("qwen3");
+}
+
+fn qwen_gguf_matches_the_reference(arch: &str) {
+    let c = match arch {
+        "qwen3" => TinyConfig { head_dim: Some(24), ..TinyConfig::new() },
+        _ => TinyConfig::new(),
+    };
     let metadata: Vec<(String, Kv)> = tiny_metadata(&c)
         .into_iter()
         .map(|(k, v)| match (k, v) {
-            ("general.architecture", _) => (k.to_string(), Kv::Str("qwen2".into())),
-            (k, v) => (k.replacen("llama.", "qwen2.", 1), v),
+            ("general.architecture", _) => (k.to_string(), Kv::Str(arch.into())),
+            (k, v) => (k.replacen("llama.", &format!("{arch}."), 1), v),
         })
         .collect();
     let metadata: Vec<(&str, Kv)> = metadata.into_iter().map(|(k, v)| (&*k.leak(), v)).collect();
@@ -542,15 +556,16 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
         let mut rng = Rng::new(52);
         let kv = c.n_kv_heads * c.head_dim();
         for l in 0..c.n_layers {
-            for (suffix, len) in [("attn_q", c.d_model), ("attn_k", kv), ("attn_v", kv)] {
-                let (values, bytes) = random_encoded(&mut rng, len, 0.5, 0.0, Ty::F32);
-                tensors.push(StoredTensor {
-                    name: format!("blk.{l}.{suffix}.bias"),
-                    shape: vec![len],
-                    ty: Ty::F32,
-                    values,
-                    bytes,
-                });
+            let extras = match arch {
+                "qwen2" => {
+                    [("attn_q.bias", c.q_dim(), 0.0), ("attn_k.bias", kv, 0.0), ("attn_v.bias", kv, 0.0)].to_vec()
+                }
+                _ => [("attn_q_norm.weight", c.head_dim(), 1.0), ("attn_k_norm.weight", c.head_dim(), 1.0)].to_vec(),
+            };
+            for (suffix, len, offset) in extras {
+                let (values, bytes) = random_encoded(&mut rng, len, 0.5, offset, Ty::F32);
+                let name = format!("blk.{l}.{suffix}");
+                tensors.push(StoredTensor { name, shape: vec![len], ty: Ty::F32, values, bytes });
             }
         }
         let bytes = write_gguf(&metadata, &tensors);
@@ -558,9 +573,9 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
         let want = reference.logits(&ids);
         for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
             let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
-            assert_eq!(engine.config().arch.name, "qwen2");
+            assert_eq!(engine.config().arch.name, arch);
             let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-            assert_logits_close(&got, &want, &format!("{device:?} qwen2 {weights:?}"));
+            assert_logits_close(&got, &want, &format!("{device:?} {arch} {weights:?}"));
         }
         // `hearth convert` (packed weights: exact for the block types) keeps the architecture,
         // the biases and the reordered rows.
@@ -570,14 +585,14 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
             let pack = hearth::load::burnpack::write(&parts, &file).unwrap();
             let engine = Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), weights).unwrap());
             let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-            assert_logits_close(&got, &want, "qwen2 through a burnpack");
+            assert_logits_close(&got, &want, &format!("{arch} through a burnpack"));
         }
-        // Without the biases the logits differ: they are used.
-        let unbiased = Reference::new(
-            &c,
-            &tensors.iter().filter(|t| !t.name.ends_with(".bias")).cloned().collect::<Vec<_>>(),
-            RopeStyle::Half,
-        );
+        // Without the biases (the head norms) the logits differ: they are used.
+        let extra = |t: &&StoredTensor| {
+            t.name.ends_with(".bias") || t.name.contains("attn_q_norm") || t.name.contains("attn_k_norm")
+        };
+        let plain: Vec<StoredTensor> = tensors.iter().filter(|t| !extra(t)).cloned().collect();
+        let unbiased = Reference::new(&c, &plain, RopeStyle::Half);
         assert!(max_rel_diff(&unbiased.logits(&ids)[5], &want[5]) > 1e-2);
     }
 }
@@ -588,8 +603,10 @@ fn a_qwen2_gguf_matches_the_reference_with_its_biases() {
 #[test]
 fn tiny_models_of_each_architecture_match_llama_cpp() {
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    // The third: heads of 12 beside a d_model of 32 (queries 48 wide), stated by key_length.
-    for (label, arch) in [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama")] {
+    // llama-hd12: heads of 12 beside a d_model of 32 (queries 48 wide), stated by key_length;
+    // qwen3: the same heads, each query and key head RMS-normed.
+    let fixtures_of = [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama"), ("qwen3", "qwen3")];
+    for (label, arch) in fixtures_of {
         let bytes = std::fs::read(fixtures.join(format!("tiny-{label}.gguf"))).unwrap();
         let want: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixtures.join(format!("tiny-{label}.logits.json"))).unwrap())

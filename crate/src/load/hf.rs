@@ -17,7 +17,7 @@ use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, halves_to_p
 use crate::tokenizer::Tokenizer;
 
 /// GGUF name suffix to Hugging Face name suffix, for tensors inside `blk.{i}`.
-const LAYER_NAMES: [(&str, &str); 12] = [
+const LAYER_NAMES: [(&str, &str); 14] = [
     ("attn_norm.weight", "input_layernorm.weight"),
     ("attn_q.weight", "self_attn.q_proj.weight"),
     ("attn_k.weight", "self_attn.k_proj.weight"),
@@ -25,6 +25,8 @@ const LAYER_NAMES: [(&str, &str); 12] = [
     ("attn_q.bias", "self_attn.q_proj.bias"),
     ("attn_k.bias", "self_attn.k_proj.bias"),
     ("attn_v.bias", "self_attn.v_proj.bias"),
+    ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+    ("attn_k_norm.weight", "self_attn.k_norm.weight"),
     ("attn_output.weight", "self_attn.o_proj.weight"),
     ("ffn_norm.weight", "post_attention_layernorm.weight"),
     ("ffn_gate.weight", "mlp.gate_proj.weight"),

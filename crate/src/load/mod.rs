@@ -141,7 +141,10 @@ pub(crate) fn rope_heads(c: &ModelConfig, name: &str) -> Option<usize> {
 }
 
 fn rope_heads_of(name: &str, n_heads: usize, n_kv_heads: usize) -> Option<usize> {
-    if name.ends_with(".attn_q.weight") || name.ends_with(".attn_q.bias") {
+    // A per-head norm's weights run along one head's rows.
+    if name.ends_with(".attn_q_norm.weight") || name.ends_with(".attn_k_norm.weight") {
+        Some(1)
+    } else if name.ends_with(".attn_q.weight") || name.ends_with(".attn_q.bias") {
         Some(n_heads)
     } else if name.ends_with(".attn_k.weight") || name.ends_with(".attn_k.bias") {
         Some(n_kv_heads)

@@ -37,6 +37,9 @@ struct Block {
     qkv: Linear,
     /// `[Q | K | V]` biases, where the architecture has them.
     qkv_bias: Option<Tensor<1>>,
+    /// Per-head RMSNorm scales of the queries and keys `[head_dim]`, where the architecture
+    /// has them.
+    qk_norm: Option<(Tensor<1>, Tensor<1>)>,
     wo: Linear,
     ffn_norm: Tensor<1>,
     /// Gate and up rows interleaved.
@@ -67,10 +70,18 @@ impl Block {
                 Some(upload(t, device))
             }
         };
+        let qk_norm = match c.arch.qk_norm {
+            false => None,
+            true => Some((
+                load_norm(source, &name("attn_q_norm.weight"), c.head_dim(), device)?,
+                load_norm(source, &name("attn_k_norm.weight"), c.head_dim(), device)?,
+            )),
+        };
         Ok(Self {
             attn_norm: load_norm(source, &name("attn_norm.weight"), d, device)?,
             qkv: Linear::load(source, &[(&q, q_dim), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
             qkv_bias,
+            qk_norm,
             wo: Linear::load(source, &[(&name("attn_output.weight"), d)], q_dim, Fuse::Concat, format, device)?,
             ffn_norm: load_norm(source, &name("ffn_norm.weight"), d, device)?,
             gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
@@ -82,6 +93,7 @@ impl Block {
         [&self.qkv, &self.wo, &self.gate_up, &self.w_down].iter().map(|l| l.device_bytes()).sum::<usize>()
             + 4 * (self.attn_norm.dims()[0] + self.ffn_norm.dims()[0])
             + self.qkv_bias.as_ref().map_or(0, |b| 4 * b.dims()[0])
+            + self.qk_norm.as_ref().map_or(0, |(q, k)| 4 * (q.dims()[0] + k.dims()[0]))
     }
 
     /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
@@ -91,6 +103,20 @@ impl Block {
         let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
         let qkv = match &self.qkv_bias {
             Some(b) => qkv + b.clone().unsqueeze_dim::<2>(0),
+            None => qkv,
+        };
+        let qkv = match &self.qk_norm {
+            Some((q_norm, k_norm)) => {
+                // Each head of Q and of K normed on its own, as rows of head_dim.
+                let [m, _] = qkv.dims();
+                let (q, kv, hd) = (c.q_dim(), c.kv_dim(), c.head_dim());
+                let per_head = |t: Tensor<2>, g: &Tensor<1>, width: usize| {
+                    rms_norm(t.reshape([m * width / hd, hd]), g, c.rms_eps).reshape([m, width])
+                };
+                let q_part = per_head(qkv.clone().slice([0..m, 0..q]), q_norm, q);
+                let k_part = per_head(qkv.clone().slice([0..m, q..q + kv]), k_norm, kv);
+                Tensor::cat(vec![q_part, k_part, qkv.slice([0..m, q + kv..q + 2 * kv])], 1)
+            }
             None => qkv,
         };
         let attn = split::time(Part::Attention, || {

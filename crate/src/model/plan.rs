@@ -60,6 +60,15 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
             out.push(matrix(format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
         }
         out.push(norm(format!("blk.{i}.ffn_norm.weight")));
+        if c.arch.qk_norm {
+            for suffix in ["attn_q_norm", "attn_k_norm"] {
+                out.push(TensorSpec {
+                    name: format!("blk.{i}.{suffix}.weight"),
+                    shape: vec![c.head_dim()],
+                    role: Role::Norm,
+                });
+            }
+        }
         if c.arch.qkv_bias {
             for (suffix, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
                 out.push(bias(format!("blk.{i}.{suffix}.bias"), len));

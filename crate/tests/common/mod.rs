@@ -576,9 +576,18 @@ impl<'a> RefStream<'a> {
                 }
                 y
             };
-            let mut q = project("attn_q");
+            // Qwen3: an RMSNorm over each query and key head, before RoPE.
+            let head_norm = |mut y: Vec<f32>, name: &str| {
+                if let Some(g) = r.w.get(&n(&format!("{name}_norm.weight"))) {
+                    for head in y.chunks_exact_mut(hd) {
+                        head.copy_from_slice(&rms_norm(head, g, c.eps));
+                    }
+                }
+                y
+            };
+            let mut q = head_norm(project("attn_q"), "attn_q");
             r.rope(&mut q, pos);
-            self.k[l].push(project("attn_k"));
+            self.k[l].push(head_norm(project("attn_k"), "attn_k"));
             self.v[l].push(project("attn_v"));
             let keys: Vec<Vec<f32>> = self.k[l]
                 .iter()
