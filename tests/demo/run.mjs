@@ -57,16 +57,21 @@ async function ask(page, text) {
   await page.press("#prompt", "Enter");
   const reply = page.locator(".msg.assistant").nth(before);
   await reply.waitFor({ timeout: 10_000 });
+  // Every length the reply's text goes through, recorded in the page as it changes: polling
+  // from here misses pieces when tokens come faster than a round trip.
+  await reply.evaluate((el) => {
+    const length = () => el.querySelector(".body")?.textContent.length ?? 0;
+    el.seenLengths = new Set([length()]);
+    new MutationObserver(() => el.seenLengths.add(length())).observe(el, { subtree: true, childList: true, characterData: true });
+  });
   return reply;
 }
 
 async function streamedLengths(reply) {
-  const lengths = new Set();
   for (;;) {
     const state = await reply.getAttribute("data-state");
-    lengths.add((await reply.locator(".body").textContent()).length);
-    if (state !== "streaming") return { state, lengths: lengths.size };
-    await new Promise((r) => setTimeout(r, 100));
+    if (state !== "streaming") return { state, lengths: await reply.evaluate((el) => el.seenLengths.size) };
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
