@@ -179,27 +179,28 @@ fn pair_source(row: usize, hd: usize) -> usize {
 /// does to Llama's weights.
 pub(crate) fn halves_to_pairs(t: HostTensor, n_heads: usize) -> Result<HostTensor> {
     let rows = t.shape[0];
-    let cols = t.shape.get(1).copied().unwrap_or(1);
     if t.shape.len() > 2 || !rows.is_multiple_of(2 * n_heads) {
+        let cols = t.shape.get(1).copied().unwrap_or(1);
         return Err(Error::TensorShape { tensor: t.name, expected: vec![n_heads, cols], found: t.shape });
     }
-    let hd = rows / n_heads;
-    let mut data = vec![0.0; t.data.len()];
-    for row in 0..rows {
-        let src = pair_source(row, hd);
-        data[row * cols..(row + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
-    }
-    Ok(HostTensor { data, ..t })
+    Ok(move_rows(t, n_heads, true))
 }
 
 /// The inverse of [`halves_to_pairs`].
 pub(crate) fn pairs_to_halves(t: HostTensor, n_heads: usize) -> HostTensor {
+    move_rows(t, n_heads, false)
+}
+
+/// Row `r` of the pair order takes row `pair_source(r)` of the halves order (`to_pairs`), or
+/// gives it back.
+fn move_rows(t: HostTensor, n_heads: usize, to_pairs: bool) -> HostTensor {
     let cols = t.shape.get(1).copied().unwrap_or(1);
     let hd = t.shape[0] / n_heads;
     let mut data = vec![0.0; t.data.len()];
     for row in 0..t.shape[0] {
-        let dst = pair_source(row, hd);
-        data[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[row * cols..(row + 1) * cols]);
+        let other = pair_source(row, hd);
+        let (dst, src) = if to_pairs { (row, other) } else { (other, row) };
+        data[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
     }
     HostTensor { data, ..t }
 }
