@@ -43,6 +43,10 @@ def byte_chars():
 
 def write(arch: str, path: Path, rng, head_dim=None) -> None:
     d, layers, heads, kv_heads, ff = 32, 2, 4, 2, 64
+    if arch == "gemma3":
+        # Six layers: five with a sliding window of 4 tokens (RoPE base 10,000, llama.cpp's
+        # fixed local base), the sixth global (base 1,000,000).
+        layers = 6
     hd = head_dim or d // heads
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     merges = ["Ġ t", "h e", "Ġt he"]
@@ -55,7 +59,9 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
     w.add_feed_forward_length(ff)
     w.add_head_count(heads)
     w.add_head_count_kv(kv_heads)
-    w.add_rope_freq_base(10000.0)
+    w.add_rope_freq_base(1e6 if arch == "gemma3" else 10000.0)
+    if arch == "gemma3":
+        w.add_sliding_window(4)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(hd)
     if head_dim:
@@ -80,7 +86,7 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
         tensor(f"blk.{i}.attn_q.weight", (heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
         tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
-        if arch == "qwen3":
+        if arch in ("qwen3", "gemma3"):
             tensor(f"blk.{i}.attn_q_norm.weight", (hd,), 0.3, 1.0)
             tensor(f"blk.{i}.attn_k_norm.weight", (hd,), 0.3, 1.0)
         if arch == "qwen2":
@@ -92,8 +98,12 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
         tensor(f"blk.{i}.ffn_gate.weight", (ff, d), lin(d))
         tensor(f"blk.{i}.ffn_up.weight", (ff, d), lin(d))
         tensor(f"blk.{i}.ffn_down.weight", (d, ff), lin(ff))
+        if arch == "gemma3":
+            tensor(f"blk.{i}.post_attention_norm.weight", (d,), 0.1, 1.0)
+            tensor(f"blk.{i}.post_ffw_norm.weight", (d,), 0.1, 1.0)
     tensor("output_norm.weight", (d,), 0.1, 1.0)
-    tensor("output.weight", (len(vocab), d), lin(d))
+    if arch != "gemma3":  # Gemma ties its head to the embedding
+        tensor("output.weight", (len(vocab), d), lin(d))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -102,7 +112,13 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
 
 rng = np.random.default_rng(20261201)
 # llama-hd12: heads of 12 (queries 48 wide) beside a d_model of 32, as key_length states them.
-FIXTURES = [("llama", "llama", None), ("qwen2", "qwen2", None), ("llama-hd12", "llama", 12), ("qwen3", "qwen3", 12)]
+FIXTURES = [
+    ("llama", "llama", None),
+    ("qwen2", "qwen2", None),
+    ("llama-hd12", "llama", 12),
+    ("qwen3", "qwen3", 12),
+    ("gemma3", "gemma3", 16),
+]
 for label, arch, head_dim in FIXTURES:
     gguf_path = OUT / f"tiny-{label}.gguf"
     write(arch, gguf_path, rng, head_dim)

@@ -17,6 +17,30 @@ const MAX_HEADS: usize = 1 << 10;
 const MAX_VOCAB: usize = 1 << 22;
 const MAX_CONTEXT: usize = 1 << 24;
 
+/// The gated activation of the feed-forward block: `act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(x)` (SwiGLU): Llama, Qwen, Phi-3.
+    Silu,
+    /// GELU's tanh approximation (GeGLU): Gemma. Hugging Face calls it `gelu_pytorch_tanh`.
+    GeluTanh,
+}
+
+/// `sqrt(2 / π)`, GELU's tanh approximation's constant.
+pub const GELU_K: f32 = 0.797_884_6;
+
+impl Activation {
+    /// The activation of one gate value. GELU's `0.5 x (1 + tanh(z))` is written as the equal
+    /// `x / (1 + exp(-2z))`, which has no overflow to guard: large `|z|` gives `x` or `-0`.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Self::Silu => x / (1.0 + (-x).exp()),
+            Self::GeluTanh => x / (1.0 + (-2.0 * GELU_K * (x + 0.044_715 * x * x * x)).exp()),
+        }
+    }
+}
+
 /// What a family of decoders does differently from Llama: the one decoder reads this instead
 /// of each family having a model file of its own. A family is a constructor that states only
 /// its differences.
@@ -32,14 +56,49 @@ pub struct Architecture {
     pub gguf_rope_halves: bool,
     /// An RMSNorm over each query and key head before RoPE (`blk.N.attn_{q,k}_norm.weight`).
     pub qk_norm: bool,
+    /// RMSNorms on the attention output and on the feed-forward output, before each residual
+    /// add (`blk.N.post_attention_norm.weight`, `blk.N.post_ffw_norm.weight`), beside the
+    /// usual ones before each sub-block.
+    pub post_norms: bool,
+    pub activation: Activation,
+    /// Token embeddings multiplied by `sqrt(d_model)` before the first block.
+    pub embed_scale: bool,
+    /// Hugging Face checkpoints store each RMSNorm scale as `w - 1` (the model multiplies by
+    /// `1 + w`); GGUF files, as llama.cpp's converter writes them, hold `w`.
+    pub hf_norm_minus_one: bool,
+    /// Every `n`th layer (the last of each group of `n`) attends to the whole context, the
+    /// others only to the last [`ModelConfig::sliding_window`] tokens, with their own RoPE base.
+    /// `None`: every layer is global.
+    pub global_every: Option<usize>,
 }
 
 impl Architecture {
-    pub const LLAMA: Self = Self { name: "llama", qkv_bias: false, gguf_rope_halves: false, qk_norm: false };
+    pub const LLAMA: Self = Self {
+        name: "llama",
+        qkv_bias: false,
+        gguf_rope_halves: false,
+        qk_norm: false,
+        post_norms: false,
+        activation: Activation::Silu,
+        embed_scale: false,
+        hf_norm_minus_one: false,
+        global_every: None,
+    };
     /// Qwen2 (and Qwen2.5): Llama with biases on Q, K and V.
     pub const QWEN2: Self = Self { qkv_bias: true, gguf_rope_halves: true, name: "qwen2", ..Self::LLAMA };
     /// Qwen3: Qwen2 without the biases, with an RMSNorm on each query and key head.
     pub const QWEN3: Self = Self { name: "qwen3", qkv_bias: false, qk_norm: true, ..Self::QWEN2 };
+    /// Gemma 3: Qwen3's head norms, norms after the sub-blocks too, GeGLU, scaled embeddings,
+    /// and five sliding-window layers to each global one.
+    pub const GEMMA3: Self = Self {
+        name: "gemma3",
+        post_norms: true,
+        activation: Activation::GeluTanh,
+        embed_scale: true,
+        hf_norm_minus_one: true,
+        global_every: Some(6),
+        ..Self::QWEN3
+    };
 
     /// The family a GGUF `general.architecture` or a `config.json` `model_type` names.
     pub fn named(name: &str) -> Result<Self> {
@@ -47,11 +106,22 @@ impl Architecture {
             "llama" | "mistral" => Ok(Self::LLAMA),
             "qwen2" => Ok(Self::QWEN2),
             "qwen3" => Ok(Self::QWEN3),
-            other => {
-                Err(Error::config(format!("architecture {other:?} is not supported (llama, mistral, qwen2, qwen3)")))
-            }
+            "gemma3" | "gemma3_text" => Ok(Self::GEMMA3),
+            other => Err(Error::config(format!(
+                "architecture {other:?} is not supported (llama, mistral, qwen2, qwen3, gemma3)"
+            ))),
         }
     }
+}
+
+/// How one layer attends: over which past and with which rotary base.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerAttention {
+    /// Most recent tokens (the current one included) a query sees; `None`: all of them.
+    pub window: Option<usize>,
+    /// Whether the layer's RoPE uses the local base (`rope_theta_local`, unscaled) instead of
+    /// the global one.
+    pub local_rope: bool,
 }
 
 /// The validated hyper-parameters of a decoder.
@@ -73,6 +143,10 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     /// The longest sequence the model was trained for.
     pub context_length: usize,
+    /// Tokens a sliding-window layer sees, where the architecture has such layers.
+    pub sliding_window: Option<usize>,
+    /// The RoPE base of sliding-window layers (Gemma 3: 10,000 beside 1,000,000).
+    pub rope_theta_local: f32,
 }
 
 /// How a model stretches its rotary frequencies. Only what the engine applies exactly is
@@ -221,9 +295,13 @@ impl RopeScaling {
 impl ModelConfig {
     /// The config as a Hugging Face `config.json` (which [`RawConfig::from_hf_json`] reads back).
     pub fn to_hf_json(&self, tie_word_embeddings: bool) -> serde_json::Value {
-        serde_json::json!({
-            "model_type": self.arch.name,
-            "hidden_act": "silu",
+        let act = match self.arch.activation {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        };
+        let mut json = serde_json::json!({
+            "model_type": if self.arch == Architecture::GEMMA3 { "gemma3_text" } else { self.arch.name },
+            "hidden_act": act,
             "vocab_size": self.vocab,
             "hidden_size": self.d_model,
             "num_hidden_layers": self.n_layers,
@@ -236,7 +314,12 @@ impl ModelConfig {
             "rms_norm_eps": self.rms_eps,
             "max_position_embeddings": self.context_length,
             "tie_word_embeddings": tie_word_embeddings,
-        })
+        });
+        if let Some(window) = self.sliding_window {
+            json["sliding_window"] = window.into();
+            json["rope_local_base_freq"] = self.rope_theta_local.into();
+        }
+        json
     }
 
     pub fn head_dim(&self) -> usize {
@@ -257,12 +340,24 @@ impl ModelConfig {
         self.n_kv_heads * self.head_dim()
     }
 
-    /// The rotary frequency of each pair `i`, `θ_i = theta^(-2i / head_dim)` divided as
-    /// [`RopeScaling`] says, in f64 like the reference implementations.
-    pub fn rope_frequencies(&self) -> Vec<f64> {
+    /// How layer `layer` attends.
+    pub fn layer_attention(&self, layer: usize) -> LayerAttention {
+        match (self.arch.global_every, self.sliding_window) {
+            (Some(every), Some(window)) if (layer + 1) % every != 0 => {
+                LayerAttention { window: Some(window), local_rope: true }
+            }
+            _ => LayerAttention { window: None, local_rope: false },
+        }
+    }
+
+    /// The rotary frequency of each pair `i`, `θ_i = theta^(-2i / head_dim)`, divided as
+    /// [`RopeScaling`] says for global layers (`local == false`), from `rope_theta_local` and
+    /// unscaled for sliding-window ones; in f64 like the reference implementations.
+    pub fn rope_frequencies(&self, local: bool) -> Vec<f64> {
         let hd = self.head_dim();
-        let base: Vec<f64> = (0..hd / 2).map(|i| (self.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64)).collect();
-        let divisors = self.rope_scaling.divisors(&base);
+        let theta = if local { self.rope_theta_local } else { self.rope_theta } as f64;
+        let base: Vec<f64> = (0..hd / 2).map(|i| theta.powf(-2.0 * i as f64 / hd as f64)).collect();
+        let divisors = if local { vec![1.0; base.len()] } else { self.rope_scaling.divisors(&base) };
         base.iter().zip(divisors).map(|(f, d)| f / d).collect()
     }
 }
@@ -283,7 +378,16 @@ pub struct RawConfig {
     pub rope_scaling: Option<serde_json::Value>,
     pub model_type: Option<String>,
     pub hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    pub hidden_activation: Option<String>,
     pub tie_word_embeddings: Option<bool>,
+    pub sliding_window: Option<u64>,
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma: queries are scaled by `1 / sqrt(this)`; only `head_dim` is supported.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: soft caps the engine does not apply, refused when set.
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
 }
 
 impl RawConfig {
@@ -328,6 +432,13 @@ impl RawConfig {
             Some(v) => return Err(Error::config(format!("{arch}.rope.scaling.type is {v:?}, not a string"))),
         };
         let head_dim = uint("attention.key_length")?.or(uint("rope.dimension_count")?);
+        for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(cap) = float(key)?
+                && cap != 0.0
+            {
+                return Err(Error::config(format!("{arch}.{key} = {cap}: logit soft-capping is not supported")));
+            }
+        }
         Ok(Self {
             vocab_size,
             hidden_size: uint("embedding_length")?,
@@ -341,23 +452,40 @@ impl RawConfig {
             head_dim,
             rope_scaling,
             model_type: Some(arch.into()),
-            hidden_act: None,
-            tie_word_embeddings: None,
+            sliding_window: uint("attention.sliding_window")?,
+            rope_local_base_freq: float("rope.freq_base_swa")?,
+            ..Self::default()
         })
     }
 
     /// Parses a Hugging Face `config.json`.
     pub fn from_hf_json(json: &[u8]) -> Result<Self> {
         let raw: Self = serde_json::from_slice(json).map_err(|e| Error::config(format!("config.json: {e}")))?;
-        match raw.model_type.as_deref() {
+        let arch = match raw.model_type.as_deref() {
             Some(name) => {
-                Architecture::named(name).map_err(|e| Error::config(format!("config.json model_type: {e}")))?;
+                Architecture::named(name).map_err(|e| Error::config(format!("config.json model_type: {e}")))?
             }
             None => return Err(Error::config("config.json has no model_type")),
+        };
+        let act = raw.hidden_activation.as_deref().or(raw.hidden_act.as_deref());
+        match (arch.activation, act) {
+            (_, None) | (Activation::Silu, Some("silu")) => {}
+            (Activation::GeluTanh, Some("gelu_pytorch_tanh" | "gelu_tanh")) => {}
+            (_, Some(other)) => {
+                return Err(Error::config(format!("activation {other:?} is not supported for {}", arch.name)));
+            }
         }
-        match raw.hidden_act.as_deref() {
-            None | Some("silu") => {}
-            Some(other) => return Err(Error::config(format!("hidden_act {other:?} is not supported (silu)"))),
+        if let Some(scalar) = raw.query_pre_attn_scalar
+            && raw.head_dim.is_some_and(|hd| hd as f64 != scalar)
+        {
+            return Err(Error::config(format!(
+                "query_pre_attn_scalar {scalar} differs from head_dim: only 1 / sqrt(head_dim) query scaling is supported"
+            )));
+        }
+        for (key, cap) in [("attn", raw.attn_logit_softcapping), ("final", raw.final_logit_softcapping)] {
+            if let Some(cap) = cap {
+                return Err(Error::config(format!("{key}_logit_softcapping {cap}: soft-capping is not supported")));
+            }
         }
         Ok(raw)
     }
@@ -374,7 +502,7 @@ impl RawConfig {
         let d_model = need(self.hidden_size, "hidden size", MAX_D_MODEL)?;
         let n_heads = need(self.num_attention_heads, "attention head count", MAX_HEADS)?;
         let n_kv_heads = need(self.num_key_value_heads.or(self.num_attention_heads), "KV head count", MAX_HEADS)?;
-        let config = ModelConfig {
+        let mut config = ModelConfig {
             arch: Architecture::named(self.model_type.as_deref().unwrap_or("llama"))?,
             vocab: need(self.vocab_size, "vocab size", MAX_VOCAB)?,
             d_model,
@@ -398,7 +526,15 @@ impl RawConfig {
             },
             rms_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
             context_length: need(self.max_position_embeddings.or(Some(2048)), "context length", MAX_CONTEXT)?,
+            sliding_window: None,
+            rope_theta_local: self.rope_local_base_freq.unwrap_or(10_000.0) as f32,
         };
+        if config.arch.global_every.is_some() {
+            let window = self.sliding_window.ok_or_else(|| {
+                Error::config(format!("{} has sliding-window layers but no sliding window size", config.arch.name))
+            })?;
+            config.sliding_window = Some(need(Some(window), "sliding window", MAX_CONTEXT)?);
+        }
         if n_heads % n_kv_heads != 0 {
             return Err(Error::config(format!(
                 "head count {n_heads} is not a multiple of the KV head count {n_kv_heads}"
@@ -409,8 +545,10 @@ impl RawConfig {
             return Err(Error::config(format!("head dimension {head_dim} is odd; rotary embeddings need pairs")));
         }
         config.rope_scaling.validate(head_dim)?;
-        if !(config.rope_theta.is_finite() && config.rope_theta > 0.0) {
-            return Err(Error::config(format!("rope theta {} must be a positive number", config.rope_theta)));
+        for theta in [config.rope_theta, config.rope_theta_local] {
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(Error::config(format!("rope theta {theta} must be a positive number")));
+            }
         }
         if !(config.rms_eps.is_finite() && config.rms_eps > 0.0 && config.rms_eps < 1.0) {
             return Err(Error::config(format!("RMS norm epsilon {} must be in (0, 1)", config.rms_eps)));
@@ -461,7 +599,7 @@ mod tests {
             ..smollm2()
         };
         let c = raw.resolve().unwrap();
-        let f = c.rope_frequencies();
+        let f = c.rope_frequencies(false);
         let base = |i: usize| 500000f64.powf(-2.0 * i as f64 / 128.0);
         assert_eq!(f[0], base(0));
         assert!((f[63] - base(63) / 8.0).abs() < 1e-18);

@@ -13,14 +13,14 @@ use crate::load::burnpack::{self, PackTensors};
 use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles, HfTensors};
 use crate::load::{ModelParts, TensorSource};
-use crate::model::{Llama, WeightFormat, plan};
+use crate::model::{Decoder, WeightFormat, plan};
 use crate::prune::ChatPrompt;
 use crate::session::Session;
 use crate::template::{ChatTemplate, Message, Rendered};
 use crate::tokenizer::Tokenizer;
 
 pub struct Engine {
-    model: Llama,
+    model: Decoder,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     name: String,
@@ -103,7 +103,7 @@ impl Engine {
         self.model.device()
     }
 
-    pub fn model(&self) -> &Llama {
+    pub fn model(&self) -> &Decoder {
         &self.model
     }
 
@@ -197,7 +197,7 @@ impl<'a> Prepared<'a> {
     /// after each tensor reaches it.
     pub fn upload(self, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
         let source = Counted::new(self.source.tensors(), progress);
-        let model = Llama::load(&self.config, &source, self.weights, device)?;
+        let model = Decoder::load(&self.config, &source, self.weights, device)?;
         Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
     }
 }

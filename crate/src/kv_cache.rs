@@ -126,10 +126,9 @@ impl KvOptions {
 /// contiguous positions `0..len` (as StreamingLLM does) and positions never outgrow the tables.
 pub struct KvCache {
     layers: Vec<LayerKv>,
-    /// `[capacity, head_dim]`: `cos(p θ_i)` repeated for both elements of pair `i`.
-    rope_cos: Tensor<2>,
-    /// `[capacity, head_dim]`: `(-sin(p θ_i), sin(p θ_i))` for pair `i`.
-    rope_sin: Tensor<2>,
+    /// The global layers' rotation tables, then the sliding-window layers' where their base
+    /// differs.
+    rope: Vec<RopeTable>,
     capacity: usize,
     policy: EvictionPolicy,
     sinks: usize,
@@ -154,6 +153,18 @@ pub struct Plan {
 struct LayerKv {
     k: Tensor<3>,
     v: Tensor<3>,
+    /// Index of the layer's table in [`KvCache::rope`].
+    rope: usize,
+    /// Most recent slots a query of this layer sees; `None`: all.
+    window: Option<usize>,
+}
+
+/// Rotations of positions `0..capacity` for one set of frequencies.
+struct RopeTable {
+    /// `[capacity, head_dim]`: `cos(p θ_i)` repeated for both elements of pair `i`.
+    cos: Tensor<2>,
+    /// `[capacity, head_dim]`: `(-sin(p θ_i), sin(p θ_i))` for pair `i`.
+    sin: Tensor<2>,
 }
 
 impl KvCache {
@@ -164,14 +175,21 @@ impl KvCache {
         let (policy, sinks) = (options.policy, options.sinks);
         let shape = [config.n_kv_heads, capacity, config.head_dim()];
         let layers = (0..config.n_layers)
-            .map(|_| LayerKv { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
+            .map(|i| {
+                let attention = config.layer_attention(i);
+                LayerKv {
+                    k: Tensor::zeros(shape, device),
+                    v: Tensor::zeros(shape, device),
+                    rope: attention.local_rope as usize,
+                    window: attention.window,
+                }
+            })
             .collect();
-        let (rope_cos, rope_sin) = rope_tables(config, capacity, device);
+        let rope = (0..rope_table_count(config)).map(|i| rope_table(config, i == 1, capacity, device)).collect();
         let scores = (policy == EvictionPolicy::HeavyHitters).then(|| Tensor::zeros([capacity], device));
         Ok(Self {
             layers,
-            rope_cos,
-            rope_sin,
+            rope,
             capacity,
             policy,
             sinks,
@@ -217,8 +235,9 @@ impl KvCache {
         limits.check_buffer(|| format!("a KV cache of {capacity} tokens (keys of one layer)"), layer)?;
         let rope = config.head_dim() as u64 * capacity * f32_bytes;
         limits.check_buffer(|| format!("the RoPE tables of a KV cache of {capacity} tokens"), rope)?;
-        let device_total = 2 * config.n_layers as u64 * layer + 2 * rope + capacity * f32_bytes;
-        let host = if limits.max_buffer_bytes == u64::MAX { device_total } else { 2 * rope };
+        let tables = rope_table_count(config) as u64;
+        let device_total = 2 * config.n_layers as u64 * layer + 2 * tables * rope + capacity * f32_bytes;
+        let host = if limits.max_buffer_bytes == u64::MAX { device_total } else { 2 * tables * rope };
         limits.check_host(|| format!("a KV cache of {capacity} tokens"), host + capacity * 8)
     }
 
@@ -350,11 +369,12 @@ impl KvCache {
     /// key back by the distance it moved (one kernel per layer).
     fn compact(&mut self, keep: &[usize]) {
         let kept = keep.len();
-        let device = self.rope_cos.device();
+        let device = self.rope[0].cos.device();
         let from =
             Tensor::<1, Int>::from_data(TensorData::new(keep.iter().map(|&s| s as i32).collect(), [kept]), &device);
         for layer in &mut self.layers {
-            compact_kv(&from, &self.rope_cos, &self.rope_sin, &mut layer.k, &mut layer.v);
+            let rope = &self.rope[layer.rope];
+            compact_kv(&from, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v);
         }
         if let Some(scores) = self.scores.as_mut() {
             let capacity = self.capacity;
@@ -371,7 +391,8 @@ impl KvCache {
     /// write into the cache in place.
     pub(crate) fn layer_mut(&mut self, layer: usize) -> (&Tensor<2>, &Tensor<2>, &mut Tensor<3>, &mut Tensor<3>) {
         let slot = &mut self.layers[layer];
-        (&self.rope_cos, &self.rope_sin, &mut slot.k, &mut slot.v)
+        let rope = &self.rope[slot.rope];
+        (&rope.cos, &rope.sin, &mut slot.k, &mut slot.v)
     }
 
     /// Whether [`Self::observe_attention`] is wanted.
@@ -418,16 +439,22 @@ impl KvCache {
                 .swap_dims(0, 1)
                 .reshape([n_kv_heads, rows, head_dim]);
             let mut logits = scores_qk(qb, k.clone()) / (head_dim as f32).sqrt();
-            if slot + t0 + 1 < seen {
-                // Row r may see slots up to slot + t0 + r / group.
+            let window = self.layers[layer].window.filter(|&w| w < seen);
+            if slot + t0 + 1 < seen || window.is_some() {
+                // Row r may see slots up to slot + t0 + r / group, and in a sliding-window
+                // layer only the last `window` of those.
                 let cols = Tensor::<1, Int>::arange(0..seen as i64, &device).float().reshape([1, seen]);
                 let last = Tensor::<1, Int>::arange(0..rows as i64, &device)
                     .div_scalar(group as i64)
                     .add_scalar((slot + t0) as i64)
                     .float()
                     .reshape([rows, 1]);
-                let future = cols.expand([rows, seen]).sub(last.expand([rows, seen])).greater_elem(0.5);
-                logits = logits.mask_fill(future.unsqueeze::<3>().expand([n_kv_heads, rows, seen]), f32::NEG_INFINITY);
+                let ahead = cols.expand([rows, seen]).sub(last.expand([rows, seen]));
+                let mut hidden = ahead.clone().greater_elem(0.5);
+                if let Some(w) = window {
+                    hidden = hidden.bool_or(ahead.lower_elem(0.5 - w as f32));
+                }
+                logits = logits.mask_fill(hidden.unsqueeze::<3>().expand([n_kv_heads, rows, seen]), f32::NEG_INFINITY);
             }
             let block = softmax(logits, 2).sum_dim(1).sum_dim(0).reshape([seen]);
             received = Some(match received {
@@ -496,11 +523,18 @@ pub fn heavy_hitters_keep(scores: &[f32], sinks: usize, recent: usize, count: us
     (0..len).filter(|&s| !evict[s]).collect()
 }
 
+/// Rotation tables a cache of `config` keeps: one, or two when sliding-window layers rotate
+/// with a base of their own.
+fn rope_table_count(config: &ModelConfig) -> usize {
+    1 + (0..config.n_layers).any(|i| config.layer_attention(i).local_rope) as usize
+}
+
 /// RoPE tables for positions `0..positions`, from the model's (possibly scaled) frequencies
-/// ([`ModelConfig::rope_frequencies`]), computed in f64 like the reference implementations.
-fn rope_tables(config: &ModelConfig, positions: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+/// ([`ModelConfig::rope_frequencies`]) for global or local layers, computed in f64 like the
+/// reference implementations.
+fn rope_table(config: &ModelConfig, local: bool, positions: usize, device: &Device) -> RopeTable {
     let hd = config.head_dim();
-    let freqs = config.rope_frequencies();
+    let freqs = config.rope_frequencies(local);
     let mut cos = Vec::with_capacity(positions * hd);
     let mut sin = Vec::with_capacity(positions * hd);
     for p in 0..positions {
@@ -510,10 +544,10 @@ fn rope_tables(config: &ModelConfig, positions: usize, device: &Device) -> (Tens
             sin.extend([-s as f32, s as f32]);
         }
     }
-    (
-        Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
-        Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
-    )
+    RopeTable {
+        cos: Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
+        sin: Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +573,8 @@ mod tests {
             rope_scaling: RopeScaling::None,
             rms_eps: 1e-5,
             context_length: 64,
+            sliding_window: None,
+            rope_theta_local: 1e4,
         };
         let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8 };
         let kv = KvOptions { capacity: Some(40), policy: EvictionPolicy::HeavyHitters, ..KvOptions::default() };

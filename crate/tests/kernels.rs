@@ -91,6 +91,7 @@ fn tensor2(data: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
 
 /// RMSNorm and the matmul epilogues (residual add, SwiGLU over row pairs).
 fn norm_and_epilogues_match_reference(device: DeviceKind) {
+    use hearth::config::Activation;
     use hearth::kernels::norm::rms_norm;
     use hearth::kernels::qmatmul::{Epilogue, qmatmul_with};
     let device = device.device().unwrap();
@@ -129,14 +130,19 @@ fn norm_and_epilogues_match_reference(device: DeviceKind) {
         for i in 0..m * rows {
             assert!((got[i] - (y[i] + residual[i])).abs() < 1e-4, "residual {rows}x{cols} m={m}");
         }
-        let got = read(qmatmul_with(tensor2(&x, [m, cols], &device), &matrix, Epilogue::SwiGlu));
-        for (i, pair) in y.chunks(2).enumerate() {
-            let want = pair[0] / (1.0 + (-pair[0]).exp()) * pair[1];
-            assert!(
-                (got[i] - want).abs() < 1e-4 * (1.0 + want.abs()),
-                "swiglu {rows}x{cols} m={m}: {} vs {want}",
-                got[i]
-            );
+        // SwiGLU, and GeGLU with GELU in its paper's tanh form (in f64).
+        let silu = |g: f64| g / (1.0 + (-g).exp());
+        let gelu = |g: f64| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g.powi(3))).tanh());
+        for (act, f) in [(Activation::Silu, &silu as &dyn Fn(f64) -> f64), (Activation::GeluTanh, &gelu)] {
+            let got = read(qmatmul_with(tensor2(&x, [m, cols], &device), &matrix, Epilogue::Glu(act)));
+            for (i, pair) in y.chunks(2).enumerate() {
+                let want = (f(pair[0] as f64) * pair[1] as f64) as f32;
+                assert!(
+                    (got[i] - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{act:?} {rows}x{cols} m={m}: {} vs {want}",
+                    got[i]
+                );
+            }
         }
     }
 }
@@ -153,7 +159,8 @@ fn norm_and_epilogues_match_reference_on_wgpu() {
 
 /// RoPE with the cache write, then causal attention over everything cached, for a chunk that
 /// starts after earlier tokens, against a plain computation. Head dimension 80 (not a multiple
-/// of the cube's threads) and 300 cached slots (more than one chunk of keys).
+/// of the cube's threads) and 300 cached slots (more than one chunk of keys); then with sliding
+/// windows shorter than one chunk of keys and longer than one (a sliding-window layer).
 fn rope_and_attention_match_reference(device: DeviceKind) {
     use hearth::kernels::attention::attention;
     use hearth::kernels::rope::{Heads, rope_store};
@@ -186,7 +193,9 @@ fn rope_and_attention_match_reference(device: DeviceKind) {
         &mut k_cache,
         &mut v_cache,
     );
-    let out = read(attention(q.clone(), &k_cache, &v_cache, heads, slot));
+    let windows = [None, Some(5), Some(290)];
+    let outs: Vec<Vec<f32>> =
+        windows.iter().map(|&w| read(attention(q.clone(), &k_cache, &v_cache, heads, slot, w))).collect();
     let q = read(q);
     let k_got = k_cache.into_data().try_into_vec_as::<f32>().unwrap();
     let v_got = v_cache.into_data().try_into_vec_as::<f32>().unwrap();
@@ -219,26 +228,29 @@ fn rope_and_attention_match_reference(device: DeviceKind) {
         assert!((g - w).abs() < 1e-5, "key cache element {i}: {g} vs {w} (written slots rotated, others untouched)");
     }
     assert_eq!(v_got, v_host, "value cache: new slots written, others untouched");
-    for t in 0..m {
-        for h in 0..4 {
-            let kvh = h / 2;
-            let qh = &q_want[t * d + h * hd..][..hd];
-            let scores: Vec<f32> = (0..=slot + t)
-                .map(|s| {
-                    qh.iter().zip(&k_host[(kvh * capacity + s) * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>()
-                        / (hd as f32).sqrt()
-                })
-                .collect();
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
-            for i in 0..hd {
-                let want: f32 = scores
-                    .iter()
-                    .enumerate()
-                    .map(|(s, sc)| (sc - max).exp() / sum * v_host[(kvh * capacity + s) * hd + i])
-                    .sum();
-                let got = out[t * d + h * hd + i];
-                assert!((got - want).abs() < 1e-4, "attention t={t} h={h} i={i}: {got} vs {want}");
+    for (window, out) in windows.iter().zip(&outs) {
+        for t in 0..m {
+            let first = window.map_or(0, |w| (slot + t + 1).saturating_sub(w));
+            for h in 0..4 {
+                let kvh = h / 2;
+                let qh = &q_want[t * d + h * hd..][..hd];
+                let scores: Vec<f32> = (first..=slot + t)
+                    .map(|s| {
+                        qh.iter().zip(&k_host[(kvh * capacity + s) * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>()
+                            / (hd as f32).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+                for i in 0..hd {
+                    let want: f32 = scores
+                        .iter()
+                        .enumerate()
+                        .map(|(s, sc)| (sc - max).exp() / sum * v_host[(kvh * capacity + first + s) * hd + i])
+                        .sum();
+                    let got = out[t * d + h * hd + i];
+                    assert!((got - want).abs() < 1e-4, "attention {window:?} t={t} h={h} i={i}: {got} vs {want}");
+                }
             }
         }
     }

@@ -604,8 +604,11 @@ fn qwen_gguf_matches_the_reference(arch: &str) {
 fn tiny_models_of_each_architecture_match_llama_cpp() {
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     // llama-hd12: heads of 12 beside a d_model of 32 (queries 48 wide), stated by key_length;
-    // qwen3: the same heads, each query and key head RMS-normed.
-    let fixtures_of = [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama"), ("qwen3", "qwen3")];
+    // qwen3: the same heads, each query and key head RMS-normed; gemma3: heads of 16, post-norms,
+    // GeGLU, scaled and tied embeddings, five layers with a window of 4 tokens (of the 10) and
+    // RoPE base 10,000 beside a global one with base 1,000,000.
+    let fixtures_of =
+        [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama"), ("qwen3", "qwen3"), ("gemma3", "gemma3")];
     for (label, arch) in fixtures_of {
         let bytes = std::fs::read(fixtures.join(format!("tiny-{label}.gguf"))).unwrap();
         let want: serde_json::Value =

@@ -15,7 +15,11 @@ use serde_json::json;
 use web_time::Instant;
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Run Llama-family models (GGUF or safetensors) on the CPU or wgpu")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Run Llama, Qwen and Gemma 3 models (GGUF or safetensors) on the CPU or wgpu"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

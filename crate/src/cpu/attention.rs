@@ -13,7 +13,8 @@ use crate::kernels::rope::Heads;
 const PARALLEL_WORK: usize = 1 << 15;
 
 /// `q: [m, n_heads head_dim]`, caches `[n_kv_heads, capacity, head_dim]` → `out: [m, n_heads
-/// head_dim]`: token `t` sits at slot `slot + t` and attends to slots `0..=slot + t`.
+/// head_dim]`: token `t` sits at slot `slot + t` and attends to slots `0..=slot + t`, or to the
+/// last `window` of them.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     isa: Isa,
@@ -24,6 +25,7 @@ pub fn attention(
     heads: Heads,
     capacity: usize,
     slot: usize,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     let Heads { n_heads, n_kv_heads, head_dim } = heads;
@@ -37,8 +39,10 @@ pub fn attention(
         // Safety: task i alone writes row t, head h of `out`, which is inside it (asserts above).
         let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(t * d + h * head_dim), head_dim) };
         let base = (h / (n_heads / n_kv_heads)) * capacity * head_dim;
-        let seen = slot + t + 1;
-        let (keys, values) = (&k[base..base + seen * head_dim], &v[base..base + seen * head_dim]);
+        let end = slot + t + 1;
+        let first = window.map_or(0, |w| end.saturating_sub(w));
+        let (from, to) = (base + first * head_dim, base + end * head_dim);
+        let (keys, values) = (&k[from..to], &v[from..to]);
         one_head(isa, &q[t * d + h * head_dim..][..head_dim], keys, values, o);
     };
     let work = m * n_heads * (slot + m) * head_dim;
@@ -244,10 +248,13 @@ mod tests {
     use super::*;
 
     /// Every level equals a plain f64 softmax-attention, with 3 query heads per KV head, a
-    /// chunk of several tokens after cached ones, and a head size that is not a multiple of 16.
+    /// chunk of several tokens after cached ones, a head size that is not a multiple of 16,
+    /// and sliding windows (shorter than what is cached, and longer).
     #[test]
     fn every_level_equals_plain_attention() {
-        for &(head_dim, m, slot) in &[(64usize, 1usize, 37usize), (20, 5, 3), (64, 9, 0), (24, 3, 6), (96, 2, 40)] {
+        let cases = [(64usize, 1usize, 37usize, None), (20, 5, 3, None), (64, 9, 0, None), (24, 3, 6, None)];
+        let windowed = [(96, 2, 40, None), (64, 4, 37, Some(7)), (20, 5, 3, Some(2)), (24, 3, 6, Some(50))];
+        for &(head_dim, m, slot, window) in cases.iter().chain(&windowed) {
             let heads = Heads { n_heads: 6, n_kv_heads: 2, head_dim };
             let capacity = slot + m + 4;
             let d = heads.n_heads * head_dim;
@@ -257,12 +264,13 @@ mod tests {
             let v: Vec<f32> = (0..2 * capacity * head_dim).map(|i| f(i, 0.23)).collect();
             for isa in Isa::available() {
                 let mut out = vec![0.0; m * d];
-                attention(isa, &q, &k, &v, m, heads, capacity, slot, &mut out);
+                attention(isa, &q, &k, &v, m, heads, capacity, slot, window, &mut out);
                 for t in 0..m {
+                    let first = window.map_or(0, |w: usize| (slot + t + 1).saturating_sub(w));
                     for h in 0..heads.n_heads {
                         let base = (h / 3) * capacity * head_dim;
                         let qh = &q[t * d + h * head_dim..][..head_dim];
-                        let scores: Vec<f64> = (0..=slot + t)
+                        let scores: Vec<f64> = (first..=slot + t)
                             .map(|s| {
                                 let key = &k[base + s * head_dim..][..head_dim];
                                 qh.iter().zip(key).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
@@ -272,8 +280,8 @@ mod tests {
                         let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                         let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
                         for i in 0..head_dim {
-                            let want: f64 = (0..=slot + t)
-                                .map(|s| (scores[s] - max).exp() / total * v[base + s * head_dim + i] as f64)
+                            let want: f64 = (first..=slot + t)
+                                .map(|s| (scores[s - first] - max).exp() / total * v[base + s * head_dim + i] as f64)
                                 .sum();
                             let got = out[t * d + h * head_dim + i] as f64;
                             assert!(

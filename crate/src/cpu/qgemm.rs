@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 
 use super::{Isa, SharedOut, for_each};
+use crate::config::Activation;
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat};
 
@@ -79,8 +80,8 @@ pub enum Epilogue<'a> {
     None,
     /// `residual + y`, `residual: [m, rows]`.
     Residual(&'a [f32]),
-    /// Rows are (gate, up) pairs; writes `silu(gate) * up`, `[m, rows / 2]`.
-    SwiGlu,
+    /// Rows are (gate, up) pairs; writes `act(gate) * up`, `[m, rows / 2]`.
+    Glu(Activation),
 }
 
 /// How a level's kernels take the inputs.
@@ -228,8 +229,8 @@ pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, 
     assert_eq!(w.codes.len(), w.padded_rows() * blocks * w.format.words_per_block(), "qgemm: code words");
     assert_eq!(w.params.len(), w.padded_rows() * blocks, "qgemm: parameter words");
     let out_cols = match epilogue {
-        Epilogue::SwiGlu => {
-            assert!(rows.is_multiple_of(2), "qgemm: SwiGLU needs (gate, up) row pairs");
+        Epilogue::Glu(_) => {
+            assert!(rows.is_multiple_of(2), "qgemm: a gated epilogue needs (gate, up) row pairs");
             rows / 2
         }
         Epilogue::Residual(r) => {
@@ -308,10 +309,10 @@ unsafe fn store(
     for tk in 0..t {
         let token = t0 + tk;
         match epilogue {
-            Epilogue::SwiGlu => {
+            Epilogue::Glu(act) => {
                 for pair in 0..r / 2 {
                     let (g, u) = (acc[2 * pair * 8 + tk], acc[(2 * pair + 1) * 8 + tk]);
-                    unsafe { *out.at(token * out_cols + row0 / 2 + pair) = silu(g) * u };
+                    unsafe { *out.at(token * out_cols + row0 / 2 + pair) = act.apply(g) * u };
                 }
             }
             Epilogue::Residual(res) => {
@@ -327,10 +328,6 @@ unsafe fn store(
             }
         }
     }
-}
-
-pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// One tile: the group of rows from `row0` times tokens `x: [t, stride]` (t ≤ the level's
@@ -953,7 +950,8 @@ mod tests {
     }
 
     /// Every level agrees with the scalar level of its arithmetic on the same matrix, and the
-    /// epilogues do what they say: `residual + y` and `silu(gate) * up` over row pairs.
+    /// epilogues do what they say: `residual + y`, and `silu(gate) * up` and `gelu(gate) * up`
+    /// (GELU's tanh form, as written in its paper, in f64) over row pairs.
     #[test]
     fn epilogues_apply_to_the_product() {
         let (rows, cols, m) = (18, 96, 5);
@@ -967,16 +965,21 @@ mod tests {
             qgemm_with(Isa::Scalar, Inputs::of(isa), &x, m, &w, Epilogue::None, &mut plain);
             let mut with_res = vec![0.0; m * rows];
             qgemm(isa, &x, m, &w, Epilogue::Residual(&residual), &mut with_res);
-            let mut glu = vec![0.0; m * rows / 2];
-            qgemm(isa, &x, m, &w, Epilogue::SwiGlu, &mut glu);
             for j in 0..m * rows {
                 assert!((with_res[j] - (plain[j] + residual[j])).abs() < 1e-4, "{isa:?} residual [{j}]");
             }
-            for t in 0..m {
-                for pair in 0..rows / 2 {
-                    let (g, u) = (plain[t * rows + 2 * pair], plain[t * rows + 2 * pair + 1]);
-                    let got = glu[t * rows / 2 + pair];
-                    assert!((got - silu(g) * u).abs() < 1e-4 * (1.0 + got.abs()), "{isa:?} swiglu [{t}, {pair}]");
+            let silu = |g: f64| g / (1.0 + (-g).exp());
+            let gelu =
+                |g: f64| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g.powi(3))).tanh());
+            for (act, want) in [(Activation::Silu, &silu as &dyn Fn(f64) -> f64), (Activation::GeluTanh, &gelu)] {
+                let mut glu = vec![0.0; m * rows / 2];
+                qgemm(isa, &x, m, &w, Epilogue::Glu(act), &mut glu);
+                for t in 0..m {
+                    for pair in 0..rows / 2 {
+                        let (g, u) = (plain[t * rows + 2 * pair], plain[t * rows + 2 * pair + 1]);
+                        let (got, want) = (glu[t * rows / 2 + pair], (want(g as f64) * u as f64) as f32);
+                        assert!((got - want).abs() < 1e-4 * (1.0 + got.abs()), "{isa:?} {act:?} [{t}, {pair}]");
+                    }
                 }
             }
         }

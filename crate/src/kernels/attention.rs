@@ -1,7 +1,8 @@
 //! Causal grouped-query attention over the KV cache in one dispatch.
 //!
-//! Token `t` of a chunk sits in cache slot `slot + t` and attends to slots `0..=slot + t`, so
-//! prefill and decode are the same kernel and no mask is materialized. On cubecl devices one
+//! Token `t` of a chunk sits in cache slot `slot + t` and attends to slots `0..=slot + t` (in a
+//! sliding-window layer only the last `window` of them), so prefill and decode are the same
+//! kernel and no mask is materialized. On cubecl devices one
 //! cube serves one (query head, token) pair: its threads score keys in chunks of [`CHUNK`],
 //! keep a running maximum and sum (online softmax), and each thread accumulates some of the
 //! head's output dimensions.
@@ -20,13 +21,23 @@ const THREADS: u32 = 64;
 const CHUNK: u32 = 256;
 
 /// `q: [m, n_heads head_dim]`, caches `[n_kv_heads, capacity, head_dim]` → `[m, n_heads head_dim]`.
-pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: Heads, slot: usize) -> Tensor<2> {
+/// `window`: the most recent slots each token sees (itself included); `None`: all before it.
+pub fn attention(
+    q: Tensor<2>,
+    k_cache: &Tensor<3>,
+    v_cache: &Tensor<3>,
+    heads: Heads,
+    slot: usize,
+    window: Option<usize>,
+) -> Tensor<2> {
     let [m, d] = q.dims();
     let Heads { n_heads, n_kv_heads, head_dim } = heads;
     assert_eq!(d, n_heads * head_dim, "attention: query width");
     let capacity = k_cache.dims()[1];
     assert!(slot + m <= capacity, "attention: past the cache");
     let scale = 1.0 / (head_dim as f32).sqrt();
+    // No token sees more than the whole cache: a window at least that long is no window.
+    let window = window.filter(|&w| w < capacity);
     match (super::float(q), super::float(k_cache.clone()), super::float(v_cache.clone())) {
         (Prim::Cube(q), Prim::Cube(k), Prim::Cube(v)) => {
             let q = burn_cubecl::kernel::into_contiguous(q);
@@ -43,6 +54,7 @@ pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: 
                 (n_heads / n_kv_heads) as u32,
                 capacity as u32,
                 slot as u32,
+                window.unwrap_or(0) as u32,
                 scale,
                 head_dim as u32,
             );
@@ -60,6 +72,7 @@ pub fn attention(q: Tensor<2>, k_cache: &Tensor<3>, v_cache: &Tensor<3>, heads: 
                 heads,
                 capacity,
                 slot,
+                window,
                 &mut out,
             );
             flex_float(FlexTensor::from_data(TensorData::new(out, [m, d])))
@@ -105,6 +118,7 @@ mod cube {
         group: u32,
         capacity: u32,
         slot: u32,
+        window: u32,
         scale: f32,
         #[comptime] head_dim: u32,
     ) {
@@ -136,7 +150,11 @@ mod cube {
         // A large finite floor: WGSL has no infinity literal.
         let mut running_max = f32::new(-1.0e30);
         let mut running_sum = f32::new(0.0);
+        // The first slot this token sees: 0, or the start of its window.
         let mut start = 0usize;
+        if window > 0 && len > window as usize {
+            start = len - window as usize;
+        }
         while start < len {
             let n = select(len - start < CHUNK as usize, len - start, CHUNK as usize);
             let mut local_max = f32::new(-1.0e30);

@@ -15,6 +15,7 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
+use crate::config::Activation;
 use crate::cpu::Isa;
 use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::quant::packed::{PackedMatrix, QuantFormat};
@@ -100,8 +101,9 @@ pub enum Epilogue {
     None,
     /// `residual + y`, `residual: [m, rows]`: the residual connection after a projection.
     Residual(Tensor<2>),
-    /// Rows come in (gate, up) pairs; writes `silu(gate) * up`, `[m, rows / 2]`.
-    SwiGlu,
+    /// Rows come in (gate, up) pairs; writes `act(gate) * up`, `[m, rows / 2]`: SwiGLU or
+    /// GeGLU.
+    Glu(Activation),
 }
 
 impl Epilogue {
@@ -109,7 +111,8 @@ impl Epilogue {
         match self {
             Epilogue::None => 0,
             Epilogue::Residual(_) => 1,
-            Epilogue::SwiGlu => 2,
+            Epilogue::Glu(Activation::Silu) => 2,
+            Epilogue::Glu(Activation::GeluTanh) => 3,
         }
     }
 }
@@ -124,8 +127,8 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
     let [m, cols] = x.dims();
     assert_eq!(cols, w.cols, "qmatmul: x has {cols} columns, the matrix {}", w.cols);
     let out_cols = match epilogue {
-        Epilogue::SwiGlu => {
-            assert!(w.rows.is_multiple_of(2), "qmatmul: SwiGLU needs (gate, up) row pairs");
+        Epilogue::Glu(_) => {
+            assert!(w.rows.is_multiple_of(2), "qmatmul: a gated epilogue needs (gate, up) row pairs");
             w.rows / 2
         }
         Epilogue::Residual(ref r) => {
@@ -197,7 +200,8 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                 let residual = residual.as_ref().map(flex_f32);
                 let epilogue = match (code, &residual) {
                     (1, Some(r)) => cpu::Epilogue::Residual(r),
-                    (2, _) => cpu::Epilogue::SwiGlu,
+                    (2, _) => cpu::Epilogue::Glu(Activation::Silu),
+                    (3, _) => cpu::Epilogue::Glu(Activation::GeluTanh),
                     _ => cpu::Epilogue::None,
                 };
                 qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
@@ -363,14 +367,20 @@ mod cube {
         #[unroll]
         for t in 0..tokens_here {
             let token = first_token + t;
-            if comptime!(epilogue == 2) {
+            if comptime!(epilogue >= 2) {
                 // (gate, up) pairs: rows_per_thread is even, so pairs never straddle threads.
                 #[unroll]
                 for r in 0..comptime!(rpt / 2) {
                     let row = row0 + 2 * r;
                     if token < m && row + 1 < rows {
                         let g = acc[t * rpt + 2 * r];
-                        out[token * (rows / 2) + row / 2] = g / (1.0 + f32::exp(-g)) * acc[t * rpt + 2 * r + 1];
+                        // SiLU is g sigmoid(g); GELU (tanh form) is g sigmoid(2z), as
+                        // `Activation::apply` writes it.
+                        let mut z = g;
+                        if comptime!(epilogue == 3) {
+                            z = 1.595_769_2 * (g + 0.044_715 * g * g * g);
+                        }
+                        out[token * (rows / 2) + row / 2] = g / (1.0 + f32::exp(-z)) * acc[t * rpt + 2 * r + 1];
                     }
                 }
             } else {

@@ -11,7 +11,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
-use crate::config::{ModelConfig, RawConfig};
+use crate::config::{Architecture, ModelConfig, RawConfig};
 use crate::error::{Error, Result};
 use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, halves_to_pairs, pairs_to_halves, rope_heads};
 use crate::tokenizer::Tokenizer;
@@ -32,6 +32,14 @@ const LAYER_NAMES: [(&str, &str); 14] = [
     ("ffn_gate.weight", "mlp.gate_proj.weight"),
     ("ffn_up.weight", "mlp.up_proj.weight"),
     ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// Where Gemma's names differ: its `post_attention_layernorm` is the norm after attention, and
+/// the norm before the feed-forward block has a name of its own.
+const GEMMA_LAYER_NAMES: [(&str, &str); 3] = [
+    ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
+    ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+    ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
 ];
 
 /// GGUF name to Hugging Face name, for tensors outside the blocks.
@@ -133,20 +141,21 @@ pub fn parse(files: HfFiles<'_>) -> Result<(ModelParts, HfTensors<'_>)> {
 }
 
 impl HfTensors<'_> {
-    fn hf_name(gguf_name: &str) -> Option<String> {
+    fn hf_name(arch: &Architecture, gguf_name: &str) -> Option<String> {
         if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf_name) {
             return Some(hf.to_string());
         }
         let rest = gguf_name.strip_prefix("blk.")?;
         let (layer, suffix) = rest.split_once('.')?;
         let layer: usize = layer.parse().ok()?;
-        let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == suffix)?;
+        let own: &[(&str, &str)] = if arch.post_norms { &GEMMA_LAYER_NAMES } else { &[] };
+        let (_, hf) = own.iter().chain(&LAYER_NAMES).find(|(g, _)| *g == suffix)?;
         Some(format!("model.layers.{layer}.{hf}"))
     }
 
     fn read(&self, gguf_name: &str) -> Result<HostTensor> {
         let missing = || Error::MissingTensor(gguf_name.to_string());
-        let hf = Self::hf_name(gguf_name).ok_or_else(missing)?;
+        let hf = Self::hf_name(&self.config.arch, gguf_name).ok_or_else(missing)?;
         let &shard = self.index.get(&hf).ok_or_else(|| Error::MissingTensor(format!("{hf} ({gguf_name})")))?;
         let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
         let bytes = view.data();
@@ -155,6 +164,10 @@ impl HfTensors<'_> {
             Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => return Err(Error::UnsupportedTensorType { tensor: hf, dtype: format!("{other:?}") }),
+        };
+        let data = match self.config.arch.hf_norm_minus_one && is_norm(gguf_name) {
+            true => data.into_iter().map(|w| w + 1.0).collect(),
+            false => data,
         };
         Ok(HostTensor { name: gguf_name.to_string(), shape: view.shape().to_vec(), data })
     }
@@ -169,7 +182,7 @@ impl TensorSource for HfTensors<'_> {
         if !self.contains(name) {
             return Ok(None);
         }
-        let Some(hf) = Self::hf_name(name) else { return Ok(None) };
+        let Some(hf) = Self::hf_name(&self.config.arch, name) else { return Ok(None) };
         let Some(&shard) = self.index.get(&hf) else { return Ok(None) };
         let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
         Ok(Some(view.shape().to_vec()))
@@ -179,7 +192,7 @@ impl TensorSource for HfTensors<'_> {
         if name == "output.weight" && self.tie_word_embeddings {
             return false;
         }
-        Self::hf_name(name).is_some_and(|hf| self.index.contains_key(&hf))
+        Self::hf_name(&self.config.arch, name).is_some_and(|hf| self.index.contains_key(&hf))
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
@@ -189,6 +202,11 @@ impl TensorSource for HfTensors<'_> {
             None => Ok(t),
         }
     }
+}
+
+/// Whether a GGUF tensor name is an RMSNorm scale (the ones Gemma's checkpoints store minus 1).
+fn is_norm(gguf_name: &str) -> bool {
+    gguf_name.ends_with("norm.weight")
 }
 
 /// The files of a Hugging Face directory holding `parts` with f32 weights from `source`:
@@ -206,8 +224,12 @@ pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u
     }
     let table = crate::model::plan::tensor_table(c, tied);
     for i in 0..c.n_layers {
-        let layer = LAYER_NAMES.iter().map(|(g, _)| format!("blk.{i}.{g}"));
-        names.extend(layer.filter(|n| table.iter().any(|s| &s.name == n)));
+        for (g, _) in LAYER_NAMES.iter().chain(&GEMMA_LAYER_NAMES) {
+            let name = format!("blk.{i}.{g}");
+            if table.iter().any(|s| s.name == name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut gaussian = move || {
@@ -222,13 +244,16 @@ pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u
         if let Some(heads) = rope_heads(c, name) {
             t = pairs_to_halves(t, heads);
         }
+        if c.arch.hf_norm_minus_one && is_norm(name) {
+            t.data.iter_mut().for_each(|w| *w -= 1.0);
+        }
         if noise > 0.0 && t.shape.len() == 2 {
             let rms = (t.data.iter().map(|v| (v * v) as f64).sum::<f64>() / t.data.len() as f64).sqrt() as f32;
             for v in &mut t.data {
                 *v += noise * rms * gaussian();
             }
         }
-        let hf = HfTensors::hf_name(name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let hf = HfTensors::hf_name(&c.arch, name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
         let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         tensors.push((hf, t.shape, bytes));
     }

@@ -2,9 +2,9 @@
 //! (our fused kernels), with projections that read the same input fused into one matrix.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{sigmoid, silu};
 
-use crate::config::ModelConfig;
+use crate::config::{Activation, GELU_K, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
@@ -48,7 +48,7 @@ impl std::str::FromStr for WeightFormat {
 pub enum Fuse {
     /// One part after another (`[Q | K | V]`).
     Concat,
-    /// Alternating rows of two parts (`gate_0, up_0, gate_1, ...`) for the SwiGLU epilogue.
+    /// Alternating rows of two parts (`gate_0, up_0, gate_1, ...`) for the gated epilogue.
     Interleave,
 }
 
@@ -116,12 +116,20 @@ impl Linear {
                 match epilogue {
                     Epilogue::None => y,
                     Epilogue::Residual(r) => r.add(y),
-                    Epilogue::SwiGlu => {
+                    Epilogue::Glu(act) => {
                         let [seq, rows] = y.dims();
                         let pairs = y.reshape([seq, rows / 2, 2]);
                         let gate = pairs.clone().slice([0..seq, 0..rows / 2, 0..1]);
                         let up = pairs.slice([0..seq, 0..rows / 2, 1..2]);
-                        silu(gate).mul(up).reshape([seq, rows / 2])
+                        let gate = match act {
+                            Activation::Silu => silu(gate),
+                            // g sigmoid(2z), as `Activation::apply` writes it.
+                            Activation::GeluTanh => {
+                                let z = gate.clone().powi_scalar(3).mul_scalar(0.044_715).add(gate.clone());
+                                gate.clone().mul(sigmoid(z.mul_scalar(2.0 * GELU_K)))
+                            }
+                        };
+                        gate.mul(up).reshape([seq, rows / 2])
                     }
                 }
             }

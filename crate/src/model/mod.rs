@@ -1,11 +1,16 @@
-//! The Llama decoder: token embedding, blocks of RMSNorm → grouped-query attention with
-//! rotary embeddings → RMSNorm → SwiGLU MLP, final norm, tied or separate output head.
+//! The one decoder of every family: token embedding, blocks of RMSNorm → grouped-query
+//! attention with rotary embeddings → RMSNorm → gated MLP, final norm, tied or separate output
+//! head. What a family changes (biases, per-head Q/K norms, norms after the sub-blocks, the
+//! activation, the embedding scale, sliding-window layers) it states in its
+//! [`Architecture`](crate::config::Architecture); the block reads that, not a model file per
+//! family.
 //!
 //! Weights are read-only after loading and hold no per-conversation state; the
-//! [`KvCache`] is passed in, so several sessions can share one model. A block is eight
+//! [`KvCache`] is passed in, so several sessions can share one model. A Llama block is eight
 //! dispatches on a GPU: norm, the fused QKV projection, RoPE with the cache write, attention,
-//! the output projection with its residual, norm, the fused gate/up projection with SwiGLU,
-//! and the down projection with its residual.
+//! the output projection with its residual, norm, the fused gate/up projection with its
+//! activation, and the down projection with its residual. Post-norms (Gemma) take the residual
+//! out of the projections: two norms and two adds more.
 
 mod linear;
 pub mod plan;
@@ -41,6 +46,9 @@ struct Block {
     /// has them.
     qk_norm: Option<(Tensor<1>, Tensor<1>)>,
     wo: Linear,
+    /// RMSNorms of the attention output and of the feed-forward output, where the
+    /// architecture has them.
+    post_norms: Option<(Tensor<1>, Tensor<1>)>,
     ffn_norm: Tensor<1>,
     /// Gate and up rows interleaved.
     gate_up: Linear,
@@ -77,12 +85,20 @@ impl Block {
                 load_norm(source, &name("attn_k_norm.weight"), c.head_dim(), device)?,
             )),
         };
+        let post_norms = match c.arch.post_norms {
+            false => None,
+            true => Some((
+                load_norm(source, &name("post_attention_norm.weight"), d, device)?,
+                load_norm(source, &name("post_ffw_norm.weight"), d, device)?,
+            )),
+        };
         Ok(Self {
             attn_norm: load_norm(source, &name("attn_norm.weight"), d, device)?,
             qkv: Linear::load(source, &[(&q, q_dim), (&k, kv), (&v, kv)], d, Fuse::Concat, format, device)?,
             qkv_bias,
             qk_norm,
             wo: Linear::load(source, &[(&name("attn_output.weight"), d)], q_dim, Fuse::Concat, format, device)?,
+            post_norms,
             ffn_norm: load_norm(source, &name("ffn_norm.weight"), d, device)?,
             gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
             w_down: Linear::load(source, &[(&name("ffn_down.weight"), d)], ff, Fuse::Concat, format, device)?,
@@ -94,6 +110,7 @@ impl Block {
             + 4 * (self.attn_norm.dims()[0] + self.ffn_norm.dims()[0])
             + self.qkv_bias.as_ref().map_or(0, |b| 4 * b.dims()[0])
             + self.qk_norm.as_ref().map_or(0, |(q, k)| 4 * (q.dims()[0] + k.dims()[0]))
+            + self.post_norms.as_ref().map_or(0, |(a, f)| 4 * (a.dims()[0] + f.dims()[0]))
     }
 
     /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
@@ -119,22 +136,37 @@ impl Block {
             }
             None => qkv,
         };
+        let window = c.layer_attention(layer).window;
         let attn = split::time(Part::Attention, || {
             let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
             let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);
-            let attn = attention(q.clone(), k_cache, v_cache, heads, slot);
+            let attn = attention(q.clone(), k_cache, v_cache, heads, slot, window);
             if cache.tracks_attention() {
                 cache.observe_attention(layer, &q, heads, slot);
             }
             attn
         });
-        let x = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
-
-        let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-        split::time(Part::Matmul, || {
-            let ff = self.gate_up.forward(h, Epilogue::SwiGlu);
-            self.w_down.forward(ff, Epilogue::Residual(x))
-        })
+        let glu = Epilogue::Glu(c.arch.activation);
+        match &self.post_norms {
+            None => {
+                let x = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
+                let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
+                split::time(Part::Matmul, || {
+                    let ff = self.gate_up.forward(h, glu);
+                    self.w_down.forward(ff, Epilogue::Residual(x))
+                })
+            }
+            Some((post_attn, post_ffn)) => {
+                let o = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::None));
+                let x = x + rms_norm(o, post_attn, c.rms_eps);
+                let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
+                let ff = split::time(Part::Matmul, || {
+                    let ff = self.gate_up.forward(h, glu);
+                    self.w_down.forward(ff, Epilogue::None)
+                });
+                x + rms_norm(ff, post_ffn, c.rms_eps)
+            }
+        }
     }
 }
 
@@ -152,8 +184,8 @@ pub enum Logits {
     All,
 }
 
-/// A loaded Llama model on one device.
-pub struct Llama {
+/// A loaded model on one device.
+pub struct Decoder {
     config: ModelConfig,
     /// Also the output head when the model ties them.
     embedding: Embedding,
@@ -166,7 +198,7 @@ pub struct Llama {
     limits: Limits,
 }
 
-impl Llama {
+impl Decoder {
     /// Reads every weight from `source`, checking each shape against `config`.
     pub fn load(
         config: &ModelConfig,
@@ -254,6 +286,9 @@ impl Llama {
         let c = &self.config;
         let slot = cache.len();
         let mut x = self.embedding.lookup(tokens, &self.device);
+        if c.arch.embed_scale {
+            x = x.mul_scalar((c.d_model as f32).sqrt());
+        }
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, c, cache, i, slot);
         }

@@ -60,6 +60,10 @@ pub fn tensor_table(c: &ModelConfig, tied: bool) -> Vec<TensorSpec> {
             out.push(matrix(format!("blk.{i}.{suffix}.weight"), rows, cols, QuantFormat::Q4));
         }
         out.push(norm(format!("blk.{i}.ffn_norm.weight")));
+        if c.arch.post_norms {
+            out.push(norm(format!("blk.{i}.post_attention_norm.weight")));
+            out.push(norm(format!("blk.{i}.post_ffw_norm.weight")));
+        }
         if c.arch.qk_norm {
             for suffix in ["attn_q_norm", "attn_k_norm"] {
                 out.push(TensorSpec {
@@ -103,7 +107,8 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
     }
     if let Some(extra) = source.names().into_iter().find(|n| n != ROPE_FREQS && !table.iter().any(|s| &s.name == n)) {
         return Err(Error::config(format!(
-            "tensor {extra} is not used by the llama architecture: refusing rather than running the model without it"
+            "tensor {extra} is not used by the {} architecture: refusing rather than running the model without it",
+            c.arch.name
         )));
     }
 
