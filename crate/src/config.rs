@@ -343,7 +343,7 @@ impl ModelConfig {
     /// How layer `layer` attends.
     pub fn layer_attention(&self, layer: usize) -> LayerAttention {
         match (self.arch.global_every, self.sliding_window) {
-            (Some(every), Some(window)) if (layer + 1) % every != 0 => {
+            (Some(every), Some(window)) if !(layer + 1).is_multiple_of(every) => {
                 LayerAttention { window: Some(window), local_rope: true }
             }
             _ => LayerAttention { window: None, local_rope: false },

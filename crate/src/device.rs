@@ -118,6 +118,13 @@ impl Limits {
         Ok(())
     }
 
+    /// Rows of `bytes_per_row` that one buffer holds (at least one, and a multiple of four when
+    /// more: the kernels' row groups), for tables split over several buffers.
+    pub fn rows_per_buffer(&self, bytes_per_row: u64) -> usize {
+        let rows = (self.max_buffer_bytes / bytes_per_row.max(1)).min(usize::MAX as u64) as usize;
+        if rows >= 4 { rows / 4 * 4 } else { rows.max(1) }
+    }
+
     /// Fails unless `bytes` more of host memory fit.
     pub fn check_host(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
         if bytes > self.host_bytes_left {

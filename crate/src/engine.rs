@@ -277,4 +277,8 @@ impl TensorSource for Counted<'_> {
     fn names(&self) -> Vec<String> {
         self.inner.names()
     }
+
+    fn kept_dense(&self, name: &str) -> bool {
+        self.inner.kept_dense(name)
+    }
 }

@@ -142,6 +142,11 @@ impl GgmlType {
         TYPES.iter().find(|t| t.0 == self).map_or("?", |t| t.2)
     }
 
+    /// The super-block formats (256 elements, sub-block scales).
+    pub fn is_k_quant(self) -> bool {
+        matches!(self, Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K)
+    }
+
     /// ggml's name for a type id, for error messages about types we do not read.
     fn name_of(id: u32) -> String {
         const NAMES: [(u32, &str); 10] = [

@@ -59,6 +59,13 @@ pub trait TensorSource {
         Ok(None)
     }
 
+    /// Whether a matrix is stored in a block format the device cannot keep packed yet (the
+    /// K-quants): int4 weights hold it as its exact dequantized f32 values instead of
+    /// requantizing it.
+    fn kept_dense(&self, _name: &str) -> bool {
+        false
+    }
+
     /// Every tensor the source holds, where unknown ones mean the model would run wrong
     /// (GGUF and `.bpk`); empty where a format carries harmless extras (Hugging Face buffers).
     fn names(&self) -> Vec<String> {
@@ -99,6 +106,10 @@ impl TensorSource for gguf::GgufFile<'_> {
         self.tensors.iter().map(|t| t.name.clone()).collect()
     }
 
+    fn kept_dense(&self, name: &str) -> bool {
+        self.tensor_info(name).is_some_and(|t| t.dtype.is_k_quant())
+    }
+
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
         let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         match (info.dtype, &info.shape[..]) {
@@ -128,7 +139,7 @@ impl TensorSource for gguf::GgufFile<'_> {
             // (dequantized) only with f32 weights until their packed kernels exist.
             (other, _) => Err(Error::UnsupportedTensorType {
                 tensor: name.into(),
-                dtype: format!("{} with int4 weights (hearth reads it with --weights f32)", other.name()),
+                dtype: format!("{} as a packed matrix (no packed kernel yet: loading keeps it dense)", other.name()),
             }),
         }
     }

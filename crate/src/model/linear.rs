@@ -76,6 +76,12 @@ impl Linear {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Self> {
+        // A block format without a packed kernel (the K-quants) is dequantized exactly, not
+        // requantized: the whole fused matrix is then dense.
+        let format = match names.iter().any(|&(name, _)| source.kept_dense(name)) {
+            true => WeightFormat::F32,
+            false => format,
+        };
         Ok(match format {
             WeightFormat::F32 => {
                 let parts = names
@@ -144,29 +150,31 @@ impl Linear {
     }
 }
 
-/// The token embedding `[vocab, d_model]`, which is also the output head of tied models.
-#[allow(clippy::large_enum_variant)] // one per model
-pub enum Embedding {
+/// A `[vocab, d_model]` table: the token embedding (also the output head of tied models), or
+/// an untied output head. Its rows may be split over several device buffers: a large vocabulary
+/// (Gemma's 262,144 rows) outgrows the largest buffer many adapters bind (128 MiB).
+pub struct Embedding {
+    /// Consecutive row ranges, in order.
+    parts: Vec<Table>,
+}
+
+/// Rows of an [`Embedding`] in one device buffer.
+#[allow(clippy::large_enum_variant)] // a few per model
+enum Table {
     Dense(Tensor<2>),
-    /// Packed as stored, or quantized to 8 bits: the table the logits are read from deserves
-    /// more precision than the blocks.
+    /// Packed as stored, or quantized from floats.
     Quant(QuantMatrix),
 }
 
-impl Embedding {
-    pub fn load(source: &dyn TensorSource, c: &ModelConfig, format: WeightFormat, device: &Device) -> Result<Self> {
-        let name = "token_embd.weight";
-        Ok(match format {
-            WeightFormat::F32 => Self::Dense(upload(source.tensor(name)?.expect_shape(&[c.vocab, c.d_model])?, device)),
-            WeightFormat::Int4 => Self::Quant(QuantMatrix::upload(
-                &packed_or_quantized(source, name, c.vocab, c.d_model, QuantFormat::Q8)?,
-                device,
-            )),
-        })
+impl Table {
+    fn rows(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.dims()[0],
+            Self::Quant(q) => q.rows,
+        }
     }
 
-    /// Rows of `tokens`: `[seq, d_model]`.
-    pub fn lookup(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+    fn lookup(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
         match self {
             Self::Dense(table) => {
                 let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
@@ -176,18 +184,95 @@ impl Embedding {
         }
     }
 
-    /// Logits of `x: [seq, d_model]` against every row: `[seq, vocab]`.
-    pub fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Self::Dense(table) => x.matmul(table.clone().transpose()),
             Self::Quant(table) => qmatmul(x, table),
         }
     }
 
-    pub fn device_bytes(&self) -> usize {
+    fn device_bytes(&self) -> usize {
         match self {
             Self::Dense(t) => t.shape().num_elements() * 4,
-            Self::Quant(t) => t.device_bytes(),
+            Self::Quant(q) => q.device_bytes(),
         }
+    }
+}
+
+impl Embedding {
+    /// Loads `name` (`[vocab, d_model]`): as stored when the file keeps it in a packed block
+    /// format, quantized to `fallback` from floats, dense f32 with f32 weights or when its block
+    /// format has no packed kernel; in as many buffers as `limits` ask.
+    pub fn load(
+        source: &dyn TensorSource,
+        name: &str,
+        c: &ModelConfig,
+        fallback: QuantFormat,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        let (rows, cols) = (c.vocab, c.d_model);
+        let limits = crate::device::Limits::of(device);
+        let parts = match format == WeightFormat::F32 || source.kept_dense(name) {
+            true => {
+                let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
+                let per_part = limits.rows_per_buffer(cols as u64 * 4);
+                t.data
+                    .chunks(per_part * cols)
+                    .map(|chunk| {
+                        let n = chunk.len() / cols;
+                        Table::Dense(Tensor::from_data(TensorData::new(chunk.to_vec(), [n, cols]), device))
+                    })
+                    .collect()
+            }
+            false => {
+                let p = packed_or_quantized(source, name, rows, cols, fallback)?;
+                let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
+                (0..rows)
+                    .step_by(per_part)
+                    .map(|r| Table::Quant(QuantMatrix::upload(&p.row_range(r..(r + per_part).min(rows)), device)))
+                    .collect()
+            }
+        };
+        Ok(Self { parts })
+    }
+
+    /// Rows of `tokens`: `[seq, d_model]`.
+    pub fn lookup(&self, tokens: &[u32], device: &Device) -> Tensor<2> {
+        if let [one] = &self.parts[..] {
+            return one.lookup(tokens, device);
+        }
+        // Each part gathers the tokens it holds (row 0 for the others, masked out).
+        let mut out: Option<Tensor<2>> = None;
+        let mut start = 0u32;
+        for part in &self.parts {
+            let end = start + part.rows() as u32;
+            let mine = |t: u32| (start..end).contains(&t);
+            if tokens.iter().any(|&t| mine(t)) {
+                let local: Vec<u32> = tokens.iter().map(|&t| if mine(t) { t - start } else { 0 }).collect();
+                let mask: Vec<f32> = tokens.iter().map(|&t| mine(t) as u8 as f32).collect();
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [tokens.len(), 1]), device);
+                let rows = part.lookup(&local, device) * mask;
+                out = Some(match out {
+                    Some(sum) => sum + rows,
+                    None => rows,
+                });
+            }
+            start = end;
+        }
+        out.expect("every token id is below the vocabulary size, checked by the caller")
+    }
+
+    /// Logits of `x: [seq, d_model]` against every row: `[seq, vocab]`.
+    pub fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.parts[..] {
+            [one] => one.logits(x),
+            parts => Tensor::cat(parts.iter().map(|p| p.logits(x.clone())).collect(), 1),
+        }
+    }
+
+    /// Bytes the table takes on the device.
+    pub fn device_bytes(&self) -> usize {
+        self.parts.iter().map(Table::device_bytes).sum()
     }
 }

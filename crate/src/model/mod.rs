@@ -29,6 +29,7 @@ use crate::kernels::qmatmul::Epilogue;
 use crate::kernels::rope::{Heads, rope_store};
 use crate::kv_cache::KvCache;
 use crate::load::TensorSource;
+use crate::quant::packed::QuantFormat;
 use linear::upload;
 
 /// An RMSNorm scale `[d_model]`.
@@ -192,7 +193,7 @@ pub struct Decoder {
     blocks: Vec<Block>,
     norm: Tensor<1>,
     /// The output head, when the model does not tie it to the embedding.
-    output: Option<Linear>,
+    output: Option<Embedding>,
     format: WeightFormat,
     device: Device,
     limits: Limits,
@@ -207,11 +208,13 @@ impl Decoder {
         device: &Device,
     ) -> Result<Self> {
         let c = config;
-        let embedding = Embedding::load(source, c, format, device)?;
+        // The embedding falls back to 8 bits (the table the logits are read from when tied
+        // deserves more precision than the blocks), an untied head to 4.
+        let embedding = Embedding::load(source, "token_embd.weight", c, QuantFormat::Q8, format, device)?;
         let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, format, device)).collect::<Result<_>>()?;
         let norm = load_norm(source, "output_norm.weight", c.d_model, device)?;
         let output = match source.contains("output.weight") {
-            true => Some(Linear::load(source, &[("output.weight", c.vocab)], c.d_model, Fuse::Concat, format, device)?),
+            true => Some(Embedding::load(source, "output.weight", c, QuantFormat::Q4, format, device)?),
             false => None,
         };
         Ok(Self {
@@ -243,7 +246,7 @@ impl Decoder {
         self.embedding.device_bytes()
             + self.blocks.iter().map(Block::device_bytes).sum::<usize>()
             + 4 * self.norm.dims()[0]
-            + self.output.as_ref().map_or(0, Linear::device_bytes)
+            + self.output.as_ref().map_or(0, Embedding::device_bytes)
     }
 
     /// Runs `tokens` through the model after what `cache` holds, appending them to it, and
@@ -300,7 +303,7 @@ impl Decoder {
     fn head(&self, x: Tensor<2>) -> Tensor<2> {
         let x = rms_norm(x, &self.norm, self.config.rms_eps);
         split::time(Part::Head, || match &self.output {
-            Some(head) => head.forward(x, Epilogue::None),
+            Some(head) => head.logits(x),
             None => self.embedding.logits(x),
         })
     }

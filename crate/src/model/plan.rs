@@ -125,14 +125,22 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
         let rows: u64 = specs.iter().map(|s| s.shape[0] as u64).sum();
         let cols = specs[0].shape[1] as u64;
         let what = || format!("the matrix {} ({rows} x {cols}, {})", group.join(" + "), format.name());
-        let bytes = match format {
-            WeightFormat::F32 => {
+        // The embedding and an untied head are split over as many buffers as their rows need:
+        // one row must fit.
+        let split = specs.len() == 1 && specs[0].shape[0] == c.vocab && !group[0].starts_with("blk.");
+        let check = |bytes: u64| match split {
+            true => limits.check_buffer(what, bytes / rows),
+            false => limits.check_buffer(what, bytes),
+        };
+        let dense = format == WeightFormat::F32 || specs.iter().any(|s| source.kept_dense(&s.name));
+        let bytes = match dense {
+            true => {
                 let bytes = rows * cols * 4;
-                limits.check_buffer(what, bytes)?;
+                check(bytes)?;
                 // The parts, their fused copy, and the upload's own.
                 3 * bytes
             }
-            WeightFormat::Int4 => {
+            false => {
                 let mut q8 = false;
                 for s in &specs {
                     q8 |= match source.stored_format(&s.name)? {
@@ -142,8 +150,7 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
                 }
                 let words = if q8 { QuantFormat::Q8 } else { QuantFormat::Q4 }.words_per_block() as u64;
                 let blocks = rows * cols.div_ceil(BLOCK as u64);
-                limits.check_buffer(what, blocks * words * 4)?;
-                limits.check_buffer(what, blocks * 4)?;
+                check(blocks * words * 4)?;
                 // A float source is dequantized first; packed parts are copied, fused and reordered.
                 let floats = if source.stored_format(&specs[0].name)?.is_none() { rows * cols * 4 } else { 0 };
                 floats + 3 * blocks * (words + 1) * 4

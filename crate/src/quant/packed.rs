@@ -224,6 +224,18 @@ impl PackedMatrix {
         Self { format: a.format, rows: 2 * a.rows, cols: a.cols, codes, params }
     }
 
+    /// Rows `range` of the matrix.
+    pub fn row_range(&self, range: std::ops::Range<usize>) -> Self {
+        let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
+        Self {
+            format: self.format,
+            rows: range.len(),
+            cols: self.cols,
+            codes: self.codes[range.start * nb * wpb..range.end * nb * wpb].to_vec(),
+            params: self.params[range.start * nb..range.end * nb].to_vec(),
+        }
+    }
+
     /// The matrix whose row `r` is this one's row `source(r)` (a permutation of the rows).
     pub fn reorder_rows(&self, source: impl Fn(usize) -> usize) -> Self {
         let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
