@@ -67,11 +67,20 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
     if head_dim:
         w.add_key_length(hd)
         w.add_value_length(hd)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(vocab)
-    w.add_token_types([3] * len(specials) + [1] * (len(vocab) - len(specials)))
-    w.add_token_merges(merges)
+    if arch == "phi3":
+        # Phi-3's own kind of vocabulary (llama.cpp's Phi-3 loader wants SentencePiece):
+        # <unk>, <s>, </s>, the 256 byte tokens, three pieces, and its end-of-turn token.
+        vocab = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581t", "he", "\u2581the", "<|end|>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]
+        w.add_tokenizer_model("llama")
+        w.add_token_list(vocab)
+        w.add_token_types([2, 3, 3] + [6] * 256 + [1, 1, 1, 3, 3, 3, 3, 3])
+        w.add_token_scores([0.0, 0.0, 0.0] + [0.0] * 256 + [-1.0, -2.0, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0])
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(vocab)
+        w.add_token_types([3] * len(specials) + [1] * (len(vocab) - len(specials)))
+        w.add_token_merges(merges)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_add_bos_token(False)
@@ -83,9 +92,12 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
     tensor("token_embd.weight", (len(vocab), d), 1.0)
     for i in range(layers):
         tensor(f"blk.{i}.attn_norm.weight", (d,), 0.1, 1.0)
-        tensor(f"blk.{i}.attn_q.weight", (heads * hd, d), lin(d))
-        tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
-        tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
+        if arch == "phi3":  # Q, K and V in one matrix
+            tensor(f"blk.{i}.attn_qkv.weight", ((heads + 2 * kv_heads) * hd, d), lin(d))
+        else:
+            tensor(f"blk.{i}.attn_q.weight", (heads * hd, d), lin(d))
+            tensor(f"blk.{i}.attn_k.weight", (kv_heads * hd, d), lin(d))
+            tensor(f"blk.{i}.attn_v.weight", (kv_heads * hd, d), lin(d))
         if arch in ("qwen3", "gemma3"):
             tensor(f"blk.{i}.attn_q_norm.weight", (hd,), 0.3, 1.0)
             tensor(f"blk.{i}.attn_k_norm.weight", (hd,), 0.3, 1.0)
@@ -95,8 +107,11 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
             tensor(f"blk.{i}.attn_v.bias", (kv_heads * hd,), 0.5)
         tensor(f"blk.{i}.attn_output.weight", (d, heads * hd), lin(heads * hd))
         tensor(f"blk.{i}.ffn_norm.weight", (d,), 0.1, 1.0)
-        tensor(f"blk.{i}.ffn_gate.weight", (ff, d), lin(d))
-        tensor(f"blk.{i}.ffn_up.weight", (ff, d), lin(d))
+        if arch == "phi3":  # gate rows, then up rows
+            tensor(f"blk.{i}.ffn_up.weight", (2 * ff, d), lin(d))
+        else:
+            tensor(f"blk.{i}.ffn_gate.weight", (ff, d), lin(d))
+            tensor(f"blk.{i}.ffn_up.weight", (ff, d), lin(d))
         tensor(f"blk.{i}.ffn_down.weight", (d, ff), lin(ff))
         if arch == "gemma3":
             tensor(f"blk.{i}.post_attention_norm.weight", (d,), 0.1, 1.0)
@@ -118,6 +133,7 @@ FIXTURES = [
     ("llama-hd12", "llama", 12),
     ("qwen3", "qwen3", 12),
     ("gemma3", "gemma3", 16),
+    ("phi3", "phi3", None),
 ]
 for label, arch, head_dim in FIXTURES:
     gguf_path = OUT / f"tiny-{label}.gguf"

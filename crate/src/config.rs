@@ -70,6 +70,9 @@ pub struct Architecture {
     /// others only to the last [`ModelConfig::sliding_window`] tokens, with their own RoPE base.
     /// `None`: every layer is global.
     pub global_every: Option<usize>,
+    /// Q, K and V stored as one `attn_qkv` matrix, gate and up as one `ffn_up` of twice the
+    /// rows (gate first), which loading serves as the separate matrices ([`crate::load::fused`]).
+    pub fused_projections: bool,
 }
 
 impl Architecture {
@@ -83,11 +86,14 @@ impl Architecture {
         embed_scale: false,
         hf_norm_minus_one: false,
         global_every: None,
+        fused_projections: false,
     };
     /// Qwen2 (and Qwen2.5): Llama with biases on Q, K and V.
     pub const QWEN2: Self = Self { qkv_bias: true, gguf_rope_halves: true, name: "qwen2", ..Self::LLAMA };
     /// Qwen3: Qwen2 without the biases, with an RMSNorm on each query and key head.
     pub const QWEN3: Self = Self { name: "qwen3", qkv_bias: false, qk_norm: true, ..Self::QWEN2 };
+    /// Phi-3: Llama rotated by halves, its projections stored fused.
+    pub const PHI3: Self = Self { name: "phi3", gguf_rope_halves: true, fused_projections: true, ..Self::LLAMA };
     /// Gemma 3: Qwen3's head norms, norms after the sub-blocks too, GeGLU, scaled embeddings,
     /// and five sliding-window layers to each global one.
     pub const GEMMA3: Self = Self {
@@ -107,8 +113,9 @@ impl Architecture {
             "qwen2" => Ok(Self::QWEN2),
             "qwen3" => Ok(Self::QWEN3),
             "gemma3" | "gemma3_text" => Ok(Self::GEMMA3),
+            "phi3" => Ok(Self::PHI3),
             other => Err(Error::config(format!(
-                "architecture {other:?} is not supported (llama, mistral, qwen2, qwen3, gemma3)"
+                "architecture {other:?} is not supported (llama, mistral, qwen2, qwen3, gemma3, phi3)"
             ))),
         }
     }
@@ -388,6 +395,12 @@ pub struct RawConfig {
     /// Gemma 2: soft caps the engine does not apply, refused when set.
     pub attn_logit_softcapping: Option<f64>,
     pub final_logit_softcapping: Option<f64>,
+    /// GGUF `rope.dimension_count`: dimensions of each head that rotate (all of them, or the
+    /// model is refused).
+    #[serde(skip)]
+    pub rope_dims: Option<u64>,
+    /// Hugging Face's share of each head that rotates (Phi-4-mini: 0.75); only 1 is supported.
+    pub partial_rotary_factor: Option<f64>,
 }
 
 impl RawConfig {
@@ -431,7 +444,7 @@ impl RawConfig {
             Some(Value::String(kind)) => Some(serde_json::json!({ "rope_type": kind })),
             Some(v) => return Err(Error::config(format!("{arch}.rope.scaling.type is {v:?}, not a string"))),
         };
-        let head_dim = uint("attention.key_length")?.or(uint("rope.dimension_count")?);
+        let head_dim = uint("attention.key_length")?;
         for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
             if let Some(cap) = float(key)?
                 && cap != 0.0
@@ -453,6 +466,7 @@ impl RawConfig {
             rope_scaling,
             model_type: Some(arch.into()),
             sliding_window: uint("attention.sliding_window")?,
+            rope_dims: uint("rope.dimension_count")?,
             rope_local_base_freq: float("rope.freq_base_swa")?,
             ..Self::default()
         })
@@ -541,6 +555,12 @@ impl RawConfig {
             )));
         }
         let head_dim = config.head_dim();
+        let partial = self.partial_rotary_factor.filter(|&f| f != 1.0).map(|f| (f * head_dim as f64) as u64);
+        if let Some(rotated) = self.rope_dims.filter(|&r| r != head_dim as u64).or(partial) {
+            return Err(Error::config(format!(
+                "RoPE rotates {rotated} of each head's {head_dim} dimensions: partial rotary embeddings are not supported"
+            )));
+        }
         if !head_dim.is_multiple_of(2) {
             return Err(Error::config(format!("head dimension {head_dim} is odd; rotary embeddings need pairs")));
         }
@@ -630,6 +650,8 @@ mod tests {
             RawConfig { rms_norm_eps: Some(-1.0), ..smollm2() },
             RawConfig { head_dim: Some(63), ..smollm2() },
             RawConfig { head_dim: Some(0), ..smollm2() },
+            RawConfig { rope_dims: Some(48), ..smollm2() },
+            RawConfig { partial_rotary_factor: Some(0.75), ..smollm2() },
             RawConfig { hidden_size: Some(577), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"type": "yarn"})), ..smollm2() },
             RawConfig { rope_scaling: Some(serde_json::json!({"rope_type": "dynamic", "factor": 2.0})), ..smollm2() },

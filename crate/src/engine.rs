@@ -10,6 +10,7 @@ use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvOptions;
 use crate::load::burnpack::{self, PackTensors};
+use crate::load::fused::with_parts;
 use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles, HfTensors};
 use crate::load::{ModelParts, TensorSource};
@@ -185,7 +186,7 @@ impl<'a> Prepared<'a> {
             }
             None => None,
         };
-        plan::check(&config, source.tensors(), weights, &Limits::of(device))?;
+        with_parts(source.tensors(), &config, |tensors| plan::check(&config, tensors, weights, &Limits::of(device)))?;
         Ok(Self { config, tokenizer, template, name, source, weights })
     }
 
@@ -196,8 +197,9 @@ impl<'a> Prepared<'a> {
     /// Uploads the weights to `device`, calling `progress(tensors_uploaded, tensors_total)`
     /// after each tensor reaches it.
     pub fn upload(self, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
-        let source = Counted::new(self.source.tensors(), progress);
-        let model = Decoder::load(&self.config, &source, self.weights, device)?;
+        let model = with_parts(self.source.tensors(), &self.config, |tensors| {
+            Decoder::load(&self.config, &Counted::new(tensors, progress), self.weights, device)
+        })?;
         Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
     }
 }

@@ -124,29 +124,46 @@ fn gguf_decode_through_kv_cache_matches_reference_on_wgpu() {
 }
 
 /// A Hugging Face directory (safetensors in F32, F16 and BF16, rotate-half query/key layout,
-/// separate output head) gives the reference logits.
+/// separate output head) gives the reference logits, for each family as its checkpoints store
+/// it: Qwen2's biases, Qwen3's head norms, Gemma 3's norms (stored minus one, after each
+/// sub-block too, and a window of 3 in five of six layers), Phi-3's fused projections.
 fn hf_matches_reference(device: DeviceKind, model_type: &str) {
-    let c = TinyConfig::new();
+    let c = match model_type {
+        "qwen3" => TinyConfig { head_dim: Some(24), ..TinyConfig::new() },
+        "gemma3" => {
+            TinyConfig { n_layers: 6, head_dim: Some(24), gemma3_window: Some(3), rope_theta: 1e6, ..TinyConfig::new() }
+        }
+        _ => TinyConfig::new(),
+    };
     let types = |name: &str| match name {
         n if n.contains("attn") => Ty::F16,
         n if n.contains("ffn") => Ty::BF16,
         _ => Ty::F32,
     };
     let mut tensors = tiny_weights(&c, 31, false, &types);
-    if model_type == "qwen2" {
-        let mut rng = Rng::new(32);
-        let kv = c.n_kv_heads * c.head_dim();
-        for l in 0..c.n_layers {
-            for (suffix, len) in [("attn_q", c.d_model), ("attn_k", kv), ("attn_v", kv)] {
-                let (values, bytes) = random_encoded(&mut rng, len, 0.5, 0.0, Ty::F32);
-                tensors.push(StoredTensor {
-                    name: format!("blk.{l}.{suffix}.bias"),
-                    shape: vec![len],
-                    ty: Ty::F32,
-                    values,
-                    bytes,
-                });
-            }
+    let mut rng = Rng::new(32);
+    let (q, kv, hd) = (c.q_dim(), c.n_kv_heads * c.head_dim(), c.head_dim());
+    for l in 0..c.n_layers {
+        let extras: Vec<(&str, usize, f32, f32)> = match model_type {
+            "qwen2" => vec![("attn_q.bias", q, 0.5, 0.0), ("attn_k.bias", kv, 0.5, 0.0), ("attn_v.bias", kv, 0.5, 0.0)],
+            "qwen3" => vec![("attn_q_norm.weight", hd, 0.5, 1.0), ("attn_k_norm.weight", hd, 0.5, 1.0)],
+            "gemma3" => vec![
+                ("attn_q_norm.weight", hd, 0.5, 1.0),
+                ("attn_k_norm.weight", hd, 0.5, 1.0),
+                ("post_attention_norm.weight", c.d_model, 0.2, 1.0),
+                ("post_ffw_norm.weight", c.d_model, 0.2, 1.0),
+            ],
+            _ => vec![],
+        };
+        for (suffix, len, scale, offset) in extras {
+            let (values, bytes) = random_encoded(&mut rng, len, scale, offset, Ty::F32);
+            tensors.push(StoredTensor {
+                name: format!("blk.{l}.{suffix}"),
+                shape: vec![len],
+                ty: Ty::F32,
+                values,
+                bytes,
+            });
         }
     }
     // Store query/key rows (and biases) as Hugging Face does; the reference then rotates halves.
@@ -167,6 +184,33 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
         };
     }
     let reference = Reference::new(&c, &tensors, RopeStyle::Half);
+    let reference_tensors = tensors.clone();
+    // Gemma's checkpoints hold each RMSNorm scale minus one (exact here: the scales are near 1).
+    if model_type == "gemma3" {
+        for t in tensors.iter_mut().filter(|t| t.name.contains("norm")) {
+            t.bytes = t.values.iter().flat_map(|v| (v - 1.0).to_le_bytes()).collect();
+        }
+    }
+    // Phi-3 stores Q, K, V as one matrix and gate, up as another.
+    if model_type == "phi3" {
+        for l in 0..c.n_layers {
+            for (fused, parts) in
+                [("attn_qkv", ["attn_q", "attn_k", "attn_v"].as_slice()), ("ffn_up", &["ffn_gate", "ffn_up"])]
+            {
+                let names: Vec<String> = parts.iter().map(|p| format!("blk.{l}.{p}.weight")).collect();
+                let taken: Vec<StoredTensor> =
+                    names.iter().map(|n| tensors.remove(tensors.iter().position(|t| &t.name == n).unwrap())).collect();
+                let rows = taken.iter().map(|t| t.shape[0]).sum();
+                tensors.push(StoredTensor {
+                    name: format!("blk.{l}.{fused}.weight!"),
+                    shape: vec![rows, taken[0].shape[1]],
+                    ty: taken[0].ty,
+                    values: taken.iter().flat_map(|t| t.values.clone()).collect(),
+                    bytes: taken.iter().flat_map(|t| t.bytes.clone()).collect(),
+                });
+            }
+        }
+    }
     let hf_name = |gguf: &str| -> String {
         let table = [
             ("token_embd.weight", "model.embed_tokens.weight"),
@@ -177,18 +221,26 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
             return hf.to_string();
         }
         let (layer, rest) = gguf.strip_prefix("blk.").unwrap().split_once('.').unwrap();
+        let gemma = model_type == "gemma3";
         let suffix = match rest {
             "attn_norm.weight" => "input_layernorm.weight",
             "attn_q.weight" => "self_attn.q_proj.weight",
             "attn_k.weight" => "self_attn.k_proj.weight",
             "attn_v.weight" => "self_attn.v_proj.weight",
+            "attn_qkv.weight!" => "self_attn.qkv_proj.weight",
             "attn_q.bias" => "self_attn.q_proj.bias",
             "attn_k.bias" => "self_attn.k_proj.bias",
             "attn_v.bias" => "self_attn.v_proj.bias",
+            "attn_q_norm.weight" => "self_attn.q_norm.weight",
+            "attn_k_norm.weight" => "self_attn.k_norm.weight",
             "attn_output.weight" => "self_attn.o_proj.weight",
+            "ffn_norm.weight" if gemma => "pre_feedforward_layernorm.weight",
             "ffn_norm.weight" => "post_attention_layernorm.weight",
+            "post_attention_norm.weight" => "post_attention_layernorm.weight",
+            "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
             "ffn_gate.weight" => "mlp.gate_proj.weight",
             "ffn_up.weight" => "mlp.up_proj.weight",
+            "ffn_up.weight!" => "mlp.gate_up_proj.weight",
             "ffn_down.weight" => "mlp.down_proj.weight",
             other => panic!("{other}"),
         };
@@ -207,12 +259,20 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
     let shards = [write_safetensors(a), write_safetensors(b)];
 
     let dir = tempfile::tempdir().unwrap();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "model_type": model_type, "hidden_act": "silu", "vocab_size": c.vocab, "hidden_size": c.d_model,
         "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
-        "intermediate_size": c.d_ff, "rope_theta": c.rope_theta, "rms_norm_eps": c.eps,
+        "head_dim": c.head_dim(), "intermediate_size": c.d_ff, "rope_theta": c.rope_theta, "rms_norm_eps": c.eps,
         "max_position_embeddings": c.context, "tie_word_embeddings": false, "eos_token_id": 2, "bos_token_id": 1,
     });
+    if model_type == "gemma3" {
+        let gemma = serde_json::json!({
+            "model_type": "gemma3_text", "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+            "sliding_window": c.gemma3_window, "rope_local_base_freq": c.rope_theta_local,
+            "query_pre_attn_scalar": c.head_dim(), "final_logit_softcapping": null, "attn_logit_softcapping": null,
+        });
+        config.as_object_mut().unwrap().extend(gemma.as_object().unwrap().clone());
+    }
     let tok_config = serde_json::json!({ "chat_template": CHAT_TEMPLATE, "eos_token": "<|im_end|>" });
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), tiny_tokenizer_json()).unwrap();
@@ -235,6 +295,15 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
     assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} {model_type} safetensors"));
     assert_eq!(engine.config().arch.name, model_type);
+    if model_type == "gemma3" {
+        // The window is used: without it (a reference that sees everything) the logits differ.
+        let unwindowed = Reference::new(
+            &TinyConfig { gemma3_window: Some(usize::MAX), ..c.clone() },
+            &reference_tensors,
+            RopeStyle::Half,
+        );
+        assert!(max_rel_diff(&unwindowed.logits(&ids)[7], &got[7]) > 1e-2, "the sliding window changes the logits");
+    }
 
     // The chat template and end-of-turn token come from tokenizer_config.json.
     let chat = engine.encode_chat(&[Message::new("user", "the")]).unwrap();
@@ -244,14 +313,16 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
 
 #[test]
 fn safetensors_directory_matches_reference_on_cpu() {
-    hf_matches_reference(DeviceKind::Cpu, "llama");
-    hf_matches_reference(DeviceKind::Cpu, "qwen2");
+    for model_type in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
+        hf_matches_reference(DeviceKind::Cpu, model_type);
+    }
 }
 
 #[test]
 fn safetensors_directory_matches_reference_on_wgpu() {
-    hf_matches_reference(DeviceKind::Wgpu, "llama");
-    hf_matches_reference(DeviceKind::Wgpu, "qwen2");
+    for model_type in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
+        hf_matches_reference(DeviceKind::Wgpu, model_type);
+    }
 }
 
 /// Greedy generation gives the reference's greedy tokens on both devices, and a second turn
@@ -453,10 +524,11 @@ fn blocks_of<B: hearth::quant::Block>(
 }
 
 /// A model whose every matrix is a 5-bit or K-quant format (rows of 256: the K-quants'
-/// super-block) loads with f32 weights and gives the reference logits on the CPU and on wgpu;
-/// with int4 weights it is refused with a typed error rather than requantized.
+/// super-block) gives the reference logits on the CPU and on wgpu, with f32 weights and with
+/// the stored formats (the default: the 5-bit matrices packed, the K-quants kept as their exact
+/// f32 values, never requantized).
 #[test]
-fn k_quant_and_five_bit_matrices_load_exactly_with_f32_weights() {
+fn k_quant_and_five_bit_matrices_load_exactly() {
     use hearth::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K};
     let c = TinyConfig { d_model: 256, d_ff: 512, ..TinyConfig::new() };
     let mut tensors = tiny_weights(&c, 41, true, &|_| Ty::F32);
@@ -480,18 +552,13 @@ fn k_quant_and_five_bit_matrices_load_exactly_with_f32_weights() {
     let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
     let mut rng = Rng::new(7);
     let ids: Vec<u32> = (0..19).map(|_| rng.below(c.vocab as u64) as u32).collect();
+    let want = reference.logits(&ids);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
-        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::F32).unwrap());
-        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-        assert_logits_close(&got, &reference.logits(&ids), &format!("{device:?} K-quants with f32 weights"));
-    }
-    match Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4) {
-        Err(hearth::Error::UnsupportedTensorType { tensor, dtype }) => {
-            assert_eq!(tensor, "token_embd.weight");
-            assert!(dtype.starts_with("Q6_K"), "{dtype}");
+        for weights in [WeightFormat::F32, WeightFormat::Int4] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, &format!("{device:?} K-quants with {weights:?} weights"));
         }
-        Err(e) => panic!("expected UnsupportedTensorType, got {e}"),
-        Ok(_) => panic!("int4 weights requantized a K-quant file instead of refusing it"),
     }
 }
 
@@ -606,9 +673,16 @@ fn tiny_models_of_each_architecture_match_llama_cpp() {
     // llama-hd12: heads of 12 beside a d_model of 32 (queries 48 wide), stated by key_length;
     // qwen3: the same heads, each query and key head RMS-normed; gemma3: heads of 16, post-norms,
     // GeGLU, scaled and tied embeddings, five layers with a window of 4 tokens (of the 10) and
-    // RoPE base 10,000 beside a global one with base 1,000,000.
-    let fixtures_of =
-        [("llama", "llama"), ("qwen2", "qwen2"), ("llama-hd12", "llama"), ("qwen3", "qwen3"), ("gemma3", "gemma3")];
+    // RoPE base 10,000 beside a global one with base 1,000,000; phi3: Q, K, V in one matrix and
+    // gate and up in another, a SentencePiece vocabulary.
+    let fixtures_of = [
+        ("llama", "llama"),
+        ("qwen2", "qwen2"),
+        ("llama-hd12", "llama"),
+        ("qwen3", "qwen3"),
+        ("gemma3", "gemma3"),
+        ("phi3", "phi3"),
+    ];
     for (label, arch) in fixtures_of {
         let bytes = std::fs::read(fixtures.join(format!("tiny-{label}.gguf"))).unwrap();
         let want: serde_json::Value =

@@ -33,6 +33,10 @@ fn u32_tensor(name: String, words: &[u32], shape: [usize; 2]) -> burn_pack::Tens
 
 /// Writes the model `parts` with weights from `source` as a burnpack.
 pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
+    crate::load::fused::with_parts(source, &parts.config, |source| write_parts(parts, source))
+}
+
+fn write_parts(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
     let c = &parts.config;
     let tied = !source.contains("output.weight");
     let mut tensors = Vec::new();

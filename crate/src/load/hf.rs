@@ -42,6 +42,11 @@ const GEMMA_LAYER_NAMES: [(&str, &str); 3] = [
     ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
 ];
 
+/// Phi-3's fused projections, read as [`crate::load::fused`] splits them. (Exports write the
+/// parts under Llama's names instead, which this reader takes as well.)
+const PHI3_LAYER_NAMES: [(&str, &str); 2] =
+    [("attn_qkv.weight", "self_attn.qkv_proj.weight"), ("ffn_up.weight", "mlp.gate_up_proj.weight")];
+
 /// GGUF name to Hugging Face name, for tensors outside the blocks.
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("token_embd.weight", "model.embed_tokens.weight"),
@@ -64,6 +69,8 @@ pub struct HfTensors<'a> {
     /// Hugging Face tensor name to the shard holding it.
     index: HashMap<String, usize>,
     tie_word_embeddings: bool,
+    /// The checkpoint stores Phi-3's projections fused.
+    fused: bool,
 }
 
 /// Parses the directory's files into the model's parts and its tensors.
@@ -131,31 +138,37 @@ pub fn parse(files: HfFiles<'_>) -> Result<(ModelParts, HfTensors<'_>)> {
         shards.push(shard);
     }
     let name = config_json.get("_name_or_path").and_then(Json::as_str).unwrap_or("safetensors model").to_string();
+    let fused = index.contains_key("model.layers.0.self_attn.qkv_proj.weight");
     let tensors = HfTensors {
         config: config.clone(),
         shards,
         index,
         tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+        fused,
     };
     Ok((ModelParts { config, tokenizer, chat_template, name }, tensors))
 }
 
 impl HfTensors<'_> {
-    fn hf_name(arch: &Architecture, gguf_name: &str) -> Option<String> {
+    fn hf_name(arch: &Architecture, fused: bool, gguf_name: &str) -> Option<String> {
         if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf_name) {
             return Some(hf.to_string());
         }
         let rest = gguf_name.strip_prefix("blk.")?;
         let (layer, suffix) = rest.split_once('.')?;
         let layer: usize = layer.parse().ok()?;
-        let own: &[(&str, &str)] = if arch.post_norms { &GEMMA_LAYER_NAMES } else { &[] };
+        let own: &[(&str, &str)] = match (arch.post_norms, fused) {
+            (true, _) => &GEMMA_LAYER_NAMES,
+            (_, true) => &PHI3_LAYER_NAMES,
+            _ => &[],
+        };
         let (_, hf) = own.iter().chain(&LAYER_NAMES).find(|(g, _)| *g == suffix)?;
         Some(format!("model.layers.{layer}.{hf}"))
     }
 
     fn read(&self, gguf_name: &str) -> Result<HostTensor> {
         let missing = || Error::MissingTensor(gguf_name.to_string());
-        let hf = Self::hf_name(&self.config.arch, gguf_name).ok_or_else(missing)?;
+        let hf = Self::hf_name(&self.config.arch, self.fused, gguf_name).ok_or_else(missing)?;
         let &shard = self.index.get(&hf).ok_or_else(|| Error::MissingTensor(format!("{hf} ({gguf_name})")))?;
         let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
         let bytes = view.data();
@@ -182,7 +195,7 @@ impl TensorSource for HfTensors<'_> {
         if !self.contains(name) {
             return Ok(None);
         }
-        let Some(hf) = Self::hf_name(&self.config.arch, name) else { return Ok(None) };
+        let Some(hf) = Self::hf_name(&self.config.arch, self.fused, name) else { return Ok(None) };
         let Some(&shard) = self.index.get(&hf) else { return Ok(None) };
         let view = self.shards[shard].tensor(&hf).map_err(|e| Error::malformed(format!("{hf}: {e}")))?;
         Ok(Some(view.shape().to_vec()))
@@ -192,7 +205,7 @@ impl TensorSource for HfTensors<'_> {
         if name == "output.weight" && self.tie_word_embeddings {
             return false;
         }
-        Self::hf_name(&self.config.arch, name).is_some_and(|hf| self.index.contains_key(&hf))
+        Self::hf_name(&self.config.arch, self.fused, name).is_some_and(|hf| self.index.contains_key(&hf))
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
@@ -214,6 +227,15 @@ fn is_norm(gguf_name: &str) -> bool {
 /// `noise > 0`, every matrix gets Gaussian noise of `noise` times its RMS (seeded), which makes
 /// a float model that no quantization grid holds exactly, for quantization studies.
 pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u64) -> Result<Vec<(String, Vec<u8>)>> {
+    crate::load::fused::with_parts(source, &parts.config, |source| export_parts(parts, source, noise, seed))
+}
+
+fn export_parts(
+    parts: &ModelParts,
+    source: &dyn TensorSource,
+    noise: f32,
+    seed: u64,
+) -> Result<Vec<(String, Vec<u8>)>> {
     use rand_chacha::ChaCha8Rng;
     use rand_chacha::rand_core::{Rng, SeedableRng};
     let c = &parts.config;
@@ -253,7 +275,7 @@ pub fn export(parts: &ModelParts, source: &dyn TensorSource, noise: f32, seed: u
                 *v += noise * rms * gaussian();
             }
         }
-        let hf = HfTensors::hf_name(&c.arch, name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let hf = HfTensors::hf_name(&c.arch, false, name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
         let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         tensors.push((hf, t.shape, bytes));
     }

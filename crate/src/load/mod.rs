@@ -5,6 +5,7 @@
 //! model has one loading path.
 
 pub mod burnpack;
+pub mod fused;
 pub mod gguf;
 pub mod hf;
 
@@ -179,7 +180,7 @@ fn gguf_halves_heads(file: &gguf::GgufFile, name: &str) -> Option<usize> {
 
 /// Row `h*hd + 2i + j` of the adjacent-pair order comes from row `h*hd + j*hd/2 + i` of the
 /// rotate-halves order.
-fn pair_source(row: usize, hd: usize) -> usize {
+pub(crate) fn pair_source(row: usize, hd: usize) -> usize {
     let (h, r) = (row / hd, row % hd);
     h * hd + (r % 2) * hd / 2 + r / 2
 }

@@ -80,6 +80,11 @@ pub struct TinyConfig {
     pub eps: f32,
     /// llama.cpp's `rope_freqs.weight`: the frequency of pair `i` is divided by entry `i`.
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// Gemma 3: the embedding scaled by `sqrt(d_model)`, GELU (tanh form) gating, and every
+    /// layer but each sixth attending to the last `window` tokens with RoPE base
+    /// `rope_theta_local`. (Post-norms and head norms are used where their weights exist.)
+    pub gemma3_window: Option<usize>,
+    pub rope_theta_local: f32,
 }
 
 impl TinyConfig {
@@ -96,6 +101,8 @@ impl TinyConfig {
             rope_theta: 10000.0,
             eps: 1e-5,
             rope_freq_factors: None,
+            gemma3_window: None,
+            rope_theta_local: 10000.0,
         }
     }
 
@@ -405,12 +412,18 @@ impl Reference {
         Self { c: c.clone(), w, style }
     }
 
-    fn rope(&self, x: &mut [f32], pos: usize) {
+    /// Whether layer `l` is a Gemma 3 sliding-window layer.
+    fn local(&self, l: usize) -> bool {
+        self.c.gemma3_window.is_some() && (l + 1) % 6 != 0
+    }
+
+    fn rope(&self, x: &mut [f32], pos: usize, local: bool) {
         let hd = self.c.head_dim();
+        let base = if local { self.c.rope_theta_local } else { self.c.rope_theta } as f64;
         for head in x.chunks_exact_mut(hd) {
             for i in 0..hd / 2 {
-                let factor = self.c.rope_freq_factors.as_ref().map_or(1.0, |f| f[i] as f64);
-                let theta = (self.c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64) / factor * pos as f64;
+                let factor = self.c.rope_freq_factors.as_ref().filter(|_| !local).map_or(1.0, |f| f[i] as f64);
+                let theta = base.powf(-2.0 * i as f64 / hd as f64) / factor * pos as f64;
                 let (s, co) = (theta.sin() as f32, theta.cos() as f32);
                 let (a, b) = match self.style {
                     RopeStyle::Adjacent => (2 * i, 2 * i + 1),
@@ -563,6 +576,9 @@ impl<'a> RefStream<'a> {
         let (d, hd) = (c.d_model, c.head_dim());
         let w = |n: &str| &r.w[n][..];
         let mut x = w("token_embd.weight")[token as usize * d..(token as usize + 1) * d].to_vec();
+        if c.gemma3_window.is_some() {
+            x.iter_mut().for_each(|v| *v *= (d as f32).sqrt());
+        }
         let pos = self.len();
         self.scores.push(0.0);
         for l in 0..c.n_layers {
@@ -585,8 +601,14 @@ impl<'a> RefStream<'a> {
                 }
                 y
             };
+            let local = r.local(l);
+            // A sliding-window layer sees the last `window` entries, this one included.
+            let first = match c.gemma3_window {
+                Some(window) if local => (pos + 1).saturating_sub(window),
+                _ => 0,
+            };
             let mut q = head_norm(project("attn_q"), "attn_q");
-            r.rope(&mut q, pos);
+            r.rope(&mut q, pos, local);
             self.k[l].push(head_norm(project("attn_k"), "attn_k"));
             self.v[l].push(project("attn_v"));
             let keys: Vec<Vec<f32>> = self.k[l]
@@ -594,7 +616,7 @@ impl<'a> RefStream<'a> {
                 .enumerate()
                 .map(|(p, k)| {
                     let mut k = k.clone();
-                    r.rope(&mut k, p);
+                    r.rope(&mut k, p, local);
                     k
                 })
                 .collect();
@@ -602,7 +624,7 @@ impl<'a> RefStream<'a> {
             for head in 0..c.n_heads {
                 let kvh = head / (c.n_heads / c.n_kv_heads);
                 let q = &q[head * hd..(head + 1) * hd];
-                let scores: Vec<f32> = keys
+                let scores: Vec<f32> = keys[first..]
                     .iter()
                     .map(|k| {
                         q.iter().zip(&k[kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
@@ -611,22 +633,33 @@ impl<'a> RefStream<'a> {
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f32 = e.iter().sum();
-                for (s, p) in e.iter().enumerate() {
+                for (j, p) in e.iter().enumerate() {
+                    let s = first + j;
                     self.scores[s] += p / sum;
                     for i in 0..hd {
                         attn[head * hd + i] += p / sum * self.v[l][s][kvh * hd + i];
                     }
                 }
             }
-            let o = matvec(w(&n("attn_output.weight")), &attn);
+            // Gemma: an RMSNorm on each sub-block's output before its residual add.
+            let post_norm = |y: Vec<f32>, name: &str| match r.w.get(&n(name)) {
+                Some(g) => rms_norm(&y, g, c.eps),
+                None => y,
+            };
+            let o = post_norm(matvec(w(&n("attn_output.weight")), &attn), "post_attention_norm.weight");
             for (x, o) in x.iter_mut().zip(o) {
                 *x += o;
             }
             let h = rms_norm(&x, w(&n("ffn_norm.weight")), c.eps);
             let g = matvec(w(&n("ffn_gate.weight")), &h);
             let u = matvec(w(&n("ffn_up.weight")), &h);
-            let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            let down = matvec(w(&n("ffn_down.weight")), &a);
+            let act = |g: f32| match c.gemma3_window {
+                // GELU's tanh form, as its paper writes it.
+                Some(_) => 0.5 * g * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh()),
+                None => g / (1.0 + (-g).exp()),
+            };
+            let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| act(*g) * u).collect();
+            let down = post_norm(matvec(w(&n("ffn_down.weight")), &a), "post_ffw_norm.weight");
             for (x, o) in x.iter_mut().zip(down) {
                 *x += o;
             }
