@@ -10,6 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 pkg-scripts/setup.sh --web
 pkg-scripts/fetch-model.sh
+pkg-scripts/fetch-model.sh gemma3-270m  # the chat page's base-model test
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 port=$((20000 + RANDOM % 20000))

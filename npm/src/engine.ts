@@ -2,6 +2,7 @@
 
 import initWasm, { WasmEngine, __testPanic, __wbg_reset_state_async, set_panic_handler } from "../wasm/hearth.js";
 import { AsyncQueue } from "./queue.js";
+import { completions } from "./completions.js";
 import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
 import { DEVICES, resolveDevice } from "./device.js";
@@ -12,6 +13,7 @@ import type {
   ChatCompletionChunk,
   ChatCompletionRequest,
   ChatCompletions,
+  Completions,
   ChatMessage,
   EngineApi,
   EngineStats,
@@ -254,6 +256,11 @@ export class HearthEngine implements EngineApi {
       create: ((request: ChatCompletionRequest) => this.createCompletion(request)) as ChatCompletions["create"],
     },
   };
+
+  readonly completions: Completions = completions({
+    generate: (prompt, options) => this.generate(prompt, options),
+    modelName: () => this.model?.name ?? "",
+  });
 
   constructor() {
     instance.engines.add(new WeakRef(this));

@@ -120,6 +120,44 @@ export interface ChatCompletionChunk {
   pruned?: PruneReport;
 }
 
+/** OpenAI's legacy completions: plain text continued, for base models (no chat template). */
+export interface CompletionRequest extends SamplingOptions {
+  prompt: string;
+  stream?: boolean;
+  /** Aborting stops the prefill between chunks, or generation within one token; the call (or
+   * the stream) then rejects with an `AbortError`. Leaving a `for await` early aborts too. */
+  signal?: AbortSignal;
+}
+
+export type StreamingCompletionRequest = CompletionRequest & { stream: true };
+export type NonStreamingCompletionRequest = CompletionRequest & { stream?: false };
+
+export interface TextCompletion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: [{ index: 0; text: string; finish_reason: FinishReason; logprobs: null }];
+  usage: Usage;
+  timings: Timings;
+}
+
+/** One piece of a streamed completion; the last has `finish_reason`, `usage` and `timings`. */
+export interface TextCompletionChunk {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: [{ index: 0; text: string; finish_reason: FinishReason | null; logprobs: null }];
+  usage?: Usage;
+  timings?: Timings;
+}
+
+export interface Completions {
+  create(request: StreamingCompletionRequest): Promise<AsyncIterable<TextCompletionChunk>>;
+  create(request: NonStreamingCompletionRequest): Promise<TextCompletion>;
+}
+
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 
 export type LoadStage = "fetch" | "cache" | "upload" | "ready";
@@ -249,6 +287,9 @@ export interface ChatCompletions {
 export interface EngineApi {
   load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
   readonly chat: { readonly completions: ChatCompletions };
+  /** Continues a prompt as plain text (no chat template), in OpenAI's legacy completions
+   * shape: what a base model is for. */
+  readonly completions: Completions;
   /** Continues plain text (no chat template). */
   generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult>;
   /** The natural-log probability of each token after the first given those before it

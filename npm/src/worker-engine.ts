@@ -1,6 +1,7 @@
 /** The page side of a worker-hosted engine: the same `EngineApi`, over `postMessage`. */
 
 import { AsyncQueue } from "./queue.js";
+import { completions } from "./completions.js";
 import { HearthError, abortError, deserializeError } from "./errors.js";
 import type { Request, Response, ResultValue } from "./protocol.js";
 import type {
@@ -8,6 +9,7 @@ import type {
   ChatCompletionChunk,
   ChatCompletionRequest,
   ChatCompletions,
+  Completions,
   EngineApi,
   EngineStats,
   GenerateOptions,
@@ -43,6 +45,14 @@ export class WorkerEngine implements EngineApi {
       create: ((request: ChatCompletionRequest) => this.createCompletion(request)) as ChatCompletions["create"],
     },
   };
+
+  /** The name of the model the last successful load gave. */
+  private modelName = "";
+
+  readonly completions: Completions = completions({
+    generate: (prompt, options) => this.generate(prompt, options),
+    modelName: () => this.modelName,
+  });
 
   /** Wraps a worker started from `hearth/worker`. Given a function that starts one, the proxy
    * replaces a worker that dies (its pending calls reject with `engine_crashed`) with a fresh
@@ -193,7 +203,9 @@ export class WorkerEngine implements EngineApi {
     // A buffer is moved to the worker rather than copied.
     const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
     const src = source instanceof URL ? source.href : source;
-    return (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
+    const info = (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
+    this.modelName = info.name;
+    return info;
   }
 
   async generate(prompt: string, options: GenerateOptions = {}): Promise<GenerateResult> {

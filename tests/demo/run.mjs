@@ -3,7 +3,9 @@
 // `auto` device runs on the CPU), without WebGPU at all (it chats on the CPU), then once on a
 // desktop viewport and once on a 390x844 phone: refuses a broken model file with a message,
 // loads SmolLM2, answers "What is the capital of Japan?" at temperature 0 as it streams, stops
-// a long answer, regenerates with a changed setting and clears. Fails on any page error.
+// a long answer, regenerates with a changed setting and clears; then loads the base model Gemma
+// 3 270M from its own button, in completion mode, and continues a sentence as llama.cpp does.
+// Fails on any page error.
 // Usage: node run.mjs SCREENSHOT_DIR
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -244,7 +246,31 @@ async function noWebGpu() {
   await context.close();
 }
 
+/** A base model (no chat template): Gemma 3 270M, served beside the default, loads from its
+ * button; the page says it continues text, and greedy continues "Water boils at a temperature
+ * of" with llama.cpp's " 100 degrees Celsius". */
+async function baseModel() {
+  const errors = [];
+  const context = await browser.newContext();
+  const page = await open(context, errors);
+  await page.waitForSelector("#load-gemma3:not([hidden])", { timeout: 30_000 });
+  await setSettings(page, false, { temperature: "0", max_tokens: "8" });
+  await page.click("#load-gemma3");
+  await page.waitForSelector("body[data-status=ready]", { timeout: LOAD_MS });
+  const notice = await page.textContent("#notice");
+  check(/completion mode/.test(notice), `base model: notice ${notice}`);
+  const reply = await ask(page, "Water boils at a temperature of");
+  const streamed = await streamedLengths(reply);
+  const text = await reply.locator(".body").textContent();
+  check(streamed.state === "done" && /^\s*100 degrees Celsius/.test(text), `base model: ${streamed.state}: ${text}`);
+  check(errors.length === 0, `base model: the page logged errors:\n${errors.join("\n")}`);
+  console.log(`base model: ${await page.textContent("#model-name")}; ${notice}; continued: ${text}`);
+  await page.screenshot({ path: `${shots}/demo-base-model.png` });
+  await context.close();
+}
+
 try {
+  await baseModel();
   await noWebGpu();
   const results = [];
   results.push(await run("desktop", { width: 1280, height: 800 }, false));

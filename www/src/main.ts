@@ -4,15 +4,19 @@
  * package's public API, as in any outside project.
  */
 import { HearthError, WorkerEngine, isModelCached } from "hearth";
-import type { ChatMessage, EngineStats, LoadProgress, ModelInfo, Timings } from "hearth";
+import type { ChatMessage, EngineStats, FinishReason, LoadProgress, ModelInfo, PruneReport, Timings, Usage } from "hearth";
 import { formatBytes, formatMs, formatProgress, formatRate } from "./format.js";
 import { MessageView } from "./messages.js";
 import { SettingsError, loadChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
 import type { Settings } from "./settings.js";
 import "./style.css";
 
-/** Where `pkg-scripts/demo.sh` serves the default model, relative to the page. */
-const DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/** The models `pkg-scripts/demo.sh` can serve next to the page (`fetch-model.sh NAME` puts
+ * them there), each with its button; the page offers those it finds. */
+const SERVED_MODELS = [
+  { button: "load-default", file: "models/SmolLM2-135M-Instruct.Q4_1.gguf", label: "SmolLM2-135M-Instruct" },
+  { button: "load-gemma3", file: "models/gemma-3-270m-q4_k_m.gguf", label: "Gemma 3 270M (base)" },
+];
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
   const el = document.getElementById(id);
@@ -26,7 +30,7 @@ const ui = {
   settingsToggle: $<HTMLButtonElement>("settings-toggle"),
   notice: $("notice"),
   modelPanel: $("model-panel"),
-  loadDefault: $<HTMLButtonElement>("load-default"),
+  served: SERVED_MODELS.map((m) => ({ ...m, el: $<HTMLButtonElement>(m.button) })),
   urlForm: $<HTMLFormElement>("url-form"),
   modelUrl: $<HTMLInputElement>("model-url"),
   urlSubmit: $<HTMLButtonElement>("url-submit"),
@@ -95,7 +99,7 @@ function setStatus(next: Status): void {
   ui.regenerate.disabled = !ready || turns.length === 0;
   ui.clear.disabled = next === "loading" || turns.length === 0;
   const busy = next === "loading" || next === "generating";
-  for (const el of [ui.loadDefault, ui.modelFile, ui.urlSubmit]) el.disabled = busy;
+  for (const el of [...ui.served.map((m) => m.el), ui.modelFile, ui.urlSubmit]) el.disabled = busy;
   ui.reload.disabled = !ready;
 }
 
@@ -188,7 +192,12 @@ async function loadModel(source: string | File): Promise<void> {
     ui.modelName.textContent = `${info.name} · ${info.weights} · ${formatBytes(info.weight_bytes)} · ${info.device === "cpu" ? "CPU" : "WebGPU"}`;
     ui.modelName.title = `${info.n_layers} layers, d_model ${info.d_model}, vocabulary ${info.vocab}, context ${info.context_length}`;
     toggleModelPanel(false);
-    if (!info.has_chat_template) showNotice("This model file has no chat template, which the chat needs: load an instruction-tuned model's GGUF.");
+    ui.prompt.placeholder = completionMode()
+      ? "Text for the model to continue (Enter sends, Shift+Enter for a new line)"
+      : "Message (Enter sends, Shift+Enter for a new line)";
+    if (completionMode()) {
+      showNotice("A base model (no chat template): the page is in completion mode and continues the text you send.", "info");
+    }
     setStatus("ready");
     ui.prompt.focus();
   } catch (e) {
@@ -210,17 +219,26 @@ function toggleModelPanel(open: boolean): void {
   ui.modelToggle.setAttribute("aria-expanded", String(open));
 }
 
-/** Shows the default-model button when the demo script serves that model next to the page. */
-async function offerDefaultModel(): Promise<void> {
-  const url = new URL(DEFAULT_MODEL, document.baseURI).href;
-  const head = await fetch(url, { method: "HEAD" }).catch(() => null);
-  if (!head?.ok) return;
-  const size = Number(head.headers.get("content-length"));
-  const cached = await isModelCached(url).catch(() => false);
-  const about = [size ? formatBytes(size) : "", cached ? "cached" : ""].filter(Boolean).join(", ");
-  ui.loadDefault.textContent = `Load SmolLM2-135M-Instruct${about ? ` (${about})` : ""}`;
-  ui.loadDefault.hidden = false;
-  ui.loadDefault.onclick = () => void loadModel(url);
+/** Shows a button for each model the demo script serves next to the page. */
+async function offerServedModels(): Promise<void> {
+  await Promise.all(
+    ui.served.map(async ({ file, label, el }) => {
+      const url = new URL(file, document.baseURI).href;
+      const head = await fetch(url, { method: "HEAD" }).catch(() => null);
+      if (!head?.ok) return;
+      const size = Number(head.headers.get("content-length"));
+      const cached = await isModelCached(url).catch(() => false);
+      const about = [size ? formatBytes(size) : "", cached ? "cached" : ""].filter(Boolean).join(", ");
+      el.textContent = `Load ${label}${about ? ` (${about})` : ""}`;
+      el.hidden = false;
+      el.onclick = () => void loadModel(url);
+    }),
+  );
+}
+
+/** A base model (no chat template) continues text instead of answering messages. */
+function completionMode(): boolean {
+  return model !== null && !model.has_chat_template;
 }
 
 function loadFile(file: File): void {
@@ -258,24 +276,39 @@ async function reply(): Promise<void> {
   scrollToEnd();
   const live = new LiveStats();
   try {
-    const stream = await engine.chat.completions.create({
-      messages,
-      ...settings.sampling,
-      prune_budget: settings.prune_budget,
-      prune_method: settings.prune_method,
-      stream: true,
-      signal: controller.signal,
-    });
-    for await (const chunk of stream) {
-      const piece = chunk.choices[0].delta.content;
-      if (piece) {
-        view.append(piece);
+    // Chat chunks carry `delta.content`, completion chunks `text`: both end with a finish.
+    type Piece = { text?: string; finish: FinishReason | null; usage?: Usage; timings?: Timings; pruned?: PruneReport };
+    let pieces: AsyncIterable<Piece>;
+    if (completionMode()) {
+      // Completion mode continues the latest text sent, on its own.
+      const prompt = messages.filter((m) => m.role === "user").at(-1)?.content ?? "";
+      const stream = await engine.completions.create({ prompt, ...settings.sampling, stream: true, signal: controller.signal });
+      pieces = mapStream(stream, (c) => ({ text: c.choices[0].text, finish: c.choices[0].finish_reason, usage: c.usage, timings: c.timings }));
+    } else {
+      const stream = await engine.chat.completions.create({
+        messages,
+        ...settings.sampling,
+        prune_budget: settings.prune_budget,
+        prune_method: settings.prune_method,
+        stream: true,
+        signal: controller.signal,
+      });
+      pieces = mapStream(stream, (c) => ({
+        text: c.choices[0].delta.content,
+        finish: c.choices[0].finish_reason,
+        usage: c.usage,
+        timings: c.timings,
+        pruned: c.pruned,
+      }));
+    }
+    for await (const chunk of pieces) {
+      if (chunk.text) {
+        view.append(chunk.text);
         live.piece();
         scrollToEnd();
       }
-      const finish = chunk.choices[0].finish_reason;
-      if (finish) {
-        view.finish(finish, chunk.usage, chunk.timings);
+      if (chunk.finish) {
+        view.finish(chunk.finish, chunk.usage, chunk.timings);
         if (chunk.timings) showTimings(chunk.timings, chunk.usage?.completion_tokens);
         if (chunk.pruned) view.showPruned(chunk.pruned);
       }
@@ -301,6 +334,11 @@ async function reply(): Promise<void> {
     setStatus(model ? "ready" : "idle");
     await refreshStats();
   }
+}
+
+/** `stream`'s items through `f`; leaving early leaves `stream` too (which aborts it). */
+async function* mapStream<T, U>(stream: AsyncIterable<T>, f: (t: T) => U): AsyncIterable<U> {
+  for await (const item of stream) yield f(item);
 }
 
 function startReply(): void {
@@ -509,7 +547,7 @@ async function main(): Promise<void> {
   wire();
   setStatus("idle");
   updateReloadButton();
-  await offerDefaultModel();
+  await offerServedModels();
   const requested = new URLSearchParams(location.search).get("model");
   if (requested) {
     ui.modelUrl.value = requested;

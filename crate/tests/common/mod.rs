@@ -414,7 +414,7 @@ impl Reference {
 
     /// Whether layer `l` is a Gemma 3 sliding-window layer.
     fn local(&self, l: usize) -> bool {
-        self.c.gemma3_window.is_some() && (l + 1) % 6 != 0
+        self.c.gemma3_window.is_some() && !(l + 1).is_multiple_of(6)
     }
 
     fn rope(&self, x: &mut [f32], pos: usize, local: bool) {

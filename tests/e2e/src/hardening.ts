@@ -421,6 +421,35 @@ for (const [where, make] of engines) {
   });
 }
 
+// completions.create (OpenAI's legacy shape, for base models): the same text as generate,
+// streamed or whole, with usage; a stream left early aborts; bad requests are refused.
+for (const [where, make] of engines) {
+  await check(`completions.create continues a prompt as generate does (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const want = await engine.generate("one two", { max_tokens: 6, temperature: 0 });
+    const whole = await engine.completions.create({ prompt: "one two", max_tokens: 6, temperature: 0 });
+    assert(whole.object === "text_completion" && whole.choices[0].text === want.text, `whole: ${JSON.stringify(whole)}`);
+    assert(whole.choices[0].finish_reason === want.finish_reason && whole.usage.completion_tokens === want.usage.completion_tokens, "usage");
+    const stream = await engine.completions.create({ prompt: "one two", max_tokens: 6, temperature: 0, stream: true });
+    let text = "";
+    let last: { finish_reason: string | null; usage?: unknown } | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0].text;
+      last = { finish_reason: chunk.choices[0].finish_reason, usage: chunk.usage };
+    }
+    assert(text === want.text && last?.finish_reason === want.finish_reason && last.usage, `streamed ${JSON.stringify(text)}`);
+    // Leaving early aborts; the engine serves the next call.
+    const long = await engine.completions.create({ prompt: "one", max_tokens: 200, temperature: 1, seed: 3, stream: true });
+    for await (const _ of long) break;
+    const after = await engine.completions.create({ prompt: "one two", max_tokens: 6, temperature: 0 });
+    assert(after.choices[0].text === want.text, "usable after a stream left early");
+    await rejects(engine.completions.create({ prompt: 5 } as never), "bad_prompt", "a prompt that is not a string");
+    await rejects(engine.completions.create({ prompt: "x", echo: true } as never), "bad_options", "an unknown option");
+    await rejects(engine.completions.create({ prompt: "" }), "bad_prompt", "an empty prompt");
+  });
+}
+
 await check("the worker proxy removes its abort listeners and refuses what it cannot send", async () => {
   const engine = inWorker();
   await engine.load(copy(tiny));
