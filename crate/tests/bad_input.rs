@@ -291,3 +291,79 @@ fn broken_burnpacks_are_refused() {
     eprintln!("burnpack mutations: {loaded} loaded and generated, {refused} refused");
     assert!(loaded > 50 && refused > 100, "loaded {loaded}, refused {refused}");
 }
+
+/// The other families' files (Gemma 3: windows, post-norms, tied 8-bit head; Phi-3: fused
+/// projections, a SentencePiece vocabulary), mutated anywhere in their header and metadata
+/// (where the window, the head sizes and the fused shapes live), load or fail with a typed
+/// error, never panic; what loads generates.
+#[test]
+fn mutated_gemma3_and_phi3_files_never_panic() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for arch in ["gemma3", "phi3"] {
+        let original = std::fs::read(fixtures.join(format!("tiny-{arch}.gguf"))).unwrap();
+        let header_end = data_start(&original);
+        let mut rng = Rng::new(77);
+        let mutants: Vec<Vec<u8>> = (0..150)
+            .map(|_| {
+                let mut bytes = original.clone();
+                let at = rng.below(header_end as u64) as usize;
+                match rng.below(3) {
+                    0 => bytes[at] ^= 1 << rng.below(8),
+                    1 => {
+                        let v = [0u64, 1, 3, 0xFFFF_FFFF, u64::MAX][rng.below(5) as usize];
+                        let end = (at + 8).min(bytes.len());
+                        bytes[at..end].copy_from_slice(&v.to_le_bytes()[..end - at]);
+                    }
+                    _ => bytes.truncate(at),
+                }
+                bytes
+            })
+            .collect();
+        let (loaded, refused) = loads_and_generates(&mutants, WeightFormat::Int4);
+        eprintln!("{arch} mutations: {loaded} loaded and generated, {refused} refused");
+        assert!(refused > 50, "{arch}: most header mutations break the file ({loaded} loaded)");
+    }
+}
+
+/// Gemma 3's window and Phi-3's fused shapes are checked: a missing or zero window, a stated
+/// soft cap, partial rotation, and a fused matrix of the wrong size are refused by name.
+#[test]
+fn family_specific_metadata_and_shapes_are_checked() {
+    use hearth::load::gguf::Value;
+    use hearth::load::ModelParts;
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bytes = std::fs::read(fixtures.join("tiny-gemma3.gguf")).unwrap();
+    let file = GgufFile::parse(&bytes).unwrap();
+    let config_with = |key: &str, value: Option<Value>| {
+        let mut metadata = file.metadata.clone();
+        match value {
+            Some(v) => metadata.insert(key.into(), v),
+            None => metadata.remove(key),
+        };
+        hearth::config::RawConfig::from_gguf(&metadata).and_then(|raw| raw.resolve())
+    };
+    assert_eq!(config_with("gemma3.attention.sliding_window", Some(Value::U32(4))).unwrap().sliding_window, Some(4));
+    for (key, value, says) in [
+        ("gemma3.attention.sliding_window", None, "sliding window"),
+        ("gemma3.attention.sliding_window", Some(Value::U32(0)), "sliding window"),
+        ("gemma3.final_logit_softcapping", Some(Value::F32(30.0)), "soft-capping"),
+        ("gemma3.rope.dimension_count", Some(Value::U32(8)), "partial rotary"),
+    ] {
+        let err = config_with(key, value).unwrap_err();
+        assert!(matches!(err, Error::Config(_)) && err.to_string().contains(says), "{key}: {err}");
+    }
+    assert!(ModelParts::from_gguf(&file).is_ok());
+
+    // Phi-3's fused Q|K|V one row short of what the heads need.
+    let bytes = std::fs::read(fixtures.join("tiny-phi3.gguf")).unwrap();
+    let file = GgufFile::parse(&bytes).unwrap();
+    let rows_at = file.tensors.iter().find(|t| t.name == "blk.0.attn_qkv.weight").unwrap().shape[0];
+    let mut broken = bytes.clone();
+    // The tensor table stores dims innermost first: [cols, rows]; find the rows after the name.
+    let name = b"blk.0.attn_qkv.weight";
+    let at = broken.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 8;
+    assert_eq!(u64::from_le_bytes(broken[at..at + 8].try_into().unwrap()), rows_at as u64);
+    broken[at..at + 8].copy_from_slice(&(rows_at as u64 - 1).to_le_bytes());
+    let err = load(&broken).err().expect("refused");
+    assert!(err.to_string().contains("attn_qkv") || err.to_string().contains("attn_"), "{err}");
+}
