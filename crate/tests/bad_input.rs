@@ -329,8 +329,8 @@ fn mutated_gemma3_and_phi3_files_never_panic() {
 /// soft cap, partial rotation, and a fused matrix of the wrong size are refused by name.
 #[test]
 fn family_specific_metadata_and_shapes_are_checked() {
-    use hearth::load::gguf::Value;
     use hearth::load::ModelParts;
+    use hearth::load::gguf::Value;
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let bytes = std::fs::read(fixtures.join("tiny-gemma3.gguf")).unwrap();
     let file = GgufFile::parse(&bytes).unwrap();

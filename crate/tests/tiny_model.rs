@@ -730,3 +730,43 @@ fn an_explicit_head_dim_wider_than_d_model_over_heads_matches_the_reference() {
         }
     }
 }
+
+/// A float checkpoint loaded with `--weights q4_0`, `q4_1` or `q8_0` holds the weights ggml's own
+/// quantizers give it (every matrix, the embedding too), on the CPU and on wgpu, and `hearth
+/// convert --weights` writes the same; K-quant names are refused until their kernels exist.
+#[test]
+fn float_weights_quantize_at_load_as_ggml_would() {
+    let c = TinyConfig::new();
+    let tensors = tiny_weights(&c, 71, false, &|_| Ty::F32);
+    let bytes = tiny_gguf(&c, &tensors);
+    let ids = tokens(15, 10);
+    for kind in ["q4_0", "q4_1", "q8_0"] {
+        let quantized: Vec<StoredTensor> = tensors
+            .iter()
+            .map(|t| match t.shape.len() {
+                2 => StoredTensor { values: ggml_round_trip(kind, &t.values), ..t.clone() },
+                _ => t.clone(),
+            })
+            .collect();
+        let want = Reference::new(&c, &quantized, RopeStyle::Adjacent).logits(&ids);
+        // Quantizing does change the model: the float reference differs.
+        let float = Reference::new(&c, &tensors, RopeStyle::Adjacent).logits(&ids);
+        assert!(max_rel_diff(&float[3], &want[3]) > 1e-4, "{kind} changes nothing");
+        let weights: WeightFormat = kind.parse().unwrap();
+        assert_eq!(weights.name(), kind);
+        for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, &format!("{device:?} {kind}"));
+        }
+        let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+        let parts = hearth::load::ModelParts::from_gguf(&file).unwrap();
+        let pack = hearth::load::burnpack::write_as(&parts, &file, weights).unwrap();
+        let engine = Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), weights).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &want, &format!("{kind} through hearth convert"));
+    }
+    for name in ["q4_k", "q6_k", "fp8"] {
+        assert!(matches!(name.parse::<WeightFormat>(), Err(hearth::Error::BadOptions(_))), "{name}");
+    }
+}

@@ -6,7 +6,7 @@ import { completions } from "./completions.js";
 import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
 import { DEVICES, resolveDevice } from "./device.js";
-import { KV_POLICIES, PRUNE_METHODS } from "./types.js";
+import { KV_POLICIES, PRUNE_METHODS, WEIGHT_FORMATS } from "./types.js";
 import type {
   AdapterInfo,
   ChatCompletion,
@@ -366,7 +366,9 @@ export class HearthEngine implements EngineApi {
         throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(requested)}`);
       }
       const weights = options.weights ?? "int4";
-      if (weights !== "int4" && weights !== "f32") throw new HearthError("bad_options", `weights must be "int4" or "f32"`);
+      if (!(WEIGHT_FORMATS as readonly string[]).includes(weights)) {
+        throw new HearthError("bad_options", `weights must be one of ${WEIGHT_FORMATS.map((w) => `"${w}"`).join(", ")}`);
+      }
       const capacity = options.kv_capacity;
       if (capacity !== undefined && (!Number.isInteger(capacity) || capacity < 1)) {
         throw new HearthError("bad_options", `kv_capacity must be a positive integer, got ${capacity}`);

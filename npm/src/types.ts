@@ -158,6 +158,12 @@ export interface Completions {
   create(request: NonStreamingCompletionRequest): Promise<TextCompletion>;
 }
 
+/** How matrices are kept: `int4` (the default: every stored block format kept, float
+ * matrices quantized to 4 bits), `f32`, or `q4_0`, `q4_1`, `q8_0` (float matrices quantized
+ * as ggml's quantizers would). */
+export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0"] as const;
+export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
+
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 
 export type LoadStage = "fetch" | "cache" | "upload" | "ready";
@@ -180,7 +186,7 @@ export type DeviceChoice = "auto" | "webgpu" | "cpu";
 export interface LoadOptions {
   device?: DeviceChoice;
   /** "int4" (packed, default) or "f32". */
-  weights?: "int4" | "f32";
+  weights?: WeightFormat;
   /** KV cache size in tokens (default: the model's context or 2048, whichever is smaller). */
   kv_capacity?: number;
   /** What a full KV cache evicts (default "sinks-window": the first `kv_sinks` tokens and the
@@ -205,7 +211,7 @@ export interface ModelInfo {
   kv_capacity: number;
   kv_policy: KvPolicy;
   kv_sinks: number;
-  weights: "int4" | "f32";
+  weights: WeightFormat;
   weight_bytes: number;
   has_chat_template: boolean;
   device: "webgpu" | "cpu";

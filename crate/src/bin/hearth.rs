@@ -106,6 +106,10 @@ enum Command {
         /// Where to write the .bpk file.
         #[arg(long)]
         output: PathBuf,
+        /// How float matrices are quantized: int4 (4-bit min-max, 8-bit embedding), q4_0, q4_1
+        /// or q8_0 (ggml's quantizers, every float matrix); stored block formats stay as they are.
+        #[arg(long, default_value = "int4")]
+        weights: String,
     },
     /// Measure load time, time to first token, prefill and decode speed and memory; prints JSON.
     Bench {
@@ -146,7 +150,8 @@ struct Common {
     /// heavy-hitters: most recent tokens never evicted (default: half of what the sinks leave).
     #[arg(long)]
     kv_recent: Option<usize>,
-    /// How matrices are kept on the device: int4 (packed, fused kernels) or f32.
+    /// How matrices are kept on the device: int4 (every stored block format kept, floats
+    /// quantized to 4 bits), f32, or q4_0, q4_1, q8_0 (float matrices quantized as ggml would).
     #[arg(long, default_value = "int4")]
     weights: String,
 }
@@ -273,7 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat { common, sampling, system, prune } => chat(&common, &sampling, system, &prune).await,
         Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
-        Command::Convert { model, output } => convert(&model, &output),
+        Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
             let text = read(&file)?;
             let text = hearth::engine::prompt_from_bytes(&text)?;
@@ -355,17 +360,17 @@ impl HfDir {
     }
 }
 
-fn convert(model: &Path, output: &Path) -> Result<()> {
+fn convert(model: &Path, output: &Path, weights: WeightFormat) -> Result<()> {
     use hearth::load::{ModelParts, burnpack, gguf::GgufFile, hf};
     let start = Instant::now();
     let pack = if model.is_dir() {
         let dir = HfDir::read(model)?;
         let (parts, tensors) = hf::parse(dir.files())?;
-        burnpack::write(&parts, &tensors)?
+        burnpack::write_as(&parts, &tensors, weights)?
     } else {
         let bytes = read(model)?;
         let file = GgufFile::parse(&bytes)?;
-        burnpack::write(&ModelParts::from_gguf(&file)?, &file)?
+        burnpack::write_as(&ModelParts::from_gguf(&file)?, &file, weights)?
     };
     std::fs::write(output, &pack).map_err(|source| Error::Io { path: output.display().to_string(), source })?;
     eprintln!("wrote {} ({} bytes) in {:.1} s", output.display(), pack.len(), start.elapsed().as_secs_f64());

@@ -14,6 +14,7 @@ use serde_json::{Value as Json, json};
 use crate::config::RawConfig;
 use crate::error::{Error, Result};
 use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, packed_or_quantized};
+use crate::model::WeightFormat;
 use crate::model::plan::{Role, tensor_table};
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat};
@@ -33,10 +34,21 @@ fn u32_tensor(name: String, words: &[u32], shape: [usize; 2]) -> burn_pack::Tens
 
 /// Writes the model `parts` with weights from `source` as a burnpack.
 pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
-    crate::load::fused::with_parts(source, &parts.config, |source| write_parts(parts, source))
+    write_as(parts, source, WeightFormat::Int4)
 }
 
-fn write_parts(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
+/// [`write`] with float matrices quantized as `weights` says (`int4`, `q4_0`, `q4_1`, `q8_0`);
+/// matrices stored in a packed block format are kept as they are.
+pub fn write_as(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFormat) -> Result<Vec<u8>> {
+    if weights == WeightFormat::F32 {
+        return Err(Error::BadOptions(
+            "a converted model holds packed weights: f32 is not one of them (expected int4, q4_0, q4_1 or q8_0)".into(),
+        ));
+    }
+    crate::load::fused::with_parts(source, &parts.config, |source| write_parts(parts, source, weights))
+}
+
+fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFormat) -> Result<Vec<u8>> {
     let c = &parts.config;
     let tied = !source.contains("output.weight");
     let mut tensors = Vec::new();
@@ -44,7 +56,7 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>>
     for spec in tensor_table(c, tied) {
         let Role::Matrix { fallback } = spec.role else { continue };
         let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
-        let p = packed_or_quantized(source, &name, rows, cols, fallback)?;
+        let p = packed_or_quantized(source, &name, rows, cols, weights.quantizer(fallback))?;
         let words = p.blocks_per_row() * p.format.words_per_block();
         tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
         tensors.push(u32_tensor(format!("{name}.params"), &p.params, [rows, p.blocks_per_row()]));

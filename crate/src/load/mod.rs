@@ -14,7 +14,7 @@ use crate::config::{ModelConfig, RopeScaling};
 /// The GGUF tensor holding per-frequency RoPE divisors (Llama 3's scaling).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
 use crate::error::{Error, Result};
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 use crate::tokenizer::Tokenizer;
 
 /// A dense f32 tensor in host memory, row-major.
@@ -266,14 +266,14 @@ fn check_vocab(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
     Ok(())
 }
 
-/// A matrix as stored: packed if the file has it in a block format, else quantized to
-/// `fallback` from its floats.
+/// A matrix as stored: packed if the file has it in a block format, else quantized from its
+/// floats as `quantizer` says.
 pub(crate) fn packed_or_quantized(
     source: &dyn TensorSource,
     name: &str,
     rows: usize,
     cols: usize,
-    fallback: QuantFormat,
+    quantizer: FloatQuant,
 ) -> Result<PackedMatrix> {
     match source.packed(name)? {
         Some(p) if (p.rows, p.cols) == (rows, cols) => Ok(p),
@@ -282,7 +282,7 @@ pub(crate) fn packed_or_quantized(
         }
         None => {
             let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
-            Ok(PackedMatrix::quantize(fallback, &t.data, rows, cols))
+            Ok(PackedMatrix::quantize_as(quantizer, &t.data, rows, cols))
         }
     }
 }

@@ -9,24 +9,42 @@ use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
 use crate::load::{HostTensor, TensorSource, packed_or_quantized};
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 
 /// How the matrices of the model are kept on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
     /// Dequantized to f32: the reference path.
     F32,
-    /// Packed 4-bit (8-bit for the token embedding), multiplied by our fused kernels. GGUF
-    /// Q4_0, Q4_1 and Q8_0 matrices keep their exact values; float matrices are quantized.
+    /// Every matrix in its stored block format (packed, multiplied by our fused kernels; the
+    /// K-quants, which have no packed kernel yet, as their exact f32 values); float matrices
+    /// quantized to 4 bits min-max, a float token embedding to 8.
     #[default]
     Int4,
+    /// As [`Self::Int4`], with every float matrix (the embedding too) quantized as ggml's
+    /// Q4_0, Q4_1 or Q8_0 would.
+    Quantize(FloatQuant),
 }
 
 impl WeightFormat {
+    pub const NAMES: &str = "int4, f32, q4_0, q4_1 or q8_0";
+
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::Int4 => "int4",
+            Self::Quantize(FloatQuant::Q4_0) => "q4_0",
+            Self::Quantize(FloatQuant::Q4_1) => "q4_1",
+            Self::Quantize(FloatQuant::Q8_0) => "q8_0",
+        }
+    }
+
+    /// How a float matrix whose role asks for `fallback` is quantized.
+    pub(crate) fn quantizer(self, fallback: QuantFormat) -> FloatQuant {
+        match (self, fallback) {
+            (Self::Quantize(q), _) => q,
+            (_, QuantFormat::Q4) => FloatQuant::Q4_1,
+            (_, QuantFormat::Q8) => FloatQuant::Q8_0,
         }
     }
 }
@@ -38,7 +56,17 @@ impl std::str::FromStr for WeightFormat {
         match s {
             "f32" => Ok(Self::F32),
             "int4" => Ok(Self::Int4),
-            other => Err(Error::BadOptions(format!("unknown weight format {other:?} (f32 or int4)"))),
+            "q4_0" => Ok(Self::Quantize(FloatQuant::Q4_0)),
+            "q4_1" => Ok(Self::Quantize(FloatQuant::Q4_1)),
+            "q8_0" => Ok(Self::Quantize(FloatQuant::Q8_0)),
+            k if ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q5_0", "q5_1"].contains(&k) => {
+                Err(Error::BadOptions(format!(
+                    "weight format {k}: quantizing to it needs a packed kernel hearth does not have yet \
+                     (files already in it load as stored); expected {}",
+                    Self::NAMES
+                )))
+            }
+            other => Err(Error::BadOptions(format!("unknown weight format {other:?}: expected {}", Self::NAMES))),
         }
     }
 }
@@ -98,10 +126,11 @@ impl Linear {
                 let t = HostTensor { name: names[0].0.to_string(), shape: vec![rows, d_in], data };
                 Self::Dense(upload::<2>(t, device).transpose())
             }
-            WeightFormat::Int4 => {
+            packed => {
+                let quantizer = packed.quantizer(QuantFormat::Q4);
                 let parts = names
                     .iter()
-                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, QuantFormat::Q4))
+                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, quantizer))
                     .collect::<Result<Vec<_>>>()?;
                 let fused = match (fuse, &parts[..]) {
                     (_, [one]) => one.clone(),
@@ -226,7 +255,7 @@ impl Embedding {
                     .collect()
             }
             false => {
-                let p = packed_or_quantized(source, name, rows, cols, fallback)?;
+                let p = packed_or_quantized(source, name, rows, cols, format.quantizer(fallback))?;
                 let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
                 (0..rows)
                     .step_by(per_part)

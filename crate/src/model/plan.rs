@@ -143,9 +143,10 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             false => {
                 let mut q8 = false;
                 for s in &specs {
-                    q8 |= match source.stored_format(&s.name)? {
-                        Some(f) => f == QuantFormat::Q8,
-                        None => matches!(s.role, Role::Matrix { fallback: QuantFormat::Q8 }),
+                    q8 |= match (source.stored_format(&s.name)?, s.role) {
+                        (Some(f), _) => f == QuantFormat::Q8,
+                        (None, Role::Matrix { fallback }) => format.quantizer(fallback).format() == QuantFormat::Q8,
+                        (None, _) => false,
                     };
                 }
                 let words = if q8 { QuantFormat::Q8 } else { QuantFormat::Q4 }.words_per_block() as u64;

@@ -45,6 +45,29 @@ impl QuantFormat {
     }
 }
 
+/// How a float matrix is quantized into the packed formats: ggml's reference quantizers, so
+/// that a model quantized here holds the weights llama.cpp's own quantizer would give it.
+#[allow(non_camel_case_types)] // ggml's names
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatQuant {
+    /// 4-bit, `d * (q - 8)`, the value of largest magnitude at -8 (packed with `m = -8 d`).
+    Q4_0,
+    /// 4-bit, min-max: `d * q + m`.
+    Q4_1,
+    /// 8-bit, `d * q`.
+    Q8_0,
+}
+
+impl FloatQuant {
+    /// The packed format it fills.
+    pub fn format(self) -> QuantFormat {
+        match self {
+            Self::Q4_0 | Self::Q4_1 => QuantFormat::Q4,
+            Self::Q8_0 => QuantFormat::Q8,
+        }
+    }
+}
+
 /// A `[rows, cols]` matrix in packed form, in host memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedMatrix {
@@ -138,6 +161,16 @@ impl PackedMatrix {
     /// Quantizes a row-major `[rows, cols]` f32 matrix: min-max 4-bit blocks (as Q4_1) or
     /// absolute-max 8-bit blocks (as Q8_0). A ragged last block is padded with zeros.
     pub fn quantize(format: QuantFormat, data: &[f32], rows: usize, cols: usize) -> Self {
+        let kind = match format {
+            QuantFormat::Q4 => FloatQuant::Q4_1,
+            QuantFormat::Q8 => FloatQuant::Q8_0,
+        };
+        Self::quantize_as(kind, data, rows, cols)
+    }
+
+    /// Quantizes `data` (`[rows, cols]`) block by block as `kind` says.
+    pub fn quantize_as(kind: FloatQuant, data: &[f32], rows: usize, cols: usize) -> Self {
+        let format = kind.format();
         assert_eq!(data.len(), rows * cols, "quantize: data does not match [rows, cols]");
         let nb = cols.div_ceil(BLOCK);
         let mut codes = Vec::with_capacity(rows * nb * format.words_per_block());
@@ -147,8 +180,24 @@ impl PackedMatrix {
             for b in 0..nb {
                 let part = &row[b * BLOCK..((b + 1) * BLOCK).min(cols)];
                 block[..part.len()].copy_from_slice(part);
-                match format {
-                    QuantFormat::Q4 => {
+                match kind {
+                    FloatQuant::Q4_0 => {
+                        // Padding is zero: code 8.
+                        block[part.len()..].fill(0.0);
+                        let q = BlockQ4_0::quantize(&block);
+                        // -8 d is exact in f16 (a power-of-two multiple) unless it overflows
+                        // (weights past 32,752): such a block is quantized min-max instead.
+                        let m = f16::from_f32(-8.0 * q.d.to_f32());
+                        if m.is_finite() {
+                            params.push(param_word(q.d, m));
+                            codes.extend(words(&q.qs));
+                        } else {
+                            let q = BlockQ4_1::quantize(&block);
+                            params.push(param_word(q.d, q.m));
+                            codes.extend(words(&q.qs));
+                        }
+                    }
+                    FloatQuant::Q4_1 => {
                         // Padding takes the block's minimum, so its codes are 0.
                         let min = part.iter().copied().fold(f32::INFINITY, f32::min);
                         block[part.len()..].fill(min);
@@ -156,7 +205,7 @@ impl PackedMatrix {
                         params.push(param_word(q.d, q.m));
                         codes.extend(words(&q.qs));
                     }
-                    QuantFormat::Q8 => {
+                    FloatQuant::Q8_0 => {
                         block[part.len()..].fill(0.0);
                         let q = BlockQ8_0::quantize(&block);
                         params.push(param_word(q.d, f16::ZERO));

@@ -703,3 +703,39 @@ pub fn f32_tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> StoredTens
 
 /// SmolLM2-135M-Instruct's chat template (from its GGUF), which adds a default system prompt.
 pub const SMOLLM2_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// The values `x` (blocks of 32) takes when quantized by ggml's reference quantizers
+/// (`quantize_row_q4_0_ref`, `_q4_1_ref`, `_q8_0_ref` in ggml-quants.c) and read back: the
+/// scale (and minimum) rounded to f16, the codes from the unrounded scale.
+pub fn ggml_round_trip(kind: &str, x: &[f32]) -> Vec<f32> {
+    let f16 = |v: f32| half::f16::from_f32(v).to_f32();
+    let inv = |d: f32| if d != 0.0 { 1.0 / d } else { 0.0 };
+    x.chunks(32)
+        .flat_map(|b| -> Vec<f32> {
+            match kind {
+                "q8_0" => {
+                    let d = b.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+                    b.iter().map(|v| (v * inv(d)).round() * f16(d)).collect()
+                }
+                "q4_0" => {
+                    let (mut amax, mut max) = (0.0f32, 0.0f32);
+                    for &v in b {
+                        if amax < v.abs() {
+                            amax = v.abs();
+                            max = v;
+                        }
+                    }
+                    let d = max / -8.0;
+                    b.iter().map(|v| (((v * inv(d) + 8.5) as i8).min(15) as f32 - 8.0) * f16(d)).collect()
+                }
+                "q4_1" => {
+                    let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+                    let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let d = (max - min) / 15.0;
+                    b.iter().map(|v| (((v - min) * inv(d) + 0.5) as i8).min(15) as f32 * f16(d) + f16(min)).collect()
+                }
+                other => panic!("{other}"),
+            }
+        })
+        .collect()
+}
