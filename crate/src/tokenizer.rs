@@ -17,6 +17,10 @@ use crate::load::gguf::Value;
 
 /// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_LLAMA3` pattern.
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-2's pattern (what `ByteLevel` with its regex splits by).
+const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// The first split of llama.cpp's default pre-tokenizer: runs of punctuation and symbols.
+const DEFAULT_PUNCTUATION: &str = r"[\p{P}\$\+<=>\^~\|]+";
 /// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2` pattern.
 const QWEN2_PATTERN: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -125,7 +129,16 @@ impl Tokenizer {
                 .map_err(|e| Error::Tokenizer(e.to_string()))
         };
         let pre_tokenizer = match pre {
-            "default" | "gpt2" | "gpt-2" => Sequence::new(vec![byte_level(true)]),
+            "gpt2" | "gpt-2" => Sequence::new(vec![byte_level(true)]),
+            // llama.cpp's `LLAMA_VOCAB_PRE_TYPE_DEFAULT`: GPT-2's pattern between splits of
+            // punctuation runs, digit runs and groups of three digits.
+            "default" => Sequence::new(vec![
+                split(DEFAULT_PUNCTUATION)?,
+                split(GPT2_PATTERN)?,
+                split(r"\p{N}+")?,
+                split("[0-9][0-9][0-9]")?,
+                byte_level(false),
+            ]),
             "smollm" | "starcoder" => {
                 Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])
             }

@@ -770,3 +770,25 @@ fn float_weights_quantize_at_load_as_ggml_would() {
         assert!(matches!(name.parse::<WeightFormat>(), Err(hearth::Error::BadOptions(_))), "{name}");
     }
 }
+
+/// Each byte-level BPE pre-tokenizer `tokenizer.ggml.pre` names gives llama.cpp's ids on texts
+/// where they split differently (digit runs, contractions, runs of spaces and newlines, letters
+/// against digits), with merges that cross those boundaries (`pkg-scripts/make-bpe-fixtures.py`:
+/// vocabulary-only GGUFs and llama.cpp's ids, committed).
+#[test]
+fn bpe_pre_tokenizers_give_llama_cpps_ids() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("bpe-pretokenizers.json")).unwrap()).unwrap();
+    for (pre, cases) in want["cases"].as_object().unwrap() {
+        let bytes = std::fs::read(fixtures.join(format!("tiny-bpe-{pre}.gguf"))).unwrap();
+        let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+        let tokenizer = hearth::Tokenizer::from_gguf(&file.metadata).unwrap();
+        for case in cases.as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(tokenizer.encode(text, false).unwrap(), ids, "{pre}: {text:?}");
+            assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{pre}: {text:?} decoded");
+        }
+    }
+}
