@@ -151,12 +151,59 @@ pub struct Plan {
 }
 
 struct LayerKv {
+    /// `[n_kv_heads, rows, head_dim]`.
     k: Tensor<3>,
     v: Tensor<3>,
     /// Index of the layer's table in [`KvCache::rope`].
     rope: usize,
     /// Most recent slots a query of this layer sees; `None`: all.
     window: Option<usize>,
+    /// The slot in row 0. Always 0 for a layer with a row per slot; a sliding-window layer
+    /// with fewer rows than the cache has slots keeps its latest slots from row 0, and moves
+    /// them down when a pass would run past its last row ([`KvCache::fit_pass`]).
+    base: usize,
+}
+
+/// What one layer's kernels need from the cache: its rotation tables, its buffers, and the
+/// slot its row 0 holds.
+pub(crate) struct LayerSlots<'a> {
+    pub cos: &'a Tensor<2>,
+    pub sin: &'a Tensor<2>,
+    pub k: &'a mut Tensor<3>,
+    pub v: &'a mut Tensor<3>,
+    pub base: usize,
+}
+
+/// Rows a sliding-window layer keeps instead of one per slot: the window less one (what the
+/// next token sees besides itself) and room for a pass of `window` tokens (16..=256): Gemma 3's
+/// 512-token window takes 767 rows whatever the capacity. `None` when that saves nothing, or
+/// when eviction could keep a slot the window needs out of those rows (a cache too small for
+/// its eviction to leave the last window of tokens in place, or heavy hitters whose recent
+/// span is shorter than the window).
+fn window_rows(
+    config: &ModelConfig,
+    capacity: usize,
+    policy: EvictionPolicy,
+    sinks: usize,
+    recent: usize,
+) -> Option<usize> {
+    let window = config.sliding_window?;
+    if !(0..config.n_layers).any(|i| config.layer_attention(i).window.is_some()) {
+        return None;
+    }
+    let rows = window - 1 + window.clamp(16, 256);
+    let evicts_safely = match policy {
+        EvictionPolicy::None => true,
+        EvictionPolicy::SinksWindow => capacity >= 2 * rows + sinks,
+        EvictionPolicy::HeavyHitters => capacity >= 2 * rows + sinks && recent + 1 >= window,
+    };
+    (rows < capacity && evicts_safely).then_some(rows)
+}
+
+impl LayerKv {
+    fn rows(&self) -> usize {
+        self.k.dims()[1]
+    }
 }
 
 /// Rotations of positions `0..capacity` for one set of frequencies.
@@ -173,15 +220,21 @@ impl KvCache {
     pub fn new(config: &ModelConfig, options: &KvOptions, device: &Device) -> Result<Self> {
         let Plan { capacity, recent } = Self::plan(config, options, &Limits::of(device))?;
         let (policy, sinks) = (options.policy, options.sinks);
-        let shape = [config.n_kv_heads, capacity, config.head_dim()];
+        let windowed = window_rows(config, capacity, policy, sinks, recent);
         let layers = (0..config.n_layers)
             .map(|i| {
                 let attention = config.layer_attention(i);
+                let rows = match (attention.window, windowed) {
+                    (Some(_), Some(rows)) => rows,
+                    _ => capacity,
+                };
+                let shape = [config.n_kv_heads, rows, config.head_dim()];
                 LayerKv {
                     k: Tensor::zeros(shape, device),
                     v: Tensor::zeros(shape, device),
                     rope: attention.local_rope as usize,
                     window: attention.window,
+                    base: 0,
                 }
             })
             .collect();
@@ -221,22 +274,29 @@ impl KvCache {
                 "{sinks} sinks and a recent window of {recent} leave no heavy hitters in a KV cache of {capacity} tokens"
             )));
         }
-        Self::check_limits(config, capacity, limits)?;
+        let windowed = window_rows(config, capacity, policy, sinks, recent);
+        Self::check_limits(config, capacity, windowed, limits)?;
         Ok(Plan { capacity, recent })
     }
 
     /// Each buffer of a cache of `capacity` slots against the device's largest buffer, and all
     /// of them (with the host's bookkeeping) against host memory, in u64 so that nothing wraps
     /// on wasm32.
-    fn check_limits(config: &ModelConfig, capacity: usize, limits: &Limits) -> Result<()> {
-        let capacity = capacity as u64;
+    fn check_limits(config: &ModelConfig, capacity: usize, windowed: Option<usize>, limits: &Limits) -> Result<()> {
         let f32_bytes = size_of::<f32>() as u64;
+        let rows: u64 = (0..config.n_layers)
+            .map(|i| match (config.layer_attention(i).window, windowed) {
+                (Some(_), Some(rows)) => rows as u64,
+                _ => capacity as u64,
+            })
+            .sum();
+        let capacity = capacity as u64;
         let layer = config.kv_dim() as u64 * capacity * f32_bytes;
         limits.check_buffer(|| format!("a KV cache of {capacity} tokens (keys of one layer)"), layer)?;
         let rope = config.head_dim() as u64 * capacity * f32_bytes;
         limits.check_buffer(|| format!("the RoPE tables of a KV cache of {capacity} tokens"), rope)?;
         let tables = rope_table_count(config) as u64;
-        let device_total = 2 * config.n_layers as u64 * layer + 2 * tables * rope + capacity * f32_bytes;
+        let device_total = 2 * config.kv_dim() as u64 * rows * f32_bytes + 2 * tables * rope + capacity * f32_bytes;
         let host = if limits.max_buffer_bytes == u64::MAX { device_total } else { 2 * tables * rope };
         limits.check_host(|| format!("a KV cache of {capacity} tokens"), host + capacity * 8)
     }
@@ -294,7 +354,14 @@ impl KvCache {
 
     /// Forgets every token after the first `len`; their slots are overwritten later. Only
     /// meaningful while nothing was evicted (slots and stream indices still agree).
+    ///
+    /// A cut further back than a sliding-window layer's rows still reach
+    /// ([`Self::can_truncate`] says so) empties the cache instead.
     pub fn truncate(&mut self, len: usize) {
+        let len = if self.can_truncate(len) { len } else { 0 };
+        if len == 0 {
+            self.layers.iter_mut().for_each(|l| l.base = 0);
+        }
         if len < self.len() {
             self.origin.truncate(len);
             self.appended = len;
@@ -302,6 +369,53 @@ impl KvCache {
                 let device = scores.device();
                 scores.inplace(|s| s.slice_assign(len..self.capacity, Tensor::zeros([self.capacity - len], &device)));
             }
+        }
+    }
+
+    /// Whether [`Self::truncate`] to `len` leaves every layer what the next token needs: a
+    /// sliding-window layer that moved its slots down no longer holds those before its first
+    /// row, so a cut further back than its window reaches must start over.
+    pub fn can_truncate(&self, len: usize) -> bool {
+        self.layers.iter().all(|l| match l.window {
+            Some(w) => l.base <= len.saturating_sub(w - 1),
+            None => true,
+        })
+    }
+
+    /// The most tokens one pass may append: a sliding-window layer with fewer rows than slots
+    /// must keep its window before the pass beside the pass's own tokens.
+    pub fn max_pass(&self) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|l| l.window.filter(|_| l.rows() < self.capacity).map(|w| l.rows() - (w - 1)))
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Rows layer `layer` keeps (`capacity`, or fewer for a sliding-window layer).
+    pub fn layer_rows(&self, layer: usize) -> usize {
+        self.layers[layer].rows()
+    }
+
+    /// Makes room in every sliding-window layer for `n` more tokens after the `len()` held:
+    /// a layer that would run past its last row moves its last `window - 1` slots down to row
+    /// 0 (keys stay as they are: they were rotated by their slot, which does not change).
+    pub(crate) fn fit_pass(&mut self, n: usize) {
+        let len = self.len();
+        for layer in &mut self.layers {
+            let (Some(w), rows) = (layer.window, layer.rows()) else { continue };
+            if rows == self.capacity || len + n - layer.base <= rows {
+                continue;
+            }
+            assert!(n + w - 1 <= rows, "fit_pass: a pass of {n} tokens is longer than max_pass");
+            let base = len.saturating_sub(w - 1);
+            let (from, kept) = (base - layer.base, len - base);
+            let [heads, _, hd] = layer.k.dims();
+            for t in [&mut layer.k, &mut layer.v] {
+                let moved = t.clone().slice([0..heads, from..from + kept, 0..hd]);
+                t.inplace(|t| t.slice_assign([0..heads, 0..kept, 0..hd], moved));
+            }
+            layer.base = base;
         }
     }
 
@@ -374,7 +488,25 @@ impl KvCache {
             Tensor::<1, Int>::from_data(TensorData::new(keep.iter().map(|&s| s as i32).collect(), [kept]), &device);
         for layer in &mut self.layers {
             let rope = &self.rope[layer.rope];
-            compact_kv(&from, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v);
+            match layer.window.filter(|_| layer.rows() < self.capacity) {
+                None => compact_kv(&from, 0, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v),
+                Some(w) => {
+                    // A sliding-window layer keeps the last `w - 1` kept slots (at least), which
+                    // `window_rows` guarantees are among its rows, moved as the others move.
+                    let base = layer.base.min(kept.saturating_sub(w - 1));
+                    let rows: Vec<i32> = keep[base..]
+                        .iter()
+                        .map(|&s| {
+                            assert!(s >= layer.base, "compact: slot {s} left the window's rows");
+                            (s - layer.base) as i32
+                        })
+                        .collect();
+                    let n = rows.len();
+                    let from = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+                    compact_kv(&from, layer.base - base, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v);
+                    layer.base = base;
+                }
+            }
         }
         if let Some(scores) = self.scores.as_mut() {
             let capacity = self.capacity;
@@ -389,10 +521,10 @@ impl KvCache {
 
     /// Layer `layer`'s rotation tables and its key and value tensors, for the kernels that
     /// write into the cache in place.
-    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&Tensor<2>, &Tensor<2>, &mut Tensor<3>, &mut Tensor<3>) {
+    pub(crate) fn layer_mut(&mut self, layer: usize) -> LayerSlots<'_> {
         let slot = &mut self.layers[layer];
         let rope = &self.rope[slot.rope];
-        (&rope.cos, &rope.sin, &mut slot.k, &mut slot.v)
+        LayerSlots { cos: &rope.cos, sin: &rope.sin, k: &mut slot.k, v: &mut slot.v, base: slot.base }
     }
 
     /// Whether [`Self::observe_attention`] is wanted.
@@ -421,6 +553,9 @@ impl KvCache {
     ) {
         let Some(scores) = self.scores.as_mut() else { return };
         let Heads { n_heads, n_kv_heads, head_dim } = heads;
+        // In the layer's rows: a sliding-window layer's row 0 holds slot `base`.
+        let base = self.layers[layer].base;
+        let slot = slot - base;
         let m = q.dims()[0];
         let seen = slot + m;
         let group = n_heads / n_kv_heads;
@@ -464,8 +599,8 @@ impl KvCache {
         }
         let Some(received) = received else { return };
         scores.inplace(|s| {
-            let old = s.clone().slice(0..seen);
-            s.slice_assign(0..seen, old + received)
+            let old = s.clone().slice(base..base + seen);
+            s.slice_assign(base..base + seen, old + received)
         });
     }
 

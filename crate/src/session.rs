@@ -415,7 +415,7 @@ impl Session {
         // is run again from the start.
         let mut reused = self.reusable(prompt).min(prompt.len() - 1);
         if reused < self.history.len() {
-            if self.cache.evicted() > 0 {
+            if self.cache.evicted() > 0 || !self.cache.can_truncate(reused) {
                 self.reset();
                 reused = 0;
             } else {

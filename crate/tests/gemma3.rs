@@ -92,7 +92,13 @@ fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
     let mut worst = 0.0f32;
     for case in reference("logits_f32.json")["cases"].as_array().unwrap() {
         let prompt = ids(&case["ids"]);
-        let mut cache = KvCache::new(engine.config(), &KvOptions::with_capacity(1024), engine.device()).unwrap();
+        let mut cache = KvCache::new(engine.config(), &KvOptions::with_capacity(2048), engine.device()).unwrap();
+        // Each sliding-window layer keeps 767 rows (its window and a pass), the global ones 2048.
+        let rows: Vec<usize> = (0..18).map(|l| cache.layer_rows(l)).collect();
+        assert!(
+            rows.iter().enumerate().all(|(l, &r)| r == if (l + 1).is_multiple_of(6) { 2048 } else { 767 }),
+            "{rows:?}"
+        );
         let mut pos = 0;
         for chunk in prompt.chunks(64) {
             let logits = engine.model().forward(chunk, &mut cache, Logits::All).unwrap();

@@ -163,7 +163,7 @@ fn norm_and_epilogues_match_reference_on_wgpu() {
 /// windows shorter than one chunk of keys and longer than one (a sliding-window layer).
 fn rope_and_attention_match_reference(device: DeviceKind) {
     use hearth::kernels::attention::attention;
-    use hearth::kernels::rope::{Heads, rope_store};
+    use hearth::kernels::rope::{Heads, Slot, rope_store};
     let device = device.device().unwrap();
     let mut rng = Rng::new(31);
     let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 80 };
@@ -189,7 +189,7 @@ fn rope_and_attention_match_reference(device: DeviceKind) {
         heads,
         &tensor2(&cos, [capacity, hd], &device),
         &tensor2(&sin, [capacity, hd], &device),
-        slot,
+        Slot::at(slot),
         &mut k_cache,
         &mut v_cache,
     );
@@ -272,7 +272,7 @@ fn rope_and_attention_match_reference_on_wgpu() {
 /// embedding gather of 300,000 rows of 64 (75,000).
 #[test]
 fn elementwise_kernels_past_65535_workgroups() {
-    use hearth::kernels::rope::{Heads, rope_store};
+    use hearth::kernels::rope::{Heads, Slot, rope_store};
     let device = DeviceKind::Wgpu.device().unwrap();
     let heads = Heads { n_heads: 2, n_kv_heads: 1, head_dim: 72 };
     let (hd, m): (usize, usize) = (72, 70_000);
@@ -289,7 +289,7 @@ fn elementwise_kernels_past_65535_workgroups() {
         heads,
         &tensor2(&cos, [m, hd], &device),
         &tensor2(&sin, [m, hd], &device),
-        0,
+        Slot::at(0),
         &mut k,
         &mut v,
     );

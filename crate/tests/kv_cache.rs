@@ -373,3 +373,116 @@ fn greedy_generation_through_eviction_matches_reference() {
         assert_eq!(g.stats.evicted_tokens, 6 + 19 - 12);
     }
 }
+
+/// A tiny Gemma 3 (window 5, six layers: five sliding-window, one global) in a cache of
+/// `capacity` slots.
+fn gemma3(capacity_hint: usize, device: DeviceKind) -> (Arc<Engine>, Reference, TinyConfig) {
+    let c = TinyConfig {
+        n_layers: 6,
+        head_dim: Some(16),
+        gemma3_window: Some(5),
+        rope_theta: 1e6,
+        context: capacity_hint.max(256),
+        ..TinyConfig::new()
+    };
+    let tensors = gemma3_weights(&c, 81);
+    let engine = Engine::from_gguf(&gemma3_gguf(&c, &tensors), &device.device().unwrap(), WeightFormat::F32).unwrap();
+    (Arc::new(engine), Reference::new(&c, &tensors, RopeStyle::Half), c)
+}
+
+/// Sliding-window layers keep their window and room for one pass (4 + 16 rows here) instead of
+/// a row per slot, whatever the capacity, and moving their slots down as passes come gives the
+/// reference's logits at every position of 90 tokens (fed in passes of 16 by `logits_all`, then
+/// one by one), on the CPU and on wgpu; the global layer keeps all 128.
+fn sliding_window_layers_keep_only_their_window(device: DeviceKind) {
+    let (engine, reference, _) = gemma3(128, device);
+    let ids = tokens(90, 12);
+    let want = reference.logits(&ids);
+    let mut session = engine.session(&KvOptions::with_capacity(128)).unwrap();
+    assert_eq!((0..6).map(|l| session.kv_cache().layer_rows(l)).collect::<Vec<_>>(), [20, 20, 20, 20, 20, 128]);
+    let got = pollster::block_on(session.logits_all(&ids[..70])).unwrap();
+    for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
+        let diff = max_rel_diff(g, w);
+        assert!(diff < TOLERANCE, "{device:?} position {pos}: {diff}");
+    }
+    for (i, &t) in ids.iter().enumerate().skip(70) {
+        let diff = max_rel_diff(&feed(&mut session, &[t]), &want[i]);
+        assert!(diff < TOLERANCE, "{device:?} token {i} fed alone: {diff}");
+    }
+    // Smaller than twice the rows (and the sinks): every layer keeps a row per slot, so that
+    // eviction never needs a slot a window lost.
+    let small = engine.session(&KvOptions::with_capacity(40)).unwrap();
+    assert!((0..6).all(|l| small.kv_cache().layer_rows(l) == 40));
+}
+
+#[test]
+fn sliding_window_layers_keep_only_their_window_on_cpu() {
+    sliding_window_layers_keep_only_their_window(DeviceKind::Cpu);
+}
+
+#[test]
+fn sliding_window_layers_keep_only_their_window_on_wgpu() {
+    sliding_window_layers_keep_only_their_window(DeviceKind::Wgpu);
+}
+
+/// Eviction with mixed layers: token by token through a cache of 48 slots (4 sinks; heavy
+/// hitters with a recent span of 8) for 120 tokens, the kept tokens and the logits equal the
+/// reference over that kept set; the windows are measured in slots, as the reference's in
+/// entries, and heavy hitters count the attention sliding-window layers pay within them.
+#[test]
+fn eviction_with_sliding_window_layers_matches_reference() {
+    const CAPACITY: usize = 48;
+    let (engine, reference, _) = gemma3(CAPACITY, DeviceKind::Cpu);
+    for policy in [EvictionPolicy::SinksWindow, EvictionPolicy::HeavyHitters] {
+        let kv = KvOptions { capacity: Some(CAPACITY), policy, sinks: 4, recent: Some(8), ..KvOptions::default() };
+        let mut session = engine.session(&kv).unwrap();
+        assert_eq!(session.kv_cache().layer_rows(0), 20);
+        let mut stream = RefStream::new(&reference);
+        let mut origin: Vec<usize> = Vec::new();
+        for (i, &t) in tokens(120, 5).iter().enumerate() {
+            if stream.len() == CAPACITY {
+                let keep = expected_keep(policy, &stream, 4, 8);
+                stream.keep(&keep);
+                origin = keep.iter().map(|&k| origin[k]).collect();
+            }
+            let want = stream.step(t);
+            origin.push(i);
+            let diff = max_rel_diff(&feed(&mut session, &[t]), &want);
+            assert!(diff < TOLERANCE, "{policy:?} token {i}: logits differ by {diff}");
+            assert_eq!(session.kv_cache().kept(), &origin[..], "{policy:?} token {i}: kept tokens");
+        }
+        assert_eq!(session.kv_cache().evicted(), 120 - CAPACITY);
+    }
+}
+
+/// A new prompt that shares a prefix with the conversation reuses it when the windows still
+/// hold what its next token sees, and starts over when they moved past it; both give the
+/// reference's logits.
+#[test]
+fn prefix_reuse_with_sliding_window_layers_matches_reference() {
+    let (engine, reference, _) = gemma3(128, DeviceKind::Cpu);
+    let first = tokens(60, 21);
+    let mut session = engine.session(&KvOptions::with_capacity(128)).unwrap();
+    let opts = GenerateOptions { max_tokens: 1, ..GenerateOptions::default() };
+    let run = |session: &mut Session, prompt: &[u32]| {
+        let g = pollster::block_on(session.generate(prompt, &opts, |_, _| Control::Continue)).unwrap();
+        (g.stats.reused_tokens, g.tokens[0])
+    };
+    let (_, t) = run(&mut session, &first);
+    assert_eq!(t, reference.greedy(&first, 1)[0]);
+    // Continues the conversation: all it ran is reused (the sampled token was never fed).
+    let mut longer = first.clone();
+    longer.extend([t, 7, 9]);
+    let (reused, t) = run(&mut session, &longer);
+    assert_eq!((reused, t), (60, reference.greedy(&longer, 1)[0]));
+    // Edits near the end (inside what the windows hold): reused up to the edit.
+    let mut edited = longer[..58].to_vec();
+    edited.extend([30, 31]);
+    let (reused, t) = run(&mut session, &edited);
+    assert_eq!((reused, t), (58, reference.greedy(&edited, 1)[0]));
+    // Edits far back: the windows moved past it, so the prompt runs again from the start.
+    let mut early = first[..10].to_vec();
+    early.extend([40, 41, 42]);
+    let (reused, t) = run(&mut session, &early);
+    assert_eq!((reused, t), (0, reference.greedy(&early, 1)[0]));
+}

@@ -7,10 +7,14 @@ use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
 
-/// `keep: [kept]` ascending slot indices; `cos, sin: [positions, head_dim]` (see
-/// [`crate::KvCache`]); caches `[n_kv_heads, capacity, head_dim]`, rewritten in place.
+/// `keep: [kept]` ascending rows: row `keep[i]` moves to row `i`; `cos, sin: [positions,
+/// head_dim]` (see [`crate::KvCache`]); caches `[n_kv_heads, rows, head_dim]`, rewritten in
+/// place. Each key is rotated back by `keep[i] - i + shift` positions: `shift` is how far the
+/// buffer's first slot moves down, for sliding-window layers that keep only their latest slots
+/// (0 for the others). Every `keep[i] >= i`.
 pub fn compact_kv(
     keep: &Tensor<1, Int>,
+    shift: usize,
     cos: &Tensor<2>,
     sin: &Tensor<2>,
     k_cache: &mut Tensor<3>,
@@ -39,6 +43,7 @@ pub fn compact_kv(
                     kept as u32,
                     capacity as u32,
                     head_dim as u32,
+                    shift as u32,
                 );
                 k_out = Some(cube_float(k));
                 cube_float(v)
@@ -48,7 +53,7 @@ pub fn compact_kv(
                 let (ks, vs) = (k.storage_mut::<f32>(), v.storage_mut::<f32>());
                 for h in 0..heads {
                     for (to, &from) in keep.iter().enumerate() {
-                        let (from, distance) = (from as usize, from as usize - to);
+                        let (from, distance) = (from as usize, from as usize - to + shift);
                         if distance == 0 {
                             continue;
                         }
@@ -86,6 +91,7 @@ mod cube {
         kept: u32,
         capacity: u32,
         head_dim: u32,
+        shift: u32,
     ) {
         let column = ABSOLUTE_POS;
         if column >= columns as usize {
@@ -97,8 +103,8 @@ mod cube {
         let base = h * capacity as usize;
         for to in 0..kept as usize {
             let from = usize::cast_from(keep[to]);
-            if from != to {
-                let distance = from - to;
+            let distance = from - to + shift as usize;
+            if distance != 0 {
                 let (c, s) = (cos[distance * hd + i], sin[distance * hd + i + 1]);
                 let (src, dst) = ((base + from) * hd + i, (base + to) * hd + i);
                 let (x0, x1) = (k_cache[src], k_cache[src + 1]);

@@ -1,7 +1,8 @@
 //! Rotary embedding and the KV cache write in one dispatch: from the fused projection
 //! `[Q | K | V]` of each token, rotate Q and K on adjacent pairs (GGUF's layout) by the token's
-//! position, write K and V into the token's cache slot, and return Q. A token's position is its
-//! slot: the cache keeps its tokens at contiguous slots from 0 (see [`crate::KvCache`]).
+//! position, write K and V into the token's cache row, and return Q. A token's position is its
+//! slot: the cache keeps its tokens at contiguous slots from 0 (see [`crate::KvCache`]); a
+//! sliding-window layer keeps only its latest slots, from row 0 of its buffer.
 
 use burn::prelude::*;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -18,25 +19,43 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
+/// Where the first token of a chunk goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Its row in the layer's buffer.
+    pub row: usize,
+    /// Its RoPE position.
+    pub position: usize,
+}
+
+impl Slot {
+    /// Row and position `p` (a layer that keeps every slot).
+    pub fn at(p: usize) -> Self {
+        Self { row: p, position: p }
+    }
+}
+
 /// `qkv: [m, (n_heads + 2 n_kv_heads) head_dim]`; `cos, sin: [positions, head_dim]` (see
-/// [`crate::KvCache`]); caches `[n_kv_heads, capacity, head_dim]`, written in place: token `t`
-/// goes to slot (and position) `slot + t`. Returns the rotated queries `[m, n_heads head_dim]`.
+/// [`crate::KvCache`]); caches `[n_kv_heads, rows, head_dim]`, written in place: token `t`
+/// goes to row `at.row + t`, rotated to position `at.position + t`. Returns the rotated queries
+/// `[m, n_heads head_dim]`.
 pub fn rope_store(
     qkv: Tensor<2>,
     heads: Heads,
     cos: &Tensor<2>,
     sin: &Tensor<2>,
-    slot: usize,
+    at: Slot,
     k_cache: &mut Tensor<3>,
     v_cache: &mut Tensor<3>,
 ) -> Tensor<2> {
+    let (slot, position) = (at.row, at.position);
     let [m, width] = qkv.dims();
     let Heads { n_heads, n_kv_heads, head_dim } = heads;
     let d = n_heads * head_dim;
     let kv = n_kv_heads * head_dim;
     assert_eq!(width, d + 2 * kv, "rope_store: projection width");
     let capacity = k_cache.dims()[1];
-    assert!(slot + m <= capacity && slot + m <= cos.dims()[0], "rope_store: past the cache");
+    assert!(slot + m <= capacity && position + m <= cos.dims()[0], "rope_store: past the cache");
 
     let mut q_out = None;
     let qkv = super::float(qkv);
@@ -66,6 +85,7 @@ pub fn rope_store(
                     head_dim as u32,
                     capacity as u32,
                     slot as u32,
+                    position as u32,
                 );
                 q_out = Some(cube_float(q));
                 k_out = Some(cube_float(k));
@@ -77,7 +97,7 @@ pub fn rope_store(
                 let (ks, vs) = (k.storage_mut::<f32>(), v.storage_mut::<f32>());
                 for t in 0..m {
                     let row = &x[t * width..(t + 1) * width];
-                    let p = (slot + t) * head_dim;
+                    let p = (position + t) * head_dim;
                     let rotate = |c: usize, i: usize| row[c] * cos[p + i] + row[c ^ 1] * sin[p + i];
                     for c in 0..d {
                         q[t * d + c] = rotate(c, c % head_dim);
@@ -123,6 +143,7 @@ mod cube {
         head_dim: u32,
         capacity: u32,
         slot: u32,
+        position: u32,
     ) {
         let i = ABSOLUTE_POS;
         if i >= total as usize {
@@ -132,7 +153,7 @@ mod cube {
         let t = i / width;
         let c = i % width;
         let row = t * width;
-        let p = (slot as usize + t) * hd;
+        let p = (position as usize + t) * hd;
         if c < d + kv {
             // Partner of element 2j is 2j + 1 and back; the sin table carries the sign.
             let j = c % hd;

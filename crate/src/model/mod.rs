@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::kernels::attention::attention;
 use crate::kernels::norm::rms_norm;
 use crate::kernels::qmatmul::Epilogue;
-use crate::kernels::rope::{Heads, rope_store};
+use crate::kernels::rope::{Heads, Slot, rope_store};
 use crate::kv_cache::KvCache;
 use crate::load::TensorSource;
 use crate::quant::packed::QuantFormat;
@@ -139,9 +139,10 @@ impl Block {
         };
         let window = c.layer_attention(layer).window;
         let attn = split::time(Part::Attention, || {
-            let (cos, sin, k_cache, v_cache) = cache.layer_mut(layer);
-            let q = rope_store(qkv, heads, cos, sin, slot, k_cache, v_cache);
-            let attn = attention(q.clone(), k_cache, v_cache, heads, slot, window);
+            let l = cache.layer_mut(layer);
+            let row = slot - l.base;
+            let q = rope_store(qkv, heads, l.cos, l.sin, Slot { row, position: slot }, l.k, l.v);
+            let attn = attention(q.clone(), l.k, l.v, heads, row, window);
             if cache.tracks_attention() {
                 cache.observe_attention(layer, &q, heads, slot);
             }
@@ -269,7 +270,7 @@ impl Decoder {
             let bytes = seq as u64 * c.vocab as u64 * 4;
             self.limits.check_buffer(|| format!("the logits of {seq} tokens"), bytes)?;
         }
-        let passes = tokens.chunks(MAX_PASS_TOKENS);
+        let passes = tokens.chunks(MAX_PASS_TOKENS.min(cache.max_pass()));
         let n = passes.len();
         let mut out = Vec::with_capacity(if logits == Logits::All { n } else { 1 });
         for (i, pass) in passes.enumerate() {
@@ -288,6 +289,7 @@ impl Decoder {
     fn pass(&self, tokens: &[u32], cache: &mut KvCache) -> Tensor<2> {
         let c = &self.config;
         let slot = cache.len();
+        cache.fit_pass(tokens.len());
         let mut x = self.embedding.lookup(tokens, &self.device);
         if c.arch.embed_scale {
             x = x.mul_scalar((c.d_model as f32).sqrt());

@@ -739,3 +739,44 @@ pub fn ggml_round_trip(kind: &str, x: &[f32]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The tiny model's weights with what Gemma 3 adds: an RMSNorm over each query and key head,
+/// and norms after attention and after the feed-forward block (tied embeddings, f32).
+pub fn gemma3_weights(c: &TinyConfig, seed: u64) -> Vec<StoredTensor> {
+    let mut tensors = tiny_weights(c, seed, true, &|_| Ty::F32);
+    let mut rng = Rng::new(seed + 1);
+    for l in 0..c.n_layers {
+        let extras = [
+            ("attn_q_norm.weight", c.head_dim(), 0.5),
+            ("attn_k_norm.weight", c.head_dim(), 0.5),
+            ("post_attention_norm.weight", c.d_model, 0.2),
+            ("post_ffw_norm.weight", c.d_model, 0.2),
+        ];
+        for (suffix, len, scale) in extras {
+            let (values, bytes) = random_encoded(&mut rng, len, scale, 1.0, Ty::F32);
+            tensors.push(StoredTensor {
+                name: format!("blk.{l}.{suffix}"),
+                shape: vec![len],
+                ty: Ty::F32,
+                values,
+                bytes,
+            });
+        }
+    }
+    tensors
+}
+
+/// A tiny Gemma 3 GGUF: the tiny model's metadata under `gemma3.`, with its sliding window.
+pub fn gemma3_gguf(c: &TinyConfig, tensors: &[StoredTensor]) -> Vec<u8> {
+    let window = c.gemma3_window.expect("a Gemma 3 config has a window");
+    let mut metadata: Vec<(String, Kv)> = tiny_metadata(c)
+        .into_iter()
+        .map(|(k, v)| match (k, v) {
+            ("general.architecture", _) => (k.to_string(), Kv::Str("gemma3".into())),
+            (k, v) => (k.replacen("llama.", "gemma3.", 1), v),
+        })
+        .collect();
+    metadata.push(("gemma3.attention.sliding_window".into(), Kv::U32(window as u32)));
+    let metadata: Vec<(&str, Kv)> = metadata.into_iter().map(|(k, v)| (&*k.leak(), v)).collect();
+    write_gguf(&metadata, tensors)
+}
