@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hearth's CPU path next to llama.cpp on this machine, in one run: the same GGUF (the default
-# model, or MODEL=path), PROMPT (128) prompt tokens, GEN (64) greedy tokens, THREADS (2)
+# model, MODEL=path, or MODEL=gemma3-270m), PROMPT (128) prompt tokens, GEN (64) greedy tokens, THREADS (2)
 # threads, the median of RUNS (3). llama.cpp comes from PyPI's llama-cpp-python, built from
 # source once into a cached virtual environment (~10 minutes the first time). Prints one JSON
 # object: hearth int4, hearth f32, llama.cpp, and the ratios the CPU issue sets as goals.
