@@ -16,7 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
 OUT = ROOT / "crate" / "tests" / "fixtures"
-PRES = ["default", "smollm", "llama-bpe", "qwen2"]
+PRES = [
+    "default", "gpt-2", "falcon", "smollm", "command-r", "llama-bpe", "dbrx", "qwen2", "stablelm2",
+    "bloom", "viking", "tekken", "gpt-4o", "olmo", "chatglm-bpe",
+]
 TEXTS = [
     "12345 678 9",
     "In 2024, 1234567 people",
@@ -28,6 +31,9 @@ TEXTS = [
     "x=(y+z)*2; // done!!",
     "   leading and trailing   ",
     "emoji 🙂 ok",
+    "HeLLo WORLD camelCaseWord XMLHttpRequest don't",
+    "a`b`c $x+y<=z^w~v|u",
+    "Hello, world. Wait... what?! 1,234.56",
 ]
 
 if os.environ.get("HEARTH_LLAMA_VENV") != "1":
@@ -61,6 +67,8 @@ MERGES = [
     "Ġ Ġ", "ĠĠ Ġ", "Ċ Ċ", "ĊĊ Ċ", "Ġ Ċ", "Ġ a", "Ġ b", "Ġ p", "i t", "' s", "' m", "' M", "' l", "'l l",
     "' v", "'v e", "' T", "a b", "ab c", "c 1", "d e", "de f", "Ġ t", "h e", "Ġt he", "e o", "p l", "pl e",
     "Ġ 1", "Ġ 6", "= (", "! !", "Ġ -", "- 6", "o k",
+    # Across case changes (Tekken, o200k) and backticks (falcon):
+    "l C", "lC a", "e W", "p R", "L L", "e L", "a `", "` b", "t '", "Ġ W",
 ]
 
 specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -88,7 +96,10 @@ for pre in PRES:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except ValueError:
+        sys.exit(f"llama.cpp does not load the pre-tokenizer {pre!r}")
     cases[pre] = [{"text": t, "ids": model.tokenize(t.encode("utf-8"), add_bos=False, special=False)} for t in TEXTS]
     print(f"wrote {path} ({path.stat().st_size} bytes)")
 out = {"source": f"llama-cpp-python {llama_cpp.__version__}, vocab_only, no BOS", "cases": cases}

@@ -7,23 +7,14 @@ use std::ops::Range;
 
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+mod pre;
+
 use crate::error::{Error, Result};
 use crate::load::gguf::Value;
-
-/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_LLAMA3` pattern.
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// GPT-2's pattern (what `ByteLevel` with its regex splits by).
-const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-/// The first split of llama.cpp's default pre-tokenizer: runs of punctuation and symbols.
-const DEFAULT_PUNCTUATION: &str = r"[\p{P}\$\+<=>\^~\|]+";
-/// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2` pattern.
-const QWEN2_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Control tokens that end a turn in the chat formats we know of (llama.cpp's end-of-generation set).
 const END_OF_TURN_TEXTS: [&str; 7] =
@@ -122,36 +113,20 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?;
 
         let pre = get("pre").and_then(Value::as_str).unwrap_or("default");
-        let byte_level = |use_regex| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
-        let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-            Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-                .map(PreTokenizerWrapper::Split)
-                .map_err(|e| Error::Tokenizer(e.to_string()))
-        };
-        let pre_tokenizer = match pre {
-            "gpt2" | "gpt-2" => Sequence::new(vec![byte_level(true)]),
-            // llama.cpp's `LLAMA_VOCAB_PRE_TYPE_DEFAULT`: GPT-2's pattern between splits of
-            // punctuation runs, digit runs and groups of three digits.
-            "default" => Sequence::new(vec![
-                split(DEFAULT_PUNCTUATION)?,
-                split(GPT2_PATTERN)?,
-                split(r"\p{N}+")?,
-                split("[0-9][0-9][0-9]")?,
-                byte_level(false),
-            ]),
-            "smollm" | "starcoder" => {
-                Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level(true)])
-            }
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => {
-                Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false)])
-            }
-            "qwen2" | "deepseek-r1-qwen" => Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level(false)]),
-            other => {
-                return Err(Error::Tokenizer(format!(
-                    "pre-tokenizer {other:?} is not supported (known: default, gpt2, smollm, starcoder, llama-bpe, qwen2)"
-                )));
-            }
-        };
+        let patterns = pre::patterns(pre).ok_or_else(|| {
+            let known: Vec<&str> = pre::PRE_TOKENIZERS.iter().flat_map(|(names, _)| names.iter().copied()).collect();
+            Error::Tokenizer(format!("pre-tokenizer {pre:?} is not supported (known: {})", known.join(", ")))
+        })?;
+        let mut steps = patterns
+            .iter()
+            .map(|&pattern| {
+                Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
+                    .map(PreTokenizerWrapper::Split)
+                    .map_err(|e| Error::Tokenizer(format!("pre-tokenizer {pre:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)));
+        let pre_tokenizer = Sequence::new(steps);
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner
             .with_pre_tokenizer(Some(pre_tokenizer))
