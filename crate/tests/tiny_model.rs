@@ -560,6 +560,13 @@ fn k_quant_and_five_bit_matrices_load_exactly() {
             assert_logits_close(&got, &want, &format!("{device:?} K-quants with {weights:?} weights"));
         }
     }
+    // `hearth convert` keeps the K-quant matrices' exact values too (as f32 in the record).
+    let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+    let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    let engine =
+        Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
+    let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+    assert_logits_close(&got, &want, "K-quants through hearth convert");
 }
 
 /// Q5_0 and Q5_1 matrices stay packed with int4 weights (as 8-bit codes, each weight the

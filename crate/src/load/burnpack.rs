@@ -56,6 +56,20 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
     for spec in tensor_table(c, tied) {
         let Role::Matrix { fallback } = spec.role else { continue };
         let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
+        if source.kept_dense(&name) {
+            // A block format without a packed kernel (the K-quants): its exact f32 values.
+            let t = source.tensor(&name)?.expect_shape(&[rows, cols])?;
+            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push(burn_pack::Tensor::new(
+                name.clone(),
+                DType::F32,
+                [rows, cols],
+                None,
+                Bytes::from_bytes_vec(bytes),
+            ));
+            writer_meta.insert(format!("{name}.format"), "f32".into());
+            continue;
+        }
         let p = packed_or_quantized(source, &name, rows, cols, weights.quantizer(fallback))?;
         let words = p.blocks_per_row() * p.format.words_per_block();
         tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
@@ -190,6 +204,10 @@ impl TensorSource for PackTensors {
             true => self.format(name).map(Some),
             false => Ok(None),
         }
+    }
+
+    fn kept_dense(&self, name: &str) -> bool {
+        self.metadata.get(&format!("{name}.format")).is_some_and(|f| f == "f32")
     }
 
     fn names(&self) -> Vec<String> {
