@@ -6,39 +6,21 @@ crate/tests/fixtures/tiny-{arch}.logits.json. llama.cpp is PyPI's llama-cpp-pyth
 into the cached environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
 """
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_env import ROOT, byte_chars, enter  # noqa: E402
+
 OUT = ROOT / "crate" / "tests" / "fixtures"
 TOKENS = [5, 77, 140, 9, 201, 33, 250, 18, 64, 120]
 
-if os.environ.get("HEARTH_LLAMA_VENV") != "1":
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
-    os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
+enter(__file__)
 
 import llama_cpp  # noqa: E402
 import numpy as np  # noqa: E402
 from gguf import GGUFWriter  # noqa: E402
 
-
-def byte_chars():
-    """GPT-2's byte-to-character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
 def write(arch: str, path: Path, rng, head_dim=None) -> None:

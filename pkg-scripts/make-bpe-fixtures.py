@@ -8,13 +8,12 @@ PyPI's llama-cpp-python, built once into the cached environment `pkg-scripts/ben
 makes. Run once; the output is committed.
 """
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_env import ROOT, byte_chars, enter  # noqa: E402
+
 OUT = ROOT / "crate" / "tests" / "fixtures"
 PRES = [
     "default", "gpt-2", "falcon", "smollm", "command-r", "llama-bpe", "dbrx", "qwen2", "stablelm2",
@@ -36,28 +35,11 @@ TEXTS = [
     "Hello, world. Wait... what?! 1,234.56",
 ]
 
-if os.environ.get("HEARTH_LLAMA_VENV") != "1":
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
-    os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
+enter(__file__)
 
 import llama_cpp  # noqa: E402
 from gguf import GGUFWriter  # noqa: E402
 
-
-def byte_chars():
-    """GPT-2's byte-to-character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
 # Merges that cross the boundaries some pre-tokenizers draw: digit groups, a space before

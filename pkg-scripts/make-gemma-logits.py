@@ -16,13 +16,12 @@ environment `pkg-scripts/bench-cpu.sh` builds (llama-cpp-python, numpy, gguf). R
 output is committed.
 """
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_env import ROOT, enter  # noqa: E402
+
 MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 OUT = ROOT / "tests" / "reference" / "gemma3-270m-q4_k_m"
 SHORT = [
@@ -39,12 +38,7 @@ PARAGRAPH = (
 )
 LONG = PARAGRAPH * 8 + "Where does the river rise? It rises in the"
 
-if os.environ.get("HEARTH_LLAMA_VENV") != "1":
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
-    os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
+enter(__file__)
 
 import llama_cpp  # noqa: E402
 import numpy as np  # noqa: E402

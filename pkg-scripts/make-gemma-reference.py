@@ -8,14 +8,13 @@ written with the `gguf` package. llama.cpp is PyPI's llama-cpp-python, built onc
 cached environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
 """
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_env import ROOT, enter  # noqa: E402
+
 MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 TEXTS = [
     "Water boils at a temperature of",
@@ -35,12 +34,7 @@ TEXTS = [
     "   \n\n\n   ",
 ]
 
-if os.environ.get("HEARTH_LLAMA_VENV") != "1":
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
-    os.execve(str(python), [str(python), __file__], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
+enter(__file__)
 
 import llama_cpp  # noqa: E402
 from gguf import GGUFReader, GGUFValueType, GGUFWriter  # noqa: E402
