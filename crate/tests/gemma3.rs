@@ -2,9 +2,12 @@
 //! llama.cpp's reference data in `tests/reference/gemma3-270m-q4_k_m/`. Set `HEARTH_GEMMA` to
 //! use a model file elsewhere.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use common::assert_top5_close;
 use hearth::load::gguf::{GgmlType, GgufFile};
 use hearth::model::Logits;
 use hearth::{DeviceKind, Engine, KvCache, KvOptions, Tokenizer, WeightFormat};
@@ -109,30 +112,7 @@ fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
                 let want: Vec<f32> =
                     case["top5_logits"][pos].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
                 let what = format!("{device:?} {weights:?} {} tokens, pos {pos}", prompt.len());
-                let mut order: Vec<u32> = (0..vocab as u32).collect();
-                order.select_nth_unstable_by(5, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-                order.truncate(5);
-                order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
-                for k in 0..5 {
-                    let diff = (row[want_ids[k] as usize] - want[k]).abs();
-                    worst = worst.max(diff);
-                    assert!(
-                        diff < tolerance,
-                        "{what}: logit of {} is {} vs {}",
-                        want_ids[k],
-                        row[want_ids[k] as usize],
-                        want[k]
-                    );
-                    if order[k] != want_ids[k] {
-                        let j = want_ids.iter().position(|&id| id == order[k]);
-                        assert!(
-                            j.is_some_and(|j| (want[j] - want[k]).abs() < tolerance),
-                            "{what}: rank {k} is {} not {}",
-                            order[k],
-                            want_ids[k]
-                        );
-                    }
-                }
+                worst = worst.max(assert_top5_close(row, &want_ids, &want, tolerance, &what));
                 pos += 1;
             }
         }

@@ -2,9 +2,12 @@
 //! data in `tests/reference/`, measured outside the project with llama.cpp and numpy.
 //! Set `HEARTH_MODEL` to use a model file elsewhere.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use common::assert_top5_close;
 use hearth::load::gguf::GgufFile;
 use hearth::model::Logits;
 use hearth::{DeviceKind, Engine, KvCache, KvOptions, TextStream, Tokenizer, WeightFormat};
@@ -82,32 +85,11 @@ fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
             let want_ids = ids(&case["top5_ids"][pos]);
             let want: Vec<f32> =
                 case["top5_logits"][pos].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-            let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-            order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
             let what = format!("{device:?} {weights:?} {} pos {pos}", case["prompt"]);
             if weights == WeightFormat::Int4 {
-                assert_eq!(order[0], want_ids[0], "{what}: top-1");
+                assert_eq!(hearth::sampler::argmax(logits), want_ids[0], "{what}: top-1");
             }
-            for k in 0..5 {
-                let diff = (logits[want_ids[k] as usize] - want[k]).abs();
-                worst = worst.max(diff);
-                assert!(
-                    diff < tolerance,
-                    "{what}: logit of {} is {} vs {}",
-                    want_ids[k],
-                    logits[want_ids[k] as usize],
-                    want[k]
-                );
-                if order[k] != want_ids[k] {
-                    let j = want_ids.iter().position(|&id| id == order[k]);
-                    assert!(
-                        j.is_some_and(|j| (want[j] - want[k]).abs() < tolerance),
-                        "{what}: rank {k} is {} not {}",
-                        order[k],
-                        want_ids[k]
-                    );
-                }
-            }
+            worst = worst.max(assert_top5_close(logits, &want_ids, &want, tolerance, &what));
         }
     }
     eprintln!("{device:?} {weights:?}: largest top-5 logit difference {worst}");

@@ -780,3 +780,29 @@ pub fn gemma3_gguf(c: &TinyConfig, tensors: &[StoredTensor]) -> Vec<u8> {
     let metadata: Vec<(&str, Kv)> = metadata.into_iter().map(|(k, v)| (&*k.leak(), v)).collect();
     write_gguf(&metadata, tensors)
 }
+
+/// Checks one position's logits against a reference's top five (`want_ids`, `want`): each of
+/// those logits within `tolerance`, and the same ranking up to reference logits within the
+/// tolerance of each other. Returns the largest difference.
+pub fn assert_top5_close(row: &[f32], want_ids: &[u32], want: &[f32], tolerance: f32, what: &str) -> f32 {
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    order.select_nth_unstable_by(5, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    order.truncate(5);
+    order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    let mut worst = 0.0f32;
+    for k in 0..5 {
+        let diff = (row[want_ids[k] as usize] - want[k]).abs();
+        worst = worst.max(diff);
+        assert!(diff < tolerance, "{what}: logit of {} is {} vs {}", want_ids[k], row[want_ids[k] as usize], want[k]);
+        if order[k] != want_ids[k] {
+            let j = want_ids.iter().position(|&id| id == order[k]);
+            assert!(
+                j.is_some_and(|j| (want[j] - want[k]).abs() < tolerance),
+                "{what}: rank {k} is {} not {}",
+                order[k],
+                want_ids[k]
+            );
+        }
+    }
+    worst
+}
