@@ -272,7 +272,10 @@ impl TensorSource for Counted<'_> {
         self.inner.shape(name)
     }
 
-    fn stored_format(&self, name: &str) -> Result<Option<crate::quant::packed::QuantFormat>> {
+    fn stored_format(
+        &self,
+        name: &str,
+    ) -> Result<Option<(crate::quant::packed::QuantFormat, crate::quant::packed::Scales)>> {
         self.inner.stored_format(name)
     }
 

@@ -9,10 +9,59 @@ use common::Rng;
 use hearth::DeviceKind;
 use hearth::kernels::qgather::qgather;
 use hearth::kernels::qmatmul::{QuantMatrix, qmatmul};
-use hearth::quant::packed::{PackedMatrix, QuantFormat};
+use hearth::load::gguf::GgmlType;
+use hearth::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.uniform(1.0)).collect()
+}
+
+/// `(rows, cols)` of K-quant matrices (whole super-blocks), rows ragged against the threads.
+const K_SHAPES: [(usize, usize); 4] = [(1, 256), (7, 512), (33, 768), (130, 1536)];
+
+/// A `[rows, cols]` matrix of random GGUF `dtype` super-blocks (random codes and sub-block
+/// scales, super-scales of a weight's usual size), repacked.
+fn k_matrix(rng: &mut Rng, dtype: GgmlType, rows: usize, cols: usize) -> PackedMatrix {
+    let (bytes, d_at, has_min) = match dtype {
+        GgmlType::Q2_K => (84, 80, true),
+        GgmlType::Q3_K => (110, 108, false),
+        GgmlType::Q4_K => (144, 0, true),
+        GgmlType::Q5_K => (176, 0, true),
+        _ => (210, 208, false),
+    };
+    let mut data = Vec::new();
+    for _ in 0..rows * cols / 256 {
+        let mut block: Vec<u8> = (0..bytes).map(|_| rng.below(256) as u8).collect();
+        for at in [d_at].into_iter().chain(has_min.then_some(d_at + 2)) {
+            let scale = half::f16::from_f32(1e-3 + rng.below(1000) as f32 * 2e-5);
+            block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
+        }
+        data.extend(block);
+    }
+    PackedMatrix::from_gguf("t", dtype, &data, rows, cols).unwrap()
+}
+
+/// Every kind of matrix the kernels take: 4- and 8-bit legacy blocks quantized from random
+/// floats on [`SHAPES`], and every K-quant on [`K_SHAPES`].
+fn matrices(rng: &mut Rng) -> Vec<PackedMatrix> {
+    let mut out = Vec::new();
+    for format in [QuantFormat::Q4, QuantFormat::Q8] {
+        for (rows, cols) in SHAPES {
+            out.push(PackedMatrix::quantize(format, &random(rng, rows * cols), rows, cols));
+        }
+    }
+    for dtype in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for (rows, cols) in K_SHAPES {
+            out.push(k_matrix(rng, dtype, rows, cols));
+        }
+    }
+    // Floats quantized to K-quants on ragged rows (a partial last super-block).
+    for kind in [FloatQuant::Q4_K, FloatQuant::Q6_K] {
+        for (rows, cols) in [(7, 40), (13, 70), (33, 33), (64, 576)] {
+            out.push(PackedMatrix::quantize_as(kind, &random(rng, rows * cols), rows, cols).unwrap());
+        }
+    }
+    out
 }
 
 fn read(t: Tensor<2>) -> Vec<f32> {
@@ -25,24 +74,32 @@ const SHAPES: [(usize, usize); 7] = [(1, 32), (7, 40), (13, 70), (33, 33), (64, 
 fn qmatmul_matches_reference(device: DeviceKind) {
     let device = device.device().unwrap();
     let mut rng = Rng::new(17);
-    for format in [QuantFormat::Q4, QuantFormat::Q8] {
-        for (rows, cols) in SHAPES {
-            let packed = PackedMatrix::quantize(format, &random(&mut rng, rows * cols), rows, cols);
-            let w = packed.dequantize();
-            let matrix = QuantMatrix::upload(&packed, &device);
-            for m in (1..=9).chain([13, 17]) {
-                let x = random(&mut rng, m * cols);
-                let got = read(qmatmul(Tensor::from_data(TensorData::new(x.clone(), [m, cols]), &device), &matrix));
-                for t in 0..m {
-                    for r in 0..rows {
-                        let want: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum();
-                        let g = got[t * rows + r];
-                        let scale = (0..cols).map(|c| (x[t * cols + c] * w[r * cols + c]).abs()).sum::<f32>() + 1.0;
-                        assert!(
-                            (g - want).abs() <= 1e-5 * scale,
-                            "{format:?} {rows}x{cols} m={m} t={t} r={r}: {g} vs {want}"
-                        );
-                    }
+    for packed in matrices(&mut rng) {
+        let (format, rows, cols) = (packed.format, packed.rows, packed.cols);
+        let w = packed.dequantize();
+        // Each weight's code part and offset: the kernel sums their products apart.
+        let nb = packed.blocks_per_row();
+        let terms: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                let offset = packed.half_params(r * nb + c / 32, c % 32).1;
+                (w[i] - offset).abs() + offset.abs()
+            })
+            .collect();
+        let matrix = QuantMatrix::upload(&packed, &device);
+        for m in (1..=9).chain([13, 17]) {
+            let x = random(&mut rng, m * cols);
+            let got = read(qmatmul(Tensor::from_data(TensorData::new(x.clone(), [m, cols]), &device), &matrix));
+            for t in 0..m {
+                for r in 0..rows {
+                    let want: f32 = (0..cols).map(|c| x[t * cols + c] * w[r * cols + c]).sum();
+                    let g = got[t * rows + r];
+                    let scale = (0..cols).map(|c| (x[t * cols + c] * terms[r * cols + c]).abs()).sum::<f32>() + 1.0;
+                    assert!(
+                        (g - want).abs() <= 1e-5 * scale,
+                        "{format:?} {:?} {rows}x{cols} m={m} t={t} r={r}: {g} vs {want}",
+                        packed.scales
+                    );
                 }
             }
         }
@@ -62,16 +119,13 @@ fn qmatmul_matches_dequantize_then_multiply_on_wgpu() {
 fn qgather_matches_reference(device: DeviceKind) {
     let device = device.device().unwrap();
     let mut rng = Rng::new(23);
-    for format in [QuantFormat::Q4, QuantFormat::Q8] {
-        for (rows, cols) in SHAPES {
-            let packed = PackedMatrix::quantize(format, &random(&mut rng, rows * cols), rows, cols);
-            let w = packed.dequantize();
-            let ids: Vec<u32> = (0..5).map(|_| rng.below(rows as u64) as u32).collect();
-            let got = read(qgather(&ids, &QuantMatrix::upload(&packed, &device), &device));
-            let want: Vec<f32> =
-                ids.iter().flat_map(|&i| w[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
-            assert_eq!(got, want, "{format:?} {rows}x{cols}");
-        }
+    for packed in matrices(&mut rng) {
+        let (rows, cols) = (packed.rows, packed.cols);
+        let w = packed.dequantize();
+        let ids: Vec<u32> = (0..5).map(|_| rng.below(rows as u64) as u32).collect();
+        let got = read(qgather(&ids, &QuantMatrix::upload(&packed, &device), &device));
+        let want: Vec<f32> = ids.iter().flat_map(|&i| w[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
+        assert_eq!(got, want, "{:?} {:?} {rows}x{cols}", packed.format, packed.scales);
     }
 }
 

@@ -525,8 +525,9 @@ fn blocks_of<B: hearth::quant::Block>(
 
 /// A model whose every matrix is a 5-bit or K-quant format (rows of 256: the K-quants'
 /// super-block) gives the reference logits on the CPU and on wgpu, with f32 weights and with
-/// the stored formats (the default: the 5-bit matrices packed, the K-quants kept as their exact
-/// f32 values, never requantized).
+/// the stored formats (the default: every matrix packed as stored, the K-quants fused with
+/// each other into one Q/K/V matrix, gathered and used as the tied head, never requantized),
+/// and through `hearth convert`.
 #[test]
 fn k_quant_and_five_bit_matrices_load_exactly() {
     use hearth::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K};
@@ -554,15 +555,20 @@ fn k_quant_and_five_bit_matrices_load_exactly() {
     let ids: Vec<u32> = (0..19).map(|_| rng.below(c.vocab as u64) as u32).collect();
     let want = reference.logits(&ids);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let mut bytes_of = Vec::new();
         for weights in [WeightFormat::F32, WeightFormat::Int4] {
             let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
             let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
             assert_logits_close(&got, &want, &format!("{device:?} K-quants with {weights:?} weights"));
+            bytes_of.push(engine.model().weight_bytes());
         }
+        // Packed: at most 9.2 bits a weight (Q5_K and Q6_K as 8-bit codes), not a float copy.
+        assert!(bytes_of[1] * 32 < bytes_of[0] * 10, "{device:?}: {bytes_of:?} bytes");
     }
-    // `hearth convert` keeps the K-quant matrices' exact values too (as f32 in the record).
+    // `hearth convert` keeps every K-quant matrix packed too.
     let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
     let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    assert!(pack.len() * 3 < bytes.len() * 5, "{} bytes from a {}-byte file", pack.len(), bytes.len());
     let engine =
         Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
@@ -738,19 +744,47 @@ fn an_explicit_head_dim_wider_than_d_model_over_heads_matches_the_reference() {
     }
 }
 
-/// A float checkpoint loaded with `--weights q4_0`, `q4_1` or `q8_0` holds the weights ggml's own
-/// quantizers give it (every matrix, the embedding too), on the CPU and on wgpu, and `hearth
-/// convert --weights` writes the same; K-quant names are refused until their kernels exist.
+/// Each row of `x` (`cols` wide) through a K-quant and back, in super-blocks of 256 with zeros
+/// past a ragged row's end: the quantizer is the one tested byte for byte against ggml's in
+/// `quant::kquantize`, the way back the scalar dequantizer tested against the `gguf` package.
+fn k_round_trip(kind: &str, x: &[f32], cols: usize) -> Vec<f32> {
+    use hearth::quant::{Block, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        for part in row.chunks(256) {
+            let mut padded = [0.0f32; 256];
+            padded[..part.len()].copy_from_slice(part);
+            let mut back = [0.0f32; 256];
+            match kind {
+                "q2_k" => BlockQ2K::quantize(&padded).dequantize(&mut back),
+                "q3_k" => BlockQ3K::quantize(&padded).dequantize(&mut back),
+                "q4_k" => BlockQ4K::quantize(&padded).dequantize(&mut back),
+                "q5_k" => BlockQ5K::quantize(&padded).dequantize(&mut back),
+                _ => BlockQ6K::quantize(&padded).dequantize(&mut back),
+            }
+            out.extend_from_slice(&back[..part.len()]);
+        }
+    }
+    out
+}
+
+/// A float checkpoint loaded with `--weights q4_0`, `q4_1`, `q8_0` or a K-quant holds the
+/// weights ggml's own quantizers give it (every matrix, the embedding too; K-quant rows of 64
+/// and 128 are ragged super-blocks), on the CPU and on wgpu, and `hearth convert --weights`
+/// writes the same.
 #[test]
 fn float_weights_quantize_at_load_as_ggml_would() {
     let c = TinyConfig::new();
     let tensors = tiny_weights(&c, 71, false, &|_| Ty::F32);
     let bytes = tiny_gguf(&c, &tensors);
     let ids = tokens(15, 10);
-    for kind in ["q4_0", "q4_1", "q8_0"] {
+    for kind in ["q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] {
         let quantized: Vec<StoredTensor> = tensors
             .iter()
             .map(|t| match t.shape.len() {
+                2 if kind.ends_with("_k") => {
+                    StoredTensor { values: k_round_trip(kind, &t.values, t.shape[1]), ..t.clone() }
+                }
                 2 => StoredTensor { values: ggml_round_trip(kind, &t.values), ..t.clone() },
                 _ => t.clone(),
             })
@@ -773,7 +807,7 @@ fn float_weights_quantize_at_load_as_ggml_would() {
         let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
         assert_logits_close(&got, &want, &format!("{kind} through hearth convert"));
     }
-    for name in ["q4_k", "q6_k", "fp8"] {
+    for name in ["q5_0", "q4_K", "fp8"] {
         assert!(matches!(name.parse::<WeightFormat>(), Err(hearth::Error::BadOptions(_))), "{name}");
     }
 }

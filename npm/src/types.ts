@@ -159,9 +159,9 @@ export interface Completions {
 }
 
 /** How matrices are kept: `int4` (the default: every stored block format kept, float
- * matrices quantized to 4 bits), `f32`, or `q4_0`, `q4_1`, `q8_0` (float matrices quantized
- * as ggml's quantizers would). */
-export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0"] as const;
+ * matrices quantized to 4 bits), `f32`, or `q4_0`, `q4_1`, `q8_0`, `q2_k`, `q3_k`, `q4_k`,
+ * `q5_k`, `q6_k` (float matrices quantized as ggml's reference quantizers would). */
+export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
 export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;

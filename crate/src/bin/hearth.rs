@@ -106,8 +106,9 @@ enum Command {
         /// Where to write the .bpk file.
         #[arg(long)]
         output: PathBuf,
-        /// How float matrices are quantized: int4 (4-bit min-max, 8-bit embedding), q4_0, q4_1
-        /// or q8_0 (ggml's quantizers, every float matrix); stored block formats stay as they are.
+        /// How float matrices are quantized: int4 (4-bit min-max, 8-bit embedding), q4_0, q4_1,
+        /// q8_0, q2_k, q3_k, q4_k, q5_k or q6_k (ggml's reference quantizers, every float
+        /// matrix); stored block formats stay as they are.
         #[arg(long, default_value = "int4")]
         weights: String,
     },
@@ -151,7 +152,8 @@ struct Common {
     #[arg(long)]
     kv_recent: Option<usize>,
     /// How matrices are kept on the device: int4 (every stored block format kept, floats
-    /// quantized to 4 bits), f32, or q4_0, q4_1, q8_0 (float matrices quantized as ggml would).
+    /// quantized to 4 bits), f32, or q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k (float
+    /// matrices quantized as ggml's reference quantizers would).
     #[arg(long, default_value = "int4")]
     weights: String,
 }

@@ -18,13 +18,18 @@
 //! The matrix is stored row-tiled ([`tile_rows`]): the blocks of four rows side by side, so that
 //! a tile reads one stream of codes and one of parameters (the hardware prefetcher follows
 //! two streams, not eight) and converts its four rows' scales with one instruction.
+//!
+//! K-quant matrices ([`Scales::Super`]) differ only in where a block's scales come from: each
+//! half of a block (16 elements) has its own `(d, m)`, the products of the super word's f16
+//! pair and the block word's i8 pair, formed once per block for the group's four rows (the
+//! const parameter `K` of every kernel); the codes are the same 4- or 8-bit blocks.
 
 use std::borrow::Cow;
 
 use super::{Isa, SharedOut, for_each};
 use crate::config::Activation;
 use crate::quant::BLOCK;
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{PackedMatrix, QuantFormat, SUPER, Scales};
 
 /// Rows stored side by side, block by block: the rows of one tile.
 pub const GROUP: usize = 4;
@@ -35,37 +40,78 @@ pub fn block_index(row: usize, b: usize, blocks: usize) -> usize {
     ((row / GROUP) * blocks + b) * GROUP + row % GROUP
 }
 
-/// A matrix's code and parameter words in the row-tiled order, its rows padded with zero
-/// blocks to a multiple of [`GROUP`].
-pub fn tile_rows(p: &PackedMatrix) -> (Vec<u32>, Vec<u32>) {
-    let (blocks, wpb) = (p.blocks_per_row(), p.format.words_per_block());
+/// A matrix's code, parameter and super words in the row-tiled order (the super words of a
+/// group's four rows side by side too), its rows padded with zero blocks to a multiple of
+/// [`GROUP`].
+pub fn tile_rows(p: &PackedMatrix) -> Tiled {
+    let (blocks, wpb, supers) = (p.blocks_per_row(), p.format.words_per_block(), p.supers_per_row());
     let padded = p.rows.div_ceil(GROUP) * GROUP;
-    let mut codes = vec![0u32; padded * blocks * wpb];
-    let mut params = vec![0u32; padded * blocks];
+    let mut out = Tiled {
+        codes: vec![0u32; padded * blocks * wpb],
+        params: vec![0u32; padded * blocks],
+        supers: vec![0u32; padded * supers],
+    };
     for row in 0..p.rows {
         for b in 0..blocks {
             let (from, to) = (row * blocks + b, block_index(row, b, blocks));
-            params[to] = p.params[from];
-            codes[to * wpb..(to + 1) * wpb].copy_from_slice(&p.codes[from * wpb..(from + 1) * wpb]);
+            out.params[to] = p.params[from];
+            out.codes[to * wpb..(to + 1) * wpb].copy_from_slice(&p.codes[from * wpb..(from + 1) * wpb]);
+        }
+        for s in 0..supers {
+            out.supers[block_index(row, s, supers)] = p.supers[row * supers + s];
         }
     }
-    (codes, params)
+    out
 }
 
-/// A packed matrix as the CPU reads it, in the order [`tile_rows`] gives: code words and one
-/// parameter word (f16 `d` | f16 `m` << 16) per block.
+/// The words of a row-tiled matrix ([`tile_rows`]).
+#[derive(Clone, Debug, Default)]
+pub struct Tiled {
+    pub codes: Vec<u32>,
+    pub params: Vec<u32>,
+    pub supers: Vec<u32>,
+}
+
+/// A packed matrix as the CPU reads it, in the order [`tile_rows`] gives: code words, one
+/// parameter word per block, and for [`Scales::Super`] one super word per 256 elements.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantRows<'a> {
     pub format: QuantFormat,
+    pub scales: Scales,
     pub rows: usize,
     pub cols: usize,
     pub codes: &'a [u32],
     pub params: &'a [u32],
+    pub supers: &'a [u32],
 }
 
 impl QuantRows<'_> {
     fn blocks(&self) -> usize {
         self.cols.div_ceil(BLOCK)
+    }
+
+    fn supers_per_row(&self) -> usize {
+        match self.scales {
+            Scales::Block => 0,
+            Scales::Super => self.blocks().div_ceil(SUPER),
+        }
+    }
+
+    /// Row `r`'s (0..GROUP) `[d_lo, m_lo, d_hi, m_hi]` of block `b` of `group`: the two halves'
+    /// scales and offsets (equal for [`Scales::Block`]).
+    #[inline(always)]
+    fn half_params<const K: bool>(&self, group: usize, b: usize, r: usize) -> [f32; 4] {
+        let blk = (group * self.blocks() + b) * GROUP + r;
+        let p = self.params[blk];
+        if K {
+            let sp = self.supers[(group * self.supers_per_row() + b / SUPER) * GROUP + r];
+            let (d, dmin) = params(sp);
+            let byte = |i: u32| (p >> (8 * i)) as u8 as i8 as f32;
+            [d * byte(0), dmin * byte(1), d * byte(2), dmin * byte(3)]
+        } else {
+            let (d, m) = params(p);
+            [d, m, d, m]
+        }
     }
 
     fn padded_rows(&self) -> usize {
@@ -120,18 +166,21 @@ struct I16Blocks {
     codes: Vec<i16>,
     scale: Vec<f32>,
     sum: Vec<f32>,
+    /// The sums of each block's halves (elements 0..16 and 16..32), `[m, 2 blocks]`: the
+    /// offsets of K-quant blocks differ by half.
+    half_sum: Vec<f32>,
 }
 
 impl I16Blocks {
     const fn new() -> Self {
-        Self { codes: Vec::new(), scale: Vec::new(), sum: Vec::new() }
+        Self { codes: Vec::new(), scale: Vec::new(), sum: Vec::new(), half_sum: Vec::new() }
     }
 
     /// Quantizes `x` into these buffers (reused: a decode step makes some 120 calls). Every
     /// level quantizes with this one loop, so that they all multiply the same codes.
     fn quantize(&mut self, x: &[f32]) {
         let blocks = x.len() / BLOCK;
-        for (v, n) in [(&mut self.scale, blocks), (&mut self.sum, blocks)] {
+        for (v, n) in [(&mut self.scale, blocks), (&mut self.sum, blocks), (&mut self.half_sum, 2 * blocks)] {
             v.clear();
             v.resize(n, 0.0);
         }
@@ -142,6 +191,8 @@ impl I16Blocks {
             // and is caught by the sum below.
             let max = xb.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
             self.sum[b] = xb.iter().sum();
+            self.half_sum[2 * b] = xb[..16].iter().sum();
+            self.half_sum[2 * b + 1] = xb[16..].iter().sum();
             if !(max.is_finite() && self.sum[b].is_finite()) {
                 // A NaN or infinite input poisons the rows it meets, as in f32.
                 self.scale[b] = f32::NAN;
@@ -167,23 +218,32 @@ thread_local! {
 #[derive(Clone, Copy)]
 enum TileInputs<'a> {
     F32(&'a [f32]),
-    /// Codes `[t, stride]`, scales and sums `[t, blocks]`.
+    /// Codes `[t, stride]`, scales and sums `[t, blocks]`, half sums `[t, 2 blocks]`.
     I16 {
         codes: &'a [i16],
         scale: &'a [f32],
         sum: &'a [f32],
+        half_sum: &'a [f32],
     },
 }
 
 impl<'a> TileInputs<'a> {
     /// The codes, scales and sums of i16 inputs, checked to hold what a kernel reads for
     /// `t` tokens and `group` of `w`: the SIMD kernels index by pointer after this.
-    fn i16_for(self, w: &QuantRows, group: usize, t: usize, stride: usize) -> (&'a [i16], &'a [f32], &'a [f32]) {
-        let TileInputs::I16 { codes, scale, sum } = self else { unreachable!("a kernel of i16 inputs") };
+    #[allow(clippy::type_complexity)]
+    fn i16_for(
+        self,
+        w: &QuantRows,
+        group: usize,
+        t: usize,
+        stride: usize,
+    ) -> (&'a [i16], &'a [f32], &'a [f32], &'a [f32]) {
+        let TileInputs::I16 { codes, scale, sum, half_sum } = self else { unreachable!("a kernel of i16 inputs") };
         let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
         assert!(codes.len() >= t * stride && scale.len() >= t * blocks && sum.len() >= t * blocks);
         assert!(w.params.len() >= (group + 1) * blocks * GROUP && w.codes.len() >= (group + 1) * blocks * GROUP * wpb);
-        (codes, scale, sum)
+        assert!(w.supers.len() >= (group + 1) * w.supers_per_row() * GROUP && half_sum.len() >= 2 * t * blocks);
+        (codes, scale, sum, half_sum)
     }
 }
 
@@ -228,6 +288,7 @@ pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, 
     assert_eq!(x.len(), m * cols, "qgemm: x is not [m, cols]");
     assert_eq!(w.codes.len(), w.padded_rows() * blocks * w.format.words_per_block(), "qgemm: code words");
     assert_eq!(w.params.len(), w.padded_rows() * blocks, "qgemm: parameter words");
+    assert_eq!(w.supers.len(), w.padded_rows() * w.supers_per_row(), "qgemm: super words");
     let out_cols = match epilogue {
         Epilogue::Glu(_) => {
             assert!(rows.is_multiple_of(2), "qgemm: a gated epilogue needs (gate, up) row pairs");
@@ -272,6 +333,7 @@ pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, 
                         codes: &q.codes[t0 * stride..(t0 + t) * stride],
                         scale: &q.scale[t0 * blocks..(t0 + t) * blocks],
                         sum: &q.sum[t0 * blocks..(t0 + t) * blocks],
+                        half_sum: &q.half_sum[2 * t0 * blocks..2 * (t0 + t) * blocks],
                     },
                 };
                 for row0 in (r0..r1).step_by(TILE_ROWS) {
@@ -334,12 +396,15 @@ unsafe fn store(
 /// tile), into `acc[row * 8 + token]`; a group's padding rows are computed for nothing.
 fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: usize, acc: &mut [f32; 32]) {
     let q8 = w.format == QuantFormat::Q8;
+    let k = w.scales == Scales::Super;
     let group = row0 / GROUP;
     macro_rules! dispatch {
         ($f:ident, $x:expr, $($tn:literal)+) => {
-            match (t, q8) {
-                $( ($tn, false) => $f::<$tn, false>(w, group, $x, stride, acc),
-                   ($tn, true) => $f::<$tn, true>(w, group, $x, stride, acc), )+
+            match (t, q8, k) {
+                $( ($tn, false, false) => $f::<$tn, false, false>(w, group, $x, stride, acc),
+                   ($tn, true, false) => $f::<$tn, true, false>(w, group, $x, stride, acc),
+                   ($tn, false, true) => $f::<$tn, false, true>(w, group, $x, stride, acc),
+                   ($tn, true, true) => $f::<$tn, true, true>(w, group, $x, stride, acc), )+
                 _ => unreachable!("tile of {t} tokens"),
             }
         };
@@ -381,7 +446,7 @@ fn code<const Q8: bool>(words: &[u32], e: usize) -> i32 {
 
 /// The reference arithmetic in plain Rust, written so that it vectorizes (eight lanes per
 /// accumulator); every SIMD level is tested against it.
-fn scalar_tile<const T: usize, const Q8: bool>(
+fn scalar_tile<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -394,10 +459,11 @@ fn scalar_tile<const T: usize, const Q8: bool>(
     for b in 0..blocks {
         for (r, lanes) in lanes.iter_mut().enumerate() {
             let blk = (group * blocks + b) * GROUP + r;
-            let (d, m) = params(w.params[blk]);
+            let dm = w.half_params::<K>(group, b, r);
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
             for (e, v) in wb.iter_mut().enumerate() {
-                *v = d * code::<Q8>(words, e) as f32 + m;
+                let h = 2 * (e / 16);
+                *v = dm[h] * code::<Q8>(words, e) as f32 + dm[h + 1];
             }
             for (t, lanes) in lanes.iter_mut().enumerate() {
                 let xb = &x[t * stride + b * BLOCK..][..BLOCK];
@@ -417,30 +483,40 @@ fn scalar_tile<const T: usize, const Q8: bool>(
 }
 
 /// The reference of [`Inputs::I16`]: per block, the exact integer `Σ q x̂`, scaled by `d s`,
-/// plus `m Σ x`.
-fn scalar_tile_i16<const T: usize, const Q8: bool>(
+/// plus `m Σ x` (per half for K-quants).
+fn scalar_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: TileInputs,
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
+    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     let mut sums = [[0.0f32; T]; GROUP];
     let mut q = [0i32; BLOCK];
     for b in 0..blocks {
         for (r, sums) in sums.iter_mut().enumerate() {
             let blk = (group * blocks + b) * GROUP + r;
-            let (d, m) = params(w.params[blk]);
+            let [d, m, d_hi, m_hi] = w.half_params::<K>(group, b, r);
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
             for e in 0..BLOCK {
                 q[i16_position(e)] = code::<Q8>(words, e);
             }
             for (t, s) in sums.iter_mut().enumerate() {
                 let xb = &xq[t * stride + b * BLOCK..][..BLOCK];
-                let dot: i32 = q.iter().zip(xb).map(|(&q, &x)| q * x as i32).sum();
-                *s += dot as f32 * (d * scale[t * blocks + b]) + m * sum[t * blocks + b];
+                let s_x = scale[t * blocks + b];
+                if K {
+                    // Positions with bit 3 clear hold elements 0..16 (`i16_position`).
+                    let half = |h: usize| -> i32 {
+                        (0..BLOCK).filter(|p| (p >> 3) & 1 == h).map(|p| q[p] * xb[p] as i32).sum()
+                    };
+                    let hs = &half_sum[2 * (t * blocks + b)..];
+                    *s += half(0) as f32 * (d * s_x) + half(1) as f32 * (d_hi * s_x) + m * hs[0] + m_hi * hs[1];
+                } else {
+                    let dot: i32 = q.iter().zip(xb).map(|(&q, &x)| q * x as i32).sum();
+                    *s += dot as f32 * (d * s_x) + m * sum[t * blocks + b];
+                }
             }
         }
     }
@@ -469,10 +545,43 @@ unsafe fn group_params(w: &QuantRows, group: usize, b: usize) -> [f32; 2 * GROUP
     dm
 }
 
+/// The four rows' half parameters of block `b` of a group, `[d_lo, m_lo, d_hi, m_hi]` per row,
+/// as [`QuantRows::half_params`] forms them: F16C converts the super words, the block words'
+/// i8 pairs are widened, and one multiply gives all sixteen products.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn group_half_params<const K: bool>(w: &QuantRows, group: usize, b: usize) -> [f32; 4 * GROUP] {
+    let mut out = [0.0f32; 4 * GROUP];
+    if !K {
+        // Safety: as `group_params`.
+        let dm = unsafe { group_params(w, group, b) };
+        for r in 0..GROUP {
+            out[4 * r..4 * r + 4].copy_from_slice(&[dm[2 * r], dm[2 * r + 1], dm[2 * r], dm[2 * r + 1]]);
+        }
+        return out;
+    }
+    // Safety: the group's four super and parameter words lie inside their slices (`qgemm`'s
+    // asserts).
+    unsafe {
+        let sp = (group * w.supers_per_row() + b / SUPER) * GROUP;
+        let dm = _mm256_cvtph_ps(_mm_loadu_si128(w.supers.as_ptr().add(sp) as *const __m128i));
+        let bytes = _mm_loadu_si128(w.params.as_ptr().add((group * w.blocks() + b) * GROUP) as *const __m128i);
+        let rows01 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        let rows23 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(bytes, bytes)));
+        let dm01 = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3));
+        let dm23 = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(4, 5, 4, 5, 6, 7, 6, 7));
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(dm01, rows01));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(dm23, rows23));
+    }
+    out
+}
+
 /// AVX2: a block is four vectors of 8; chunk `k` holds elements `8k..8k + 8`.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_tile<const T: usize, const Q8: bool>(
+unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -486,13 +595,16 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool>(
         let xp = x.as_ptr();
         let nibble = _mm256_set1_epi32(15);
         for b in 0..blocks {
-            let dm = group_params(w, group, b);
+            let dm = group_half_params::<K>(w, group, b);
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
-            for (r, s) in scale.iter_mut().enumerate() {
-                *s = (_mm256_set1_ps(dm[2 * r]), _mm256_set1_ps(dm[2 * r + 1]));
-            }
             for k in 0..4 {
+                // Chunks 0 and 1 are the block's first half; a legacy block's halves are equal.
+                if k == 0 || (K && k == 2) {
+                    for (r, s) in scale.iter_mut().enumerate() {
+                        *s = (_mm256_set1_ps(dm[4 * r + k]), _mm256_set1_ps(dm[4 * r + k + 1]));
+                    }
+                }
                 let mut wv = [_mm256_setzero_ps(); GROUP];
                 for (r, wv) in wv.iter_mut().enumerate() {
                     let block = codes.add(r * wpb * 4);
@@ -528,8 +640,9 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool>(
 /// fit one register, so its weights are two table lookups (`vpermps` reads only the low four
 /// bits of each index: the low nibbles need no mask) instead of conversions and FMAs.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn avx512_tile<const T: usize, const Q8: bool>(
+unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -543,23 +656,25 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool>(
         let xp = x.as_ptr();
         let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
         for b in 0..blocks {
-            let dm = group_params(w, group, b);
+            let dm = group_half_params::<K>(w, group, b);
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
-                let d = _mm512_set1_ps(dm[2 * r]);
-                let m = _mm512_set1_ps(dm[2 * r + 1]);
+                // Vector k holds elements 16k..16k + 16: half k's parameters.
+                let d = [_mm512_set1_ps(dm[4 * r]), _mm512_set1_ps(dm[4 * r + 2])];
+                let m = [_mm512_set1_ps(dm[4 * r + 1]), _mm512_set1_ps(dm[4 * r + 3])];
                 let block = codes.add(r * wpb * 4);
                 if Q8 {
                     for (k, wv) in wv.iter_mut().enumerate() {
                         let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(block.add(16 * k) as *const __m128i));
-                        *wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d, m);
+                        *wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d[k], m[k]);
                     }
                 } else {
-                    let table = _mm512_fmadd_ps(iota, d, m);
+                    let table = _mm512_fmadd_ps(iota, d[0], m[0]);
+                    let table_hi = if K { _mm512_fmadd_ps(iota, d[1], m[1]) } else { table };
                     let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block as *const __m128i));
                     wv[0] = _mm512_permutexvar_ps(bytes, table);
-                    wv[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+                    wv[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table_hi);
                 }
             }
             for t in 0..T {
@@ -602,7 +717,7 @@ fn f16x4_to_f32(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
 /// the group's four rows in one vector. The products are exact in i32 (at most 8 · 128 · 32767
 /// per lane), so the value is the scalar reference's up to f32 rounding of the scaled sums.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn simd128_tile_i16<const T: usize, const Q8: bool>(
+fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: TileInputs,
@@ -610,7 +725,7 @@ fn simd128_tile_i16<const T: usize, const Q8: bool>(
     acc: &mut [f32; 32],
 ) {
     use core::arch::wasm32::*;
-    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
+    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     let mut sums = [[f32x4_splat(0.0); T]; GROUP];
     // Lane r: row r's offsets, for each token.
@@ -622,16 +737,33 @@ fn simd128_tile_i16<const T: usize, const Q8: bool>(
         for b in 0..blocks {
             let first = (group * blocks + b) * GROUP;
             let words = v128_load(w.params.as_ptr().add(first) as *const v128);
-            let d = f16x4_to_f32(v128_and(words, u32x4_splat(0xffff)));
-            let m = f16x4_to_f32(u32x4_shr(words, 16));
+            // Lane r: row r's (d, m) of each half (equal halves for a legacy block).
+            let (d, m, d_hi, m_hi) = if K {
+                let sp = (group * w.supers_per_row() + b / SUPER) * GROUP;
+                let supers = v128_load(w.supers.as_ptr().add(sp) as *const v128);
+                let (d, dmin) =
+                    (f16x4_to_f32(v128_and(supers, u32x4_splat(0xffff))), f16x4_to_f32(u32x4_shr(supers, 16)));
+                let byte = |shl: u32| f32x4_convert_i32x4(i32x4_shr(i32x4_shl(words, shl), 24));
+                (f32x4_mul(d, byte(24)), f32x4_mul(dmin, byte(16)), f32x4_mul(d, byte(8)), f32x4_mul(dmin, byte(0)))
+            } else {
+                let (d, m) = (f16x4_to_f32(v128_and(words, u32x4_splat(0xffff))), f16x4_to_f32(u32x4_shr(words, 16)));
+                (d, m, d, m)
+            };
             let mut xv = [[i16x8_splat(0); 4]; T];
-            let mut ds = [f32x4_splat(0.0); T];
+            let mut ds = [[f32x4_splat(0.0); 2]; T];
             for t in 0..T {
                 for (k, v) in xv[t].iter_mut().enumerate() {
                     *v = v128_load(xp.add(t * stride + b * BLOCK + 8 * k) as *const v128);
                 }
-                ds[t] = f32x4_mul(d, f32x4_splat(*scale.get_unchecked(t * blocks + b)));
-                offsets[t] = f32x4_add(offsets[t], f32x4_mul(m, f32x4_splat(*sum.get_unchecked(t * blocks + b))));
+                let s = f32x4_splat(*scale.get_unchecked(t * blocks + b));
+                ds[t] = [f32x4_mul(d, s), f32x4_mul(d_hi, s)];
+                offsets[t] = if K {
+                    let hs = half_sum.as_ptr().add(2 * (t * blocks + b));
+                    let lo = f32x4_mul(m, f32x4_splat(*hs));
+                    f32x4_add(offsets[t], f32x4_add(lo, f32x4_mul(m_hi, f32x4_splat(*hs.add(1)))))
+                } else {
+                    f32x4_add(offsets[t], f32x4_mul(m, f32x4_splat(*sum.get_unchecked(t * blocks + b))))
+                };
             }
             let codes = w.codes.as_ptr().add(first * wpb) as *const v128;
             for (r, sums) in sums.iter_mut().enumerate() {
@@ -651,18 +783,25 @@ fn simd128_tile_i16<const T: usize, const Q8: bool>(
                 };
                 for t in 0..T {
                     let x = &xv[t];
-                    let dot = i32x4_add(
-                        i32x4_add(i32x4_dot_i16x8(q[0], x[0]), i32x4_dot_i16x8(q[1], x[1])),
-                        i32x4_add(i32x4_dot_i16x8(q[2], x[2]), i32x4_dot_i16x8(q[3], x[3])),
-                    );
                     // Row r's `d s`, in every lane (the loop over r unrolls).
-                    let dsr = match r {
-                        0 => i32x4_shuffle::<0, 0, 0, 0>(ds[t], ds[t]),
-                        1 => i32x4_shuffle::<1, 1, 1, 1>(ds[t], ds[t]),
-                        2 => i32x4_shuffle::<2, 2, 2, 2>(ds[t], ds[t]),
-                        _ => i32x4_shuffle::<3, 3, 3, 3>(ds[t], ds[t]),
+                    let splat = |v: v128| match r {
+                        0 => i32x4_shuffle::<0, 0, 0, 0>(v, v),
+                        1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
+                        2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
+                        _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
                     };
-                    sums[t] = f32x4_add(sums[t], f32x4_mul(f32x4_convert_i32x4(dot), dsr));
+                    // Vectors 0 and 2 hold the block's first half (`i16_position`).
+                    let (first, second) = (
+                        i32x4_add(i32x4_dot_i16x8(q[0], x[0]), i32x4_dot_i16x8(q[2], x[2])),
+                        i32x4_add(i32x4_dot_i16x8(q[1], x[1]), i32x4_dot_i16x8(q[3], x[3])),
+                    );
+                    sums[t] = if K {
+                        let lo = f32x4_mul(f32x4_convert_i32x4(first), splat(ds[t][0]));
+                        f32x4_add(sums[t], f32x4_add(lo, f32x4_mul(f32x4_convert_i32x4(second), splat(ds[t][1]))))
+                    } else {
+                        let dot = i32x4_add(first, second);
+                        f32x4_add(sums[t], f32x4_mul(f32x4_convert_i32x4(dot), splat(ds[t][0])))
+                    };
                 }
             }
         }
@@ -711,7 +850,7 @@ fn neon_f16x4_to_f32(h: std::arch::aarch64::uint32x4_t) -> std::arch::aarch64::f
 /// dotprod extension multiplies 8-bit inputs only, which this arithmetic does not make.)
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
+unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: TileInputs,
@@ -719,7 +858,7 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
     acc: &mut [f32; 32],
 ) {
     use std::arch::aarch64::*;
-    let (xq, scale, sum) = x.i16_for(w, group, T, stride);
+    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     // Safety: every pointer below stays inside its slice, by `i16_for`'s asserts.
     unsafe {
@@ -729,16 +868,43 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
         for b in 0..blocks {
             let first = (group * blocks + b) * GROUP;
             let words = vld1q_u32(w.params.as_ptr().add(first));
-            let d = neon_f16x4_to_f32(vandq_u32(words, vdupq_n_u32(0xffff)));
-            let m = neon_f16x4_to_f32(vshrq_n_u32::<16>(words));
+            // Lane r: row r's (d, m) of each half (equal halves for a legacy block).
+            let (d, m, d_hi, m_hi) = if K {
+                let supers = vld1q_u32(w.supers.as_ptr().add((group * w.supers_per_row() + b / SUPER) * GROUP));
+                let d = neon_f16x4_to_f32(vandq_u32(supers, vdupq_n_u32(0xffff)));
+                let dmin = neon_f16x4_to_f32(vshrq_n_u32::<16>(supers));
+                let words = vreinterpretq_s32_u32(words);
+                let (s_lo, n_lo, s_hi, n_hi) = (
+                    vshrq_n_s32::<24>(vshlq_n_s32::<24>(words)),
+                    vshrq_n_s32::<24>(vshlq_n_s32::<16>(words)),
+                    vshrq_n_s32::<24>(vshlq_n_s32::<8>(words)),
+                    vshrq_n_s32::<24>(words),
+                );
+                (
+                    vmulq_f32(d, vcvtq_f32_s32(s_lo)),
+                    vmulq_f32(dmin, vcvtq_f32_s32(n_lo)),
+                    vmulq_f32(d, vcvtq_f32_s32(s_hi)),
+                    vmulq_f32(dmin, vcvtq_f32_s32(n_hi)),
+                )
+            } else {
+                let d = neon_f16x4_to_f32(vandq_u32(words, vdupq_n_u32(0xffff)));
+                let m = neon_f16x4_to_f32(vshrq_n_u32::<16>(words));
+                (d, m, d, m)
+            };
             let mut xv = [[vdupq_n_s16(0); 4]; T];
-            let mut ds = [vdupq_n_f32(0.0); T];
+            let mut ds = [[vdupq_n_f32(0.0); 2]; T];
             for t in 0..T {
                 for (k, v) in xv[t].iter_mut().enumerate() {
                     *v = vld1q_s16(xp.add(t * stride + b * BLOCK + 8 * k));
                 }
-                ds[t] = vmulq_n_f32(d, *scale.get_unchecked(t * blocks + b));
-                offsets[t] = vfmaq_n_f32(offsets[t], m, *sum.get_unchecked(t * blocks + b));
+                let s = *scale.get_unchecked(t * blocks + b);
+                ds[t] = [vmulq_n_f32(d, s), vmulq_n_f32(d_hi, s)];
+                if K {
+                    let hs = half_sum.as_ptr().add(2 * (t * blocks + b));
+                    offsets[t] = vfmaq_n_f32(vfmaq_n_f32(offsets[t], m, *hs), m_hi, *hs.add(1));
+                } else {
+                    offsets[t] = vfmaq_n_f32(offsets[t], m, *sum.get_unchecked(t * blocks + b));
+                }
             }
             let codes = w.codes.as_ptr().add(first * wpb) as *const u8;
             for (r, sums) in sums.iter_mut().enumerate() {
@@ -764,20 +930,32 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
                 };
                 for t in 0..T {
                     let x = &xv[t];
-                    let mut dot = vmull_s16(vget_low_s16(q[0]), vget_low_s16(x[0]));
-                    dot = vmlal_high_s16(dot, q[0], x[0]);
-                    for k in 1..4 {
-                        dot = vmlal_s16(dot, vget_low_s16(q[k]), vget_low_s16(x[k]));
-                        dot = vmlal_high_s16(dot, q[k], x[k]);
-                    }
                     // Row r's `d s`, in every lane (the loop over r unrolls).
-                    let dsr = match r {
-                        0 => vdupq_laneq_f32::<0>(ds[t]),
-                        1 => vdupq_laneq_f32::<1>(ds[t]),
-                        2 => vdupq_laneq_f32::<2>(ds[t]),
-                        _ => vdupq_laneq_f32::<3>(ds[t]),
+                    let splat = |v: float32x4_t| match r {
+                        0 => vdupq_laneq_f32::<0>(v),
+                        1 => vdupq_laneq_f32::<1>(v),
+                        2 => vdupq_laneq_f32::<2>(v),
+                        _ => vdupq_laneq_f32::<3>(v),
                     };
-                    sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(dot), dsr);
+                    // Vectors 0 and 2 hold the block's first half (`i16_position`).
+                    let half = |a: usize, b: usize| {
+                        let mut dot = vmull_s16(vget_low_s16(q[a]), vget_low_s16(x[a]));
+                        dot = vmlal_high_s16(dot, q[a], x[a]);
+                        dot = vmlal_s16(dot, vget_low_s16(q[b]), vget_low_s16(x[b]));
+                        vmlal_high_s16(dot, q[b], x[b])
+                    };
+                    if K {
+                        sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(half(0, 2)), splat(ds[t][0]));
+                        sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(half(1, 3)), splat(ds[t][1]));
+                    } else {
+                        let mut dot = vmull_s16(vget_low_s16(q[0]), vget_low_s16(x[0]));
+                        dot = vmlal_high_s16(dot, q[0], x[0]);
+                        for k in 1..4 {
+                            dot = vmlal_s16(dot, vget_low_s16(q[k]), vget_low_s16(x[k]));
+                            dot = vmlal_high_s16(dot, q[k], x[k]);
+                        }
+                        sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(dot), splat(ds[t][0]));
+                    }
                 }
             }
         }
@@ -794,6 +972,8 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::gguf::GgmlType;
+    use crate::quant::packed::FloatQuant;
 
     /// Dequantize with the packed format's own `get`, then a plain f64 product: independent of
     /// every kernel here.
@@ -819,13 +999,49 @@ mod tests {
         PackedMatrix::quantize(format, &data, rows, cols)
     }
 
+    /// A `[rows, cols]` matrix of random GGUF `dtype` super-blocks (codes and sub-block scales
+    /// random, super-scales of a weight's usual size), repacked.
+    fn k_matrix(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+        let (bytes, d_at, has_min) = match dtype {
+            GgmlType::Q2_K => (84, 80, true),
+            GgmlType::Q3_K => (110, 108, false),
+            GgmlType::Q4_K => (144, 0, true),
+            GgmlType::Q5_K => (176, 0, true),
+            _ => (210, 208, false),
+        };
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        };
+        let mut data = Vec::new();
+        for _ in 0..rows * cols / 256 {
+            let mut block: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
+            let scale = |v: u32| half::f16::from_f32((v % 1000) as f32 * 4e-5 + 1e-3).to_le_bytes();
+            block[d_at..d_at + 2].copy_from_slice(&scale(next()));
+            if has_min {
+                block[d_at + 2..d_at + 4].copy_from_slice(&scale(next()));
+            }
+            data.extend(block);
+        }
+        PackedMatrix::from_gguf("t", dtype, &data, rows, cols).expect("whole super-blocks")
+    }
+
     /// The row-tiled words of `p`, and a view of them.
-    fn tiled(p: &PackedMatrix) -> (Vec<u32>, Vec<u32>) {
+    fn tiled(p: &PackedMatrix) -> Tiled {
         tile_rows(p)
     }
 
-    fn view<'a>(p: &PackedMatrix, words: &'a (Vec<u32>, Vec<u32>)) -> QuantRows<'a> {
-        QuantRows { format: p.format, rows: p.rows, cols: p.cols, codes: &words.0, params: &words.1 }
+    fn view<'a>(p: &PackedMatrix, words: &'a Tiled) -> QuantRows<'a> {
+        QuantRows {
+            format: p.format,
+            scales: p.scales,
+            rows: p.rows,
+            cols: p.cols,
+            codes: &words.codes,
+            params: &words.params,
+            supers: &words.supers,
+        }
     }
 
     const SHAPES: [(usize, usize); 7] = [(13, 70), (9, 64), (33, 96), (5, 33), (64, 576), (192, 1536), (6, 32)];
@@ -835,18 +1051,54 @@ mod tests {
     const FORMATS: [(QuantFormat, bool); 3] =
         [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)];
 
+    /// Shapes of K-quant matrices (rows of whole super-blocks), rows ragged against the tiles.
+    const K_SHAPES: [(usize, usize); 4] = [(5, 256), (13, 512), (33, 768), (64, 1536)];
+
+    /// The K-quants, and Q4_K widened to 8-bit codes (a fusion with Q6_K).
+    const K_FORMATS: [(GgmlType, bool); 6] = [
+        (GgmlType::Q2_K, false),
+        (GgmlType::Q3_K, false),
+        (GgmlType::Q4_K, false),
+        (GgmlType::Q5_K, false),
+        (GgmlType::Q6_K, false),
+        (GgmlType::Q4_K, true),
+    ];
+
+    fn inputs(m: usize, cols: usize, i: usize) -> Vec<f32> {
+        (0..m * cols).map(|j| ((j * 104_729 + i) % 997) as f32 / 498.0 - 1.0).collect()
+    }
+
     /// Every (format, shape, batch) case: the matrix and inputs, batches 1..8 and a prefill size.
     fn cases() -> impl Iterator<Item = (PackedMatrix, Vec<f32>, usize)> {
-        FORMATS.into_iter().flat_map(|(format, widened)| {
+        let legacy = FORMATS.into_iter().flat_map(|(format, widened)| {
             SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
                 (1..=8).chain([67]).map(move |m| {
                     let p = matrix(format, rows, cols, i as u64);
                     let p = if widened { p.to_q8() } else { p };
-                    let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729 + i) % 997) as f32 / 498.0 - 1.0).collect();
-                    (p, x, m)
+                    (p, inputs(m, cols, i), m)
                 })
             })
-        })
+        });
+        let k = K_FORMATS.into_iter().flat_map(|(dtype, widened)| {
+            K_SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
+                (1..=8).chain([67]).map(move |m| {
+                    let p = k_matrix(dtype, rows, cols, i as u64 + 11);
+                    let p = if widened { p.to_q8() } else { p };
+                    (p, inputs(m, cols, i), m)
+                })
+            })
+        });
+        // Floats quantized to K-quants: ragged rows, whose last super-block is partial.
+        let k_floats = [FloatQuant::Q3_K, FloatQuant::Q4_K, FloatQuant::Q6_K].into_iter().flat_map(|kind| {
+            SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
+                [1, 3, 8, 67].into_iter().map(move |m| {
+                    let data: Vec<f32> =
+                        (0..rows * cols).map(|j| ((j * 7919 + i) % 2001) as f32 / 1000.0 - 1.0).collect();
+                    (PackedMatrix::quantize_as(kind, &data, rows, cols).unwrap(), inputs(m, cols, i), m)
+                })
+            })
+        });
+        legacy.chain(k).chain(k_floats)
     }
 
     /// `|got - want| <= bound` for element `j` of a case, saying which case it is when not.
@@ -861,8 +1113,9 @@ mod tests {
     ) {
         assert!(
             (got - want).abs() <= bound,
-            "{what:?} {:?} {}x{} m={m} [{j}]: {got} vs {want} (bound {bound})",
+            "{what:?} {:?} {:?} {}x{} m={m} [{j}]: {got} vs {want} (bound {bound})",
             p.format,
+            p.scales,
             p.rows,
             p.cols
         );
@@ -892,14 +1145,21 @@ mod tests {
     }
 
     /// With i16 inputs the error is the inputs' rounding, at most half a step (`max / 65534`
-    /// of each block) times the block's `Σ |w|`, plus f32 rounding: the bound is computed here
-    /// from the inputs, and the scalar level (the reference of that arithmetic) stays inside it.
+    /// of each block) times the block's `Σ |d q|` (the offsets meet exact f32 sums), plus f32
+    /// rounding: the bound is computed here from the inputs, and the scalar level (the
+    /// reference of that arithmetic) stays inside it.
     #[test]
     fn i16_inputs_stay_within_their_rounding_of_the_product() {
         for (p, x, m) in cases() {
             let got = run(Isa::Scalar, Inputs::I16, &p, &x, m);
             let (want, mag) = reference(&x, m, &p);
-            let w = p.dequantize();
+            let nb = p.blocks_per_row();
+            let w: Vec<f32> = (0..p.rows * p.cols)
+                .map(|i| {
+                    let (r, c) = (i / p.cols, i % p.cols);
+                    p.get(r, c) - p.half_params(r * nb + c / BLOCK, c % BLOCK).1
+                })
+                .collect();
             for t in 0..m {
                 for r in 0..p.rows {
                     let bound: f64 = (0..p.cols)
@@ -918,6 +1178,23 @@ mod tests {
         }
     }
 
+    /// `Σ |x| (|d q| + |m|)` per output: the size of the terms that i16 arithmetic sums (its
+    /// code products and offsets apart), which bounds its rounding.
+    fn term_magnitude(x: &[f32], m: usize, p: &PackedMatrix) -> Vec<f64> {
+        let nb = p.blocks_per_row();
+        let mut mag = vec![0.0; m * p.rows];
+        for r in 0..p.rows {
+            for c in 0..p.cols {
+                let offset = p.half_params(r * nb + c / BLOCK, c % BLOCK).1;
+                let term = (p.get(r, c) - offset).abs() as f64 + offset.abs() as f64;
+                for t in 0..m {
+                    mag[t * p.rows + r] += term * x[t * p.cols + c].abs() as f64;
+                }
+            }
+        }
+        mag
+    }
+
     /// Every level this machine has equals the scalar reference of its own arithmetic within
     /// 1e-5 of the terms' magnitude (the browser tests do the same for simd128).
     #[test]
@@ -926,7 +1203,7 @@ mod tests {
             for (p, x, m) in cases() {
                 let inputs = Inputs::of(isa);
                 let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
-                let (_, mag) = reference(&x, m, &p);
+                let mag = term_magnitude(&x, m, &p);
                 for j in 0..m * p.rows {
                     assert_within(isa, &p, m, j, got[j] as f64, want[j] as f64, 1e-5 * mag[j] + 1e-30);
                 }

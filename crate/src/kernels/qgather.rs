@@ -10,15 +10,21 @@ use super::qmatmul::QuantMatrix;
 use super::{Prim, cube_float, flex_float, flex_words};
 use crate::cpu::qgemm::block_index;
 use crate::quant::BLOCK;
-use crate::quant::packed::QuantFormat;
+use crate::quant::packed::{QuantFormat, SUPER, Scales};
 
 /// `ids: [seq]` (each `< w.rows`) → `[seq, w.cols]`.
 pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
     let seq = ids.len();
     let ids_tensor =
         Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), [seq]), device);
-    match (super::int(ids_tensor), super::int(w.codes().clone()), super::int(w.params().clone())) {
-        (Prim::Cube(ids), Prim::Cube(codes), Prim::Cube(params)) => {
+    let k = w.scales == Scales::Super;
+    match (
+        super::int(ids_tensor),
+        super::int(w.codes().clone()),
+        super::int(w.params().clone()),
+        super::int(w.supers().clone()),
+    ) {
+        (Prim::Cube(ids), Prim::Cube(codes), Prim::Cube(params), Prim::Cube(supers)) => {
             let client = ids.client.clone();
             let out =
                 empty_device_contiguous_dtype(client.clone(), ids.device.clone(), [seq, w.cols].into(), DType::F32);
@@ -31,23 +37,33 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
                 ids.into_tensor_arg(),
                 codes.into_tensor_arg(),
                 params.into_tensor_arg(),
+                supers.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 total,
                 w.rows as u32,
                 w.cols as u32,
                 w.format == QuantFormat::Q8,
+                k,
             );
             cube_float(out)
         }
-        (Prim::Flex(_), Prim::Flex(codes), Prim::Flex(params)) => {
-            let (codes, params) = (flex_words(&codes), flex_words(&params));
+        (Prim::Flex(_), Prim::Flex(codes), Prim::Flex(params), Prim::Flex(supers)) => {
+            let (codes, params, supers) = (flex_words(&codes), flex_words(&params), flex_words(&supers));
             let blocks = w.cols.div_ceil(BLOCK);
             let wpb = w.format.words_per_block();
             let mut out = Vec::with_capacity(seq * w.cols);
             for &id in ids {
                 for c in 0..w.cols {
                     let block = block_index(id as usize, c / BLOCK, blocks);
-                    out.push(decode(w.format, &codes[block * wpb..(block + 1) * wpb], params[block], c % BLOCK));
+                    let e = c % BLOCK;
+                    let (d, m) = match k {
+                        true => {
+                            let sp = supers[block_index(id as usize, c / BLOCK / SUPER, blocks.div_ceil(SUPER))];
+                            super_params(sp, params[block], e)
+                        }
+                        false => block_params(params[block]),
+                    };
+                    out.push(d * code(w.format, &codes[block * wpb..(block + 1) * wpb], e) + m);
                 }
             }
             flex_float(FlexTensor::from_data(TensorData::new(out, [seq, w.cols])))
@@ -56,18 +72,27 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
     }
 }
 
-/// Element `e` of one block, `d * q + m`.
-fn decode(format: QuantFormat, words: &[u32], param: u32, e: usize) -> f32 {
-    let d = half::f16::from_bits(param as u16).to_f32();
-    let m = half::f16::from_bits((param >> 16) as u16).to_f32();
-    let q = match format {
+/// A legacy block's `(d, m)`.
+fn block_params(param: u32) -> (f32, f32) {
+    (half::f16::from_bits(param as u16).to_f32(), half::f16::from_bits((param >> 16) as u16).to_f32())
+}
+
+/// The `(d, m)` of element `e`'s half of a K-quant block.
+fn super_params(sp: u32, param: u32, e: usize) -> (f32, f32) {
+    let (d, dmin) = block_params(sp);
+    let shift = 16 * (e / 16);
+    (d * (param >> shift) as u8 as i8 as f32, dmin * (param >> (shift + 8)) as u8 as i8 as f32)
+}
+
+/// Code `e` of one block.
+fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
+    match format {
         QuantFormat::Q4 => {
             let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
             (if e < 16 { byte & 15 } else { byte >> 4 }) as f32
         }
         QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
-    };
-    d * q + m
+    }
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
@@ -81,11 +106,13 @@ mod cube {
         ids: &Tensor<i32>,
         codes: &Tensor<i32>,
         params: &Tensor<i32>,
+        supers: &Tensor<i32>,
         out: &mut Tensor<f32>,
         total: u32,
         rows: u32,
         cols: u32,
         #[comptime] q8: bool,
+        #[comptime] k: bool,
     ) {
         let i = ABSOLUTE_POS;
         if i >= total as usize {
@@ -96,7 +123,6 @@ mod cube {
         // Block-interleaved: block b of row r is entry b * rows + r.
         let block = (c / 32) * rows as usize + usize::cast_from(ids[t]);
         let e = c % 32;
-        let p = u32::reinterpret(params[block]);
         let q = if q8 {
             let word = codes[block * 8 + e / 4];
             let shift = i32::cast_from(24 - 8 * (e % 4));
@@ -106,6 +132,17 @@ mod cube {
             let byte = (word >> u32::cast_from(8 * (e % 4))) & 255;
             f32::cast_from(select(e < 16, byte & 15, byte >> 4))
         };
-        out[i] = f16_to_f32(p & 65535) * q + f16_to_f32(p >> 16);
+        if k {
+            // The half's (d · s, dmin · n), as `qmatmul` forms them.
+            let sp = u32::reinterpret(supers[(c / 256) * rows as usize + usize::cast_from(ids[t])]);
+            let p = params[block];
+            let shift = i32::cast_from(16 * (e / 16));
+            let s = f32::cast_from((p << (24 - shift)) >> 24);
+            let n = f32::cast_from((p << (16 - shift)) >> 24);
+            out[i] = (f16_to_f32(sp & 65535) * s) * q + f16_to_f32(sp >> 16) * n;
+        } else {
+            let p = u32::reinterpret(params[block]);
+            out[i] = f16_to_f32(p & 65535) * q + f16_to_f32(p >> 16);
+        }
     }
 }

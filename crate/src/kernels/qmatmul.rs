@@ -18,7 +18,7 @@ use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
 use crate::config::Activation;
 use crate::cpu::Isa;
 use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
 pub use cube::f16_to_f32;
 
 /// Output rows one thread computes.
@@ -42,13 +42,17 @@ pub enum Layout {
 #[derive(Clone, Debug)]
 pub struct QuantMatrix {
     pub format: QuantFormat,
+    pub scales: Scales,
     pub rows: usize,
     pub cols: usize,
     pub layout: Layout,
     /// Code words, bit patterns stored in an int tensor.
     codes: Tensor<1, Int>,
-    /// Parameter words: f16 `d` | f16 `m` << 16.
+    /// Parameter words: f16 `d` | f16 `m` << 16, or a K-quant block's four i8.
     params: Tensor<1, Int>,
+    /// A K-quant's super words, f16 `d` | f16 `dmin` << 16, in the order of its blocks (one
+    /// placeholder word for other matrices: every binding needs a buffer).
+    supers: Tensor<1, Int>,
 }
 
 fn words_tensor(words: impl Iterator<Item = u32>, device: &Device) -> Tensor<1, Int> {
@@ -63,25 +67,43 @@ impl QuantMatrix {
             DispatchDevice::Cube(_) => Layout::BlockInterleaved,
             _ => Layout::RowTiled,
         };
-        let (codes, params) = match layout {
+        let (codes, params, supers) = match layout {
             Layout::RowTiled => {
-                let (codes, params) = crate::cpu::qgemm::tile_rows(p);
-                (words_tensor(codes.into_iter(), device), words_tensor(params.into_iter(), device))
+                let t = crate::cpu::qgemm::tile_rows(p);
+                (t.codes, t.params, t.supers)
             }
             Layout::BlockInterleaved => {
-                let (nb, wpb) = (p.blocks_per_row(), p.format.words_per_block());
-                let order = || (0..nb).flat_map(move |b| (0..p.rows).map(move |r| r * nb + b));
+                let (nb, wpb, ns) = (p.blocks_per_row(), p.format.words_per_block(), p.supers_per_row());
+                let order = |nb: usize| (0..nb).flat_map(move |b| (0..p.rows).map(move |r| r * nb + b));
                 (
-                    words_tensor(order().flat_map(|i| p.codes[i * wpb..(i + 1) * wpb].iter().copied()), device),
-                    words_tensor(order().map(|i| p.params[i]), device),
+                    order(nb).flat_map(|i| p.codes[i * wpb..(i + 1) * wpb].iter().copied()).collect(),
+                    order(nb).map(|i| p.params[i]).collect(),
+                    order(ns).map(|i| p.supers[i]).collect::<Vec<_>>(),
                 )
             }
         };
-        Self { format: p.format, rows: p.rows, cols: p.cols, layout, codes, params }
+        let supers = if supers.is_empty() { vec![0] } else { supers };
+        Self {
+            format: p.format,
+            scales: p.scales,
+            rows: p.rows,
+            cols: p.cols,
+            layout,
+            codes: words_tensor(codes.into_iter(), device),
+            params: words_tensor(params.into_iter(), device),
+            supers: words_tensor(supers.into_iter(), device),
+        }
     }
 
     pub fn device_bytes(&self) -> usize {
-        (self.codes.dims()[0] + self.params.dims()[0]) * 4
+        let supers = if self.scales == Scales::Super { self.supers.dims()[0] } else { 0 };
+        (self.codes.dims()[0] + self.params.dims()[0] + supers) * 4
+    }
+
+    /// [`QuantRows`] over this matrix's words on the CPU (Flex) device.
+    pub(crate) fn rows_view<'a>(&self, codes: &'a [u32], params: &'a [u32], supers: &'a [u32]) -> QuantRows<'a> {
+        let supers = if self.scales == Scales::Super { supers } else { &[] };
+        QuantRows { format: self.format, scales: self.scales, rows: self.rows, cols: self.cols, codes, params, supers }
     }
 
     pub(crate) fn codes(&self) -> &Tensor<1, Int> {
@@ -90,6 +112,10 @@ impl QuantMatrix {
 
     pub(crate) fn params(&self) -> &Tensor<1, Int> {
         &self.params
+    }
+
+    pub(crate) fn supers(&self) -> &Tensor<1, Int> {
+        &self.supers
     }
 }
 
@@ -142,8 +168,8 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
         Epilogue::Residual(r) => Some(super::float(r)),
         _ => None,
     };
-    match (super::float(x), super::int(w.codes.clone()), super::int(w.params.clone())) {
-        (Prim::Cube(x), Prim::Cube(codes), Prim::Cube(params)) => {
+    match (super::float(x), super::int(w.codes.clone()), super::int(w.params.clone()), super::int(w.supers.clone())) {
+        (Prim::Cube(x), Prim::Cube(codes), Prim::Cube(params), Prim::Cube(supers)) => {
             let x = burn_cubecl::kernel::into_contiguous(x);
             let client = x.client.clone();
             let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), [m, out_cols].into(), x.dtype);
@@ -170,12 +196,14 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                     x.into_tensor_arg(),
                     codes.into_tensor_arg(),
                     params.into_tensor_arg(),
+                    supers.into_tensor_arg(),
                     residual.into_tensor_arg(),
                     out.clone().into_tensor_arg(),
                     m as u32,
                     w.rows as u32,
                     cols as u32,
                     w.format == QuantFormat::Q8,
+                    w.scales == Scales::Super,
                     tokens as u32,
                     code,
                     vector,
@@ -183,14 +211,8 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
             };
             cube_float(out)
         }
-        (Prim::Flex(x), Prim::Flex(codes), Prim::Flex(params)) => {
-            let rows = QuantRows {
-                format: w.format,
-                rows: w.rows,
-                cols: w.cols,
-                codes: flex_words(&codes),
-                params: flex_words(&params),
-            };
+        (Prim::Flex(x), Prim::Flex(codes), Prim::Flex(params), Prim::Flex(supers)) => {
+            let rows = w.rows_view(flex_words(&codes), flex_words(&params), flex_words(&supers));
             let residual = residual.map(|r| match r {
                 Prim::Flex(r) => r,
                 Prim::Cube(_) => panic!("qmatmul: residual on another device"),
@@ -262,12 +284,14 @@ mod cube {
         x: &Tensor<Vector<f32, N>>,
         codes: &Tensor<Vector<i32, Const<4>>>,
         params: &Tensor<i32>,
+        supers: &Tensor<i32>,
         residual: &Tensor<f32>,
         out: &mut Tensor<f32>,
         m: u32,
         rows: u32,
         cols: u32,
         #[comptime] q8: bool,
+        #[comptime] k: bool,
         #[comptime] tokens: u32,
         #[comptime] epilogue: u32,
         #[define(N)] _vector: usize,
@@ -292,18 +316,34 @@ mod cube {
             acc[i] = 0.0;
         }
         let mut words = Array::<i32>::new(comptime!(rpt * words_per_block));
+        // Per row: (d, m) of the block's first half, and of its second (K-quants only).
         let mut d = Array::<f32>::new(rpt);
         let mut mn = Array::<f32>::new(rpt);
+        let mut d_hi = Array::<f32>::new(rpt);
+        let mut mn_hi = Array::<f32>::new(rpt);
         let mut sum_qx = Array::<f32>::new(rpt);
+        let mut sum_qx_hi = Array::<f32>::new(rpt);
         for b in 0..blocks {
             #[unroll]
             for r in 0..rpt {
                 // Rows past the end read row `row0` again; their results are not written.
                 let row = select(row0 + r < rows, row0 + r, row0);
                 let at = b * rows + row;
-                let p = u32::reinterpret(params[at]);
-                d[r] = f16_to_f32(p & 65535);
-                mn[r] = f16_to_f32(p >> 16);
+                if k {
+                    // (d · s, dmin · n) per half: the super word's f16 pair times the block
+                    // word's i8 pairs.
+                    let sp = u32::reinterpret(supers[(b / 8) * rows + row]);
+                    let (sd, smin) = (f16_to_f32(sp & 65535), f16_to_f32(sp >> 16));
+                    let p = params[at];
+                    d[r] = sd * f32::cast_from((p << 24) >> 24);
+                    mn[r] = smin * f32::cast_from((p << 16) >> 24);
+                    d_hi[r] = sd * f32::cast_from((p << 8) >> 24);
+                    mn_hi[r] = smin * f32::cast_from(p >> 24);
+                } else {
+                    let p = u32::reinterpret(params[at]);
+                    d[r] = f16_to_f32(p & 65535);
+                    mn[r] = f16_to_f32(p >> 16);
+                }
                 #[unroll]
                 for v in 0..vectors_per_block {
                     let four = codes[at * vectors_per_block + v];
@@ -321,9 +361,11 @@ mod cube {
                 if token < m {
                     let base = (token * cols + col0) / n;
                     let mut sum_x = 0.0f32;
+                    let mut sum_x_hi = 0.0f32;
                     #[unroll]
                     for r in 0..rpt {
                         sum_qx[r] = 0.0;
+                        sum_qx_hi[r] = 0.0;
                     }
                     if width == 32 {
                         #[unroll]
@@ -332,17 +374,27 @@ mod cube {
                             #[unroll]
                             for i in 0..n {
                                 let xi = xv.extract(i);
-                                sum_x += xi;
                                 let e = comptime!(v * n + i);
+                                // A K-quant block's second half has its own scales.
+                                if comptime!(k && e >= 16) {
+                                    sum_x_hi += xi;
+                                } else {
+                                    sum_x += xi;
+                                }
                                 #[unroll]
                                 for r in 0..rpt {
-                                    sum_qx[r] += code(
+                                    let q = code(
                                         &words,
                                         comptime!(r * words_per_block),
                                         comptime!(e / 4),
                                         comptime!(e % 4),
                                         q8,
-                                    ) * xi;
+                                    );
+                                    if comptime!(k && e >= 16) {
+                                        sum_qx_hi[r] += q * xi;
+                                    } else {
+                                        sum_qx[r] += q * xi;
+                                    }
                                 }
                             }
                         }
@@ -350,16 +402,31 @@ mod cube {
                         // A ragged last block: element by element.
                         for e in 0..width {
                             let xi = x[(token * cols + col0 + e) / n].extract_dynamic((token * cols + col0 + e) % n);
-                            sum_x += xi;
+                            let hi = k && e >= 16;
+                            if hi {
+                                sum_x_hi += xi;
+                            } else {
+                                sum_x += xi;
+                            }
                             #[unroll]
                             for r in 0..rpt {
-                                sum_qx[r] += code_dynamic(&words, r * words_per_block, e, q8) * xi;
+                                let q = code_dynamic(&words, r * words_per_block, e, q8);
+                                if hi {
+                                    sum_qx_hi[r] += q * xi;
+                                } else {
+                                    sum_qx[r] += q * xi;
+                                }
                             }
                         }
                     }
                     #[unroll]
                     for r in 0..rpt {
-                        acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
+                        if k {
+                            acc[t * rpt + r] +=
+                                d[r] * sum_qx[r] + d_hi[r] * sum_qx_hi[r] + mn[r] * sum_x + mn_hi[r] * sum_x_hi;
+                        } else {
+                            acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
+                        }
                     }
                 }
             }
@@ -443,7 +510,7 @@ mod tests {
             let device = Device::flex();
             let w = QuantMatrix::upload(&p, &device);
             let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, cols]), &device);
-            let got = qmatmul(xt, &w).into_data().to_vec::<f32>().unwrap();
+            let got = qmatmul(xt, &w).into_data().try_into_vec_as::<f32>().unwrap();
             let want = reference(&x, m, &p);
             for (g, r) in got.iter().zip(&want) {
                 assert!((g - r).abs() < 1e-3 * (1.0 + r.abs()), "{format:?} {rows}x{cols} m={m}: {g} vs {r}");

@@ -4,7 +4,9 @@
 //!
 //! A packed matrix `X` is stored as `X.codes` (u32 `[rows, words per row]`) and `X.params`
 //! (u32 `[rows, blocks per row]`), with its format and column count in the metadata under
-//! `X.format` and `X.cols`.
+//! `X.format` and `X.cols`; a K-quant matrix ([`Scales::Super`], formats `q4k` and `q8k`) also
+//! has `X.supers` (u32 `[rows, supers per row]`). Packs written before the K-quants had
+//! kernels hold those matrices as f32 (format `f32`), which still load.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +19,7 @@ use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, packed_or_q
 use crate::model::WeightFormat;
 use crate::model::plan::{Role, tensor_table};
 use crate::quant::BLOCK;
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{PackedMatrix, QuantFormat, SUPER, Scales};
 use crate::tokenizer::Tokenizer;
 
 /// Bumped when the layout of a pack changes.
@@ -57,7 +59,7 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
         let Role::Matrix { fallback } = spec.role else { continue };
         let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
         if source.kept_dense(&name) {
-            // A block format without a packed kernel (the K-quants): its exact f32 values.
+            // Exact f32 values standing for a block format (an older pack's K-quants): kept so.
             let t = source.tensor(&name)?.expect_shape(&[rows, cols])?;
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             tensors.push(burn_pack::Tensor::new(
@@ -74,7 +76,15 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
         let words = p.blocks_per_row() * p.format.words_per_block();
         tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
         tensors.push(u32_tensor(format!("{name}.params"), &p.params, [rows, p.blocks_per_row()]));
-        let format = if p.format == QuantFormat::Q4 { "q4" } else { "q8" };
+        if p.scales == Scales::Super {
+            tensors.push(u32_tensor(format!("{name}.supers"), &p.supers, [rows, p.supers_per_row()]));
+        }
+        let format = match (p.format, p.scales) {
+            (QuantFormat::Q4, Scales::Block) => "q4",
+            (QuantFormat::Q8, Scales::Block) => "q8",
+            (QuantFormat::Q4, Scales::Super) => "q4k",
+            (QuantFormat::Q8, Scales::Super) => "q8k",
+        };
         writer_meta.insert(format!("{name}.format"), format.to_string());
         writer_meta.insert(format!("{name}.cols"), cols.to_string());
     }
@@ -151,10 +161,12 @@ pub fn parse(bytes: &[u8]) -> Result<(ModelParts, PackTensors)> {
 }
 
 impl PackTensors {
-    fn format(&self, name: &str) -> Result<QuantFormat> {
+    fn format(&self, name: &str) -> Result<(QuantFormat, Scales)> {
         match self.metadata.get(&format!("{name}.format")).map(String::as_str) {
-            Some("q4") => Ok(QuantFormat::Q4),
-            Some("q8") => Ok(QuantFormat::Q8),
+            Some("q4") => Ok((QuantFormat::Q4, Scales::Block)),
+            Some("q8") => Ok((QuantFormat::Q8, Scales::Block)),
+            Some("q4k") => Ok((QuantFormat::Q4, Scales::Super)),
+            Some("q8k") => Ok((QuantFormat::Q8, Scales::Super)),
             other => Err(bad(format!("{name}: format {other:?}"))),
         }
     }
@@ -184,7 +196,7 @@ impl PackTensors {
 impl TensorSource for PackTensors {
     fn tensor_count(&self) -> usize {
         // A packed matrix is two tensors in the pack but one to the model.
-        self.tensors.keys().filter(|k| !k.ends_with(".params")).count()
+        self.tensors.keys().filter(|k| !k.ends_with(".params") && !k.ends_with(".supers")).count()
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -199,7 +211,7 @@ impl TensorSource for PackTensors {
         Ok(self.tensors.get(name).map(|(_, shape, _)| shape.clone()))
     }
 
-    fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
+    fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
         match self.tensors.contains_key(&format!("{name}.codes")) {
             true => self.format(name).map(Some),
             false => Ok(None),
@@ -214,7 +226,10 @@ impl TensorSource for PackTensors {
         let mut names: Vec<String> = self
             .tensors
             .keys()
-            .map(|k| k.strip_suffix(".codes").or(k.strip_suffix(".params")).unwrap_or(k).to_string())
+            .map(|k| {
+                let part = [".codes", ".params", ".supers"].iter().find_map(|s| k.strip_suffix(s));
+                part.unwrap_or(k).to_string()
+            })
             .collect();
         names.dedup();
         names
@@ -237,7 +252,7 @@ impl TensorSource for PackTensors {
         let Some((_, shape, _)) = self.tensors.get(&format!("{name}.codes")) else {
             return Ok(None);
         };
-        let (format, cols) = (self.format(name)?, self.cols(name)?);
+        let ((format, scales), cols) = (self.format(name)?, self.cols(name)?);
         let &[rows, _] = &shape[..] else {
             return Err(bad(format!("{name}.codes: shape {shape:?}")));
         };
@@ -246,6 +261,10 @@ impl TensorSource for PackTensors {
             blocks.checked_mul(format.words_per_block()).ok_or_else(|| bad(format!("{name}: {cols} columns")))?;
         let codes = self.words(&format!("{name}.codes"), rows, per_row)?;
         let params = self.words(&format!("{name}.params"), rows, blocks)?;
-        Ok(Some(PackedMatrix { format, rows, cols, codes, params }))
+        let supers = match scales {
+            Scales::Block => Vec::new(),
+            Scales::Super => self.words(&format!("{name}.supers"), rows, blocks.div_ceil(SUPER))?,
+        };
+        Ok(Some(PackedMatrix { format, scales, rows, cols, codes, params, supers }))
     }
 }

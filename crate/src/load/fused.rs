@@ -8,7 +8,7 @@ use std::ops::Range;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::load::{HostTensor, TensorSource, halves_to_pairs, pair_source};
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
 
 /// A source whose fused projections appear as their parts.
 pub struct Unfused<'a> {
@@ -128,7 +128,7 @@ impl TensorSource for Unfused<'_> {
         }
     }
 
-    fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
+    fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
         self.inner.stored_format(&self.stored(name))
     }
 

@@ -14,7 +14,7 @@ use crate::config::{ModelConfig, RopeScaling};
 /// The GGUF tensor holding per-frequency RoPE divisors (Llama 3's scaling).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
 use crate::error::{Error, Result};
-use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
 use crate::tokenizer::Tokenizer;
 
 /// A dense f32 tensor in host memory, row-major.
@@ -55,14 +55,15 @@ pub trait TensorSource {
     /// `None` when the source does not have it.
     fn shape(&self, name: &str) -> Result<Option<Vec<usize>>>;
 
-    /// The block format a matrix is stored in, when it is one the device keeps as is.
-    fn stored_format(&self, _name: &str) -> Result<Option<QuantFormat>> {
+    /// The block format a matrix is stored in (its codes and how its blocks are scaled), when
+    /// it is one the device keeps as is.
+    fn stored_format(&self, _name: &str) -> Result<Option<(QuantFormat, Scales)>> {
         Ok(None)
     }
 
-    /// Whether a matrix is stored in a block format the device cannot keep packed yet (the
-    /// K-quants): int4 weights hold it as its exact dequantized f32 values instead of
-    /// requantizing it.
+    /// Whether a matrix is stored as exact f32 values in place of a block format (K-quant
+    /// matrices in `.bpk` packs written before their kernels existed): int4 weights keep it
+    /// dense instead of requantizing it.
     fn kept_dense(&self, _name: &str) -> bool {
         false
     }
@@ -95,20 +96,19 @@ impl TensorSource for gguf::GgufFile<'_> {
         Ok(self.tensor_info(name).map(|t| t.shape.clone()))
     }
 
-    fn stored_format(&self, name: &str) -> Result<Option<QuantFormat>> {
+    fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
+        use gguf::GgmlType as G;
         Ok(self.tensor_info(name).and_then(|t| match t.dtype {
-            gguf::GgmlType::Q4_0 | gguf::GgmlType::Q4_1 => Some(QuantFormat::Q4),
-            gguf::GgmlType::Q8_0 | gguf::GgmlType::Q5_0 | gguf::GgmlType::Q5_1 => Some(QuantFormat::Q8),
+            G::Q4_0 | G::Q4_1 => Some((QuantFormat::Q4, Scales::Block)),
+            G::Q8_0 | G::Q5_0 | G::Q5_1 => Some((QuantFormat::Q8, Scales::Block)),
+            G::Q2_K | G::Q3_K | G::Q4_K => Some((QuantFormat::Q4, Scales::Super)),
+            G::Q5_K | G::Q6_K => Some((QuantFormat::Q8, Scales::Super)),
             _ => None,
         }))
     }
 
     fn names(&self) -> Vec<String> {
         self.tensors.iter().map(|t| t.name.clone()).collect()
-    }
-
-    fn kept_dense(&self, name: &str) -> bool {
-        self.tensor_info(name).is_some_and(|t| t.dtype.is_k_quant())
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
@@ -119,7 +119,12 @@ impl TensorSource for gguf::GgufFile<'_> {
                 | gguf::GgmlType::Q4_1
                 | gguf::GgmlType::Q5_0
                 | gguf::GgmlType::Q5_1
-                | gguf::GgmlType::Q8_0,
+                | gguf::GgmlType::Q8_0
+                | gguf::GgmlType::Q2_K
+                | gguf::GgmlType::Q3_K
+                | gguf::GgmlType::Q4_K
+                | gguf::GgmlType::Q5_K
+                | gguf::GgmlType::Q6_K,
                 &[rows, cols],
             ) => {
                 let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
@@ -136,11 +141,9 @@ impl TensorSource for gguf::GgufFile<'_> {
                 }
             }
             (gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16, _) => Ok(None),
-            // Requantizing these to int4 would change the file's weights: they are read exactly
-            // (dequantized) only with f32 weights until their packed kernels exist.
             (other, _) => Err(Error::UnsupportedTensorType {
                 tensor: name.into(),
-                dtype: format!("{} as a packed matrix (no packed kernel yet: loading keeps it dense)", other.name()),
+                dtype: format!("{} as a packed matrix", other.name()),
             }),
         }
     }
@@ -282,7 +285,7 @@ pub(crate) fn packed_or_quantized(
         }
         None => {
             let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
-            Ok(PackedMatrix::quantize_as(quantizer, &t.data, rows, cols))
+            PackedMatrix::quantize_as(quantizer, &t.data, rows, cols)
         }
     }
 }

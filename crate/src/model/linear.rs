@@ -9,33 +9,31 @@ use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
 use crate::load::{HostTensor, TensorSource, packed_or_quantized};
-use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
 
 /// How the matrices of the model are kept on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
     /// Dequantized to f32: the reference path.
     F32,
-    /// Every matrix in its stored block format (packed, multiplied by our fused kernels; the
-    /// K-quants, which have no packed kernel yet, as their exact f32 values); float matrices
-    /// quantized to 4 bits min-max, a float token embedding to 8.
+    /// Every matrix in its stored block format (packed, multiplied by our fused kernels; a
+    /// fusion of legacy and K-quant matrices as its exact f32 values); float matrices quantized
+    /// to 4 bits min-max, a float token embedding to 8.
     #[default]
     Int4,
     /// As [`Self::Int4`], with every float matrix (the embedding too) quantized as ggml's
-    /// Q4_0, Q4_1 or Q8_0 would.
+    /// reference quantizer of that format would.
     Quantize(FloatQuant),
 }
 
 impl WeightFormat {
-    pub const NAMES: &str = "int4, f32, q4_0, q4_1 or q8_0";
+    pub const NAMES: &str = "int4, f32, q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q5_k or q6_k";
 
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::Int4 => "int4",
-            Self::Quantize(FloatQuant::Q4_0) => "q4_0",
-            Self::Quantize(FloatQuant::Q4_1) => "q4_1",
-            Self::Quantize(FloatQuant::Q8_0) => "q8_0",
+            Self::Quantize(q) => q.name(),
         }
     }
 
@@ -56,17 +54,16 @@ impl std::str::FromStr for WeightFormat {
         match s {
             "f32" => Ok(Self::F32),
             "int4" => Ok(Self::Int4),
-            "q4_0" => Ok(Self::Quantize(FloatQuant::Q4_0)),
-            "q4_1" => Ok(Self::Quantize(FloatQuant::Q4_1)),
-            "q8_0" => Ok(Self::Quantize(FloatQuant::Q8_0)),
-            k if ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q5_0", "q5_1"].contains(&k) => {
-                Err(Error::BadOptions(format!(
-                    "weight format {k}: quantizing to it needs a packed kernel hearth does not have yet \
-                     (files already in it load as stored); expected {}",
-                    Self::NAMES
-                )))
+            k if ["q5_0", "q5_1"].contains(&k) => Err(Error::BadOptions(format!(
+                "weight format {k}: hearth does not quantize floats to it (files already in it load packed, \
+                 as stored); expected {}",
+                Self::NAMES
+            ))),
+            name => {
+                FloatQuant::ALL.iter().find(|(_, n)| *n == name).map(|&(q, _)| Self::Quantize(q)).ok_or_else(|| {
+                    Error::BadOptions(format!("unknown weight format {name:?}: expected {}", Self::NAMES))
+                })
             }
-            other => Err(Error::BadOptions(format!("unknown weight format {other:?}: expected {}", Self::NAMES))),
         }
     }
 }
@@ -104,12 +101,18 @@ impl Linear {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Self> {
-        // A block format without a packed kernel (the K-quants) is dequantized exactly, not
-        // requantized: the whole fused matrix is then dense.
-        let format = match names.iter().any(|&(name, _)| source.kept_dense(name)) {
-            true => WeightFormat::F32,
-            false => format,
-        };
+        // Matrices kept as exact floats, and fusions of legacy with K-quant blocks (whose scales
+        // have no exact common form), are dequantized, not requantized: the whole fused matrix
+        // is then dense.
+        let mut scales = Vec::new();
+        for &(name, _) in names {
+            scales.push(source.stored_format(name)?.map_or(Scales::Block, |(_, s)| s));
+        }
+        let format =
+            match names.iter().any(|&(name, _)| source.kept_dense(name)) || scales.iter().any(|&s| s != scales[0]) {
+                true => WeightFormat::F32,
+                false => format,
+            };
         Ok(match format {
             WeightFormat::F32 => {
                 let parts = names

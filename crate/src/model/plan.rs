@@ -7,7 +7,7 @@ use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::load::{ROPE_FREQS, TensorSource};
 use crate::quant::BLOCK;
-use crate::quant::packed::QuantFormat;
+use crate::quant::packed::{QuantFormat, Scales};
 
 use super::WeightFormat;
 
@@ -132,7 +132,20 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             true => limits.check_buffer(what, bytes / rows),
             false => limits.check_buffer(what, bytes),
         };
-        let dense = format == WeightFormat::F32 || specs.iter().any(|s| source.kept_dense(&s.name));
+        // Each part's codes and scales: as stored, or as its fallback quantizes floats.
+        let mut stored = Vec::new();
+        for s in &specs {
+            stored.push(match (source.stored_format(&s.name)?, s.role) {
+                (Some(f), _) => f,
+                (None, Role::Matrix { fallback }) => {
+                    let q = format.quantizer(fallback);
+                    (q.format(), q.scales())
+                }
+                (None, _) => (QuantFormat::Q4, Scales::Block),
+            });
+        }
+        let mixed_scales = stored.iter().any(|&(_, s)| s != stored[0].1);
+        let dense = format == WeightFormat::F32 || mixed_scales || specs.iter().any(|s| source.kept_dense(&s.name));
         let bytes = match dense {
             true => {
                 let bytes = rows * cols * 4;
@@ -141,20 +154,14 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
                 3 * bytes
             }
             false => {
-                let mut q8 = false;
-                for s in &specs {
-                    q8 |= match (source.stored_format(&s.name)?, s.role) {
-                        (Some(f), _) => f == QuantFormat::Q8,
-                        (None, Role::Matrix { fallback }) => format.quantizer(fallback).format() == QuantFormat::Q8,
-                        (None, _) => false,
-                    };
-                }
+                let q8 = stored.iter().any(|&(f, _)| f == QuantFormat::Q8);
                 let words = if q8 { QuantFormat::Q8 } else { QuantFormat::Q4 }.words_per_block() as u64;
                 let blocks = rows * cols.div_ceil(BLOCK as u64);
                 check(blocks * words * 4)?;
+                let supers = if stored[0].1 == Scales::Super { rows * cols.div_ceil(256) } else { 0 };
                 // A float source is dequantized first; packed parts are copied, fused and reordered.
                 let floats = if source.stored_format(&specs[0].name)?.is_none() { rows * cols * 4 } else { 0 };
-                floats + 3 * blocks * (words + 1) * 4
+                floats + 3 * (blocks * (words + 1) + supers) * 4
             }
         };
         largest_host = largest_host.max(bytes);

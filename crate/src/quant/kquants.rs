@@ -14,6 +14,29 @@ use half::f16;
 
 use super::{Block, f16_at};
 
+/// A super-block in the two-level form the packed kernels take ([`crate::quant::packed::Scales::Super`]):
+/// element `e` is `(d · s) · q + dmin · n` in f32, with `(s, n) = halves[e / 16]`, which is the
+/// file's value bit for bit (`d · s` and `dmin · n` are ggml's own sub-block products, exact in
+/// f32: an f16 times a 6- or 8-bit integer; see each block's `split`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// Codes in element order: unsigned 0..16 when `wide` is false, else signed 8-bit.
+    pub codes: [i8; QK_K],
+    pub wide: bool,
+    /// `(s, n)` per 16 elements.
+    pub halves: [(i8, i8); 16],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+impl Split {
+    /// Element `e`'s value, as every packed kernel computes its weight.
+    pub fn value(&self, e: usize) -> f32 {
+        let (s, n) = self.halves[e / 16];
+        (self.d.to_f32() * s as f32) * self.codes[e] as f32 + self.dmin.to_f32() * n as f32
+    }
+}
+
 /// Elements per super-block.
 pub const QK_K: usize = 256;
 
@@ -126,7 +149,7 @@ impl Block for BlockQ2K {
 impl BlockQ3K {
     /// The sixteen 6-bit scales, offset by 32: low nibbles in bytes 0..8 (sub-blocks 8..16 in
     /// the high nibbles), the top two bits in bytes 8..12 (`2 (j / 4)` up in byte `8 + j % 4`).
-    fn scale(&self, j: usize) -> i32 {
+    pub(crate) fn scale(&self, j: usize) -> i32 {
         let low = if j < 8 { self.scales[j] & 0x0f } else { self.scales[j - 8] >> 4 };
         let high = (self.scales[8 + j % 4] >> (2 * (j / 4))) & 3;
         (low | (high << 4)) as i32 - 32
@@ -211,5 +234,106 @@ impl Block for BlockQ6K {
         for (e, o) in out[..QK_K].iter_mut().enumerate() {
             *o = d * self.scales[e / 16] as f32 * self.code(e) as f32;
         }
+    }
+}
+
+impl BlockQ2K {
+    /// `(d · (sc & 15)) · q + dmin · −(sc >> 4)`: ggml's `dl · q − ml`.
+    pub fn split(&self) -> Split {
+        Split {
+            codes: std::array::from_fn(|e| two_bits(&self.qs, e) as i8),
+            wide: false,
+            halves: std::array::from_fn(|i| ((self.scales[i] & 0x0f) as i8, -((self.scales[i] >> 4) as i8))),
+            d: self.d,
+            dmin: self.dmin,
+        }
+    }
+}
+
+impl BlockQ3K {
+    /// Codes `q + 4` in 0..8 and `dmin = −4 d`: `(d s)(q + 4) + (−4 d) s` is `(d s) q` exactly
+    /// (all multiples of `d s` below `2^21` of its last bit). `None` when `−4 d` overflows f16.
+    pub fn split(&self) -> Option<Split> {
+        let dmin = f16::from_f32(-4.0 * self.d.to_f32());
+        dmin.is_finite().then(|| Split {
+            codes: std::array::from_fn(|e| (two_bits(&self.qs, e) + 4 * high_bit(&self.hmask, e)) as i8),
+            wide: false,
+            halves: std::array::from_fn(|i| (self.scale(i) as i8, self.scale(i) as i8)),
+            d: self.d,
+            dmin,
+        })
+    }
+}
+
+impl BlockQ4K {
+    /// `(d · sc) · q + dmin · −m` per 32 elements: ggml's `d1 · q − m1`.
+    pub fn split(&self) -> Split {
+        Split {
+            codes: std::array::from_fn(|e| nibble(&self.qs, e) as i8),
+            wide: false,
+            halves: std::array::from_fn(|i| {
+                let (sc, m) = scale_min(&self.scales, i / 2);
+                (sc as i8, -(m as i8))
+            }),
+            d: self.d,
+            dmin: self.dmin,
+        }
+    }
+}
+
+impl BlockQ5K {
+    /// As Q4_K with codes 0..32 (8-bit).
+    pub fn split(&self) -> Split {
+        Split {
+            codes: std::array::from_fn(|e| (nibble(&self.qs, e) | (high_bit(&self.qh, e) << 4)) as i8),
+            wide: true,
+            halves: std::array::from_fn(|i| {
+                let (sc, m) = scale_min(&self.scales, i / 2);
+                (sc as i8, -(m as i8))
+            }),
+            d: self.d,
+            dmin: self.dmin,
+        }
+    }
+}
+
+impl BlockQ6K {
+    /// `(d · scale) · (q − 32)`, signed 8-bit codes, no offset.
+    pub fn split(&self) -> Split {
+        Split {
+            codes: std::array::from_fn(|e| self.code(e) as i8),
+            wide: true,
+            halves: std::array::from_fn(|i| (self.scales[i], 0)),
+            d: self.d,
+            dmin: f16::ZERO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::tests::fixture;
+
+    fn check<B: Block>(name: &str, split: impl Fn(&B) -> Split) {
+        let (bytes, want) = fixture(name);
+        for (i, block) in bytes.chunks_exact(B::BYTES).enumerate() {
+            let s = split(&B::from_bytes(block));
+            for e in 0..QK_K {
+                let (got, want) = (s.value(e), want[i * QK_K + e]);
+                assert!(got == want, "{name} block {i} element {e}: {got} vs gguf's {want}");
+                assert!(s.wide || (0..16).contains(&s.codes[e]), "{name}: a 4-bit code");
+            }
+        }
+    }
+
+    /// The two-level form every kernel uses gives the `gguf` package's values exactly.
+    #[test]
+    fn split_super_blocks_give_the_gguf_packages_values() {
+        check::<BlockQ2K>("Q2_K", BlockQ2K::split);
+        check::<BlockQ3K>("Q3_K", |b| b.split().expect("a scale in range"));
+        check::<BlockQ4K>("Q4_K", BlockQ4K::split);
+        check::<BlockQ5K>("Q5_K", BlockQ5K::split);
+        check::<BlockQ6K>("Q6_K", BlockQ6K::split);
     }
 }

@@ -4,6 +4,7 @@
 //! [`kquants`] (super-blocks of 256: Q2_K to Q6_K). Layouts follow ggml's `ggml-common.h`
 //! (<https://github.com/ggml-org/ggml/blob/master/src/ggml-common.h>).
 
+pub mod kquantize;
 pub mod kquants;
 pub mod legacy;
 pub mod packed;

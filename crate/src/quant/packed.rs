@@ -13,11 +13,23 @@
 //! kernels). Keeping the scales as f16 bits inside
 //! words needs no shader-f16 support: kernels unpack them with integer operations.
 //! Rows whose length is not a multiple of 32 are padded with zero codes and zero parameters.
+//!
+//! The K-quants ([`Scales::Super`]) keep ggml's two levels instead: a block's parameter word
+//! holds four i8 `(s_lo, n_lo, s_hi, n_hi)`, and every 256 elements share a super word of f16
+//! `d` | f16 `dmin` << 16, so element `e` of a block is `(d · s) · q + dmin · n` with the pair
+//! of its half (`e / 16`). `d · s` and `dmin · n` are ggml's own sub-block products (an f16
+//! times a small integer, exact in f32), so each weight is the file's value; Q4_K, Q3_K and
+//! Q2_K keep 4-bit codes, Q5_K and Q6_K take 8-bit ones (5.1 and 9.1 bits a weight, where a
+//! float copy is 32).
 
 use half::f16;
 
+use super::kquants::Split;
 use super::legacy::five_bit_codes;
-use super::{BLOCK, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::{
+    BLOCK, Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, QK_K,
+};
 use crate::error::{Error, Result};
 use crate::load::gguf::GgmlType;
 
@@ -45,6 +57,19 @@ impl QuantFormat {
     }
 }
 
+/// Blocks of 32 per K-quant super-block (256 elements).
+pub const SUPER: usize = QK_K / BLOCK;
+
+/// Where a block's scale and offset come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scales {
+    /// Its parameter word: f16 `d` | f16 `m` << 16 (the legacy formats, and quantized floats).
+    Block,
+    /// Its parameter word of four i8 `(s_lo, n_lo, s_hi, n_hi)` and the super word of its 256
+    /// elements, f16 `d` | f16 `dmin` << 16 (the K-quants).
+    Super,
+}
+
 /// How a float matrix is quantized into the packed formats: ggml's reference quantizers, so
 /// that a model quantized here holds the weights llama.cpp's own quantizer would give it.
 #[allow(non_camel_case_types)] // ggml's names
@@ -56,14 +81,44 @@ pub enum FloatQuant {
     Q4_1,
     /// 8-bit, `d * q`.
     Q8_0,
+    /// The K-quants, as ggml's reference quantizers make them ([`super::kquantize`]).
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
 impl FloatQuant {
+    /// Every one, by its lowercase ggml name.
+    pub const ALL: [(Self, &str); 8] = [
+        (Self::Q4_0, "q4_0"),
+        (Self::Q4_1, "q4_1"),
+        (Self::Q8_0, "q8_0"),
+        (Self::Q2_K, "q2_k"),
+        (Self::Q3_K, "q3_k"),
+        (Self::Q4_K, "q4_k"),
+        (Self::Q5_K, "q5_k"),
+        (Self::Q6_K, "q6_k"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(q, _)| *q == self).map(|(_, n)| *n).expect("every quantizer is named")
+    }
+
     /// The packed format it fills.
     pub fn format(self) -> QuantFormat {
         match self {
-            Self::Q4_0 | Self::Q4_1 => QuantFormat::Q4,
-            Self::Q8_0 => QuantFormat::Q8,
+            Self::Q4_0 | Self::Q4_1 | Self::Q2_K | Self::Q3_K | Self::Q4_K => QuantFormat::Q4,
+            Self::Q8_0 | Self::Q5_K | Self::Q6_K => QuantFormat::Q8,
+        }
+    }
+
+    /// How its blocks are scaled.
+    pub fn scales(self) -> Scales {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => Scales::Block,
+            _ => Scales::Super,
         }
     }
 }
@@ -72,12 +127,15 @@ impl FloatQuant {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedMatrix {
     pub format: QuantFormat,
+    pub scales: Scales,
     pub rows: usize,
     pub cols: usize,
     /// `rows * blocks_per_row * words_per_block` code words.
     pub codes: Vec<u32>,
     /// `rows * blocks_per_row` parameter words.
     pub params: Vec<u32>,
+    /// `rows * blocks_per_row / SUPER` super words ([`Scales::Super`]; empty otherwise).
+    pub supers: Vec<u32>,
 }
 
 fn param_word(d: f16, m: f16) -> u32 {
@@ -88,14 +146,75 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()))
 }
 
+/// A K-quant super-block's eight blocks: codes in the packed layout, one word of half pairs each.
+fn push_split(split: &Split, format: QuantFormat, codes: &mut Vec<u32>, params: &mut Vec<u32>) {
+    for (j, q) in split.codes.chunks_exact(BLOCK).enumerate() {
+        match format {
+            QuantFormat::Q4 => {
+                let bytes: [u8; 16] = std::array::from_fn(|i| q[i] as u8 | ((q[i + 16] as u8) << 4));
+                codes.extend(words(&bytes));
+            }
+            QuantFormat::Q8 => codes.extend(words(&q.iter().map(|&c| c as u8).collect::<Vec<_>>())),
+        }
+        let ((s_lo, n_lo), (s_hi, n_hi)) = (split.halves[2 * j], split.halves[2 * j + 1]);
+        params.push(u32::from_le_bytes([s_lo as u8, n_lo as u8, s_hi as u8, n_hi as u8]));
+    }
+}
+
 impl PackedMatrix {
     pub fn blocks_per_row(&self) -> usize {
         self.cols.div_ceil(BLOCK)
     }
 
+    /// Super words per row (the last may cover fewer than [`SUPER`] blocks of a ragged row).
+    pub fn supers_per_row(&self) -> usize {
+        match self.scales {
+            Scales::Block => 0,
+            Scales::Super => self.blocks_per_row().div_ceil(SUPER),
+        }
+    }
+
     /// Bytes the matrix takes on the device.
     pub fn device_bytes(&self) -> usize {
-        (self.codes.len() + self.params.len()) * 4
+        (self.codes.len() + self.params.len() + self.supers.len()) * 4
+    }
+
+    /// Repacks a GGUF K-quant `[rows, cols]` tensor (`cols` a multiple of 256) into
+    /// [`Scales::Super`] form, keeping every weight's value.
+    fn from_k_quant(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let block_bytes = match dtype {
+            GgmlType::Q2_K => BlockQ2K::BYTES,
+            GgmlType::Q3_K => BlockQ3K::BYTES,
+            GgmlType::Q4_K => BlockQ4K::BYTES,
+            GgmlType::Q5_K => BlockQ5K::BYTES,
+            _ => BlockQ6K::BYTES,
+        };
+        if !cols.is_multiple_of(QK_K) || bytes.len() != rows * (cols / QK_K) * block_bytes {
+            return Err(Error::malformed(format!(
+                "tensor {name}: {} bytes for a [{rows}, {cols}] {dtype:?} matrix",
+                bytes.len()
+            )));
+        }
+        let wide = matches!(dtype, GgmlType::Q5_K | GgmlType::Q6_K);
+        let format = if wide { QuantFormat::Q8 } else { QuantFormat::Q4 };
+        let supers = rows * (cols / QK_K);
+        let mut codes = Vec::with_capacity(supers * SUPER * format.words_per_block());
+        let mut params = Vec::with_capacity(supers * SUPER);
+        let mut super_words = Vec::with_capacity(supers);
+        for block in bytes.chunks_exact(block_bytes) {
+            let split = match dtype {
+                GgmlType::Q2_K => BlockQ2K::from_bytes(block).split(),
+                GgmlType::Q3_K => BlockQ3K::from_bytes(block)
+                    .split()
+                    .ok_or_else(|| Error::malformed(format!("tensor {name}: a Q3_K super-scale out of f16's range")))?,
+                GgmlType::Q4_K => BlockQ4K::from_bytes(block).split(),
+                GgmlType::Q5_K => BlockQ5K::from_bytes(block).split(),
+                _ => BlockQ6K::from_bytes(block).split(),
+            };
+            push_split(&split, format, &mut codes, &mut params);
+            super_words.push(param_word(split.d, split.dmin));
+        }
+        Ok(Self { format, scales: Scales::Super, rows, cols, codes, params, supers: super_words })
     }
 
     /// Repacks GGUF Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 data of a `[rows, cols]` tensor, keeping
@@ -108,6 +227,7 @@ impl PackedMatrix {
             GgmlType::Q8_0 => (QuantFormat::Q8, BlockQ8_0::BYTES),
             GgmlType::Q5_0 => (QuantFormat::Q8, BlockQ5_0::BYTES),
             GgmlType::Q5_1 => (QuantFormat::Q8, BlockQ5_1::BYTES),
+            k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols),
             other => {
                 return Err(Error::UnsupportedTensorType {
                     tensor: name.into(),
@@ -155,7 +275,7 @@ impl PackedMatrix {
                 }
             }
         }
-        Ok(Self { format, rows, cols, codes, params })
+        Ok(Self { format, scales: Scales::Block, rows, cols, codes, params, supers: Vec::new() })
     }
 
     /// Quantizes a row-major `[rows, cols]` f32 matrix: min-max 4-bit blocks (as Q4_1) or
@@ -165,11 +285,20 @@ impl PackedMatrix {
             QuantFormat::Q4 => FloatQuant::Q4_1,
             QuantFormat::Q8 => FloatQuant::Q8_0,
         };
-        Self::quantize_as(kind, data, rows, cols)
+        Self::quantize_blocks(kind, data, rows, cols)
     }
 
-    /// Quantizes `data` (`[rows, cols]`) block by block as `kind` says.
-    pub fn quantize_as(kind: FloatQuant, data: &[f32], rows: usize, cols: usize) -> Self {
+    /// Quantizes `data` (`[rows, cols]`) as `kind` says; fails only for weights too large for
+    /// a K-quant's f16 scales (past some 10^6).
+    pub fn quantize_as(kind: FloatQuant, data: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        match kind.scales() {
+            Scales::Super => Self::quantize_k(kind, data, rows, cols),
+            Scales::Block => Ok(Self::quantize_blocks(kind, data, rows, cols)),
+        }
+    }
+
+    /// The legacy formats, block by block.
+    fn quantize_blocks(kind: FloatQuant, data: &[f32], rows: usize, cols: usize) -> Self {
         let format = kind.format();
         assert_eq!(data.len(), rows * cols, "quantize: data does not match [rows, cols]");
         let nb = cols.div_ceil(BLOCK);
@@ -211,10 +340,51 @@ impl PackedMatrix {
                         params.push(param_word(q.d, f16::ZERO));
                         codes.extend(words(&q.to_bytes()[2..]));
                     }
+                    _ => unreachable!("K-quants are quantized by super-blocks"),
                 }
             }
         }
-        Self { format, rows, cols, codes, params }
+        Self { format, scales: Scales::Block, rows, cols, codes, params, supers: Vec::new() }
+    }
+
+    /// Quantizes `data` to a K-quant super-block by super-block; a ragged row's last
+    /// super-block is quantized with zeros past the row's end (blocks past it are dropped, and
+    /// its super word shared by the blocks that remain).
+    fn quantize_k(kind: FloatQuant, data: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        assert_eq!(data.len(), rows * cols, "quantize: data does not match [rows, cols]");
+        let (format, nb) = (kind.format(), cols.div_ceil(BLOCK));
+        let mut out = Self {
+            format,
+            scales: Scales::Super,
+            rows,
+            cols,
+            codes: Vec::new(),
+            params: Vec::new(),
+            supers: Vec::new(),
+        };
+        let mut padded = [0.0f32; QK_K];
+        for row in data.chunks_exact(cols.max(1)).take(rows) {
+            for (s, part) in row.chunks(QK_K).enumerate() {
+                padded[..part.len()].copy_from_slice(part);
+                padded[part.len()..].fill(0.0);
+                let split = match kind {
+                    FloatQuant::Q2_K => BlockQ2K::quantize(&padded).split(),
+                    FloatQuant::Q3_K => BlockQ3K::quantize(&padded).split().ok_or_else(|| {
+                        Error::BadOptions(format!("weights past f16's range cannot be quantized to {}", kind.name()))
+                    })?,
+                    FloatQuant::Q4_K => BlockQ4K::quantize(&padded).split(),
+                    FloatQuant::Q5_K => BlockQ5K::quantize(&padded).split(),
+                    _ => BlockQ6K::quantize(&padded).split(),
+                };
+                let (mut codes, mut params) = (Vec::new(), Vec::new());
+                push_split(&split, format, &mut codes, &mut params);
+                let blocks = (nb - s * SUPER).min(SUPER);
+                out.codes.extend_from_slice(&codes[..blocks * format.words_per_block()]);
+                out.params.extend_from_slice(&params[..blocks]);
+                out.supers.push(param_word(split.d, split.dmin));
+            }
+        }
+        Ok(out)
     }
 
     /// The same values with 8-bit codes: 4-bit codes `q` in 0..16 are exact as 8-bit codes with
@@ -240,62 +410,88 @@ impl PackedMatrix {
     }
 
     /// The rows of `parts` one after another (for fusing projections that read the same
-    /// input). Parts of different formats are all given 8-bit codes.
+    /// input). Parts of different formats are all given 8-bit codes; their scales must be of
+    /// one kind ([`Self::fusable`]).
     pub fn concat_rows(parts: &[&PackedMatrix]) -> Self {
         let cols = parts[0].cols;
         assert!(parts.iter().all(|p| p.cols == cols), "concat_rows: column counts differ");
+        assert!(Self::fusable(parts), "concat_rows: block and super-block scales mixed");
         let mixed = parts.iter().any(|p| p.format != parts[0].format);
         let parts: Vec<PackedMatrix> = parts.iter().map(|p| if mixed { p.to_q8() } else { (*p).clone() }).collect();
         Self {
             format: parts[0].format,
+            scales: parts[0].scales,
             rows: parts.iter().map(|p| p.rows).sum(),
             cols,
             codes: parts.iter().flat_map(|p| p.codes.iter().copied()).collect(),
             params: parts.iter().flat_map(|p| p.params.iter().copied()).collect(),
+            supers: parts.iter().flat_map(|p| p.supers.iter().copied()).collect(),
         }
+    }
+
+    /// Whether `parts` can share one matrix: their scales are of one kind (a legacy block's
+    /// own f16 scale has no exact place in a K-quant's two levels, nor the reverse).
+    pub fn fusable(parts: &[&PackedMatrix]) -> bool {
+        parts.iter().all(|p| p.scales == parts[0].scales)
     }
 
     /// Rows `a[0], b[0], a[1], b[1], ...` (for a SwiGLU epilogue that needs gate and up rows
     /// side by side).
     pub fn interleave_rows(a: &PackedMatrix, b: &PackedMatrix) -> Self {
         assert_eq!((a.rows, a.cols), (b.rows, b.cols), "interleave_rows: shapes differ");
+        assert!(Self::fusable(&[a, b]), "interleave_rows: block and super-block scales mixed");
         let (a, b) = if a.format == b.format { (a.clone(), b.clone()) } else { (a.to_q8(), b.to_q8()) };
-        let (nb, wpb) = (a.blocks_per_row(), a.format.words_per_block());
-        let (code_row, param_row) = (nb * wpb, nb);
-        let mut codes = Vec::with_capacity(a.codes.len() * 2);
-        let mut params = Vec::with_capacity(a.params.len() * 2);
+        let mut out = Self { rows: 0, codes: Vec::new(), params: Vec::new(), supers: Vec::new(), ..a.clone() };
         for r in 0..a.rows {
-            for m in [&a, &b] {
-                codes.extend_from_slice(&m.codes[r * code_row..(r + 1) * code_row]);
-                params.extend_from_slice(&m.params[r * param_row..(r + 1) * param_row]);
-            }
+            out.push_row(&a, r);
+            out.push_row(&b, r);
         }
-        Self { format: a.format, rows: 2 * a.rows, cols: a.cols, codes, params }
+        out
+    }
+
+    /// Appends row `r` of `from` (of the same format and width).
+    fn push_row(&mut self, from: &Self, r: usize) {
+        let (nb, wpb, ns) = (from.blocks_per_row(), from.format.words_per_block(), from.supers_per_row());
+        self.codes.extend_from_slice(&from.codes[r * nb * wpb..(r + 1) * nb * wpb]);
+        self.params.extend_from_slice(&from.params[r * nb..(r + 1) * nb]);
+        self.supers.extend_from_slice(&from.supers[r * ns..(r + 1) * ns]);
+        self.rows += 1;
     }
 
     /// Rows `range` of the matrix.
     pub fn row_range(&self, range: std::ops::Range<usize>) -> Self {
-        let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
-        Self {
-            format: self.format,
-            rows: range.len(),
-            cols: self.cols,
-            codes: self.codes[range.start * nb * wpb..range.end * nb * wpb].to_vec(),
-            params: self.params[range.start * nb..range.end * nb].to_vec(),
-        }
+        self.reorder_rows_n(range.len(), |r| range.start + r)
     }
 
     /// The matrix whose row `r` is this one's row `source(r)` (a permutation of the rows).
     pub fn reorder_rows(&self, source: impl Fn(usize) -> usize) -> Self {
-        let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
-        let mut codes = Vec::with_capacity(self.codes.len());
-        let mut params = Vec::with_capacity(self.params.len());
-        for r in 0..self.rows {
-            let s = source(r);
-            codes.extend_from_slice(&self.codes[s * nb * wpb..(s + 1) * nb * wpb]);
-            params.extend_from_slice(&self.params[s * nb..(s + 1) * nb]);
+        self.reorder_rows_n(self.rows, source)
+    }
+
+    /// `rows` rows, row `r` being this one's row `source(r)`.
+    fn reorder_rows_n(&self, rows: usize, source: impl Fn(usize) -> usize) -> Self {
+        let mut out = Self { rows: 0, codes: Vec::new(), params: Vec::new(), supers: Vec::new(), ..self.clone() };
+        for r in 0..rows {
+            out.push_row(self, source(r));
         }
-        Self { codes, params, ..self.clone() }
+        out
+    }
+
+    /// The `(d, m)` of the half of block `block` (counted row-major) holding element `e`: its
+    /// own f16 pair, or the products of a K-quant's two levels.
+    pub fn half_params(&self, block: usize, e: usize) -> (f32, f32) {
+        let p = self.params[block];
+        match self.scales {
+            Scales::Block => (f16::from_bits(p as u16).to_f32(), f16::from_bits((p >> 16) as u16).to_f32()),
+            Scales::Super => {
+                let (nb, row) = (self.blocks_per_row(), block / self.blocks_per_row());
+                let sp = self.supers[row * self.supers_per_row() + (block % nb) / SUPER];
+                let (d, dmin) = (f16::from_bits(sp as u16).to_f32(), f16::from_bits((sp >> 16) as u16).to_f32());
+                let half = (e / 16) as u32;
+                let (s, n) = ((p >> (16 * half)) as u8 as i8, (p >> (16 * half + 8)) as u8 as i8);
+                (d * s as f32, dmin * n as f32)
+            }
+        }
     }
 
     /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32.
@@ -303,9 +499,7 @@ impl PackedMatrix {
         let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
         let block = row * nb + col / BLOCK;
         let e = col % BLOCK;
-        let p = self.params[block];
-        let d = f16::from_bits(p as u16).to_f32();
-        let m = f16::from_bits((p >> 16) as u16).to_f32();
+        let (d, m) = self.half_params(block, e);
         let words = &self.codes[block * wpb..(block + 1) * wpb];
         let q = match self.format {
             QuantFormat::Q4 => {
@@ -358,6 +552,34 @@ mod tests {
             assert_eq!(packed.format, QuantFormat::Q8);
             let got = packed.dequantize();
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// Every K-quant, repacked, gives the `gguf` package's values exactly, and keeps them through
+    /// widening, fusing, interleaving and row moves.
+    #[test]
+    fn k_quants_repack_to_the_gguf_packages_values() {
+        for (dtype, name) in [
+            (GgmlType::Q2_K, "Q2_K"),
+            (GgmlType::Q3_K, "Q3_K"),
+            (GgmlType::Q4_K, "Q4_K"),
+            (GgmlType::Q5_K, "Q5_K"),
+            (GgmlType::Q6_K, "Q6_K"),
+        ] {
+            let (bytes, want) = crate::quant::tests::fixture(name);
+            let packed = PackedMatrix::from_gguf("t", dtype, &bytes, 3, 256).unwrap();
+            assert_eq!((packed.scales, packed.supers.len()), (Scales::Super, 3), "{name}");
+            let got = packed.dequantize();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(packed.to_q8().dequantize(), want, "{name} widened");
+            let rows = |r: usize| want[r * 256..(r + 1) * 256].to_vec();
+            let fused = PackedMatrix::concat_rows(&[&packed, &packed.row_range(1..2)]);
+            assert_eq!(fused.dequantize(), [want.clone(), rows(1)].concat(), "{name} fused");
+            let inter = PackedMatrix::interleave_rows(&packed, &packed.reorder_rows(|r| 2 - r));
+            assert_eq!(inter.dequantize(), [rows(0), rows(2), rows(1), rows(1), rows(2), rows(0)].concat());
+            assert!(PackedMatrix::from_gguf("t", dtype, &bytes[1..], 3, 256).is_err(), "{name}: short data");
+            let legacy = PackedMatrix::quantize(QuantFormat::Q4, &want, 3, 256);
+            assert!(!PackedMatrix::fusable(&[&packed, &legacy]));
         }
     }
 

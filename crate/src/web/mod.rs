@@ -426,7 +426,8 @@ impl WasmEngine {
     }
 
     /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
-    /// `weights` is `"int4"`, `"f32"`, `"q4_0"`, `"q4_1"` or `"q8_0"`; `kv` is `{capacity, capacity_bytes, policy, sinks,
+    /// `weights` is `"int4"`, `"f32"` or a ggml format to quantize floats to (`"q4_0"`, `"q4_1"`,
+    /// `"q8_0"`, `"q2_k"` .. `"q6_k"`); `kv` is `{capacity, capacity_bytes, policy, sinks,
     /// recent}` (all optional); `progress(uploaded, total)` is called per tensor; `device` is
     /// `"webgpu"` (after `init()`) or `"cpu"`.
     ///

@@ -371,36 +371,75 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
 
 /// This build's CPU kernels are simd128's, and they equal the scalar reference of the same
 /// arithmetic (inputs quantized to i16 blocks) within 1e-5 of the terms' magnitude, on ragged
-/// shapes, batches 1..8 and a prefill size, for 4- and 8-bit blocks.
+/// shapes, batches 1..8 and a prefill size, for 4- and 8-bit blocks and every K-quant.
 #[wasm_bindgen_test]
 fn simd128_kernels_equal_the_scalar_reference() {
     use hearth::cpu::Isa;
     use hearth::cpu::qgemm::{Epilogue, Inputs, QuantRows, qgemm, qgemm_with, tile_rows};
+    use hearth::load::gguf::GgmlType;
     use hearth::quant::packed::{PackedMatrix, QuantFormat};
     assert_eq!(Isa::best(), Isa::Simd128, "the package is built with simd128");
     assert_eq!(Inputs::of(Isa::Simd128), Inputs::I16);
+    let mut matrices = Vec::new();
     // The third: 4-bit codes widened to 8 bits (fused matrices of mixed formats), whose blocks
     // keep their offsets.
     for (format, widened) in [(QuantFormat::Q4, false), (QuantFormat::Q8, false), (QuantFormat::Q4, true)] {
         for (i, &(rows, cols)) in [(13usize, 70usize), (9, 64), (33, 96), (64, 576), (6, 1536)].iter().enumerate() {
             let data: Vec<f32> = (0..rows * cols).map(|j| ((j * 7919 + i) % 2001) as f32 / 1000.0 - 1.0).collect();
             let p = PackedMatrix::quantize(format, &data, rows, cols);
-            let p = if widened { p.to_q8() } else { p };
-            let format = p.format;
-            let (codes, params) = tile_rows(&p);
-            let w = QuantRows { format, rows, cols, codes: &codes, params: &params };
-            let dense = p.dequantize();
-            for m in (1..=8).chain([67]) {
-                let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
-                let (mut simd, mut scalar) = (vec![0.0; m * rows], vec![0.0; m * rows]);
-                qgemm(Isa::Simd128, &x, m, &w, Epilogue::None, &mut simd);
-                qgemm_with(Isa::Scalar, Inputs::I16, &x, m, &w, Epilogue::None, &mut scalar);
-                for t in 0..m {
-                    for r in 0..rows {
-                        let magnitude: f32 = (0..cols).map(|c| (x[t * cols + c] * dense[r * cols + c]).abs()).sum();
-                        let (a, b) = (simd[t * rows + r], scalar[t * rows + r]);
-                        assert!((a - b).abs() <= 1e-5 * magnitude, "{format:?} {rows}x{cols} m={m}: {a} vs {b}");
-                    }
+            matrices.push(if widened { p.to_q8() } else { p });
+        }
+    }
+    // K-quants: random super-blocks (codes and sub-block scales) with small super-scales.
+    for (i, (dtype, bytes, d_at, has_min)) in [
+        (GgmlType::Q2_K, 84, 80, true),
+        (GgmlType::Q3_K, 110, 108, false),
+        (GgmlType::Q4_K, 144, 0, true),
+        (GgmlType::Q5_K, 176, 0, true),
+        (GgmlType::Q6_K, 210, 208, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (rows, cols) = (13, 512);
+        let mut data: Vec<u8> = (0..rows * cols / 256 * bytes).map(|j| ((j * 7919 + i * 31) % 251) as u8).collect();
+        for (j, block) in data.chunks_exact_mut(bytes).enumerate() {
+            let d = half::f16::from_f32(1e-3 + (j % 17) as f32 * 2e-3).to_le_bytes();
+            block[d_at..d_at + 2].copy_from_slice(&d);
+            if has_min {
+                block[d_at + 2..d_at + 4].copy_from_slice(&d);
+            }
+        }
+        matrices.push(PackedMatrix::from_gguf("t", dtype, &data, rows, cols).unwrap());
+    }
+    for p in matrices {
+        let (format, rows, cols) = (p.format, p.rows, p.cols);
+        let t = tile_rows(&p);
+        let w =
+            QuantRows { format, scales: p.scales, rows, cols, codes: &t.codes, params: &t.params, supers: &t.supers };
+        // Each weight's code part and offset, whose products with the inputs i16 arithmetic sums.
+        let nb = p.blocks_per_row();
+        let terms: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                let offset = p.half_params(r * nb + c / 32, c % 32).1;
+                (p.get(r, c) - offset).abs() + offset.abs()
+            })
+            .collect();
+        for m in (1..=8).chain([67]) {
+            let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
+            let (mut simd, mut scalar) = (vec![0.0; m * rows], vec![0.0; m * rows]);
+            qgemm(Isa::Simd128, &x, m, &w, Epilogue::None, &mut simd);
+            qgemm_with(Isa::Scalar, Inputs::I16, &x, m, &w, Epilogue::None, &mut scalar);
+            for t in 0..m {
+                for r in 0..rows {
+                    let magnitude: f32 = (0..cols).map(|c| (x[t * cols + c] * terms[r * cols + c]).abs()).sum();
+                    let (a, b) = (simd[t * rows + r], scalar[t * rows + r]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * magnitude,
+                        "{format:?} {:?} {rows}x{cols} m={m}: {a} vs {b}",
+                        p.scales
+                    );
                 }
             }
         }
