@@ -1,5 +1,7 @@
-//! Kernel benchmark: for every linear shape of a model, the packed int4 GEMV against the f32
-//! GEMV the dense path uses, and a plain copy of as many bytes as the int4 matrix holds.
+//! Kernel benchmark: for every linear shape of a model and every packed format asked for, the
+//! packed GEMV against the f32 GEMV the dense path uses, and a plain copy of as many bytes as the
+//! packed matrix holds (the bandwidth yardstick: a format's kernel is as good as the fraction of
+//! it that it reaches).
 
 use burn::prelude::*;
 use serde::Serialize;
@@ -9,7 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::copy::copy_words;
 use crate::kernels::qmatmul::{QuantMatrix, qmatmul};
-use crate::quant::packed::{PackedMatrix, QuantFormat};
+use crate::quant::packed::{FloatQuant, PackedMatrix};
 
 /// Timings of one matrix shape (batch 1), medians over repeated runs.
 #[derive(Clone, Debug, Serialize)]
@@ -31,16 +33,16 @@ pub struct KernelTiming {
     pub speedup_over_f32: f64,
 }
 
-/// The linear shapes of one block and the output head: `(name, rows, cols, format)`.
-fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize, QuantFormat); 7] {
+/// The linear shapes of one block and the output head: `(name, rows, cols)`.
+fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize); 7] {
     [
-        ("attn_q", c.q_dim(), c.d_model, QuantFormat::Q4),
-        ("attn_output", c.d_model, c.q_dim(), QuantFormat::Q4),
-        ("attn_k, attn_v", c.kv_dim(), c.d_model, QuantFormat::Q4),
-        ("ffn_gate, ffn_up", c.d_ff, c.d_model, QuantFormat::Q4),
-        ("ffn_down", c.d_model, c.d_ff, QuantFormat::Q4),
-        ("output (tied embedding)", c.vocab, c.d_model, QuantFormat::Q8),
-        ("qkv fused", c.q_dim() + 2 * c.kv_dim(), c.d_model, QuantFormat::Q4),
+        ("attn_q", c.q_dim(), c.d_model),
+        ("attn_output", c.d_model, c.q_dim()),
+        ("attn_k, attn_v", c.kv_dim(), c.d_model),
+        ("ffn_gate, ffn_up", c.d_ff, c.d_model),
+        ("ffn_down", c.d_model, c.d_ff),
+        ("output (tied embedding)", c.vocab, c.d_model),
+        ("qkv fused", c.q_dim() + 2 * c.kv_dim(), c.d_model),
     ]
 }
 
@@ -62,45 +64,54 @@ fn time<T>(device: &Device, iters: usize, mut op: impl FnMut() -> T) -> Result<f
     Ok(batches[batches.len() / 2])
 }
 
-/// Benchmarks every linear shape of `config` on `device`.
-pub fn kernel_bench(config: &ModelConfig, device: &Device, iters: usize) -> Result<Vec<KernelTiming>> {
+/// Benchmarks every linear shape of `config` on `device` in each of `formats` (floats
+/// quantized as [`PackedMatrix::quantize_as`] does).
+pub fn kernel_bench(
+    config: &ModelConfig,
+    device: &Device,
+    iters: usize,
+    formats: &[FloatQuant],
+) -> Result<Vec<KernelTiming>> {
     let mut out = Vec::new();
-    for (name, rows, cols, format) in shapes(config) {
+    for (name, rows, cols) in shapes(config) {
         let data: Vec<f32> =
             (0..rows * cols).map(|i| ((i as u64 * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let packed = PackedMatrix::quantize(format, &data, rows, cols);
-        let quant = QuantMatrix::upload(&packed, device);
-        let dense = Tensor::<2>::from_data(TensorData::new(data, [rows, cols]), device).transpose();
         let x = Tensor::<2>::from_data(
             TensorData::new((0..cols).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, cols]),
             device,
         );
-        let words = Tensor::<1, Int>::from_data(
-            TensorData::new(vec![0i32; packed.device_bytes() / 4], [packed.device_bytes() / 4]),
-            device,
-        );
-
-        let quant_us = time(device, iters, || qmatmul(x.clone(), &quant))?;
-        let f32_us = time(device, iters, || x.clone().matmul(dense.clone()))?;
-        let copy_us = time(device, iters, || copy_words(&words))?;
-        let quant_bytes = packed.device_bytes();
-        let quant_gb_per_s = quant_bytes as f64 / quant_us / 1e3;
-        let copy_gb_per_s = 2.0 * quant_bytes as f64 / copy_us / 1e3;
-        out.push(KernelTiming {
-            name,
-            rows,
-            cols,
-            format: if format == QuantFormat::Q4 { "int4" } else { "int8" },
-            quant_us,
-            f32_us,
-            copy_us,
-            quant_bytes,
-            f32_bytes: rows * cols * 4,
-            quant_gb_per_s,
-            copy_gb_per_s,
-            fraction_of_copy_bandwidth: quant_gb_per_s / copy_gb_per_s,
-            speedup_over_f32: f32_us / quant_us,
-        });
+        let f32_us = {
+            let dense = Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, cols]), device).transpose();
+            time(device, iters, || x.clone().matmul(dense.clone()))?
+        };
+        for &format in formats {
+            let packed = PackedMatrix::quantize_as(format, &data, rows, cols)?;
+            let quant = QuantMatrix::upload(&packed, device);
+            let words = Tensor::<1, Int>::from_data(
+                TensorData::new(vec![0i32; packed.device_bytes() / 4], [packed.device_bytes() / 4]),
+                device,
+            );
+            let quant_us = time(device, iters, || qmatmul(x.clone(), &quant))?;
+            let copy_us = time(device, iters, || copy_words(&words))?;
+            let quant_bytes = packed.device_bytes();
+            let quant_gb_per_s = quant_bytes as f64 / quant_us / 1e3;
+            let copy_gb_per_s = 2.0 * quant_bytes as f64 / copy_us / 1e3;
+            out.push(KernelTiming {
+                name,
+                rows,
+                cols,
+                format: format.name(),
+                quant_us,
+                f32_us,
+                copy_us,
+                quant_bytes,
+                f32_bytes: rows * cols * 4,
+                quant_gb_per_s,
+                copy_gb_per_s,
+                fraction_of_copy_bandwidth: quant_gb_per_s / copy_gb_per_s,
+                speedup_over_f32: f32_us / quant_us,
+            });
+        }
     }
     Ok(out)
 }

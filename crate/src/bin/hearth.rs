@@ -125,9 +125,13 @@ enum Command {
         /// Timed repetitions; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Instead: time the int4 GEMV, the f32 GEMV and a copy for every linear shape.
+        /// Instead: time the packed GEMV of each of `--formats`, the f32 GEMV and a copy for
+        /// every linear shape.
         #[arg(long)]
         kernels: bool,
+        /// With --kernels: the formats, comma-separated.
+        #[arg(long, default_value = "q4_0,q4_1,q8_0,q2_k,q3_k,q4_k,q5_k,q6_k")]
+        formats: String,
     },
 }
 
@@ -307,7 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { common, kernels: true, runs, .. } => bench_kernels(&common, runs),
+        Command::Bench { common, kernels: true, runs, formats, .. } => bench_kernels(&common, runs, &formats),
         Command::Bench { common, prompt_tokens, gen_tokens, runs, .. } => {
             bench(&common, prompt_tokens, gen_tokens, runs).await
         }
@@ -593,9 +597,16 @@ async fn prune_bench(common: &Common, items: &Path, keep: &[f64], limit: Option<
     Ok(())
 }
 
-fn bench_kernels(common: &Common, runs: usize) -> Result<()> {
+fn bench_kernels(common: &Common, runs: usize, formats: &str) -> Result<()> {
+    let formats = formats
+        .split(',')
+        .map(|f| match f.trim().parse::<WeightFormat>()? {
+            WeightFormat::Quantize(q) => Ok(q),
+            other => Err(hearth::Error::BadOptions(format!("--formats: {} is not a block format", other.name()))),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (engine, _) = load(common)?;
-    for t in hearth::bench::kernel_bench(engine.config(), engine.device(), runs.max(5))? {
+    for t in hearth::bench::kernel_bench(engine.config(), engine.device(), runs.max(5), &formats)? {
         println!("{}", serde_json::to_string(&t).unwrap_or_default());
     }
     Ok(())

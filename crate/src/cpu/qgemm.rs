@@ -655,8 +655,24 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
         let mut sums = [[_mm512_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
         let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
+        // A K-quant super-block's `[d, dmin, d, dmin]` per row, lane by lane against the block
+        // words' i8: converted once per 256 elements, multiplied once per block.
+        let mut supers = _mm512_setzero_ps();
+        let mut dm = [0.0f32; 4 * GROUP];
         for b in 0..blocks {
-            let dm = group_half_params::<K>(w, group, b);
+            if K {
+                if b % SUPER == 0 {
+                    let sp = (group * w.supers_per_row() + b / SUPER) * GROUP;
+                    let pairs = _mm256_cvtph_ps(_mm_loadu_si128(w.supers.as_ptr().add(sp) as *const __m128i));
+                    let spread = _mm512_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7);
+                    supers = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(pairs));
+                }
+                let bytes = _mm_loadu_si128(w.params.as_ptr().add((group * blocks + b) * GROUP) as *const __m128i);
+                let halves = _mm512_mul_ps(supers, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
+                _mm512_storeu_ps(dm.as_mut_ptr(), halves);
+            } else {
+                dm = group_half_params::<false>(w, group, b);
+            }
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {

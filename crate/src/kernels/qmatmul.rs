@@ -322,7 +322,6 @@ mod cube {
         let mut d_hi = Array::<f32>::new(rpt);
         let mut mn_hi = Array::<f32>::new(rpt);
         let mut sum_qx = Array::<f32>::new(rpt);
-        let mut sum_qx_hi = Array::<f32>::new(rpt);
         for b in 0..blocks {
             #[unroll]
             for r in 0..rpt {
@@ -361,11 +360,9 @@ mod cube {
                 if token < m {
                     let base = (token * cols + col0) / n;
                     let mut sum_x = 0.0f32;
-                    let mut sum_x_hi = 0.0f32;
                     #[unroll]
                     for r in 0..rpt {
                         sum_qx[r] = 0.0;
-                        sum_qx_hi[r] = 0.0;
                     }
                     if width == 32 {
                         #[unroll]
@@ -375,58 +372,55 @@ mod cube {
                             for i in 0..n {
                                 let xi = xv.extract(i);
                                 let e = comptime!(v * n + i);
-                                // A K-quant block's second half has its own scales.
-                                if comptime!(k && e >= 16) {
-                                    sum_x_hi += xi;
-                                } else {
-                                    sum_x += xi;
-                                }
+                                sum_x += xi;
                                 #[unroll]
                                 for r in 0..rpt {
-                                    let q = code(
+                                    sum_qx[r] += code(
                                         &words,
                                         comptime!(r * words_per_block),
                                         comptime!(e / 4),
                                         comptime!(e % 4),
                                         q8,
-                                    );
-                                    if comptime!(k && e >= 16) {
-                                        sum_qx_hi[r] += q * xi;
-                                    } else {
-                                        sum_qx[r] += q * xi;
+                                    ) * xi;
+                                }
+                                // A K-quant block's halves have their own scales: the first
+                                // half is folded in here, the sums go on with the second.
+                                if comptime!(k && e == 15) {
+                                    #[unroll]
+                                    for r in 0..rpt {
+                                        acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
+                                        sum_qx[r] = 0.0;
                                     }
+                                    sum_x = 0.0;
                                 }
                             }
                         }
                     } else {
                         // A ragged last block: element by element.
                         for e in 0..width {
-                            let xi = x[(token * cols + col0 + e) / n].extract_dynamic((token * cols + col0 + e) % n);
-                            let hi = k && e >= 16;
-                            if hi {
-                                sum_x_hi += xi;
-                            } else {
-                                sum_x += xi;
+                            if k && e == 16 {
+                                #[unroll]
+                                for r in 0..rpt {
+                                    acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
+                                    sum_qx[r] = 0.0;
+                                }
+                                sum_x = 0.0;
                             }
+                            let xi = x[(token * cols + col0 + e) / n].extract_dynamic((token * cols + col0 + e) % n);
+                            sum_x += xi;
                             #[unroll]
                             for r in 0..rpt {
-                                let q = code_dynamic(&words, r * words_per_block, e, q8);
-                                if hi {
-                                    sum_qx_hi[r] += q * xi;
-                                } else {
-                                    sum_qx[r] += q * xi;
-                                }
+                                sum_qx[r] += code_dynamic(&words, r * words_per_block, e, q8) * xi;
                             }
                         }
                     }
+                    // What the sums hold now: a K-quant block's second half, unless it is a
+                    // ragged block that ends within its first.
+                    let second = k && width > 16;
                     #[unroll]
                     for r in 0..rpt {
-                        if k {
-                            acc[t * rpt + r] +=
-                                d[r] * sum_qx[r] + d_hi[r] * sum_qx_hi[r] + mn[r] * sum_x + mn_hi[r] * sum_x_hi;
-                        } else {
-                            acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
-                        }
+                        let (dr, mr) = if second { (d_hi[r], mn_hi[r]) } else { (d[r], mn[r]) };
+                        acc[t * rpt + r] += dr * sum_qx[r] + mr * sum_x;
                     }
                 }
             }
