@@ -23,7 +23,7 @@ from gguf import GGUFWriter  # noqa: E402
 
 
 
-def write(arch: str, path: Path, rng, head_dim=None) -> None:
+def write(arch: str, path: Path, rng, head_dim=None, longrope=False) -> None:
     d, layers, heads, kv_heads, ff = 32, 2, 4, 2, 64
     if arch == "gemma3":
         # Six layers: five with a sliding window of 4 tokens (RoPE base 10,000, llama.cpp's
@@ -49,6 +49,11 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
     if head_dim:
         w.add_key_length(hd)
         w.add_value_length(hd)
+    if longrope:
+        # Phi-3.5's LongRoPE as llama.cpp's converter writes it: the original context, the
+        # attention factor, and a divisor per frequency pair for short and for long contexts.
+        w.add_rope_scaling_orig_ctx_len(128)
+        w.add_rope_scaling_attn_factors(1.15)
     if arch == "phi3":
         # Phi-3's own kind of vocabulary (llama.cpp's Phi-3 loader wants SentencePiece):
         # <unk>, <s>, </s>, the 256 byte tokens, three pieces, and its end-of-turn token.
@@ -98,6 +103,9 @@ def write(arch: str, path: Path, rng, head_dim=None) -> None:
         if arch == "gemma3":
             tensor(f"blk.{i}.post_attention_norm.weight", (d,), 0.1, 1.0)
             tensor(f"blk.{i}.post_ffw_norm.weight", (d,), 0.1, 1.0)
+    if longrope:
+        w.add_tensor("rope_factors_short.weight", (1.0 + 2.0 * rng.random(hd // 2)).astype(np.float32))
+        w.add_tensor("rope_factors_long.weight", (4.0 + 20.0 * rng.random(hd // 2)).astype(np.float32))
     tensor("output_norm.weight", (d,), 0.1, 1.0)
     if arch != "gemma3":  # Gemma ties its head to the embedding
         tensor("output.weight", (len(vocab), d), lin(d))
@@ -116,14 +124,29 @@ FIXTURES = [
     ("qwen3", "qwen3", 12),
     ("gemma3", "gemma3", 16),
     ("phi3", "phi3", None),
+    ("phi3-longrope", "phi3", None),
 ]
+
+
+def logits(path: Path, n_ctx: int):
+    model = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=1, verbose=False)
+    model.eval(TOKENS)
+    return [[float(f"{v:.8g}") for v in model.scores[i]] for i in range(len(TOKENS))]
+
+
 for label, arch, head_dim in FIXTURES:
     gguf_path = OUT / f"tiny-{label}.gguf"
-    write(arch, gguf_path, rng, head_dim)
-    model = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=64, logits_all=True, n_threads=1, verbose=False)
-    model.eval(TOKENS)
-    logits = [[float(f"{v:.8g}") for v in model.scores[i]] for i in range(len(TOKENS))]
+    longrope = label.endswith("longrope")
+    if label == "phi3-longrope":
+        # Its own generator, so that adding it left the other fixtures byte-identical.
+        write(arch, gguf_path, np.random.default_rng(20261202), head_dim, longrope)
+    else:
+        write(arch, gguf_path, rng, head_dim)
     source = f"llama-cpp-python {llama_cpp.__version__} on the CPU, f32 weights, logits_all"
-    out = {"source": source, "tokens": TOKENS, "logits": logits}
+    out = {"source": source, "tokens": TOKENS, "logits": logits(gguf_path, 64)}
+    if longrope:
+        # A context past the original 128 takes the long factors (llama.cpp chooses by n_ctx).
+        out["logits_long"] = logits(gguf_path, 256)
+        out["source"] += "; logits at n_ctx 64 (short factors), logits_long at n_ctx 256 (long)"
     (OUT / f"tiny-{label}.logits.json").write_text(json.dumps(out) + "\n")
     print(f"wrote {gguf_path} ({gguf_path.stat().st_size} bytes) and its logits")

@@ -157,7 +157,7 @@ pub struct ModelConfig {
 }
 
 /// How a model stretches its rotary frequencies. Only what the engine applies exactly is
-/// accepted; every other kind (YaRN, dynamic NTK, LongRoPE) is refused by name rather than run
+/// accepted; every other kind (YaRN, dynamic NTK) is refused by name rather than run
 /// with the wrong positions.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum RopeScaling {
@@ -172,15 +172,25 @@ pub enum RopeScaling {
     /// One divisor per frequency pair, as llama.cpp's converter stores Llama 3's scaling in a
     /// GGUF (the tensor `rope_freqs.weight`, `[head_dim / 2]`).
     Factors(Vec<f32>),
+    /// Phi-3's LongRoPE ("su"): a divisor per frequency pair, `short` for caches up to the
+    /// original context and `long` past it (as llama.cpp chooses, by context size), and every
+    /// rotation scaled by `attn_factor` (GGUF `rope_factors_short/long.weight` and
+    /// `rope.scaling.attn_factor`).
+    LongRope { short: Vec<f32>, long: Vec<f32>, original_context: usize, attn_factor: f32 },
 }
 
 impl RopeScaling {
-    /// The divisor of each of the `pairs` base frequencies `θ_i = base^(-2i / head_dim)`.
-    fn divisors(&self, base: &[f64]) -> Vec<f64> {
+    /// The divisor of each of the `pairs` base frequencies `θ_i = base^(-2i / head_dim)` in a
+    /// cache of `positions`.
+    fn divisors(&self, base: &[f64], positions: usize) -> Vec<f64> {
         match self {
             Self::None => vec![1.0; base.len()],
             Self::Linear { factor } => vec![*factor as f64; base.len()],
             Self::Factors(f) => f.iter().map(|&f| f as f64).collect(),
+            Self::LongRope { short, long, original_context, .. } => {
+                let f = if positions > *original_context { long } else { short };
+                f.iter().map(|&f| f as f64).collect()
+            }
             &Self::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
                 let (factor, low, high) = (factor as f64, low_freq_factor as f64, high_freq_factor as f64);
                 let context = original_context as f64;
@@ -216,11 +226,28 @@ impl RopeScaling {
                 "original_max_position_embeddings": original_context,
             }),
             Self::Factors(f) => serde_json::json!({ "rope_type": "hearth-factors", "factors": f }),
+            Self::LongRope { short, long, original_context, attn_factor } => serde_json::json!({
+                "rope_type": "longrope",
+                "short_factor": short,
+                "long_factor": long,
+                "original_max_position_embeddings": original_context,
+                "attention_factor": attn_factor,
+            }),
         }
     }
 
-    /// Reads Hugging Face's `rope_scaling` object (`type` or `rope_type`).
-    fn from_hf_json(v: &serde_json::Value) -> Result<Self> {
+    /// What every rotation is scaled by (LongRoPE's attention factor; 1 otherwise).
+    pub fn attention_factor(&self) -> f32 {
+        match self {
+            Self::LongRope { attn_factor, .. } => *attn_factor,
+            _ => 1.0,
+        }
+    }
+
+    /// Reads Hugging Face's `rope_scaling` object (`type` or `rope_type`); LongRoPE's original
+    /// context and attention factor may sit in it or beside it (`original`, `context`: the
+    /// config's `original_max_position_embeddings` and `max_position_embeddings`).
+    fn from_hf_json(v: &serde_json::Value, original: Option<u64>, context: Option<u64>) -> Result<Self> {
         if v.is_null() {
             return Ok(Self::None);
         }
@@ -244,6 +271,38 @@ impl RopeScaling {
                     .and_then(|c| usize::try_from(c).ok())
                     .ok_or_else(|| Error::config("rope scaling llama3: original_max_position_embeddings is missing"))?,
             }),
+            "longrope" | "su" => {
+                let factors = |key: &str| -> Result<Vec<f32>> {
+                    v.get(key)
+                        .and_then(serde_json::Value::as_array)
+                        .ok_or_else(|| {
+                            Error::config(format!("rope scaling longrope: {key} is missing or not an array"))
+                        })?
+                        .iter()
+                        .map(|f| {
+                            f.as_f64().map(|f| f as f32).ok_or_else(|| Error::config("rope factor is not a number"))
+                        })
+                        .collect()
+                };
+                let original = v
+                    .get("original_max_position_embeddings")
+                    .and_then(serde_json::Value::as_u64)
+                    .or(original)
+                    .filter(|&o| o > 0)
+                    .ok_or_else(|| {
+                        Error::config("rope scaling longrope: original_max_position_embeddings is missing")
+                    })?;
+                // Hugging Face's and llama.cpp's converter's: sqrt(1 + ln(scale) / ln(original)).
+                let scale = context.unwrap_or(original) as f64 / original as f64;
+                let computed = if scale > 1.0 { (1.0 + scale.ln() / (original as f64).ln()).sqrt() } else { 1.0 };
+                let attn_factor = v.get("attention_factor").and_then(serde_json::Value::as_f64).unwrap_or(computed);
+                Ok(Self::LongRope {
+                    short: factors("short_factor")?,
+                    long: factors("long_factor")?,
+                    original_context: usize::try_from(original).unwrap_or(usize::MAX),
+                    attn_factor: attn_factor as f32,
+                })
+            }
             "hearth-factors" => {
                 let factors = v
                     .get("factors")
@@ -256,8 +315,8 @@ impl RopeScaling {
                 Ok(Self::Factors(factors))
             }
             other => Err(Error::config(format!(
-                "rope scaling {other:?} is not supported (only linear and llama3): refusing rather than running \
-                 the model at the wrong positions"
+                "rope scaling {other:?} is not supported (only linear, llama3 and longrope): refusing rather than \
+                 running the model at the wrong positions"
             ))),
         }
     }
@@ -294,6 +353,19 @@ impl RopeScaling {
                     )));
                 }
                 f.iter().try_for_each(|&x| positive("factor", x))
+            }
+            Self::LongRope { short, long, attn_factor, .. } => {
+                for (name, f) in [("short", short), ("long", long)] {
+                    if f.len() != head_dim / 2 {
+                        return Err(Error::config(format!(
+                            "longrope has {} {name} factors but the head dimension {head_dim} needs {}",
+                            f.len(),
+                            head_dim / 2
+                        )));
+                    }
+                    f.iter().try_for_each(|&x| positive("factor", x))?;
+                }
+                positive("attention factor", *attn_factor)
             }
         }
     }
@@ -358,13 +430,14 @@ impl ModelConfig {
     }
 
     /// The rotary frequency of each pair `i`, `θ_i = theta^(-2i / head_dim)`, divided as
-    /// [`RopeScaling`] says for global layers (`local == false`), from `rope_theta_local` and
-    /// unscaled for sliding-window ones; in f64 like the reference implementations.
-    pub fn rope_frequencies(&self, local: bool) -> Vec<f64> {
+    /// [`RopeScaling`] says for global layers (`local == false`) in a cache of `positions`, from
+    /// `rope_theta_local` and unscaled for sliding-window ones; in f64 like the reference
+    /// implementations.
+    pub fn rope_frequencies(&self, local: bool, positions: usize) -> Vec<f64> {
         let hd = self.head_dim();
         let theta = if local { self.rope_theta_local } else { self.rope_theta } as f64;
         let base: Vec<f64> = (0..hd / 2).map(|i| theta.powf(-2.0 * i as f64 / hd as f64)).collect();
-        let divisors = if local { vec![1.0; base.len()] } else { self.rope_scaling.divisors(&base) };
+        let divisors = if local { vec![1.0; base.len()] } else { self.rope_scaling.divisors(&base, positions) };
         base.iter().zip(divisors).map(|(f, d)| f / d).collect()
     }
 }
@@ -401,6 +474,8 @@ pub struct RawConfig {
     pub rope_dims: Option<u64>,
     /// Hugging Face's share of each head that rotates (Phi-4-mini: 0.75); only 1 is supported.
     pub partial_rotary_factor: Option<f64>,
+    /// The context a long-context model was first trained for (Phi-3's LongRoPE).
+    pub original_max_position_embeddings: Option<u64>,
 }
 
 impl RawConfig {
@@ -535,7 +610,9 @@ impl RawConfig {
             d_ff: need(self.intermediate_size, "feed-forward size", MAX_D_FF)?,
             rope_theta: self.rope_theta.unwrap_or(10_000.0) as f32,
             rope_scaling: match &self.rope_scaling {
-                Some(v) => RopeScaling::from_hf_json(v)?,
+                Some(v) => {
+                    RopeScaling::from_hf_json(v, self.original_max_position_embeddings, self.max_position_embeddings)?
+                }
                 None => RopeScaling::None,
             },
             rms_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
@@ -602,6 +679,42 @@ mod tests {
         assert_eq!((c.head_dim(), c.group_size(), c.kv_dim()), (64, 3, 192));
     }
 
+    /// Phi-3.5-mini's `config.json` form of LongRoPE (factors in `rope_scaling`, the original
+    /// context beside it): the short factors within 4096 positions, the long ones past them, the
+    /// attention factor `sqrt(1 + ln 32 / ln 4096)`; and the record's own form reads back equal.
+    #[test]
+    fn longrope_reads_phi3s_config_and_chooses_by_context() {
+        let (short, long): (Vec<f32>, Vec<f32>) = ((0..48).map(|i| 1.0 + i as f32 * 0.01).collect(), vec![5.0; 48]);
+        let raw = RawConfig {
+            hidden_size: Some(3072),
+            num_attention_heads: Some(32),
+            num_key_value_heads: Some(32),
+            max_position_embeddings: Some(131_072),
+            original_max_position_embeddings: Some(4096),
+            rope_theta: Some(10000.0),
+            rope_scaling: Some(serde_json::json!({"type": "longrope", "short_factor": short, "long_factor": long})),
+            ..smollm2()
+        };
+        let c = raw.resolve().unwrap();
+        let RopeScaling::LongRope { attn_factor, original_context, .. } = &c.rope_scaling else {
+            panic!("{:?}", c.rope_scaling)
+        };
+        assert_eq!(*original_context, 4096);
+        assert!((*attn_factor as f64 - (1.0 + 32f64.ln() / 4096f64.ln()).sqrt()).abs() < 1e-6, "{attn_factor}");
+        let base = |i: usize| 10000f64.powf(-2.0 * i as f64 / 96.0);
+        let (within, past) = (c.rope_frequencies(false, 4096), c.rope_frequencies(false, 4097));
+        assert_eq!(within[3], base(3) / short[3] as f64);
+        assert_eq!(past[3], base(3) / 5.0);
+        let back = RopeScaling::from_hf_json(&c.rope_scaling.to_hf_json(), None, None).unwrap();
+        assert_eq!(back, c.rope_scaling);
+        // Factors of the wrong length are refused.
+        let bad = RawConfig {
+            rope_scaling: Some(serde_json::json!({"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]})),
+            ..raw
+        };
+        assert!(bad.resolve().is_err());
+    }
+
     /// Llama 3.1's published scaling (factor 8, low 1, high 4, original context 8192) keeps the
     /// fastest frequencies, divides the slowest by 8 and blends in between, as Meta's
     /// reference `apply_scaling` does.
@@ -619,7 +732,7 @@ mod tests {
             ..smollm2()
         };
         let c = raw.resolve().unwrap();
-        let f = c.rope_frequencies(false);
+        let f = c.rope_frequencies(false, 2048);
         let base = |i: usize| 500000f64.powf(-2.0 * i as f64 / 128.0);
         assert_eq!(f[0], base(0));
         assert!((f[63] - base(63) / 8.0).abs() < 1e-18);

@@ -28,6 +28,7 @@ pub struct Engine {
 }
 
 /// Where a prepared model's tensors come from.
+#[allow(clippy::large_enum_variant)] // one per load
 enum Source<'a> {
     Gguf(GgufFile<'a>),
     Pack(PackTensors),

@@ -208,10 +208,23 @@ impl LayerKv {
 
 /// Rotations of positions `0..capacity` for one set of frequencies.
 struct RopeTable {
-    /// `[capacity, head_dim]`: `cos(p θ_i)` repeated for both elements of pair `i`.
+    /// `[capacity, head_dim]`: `a cos(p θ_i)` repeated for both elements of pair `i`, `a` the
+    /// scaling's attention factor (1 but for LongRoPE).
     cos: Tensor<2>,
-    /// `[capacity, head_dim]`: `(-sin(p θ_i), sin(p θ_i))` for pair `i`.
+    /// `[capacity, head_dim]`: `a (-sin(p θ_i), sin(p θ_i))` for pair `i`.
     sin: Tensor<2>,
+    /// The same without the factor, where there is one: eviction turns stored keys back by a
+    /// distance, which must not scale them again.
+    turn: Option<(Tensor<2>, Tensor<2>)>,
+}
+
+impl RopeTable {
+    fn turn(&self) -> (&Tensor<2>, &Tensor<2>) {
+        match &self.turn {
+            Some((cos, sin)) => (cos, sin),
+            None => (&self.cos, &self.sin),
+        }
+    }
 }
 
 impl KvCache {
@@ -487,9 +500,9 @@ impl KvCache {
         let from =
             Tensor::<1, Int>::from_data(TensorData::new(keep.iter().map(|&s| s as i32).collect(), [kept]), &device);
         for layer in &mut self.layers {
-            let rope = &self.rope[layer.rope];
+            let (cos, sin) = self.rope[layer.rope].turn();
             match layer.window.filter(|_| layer.rows() < self.capacity) {
-                None => compact_kv(&from, 0, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v),
+                None => compact_kv(&from, 0, cos, sin, &mut layer.k, &mut layer.v),
                 Some(w) => {
                     // A sliding-window layer keeps the last `w - 1` kept slots (at least), which
                     // `window_rows` guarantees are among its rows, moved as the others move.
@@ -503,7 +516,7 @@ impl KvCache {
                         .collect();
                     let n = rows.len();
                     let from = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
-                    compact_kv(&from, layer.base - base, &rope.cos, &rope.sin, &mut layer.k, &mut layer.v);
+                    compact_kv(&from, layer.base - base, cos, sin, &mut layer.k, &mut layer.v);
                     layer.base = base;
                 }
             }
@@ -669,20 +682,28 @@ fn rope_table_count(config: &ModelConfig) -> usize {
 /// reference implementations.
 fn rope_table(config: &ModelConfig, local: bool, positions: usize, device: &Device) -> RopeTable {
     let hd = config.head_dim();
-    let freqs = config.rope_frequencies(local);
-    let mut cos = Vec::with_capacity(positions * hd);
-    let mut sin = Vec::with_capacity(positions * hd);
-    for p in 0..positions {
-        for &freq in &freqs {
-            let (s, c) = (p as f64 * freq).sin_cos();
-            cos.extend([c as f32, c as f32]);
-            sin.extend([-s as f32, s as f32]);
+    let freqs = config.rope_frequencies(local, positions);
+    // LongRoPE scales every rotation (so each query-key product by its square), as llama.cpp
+    // and Hugging Face do.
+    let factor = if local { 1.0 } else { config.rope_scaling.attention_factor() as f64 };
+    let table = |scale: f64| {
+        let mut cos = Vec::with_capacity(positions * hd);
+        let mut sin = Vec::with_capacity(positions * hd);
+        for p in 0..positions {
+            for &freq in &freqs {
+                let (s, c) = (p as f64 * freq).sin_cos();
+                let (s, c) = (s * scale, c * scale);
+                cos.extend([c as f32, c as f32]);
+                sin.extend([-s as f32, s as f32]);
+            }
         }
-    }
-    RopeTable {
-        cos: Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
-        sin: Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
-    }
+        (
+            Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
+            Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
+        )
+    };
+    let (cos, sin) = table(factor);
+    RopeTable { cos, sin, turn: (factor != 1.0).then(|| table(1.0)) }
 }
 
 #[cfg(test)]

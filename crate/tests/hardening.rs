@@ -396,8 +396,8 @@ fn logits(bytes: &[u8], device: DeviceKind, ids: &[u32]) -> Vec<Vec<f32>> {
     pollster::block_on(session.logits_all(ids)).unwrap()
 }
 
-/// A GGUF with a tensor the architecture does not use, or a RoPE scaling it does not apply, is
-/// refused by name rather than run wrong.
+/// A GGUF with a tensor the architecture does not use, or a RoPE scaling it does not apply (or
+/// only half of), is refused by name rather than run wrong.
 #[test]
 fn unused_tensors_and_unknown_rope_scaling_are_refused_by_name() {
     let c = TinyConfig::new();
@@ -415,10 +415,15 @@ fn unused_tensors_and_unknown_rope_scaling_are_refused_by_name() {
         let err = load(&write_gguf(&metadata, &tensors), DeviceKind::Cpu).err().expect("refused");
         assert!(err.to_string().contains(kind), "{err}");
     }
-    // Factors of the wrong length are refused too.
+    // Factors of the wrong length are refused too, and LongRoPE's short factors without long ones.
     let (mut tensors, _) = f32_model(&c, 22);
     tensors.push(f32_tensor("rope_freqs.weight", vec![3], vec![1.0; 3]));
     assert!(load(&tiny_gguf(&c, &tensors), DeviceKind::Cpu).is_err());
+    let (mut tensors, _) = f32_model(&c, 22);
+    let pairs = c.head_dim() / 2;
+    tensors.push(f32_tensor("rope_factors_short.weight", vec![pairs], vec![1.0; pairs]));
+    let err = load(&tiny_gguf(&c, &tensors), DeviceKind::Cpu).err().expect("refused");
+    assert!(err.to_string().contains("rope_factors_long"), "{err}");
 }
 
 /// The upload is sized before anything is allocated: a model whose f32 matrices would not fit

@@ -51,12 +51,17 @@ fn expected_keep(policy: EvictionPolicy, stream: &RefStream, sinks: usize, recen
 /// exactly the tokens the policy names, and the logits equal the reference's over that kept
 /// set at positions `0..len`.
 fn eviction_matches_reference(policy: EvictionPolicy, sinks: usize, device: DeviceKind) {
+    let (engine, reference) = engine(71, device);
+    eviction_matches(&engine, &reference, policy, sinks, &format!("{device:?}"));
+}
+
+/// [`eviction_matches_reference`] for a given model and its reference.
+fn eviction_matches(engine: &Arc<Engine>, reference: &Reference, policy: EvictionPolicy, sinks: usize, label: &str) {
     const CAPACITY: usize = 12;
     let recent = 4;
-    let (engine, reference) = engine(71, device);
     let kv = KvOptions { capacity: Some(CAPACITY), policy, sinks, recent: Some(recent), ..KvOptions::default() };
     let mut session = engine.session(&kv).unwrap();
-    let mut stream = RefStream::new(&reference);
+    let mut stream = RefStream::new(reference);
     // The stream index of each reference entry.
     let mut origin: Vec<usize> = Vec::new();
     let mut evicted = 0;
@@ -70,7 +75,7 @@ fn eviction_matches_reference(policy: EvictionPolicy, sinks: usize, device: Devi
         let want = stream.step(t);
         origin.push(i);
         let got = feed(&mut session, &[t]);
-        let what = format!("{policy:?} sinks={sinks} {device:?} token {i}");
+        let what = format!("{policy:?} sinks={sinks} {label} token {i}");
         assert_eq!(session.kv_cache().kept(), &origin[..], "{what}: kept tokens");
         assert_eq!(session.kv_cache().evicted(), evicted, "{what}: evicted count");
         let diff = max_rel_diff(&got, &want);
@@ -485,4 +490,28 @@ fn prefix_reuse_with_sliding_window_layers_matches_reference() {
     early.extend([40, 41, 42]);
     let (reused, t) = run(&mut session, &early);
     assert_eq!((reused, t), (0, reference.greedy(&early, 1)[0]));
+}
+
+/// LongRoPE (Phi-3.5) scales every rotation by an attention factor; eviction turns kept keys
+/// back by the distance they move, which must not scale them again: token by token through a
+/// cache of 12 (short factors: within the original context of 128), the kept set and the
+/// logits equal the reference's, whose every rotation is scaled once.
+#[test]
+fn eviction_under_longrope_matches_reference() {
+    let base = TinyConfig { context: 256, ..TinyConfig::new() };
+    let hd = base.head_dim();
+    let short: Vec<f32> = (0..hd / 2).map(|i| 1.0 + i as f32 * 0.5).collect();
+    let c = TinyConfig { rope_freq_factors: Some(short.clone()), rope_attn_factor: 1.15, ..base };
+    let mut tensors = tiny_weights(&c, 73, true, &|_| Ty::F32);
+    tensors.push(f32_tensor("rope_factors_short.weight", vec![hd / 2], short));
+    tensors.push(f32_tensor("rope_factors_long.weight", vec![hd / 2], vec![8.0; hd / 2]));
+    let mut metadata = tiny_metadata(&c);
+    metadata.push(("llama.rope.scaling.attn_factor", Kv::F32(1.15)));
+    metadata.push(("llama.rope.scaling.original_context_length", Kv::U32(128)));
+    let bytes = write_gguf(&metadata, &tensors);
+    let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::F32).unwrap());
+        eviction_matches(&engine, &reference, EvictionPolicy::SinksWindow, 2, &format!("LongRoPE {device:?}"));
+    }
 }

@@ -687,22 +687,26 @@ fn tiny_models_of_each_architecture_match_llama_cpp() {
     // qwen3: the same heads, each query and key head RMS-normed; gemma3: heads of 16, post-norms,
     // GeGLU, scaled and tied embeddings, five layers with a window of 4 tokens (of the 10) and
     // RoPE base 10,000 beside a global one with base 1,000,000; phi3: Q, K, V in one matrix and
-    // gate and up in another, a SentencePiece vocabulary.
+    // gate and up in another, a SentencePiece vocabulary; phi3-longrope: Phi-3.5's LongRoPE
+    // (original context 128, attention factor 1.15), its short factors in a cache of 64 (as
+    // llama.cpp's n_ctx 64) and its long ones in a cache of 256.
     let fixtures_of = [
-        ("llama", "llama"),
-        ("qwen2", "qwen2"),
-        ("llama-hd12", "llama"),
-        ("qwen3", "qwen3"),
-        ("gemma3", "gemma3"),
-        ("phi3", "phi3"),
+        ("llama", "llama", "logits", 64),
+        ("qwen2", "qwen2", "logits", 64),
+        ("llama-hd12", "llama", "logits", 64),
+        ("qwen3", "qwen3", "logits", 64),
+        ("gemma3", "gemma3", "logits", 64),
+        ("phi3", "phi3", "logits", 64),
+        ("phi3-longrope", "phi3", "logits", 64),
+        ("phi3-longrope", "phi3", "logits_long", 256),
     ];
-    for (label, arch) in fixtures_of {
+    for (label, arch, key, capacity) in fixtures_of {
         let bytes = std::fs::read(fixtures.join(format!("tiny-{label}.gguf"))).unwrap();
         let want: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixtures.join(format!("tiny-{label}.logits.json"))).unwrap())
                 .unwrap();
         let ids: Vec<u32> = want["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let want: Vec<Vec<f32>> = want["logits"]
+        let want: Vec<Vec<f32>> = want[key]
             .as_array()
             .unwrap()
             .iter()
@@ -711,12 +715,13 @@ fn tiny_models_of_each_architecture_match_llama_cpp() {
         for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
             let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::F32).unwrap());
             assert_eq!(engine.config().arch.name, arch);
-            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            let kv = KvOptions::with_capacity(capacity);
+            let got = pollster::block_on(engine.session(&kv).unwrap().logits_all(&ids)).unwrap();
             let worst = got.iter().zip(&want).map(|(g, w)| max_rel_diff(g, w)).fold(0.0f32, f32::max);
-            eprintln!("{label} {device:?}: largest difference from llama.cpp {worst:.2e} (relative)");
-            assert!(worst < 2e-3, "{label} {device:?}: {worst} from llama.cpp's logits");
+            eprintln!("{label} {key} {device:?}: largest difference from llama.cpp {worst:.2e} (relative)");
+            assert!(worst < 2e-3, "{label} {key} {device:?}: {worst} from llama.cpp's logits");
             for (pos, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(argmax(g), argmax(w), "{label} {device:?}: top token at position {pos}");
+                assert_eq!(argmax(g), argmax(w), "{label} {key} {device:?}: top token at position {pos}");
             }
         }
     }

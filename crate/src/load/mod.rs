@@ -13,6 +13,11 @@ use crate::config::{ModelConfig, RopeScaling};
 
 /// The GGUF tensor holding per-frequency RoPE divisors (Llama 3's scaling).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
+/// LongRoPE's divisors for contexts up to the original one, and past it (Phi-3).
+pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
+pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+/// Tensors that hold no weights: the RoPE scaling's, read into the config.
+pub const ROPE_TENSORS: [&str; 3] = [ROPE_FREQS, ROPE_FACTORS_SHORT, ROPE_FACTORS_LONG];
 use crate::error::{Error, Result};
 use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
 use crate::tokenizer::Tokenizer;
@@ -244,6 +249,28 @@ impl ModelParts {
             let t = file.tensor(ROPE_FREQS)?.expect_shape(&[config.head_dim() / 2])?;
             config.rope_scaling = RopeScaling::Factors(t.data);
             config.rope_scaling.validate(config.head_dim())?;
+        }
+        // llama.cpp's converter stores Phi-3's LongRoPE as two tensors and an attention factor.
+        match (file.tensor_info(ROPE_FACTORS_SHORT).is_some(), file.tensor_info(ROPE_FACTORS_LONG).is_some()) {
+            (false, false) => {}
+            (true, true) if file.tensor_info(ROPE_FREQS).is_none() && config.rope_scaling == RopeScaling::None => {
+                let pairs = [config.head_dim() / 2];
+                let arch = file.get("general.architecture").and_then(gguf::Value::as_str).unwrap_or("");
+                let key = |k: &str| file.get(&format!("{arch}.rope.scaling.{k}"));
+                let original = key("original_context_length").and_then(gguf::Value::as_u64);
+                config.rope_scaling = RopeScaling::LongRope {
+                    short: file.tensor(ROPE_FACTORS_SHORT)?.expect_shape(&pairs)?.data,
+                    long: file.tensor(ROPE_FACTORS_LONG)?.expect_shape(&pairs)?.data,
+                    original_context: original.map_or(config.context_length, |o| o as usize),
+                    attn_factor: key("attn_factor").and_then(gguf::Value::as_f64).unwrap_or(1.0) as f32,
+                };
+                config.rope_scaling.validate(config.head_dim())?;
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "{ROPE_FACTORS_SHORT} and {ROPE_FACTORS_LONG} come together, without other rope scaling"
+                )));
+            }
         }
         let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
         check_vocab(&config, &tokenizer)?;

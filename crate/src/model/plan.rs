@@ -5,7 +5,7 @@
 use crate::config::ModelConfig;
 use crate::device::Limits;
 use crate::error::{Error, Result};
-use crate::load::{ROPE_FREQS, TensorSource};
+use crate::load::{ROPE_TENSORS, TensorSource};
 use crate::quant::BLOCK;
 use crate::quant::packed::{QuantFormat, Scales};
 
@@ -105,7 +105,9 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             Some(_) => {}
         }
     }
-    if let Some(extra) = source.names().into_iter().find(|n| n != ROPE_FREQS && !table.iter().any(|s| &s.name == n)) {
+    if let Some(extra) =
+        source.names().into_iter().find(|n| !ROPE_TENSORS.contains(&n.as_str()) && !table.iter().any(|s| &s.name == n))
+    {
         return Err(Error::config(format!(
             "tensor {extra} is not used by the {} architecture: refusing rather than running the model without it",
             c.arch.name

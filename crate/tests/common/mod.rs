@@ -80,6 +80,8 @@ pub struct TinyConfig {
     pub eps: f32,
     /// llama.cpp's `rope_freqs.weight`: the frequency of pair `i` is divided by entry `i`.
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// LongRoPE's attention factor: every rotation (of global layers) scaled by it.
+    pub rope_attn_factor: f32,
     /// Gemma 3: the embedding scaled by `sqrt(d_model)`, GELU (tanh form) gating, and every
     /// layer but each sixth attending to the last `window` tokens with RoPE base
     /// `rope_theta_local`. (Post-norms and head norms are used where their weights exist.)
@@ -101,6 +103,7 @@ impl TinyConfig {
             rope_theta: 10000.0,
             eps: 1e-5,
             rope_freq_factors: None,
+            rope_attn_factor: 1.0,
             gemma3_window: None,
             rope_theta_local: 10000.0,
         }
@@ -420,11 +423,12 @@ impl Reference {
     fn rope(&self, x: &mut [f32], pos: usize, local: bool) {
         let hd = self.c.head_dim();
         let base = if local { self.c.rope_theta_local } else { self.c.rope_theta } as f64;
+        let scale = if local { 1.0 } else { self.c.rope_attn_factor as f64 };
         for head in x.chunks_exact_mut(hd) {
             for i in 0..hd / 2 {
                 let factor = self.c.rope_freq_factors.as_ref().filter(|_| !local).map_or(1.0, |f| f[i] as f64);
                 let theta = base.powf(-2.0 * i as f64 / hd as f64) / factor * pos as f64;
-                let (s, co) = (theta.sin() as f32, theta.cos() as f32);
+                let (s, co) = ((theta.sin() * scale) as f32, (theta.cos() * scale) as f32);
                 let (a, b) = match self.style {
                     RopeStyle::Adjacent => (2 * i, 2 * i + 1),
                     RopeStyle::Half => (i, i + hd / 2),
