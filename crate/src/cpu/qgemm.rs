@@ -545,22 +545,14 @@ unsafe fn group_params(w: &QuantRows, group: usize, b: usize) -> [f32; 2 * GROUP
     dm
 }
 
-/// The four rows' half parameters of block `b` of a group, `[d_lo, m_lo, d_hi, m_hi]` per row,
-/// as [`QuantRows::half_params`] forms them: F16C converts the super words, the block words'
-/// i8 pairs are widened, and one multiply gives all sixteen products.
+/// The four rows' half parameters of K-quant block `b` of a group, `[d_lo, m_lo, d_hi, m_hi]`
+/// per row, as [`QuantRows::half_params`] forms them: F16C converts the super words, the block
+/// words' i8 pairs are widened, and one multiply gives all sixteen products.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn group_half_params<const K: bool>(w: &QuantRows, group: usize, b: usize) -> [f32; 4 * GROUP] {
+unsafe fn group_half_params(w: &QuantRows, group: usize, b: usize) -> [f32; 4 * GROUP] {
     let mut out = [0.0f32; 4 * GROUP];
-    if !K {
-        // Safety: as `group_params`.
-        let dm = unsafe { group_params(w, group, b) };
-        for r in 0..GROUP {
-            out[4 * r..4 * r + 4].copy_from_slice(&[dm[2 * r], dm[2 * r + 1], dm[2 * r], dm[2 * r + 1]]);
-        }
-        return out;
-    }
     // Safety: the group's four super and parameter words lie inside their slices (`qgemm`'s
     // asserts).
     unsafe {
@@ -595,14 +587,22 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
         let xp = x.as_ptr();
         let nibble = _mm256_set1_epi32(15);
         for b in 0..blocks {
-            let dm = group_half_params::<K>(w, group, b);
+            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one.
+            let (dm, pairs) = if K {
+                (group_half_params(w, group, b), [0.0; 2 * GROUP])
+            } else {
+                ([0.0; 4 * GROUP], group_params(w, group, b))
+            };
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
             for k in 0..4 {
                 // Chunks 0 and 1 are the block's first half; a legacy block's halves are equal.
                 if k == 0 || (K && k == 2) {
                     for (r, s) in scale.iter_mut().enumerate() {
-                        *s = (_mm256_set1_ps(dm[4 * r + k]), _mm256_set1_ps(dm[4 * r + k + 1]));
+                        *s = match K {
+                            true => (_mm256_set1_ps(dm[4 * r + k]), _mm256_set1_ps(dm[4 * r + k + 1])),
+                            false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
+                        };
                     }
                 }
                 let mut wv = [_mm256_setzero_ps(); GROUP];
@@ -659,6 +659,8 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
         // words' i8: converted once per 256 elements, multiplied once per block.
         let mut supers = _mm512_setzero_ps();
         let mut dm = [0.0f32; 4 * GROUP];
+        // A legacy block's `[d, m]` per row (its halves are alike).
+        let mut pairs = [0.0f32; 2 * GROUP];
         for b in 0..blocks {
             if K {
                 if b % SUPER == 0 {
@@ -671,14 +673,21 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                 let halves = _mm512_mul_ps(supers, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)));
                 _mm512_storeu_ps(dm.as_mut_ptr(), halves);
             } else {
-                dm = group_half_params::<false>(w, group, b);
+                pairs = group_params(w, group, b);
             }
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
                 // Vector k holds elements 16k..16k + 16: half k's parameters.
-                let d = [_mm512_set1_ps(dm[4 * r]), _mm512_set1_ps(dm[4 * r + 2])];
-                let m = [_mm512_set1_ps(dm[4 * r + 1]), _mm512_set1_ps(dm[4 * r + 3])];
+                let (d, m) = if K {
+                    (
+                        [_mm512_set1_ps(dm[4 * r]), _mm512_set1_ps(dm[4 * r + 2])],
+                        [_mm512_set1_ps(dm[4 * r + 1]), _mm512_set1_ps(dm[4 * r + 3])],
+                    )
+                } else {
+                    let (d, m) = (_mm512_set1_ps(pairs[2 * r]), _mm512_set1_ps(pairs[2 * r + 1]));
+                    ([d, d], [m, m])
+                };
                 let block = codes.add(r * wpb * 4);
                 if Q8 {
                     for (k, wv) in wv.iter_mut().enumerate() {
