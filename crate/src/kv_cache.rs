@@ -63,7 +63,8 @@ pub struct KvOptions {
     /// Slots, in tokens. Without it (and without `capacity_bytes`) the model's context length
     /// or [`DEFAULT_CAPACITY`], whichever is smaller.
     pub capacity: Option<usize>,
-    /// A memory budget for keys and values; the capacity is as many tokens as fit.
+    /// A memory budget for keys and values; the capacity is as many tokens as fit (counting
+    /// sliding-window layers at the rows they keep).
     pub capacity_bytes: Option<usize>,
     pub policy: EvictionPolicy,
     /// First tokens that are never evicted (attention sinks).
@@ -101,7 +102,7 @@ impl KvOptions {
                 return Err(Error::BadOptions("give the KV cache capacity in tokens or in bytes, not both".into()));
             }
             (Some(tokens), None) => tokens,
-            (None, Some(bytes)) => bytes / KvCache::bytes_per_token(config),
+            (None, Some(bytes)) => self.capacity_within(config, bytes),
             (None, None) => DEFAULT_CAPACITY.min(config.context_length),
         };
         if capacity == 0 {
@@ -114,6 +115,32 @@ impl KvOptions {
             )));
         }
         Ok(capacity)
+    }
+}
+
+impl KvOptions {
+    /// The most slots whose keys and values fit `bytes`, up to the context length: every layer
+    /// a row per slot, or, where the capacity lets sliding-window layers keep only their
+    /// window's rows ([`window_rows`]), those rows beside a row per slot in the global layers
+    /// (Gemma 3 270M: 2,309 slots in 36 MiB, not 1,024).
+    fn capacity_within(&self, config: &ModelConfig, bytes: usize) -> usize {
+        let row = 2 * config.kv_dim() * size_of::<f32>();
+        let rows = bytes / row;
+        let recent = |c: usize| self.recent.unwrap_or(c.saturating_sub(self.sinks) / 2);
+        let windowed = |c: usize| window_rows(config, c, self.policy, self.sinks, recent(c));
+        let local = (0..config.n_layers).filter(|&i| config.layer_attention(i).window.is_some()).count();
+        let global = config.n_layers - local;
+        // Every layer a row per slot (a capacity that windows some layers takes less).
+        let full = (rows / config.n_layers).min(config.context_length);
+        // Windowed layers at their rows, global ones a row per slot.
+        let split = match windowed(config.context_length) {
+            Some(w) if global > 0 => {
+                let c = (rows.saturating_sub(local * w) / global).min(config.context_length);
+                if windowed(c) == Some(w) { c } else { 0 }
+            }
+            _ => 0,
+        };
+        full.max(split)
     }
 }
 
@@ -710,6 +737,40 @@ fn rope_table(config: &ModelConfig, local: bool, positions: usize, device: &Devi
 mod tests {
     use super::*;
     use crate::config::RopeScaling;
+
+    /// A byte budget counts sliding-window layers at the rows they keep: Gemma 3 270M's shapes
+    /// (18 layers, one KV head of 256, a 512-token window in 15 of them) fit 2,309 slots in
+    /// 36 MiB (3 x 2,309 + 15 x 767 rows of 2 KiB), where a row per slot in every layer would
+    /// give 1,024; a plain model and a policy that cannot window keep the plain division.
+    #[test]
+    fn a_byte_budget_counts_windowed_layers_at_their_rows() {
+        let gemma = ModelConfig {
+            arch: crate::config::Architecture::GEMMA3,
+            vocab: 262_144,
+            d_model: 640,
+            n_layers: 18,
+            n_heads: 4,
+            n_kv_heads: 1,
+            head_dim: 256,
+            d_ff: 2048,
+            rope_theta: 1e6,
+            rope_scaling: RopeScaling::None,
+            rms_eps: 1e-6,
+            context_length: 32_768,
+            sliding_window: Some(512),
+            rope_theta_local: 1e4,
+        };
+        let budget = KvOptions { capacity_bytes: Some(36 << 20), ..KvOptions::default() };
+        let capacity = budget.resolve_capacity(&gemma).unwrap();
+        assert_eq!(capacity, 2309);
+        let rows = |c: usize| 3 * c + 15 * window_rows(&gemma, c, EvictionPolicy::SinksWindow, 4, 0).unwrap();
+        assert!(rows(capacity) * 2048 <= 36 << 20 && rows(capacity + 1) * 2048 > 36 << 20);
+        // Heavy hitters with a recent span shorter than the window keep a row per slot.
+        let short = KvOptions { policy: EvictionPolicy::HeavyHitters, recent: Some(100), ..budget.clone() };
+        assert_eq!(short.resolve_capacity(&gemma).unwrap(), (36 << 20) / KvCache::bytes_per_token(&gemma));
+        let plain = ModelConfig { arch: crate::config::Architecture::LLAMA, sliding_window: None, ..gemma };
+        assert_eq!(budget.resolve_capacity(&plain).unwrap(), (36 << 20) / KvCache::bytes_per_token(&plain));
+    }
 
     /// The attention each slot receives, summed over heads and queries, is the same however the
     /// queries are blocked, and equals a plain causal softmax computed on the host.
