@@ -293,13 +293,14 @@ fn broken_burnpacks_are_refused() {
 }
 
 /// The other families' files (Gemma 3: windows, post-norms, tied 8-bit head; Phi-3: fused
-/// projections, a SentencePiece vocabulary), mutated anywhere in their header and metadata
+/// projections, a SentencePiece vocabulary; Phi-3.5's LongRoPE factors and attention factor),
+/// mutated anywhere in their header and metadata
 /// (where the window, the head sizes and the fused shapes live), load or fail with a typed
 /// error, never panic; what loads generates.
 #[test]
 fn mutated_gemma3_and_phi3_files_never_panic() {
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for arch in ["gemma3", "phi3"] {
+    for arch in ["gemma3", "phi3", "phi3-longrope"] {
         let original = std::fs::read(fixtures.join(format!("tiny-{arch}.gguf"))).unwrap();
         let header_end = data_start(&original);
         let mut rng = Rng::new(77);
@@ -323,6 +324,60 @@ fn mutated_gemma3_and_phi3_files_never_panic() {
         eprintln!("{arch} mutations: {loaded} loaded and generated, {refused} refused");
         assert!(refused > 50, "{arch}: most header mutations break the file ({loaded} loaded)");
     }
+}
+
+/// A model of K-quant matrices (every type, rows of 256), mutated anywhere (its super-scales,
+/// sub-block scales and codes included), and its converted record mutated too: a model or a
+/// typed error, never a panic, and every model that loads generates.
+#[test]
+fn mutated_k_quant_files_and_records_never_panic() {
+    use hearth::load::{ModelParts, burnpack};
+    let c = TinyConfig { d_model: 256, d_ff: 512, n_layers: 1, ..TinyConfig::new() };
+    let mut rng = Rng::new(31);
+    // (type, block bytes, where its f16 scales sit) per matrix role.
+    let kinds = [(Ty::Q2K, 84, 80), (Ty::Q3K, 110, 108), (Ty::Q4K, 144, 0), (Ty::Q5K, 176, 0), (Ty::Q6K, 210, 208)];
+    let tensors: Vec<StoredTensor> = tiny_weights(&c, 5, true, &|_| Ty::F32)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.shape.len() != 2 {
+                return t;
+            }
+            let (ty, size, d_at) = kinds[i % kinds.len()];
+            let mut bytes: Vec<u8> = (0..t.values.len() / 256 * size).map(|_| rng.below(256) as u8).collect();
+            for block in bytes.chunks_exact_mut(size) {
+                block[d_at..d_at + 2].copy_from_slice(&half::f16::from_f32(0.002).to_le_bytes());
+                if !matches!(ty, Ty::Q3K | Ty::Q6K) {
+                    block[d_at + 2..d_at + 4].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+                }
+            }
+            StoredTensor { ty, bytes, ..t }
+        })
+        .collect();
+    let original = tiny_gguf(&c, &tensors);
+    assert!(load(&original).is_ok(), "the unmutated file loads");
+    let mutate = |bytes: &[u8], rng: &mut Rng| {
+        let mut bytes = bytes.to_vec();
+        for _ in 0..1 + rng.below(6) {
+            let at = rng.below(bytes.len() as u64) as usize;
+            match rng.below(3) {
+                0 => bytes[at] ^= 1 << rng.below(8),
+                1 => bytes[at] = rng.next_u64() as u8,
+                _ => bytes.truncate(at),
+            }
+        }
+        bytes
+    };
+    let mutants: Vec<Vec<u8>> = (0..300).map(|_| mutate(&original, &mut rng)).collect();
+    let (loaded, refused) = loads_and_generates(&mutants, WeightFormat::Int4);
+    eprintln!("K-quant GGUF mutations: {loaded} loaded and generated, {refused} refused");
+    assert!(loaded > 50 && refused > 50, "loaded {loaded}, refused {refused}");
+    let file = GgufFile::parse(&original).unwrap();
+    let pack = burnpack::write(&ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    let mutants: Vec<Vec<u8>> = (0..200).map(|_| mutate(&pack, &mut rng)).collect();
+    let (loaded, refused) = loads_and_generates(&mutants, WeightFormat::Int4);
+    eprintln!("K-quant record mutations: {loaded} loaded and generated, {refused} refused");
+    assert!(loaded > 20 && refused > 20, "loaded {loaded}, refused {refused}");
 }
 
 /// Gemma 3's window and Phi-3's fused shapes are checked: a missing or zero window, a stated
