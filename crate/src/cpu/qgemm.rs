@@ -83,6 +83,9 @@ pub struct QuantRows<'a> {
     pub codes: &'a [u32],
     pub params: &'a [u32],
     pub supers: &'a [u32],
+    /// [`PackedMatrix::split_halves`]: false lets a K-quant tile use one set of scales per
+    /// block.
+    pub split_halves: bool,
 }
 
 impl QuantRows<'_> {
@@ -597,7 +600,7 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
             for k in 0..4 {
                 // Chunks 0 and 1 are the block's first half; a legacy block's halves are equal.
-                if k == 0 || (K && k == 2) {
+                if k == 0 || (K && w.split_halves && k == 2) {
                     for (r, s) in scale.iter_mut().enumerate() {
                         *s = match K {
                             true => (_mm256_set1_ps(dm[4 * r + k]), _mm256_set1_ps(dm[4 * r + k + 1])),
@@ -679,11 +682,14 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
                 // Vector k holds elements 16k..16k + 16: half k's parameters.
-                let (d, m) = if K {
+                let (d, m) = if K && w.split_halves {
                     (
                         [_mm512_set1_ps(dm[4 * r]), _mm512_set1_ps(dm[4 * r + 2])],
                         [_mm512_set1_ps(dm[4 * r + 1]), _mm512_set1_ps(dm[4 * r + 3])],
                     )
+                } else if K {
+                    let (d, m) = (_mm512_set1_ps(dm[4 * r]), _mm512_set1_ps(dm[4 * r + 1]));
+                    ([d, d], [m, m])
                 } else {
                     let (d, m) = (_mm512_set1_ps(pairs[2 * r]), _mm512_set1_ps(pairs[2 * r + 1]));
                     ([d, d], [m, m])
@@ -696,7 +702,7 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                     }
                 } else {
                     let table = _mm512_fmadd_ps(iota, d[0], m[0]);
-                    let table_hi = if K { _mm512_fmadd_ps(iota, d[1], m[1]) } else { table };
+                    let table_hi = if K && w.split_halves { _mm512_fmadd_ps(iota, d[1], m[1]) } else { table };
                     let bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(block as *const __m128i));
                     wv[0] = _mm512_permutexvar_ps(bytes, table);
                     wv[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table_hi);
@@ -752,6 +758,9 @@ fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     use core::arch::wasm32::*;
     let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    // A K-quant block with equal halves takes one dot product and the block's sum, as a
+    // legacy one.
+    let split = w.split_halves;
     let mut sums = [[f32x4_splat(0.0); T]; GROUP];
     // Lane r: row r's offsets, for each token.
     let mut offsets = [f32x4_splat(0.0); T];
@@ -782,7 +791,7 @@ fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                 }
                 let s = f32x4_splat(*scale.get_unchecked(t * blocks + b));
                 ds[t] = [f32x4_mul(d, s), f32x4_mul(d_hi, s)];
-                offsets[t] = if K {
+                offsets[t] = if K && split {
                     let hs = half_sum.as_ptr().add(2 * (t * blocks + b));
                     let lo = f32x4_mul(m, f32x4_splat(*hs));
                     f32x4_add(offsets[t], f32x4_add(lo, f32x4_mul(m_hi, f32x4_splat(*hs.add(1)))))
@@ -820,7 +829,7 @@ fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                         i32x4_add(i32x4_dot_i16x8(q[0], x[0]), i32x4_dot_i16x8(q[2], x[2])),
                         i32x4_add(i32x4_dot_i16x8(q[1], x[1]), i32x4_dot_i16x8(q[3], x[3])),
                     );
-                    sums[t] = if K {
+                    sums[t] = if K && split {
                         let lo = f32x4_mul(f32x4_convert_i32x4(first), splat(ds[t][0]));
                         f32x4_add(sums[t], f32x4_add(lo, f32x4_mul(f32x4_convert_i32x4(second), splat(ds[t][1]))))
                     } else {
@@ -885,6 +894,9 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     use std::arch::aarch64::*;
     let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    // A K-quant block with equal halves takes one dot product and the block's sum, as a
+    // legacy one.
+    let split = w.split_halves;
     // Safety: every pointer below stays inside its slice, by `i16_for`'s asserts.
     unsafe {
         let mut sums = [[vdupq_n_f32(0.0); T]; GROUP];
@@ -924,7 +936,7 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                 }
                 let s = *scale.get_unchecked(t * blocks + b);
                 ds[t] = [vmulq_n_f32(d, s), vmulq_n_f32(d_hi, s)];
-                if K {
+                if K && split {
                     let hs = half_sum.as_ptr().add(2 * (t * blocks + b));
                     offsets[t] = vfmaq_n_f32(vfmaq_n_f32(offsets[t], m, *hs), m_hi, *hs.add(1));
                 } else {
@@ -969,7 +981,7 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                         dot = vmlal_s16(dot, vget_low_s16(q[b]), vget_low_s16(x[b]));
                         vmlal_high_s16(dot, q[b], x[b])
                     };
-                    if K {
+                    if K && split {
                         sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(half(0, 2)), splat(ds[t][0]));
                         sums[t] = vfmaq_f32(sums[t], vcvtq_f32_s32(half(1, 3)), splat(ds[t][1]));
                     } else {
@@ -1066,6 +1078,7 @@ mod tests {
             codes: &words.codes,
             params: &words.params,
             supers: &words.supers,
+            split_halves: p.split_halves(),
         }
     }
 

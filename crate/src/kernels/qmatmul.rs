@@ -43,6 +43,8 @@ pub enum Layout {
 pub struct QuantMatrix {
     pub format: QuantFormat,
     pub scales: Scales,
+    /// [`PackedMatrix::split_halves`].
+    pub split_halves: bool,
     pub rows: usize,
     pub cols: usize,
     pub layout: Layout,
@@ -86,6 +88,7 @@ impl QuantMatrix {
         Self {
             format: p.format,
             scales: p.scales,
+            split_halves: p.split_halves(),
             rows: p.rows,
             cols: p.cols,
             layout,
@@ -103,7 +106,16 @@ impl QuantMatrix {
     /// [`QuantRows`] over this matrix's words on the CPU (Flex) device.
     pub(crate) fn rows_view<'a>(&self, codes: &'a [u32], params: &'a [u32], supers: &'a [u32]) -> QuantRows<'a> {
         let supers = if self.scales == Scales::Super { supers } else { &[] };
-        QuantRows { format: self.format, scales: self.scales, rows: self.rows, cols: self.cols, codes, params, supers }
+        QuantRows {
+            format: self.format,
+            scales: self.scales,
+            rows: self.rows,
+            cols: self.cols,
+            codes,
+            params,
+            supers,
+            split_halves: self.split_halves,
+        }
     }
 
     pub(crate) fn codes(&self) -> &Tensor<1, Int> {
@@ -204,6 +216,7 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                     cols as u32,
                     w.format == QuantFormat::Q8,
                     w.scales == Scales::Super,
+                    w.split_halves,
                     tokens as u32,
                     code,
                     vector,
@@ -292,6 +305,7 @@ mod cube {
         cols: u32,
         #[comptime] q8: bool,
         #[comptime] k: bool,
+        #[comptime] split: bool,
         #[comptime] tokens: u32,
         #[comptime] epilogue: u32,
         #[define(N)] _vector: usize,
@@ -385,7 +399,7 @@ mod cube {
                                 }
                                 // A K-quant block's halves have their own scales: the first
                                 // half is folded in here, the sums go on with the second.
-                                if comptime!(k && e == 15) {
+                                if comptime!(k && split && e == 15) {
                                     #[unroll]
                                     for r in 0..rpt {
                                         acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
@@ -398,7 +412,7 @@ mod cube {
                     } else {
                         // A ragged last block: element by element.
                         for e in 0..width {
-                            if k && e == 16 {
+                            if k && split && e == 16 {
                                 #[unroll]
                                 for r in 0..rpt {
                                     acc[t * rpt + r] += d[r] * sum_qx[r] + mn[r] * sum_x;
@@ -416,7 +430,7 @@ mod cube {
                     }
                     // What the sums hold now: a K-quant block's second half, unless it is a
                     // ragged block that ends within its first.
-                    let second = k && width > 16;
+                    let second = k && split && width > 16;
                     #[unroll]
                     for r in 0..rpt {
                         let (dr, mr) = if second { (d_hi[r], mn_hi[r]) } else { (d[r], mn[r]) };

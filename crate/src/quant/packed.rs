@@ -166,6 +166,13 @@ impl PackedMatrix {
         self.cols.div_ceil(BLOCK)
     }
 
+    /// Whether some block's halves have different scales (Q2_K, Q3_K, Q6_K; never Q4_K and
+    /// Q5_K, whose sub-blocks are whole blocks, nor a legacy block): kernels may then skip the
+    /// second half's own parameters.
+    pub fn split_halves(&self) -> bool {
+        self.scales == Scales::Super && self.params.iter().any(|&w| (w & 0xffff) != (w >> 16))
+    }
+
     /// Super words per row (the last may cover fewer than [`SUPER`] blocks of a ragged row).
     pub fn supers_per_row(&self) -> usize {
         match self.scales {

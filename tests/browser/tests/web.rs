@@ -415,8 +415,16 @@ fn simd128_kernels_equal_the_scalar_reference() {
     for p in matrices {
         let (format, rows, cols) = (p.format, p.rows, p.cols);
         let t = tile_rows(&p);
-        let w =
-            QuantRows { format, scales: p.scales, rows, cols, codes: &t.codes, params: &t.params, supers: &t.supers };
+        let w = QuantRows {
+            format,
+            scales: p.scales,
+            rows,
+            cols,
+            codes: &t.codes,
+            params: &t.params,
+            supers: &t.supers,
+            split_halves: p.split_halves(),
+        };
         // Each weight's code part and offset, whose products with the inputs i16 arithmetic sums.
         let nb = p.blocks_per_row();
         let terms: Vec<f32> = (0..rows * cols)
