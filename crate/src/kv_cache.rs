@@ -119,10 +119,10 @@ impl KvOptions {
 }
 
 impl KvOptions {
-    /// The most slots whose keys and values fit `bytes`, up to the context length: every layer
-    /// a row per slot, or, where the capacity lets sliding-window layers keep only their
-    /// window's rows ([`window_rows`]), those rows beside a row per slot in the global layers
-    /// (Gemma 3 270M: 2,309 slots in 36 MiB, not 1,024).
+    /// The most slots whose keys and values fit `bytes` (more than the context length is
+    /// refused by the caller): every layer a row per slot, or, where the capacity lets
+    /// sliding-window layers keep only their window's rows ([`window_rows`]), those rows beside
+    /// a row per slot in the global layers (Gemma 3 270M: 2,309 slots in 36 MiB, not 1,024).
     fn capacity_within(&self, config: &ModelConfig, bytes: usize) -> usize {
         let row = 2 * config.kv_dim() * size_of::<f32>();
         let rows = bytes / row;
@@ -131,11 +131,11 @@ impl KvOptions {
         let local = (0..config.n_layers).filter(|&i| config.layer_attention(i).window.is_some()).count();
         let global = config.n_layers - local;
         // Every layer a row per slot (a capacity that windows some layers takes less).
-        let full = (rows / config.n_layers).min(config.context_length);
+        let full = rows / config.n_layers;
         // Windowed layers at their rows, global ones a row per slot.
-        let split = match windowed(config.context_length) {
+        let split = match windowed(usize::MAX) {
             Some(w) if global > 0 => {
-                let c = (rows.saturating_sub(local * w) / global).min(config.context_length);
+                let c = rows.saturating_sub(local * w) / global;
                 if windowed(c) == Some(w) { c } else { 0 }
             }
             _ => 0,
@@ -221,8 +221,8 @@ fn window_rows(
     let rows = window - 1 + window.clamp(16, 256);
     let evicts_safely = match policy {
         EvictionPolicy::None => true,
-        EvictionPolicy::SinksWindow => capacity >= 2 * rows + sinks,
-        EvictionPolicy::HeavyHitters => capacity >= 2 * rows + sinks && recent + 1 >= window,
+        EvictionPolicy::SinksWindow => capacity >= (2 * rows).saturating_add(sinks),
+        EvictionPolicy::HeavyHitters => capacity >= (2 * rows).saturating_add(sinks) && recent >= window - 1,
     };
     (rows < capacity && evicts_safely).then_some(rows)
 }
@@ -768,6 +768,17 @@ mod tests {
         // Heavy hitters with a recent span shorter than the window keep a row per slot.
         let short = KvOptions { policy: EvictionPolicy::HeavyHitters, recent: Some(100), ..budget.clone() };
         assert_eq!(short.resolve_capacity(&gemma).unwrap(), (36 << 20) / KvCache::bytes_per_token(&gemma));
+        // Absurd budgets and counts are refused, not wrapped.
+        for policy in [EvictionPolicy::SinksWindow, EvictionPolicy::HeavyHitters] {
+            let huge = KvOptions {
+                capacity: None,
+                capacity_bytes: Some(usize::MAX),
+                policy,
+                sinks: usize::MAX,
+                recent: Some(usize::MAX),
+            };
+            assert!(matches!(huge.resolve_capacity(&gemma), Err(Error::BadOptions(_))));
+        }
         let plain = ModelConfig { arch: crate::config::Architecture::LLAMA, sliding_window: None, ..gemma };
         assert_eq!(budget.resolve_capacity(&plain).unwrap(), (36 << 20) / KvCache::bytes_per_token(&plain));
     }
