@@ -197,6 +197,25 @@ fn q3_scale_search(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
     if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
 }
 
+/// Q3_K's and Q6_K's sixteen sub-block scales, each from `search` over its 16 values (codes
+/// into `l`), and the one of largest magnitude with that magnitude.
+fn signed_sub_scales(
+    x: &[f32],
+    l: &mut [i8; QK_K],
+    search: impl Fn(&[f32], &mut [i8]) -> f32,
+) -> ([f32; 16], f32, f32) {
+    let mut scales = [0.0f32; 16];
+    let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
+    for j in 0..16 {
+        scales[j] = search(&x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+        if scales[j].abs() > max_abs {
+            max_abs = scales[j].abs();
+            max_scale = scales[j];
+        }
+    }
+    (scales, max_scale, max_abs)
+}
+
 /// Q4_K's and Q5_K's eight (scale, min) pairs of 6 bits into their 12 bytes.
 fn pack_scale_min(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     let mut out = [0u8; 12];
@@ -338,15 +357,7 @@ impl BlockQ3K {
     /// `quantize_row_q3_K_ref` for 256 values.
     pub fn quantize(x: &[f32]) -> Self {
         let mut l = [0i8; QK_K];
-        let mut scales = [0.0f32; 16];
-        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
-        for j in 0..16 {
-            scales[j] = q3_scale_search(&x[16 * j..16 * j + 16], 4, &mut l[16 * j..16 * j + 16]);
-            if scales[j].abs() > amax {
-                amax = scales[j].abs();
-                max_scale = scales[j];
-            }
-        }
+        let (scales, max_scale, _) = signed_sub_scales(x, &mut l, |x, l| q3_scale_search(x, 4, l));
         let mut packed = [0u8; 12];
         let mut d = f16::ZERO;
         if max_scale != 0.0 {
@@ -410,15 +421,7 @@ impl BlockQ6K {
     /// `quantize_row_q6_K_ref` for 256 values.
     pub fn quantize(x: &[f32]) -> Self {
         let mut l = [0i8; QK_K];
-        let mut scales = [0.0f32; 16];
-        let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
-        for j in 0..16 {
-            scales[j] = signed_scale_search(&x[16 * j..16 * j + 16], 32, &mut l[16 * j..16 * j + 16]);
-            if scales[j].abs() > max_abs {
-                max_abs = scales[j].abs();
-                max_scale = scales[j];
-            }
-        }
+        let (scales, max_scale, max_abs) = signed_sub_scales(x, &mut l, |x, l| signed_scale_search(x, 32, l));
         if max_abs < GROUP_MAX_EPS {
             return Self { ql: [0; 128], qh: [0; 64], scales: [0; 16], d: f16::ZERO };
         }

@@ -265,16 +265,22 @@ impl BlockQ3K {
     }
 }
 
+/// Q4_K's and Q5_K's `(sc, −m)` per 16 elements: each pair of 6 bits serves both halves of
+/// its 32-element sub-block.
+fn min_halves(scales: &[u8; 12]) -> [(i8, i8); 16] {
+    std::array::from_fn(|i| {
+        let (sc, m) = scale_min(scales, i / 2);
+        (sc as i8, -(m as i8))
+    })
+}
+
 impl BlockQ4K {
     /// `(d · sc) · q + dmin · −m` per 32 elements: ggml's `d1 · q − m1`.
     pub fn split(&self) -> Split {
         Split {
             codes: std::array::from_fn(|e| nibble(&self.qs, e) as i8),
             wide: false,
-            halves: std::array::from_fn(|i| {
-                let (sc, m) = scale_min(&self.scales, i / 2);
-                (sc as i8, -(m as i8))
-            }),
+            halves: min_halves(&self.scales),
             d: self.d,
             dmin: self.dmin,
         }
@@ -287,10 +293,7 @@ impl BlockQ5K {
         Split {
             codes: std::array::from_fn(|e| (nibble(&self.qs, e) | (high_bit(&self.qh, e) << 4)) as i8),
             wide: true,
-            halves: std::array::from_fn(|i| {
-                let (sc, m) = scale_min(&self.scales, i / 2);
-                (sc as i8, -(m as i8))
-            }),
+            halves: min_halves(&self.scales),
             d: self.d,
             dmin: self.dmin,
         }
