@@ -334,8 +334,8 @@ fn mutated_k_quant_files_and_records_never_panic() {
     use hearth::load::{ModelParts, burnpack};
     let c = TinyConfig { d_model: 256, d_ff: 512, n_layers: 1, ..TinyConfig::new() };
     let mut rng = Rng::new(31);
-    // (type, block bytes, where its f16 scales sit) per matrix role.
-    let kinds = [(Ty::Q2K, 84, 80), (Ty::Q3K, 110, 108), (Ty::Q4K, 144, 0), (Ty::Q5K, 176, 0), (Ty::Q6K, 210, 208)];
+    use hearth::load::gguf::GgmlType as G;
+    let kinds = [(Ty::Q2K, G::Q2_K), (Ty::Q3K, G::Q3_K), (Ty::Q4K, G::Q4_K), (Ty::Q5K, G::Q5_K), (Ty::Q6K, G::Q6_K)];
     let tensors: Vec<StoredTensor> = tiny_weights(&c, 5, true, &|_| Ty::F32)
         .into_iter()
         .enumerate()
@@ -343,15 +343,8 @@ fn mutated_k_quant_files_and_records_never_panic() {
             if t.shape.len() != 2 {
                 return t;
             }
-            let (ty, size, d_at) = kinds[i % kinds.len()];
-            let mut bytes: Vec<u8> = (0..t.values.len() / 256 * size).map(|_| rng.below(256) as u8).collect();
-            for block in bytes.chunks_exact_mut(size) {
-                block[d_at..d_at + 2].copy_from_slice(&half::f16::from_f32(0.002).to_le_bytes());
-                if !matches!(ty, Ty::Q3K | Ty::Q6K) {
-                    block[d_at + 2..d_at + 4].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
-                }
-            }
-            StoredTensor { ty, bytes, ..t }
+            let (ty, dtype) = kinds[i % kinds.len()];
+            StoredTensor { ty, bytes: random_k_blocks(&mut rng, dtype, t.values.len() / 256), ..t }
         })
         .collect();
     let original = tiny_gguf(&c, &tensors);

@@ -5,7 +5,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::Rng;
+use common::{Rng, random_k_blocks};
 use hearth::DeviceKind;
 use hearth::kernels::qgather::qgather;
 use hearth::kernels::qmatmul::{QuantMatrix, qmatmul};
@@ -19,26 +19,9 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// `(rows, cols)` of K-quant matrices (whole super-blocks), rows ragged against the threads.
 const K_SHAPES: [(usize, usize); 4] = [(1, 256), (7, 512), (33, 768), (130, 1536)];
 
-/// A `[rows, cols]` matrix of random GGUF `dtype` super-blocks (random codes and sub-block
-/// scales, super-scales of a weight's usual size), repacked.
+/// A `[rows, cols]` matrix of random GGUF `dtype` super-blocks, repacked.
 fn k_matrix(rng: &mut Rng, dtype: GgmlType, rows: usize, cols: usize) -> PackedMatrix {
-    let (bytes, d_at, has_min) = match dtype {
-        GgmlType::Q2_K => (84, 80, true),
-        GgmlType::Q3_K => (110, 108, false),
-        GgmlType::Q4_K => (144, 0, true),
-        GgmlType::Q5_K => (176, 0, true),
-        _ => (210, 208, false),
-    };
-    let mut data = Vec::new();
-    for _ in 0..rows * cols / 256 {
-        let mut block: Vec<u8> = (0..bytes).map(|_| rng.below(256) as u8).collect();
-        for at in [d_at].into_iter().chain(has_min.then_some(d_at + 2)) {
-            let scale = half::f16::from_f32(1e-3 + rng.below(1000) as f32 * 2e-5);
-            block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
-        }
-        data.extend(block);
-    }
-    PackedMatrix::from_gguf("t", dtype, &data, rows, cols).unwrap()
+    PackedMatrix::from_gguf("t", dtype, &random_k_blocks(rng, dtype, rows * cols / 256), rows, cols).unwrap()
 }
 
 /// Every kind of matrix the kernels take: 4- and 8-bit legacy blocks quantized from random

@@ -810,3 +810,28 @@ pub fn assert_top5_close(row: &[f32], want_ids: &[u32], want: &[f32], tolerance:
     }
     worst
 }
+
+/// `blocks` random GGUF `dtype` K-quant super-blocks: random codes and sub-block scales, the
+/// f16 super-scales (ggml-common.h's offsets) of a weight's usual size, so that the values
+/// stay finite.
+pub fn random_k_blocks(rng: &mut Rng, dtype: hearth::load::gguf::GgmlType, blocks: usize) -> Vec<u8> {
+    use hearth::load::gguf::GgmlType;
+    let (bytes, d_at, has_min) = match dtype {
+        GgmlType::Q2_K => (84, 80, true),
+        GgmlType::Q3_K => (110, 108, false),
+        GgmlType::Q4_K => (144, 0, true),
+        GgmlType::Q5_K => (176, 0, true),
+        GgmlType::Q6_K => (210, 208, false),
+        other => panic!("{other:?} is not a K-quant"),
+    };
+    let mut data = Vec::with_capacity(blocks * bytes);
+    for _ in 0..blocks {
+        let mut block: Vec<u8> = (0..bytes).map(|_| rng.below(256) as u8).collect();
+        for at in [d_at].into_iter().chain(has_min.then_some(d_at + 2)) {
+            let scale = f16::from_f32(1e-3 + rng.below(1000) as f32 * 2e-5);
+            block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
+        }
+        data.extend(block);
+    }
+    data
+}
