@@ -566,11 +566,14 @@ export class HearthEngine implements EngineApi {
     const stop = new AbortController();
     const outer = request.signal;
     const forward = () => stop.abort();
+    const queue = new AsyncQueue<ChatCompletionChunk>(() => stop.abort());
+    // A flow-controlled caller (the worker, whose loop posts each chunk on) counts a piece
+    // when its loop has posted it: the next step waits for that loop first, or it could run a
+    // token ahead of the count.
     const pause = outer ? pauses.get(outer) : undefined;
-    if (pause) pauses.set(stop.signal, pause);
+    if (pause) pauses.set(stop.signal, () => queue.idle().then(pause));
     if (outer?.aborted) stop.abort();
     outer?.addEventListener("abort", forward, { once: true });
-    const queue = new AsyncQueue<ChatCompletionChunk>(() => stop.abort());
     const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: FinishReason | null): ChatCompletionChunk => ({
       id,
       object: "chat.completion.chunk",

@@ -113,8 +113,8 @@ export class WorkerEngine implements EngineApi {
         this.ack(msg.id);
         break;
       case "chunk":
+        // Acknowledged by the stream, once its reader has taken the chunk.
         p.onChunk?.(msg.chunk);
-        this.ack(msg.id);
         break;
       case "result":
         this.pending.delete(msg.id);
@@ -219,9 +219,25 @@ export class WorkerEngine implements EngineApi {
       return this.call({ type: "chat", request: plain }, {}, signal) as Promise<ChatCompletion>;
     }
     let id = 0;
-    // Leaving the stream early aborts the request in the worker.
-    const queue = new AsyncQueue<ChatCompletionChunk>(() => this.abort(id));
-    const sent = this.send({ type: "chat", request: plain }, { onChunk: (c) => queue.push(c) }, signal);
+    // Each chunk is acknowledged (the worker waits for that before its next token) when the
+    // reader asks for the one after it, or else at the next task: a reader that breaks out
+    // on a chunk has its abort posted before that chunk's acknowledgement, so the worker
+    // stops at the token it was waiting to run, and one that is slow to read does not stall
+    // the worker (a page may read its streams in any order).
+    let owed = 0;
+    const settle = () => {
+      if (owed === 0) return;
+      owed -= 1;
+      this.ack(id);
+    };
+    // Leaving the stream early aborts the request in the worker; what it still owed is moot.
+    const queue = new AsyncQueue<ChatCompletionChunk>(() => ((owed = 0), this.abort(id)), settle);
+    const arrived = (chunk: ChatCompletionChunk) => {
+      owed += 1;
+      queue.push(chunk);
+      setTimeout(settle, 0);
+    };
+    const sent = this.send({ type: "chat", request: plain }, { onChunk: arrived }, signal);
     id = sent.id;
     sent.result.then(
       () => queue.close(),
