@@ -11,7 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::copy::copy_words;
 use crate::kernels::qmatmul::{QuantMatrix, qmatmul};
-use crate::quant::packed::{FloatQuant, PackedMatrix};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 
 /// Timings of one matrix shape (batch 1), medians over repeated runs.
 #[derive(Clone, Debug, Serialize)]
@@ -64,13 +64,44 @@ fn time<T>(device: &Device, iters: usize, mut op: impl FnMut() -> T) -> Result<f
     Ok(batches[batches.len() / 2])
 }
 
-/// Benchmarks every linear shape of `config` on `device` in each of `formats` (floats
-/// quantized as [`PackedMatrix::quantize_as`] does).
+/// A format the kernel bench packs its random matrices in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// Floats quantized as [`PackedMatrix::quantize_as`] does.
+    Quantized(FloatQuant),
+    /// Floats rounded to 16-bit codes ([`QuantFormat::F16`] or [`QuantFormat::Bf16`]).
+    Float(QuantFormat),
+}
+
+impl KernelFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Quantized(q) => q.name(),
+            Self::Float(QuantFormat::Bf16) => "bf16",
+            Self::Float(_) => "f16",
+        }
+    }
+
+    fn pack(self, data: &[f32], rows: usize, cols: usize) -> Result<PackedMatrix> {
+        match self {
+            Self::Quantized(q) => PackedMatrix::quantize_as(q, data, rows, cols),
+            Self::Float(format) => {
+                let bits: Vec<u16> = match format {
+                    QuantFormat::Bf16 => data.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect(),
+                    _ => data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect(),
+                };
+                Ok(PackedMatrix::from_halves(format, &bits, rows, cols))
+            }
+        }
+    }
+}
+
+/// Benchmarks every linear shape of `config` on `device` in each of `formats`.
 pub fn kernel_bench(
     config: &ModelConfig,
     device: &Device,
     iters: usize,
-    formats: &[FloatQuant],
+    formats: &[KernelFormat],
 ) -> Result<Vec<KernelTiming>> {
     let mut out = Vec::new();
     for (name, rows, cols) in shapes(config) {
@@ -85,7 +116,7 @@ pub fn kernel_bench(
             time(device, iters, || x.clone().matmul(dense.clone()))?
         };
         for &format in formats {
-            let packed = PackedMatrix::quantize_as(format, &data, rows, cols)?;
+            let packed = format.pack(&data, rows, cols)?;
             let quant = QuantMatrix::upload(&packed, device);
             let words = Tensor::<1, Int>::from_data(
                 TensorData::new(vec![0i32; packed.device_bytes() / 4], [packed.device_bytes() / 4]),

@@ -287,4 +287,8 @@ impl TensorSource for Counted<'_> {
     fn kept_dense(&self, name: &str) -> bool {
         self.inner.kept_dense(name)
     }
+
+    fn holds_quantized(&self) -> bool {
+        self.inner.holds_quantized()
+    }
 }

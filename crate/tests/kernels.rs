@@ -1,6 +1,7 @@
 //! Our kernels against a plain CPU dequantize-then-compute reference, on random shapes,
 //! including ragged ones (rows not a multiple of a thread's rows, columns not a multiple of the
-//! block or of the vector width) and every batch size from 1 to past one cube's tokens.
+//! block or of the vector width) and every batch size from 1 to past one cube's tokens; every
+//! stored format (legacy, K-quant, F16, BF16).
 
 mod common;
 
@@ -44,7 +45,35 @@ fn matrices(rng: &mut Rng) -> Vec<PackedMatrix> {
             out.push(PackedMatrix::quantize_as(kind, &random(rng, rows * cols), rows, cols).unwrap());
         }
     }
+    // F16 and BF16 codes, ragged rows among them.
+    for format in [QuantFormat::F16, QuantFormat::Bf16] {
+        for (rows, cols) in [(7, 40), (13, 70), (33, 33), (130, 1000)] {
+            out.push(float_matrix(rng, format, rows, cols, false));
+        }
+    }
     out
+}
+
+/// A `[rows, cols]` matrix of 16-bit floats (`format` F16 or BF16): random weights with
+/// subnormals (of f16) and signed zeros among them, and with `special` infinities too.
+fn float_matrix(rng: &mut Rng, format: QuantFormat, rows: usize, cols: usize, special: bool) -> PackedMatrix {
+    let bits: Vec<u16> = (0..rows * cols)
+        .map(|i| {
+            let v = match i % 29 {
+                0 => 3.1e-6,
+                1 => -0.0,
+                2 => -4.5e-7,
+                3 if special => f32::INFINITY,
+                4 if special => f32::NEG_INFINITY,
+                _ => rng.uniform(1.0),
+            };
+            match format {
+                QuantFormat::Bf16 => half::bf16::from_f32(v).to_bits(),
+                _ => half::f16::from_f32(v).to_bits(),
+            }
+        })
+        .collect();
+    PackedMatrix::from_halves(format, &bits, rows, cols)
 }
 
 fn read(t: Tensor<2>) -> Vec<f32> {
@@ -73,6 +102,7 @@ fn qmatmul_matches_reference(device: DeviceKind) {
         // Every batch for the legacy formats; for the K-quants (whose token loop is the same
         // code) one token, an odd tile, a full one and past it, to keep the shader count down.
         let batches: Vec<usize> = match packed.scales {
+            _ if format.is_float() => vec![1, 3, 8, 13],
             hearth::quant::packed::Scales::Block => (1..=9).chain([13, 17]).collect(),
             hearth::quant::packed::Scales::Super => vec![1, 3, 8, 13],
         };
@@ -108,7 +138,10 @@ fn qmatmul_matches_dequantize_then_multiply_on_wgpu() {
 fn qgather_matches_reference(device: DeviceKind) {
     let device = device.device().unwrap();
     let mut rng = Rng::new(23);
-    for packed in matrices(&mut rng) {
+    let mut all = matrices(&mut rng);
+    // Infinities widen to infinities on every path.
+    all.extend([QuantFormat::F16, QuantFormat::Bf16].map(|f| float_matrix(&mut rng, f, 9, 70, true)));
+    for packed in all {
         let (rows, cols) = (packed.rows, packed.cols);
         let w = packed.dequantize();
         let ids: Vec<u32> = (0..5).map(|_| rng.below(rows as u64) as u32).collect();

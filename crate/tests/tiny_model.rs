@@ -600,6 +600,46 @@ fn five_bit_matrices_stay_packed_with_int4_weights() {
     }
 }
 
+/// F16 and BF16 matrices of a quantized file stay as stored with int4 weights (packed at two
+/// bytes a weight, fused with matrices of their own format: BF16 Q/K/V, the F16 embedding
+/// gathered and used as the tied head) and give the reference logits on the CPU and on wgpu
+/// (a requantized matrix would be some 1e-2 off), and through `hearth convert`. A float
+/// checkpoint's matrices are still quantized by int4 weights.
+#[test]
+fn float_matrices_of_a_quantized_file_stay_as_stored() {
+    let c = TinyConfig::new();
+    let types = |name: &str| match name.rsplit('.').nth(1).unwrap_or("") {
+        "token_embd" | "attn_output" => Ty::F16,
+        "attn_q" | "attn_k" | "attn_v" | "ffn_down" => Ty::BF16,
+        "ffn_gate" => Ty::Q4_1,
+        "ffn_up" => Ty::Q8_0,
+        _ => Ty::F32,
+    };
+    let tensors = tiny_weights(&c, 45, true, &types);
+    let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
+    let ids = tokens(21, 9);
+    let want = reference.logits(&ids);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &want, &format!("{device:?} F16/BF16 matrices with int4 weights"));
+    }
+    let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+    let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
+    let engine =
+        Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
+    let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+    assert_logits_close(&got, &want, "F16/BF16 matrices through hearth convert");
+
+    // An F16 checkpoint: int4 weights quantize it (about a quarter of f32's bytes).
+    let (floats, _) =
+        gguf_model_of(46, true, &|name: &str| if name.ends_with("norm.weight") { Ty::F32 } else { Ty::F16 });
+    let cpu = DeviceKind::Cpu.device().unwrap();
+    let bytes_of = |w| Engine::from_gguf(&floats, &cpu, w).unwrap().model().weight_bytes();
+    let (f32_bytes, int4_bytes) = (bytes_of(WeightFormat::F32), bytes_of(WeightFormat::Int4));
+    assert!(int4_bytes * 3 < f32_bytes, "{int4_bytes} bytes of int4 weights, {f32_bytes} of f32");
+}
+
 /// A tiny Qwen2: Llama with biases on Q, K and V, its GGUF's query and key rows left in
 /// rotate-halves order (llama.cpp's NEOX), against the reference rotating halves and adding
 /// the biases, with f32 and int4 weights on the CPU and on wgpu.

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use hearth::bench::KernelFormat;
 use hearth::load::hf::HfFiles;
+use hearth::quant::packed::QuantFormat;
 use hearth::{
     Control, DeviceKind, Engine, Error, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions, Result,
     SamplerOptions, WeightFormat,
@@ -129,7 +131,7 @@ enum Command {
         /// every linear shape.
         #[arg(long)]
         kernels: bool,
-        /// With --kernels: the formats, comma-separated.
+        /// With --kernels: the formats, comma-separated (f16 and bf16 too).
         #[arg(long, default_value = "q4_0,q4_1,q8_0,q2_k,q3_k,q4_k,q5_k,q6_k")]
         formats: String,
     },
@@ -600,9 +602,13 @@ async fn prune_bench(common: &Common, items: &Path, keep: &[f64], limit: Option<
 fn bench_kernels(common: &Common, runs: usize, formats: &str) -> Result<()> {
     let formats = formats
         .split(',')
-        .map(|f| match f.trim().parse::<WeightFormat>()? {
-            WeightFormat::Quantize(q) => Ok(q),
-            other => Err(hearth::Error::BadOptions(format!("--formats: {} is not a block format", other.name()))),
+        .map(|f| match f.trim() {
+            "f16" => Ok(KernelFormat::Float(QuantFormat::F16)),
+            "bf16" => Ok(KernelFormat::Float(QuantFormat::Bf16)),
+            name => match name.parse::<WeightFormat>()? {
+                WeightFormat::Quantize(q) => Ok(KernelFormat::Quantized(q)),
+                other => Err(hearth::Error::BadOptions(format!("--formats: {} is not a block format", other.name()))),
+            },
         })
         .collect::<Result<Vec<_>>>()?;
     let (engine, _) = load(common)?;

@@ -23,6 +23,10 @@
 //! half of a block (16 elements) has its own `(d, m)`, the products of the super word's f16
 //! pair and the block word's i8 pair, formed once per block for the group's four rows (the
 //! const parameter `K` of every kernel); the codes are the same 4- or 8-bit blocks.
+//!
+//! Float matrices (F16, BF16: [`QuantFormat::is_float`]) have no scales and no integer codes:
+//! every level takes their inputs in f32 and widens each 16-bit weight to its f32 value in
+//! registers (F16C on x86, integer shifts elsewhere), so they stay at two bytes a weight.
 
 use std::borrow::Cow;
 
@@ -46,15 +50,18 @@ pub fn block_index(row: usize, b: usize, blocks: usize) -> usize {
 pub fn tile_rows(p: &PackedMatrix) -> Tiled {
     let (blocks, wpb, supers) = (p.blocks_per_row(), p.format.words_per_block(), p.supers_per_row());
     let padded = p.rows.div_ceil(GROUP) * GROUP;
+    let ppb = p.format.params_per_block();
     let mut out = Tiled {
         codes: vec![0u32; padded * blocks * wpb],
-        params: vec![0u32; padded * blocks],
+        params: vec![0u32; padded * blocks * ppb],
         supers: vec![0u32; padded * supers],
     };
     for row in 0..p.rows {
         for b in 0..blocks {
             let (from, to) = (row * blocks + b, block_index(row, b, blocks));
-            out.params[to] = p.params[from];
+            if ppb == 1 {
+                out.params[to] = p.params[from];
+            }
             out.codes[to * wpb..(to + 1) * wpb].copy_from_slice(&p.codes[from * wpb..(from + 1) * wpb]);
         }
         for s in 0..supers {
@@ -73,7 +80,8 @@ pub struct Tiled {
 }
 
 /// A packed matrix as the CPU reads it, in the order [`tile_rows`] gives: code words, one
-/// parameter word per block, and for [`Scales::Super`] one super word per 256 elements.
+/// parameter word per block (none for float codes), and for [`Scales::Super`] one super word
+/// per 256 elements.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantRows<'a> {
     pub format: QuantFormat,
@@ -144,12 +152,19 @@ pub enum Inputs {
 }
 
 impl Inputs {
-    /// The arithmetic `isa`'s kernels do; the scalar level does either (it is both references).
+    /// The arithmetic `isa`'s kernels do on integer codes; the scalar level does either (it is
+    /// both references).
     pub fn of(isa: Isa) -> Self {
         match isa {
             Isa::Simd128 | Isa::Neon => Inputs::I16,
             Isa::Scalar | Isa::Avx2 | Isa::Avx512 => Inputs::F32,
         }
+    }
+
+    /// The arithmetic `isa`'s kernels do on a matrix of `format`: float codes always meet f32
+    /// inputs (there is no integer code to take a dot product with).
+    pub fn for_matrix(isa: Isa, format: QuantFormat) -> Self {
+        if format.is_float() { Inputs::F32 } else { Self::of(isa) }
     }
 }
 
@@ -276,21 +291,23 @@ fn chunk_rows(rows: usize, blocks: usize) -> usize {
 /// # Panics
 /// When the slices do not match the shapes (a bug in the caller, never input data).
 pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, out: &mut [f32]) {
-    qgemm_with(isa, Inputs::of(isa), x, m, w, epilogue, out)
+    qgemm_with(isa, Inputs::for_matrix(isa, w.format), x, m, w, epilogue, out)
 }
 
-/// [`qgemm`] with the inputs taken as `inputs` says: the scalar level does both, every other
-/// level only its own [`Inputs::of`] (the tests compare each level with the scalar level of the
-/// same arithmetic).
+/// [`qgemm`] with the inputs taken as `inputs` says: the scalar level does both on integer
+/// codes, every other level only its own [`Inputs::for_matrix`] (the tests compare each level
+/// with the scalar level of the same arithmetic).
 ///
 /// # Panics
 /// As [`qgemm`], and when `isa` has no kernel for `inputs`.
 pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, epilogue: Epilogue, out: &mut [f32]) {
-    assert!(isa == Isa::Scalar || inputs == Inputs::of(isa), "qgemm: {isa:?} has no {inputs:?} kernel");
+    let own = Inputs::for_matrix(isa, w.format);
+    let scalar_can = !(w.format.is_float() && inputs == Inputs::I16);
+    assert!(inputs == own || (isa == Isa::Scalar && scalar_can), "qgemm: {isa:?} has no {inputs:?} kernel");
     let (rows, cols, blocks) = (w.rows, w.cols, w.blocks());
     assert_eq!(x.len(), m * cols, "qgemm: x is not [m, cols]");
     assert_eq!(w.codes.len(), w.padded_rows() * blocks * w.format.words_per_block(), "qgemm: code words");
-    assert_eq!(w.params.len(), w.padded_rows() * blocks, "qgemm: parameter words");
+    assert_eq!(w.params.len(), w.padded_rows() * blocks * w.format.params_per_block(), "qgemm: parameter words");
     assert_eq!(w.supers.len(), w.padded_rows() * w.supers_per_row(), "qgemm: super words");
     let out_cols = match epilogue {
         Epilogue::Glu(_) => {
@@ -398,6 +415,10 @@ unsafe fn store(
 /// One tile: the group of rows from `row0` times tokens `x: [t, stride]` (t ≤ the level's
 /// tile), into `acc[row * 8 + token]`; a group's padding rows are computed for nothing.
 fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: usize, acc: &mut [f32; 32]) {
+    if w.format.is_float() {
+        let TileInputs::F32(x) = x else { unreachable!("float codes take f32 inputs") };
+        return float_tile(isa, w, row0 / GROUP, x, t, stride, acc);
+    }
     let q8 = w.format == QuantFormat::Q8;
     let k = w.scales == Scales::Super;
     let group = row0 / GROUP;
@@ -427,6 +448,73 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         (Isa::Scalar, TileInputs::F32(x)) => dispatch!(scalar_tile, x, 1 2 3 4),
         (Isa::Scalar, x @ TileInputs::I16 { .. }) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
         _ => unreachable!("qgemm_with checks that {isa:?} has this kernel"),
+    }
+}
+
+/// [`tile`] for a matrix of float codes, at `isa`'s level.
+fn float_tile(isa: Isa, w: &QuantRows, group: usize, x: &[f32], t: usize, stride: usize, acc: &mut [f32; 32]) {
+    assert!(w.codes.len() >= (group + 1) * w.blocks() * GROUP * 16, "float_tile: code words");
+    assert!(x.len() >= t * stride && stride >= w.blocks() * BLOCK, "float_tile: inputs");
+    let bf = w.format == QuantFormat::Bf16;
+    macro_rules! dispatch {
+        ($f:ident, $($tn:literal)+) => {
+            match (t, bf) {
+                $( ($tn, false) => $f::<$tn, false>(w, group, x, stride, acc),
+                   ($tn, true) => $f::<$tn, true>(w, group, x, stride, acc), )+
+                _ => unreachable!("tile of {t} tokens"),
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: as in `tile`; the asserts above bound every read.
+        Isa::Avx512 => unsafe { dispatch!(avx512_tile_float, 1 2 3 4) },
+        #[cfg(target_arch = "x86_64")]
+        // Safety: as above.
+        Isa::Avx2 => unsafe { dispatch!(avx2_tile_float, 1 2) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => dispatch!(simd128_tile_float, 1 2 3 4),
+        #[cfg(target_arch = "aarch64")]
+        // Safety: Neon is only reported where the CPU has it.
+        Isa::Neon => unsafe { dispatch!(neon_tile_float, 1 2 3 4) },
+        _ => dispatch!(scalar_tile_float, 1 2 3 4),
+    }
+}
+
+/// The reference for float codes (`BF`: bfloat16, else IEEE half): each weight widened to
+/// f32, the products summed in eight lanes as [`scalar_tile`] sums them.
+fn scalar_tile_float<const T: usize, const BF: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    let blocks = w.blocks();
+    let format = if BF { QuantFormat::Bf16 } else { QuantFormat::F16 };
+    let mut lanes = [[[0.0f32; 8]; T]; GROUP];
+    let mut wb = [0.0f32; BLOCK];
+    for b in 0..blocks {
+        for (r, lanes) in lanes.iter_mut().enumerate() {
+            let blk = (group * blocks + b) * GROUP + r;
+            let words = &w.codes[blk * 16..(blk + 1) * 16];
+            for (e, v) in wb.iter_mut().enumerate() {
+                *v = format.float_code(words, e);
+            }
+            for (t, lanes) in lanes.iter_mut().enumerate() {
+                let xb = &x[t * stride + b * BLOCK..][..BLOCK];
+                for k in 0..BLOCK / 8 {
+                    for l in 0..8 {
+                        lanes[l] += wb[k * 8 + l] * xb[k * 8 + l];
+                    }
+                }
+            }
+        }
+    }
+    for r in 0..GROUP {
+        for t in 0..T {
+            acc[r * 8 + t] = lanes[r][t].iter().sum();
+        }
     }
 }
 
@@ -725,6 +813,107 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
     }
 }
 
+/// Eight 16-bit float codes at `p` as f32: F16C for halves, a shift for bfloat16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn avx2_widen<const BF: bool>(p: *const u16) -> __m256 {
+    // Safety: the caller reads inside its slice.
+    unsafe {
+        let h = _mm_loadu_si128(p as *const __m128i);
+        if BF { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) } else { _mm256_cvtph_ps(h) }
+    }
+}
+
+/// AVX2 on float codes: a block is four vectors of 8 weights, widened in registers.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_tile_float<const T: usize, const BF: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    // Safety: see `float_tile`; every pointer is inside its slice.
+    unsafe {
+        let blocks = w.blocks();
+        let mut sums = [[_mm256_setzero_ps(); T]; GROUP];
+        let xp = x.as_ptr();
+        for b in 0..blocks {
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            for k in 0..4 {
+                let mut wv = [_mm256_setzero_ps(); GROUP];
+                for (r, wv) in wv.iter_mut().enumerate() {
+                    *wv = avx2_widen::<BF>(codes.add(r * BLOCK + 8 * k));
+                }
+                for t in 0..T {
+                    let xv = _mm256_loadu_ps(xp.add(t * stride + b * BLOCK + 8 * k));
+                    for r in 0..GROUP {
+                        sums[r][t] = _mm256_fmadd_ps(wv[r], xv, sums[r][t]);
+                    }
+                }
+            }
+        }
+        for r in 0..GROUP {
+            for t in 0..T {
+                let s = sums[r][t];
+                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+                acc[r * 8 + t] = _mm_cvtss_f32(h);
+            }
+        }
+    }
+}
+
+/// AVX-512 on float codes: a block is two vectors of 16 weights.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn avx512_tile_float<const T: usize, const BF: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    // Safety: see `float_tile`; every pointer is inside its slice.
+    unsafe {
+        let blocks = w.blocks();
+        let mut sums = [[_mm512_setzero_ps(); T]; GROUP];
+        let xp = x.as_ptr();
+        for b in 0..blocks {
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
+            for (r, wv) in wv.iter_mut().enumerate() {
+                for (k, wv) in wv.iter_mut().enumerate() {
+                    let h = _mm256_loadu_si256(codes.add(r * BLOCK + 16 * k) as *const __m256i);
+                    *wv = if BF {
+                        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                    } else {
+                        _mm512_cvtph_ps(h)
+                    };
+                }
+            }
+            for t in 0..T {
+                let x0 = _mm512_loadu_ps(xp.add(t * stride + b * BLOCK));
+                let x1 = _mm512_loadu_ps(xp.add(t * stride + b * BLOCK + 16));
+                for r in 0..GROUP {
+                    sums[r][t] = _mm512_fmadd_ps(wv[r][0], x0, sums[r][t]);
+                    sums[r][t] = _mm512_fmadd_ps(wv[r][1], x1, sums[r][t]);
+                }
+            }
+        }
+        for r in 0..GROUP {
+            for t in 0..T {
+                acc[r * 8 + t] = _mm512_reduce_add_ps(sums[r][t]);
+            }
+        }
+    }
+}
+
 /// Four f16 values, one in the low half of each lane, as f32: exactly `half`'s conversion
 /// for every finite value (subnormals included: the magnitude's bits shifted into place read as
 /// an f32 `2^-112` times the value), infinities and NaNs set apart. wasm has no F16C, and
@@ -862,6 +1051,52 @@ fn lane(v: core::arch::wasm32::v128, r: usize) -> f32 {
         1 => f32x4_extract_lane::<1>(v),
         2 => f32x4_extract_lane::<2>(v),
         _ => f32x4_extract_lane::<3>(v),
+    }
+}
+
+/// wasm simd128 on float codes and f32 inputs: four weights a vector, widened from their 16
+/// bits with integer shifts ([`f16x4_to_f32`] for halves), multiplied and added (simd128 has
+/// no FMA).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+fn simd128_tile_float<const T: usize, const BF: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    use core::arch::wasm32::*;
+    let blocks = w.blocks();
+    let mut sums = [[f32x4_splat(0.0); T]; GROUP];
+    // Safety: every pointer below stays inside its slice, by `float_tile`'s asserts.
+    unsafe {
+        let xp = x.as_ptr();
+        for b in 0..blocks {
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            for k in 0..8 {
+                let mut wv = [f32x4_splat(0.0); GROUP];
+                for (r, wv) in wv.iter_mut().enumerate() {
+                    let h = u32x4_extend_low_u16x8(v128_load64_zero(codes.add(r * BLOCK + 4 * k) as *const u64));
+                    *wv = if BF { i32x4_shl(h, 16) } else { f16x4_to_f32(h) };
+                }
+                for t in 0..T {
+                    let xv = v128_load(xp.add(t * stride + b * BLOCK + 4 * k) as *const v128);
+                    for r in 0..GROUP {
+                        sums[r][t] = f32x4_add(sums[r][t], f32x4_mul(wv[r], xv));
+                    }
+                }
+            }
+        }
+    }
+    for r in 0..GROUP {
+        for t in 0..T {
+            let s = sums[r][t];
+            acc[r * 8 + t] = f32x4_extract_lane::<0>(s)
+                + f32x4_extract_lane::<1>(s)
+                + f32x4_extract_lane::<2>(s)
+                + f32x4_extract_lane::<3>(s);
+        }
     }
 }
 
@@ -1006,6 +1241,47 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     }
 }
 
+/// aarch64 NEON on float codes and f32 inputs: simd128's kernel with FMAs.
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "neon")]
+unsafe fn neon_tile_float<const T: usize, const BF: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    use std::arch::aarch64::*;
+    let blocks = w.blocks();
+    // Safety: every pointer below stays inside its slice, by `float_tile`'s asserts.
+    unsafe {
+        let mut sums = [[vdupq_n_f32(0.0); T]; GROUP];
+        let xp = x.as_ptr();
+        for b in 0..blocks {
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            for k in 0..8 {
+                let mut wv = [vdupq_n_f32(0.0); GROUP];
+                for (r, wv) in wv.iter_mut().enumerate() {
+                    let h = vmovl_u16(vld1_u16(codes.add(r * BLOCK + 4 * k)));
+                    *wv = if BF { vreinterpretq_f32_u32(vshlq_n_u32::<16>(h)) } else { neon_f16x4_to_f32(h) };
+                }
+                for t in 0..T {
+                    let xv = vld1q_f32(xp.add(t * stride + b * BLOCK + 4 * k));
+                    for r in 0..GROUP {
+                        sums[r][t] = vfmaq_f32(sums[r][t], wv[r], xv);
+                    }
+                }
+            }
+        }
+        for r in 0..GROUP {
+            for t in 0..T {
+                acc[r * 8 + t] = vaddvq_f32(sums[r][t]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1136,7 +1412,34 @@ mod tests {
                 })
             })
         });
-        legacy.chain(k).chain(k_floats)
+        // Float codes, ragged rows among them.
+        let floats = [QuantFormat::F16, QuantFormat::Bf16].into_iter().flat_map(|format| {
+            SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
+                [1, 2, 3, 5, 8, 67]
+                    .into_iter()
+                    .map(move |m| (float_matrix(format, rows, cols, i), inputs(m, cols, i), m))
+            })
+        });
+        legacy.chain(k).chain(k_floats).chain(floats)
+    }
+
+    /// A `[rows, cols]` matrix of 16-bit floats: weights of the usual size, with subnormal
+    /// halves, zeros of both signs and a large value among them.
+    pub(crate) fn float_matrix(format: QuantFormat, rows: usize, cols: usize, seed: usize) -> PackedMatrix {
+        let value = |j: usize| match (j * 7 + seed) % 23 {
+            0 => 3.1e-6,
+            1 => -0.0,
+            2 => -2.9e-7,
+            3 => 1500.0,
+            _ => ((j * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0,
+        };
+        let bits: Vec<u16> = (0..rows * cols)
+            .map(|j| match format {
+                QuantFormat::Bf16 => half::bf16::from_f32(value(j)).to_bits(),
+                _ => half::f16::from_f32(value(j)).to_bits(),
+            })
+            .collect();
+        PackedMatrix::from_halves(format, &bits, rows, cols)
     }
 
     /// `|got - want| <= bound` for element `j` of a case, saying which case it is when not.
@@ -1166,13 +1469,13 @@ mod tests {
         got
     }
 
-    /// With f32 inputs, every level this machine has equals the f64 product of the dequantized
-    /// weights within 1e-5 of the terms' magnitude (the differences are f32 rounding in
+    /// With f32 inputs (float codes on every level), every level this machine has equals the
+    /// f64 product of the dequantized weights within 1e-5 of the terms' magnitude (the differences are f32 rounding in
     /// another summation order).
     #[test]
     fn f32_inputs_give_the_dequantized_product() {
-        for isa in Isa::available().into_iter().filter(|&isa| Inputs::of(isa) == Inputs::F32) {
-            for (p, x, m) in cases() {
+        for isa in Isa::available() {
+            for (p, x, m) in cases().filter(|(p, ..)| Inputs::for_matrix(isa, p.format) == Inputs::F32) {
                 let got = run(isa, Inputs::F32, &p, &x, m);
                 let (want, mag) = reference(&x, m, &p);
                 for j in 0..m * p.rows {
@@ -1188,7 +1491,7 @@ mod tests {
     /// reference of that arithmetic) stays inside it.
     #[test]
     fn i16_inputs_stay_within_their_rounding_of_the_product() {
-        for (p, x, m) in cases() {
+        for (p, x, m) in cases().filter(|(p, ..)| !p.format.is_float()) {
             let got = run(Isa::Scalar, Inputs::I16, &p, &x, m);
             let (want, mag) = reference(&x, m, &p);
             let nb = p.blocks_per_row();
@@ -1239,7 +1542,7 @@ mod tests {
     fn every_level_equals_the_scalar_reference_of_its_arithmetic() {
         for isa in Isa::available() {
             for (p, x, m) in cases() {
-                let inputs = Inputs::of(isa);
+                let inputs = Inputs::for_matrix(isa, p.format);
                 let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
                 let mag = term_magnitude(&x, m, &p);
                 for j in 0..m * p.rows {

@@ -43,6 +43,7 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
                 w.rows as u32,
                 w.cols as u32,
                 w.format == QuantFormat::Q8,
+                super::qmatmul::float_kind(w.format),
                 k,
             );
             cube_float(out)
@@ -56,6 +57,10 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
                 for c in 0..w.cols {
                     let block = block_index(id as usize, c / BLOCK, blocks);
                     let e = c % BLOCK;
+                    if w.format.is_float() {
+                        out.push(w.format.float_code(&codes[block * wpb..(block + 1) * wpb], e));
+                        continue;
+                    }
                     let (d, m) = match k {
                         true => {
                             let sp = supers[block_index(id as usize, c / BLOCK / SUPER, blocks.div_ceil(SUPER))];
@@ -92,6 +97,7 @@ fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
             (if e < 16 { byte & 15 } else { byte >> 4 }) as f32
         }
         QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
+        float => float.float_code(words, e),
     }
 }
 
@@ -99,7 +105,7 @@ fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
 mod cube {
     use cubecl::prelude::*;
 
-    use crate::kernels::qmatmul::f16_to_f32;
+    use crate::kernels::qmatmul::{f16_to_f32, float_code};
 
     #[cube(launch)]
     pub(super) fn qgather_kernel(
@@ -112,6 +118,7 @@ mod cube {
         rows: u32,
         cols: u32,
         #[comptime] q8: bool,
+        #[comptime] float: u32,
         #[comptime] k: bool,
     ) {
         let i = ABSOLUTE_POS;
@@ -123,6 +130,32 @@ mod cube {
         // Block-interleaved: block b of row r is entry b * rows + r.
         let block = (c / 32) * rows as usize + usize::cast_from(ids[t]);
         let e = c % 32;
+        if comptime!(float > 0) {
+            let word = u32::reinterpret(codes[block * 16 + e / 2]);
+            let bits = (word >> u32::cast_from(16 * (e % 2))) & 65535;
+            out[i] = float_code(bits, false, float);
+        } else {
+            gather_quantized(codes, params, supers, out, i, block, e, c, usize::cast_from(ids[t]), rows, q8, k);
+        }
+    }
+
+    /// [`qgather_kernel`]'s element `i` of a block of integer codes.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn gather_quantized(
+        codes: &Tensor<i32>,
+        params: &Tensor<i32>,
+        supers: &Tensor<i32>,
+        out: &mut Tensor<f32>,
+        i: usize,
+        block: usize,
+        e: usize,
+        c: usize,
+        id: usize,
+        rows: u32,
+        #[comptime] q8: bool,
+        #[comptime] k: bool,
+    ) {
         let q = if q8 {
             let word = codes[block * 8 + e / 4];
             let shift = i32::cast_from(24 - 8 * (e % 4));
@@ -134,7 +167,7 @@ mod cube {
         };
         if k {
             // The half's (d · s, dmin · n), as `qmatmul` forms them.
-            let sp = u32::reinterpret(supers[(c / 256) * rows as usize + usize::cast_from(ids[t])]);
+            let sp = u32::reinterpret(supers[(c / 256) * rows as usize + id]);
             let p = params[block];
             let shift = i32::cast_from(16 * (e / 16));
             let s = f32::cast_from((p << (24 - shift)) >> 24);

@@ -19,7 +19,7 @@ use crate::config::Activation;
 use crate::cpu::Isa;
 use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
-pub use cube::f16_to_f32;
+pub use cube::{f16_to_f32, float_code};
 
 /// Output rows one thread computes.
 pub const ROWS_PER_THREAD: u32 = 4;
@@ -76,14 +76,18 @@ impl QuantMatrix {
             }
             Layout::BlockInterleaved => {
                 let (nb, wpb, ns) = (p.blocks_per_row(), p.format.words_per_block(), p.supers_per_row());
+                let np = nb * p.format.params_per_block();
                 let order = |nb: usize| (0..nb).flat_map(move |b| (0..p.rows).map(move |r| r * nb + b));
                 (
                     order(nb).flat_map(|i| p.codes[i * wpb..(i + 1) * wpb].iter().copied()).collect(),
-                    order(nb).map(|i| p.params[i]).collect(),
+                    order(np).map(|i| p.params[i]).collect(),
                     order(ns).map(|i| p.supers[i]).collect::<Vec<_>>(),
                 )
             }
         };
+        // Every binding needs a buffer: float codes have no parameter words, most matrices no
+        // super words.
+        let params = if params.is_empty() { vec![0] } else { params };
         let supers = if supers.is_empty() { vec![0] } else { supers };
         Self {
             format: p.format,
@@ -100,12 +104,14 @@ impl QuantMatrix {
 
     pub fn device_bytes(&self) -> usize {
         let supers = if self.scales == Scales::Super { self.supers.dims()[0] } else { 0 };
-        (self.codes.dims()[0] + self.params.dims()[0] + supers) * 4
+        let params = if self.format.is_float() { 0 } else { self.params.dims()[0] };
+        (self.codes.dims()[0] + params + supers) * 4
     }
 
     /// [`QuantRows`] over this matrix's words on the CPU (Flex) device.
     pub(crate) fn rows_view<'a>(&self, codes: &'a [u32], params: &'a [u32], supers: &'a [u32]) -> QuantRows<'a> {
         let supers = if self.scales == Scales::Super { supers } else { &[] };
+        let params = if self.format.is_float() { &[] } else { params };
         QuantRows {
             format: self.format,
             scales: self.scales,
@@ -215,6 +221,7 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                     w.rows as u32,
                     cols as u32,
                     w.format == QuantFormat::Q8,
+                    float_kind(w.format),
                     w.scales == Scales::Super,
                     w.split_halves,
                     tokens as u32,
@@ -251,25 +258,45 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
     }
 }
 
+/// The kernels' name for a matrix's float codes: 0 none (integer codes), 1 IEEE half, 2
+/// bfloat16.
+pub(crate) fn float_kind(format: QuantFormat) -> u32 {
+    match format {
+        QuantFormat::F16 => 1,
+        QuantFormat::Bf16 => 2,
+        QuantFormat::Q4 | QuantFormat::Q8 => 0,
+    }
+}
+
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
 mod cube {
     use cubecl::prelude::*;
 
-    /// f16 bits (low half of `h`) to f32, without needing shader-f16.
+    /// f16 bits (low half of `h`) to f32, without needing shader-f16: exact for every value.
     #[cube]
     pub fn f16_to_f32(h: u32) -> f32 {
         let exp = (h >> 10) & 31;
         let mant = h & 1023;
         let sign = ((h >> 15) & 1) << 31;
-        let normal = f32::reinterpret(sign | ((exp + 112) << 23) | (mant << 13));
+        // Infinities and NaNs keep f32's all-ones exponent.
+        let exp32 = select(exp == 31, 255u32, exp + 112);
+        let normal = f32::reinterpret(sign | (exp32 << 23) | (mant << 13));
         // Zero and subnormals: mant * 2^-24.
         let small = f32::cast_from(mant) * 5.960_464_5e-8;
         let small = select(sign != 0, -small, small);
         select(exp == 0, small, normal)
     }
 
+    /// 16-bit float code `e` of a block's words from `base`, as f32: the low half of word
+    /// `e / 2` for even `e`; `float` 1 for IEEE half, 2 for bfloat16 (the high half of an f32).
+    #[cube]
+    pub fn float_code(word: u32, #[comptime] high: bool, #[comptime] float: u32) -> f32 {
+        let bits = if high { word >> 16 } else { word & 65535 };
+        if comptime!(float == 2) { f32::reinterpret(bits << 16) } else { f16_to_f32(bits) }
+    }
+
     /// Code `i` (0..4) of the 4 inputs `4v..4v + 4` of a block, as a float. `words` are the
-    /// block's 4 (Q4) or 8 (Q8) code words.
+    /// block's 4 (Q4), 8 (Q8) or 16 (float) code words.
     #[cube]
     fn code(
         words: &Array<i32>,
@@ -277,8 +304,11 @@ mod cube {
         #[comptime] v: usize,
         #[comptime] i: usize,
         #[comptime] q8: bool,
+        #[comptime] float: u32,
     ) -> f32 {
-        if q8 {
+        if comptime!(float > 0) {
+            float_code(u32::reinterpret(words[base + 2 * v + i / 2]), comptime!(i % 2 == 1), float)
+        } else if q8 {
             // Shift the byte to the top, then arithmetic-shift back: sign extension.
             f32::cast_from((words[base + v] << comptime!((24 - 8 * i) as i32)) >> 24)
         } else {
@@ -304,6 +334,7 @@ mod cube {
         rows: u32,
         cols: u32,
         #[comptime] q8: bool,
+        #[comptime] float: u32,
         #[comptime] k: bool,
         #[comptime] split: bool,
         #[comptime] tokens: u32,
@@ -318,7 +349,13 @@ mod cube {
         }
         let first_token = (CUBE_POS_Y * tokens) as usize;
         let tokens_here = comptime!(tokens as usize);
-        let vectors_per_block = comptime!(if q8 { 2usize } else { 1usize });
+        let vectors_per_block = comptime!(if float > 0 {
+            4usize
+        } else if q8 {
+            2usize
+        } else {
+            1usize
+        });
         let words_per_block = comptime!(vectors_per_block * 4);
         let n = x.vector_size().comptime();
         let blocks = cols.div_ceil(32);
@@ -342,7 +379,11 @@ mod cube {
                 // Rows past the end read row `row0` again; their results are not written.
                 let row = select(row0 + r < rows, row0 + r, row0);
                 let at = b * rows + row;
-                if k {
+                if comptime!(float > 0) {
+                    // The codes are the weights.
+                    d[r] = 1.0;
+                    mn[r] = 0.0;
+                } else if k {
                     // (d · s, dmin · n) per half: the super word's f16 pair times the block
                     // word's i8 pairs.
                     let sp = u32::reinterpret(supers[(b / 8) * rows + row]);
@@ -395,6 +436,7 @@ mod cube {
                                         comptime!(e / 4),
                                         comptime!(e % 4),
                                         q8,
+                                        float,
                                     ) * xi;
                                 }
                                 // A K-quant block's halves have their own scales: the first
@@ -424,7 +466,7 @@ mod cube {
                             sum_x += xi;
                             #[unroll]
                             for r in 0..rpt {
-                                sum_qx[r] += code_dynamic(&words, r * words_per_block, e, q8) * xi;
+                                sum_qx[r] += code_dynamic(&words, r * words_per_block, e, q8, float) * xi;
                             }
                         }
                     }
@@ -476,8 +518,12 @@ mod cube {
 
     /// [`code`] for an input index known only at run time (ragged blocks).
     #[cube]
-    fn code_dynamic(words: &Array<i32>, base: usize, e: usize, #[comptime] q8: bool) -> f32 {
-        if q8 {
+    fn code_dynamic(words: &Array<i32>, base: usize, e: usize, #[comptime] q8: bool, #[comptime] float: u32) -> f32 {
+        if comptime!(float > 0) {
+            let word = u32::reinterpret(words[base + e / 2]);
+            let bits = (word >> u32::cast_from(16 * (e % 2))) & 65535;
+            if comptime!(float == 2) { f32::reinterpret(bits << 16) } else { f16_to_f32(bits) }
+        } else if q8 {
             let shift = i32::cast_from(24 - 8 * (e % 4));
             f32::cast_from((words[base + e / 4] << shift) >> 24)
         } else {

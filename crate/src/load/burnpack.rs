@@ -72,10 +72,13 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
             writer_meta.insert(format!("{name}.format"), "f32".into());
             continue;
         }
-        let p = packed_or_quantized(source, &name, rows, cols, weights.quantizer(fallback))?;
+        let keep = weights.keeps_floats(source);
+        let p = packed_or_quantized(source, &name, rows, cols, weights.quantizer(fallback), keep)?;
         let words = p.blocks_per_row() * p.format.words_per_block();
         tensors.push(u32_tensor(format!("{name}.codes"), &p.codes, [rows, words]));
-        tensors.push(u32_tensor(format!("{name}.params"), &p.params, [rows, p.blocks_per_row()]));
+        if !p.format.is_float() {
+            tensors.push(u32_tensor(format!("{name}.params"), &p.params, [rows, p.blocks_per_row()]));
+        }
         if p.scales == Scales::Super {
             tensors.push(u32_tensor(format!("{name}.supers"), &p.supers, [rows, p.supers_per_row()]));
         }
@@ -84,6 +87,8 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
             (QuantFormat::Q8, Scales::Block) => "q8",
             (QuantFormat::Q4, Scales::Super) => "q4k",
             (QuantFormat::Q8, Scales::Super) => "q8k",
+            (QuantFormat::F16, _) => "f16",
+            (QuantFormat::Bf16, _) => "bf16",
         };
         writer_meta.insert(format!("{name}.format"), format.to_string());
         writer_meta.insert(format!("{name}.cols"), cols.to_string());
@@ -167,6 +172,8 @@ impl PackTensors {
             Some("q8") => Ok((QuantFormat::Q8, Scales::Block)),
             Some("q4k") => Ok((QuantFormat::Q4, Scales::Super)),
             Some("q8k") => Ok((QuantFormat::Q8, Scales::Super)),
+            Some("f16") => Ok((QuantFormat::F16, Scales::Block)),
+            Some("bf16") => Ok((QuantFormat::Bf16, Scales::Block)),
             other => Err(bad(format!("{name}: format {other:?}"))),
         }
     }
@@ -222,6 +229,10 @@ impl TensorSource for PackTensors {
         self.metadata.get(&format!("{name}.format")).is_some_and(|f| f == "f32")
     }
 
+    fn holds_quantized(&self) -> bool {
+        self.metadata.iter().any(|(k, v)| k.ends_with(".format") && !["f32", "f16", "bf16"].contains(&v.as_str()))
+    }
+
     fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .tensors
@@ -260,7 +271,10 @@ impl TensorSource for PackTensors {
         let per_row =
             blocks.checked_mul(format.words_per_block()).ok_or_else(|| bad(format!("{name}: {cols} columns")))?;
         let codes = self.words(&format!("{name}.codes"), rows, per_row)?;
-        let params = self.words(&format!("{name}.params"), rows, blocks)?;
+        let params = match format.is_float() {
+            true => Vec::new(),
+            false => self.words(&format!("{name}.params"), rows, blocks)?,
+        };
         let supers = match scales {
             Scales::Block => Vec::new(),
             Scales::Super => self.words(&format!("{name}.supers"), rows, blocks.div_ceil(SUPER))?,

@@ -136,6 +136,10 @@ impl TensorSource for Unfused<'_> {
         self.inner.kept_dense(&self.stored(name))
     }
 
+    fn holds_quantized(&self) -> bool {
+        self.inner.holds_quantized()
+    }
+
     fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for name in self.inner.names() {

@@ -73,6 +73,12 @@ pub trait TensorSource {
         false
     }
 
+    /// Whether some matrix is stored in a quantized block format: then int4 weights keep the
+    /// file's float matrices (F16, BF16) as stored rather than quantize them.
+    fn holds_quantized(&self) -> bool {
+        false
+    }
+
     /// Every tensor the source holds, where unknown ones mean the model would run wrong
     /// (GGUF and `.bpk`); empty where a format carries harmless extras (Hugging Face buffers).
     fn names(&self) -> Vec<String> {
@@ -108,8 +114,16 @@ impl TensorSource for gguf::GgufFile<'_> {
             G::Q8_0 | G::Q5_0 | G::Q5_1 => Some((QuantFormat::Q8, Scales::Block)),
             G::Q2_K | G::Q3_K | G::Q4_K => Some((QuantFormat::Q4, Scales::Super)),
             G::Q5_K | G::Q6_K => Some((QuantFormat::Q8, Scales::Super)),
+            G::F16 if t.shape.len() == 2 => Some((QuantFormat::F16, Scales::Block)),
+            G::BF16 if t.shape.len() == 2 => Some((QuantFormat::Bf16, Scales::Block)),
             _ => None,
         }))
+    }
+
+    fn holds_quantized(&self) -> bool {
+        self.tensors
+            .iter()
+            .any(|t| !matches!(t.dtype, gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16))
     }
 
     fn names(&self) -> Vec<String> {
@@ -129,7 +143,9 @@ impl TensorSource for gguf::GgufFile<'_> {
                 | gguf::GgmlType::Q3_K
                 | gguf::GgmlType::Q4_K
                 | gguf::GgmlType::Q5_K
-                | gguf::GgmlType::Q6_K,
+                | gguf::GgmlType::Q6_K
+                | gguf::GgmlType::F16
+                | gguf::GgmlType::BF16,
                 &[rows, cols],
             ) => {
                 let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
@@ -304,8 +320,13 @@ pub(crate) fn packed_or_quantized(
     rows: usize,
     cols: usize,
     quantizer: FloatQuant,
+    keep_floats: bool,
 ) -> Result<PackedMatrix> {
     match source.packed(name)? {
+        // Float codes not kept are quantized from their values, as f32 matrices are.
+        Some(p) if p.format.is_float() && !keep_floats && (p.rows, p.cols) == (rows, cols) => {
+            PackedMatrix::quantize_as(quantizer, &p.dequantize(), rows, cols)
+        }
         Some(p) if (p.rows, p.cols) == (rows, cols) => Ok(p),
         Some(p) => {
             Err(Error::TensorShape { tensor: name.into(), expected: vec![rows, cols], found: vec![p.rows, p.cols] })

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
 use crate::load::{HostTensor, TensorSource, packed_or_quantized};
-use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales, fusable_formats};
 
 /// How the matrices of the model are kept on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,8 +17,10 @@ pub enum WeightFormat {
     /// Dequantized to f32: the reference path.
     F32,
     /// Every matrix in its stored block format (packed, multiplied by our fused kernels; a
-    /// fusion of legacy and K-quant matrices as its exact f32 values); float matrices quantized
-    /// to 4 bits min-max, a float token embedding to 8.
+    /// fusion of legacy and K-quant matrices, or of float and quantized ones, as its exact f32
+    /// values). In a file that holds quantized matrices, F16 and BF16 ones stay as stored too
+    /// (two bytes a weight); a float checkpoint's matrices are quantized to 4 bits min-max, a
+    /// float token embedding to 8.
     #[default]
     Int4,
     /// As [`Self::Int4`], with every float matrix (the embedding too) quantized as ggml's
@@ -37,13 +39,38 @@ impl WeightFormat {
         }
     }
 
-    /// How a float matrix whose role asks for `fallback` is quantized.
+    /// How a float matrix whose role asks for `fallback` (Q4 or Q8) is quantized.
     pub(crate) fn quantizer(self, fallback: QuantFormat) -> FloatQuant {
         match (self, fallback) {
             (Self::Quantize(q), _) => q,
-            (_, QuantFormat::Q4) => FloatQuant::Q4_1,
             (_, QuantFormat::Q8) => FloatQuant::Q8_0,
+            _ => FloatQuant::Q4_1,
         }
+    }
+
+    /// Whether `source`'s F16 and BF16 matrices stay as stored ([`Self::Int4`] on a file that
+    /// holds quantized matrices) rather than being quantized.
+    pub(crate) fn keeps_floats(self, source: &dyn TensorSource) -> bool {
+        self == Self::Int4 && source.holds_quantized()
+    }
+
+    /// The packed format `name` is kept in, as stored or as its floats are quantized
+    /// (`fallback`: the role's); `None` for a tensor this format does not pack.
+    pub(crate) fn packed_as(
+        self,
+        source: &dyn TensorSource,
+        name: &str,
+        fallback: QuantFormat,
+    ) -> Result<(QuantFormat, Scales)> {
+        let quantized = || {
+            let q = self.quantizer(fallback);
+            (q.format(), q.scales())
+        };
+        Ok(match source.stored_format(name)? {
+            Some((f, _)) if f.is_float() && !self.keeps_floats(source) => quantized(),
+            Some(stored) => stored,
+            None => quantized(),
+        })
     }
 }
 
@@ -104,15 +131,14 @@ impl Linear {
         // Matrices kept as exact floats, and fusions of legacy with K-quant blocks (whose scales
         // have no exact common form), are dequantized, not requantized: the whole fused matrix
         // is then dense.
-        let mut scales = Vec::new();
+        let mut kept = Vec::new();
         for &(name, _) in names {
-            scales.push(source.stored_format(name)?.map_or(Scales::Block, |(_, s)| s));
+            kept.push(format.packed_as(source, name, QuantFormat::Q4)?);
         }
-        let format =
-            match names.iter().any(|&(name, _)| source.kept_dense(name)) || scales.iter().any(|&s| s != scales[0]) {
-                true => WeightFormat::F32,
-                false => format,
-            };
+        let format = match names.iter().any(|&(name, _)| source.kept_dense(name)) || !fusable_formats(&kept) {
+            true => WeightFormat::F32,
+            false => format,
+        };
         Ok(match format {
             WeightFormat::F32 => {
                 let parts = names
@@ -130,10 +156,10 @@ impl Linear {
                 Self::Dense(upload::<2>(t, device).transpose())
             }
             packed => {
-                let quantizer = packed.quantizer(QuantFormat::Q4);
+                let (quantizer, keep) = (packed.quantizer(QuantFormat::Q4), packed.keeps_floats(source));
                 let parts = names
                     .iter()
-                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, quantizer))
+                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, quantizer, keep))
                     .collect::<Result<Vec<_>>>()?;
                 let fused = match (fuse, &parts[..]) {
                     (_, [one]) => one.clone(),
@@ -258,7 +284,8 @@ impl Embedding {
                     .collect()
             }
             false => {
-                let p = packed_or_quantized(source, name, rows, cols, format.quantizer(fallback))?;
+                let keep = format.keeps_floats(source);
+                let p = packed_or_quantized(source, name, rows, cols, format.quantizer(fallback), keep)?;
                 let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
                 (0..rows)
                     .step_by(per_part)

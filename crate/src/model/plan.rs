@@ -7,7 +7,7 @@ use crate::device::Limits;
 use crate::error::{Error, Result};
 use crate::load::{ROPE_TENSORS, TensorSource};
 use crate::quant::BLOCK;
-use crate::quant::packed::{QuantFormat, Scales};
+use crate::quant::packed::{QuantFormat, Scales, fusable_formats};
 
 use super::WeightFormat;
 
@@ -137,17 +137,15 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
         // Each part's codes and scales: as stored, or as its fallback quantizes floats.
         let mut stored = Vec::new();
         for s in &specs {
-            stored.push(match (source.stored_format(&s.name)?, s.role) {
-                (Some(f), _) => f,
-                (None, Role::Matrix { fallback }) => {
-                    let q = format.quantizer(fallback);
-                    (q.format(), q.scales())
-                }
-                (None, _) => (QuantFormat::Q4, Scales::Block),
-            });
+            let fallback = match s.role {
+                Role::Matrix { fallback } => fallback,
+                _ => QuantFormat::Q4,
+            };
+            stored.push(format.packed_as(source, &s.name, fallback)?);
         }
-        let mixed_scales = stored.iter().any(|&(_, s)| s != stored[0].1);
-        let dense = format == WeightFormat::F32 || mixed_scales || specs.iter().any(|s| source.kept_dense(&s.name));
+        let dense = format == WeightFormat::F32
+            || !fusable_formats(&stored)
+            || specs.iter().any(|s| source.kept_dense(&s.name));
         let bytes = match dense {
             true => {
                 let bytes = rows * cols * 4;
@@ -156,14 +154,17 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
                 3 * bytes
             }
             false => {
-                let q8 = stored.iter().any(|&(f, _)| f == QuantFormat::Q8);
-                let words = if q8 { QuantFormat::Q8 } else { QuantFormat::Q4 }.words_per_block() as u64;
+                // Mixed 4- and 8-bit codes fuse as 8-bit ones; float codes only with their own.
+                let widest =
+                    stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
+                let (words, params) = (widest.words_per_block() as u64, widest.params_per_block() as u64);
                 let blocks = rows * cols.div_ceil(BLOCK as u64);
                 check(blocks * words * 4)?;
                 let supers = if stored[0].1 == Scales::Super { rows * cols.div_ceil(256) } else { 0 };
                 // A float source is dequantized first; packed parts are copied, fused and reordered.
-                let floats = if source.stored_format(&specs[0].name)?.is_none() { rows * cols * 4 } else { 0 };
-                floats + 3 * (blocks * (words + 1) + supers) * 4
+                let from_floats = source.stored_format(&specs[0].name)? != Some(stored[0]);
+                let floats = if from_floats { rows * cols * 4 } else { 0 };
+                floats + 3 * (blocks * (words + params) + supers) * 4
             }
         };
         largest_host = largest_host.max(bytes);

@@ -33,13 +33,19 @@ use super::{
 use crate::error::{Error, Result};
 use crate::load::gguf::GgmlType;
 
-/// Bits per code.
+/// What a block's code words hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
     /// 4-bit codes, `x = d * q + m` (GGUF Q4_0 and Q4_1).
     Q4,
     /// Signed 8-bit codes, `x = d * q + m` (GGUF Q8_0 with `m = 0`, Q5_0 and Q5_1).
     Q8,
+    /// IEEE half floats, two a word (element `2i` in the low half): each code is its weight,
+    /// so a block has no parameter word (GGUF F16).
+    F16,
+    /// bfloat16, two a word as [`Self::F16`]: a weight is the f32 whose high half it is
+    /// (GGUF BF16).
+    Bf16,
 }
 
 impl QuantFormat {
@@ -48,12 +54,33 @@ impl QuantFormat {
         match self {
             QuantFormat::Q4 => 4,
             QuantFormat::Q8 => 8,
+            QuantFormat::F16 | QuantFormat::Bf16 => 16,
         }
     }
 
-    /// Device bytes per block: codes and one parameter word.
+    /// Whether the codes are the weights themselves (no scales).
+    pub const fn is_float(self) -> bool {
+        matches!(self, QuantFormat::F16 | QuantFormat::Bf16)
+    }
+
+    /// Parameter words per block: one `(d, m)` or K-quant word, none for float codes.
+    pub const fn params_per_block(self) -> usize {
+        if self.is_float() { 0 } else { 1 }
+    }
+
+    /// Device bytes per block: codes and parameter words.
     pub const fn bytes_per_block(self) -> usize {
-        (self.words_per_block() + 1) * 4
+        (self.words_per_block() + self.params_per_block()) * 4
+    }
+
+    /// Float code `e` (0..32) of a block's words, as f32: exact for every value.
+    #[inline(always)]
+    pub fn float_code(self, words: &[u32], e: usize) -> f32 {
+        let bits = (words[e / 2] >> (16 * (e % 2))) as u16;
+        match self {
+            QuantFormat::Bf16 => f32::from_bits((bits as u32) << 16),
+            _ => f16::from_bits(bits).to_f32(),
+        }
     }
 }
 
@@ -63,7 +90,8 @@ pub const SUPER: usize = QK_K / BLOCK;
 /// Where a block's scale and offset come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scales {
-    /// Its parameter word: f16 `d` | f16 `m` << 16 (the legacy formats, and quantized floats).
+    /// Its parameter word: f16 `d` | f16 `m` << 16 (the legacy formats, and quantized floats);
+    /// none for float codes ([`QuantFormat::is_float`]).
     Block,
     /// Its parameter word of four i8 `(s_lo, n_lo, s_hi, n_hi)` and the super word of its 256
     /// elements, f16 `d` | f16 `dmin` << 16 (the K-quants).
@@ -123,6 +151,12 @@ impl FloatQuant {
     }
 }
 
+/// Whether matrices of these formats can share one matrix ([`PackedMatrix::fusable`]).
+pub fn fusable_formats(parts: &[(QuantFormat, Scales)]) -> bool {
+    let (format, scales) = parts[0];
+    parts.iter().all(|&(f, s)| s == scales && (f == format || !(f.is_float() || format.is_float())))
+}
+
 /// A `[rows, cols]` matrix in packed form, in host memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedMatrix {
@@ -132,7 +166,7 @@ pub struct PackedMatrix {
     pub cols: usize,
     /// `rows * blocks_per_row * words_per_block` code words.
     pub codes: Vec<u32>,
-    /// `rows * blocks_per_row` parameter words.
+    /// `rows * blocks_per_row * format.params_per_block()` parameter words.
     pub params: Vec<u32>,
     /// `rows * blocks_per_row / SUPER` super words ([`Scales::Super`]; empty otherwise).
     pub supers: Vec<u32>,
@@ -154,7 +188,7 @@ fn push_split(split: &Split, format: QuantFormat, codes: &mut Vec<u32>, params: 
                 let bytes: [u8; 16] = std::array::from_fn(|i| q[i] as u8 | ((q[i + 16] as u8) << 4));
                 codes.extend(words(&bytes));
             }
-            QuantFormat::Q8 => codes.extend(words(&q.iter().map(|&c| c as u8).collect::<Vec<_>>())),
+            _ => codes.extend(words(&q.iter().map(|&c| c as u8).collect::<Vec<_>>())),
         }
         let ((s_lo, n_lo), (s_hi, n_hi)) = (split.halves[2 * j], split.halves[2 * j + 1]);
         params.push(u32::from_le_bytes([s_lo as u8, n_lo as u8, s_hi as u8, n_hi as u8]));
@@ -235,6 +269,7 @@ impl PackedMatrix {
             GgmlType::Q5_0 => (QuantFormat::Q8, BlockQ5_0::BYTES),
             GgmlType::Q5_1 => (QuantFormat::Q8, BlockQ5_1::BYTES),
             k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols),
+            GgmlType::F16 | GgmlType::BF16 => return Self::from_gguf_halves(name, dtype, bytes, rows, cols),
             other => {
                 return Err(Error::UnsupportedTensorType {
                     tensor: name.into(),
@@ -285,12 +320,40 @@ impl PackedMatrix {
         Ok(Self { format, scales: Scales::Block, rows, cols, codes, params, supers: Vec::new() })
     }
 
+    /// GGUF F16 or BF16 data of a `[rows, cols]` tensor, its bits unchanged (a ragged row's last
+    /// block padded with zeros).
+    fn from_gguf_halves(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        if bytes.len() != rows * cols * 2 {
+            return Err(Error::malformed(format!(
+                "tensor {name}: {} bytes for a [{rows}, {cols}] {dtype:?} matrix",
+                bytes.len()
+            )));
+        }
+        let format = if dtype == GgmlType::BF16 { QuantFormat::Bf16 } else { QuantFormat::F16 };
+        let bits: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        Ok(Self::from_halves(format, &bits, rows, cols))
+    }
+
+    /// A `[rows, cols]` matrix of 16-bit float bits (`format` F16 or BF16), row-major.
+    pub fn from_halves(format: QuantFormat, bits: &[u16], rows: usize, cols: usize) -> Self {
+        assert!(format.is_float(), "from_halves: {format:?} is not a float format");
+        assert_eq!(bits.len(), rows * cols, "from_halves: bits do not match [rows, cols]");
+        let padded = cols.div_ceil(BLOCK) * BLOCK;
+        let mut codes = Vec::with_capacity(rows * padded / 2);
+        for row in bits.chunks_exact(cols.max(1)).take(rows) {
+            let half = |i: usize| row.get(i).copied().unwrap_or(0) as u32;
+            codes.extend((0..padded / 2).map(|i| half(2 * i) | (half(2 * i + 1) << 16)));
+        }
+        Self { format, scales: Scales::Block, rows, cols, codes, params: Vec::new(), supers: Vec::new() }
+    }
+
     /// Quantizes a row-major `[rows, cols]` f32 matrix: min-max 4-bit blocks (as Q4_1) or
     /// absolute-max 8-bit blocks (as Q8_0). A ragged last block is padded with zeros.
     pub fn quantize(format: QuantFormat, data: &[f32], rows: usize, cols: usize) -> Self {
         let kind = match format {
             QuantFormat::Q4 => FloatQuant::Q4_1,
             QuantFormat::Q8 => FloatQuant::Q8_0,
+            QuantFormat::F16 | QuantFormat::Bf16 => panic!("quantize: {format:?} is not a quantized format"),
         };
         Self::quantize_blocks(kind, data, rows, cols)
     }
@@ -397,6 +460,7 @@ impl PackedMatrix {
     /// The same values with 8-bit codes: 4-bit codes `q` in 0..16 are exact as 8-bit codes with
     /// the same `d` and `m`, so matrices of both formats can share one kernel launch.
     pub fn to_q8(&self) -> Self {
+        assert!(!self.format.is_float(), "to_q8: float codes have no 8-bit form");
         if self.format == QuantFormat::Q8 {
             return self.clone();
         }
@@ -422,7 +486,7 @@ impl PackedMatrix {
     pub fn concat_rows(parts: &[&PackedMatrix]) -> Self {
         let cols = parts[0].cols;
         assert!(parts.iter().all(|p| p.cols == cols), "concat_rows: column counts differ");
-        assert!(Self::fusable(parts), "concat_rows: block and super-block scales mixed");
+        assert!(Self::fusable(parts), "concat_rows: block and super-block scales, or float codes, mixed");
         let mixed = parts.iter().any(|p| p.format != parts[0].format);
         let parts: Vec<PackedMatrix> = parts.iter().map(|p| if mixed { p.to_q8() } else { (*p).clone() }).collect();
         Self {
@@ -437,16 +501,17 @@ impl PackedMatrix {
     }
 
     /// Whether `parts` can share one matrix: their scales are of one kind (a legacy block's
-    /// own f16 scale has no exact place in a K-quant's two levels, nor the reverse).
+    /// own f16 scale has no exact place in a K-quant's two levels, nor the reverse), and float
+    /// codes only join codes of their own format.
     pub fn fusable(parts: &[&PackedMatrix]) -> bool {
-        parts.iter().all(|p| p.scales == parts[0].scales)
+        fusable_formats(&parts.iter().map(|p| (p.format, p.scales)).collect::<Vec<_>>())
     }
 
     /// Rows `a[0], b[0], a[1], b[1], ...` (for a SwiGLU epilogue that needs gate and up rows
     /// side by side).
     pub fn interleave_rows(a: &PackedMatrix, b: &PackedMatrix) -> Self {
         assert_eq!((a.rows, a.cols), (b.rows, b.cols), "interleave_rows: shapes differ");
-        assert!(Self::fusable(&[a, b]), "interleave_rows: block and super-block scales mixed");
+        assert!(Self::fusable(&[a, b]), "interleave_rows: block and super-block scales, or float codes, mixed");
         let (a, b) = if a.format == b.format { (a.clone(), b.clone()) } else { (a.to_q8(), b.to_q8()) };
         let mut out = Self { rows: 0, codes: Vec::new(), params: Vec::new(), supers: Vec::new(), ..a.clone() };
         for r in 0..a.rows {
@@ -459,8 +524,9 @@ impl PackedMatrix {
     /// Appends row `r` of `from` (of the same format and width).
     fn push_row(&mut self, from: &Self, r: usize) {
         let (nb, wpb, ns) = (from.blocks_per_row(), from.format.words_per_block(), from.supers_per_row());
+        let np = nb * from.format.params_per_block();
         self.codes.extend_from_slice(&from.codes[r * nb * wpb..(r + 1) * nb * wpb]);
-        self.params.extend_from_slice(&from.params[r * nb..(r + 1) * nb]);
+        self.params.extend_from_slice(&from.params[r * np..(r + 1) * np]);
         self.supers.extend_from_slice(&from.supers[r * ns..(r + 1) * ns]);
         self.rows += 1;
     }
@@ -485,8 +551,12 @@ impl PackedMatrix {
     }
 
     /// The `(d, m)` of the half of block `block` (counted row-major) holding element `e`: its
-    /// own f16 pair, or the products of a K-quant's two levels.
+    /// own f16 pair, or the products of a K-quant's two levels; `(1, 0)` for float codes (the
+    /// weight is the code).
     pub fn half_params(&self, block: usize, e: usize) -> (f32, f32) {
+        if self.format.is_float() {
+            return (1.0, 0.0);
+        }
         let p = self.params[block];
         match self.scales {
             Scales::Block => (f16::from_bits(p as u16).to_f32(), f16::from_bits((p >> 16) as u16).to_f32()),
@@ -501,19 +571,22 @@ impl PackedMatrix {
         }
     }
 
-    /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32.
+    /// Element `(row, col)` as the kernels compute it: `d * q + m` in f32, or the float code.
     pub fn get(&self, row: usize, col: usize) -> f32 {
         let (nb, wpb) = (self.blocks_per_row(), self.format.words_per_block());
         let block = row * nb + col / BLOCK;
         let e = col % BLOCK;
-        let (d, m) = self.half_params(block, e);
         let words = &self.codes[block * wpb..(block + 1) * wpb];
+        if self.format.is_float() {
+            return self.format.float_code(words, e);
+        }
+        let (d, m) = self.half_params(block, e);
         let q = match self.format {
             QuantFormat::Q4 => {
                 let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
                 (if e < 16 { byte & 0x0f } else { byte >> 4 }) as f32
             }
-            QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
+            _ => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
         };
         d * q + m
     }
@@ -588,6 +661,40 @@ mod tests {
             let legacy = PackedMatrix::quantize(QuantFormat::Q4, &want, 3, 256);
             assert!(!PackedMatrix::fusable(&[&packed, &legacy]));
         }
+    }
+
+    /// GGUF F16 and BF16 data keep every bit: each weight is `half`'s widening of its own bits
+    /// (subnormals, signed zeros, infinities), ragged rows padded, fusions of one format only.
+    #[test]
+    fn f16_and_bf16_matrices_keep_every_value() {
+        let (rows, cols) = (3, 45);
+        let bits: Vec<u16> = (0..rows * cols).map(|i| (i as u16).wrapping_mul(40_503) ^ 0x5a5a).collect();
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        for (dtype, widen) in [
+            (GgmlType::F16, (|b| f16::from_bits(b).to_f32()) as fn(u16) -> f32),
+            (GgmlType::BF16, |b| half::bf16::from_bits(b).to_f32()),
+        ] {
+            let p = PackedMatrix::from_gguf("t", dtype, &bytes, rows, cols).unwrap();
+            assert!(p.format.is_float() && p.params.is_empty() && p.codes.len() == rows * 2 * 16);
+            // A NaN stays a NaN (its quiet bit aside: the `gguf` package's BF16 is a plain shift).
+            let key = |v: f32| if v.is_nan() { u32::MAX } else { v.to_bits() };
+            let want: Vec<u32> = bits.iter().map(|&b| key(widen(b))).collect();
+            let got: Vec<u32> = p.dequantize().into_iter().map(key).collect();
+            assert_eq!(got, want, "{dtype:?}");
+            let fused = PackedMatrix::concat_rows(&[&p, &p.row_range(1..2)]);
+            assert_eq!(fused.dequantize()[rows * cols..].len(), cols);
+            assert_eq!(fused.get(3, 7).to_bits(), p.get(1, 7).to_bits());
+            let inter = PackedMatrix::interleave_rows(&p, &p.reorder_rows(|r| 2 - r));
+            assert_eq!(inter.get(1, 44).to_bits(), p.get(2, 44).to_bits());
+            let q8 = PackedMatrix::quantize(QuantFormat::Q8, &p.dequantize(), rows, cols);
+            assert!(!PackedMatrix::fusable(&[&p, &q8]) && !PackedMatrix::fusable(&[&q8, &p]));
+            assert!(PackedMatrix::from_gguf("t", dtype, &bytes[2..], rows, cols).is_err(), "short data");
+        }
+        let (a, b) = (
+            PackedMatrix::from_halves(QuantFormat::F16, &bits, rows, cols),
+            PackedMatrix::from_halves(QuantFormat::Bf16, &bits, rows, cols),
+        );
+        assert!(!PackedMatrix::fusable(&[&a, &b]));
     }
 
     #[test]

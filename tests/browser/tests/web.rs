@@ -370,8 +370,9 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
 }
 
 /// This build's CPU kernels are simd128's, and they equal the scalar reference of the same
-/// arithmetic (inputs quantized to i16 blocks) within 1e-5 of the terms' magnitude, on ragged
-/// shapes, batches 1..8 and a prefill size, for 4- and 8-bit blocks and every K-quant.
+/// arithmetic (inputs quantized to i16 blocks; f32 for float codes) within 1e-5 of the terms'
+/// magnitude, on ragged shapes, batches 1..8 and a prefill size, for 4- and 8-bit blocks, every
+/// K-quant, F16 and BF16.
 #[wasm_bindgen_test]
 fn simd128_kernels_equal_the_scalar_reference() {
     use hearth::cpu::Isa;
@@ -412,6 +413,18 @@ fn simd128_kernels_equal_the_scalar_reference() {
         }
         matrices.push(PackedMatrix::from_gguf("t", dtype, &data, rows, cols).unwrap());
     }
+    // F16 and BF16 codes (subnormal halves among them), a ragged row.
+    for format in [QuantFormat::F16, QuantFormat::Bf16] {
+        let (rows, cols) = (13, 70);
+        let value = |j: usize| if j % 19 == 0 { 3.1e-6 } else { ((j * 7919) % 2001) as f32 / 1000.0 - 1.0 };
+        let bits: Vec<u16> = (0..rows * cols)
+            .map(|j| match format {
+                QuantFormat::Bf16 => half::bf16::from_f32(value(j)).to_bits(),
+                _ => half::f16::from_f32(value(j)).to_bits(),
+            })
+            .collect();
+        matrices.push(PackedMatrix::from_halves(format, &bits, rows, cols));
+    }
     for p in matrices {
         let (format, rows, cols) = (p.format, p.rows, p.cols);
         let t = tile_rows(&p);
@@ -438,7 +451,7 @@ fn simd128_kernels_equal_the_scalar_reference() {
             let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
             let (mut simd, mut scalar) = (vec![0.0; m * rows], vec![0.0; m * rows]);
             qgemm(Isa::Simd128, &x, m, &w, Epilogue::None, &mut simd);
-            qgemm_with(Isa::Scalar, Inputs::I16, &x, m, &w, Epilogue::None, &mut scalar);
+            qgemm_with(Isa::Scalar, Inputs::for_matrix(Isa::Simd128, format), &x, m, &w, Epilogue::None, &mut scalar);
             for t in 0..m {
                 for r in 0..rows {
                     let magnitude: f32 = (0..cols).map(|c| (x[t * cols + c] * terms[r * cols + c]).abs()).sum();
