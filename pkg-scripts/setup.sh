@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for building and testing hearth: Vulkan on the
 # CPU (lavapipe) for the native wgpu tests and pip for fetching the model; with --web also the
-# wasm32 target, wasm-bindgen-cli (the version in Cargo.lock), wasm-pack, Node.js
+# wasm32 target, wasm-bindgen-cli (the version in Cargo.lock, with its test runner), Node.js
 # and Debian's Chromium with ChromeDriver. Only apt, rustup, cargo, pip and npm install
 # anything; nothing is piped into a shell.
 set -euo pipefail
@@ -43,5 +43,4 @@ if $web; then
   want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$root/Cargo.lock")
   have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
   [ "$have" = "$want" ] || cargo install wasm-bindgen-cli --version "$want"
-  command -v wasm-pack >/dev/null 2>&1 || cargo install wasm-pack
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The browser tests: wasm-pack's tests in headless Chromium on WebGPU (tests/browser), then the
-# packed npm package in an outside Vite project (tests/e2e): type-checked, built, driven
+# The browser tests: the wasm API's tests in headless Chromium on WebGPU (tests/browser, run by
+# wasm-bindgen-test-runner), then the packed npm package in an outside Vite project (tests/e2e): type-checked, built, driven
 # through its worker by Playwright, and put through the hardening page (races, aborts, crashes,
 # limits and a 600-call fuzz on tiny random models written here), then the chat page (www/)
 # built on the same package and driven like a user by Playwright (tests/demo). The model is
@@ -22,10 +22,13 @@ model_url="http://127.0.0.1:$port/SmolLM2-135M-Instruct.Q4_1.gguf"
 fixtures="$root/tests/artifacts/fixtures"
 cargo run --locked --quiet -p hearth --example test_models -- "$fixtures"
 
-(cd tests/browser && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1200 \
-  HEARTH_TEST_MODEL_URL="$model_url" wasm-pack test --headless --chrome --release)
-
+# The package first: the browser tests build in its profile, so they reuse its build of every
+# dependency (a second wasm build of burn and wgpu took 19 minutes of CI).
 pkg-scripts/build-npm.sh
+(cd tests/browser && CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1200 HEARTH_TEST_MODEL_URL="$model_url" \
+  cargo test --locked --target wasm32-unknown-unknown --profile wasm-release)
+
 rm -f tests/e2e/hearth-*.tgz
 (cd pkg && npm pack --pack-destination ../tests/e2e --loglevel=error)
 cd tests/e2e

@@ -1,7 +1,8 @@
 //! hearth in a headless browser on WebGPU, through the exported wasm API (`WasmEngine`) that
-//! the TypeScript package wraps. Run by `pkg-scripts/test.sh`:
-//! `wasm-pack test --headless --chrome tests/browser`, with the real model served at
-//! `HEARTH_TEST_MODEL_URL` (set when compiling) by the test script.
+//! the TypeScript package wraps. Run by `pkg-scripts/test-browser.sh` (part of `test.sh`):
+//! `cargo test --target wasm32-unknown-unknown --profile wasm-release` with
+//! wasm-bindgen-test-runner driving Chromium, and the real model served at
+//! `HEARTH_TEST_MODEL_URL` (set when compiling) by the script.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -35,16 +36,34 @@ thread_local! {
     static MODEL: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
+// `fetch` and its `Response`, bound here rather than through web-sys: a web-sys feature the
+// engine does not enable would rebuild web-sys and everything above it (wgpu, burn, hearth) for
+// the tests instead of sharing the npm package's build (pkg-scripts/test-browser.sh).
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch(url: &str) -> Promise;
+
+    type Response;
+
+    #[wasm_bindgen(method, getter)]
+    fn ok(this: &Response) -> bool;
+
+    #[wasm_bindgen(method, getter)]
+    fn status(this: &Response) -> u16;
+
+    #[wasm_bindgen(method, js_name = arrayBuffer)]
+    fn array_buffer(this: &Response) -> Promise;
+}
+
 /// The real model's bytes, fetched once per test page.
 async fn model_bytes() -> Vec<u8> {
     if let Some(bytes) = MODEL.with(|m| m.borrow().clone()) {
         return bytes;
     }
-    let window = web_sys::window().unwrap();
-    let response: web_sys::Response =
-        JsFuture::from(window.fetch_with_str(model_url())).await.unwrap().dyn_into().unwrap();
+    let response: Response = JsFuture::from(fetch(model_url())).await.unwrap().unchecked_into();
     assert!(response.ok(), "fetching {} gave HTTP {}", model_url(), response.status());
-    let buffer = JsFuture::from(response.array_buffer().unwrap()).await.unwrap();
+    let buffer = JsFuture::from(response.array_buffer()).await.unwrap();
     let bytes = Uint8Array::new(&buffer).to_vec();
     MODEL.with(|m| *m.borrow_mut() = Some(bytes.clone()));
     bytes
