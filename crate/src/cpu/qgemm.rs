@@ -492,30 +492,13 @@ fn scalar_tile_float<const T: usize, const BF: bool>(
 ) {
     let blocks = w.blocks();
     let format = if BF { QuantFormat::Bf16 } else { QuantFormat::F16 };
-    let mut lanes = [[[0.0f32; 8]; T]; GROUP];
-    let mut wb = [0.0f32; BLOCK];
-    for b in 0..blocks {
-        for (r, lanes) in lanes.iter_mut().enumerate() {
-            let blk = (group * blocks + b) * GROUP + r;
-            let words = &w.codes[blk * 16..(blk + 1) * 16];
-            for (e, v) in wb.iter_mut().enumerate() {
-                *v = format.float_code(words, e);
-            }
-            for (t, lanes) in lanes.iter_mut().enumerate() {
-                let xb = &x[t * stride + b * BLOCK..][..BLOCK];
-                for k in 0..BLOCK / 8 {
-                    for l in 0..8 {
-                        lanes[l] += wb[k * 8 + l] * xb[k * 8 + l];
-                    }
-                }
-            }
+    scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
+        let blk = (group * blocks + b) * GROUP + r;
+        let words = &w.codes[blk * 16..(blk + 1) * 16];
+        for (e, v) in wb.iter_mut().enumerate() {
+            *v = format.float_code(words, e);
         }
-    }
-    for r in 0..GROUP {
-        for t in 0..T {
-            acc[r * 8 + t] = lanes[r][t].iter().sum();
-        }
-    }
+    });
 }
 
 /// `(d, m)` of parameter word `p`.
@@ -545,17 +528,32 @@ fn scalar_tile<const T: usize, const Q8: bool, const K: bool>(
     acc: &mut [f32; 32],
 ) {
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
+        let blk = (group * blocks + b) * GROUP + r;
+        let dm = w.half_params::<K>(group, b, r);
+        let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+        for (e, v) in wb.iter_mut().enumerate() {
+            let h = 2 * (e / 16);
+            *v = dm[h] * code::<Q8>(words, e) as f32 + dm[h + 1];
+        }
+    });
+}
+
+/// The scalar tile loop: `weights(b, r, ..)` writes block `b` of the group's row `r` as 32
+/// floats, which multiply each token's inputs in eight lanes.
+#[inline(always)]
+fn scalar_tile_of<const T: usize>(
+    blocks: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+    mut weights: impl FnMut(usize, usize, &mut [f32; BLOCK]),
+) {
     let mut lanes = [[[0.0f32; 8]; T]; GROUP];
     let mut wb = [0.0f32; BLOCK];
     for b in 0..blocks {
         for (r, lanes) in lanes.iter_mut().enumerate() {
-            let blk = (group * blocks + b) * GROUP + r;
-            let dm = w.half_params::<K>(group, b, r);
-            let words = &w.codes[blk * wpb..(blk + 1) * wpb];
-            for (e, v) in wb.iter_mut().enumerate() {
-                let h = 2 * (e / 16);
-                *v = dm[h] * code::<Q8>(words, e) as f32 + dm[h + 1];
-            }
+            weights(b, r, &mut wb);
             for (t, lanes) in lanes.iter_mut().enumerate() {
                 let xb = &x[t * stride + b * BLOCK..][..BLOCK];
                 for k in 0..BLOCK / 8 {
@@ -715,15 +713,7 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
                 }
             }
         }
-        for r in 0..GROUP {
-            for t in 0..T {
-                let s = sums[r][t];
-                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-                acc[r * 8 + t] = _mm_cvtss_f32(h);
-            }
-        }
+        reduce_tile256(&sums, acc);
     }
 }
 
@@ -805,10 +795,36 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                 }
             }
         }
-        for r in 0..GROUP {
-            for t in 0..T {
-                acc[r * 8 + t] = _mm512_reduce_add_ps(sums[r][t]);
-            }
+        reduce_tile512(&sums, acc);
+    }
+}
+
+/// Each of a tile's eight-lane sums added up into `acc[r * 8 + t]`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn reduce_tile256<const T: usize>(sums: &[[__m256; T]; GROUP], acc: &mut [f32; 32]) {
+    for r in 0..GROUP {
+        for t in 0..T {
+            let s = sums[r][t];
+            let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            acc[r * 8 + t] = _mm_cvtss_f32(h);
+        }
+    }
+}
+
+/// [`reduce_tile256`] for sixteen lanes.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn reduce_tile512<const T: usize>(sums: &[[__m512; T]; GROUP], acc: &mut [f32; 32]) {
+    for r in 0..GROUP {
+        for t in 0..T {
+            acc[r * 8 + t] = _mm512_reduce_add_ps(sums[r][t]);
         }
     }
 }
@@ -856,15 +872,7 @@ unsafe fn avx2_tile_float<const T: usize, const BF: bool>(
                 }
             }
         }
-        for r in 0..GROUP {
-            for t in 0..T {
-                let s = sums[r][t];
-                let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-                acc[r * 8 + t] = _mm_cvtss_f32(h);
-            }
-        }
+        reduce_tile256(&sums, acc);
     }
 }
 
@@ -906,11 +914,7 @@ unsafe fn avx512_tile_float<const T: usize, const BF: bool>(
                 }
             }
         }
-        for r in 0..GROUP {
-            for t in 0..T {
-                acc[r * 8 + t] = _mm512_reduce_add_ps(sums[r][t]);
-            }
-        }
+        reduce_tile512(&sums, acc);
     }
 }
 

@@ -132,8 +132,7 @@ mod cube {
         let e = c % 32;
         if comptime!(float > 0) {
             let word = u32::reinterpret(codes[block * 16 + e / 2]);
-            let bits = (word >> u32::cast_from(16 * (e % 2))) & 65535;
-            out[i] = float_code(bits, false, float);
+            out[i] = float_code(word >> u32::cast_from(16 * (e % 2)), false, float);
         } else {
             gather_quantized(codes, params, supers, out, i, block, e, c, usize::cast_from(ids[t]), rows, q8, k);
         }

@@ -520,9 +520,9 @@ mod cube {
     #[cube]
     fn code_dynamic(words: &Array<i32>, base: usize, e: usize, #[comptime] q8: bool, #[comptime] float: u32) -> f32 {
         if comptime!(float > 0) {
+            // The low half of the word shifted down: element e's code.
             let word = u32::reinterpret(words[base + e / 2]);
-            let bits = (word >> u32::cast_from(16 * (e % 2))) & 65535;
-            if comptime!(float == 2) { f32::reinterpret(bits << 16) } else { f16_to_f32(bits) }
+            float_code(word >> u32::cast_from(16 * (e % 2)), false, float)
         } else if q8 {
             let shift = i32::cast_from(24 - 8 * (e % 4));
             f32::cast_from((words[base + e / 4] << shift) >> 24)
