@@ -600,17 +600,18 @@ fn five_bit_matrices_stay_packed_with_int4_weights() {
     }
 }
 
-/// F16 and BF16 matrices of a quantized file stay as stored with int4 weights (packed at two
-/// bytes a weight, fused with matrices of their own format: BF16 Q/K/V, the F16 embedding
-/// gathered and used as the tied head) and give the reference logits on the CPU and on wgpu
-/// (a requantized matrix would be some 1e-2 off), and through `hearth convert`. A float
-/// checkpoint's matrices are still quantized by int4 weights.
+/// F16, BF16 and F32 matrices of a quantized file stay as stored with int4 weights (F16 and
+/// BF16 packed at two bytes a weight, fused with matrices of their own format: BF16 Q/K/V, the
+/// F16 embedding gathered and used as the tied head; the F32 output projection dense) and give
+/// the reference logits on the CPU and on wgpu (a requantized matrix would be some 1e-2 off),
+/// and through `hearth convert`. A float checkpoint's matrices are still quantized by int4
+/// weights.
 #[test]
 fn float_matrices_of_a_quantized_file_stay_as_stored() {
     let c = TinyConfig::new();
     let types = |name: &str| match name.rsplit('.').nth(1).unwrap_or("") {
-        "token_embd" | "attn_output" => Ty::F16,
-        "attn_q" | "attn_k" | "attn_v" | "ffn_down" => Ty::BF16,
+        "token_embd" | "ffn_down" => Ty::F16,
+        "attn_q" | "attn_k" | "attn_v" => Ty::BF16,
         "ffn_gate" => Ty::Q4_1,
         "ffn_up" => Ty::Q8_0,
         _ => Ty::F32,
@@ -622,14 +623,14 @@ fn float_matrices_of_a_quantized_file_stay_as_stored() {
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
         let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
         let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-        assert_logits_close(&got, &want, &format!("{device:?} F16/BF16 matrices with int4 weights"));
+        assert_logits_close(&got, &want, &format!("{device:?} F16/BF16/F32 matrices with int4 weights"));
     }
     let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
     let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
     let engine =
         Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-    assert_logits_close(&got, &want, "F16/BF16 matrices through hearth convert");
+    assert_logits_close(&got, &want, "F16/BF16/F32 matrices through hearth convert");
 
     // An F16 checkpoint: int4 weights quantize it (about a quarter of f32's bytes).
     let (floats, _) =
@@ -638,6 +639,43 @@ fn float_matrices_of_a_quantized_file_stay_as_stored() {
     let bytes_of = |w| Engine::from_gguf(&floats, &cpu, w).unwrap().model().weight_bytes();
     let (f32_bytes, int4_bytes) = (bytes_of(WeightFormat::F32), bytes_of(WeightFormat::Int4));
     assert!(int4_bytes * 3 < f32_bytes, "{int4_bytes} bytes of int4 weights, {f32_bytes} of f32");
+}
+
+/// Matrices one projection reads whose blocks have no common form stay as stored, each its own
+/// packed matrix: Q and K in Q4_K with V in Q8_0 (legacy with K-quant scales), a Q8_0 gate with
+/// a BF16 up (quantized with float codes), its gated product outside the fused kernel. They give
+/// the reference logits on the CPU and on wgpu, at a fraction of the f32 bytes (were they the
+/// dense f32 of their fusion, as before, Q|K|V and gate|up would take over half of f32's).
+#[test]
+fn matrices_whose_blocks_do_not_fuse_run_as_separate_parts() {
+    use hearth::quant::BlockQ4K;
+    let c = TinyConfig { d_model: 256, d_ff: 512, ..TinyConfig::new() };
+    let types = |name: &str| match name.rsplit('.').nth(1).unwrap_or("") {
+        "attn_v" | "ffn_gate" => Ty::Q8_0,
+        "ffn_up" => Ty::BF16,
+        "ffn_down" | "attn_output" => Ty::Q4_0,
+        "token_embd" => Ty::Q8_0,
+        _ => Ty::F32,
+    };
+    let mut tensors = tiny_weights(&c, 47, true, &types);
+    let mut rng = Rng::new(48);
+    for t in tensors.iter_mut().filter(|t| t.name.contains("attn_q") || t.name.contains("attn_k")) {
+        let (rows, cols, name) = (t.shape[0], t.shape[1], t.name.clone());
+        *t = blocks_of::<BlockQ4K>(&mut rng, &name, rows, cols, Ty::Q4K, 1.7 / (cols as f32).sqrt());
+    }
+    let (bytes, reference) = (tiny_gguf(&c, &tensors), Reference::new(&c, &tensors, RopeStyle::Adjacent));
+    let ids = tokens(17, 10);
+    let want = reference.logits(&ids);
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let mut bytes_of = Vec::new();
+        for weights in [WeightFormat::F32, WeightFormat::Int4] {
+            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
+            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+            assert_logits_close(&got, &want, &format!("{device:?} unfusable parts with {weights:?} weights"));
+            bytes_of.push(engine.model().weight_bytes());
+        }
+        assert!(bytes_of[1] * 5 < bytes_of[0] * 2, "{device:?}: {bytes_of:?} bytes (f32, int4)");
+    }
 }
 
 /// A tiny Qwen2: Llama with biases on Q, K and V, its GGUF's query and key rows left in

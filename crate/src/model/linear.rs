@@ -9,17 +9,17 @@ use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
 use crate::load::{HostTensor, TensorSource, packed_or_quantized};
-use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales, fusable_formats};
+use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
 
 /// How the matrices of the model are kept on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
     /// Dequantized to f32: the reference path.
     F32,
-    /// Every matrix in its stored block format (packed, multiplied by our fused kernels; a
-    /// fusion of legacy and K-quant matrices, or of float and quantized ones, as its exact f32
-    /// values). In a file that holds quantized matrices, F16 and BF16 ones stay as stored too
-    /// (two bytes a weight); a float checkpoint's matrices are quantized to 4 bits min-max, a
+    /// Every matrix in its stored block format (packed, multiplied by our fused kernels; where
+    /// a fusion's blocks have no common form, legacy with K-quant or float with quantized, each
+    /// part multiplied on its own). In a file that holds quantized matrices, F16 and BF16 ones stay as stored too
+    /// (two bytes a weight), and F32 ones dense; a float checkpoint's matrices are quantized to 4 bits min-max, a
     /// float token embedding to 8.
     #[default]
     Int4,
@@ -48,10 +48,16 @@ impl WeightFormat {
         }
     }
 
-    /// Whether `source`'s F16 and BF16 matrices stay as stored ([`Self::Int4`] on a file that
-    /// holds quantized matrices) rather than being quantized.
+    /// Whether `source`'s F16, BF16 and F32 matrices stay as stored ([`Self::Int4`] on a file
+    /// that holds quantized matrices) rather than being quantized.
     pub(crate) fn keeps_floats(self, source: &dyn TensorSource) -> bool {
         self == Self::Int4 && source.holds_quantized()
+    }
+
+    /// Whether `name` is kept as dense f32 values: every matrix with f32 weights; one a source
+    /// holds as exact f32 values in place of a block format; an F32 matrix that stays as stored.
+    pub(crate) fn keeps_dense(self, source: &dyn TensorSource, name: &str) -> bool {
+        self == Self::F32 || source.kept_dense(name) || (self.keeps_floats(source) && source.stores_f32(name))
     }
 
     /// The packed format `name` is kept in, as stored or as its floats are quantized
@@ -116,6 +122,10 @@ pub enum Linear {
     Dense(Tensor<2>),
     /// `[d_out, d_in]` packed.
     Quant(QuantMatrix),
+    /// Matrices read by one projection whose blocks have no exact common form (a legacy matrix
+    /// with a K-quant one, float codes with quantized ones: no fused copy could keep both as
+    /// stored), each packed and multiplied on its own, the outputs put together as `Fuse` says.
+    Parts(Vec<QuantMatrix>, Fuse),
 }
 
 impl Linear {
@@ -128,17 +138,9 @@ impl Linear {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Self> {
-        // Matrices kept as exact floats, and fusions of legacy with K-quant blocks (whose scales
-        // have no exact common form), are dequantized, not requantized: the whole fused matrix
-        // is then dense.
-        let mut kept = Vec::new();
-        for &(name, _) in names {
-            kept.push(format.packed_as(source, name, QuantFormat::Q4)?);
-        }
-        let format = match names.iter().any(|&(name, _)| source.kept_dense(name)) || !fusable_formats(&kept) {
-            true => WeightFormat::F32,
-            false => format,
-        };
+        // A part kept as exact floats makes the whole fused matrix dense.
+        let dense = names.iter().any(|&(name, _)| format.keeps_dense(source, name));
+        let format = if dense { WeightFormat::F32 } else { format };
         Ok(match format {
             WeightFormat::F32 => {
                 let parts = names
@@ -161,6 +163,9 @@ impl Linear {
                     .iter()
                     .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, quantizer, keep))
                     .collect::<Result<Vec<_>>>()?;
+                if !PackedMatrix::fusable(&parts.iter().collect::<Vec<_>>()) {
+                    return Ok(Self::Parts(parts.iter().map(|p| QuantMatrix::upload(p, device)).collect(), fuse));
+                }
                 let fused = match (fuse, &parts[..]) {
                     (_, [one]) => one.clone(),
                     (Fuse::Interleave, [a, b]) => PackedMatrix::interleave_rows(a, b),
@@ -175,26 +180,20 @@ impl Linear {
     pub fn forward(&self, x: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
         match self {
             Self::Quant(w) => qmatmul_with(x, w, epilogue),
-            Self::Dense(w) => {
-                let y = x.matmul(w.clone());
-                match epilogue {
-                    Epilogue::None => y,
-                    Epilogue::Residual(r) => r.add(y),
-                    Epilogue::Glu(act) => {
-                        let [seq, rows] = y.dims();
-                        let pairs = y.reshape([seq, rows / 2, 2]);
-                        let gate = pairs.clone().slice([0..seq, 0..rows / 2, 0..1]);
-                        let up = pairs.slice([0..seq, 0..rows / 2, 1..2]);
-                        let gate = match act {
-                            Activation::Silu => silu(gate),
-                            // g sigmoid(2z), as `Activation::apply` writes it.
-                            Activation::GeluTanh => {
-                                let z = gate.clone().powi_scalar(3).mul_scalar(0.044_715).add(gate.clone());
-                                gate.clone().mul(sigmoid(z.mul_scalar(2.0 * GELU_K)))
-                            }
-                        };
-                        gate.mul(up).reshape([seq, rows / 2])
+            Self::Dense(w) => dense_epilogue(x.matmul(w.clone()), epilogue),
+            Self::Parts(parts, fuse) => {
+                let mut outs: Vec<Tensor<2>> = parts.iter().map(|p| qmatmul(x.clone(), p)).collect();
+                match (fuse, epilogue) {
+                    (Fuse::Interleave, Epilogue::Glu(act)) if outs.len() == 2 => {
+                        let up = outs.pop().expect("two parts");
+                        glu(outs.pop().expect("two parts"), up, act)
                     }
+                    (Fuse::Interleave, epilogue) => {
+                        let [seq, rows] = outs[0].dims();
+                        let n = outs.len();
+                        dense_epilogue(Tensor::stack::<3>(outs, 2).reshape([seq, rows * n]), epilogue)
+                    }
+                    (Fuse::Concat, epilogue) => dense_epilogue(Tensor::cat(outs, 1), epilogue),
                 }
             }
         }
@@ -204,8 +203,37 @@ impl Linear {
         match self {
             Self::Dense(w) => w.shape().num_elements() * 4,
             Self::Quant(w) => w.device_bytes(),
+            Self::Parts(parts, _) => parts.iter().map(QuantMatrix::device_bytes).sum(),
         }
     }
+}
+
+/// `epilogue` applied to a product `y` computed without it.
+fn dense_epilogue(y: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
+    match epilogue {
+        Epilogue::None => y,
+        Epilogue::Residual(r) => r.add(y),
+        Epilogue::Glu(act) => {
+            let [seq, rows] = y.dims();
+            let pairs = y.reshape([seq, rows / 2, 2]);
+            let gate = pairs.clone().slice([0..seq, 0..rows / 2, 0..1]).reshape([seq, rows / 2]);
+            let up = pairs.slice([0..seq, 0..rows / 2, 1..2]).reshape([seq, rows / 2]);
+            glu(gate, up, act)
+        }
+    }
+}
+
+/// `act(gate) * up`: the gated feed-forward's product outside the fused kernel.
+fn glu(gate: Tensor<2>, up: Tensor<2>, act: Activation) -> Tensor<2> {
+    let gate = match act {
+        Activation::Silu => silu(gate),
+        // g sigmoid(2z), as `Activation::apply` writes it.
+        Activation::GeluTanh => {
+            let z = gate.clone().powi_scalar(3).mul_scalar(0.044_715).add(gate.clone());
+            gate.clone().mul(sigmoid(z.mul_scalar(2.0 * GELU_K)))
+        }
+    };
+    gate.mul(up)
 }
 
 /// A `[vocab, d_model]` table: the token embedding (also the output head of tied models), or
@@ -271,7 +299,7 @@ impl Embedding {
     ) -> Result<Self> {
         let (rows, cols) = (c.vocab, c.d_model);
         let limits = crate::device::Limits::of(device);
-        let parts = match format == WeightFormat::F32 || source.kept_dense(name) {
+        let parts = match format.keeps_dense(source, name) {
             true => {
                 let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
                 let per_part = limits.rows_per_buffer(cols as u64 * 4);

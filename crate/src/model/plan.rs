@@ -143,29 +143,43 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             };
             stored.push(format.packed_as(source, &s.name, fallback)?);
         }
-        let dense = format == WeightFormat::F32
-            || !fusable_formats(&stored)
-            || specs.iter().any(|s| source.kept_dense(&s.name));
-        let bytes = match dense {
-            true => {
-                let bytes = rows * cols * 4;
-                check(bytes)?;
-                // The parts, their fused copy, and the upload's own.
-                3 * bytes
+        let dense = specs.iter().any(|s| format.keeps_dense(source, &s.name));
+        // A packed matrix's codes, parameters and super-block pairs, in bytes.
+        let packed = |f: QuantFormat, scales: Scales, rows: u64| {
+            let blocks = rows * cols.div_ceil(BLOCK as u64);
+            let supers = if scales == Scales::Super { rows * cols.div_ceil(256) } else { 0 };
+            (
+                blocks * f.words_per_block() as u64 * 4,
+                (blocks * (f.words_per_block() + f.params_per_block()) as u64 + supers) * 4,
+            )
+        };
+        // A float source is dequantized first; packed parts are copied, fused and reordered.
+        let from_floats = |s: &TensorSpec, kept| -> Result<u64> {
+            Ok(if source.stored_format(&s.name)? != Some(kept) { s.shape[0] as u64 * cols * 4 } else { 0 })
+        };
+        let bytes = if dense {
+            let bytes = rows * cols * 4;
+            check(bytes)?;
+            // The parts, their fused copy, and the upload's own.
+            3 * bytes
+        } else if fusable_formats(&stored) {
+            // Mixed 4- and 8-bit codes fuse as 8-bit ones; float codes only with their own.
+            let widest = stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
+            let (codes, all) = packed(widest, stored[0].1, rows);
+            check(codes)?;
+            from_floats(specs[0], stored[0])? + 3 * all
+        } else {
+            // Parts whose blocks have no common form: each its own matrix.
+            let mut bytes = 0;
+            for (s, &(f, scales)) in specs.iter().zip(&stored) {
+                let (codes, all) = packed(f, scales, s.shape[0] as u64);
+                limits.check_buffer(
+                    || format!("the matrix {} ({} x {cols}, {})", s.name, s.shape[0], format.name()),
+                    codes,
+                )?;
+                bytes += from_floats(s, (f, scales))? + 2 * all;
             }
-            false => {
-                // Mixed 4- and 8-bit codes fuse as 8-bit ones; float codes only with their own.
-                let widest =
-                    stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
-                let (words, params) = (widest.words_per_block() as u64, widest.params_per_block() as u64);
-                let blocks = rows * cols.div_ceil(BLOCK as u64);
-                check(blocks * words * 4)?;
-                let supers = if stored[0].1 == Scales::Super { rows * cols.div_ceil(256) } else { 0 };
-                // A float source is dequantized first; packed parts are copied, fused and reordered.
-                let from_floats = source.stored_format(&specs[0].name)? != Some(stored[0]);
-                let floats = if from_floats { rows * cols * 4 } else { 0 };
-                floats + 3 * (blocks * (words + params) + supers) * 4
-            }
+            bytes
         };
         largest_host = largest_host.max(bytes);
     }
