@@ -288,10 +288,6 @@ impl TensorSource for Counted<'_> {
         self.inner.kept_dense(name)
     }
 
-    fn stores_f32(&self, name: &str) -> bool {
-        self.inner.stores_f32(name)
-    }
-
     fn holds_quantized(&self) -> bool {
         self.inner.holds_quantized()
     }

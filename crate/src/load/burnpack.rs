@@ -6,8 +6,7 @@
 //! (u32 `[rows, blocks per row]`), with its format and column count in the metadata under
 //! `X.format` and `X.cols`; a K-quant matrix ([`Scales::Super`], formats `q4k` and `q8k`) also
 //! has `X.supers` (u32 `[rows, supers per row]`). Packs written before the K-quants had
-//! kernels hold those matrices as f32 (format `f32`), which still load; an F32 matrix of a
-//! quantized file is written so too (int4 weights keep it as stored).
+//! kernels hold those matrices as f32 (format `f32`), which still load.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +59,7 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
         let Role::Matrix { fallback } = spec.role else { continue };
         let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
         if weights.keeps_dense(source, &name) {
-            // Exact f32 values standing for a block format (an older pack's K-quants), or an F32
-            // matrix of a quantized file: kept so.
+            // Exact f32 values standing for a block format (an older pack's K-quants): kept so.
             let t = source.tensor(&name)?.expect_shape(&[rows, cols])?;
             let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             tensors.push(burn_pack::Tensor::new(

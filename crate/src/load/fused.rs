@@ -136,10 +136,6 @@ impl TensorSource for Unfused<'_> {
         self.inner.kept_dense(&self.stored(name))
     }
 
-    fn stores_f32(&self, name: &str) -> bool {
-        self.inner.stores_f32(&self.stored(name))
-    }
-
     fn holds_quantized(&self) -> bool {
         self.inner.holds_quantized()
     }

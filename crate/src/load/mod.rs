@@ -74,14 +74,8 @@ pub trait TensorSource {
     }
 
     /// Whether some matrix is stored in a quantized block format: then int4 weights keep the
-    /// file's float matrices (F16, BF16, F32) as stored rather than quantize them.
+    /// file's F16 and BF16 matrices as stored rather than quantize them.
     fn holds_quantized(&self) -> bool {
-        false
-    }
-
-    /// Whether a matrix is stored as plain f32 values (a GGUF F32 matrix): in a file that holds
-    /// quantized matrices, int4 weights keep it dense, as stored.
-    fn stores_f32(&self, _name: &str) -> bool {
         false
     }
 
@@ -130,10 +124,6 @@ impl TensorSource for gguf::GgufFile<'_> {
         self.tensors
             .iter()
             .any(|t| !matches!(t.dtype, gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16))
-    }
-
-    fn stores_f32(&self, name: &str) -> bool {
-        self.tensor_info(name).is_some_and(|t| t.dtype == gguf::GgmlType::F32 && t.shape.len() == 2)
     }
 
     fn names(&self) -> Vec<String> {

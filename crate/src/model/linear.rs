@@ -18,9 +18,9 @@ pub enum WeightFormat {
     F32,
     /// Every matrix in its stored block format (packed, multiplied by our fused kernels; where
     /// a fusion's blocks have no common form, legacy with K-quant or float with quantized, each
-    /// part multiplied on its own). In a file that holds quantized matrices, F16 and BF16 ones stay as stored too
-    /// (two bytes a weight), and F32 ones dense; a float checkpoint's matrices are quantized to 4 bits min-max, a
-    /// float token embedding to 8.
+    /// part multiplied on its own). In a file that holds quantized matrices, F16 and BF16 ones
+    /// stay as stored too (two bytes a weight); a float checkpoint's matrices (and F32 ones) are
+    /// quantized to 4 bits min-max, a float token embedding to 8.
     #[default]
     Int4,
     /// As [`Self::Int4`], with every float matrix (the embedding too) quantized as ggml's
@@ -48,16 +48,17 @@ impl WeightFormat {
         }
     }
 
-    /// Whether `source`'s F16, BF16 and F32 matrices stay as stored ([`Self::Int4`] on a file
-    /// that holds quantized matrices) rather than being quantized.
+    /// Whether `source`'s F16 and BF16 matrices stay as stored ([`Self::Int4`] on a file that
+    /// holds quantized matrices) rather than being quantized. F32 matrices are quantized still:
+    /// dense f32 would take burn's matmul, whose shader Chromium's WebGPU refuses.
     pub(crate) fn keeps_floats(self, source: &dyn TensorSource) -> bool {
         self == Self::Int4 && source.holds_quantized()
     }
 
-    /// Whether `name` is kept as dense f32 values: every matrix with f32 weights; one a source
-    /// holds as exact f32 values in place of a block format; an F32 matrix that stays as stored.
+    /// Whether `name` is kept as dense f32 values: every matrix with f32 weights, and one a
+    /// source holds as exact f32 values in place of a block format.
     pub(crate) fn keeps_dense(self, source: &dyn TensorSource, name: &str) -> bool {
-        self == Self::F32 || source.kept_dense(name) || (self.keeps_floats(source) && source.stores_f32(name))
+        self == Self::F32 || source.kept_dense(name)
     }
 
     /// The packed format `name` is kept in, as stored or as its floats are quantized
