@@ -555,13 +555,7 @@ fn k_quant_and_five_bit_matrices_load_exactly() {
     let ids: Vec<u32> = (0..19).map(|_| rng.below(c.vocab as u64) as u32).collect();
     let want = reference.logits(&ids);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
-        let mut bytes_of = Vec::new();
-        for weights in [WeightFormat::F32, WeightFormat::Int4] {
-            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
-            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-            assert_logits_close(&got, &want, &format!("{device:?} K-quants with {weights:?} weights"));
-            bytes_of.push(engine.model().weight_bytes());
-        }
+        let bytes_of = f32_and_int4_weight_bytes(&bytes, device, &ids, &want, "K-quants");
         // Packed: at most 9.2 bits a weight (Q5_K and Q6_K as 8-bit codes), not a float copy.
         assert!(bytes_of[1] * 32 < bytes_of[0] * 10, "{device:?}: {bytes_of:?} bytes");
     }
@@ -573,6 +567,23 @@ fn k_quant_and_five_bit_matrices_load_exactly() {
         Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
     assert_logits_close(&got, &want, "K-quants through hearth convert");
+}
+
+/// Loads `bytes` on `device` with f32 and with int4 weights, checks both give `want` for
+/// `ids`, and returns their weight bytes `[f32, int4]`.
+fn f32_and_int4_weight_bytes(
+    bytes: &[u8],
+    device: DeviceKind,
+    ids: &[u32],
+    want: &[Vec<f32>],
+    what: &str,
+) -> [usize; 2] {
+    [WeightFormat::F32, WeightFormat::Int4].map(|weights| {
+        let engine = Arc::new(Engine::from_gguf(bytes, &device.device().unwrap(), weights).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(ids)).unwrap();
+        assert_logits_close(&got, want, &format!("{device:?} {what} with {weights:?} weights"));
+        engine.model().weight_bytes()
+    })
 }
 
 /// Q5_0 and Q5_1 matrices stay packed with int4 weights (as 8-bit codes, each weight the
@@ -666,13 +677,7 @@ fn matrices_whose_blocks_do_not_fuse_run_as_separate_parts() {
     let ids = tokens(17, 10);
     let want = reference.logits(&ids);
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
-        let mut bytes_of = Vec::new();
-        for weights in [WeightFormat::F32, WeightFormat::Int4] {
-            let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), weights).unwrap());
-            let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-            assert_logits_close(&got, &want, &format!("{device:?} unfusable parts with {weights:?} weights"));
-            bytes_of.push(engine.model().weight_bytes());
-        }
+        let bytes_of = f32_and_int4_weight_bytes(&bytes, device, &ids, &want, "unfusable parts");
         assert!(bytes_of[1] * 5 < bytes_of[0] * 2, "{device:?}: {bytes_of:?} bytes (f32, int4)");
     }
 }

@@ -167,7 +167,11 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             let widest = stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
             let (codes, all) = packed(widest, stored[0].1, rows);
             check(codes)?;
-            from_floats(specs[0], stored[0])? + 3 * all
+            let mut floats = 0;
+            for (s, &kept) in specs.iter().zip(&stored) {
+                floats += from_floats(s, kept)?;
+            }
+            floats + 3 * all
         } else {
             // Parts whose blocks have no common form: each its own matrix.
             let mut bytes = 0;
