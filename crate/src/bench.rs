@@ -69,7 +69,8 @@ fn time<T>(device: &Device, iters: usize, mut op: impl FnMut() -> T) -> Result<f
 pub enum KernelFormat {
     /// Floats quantized as [`PackedMatrix::quantize_as`] does.
     Quantized(FloatQuant),
-    /// Floats rounded to 16-bit codes ([`QuantFormat::F16`] or [`QuantFormat::Bf16`]).
+    /// Float codes: rounded to 16 bits ([`QuantFormat::F16`] or [`QuantFormat::Bf16`]) or as
+    /// they are ([`QuantFormat::F32`], against which the bench's dense f32 matmul is burn's).
     Float(QuantFormat),
 }
 
@@ -78,6 +79,7 @@ impl KernelFormat {
         match self {
             Self::Quantized(q) => q.name(),
             Self::Float(QuantFormat::Bf16) => "bf16",
+            Self::Float(QuantFormat::F32) => "f32",
             Self::Float(_) => "f16",
         }
     }
@@ -85,6 +87,7 @@ impl KernelFormat {
     fn pack(self, data: &[f32], rows: usize, cols: usize) -> Result<PackedMatrix> {
         match self {
             Self::Quantized(q) => PackedMatrix::quantize_as(q, data, rows, cols),
+            Self::Float(QuantFormat::F32) => Ok(PackedMatrix::from_f32(data, rows, cols)),
             Self::Float(format) => {
                 let bits: Vec<u16> = match format {
                     QuantFormat::Bf16 => data.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect(),

@@ -284,10 +284,6 @@ impl TensorSource for Counted<'_> {
         self.inner.names()
     }
 
-    fn kept_dense(&self, name: &str) -> bool {
-        self.inner.kept_dense(name)
-    }
-
     fn holds_quantized(&self) -> bool {
         self.inner.holds_quantized()
     }

@@ -1,7 +1,7 @@
 //! Our kernels against a plain CPU dequantize-then-compute reference, on random shapes,
 //! including ragged ones (rows not a multiple of a thread's rows, columns not a multiple of the
 //! block or of the vector width) and every batch size from 1 to past one cube's tokens; every
-//! stored format (legacy, K-quant, F16, BF16).
+//! stored format (legacy, K-quant, F16, BF16, F32).
 
 mod common;
 
@@ -45,8 +45,8 @@ fn matrices(rng: &mut Rng) -> Vec<PackedMatrix> {
             out.push(PackedMatrix::quantize_as(kind, &random(rng, rows * cols), rows, cols).unwrap());
         }
     }
-    // F16 and BF16 codes, ragged rows among them.
-    for format in [QuantFormat::F16, QuantFormat::Bf16] {
+    // F16, BF16 and F32 codes, ragged rows among them.
+    for format in [QuantFormat::F16, QuantFormat::Bf16, QuantFormat::F32] {
         for (rows, cols) in [(7, 40), (13, 70), (33, 33), (130, 1000)] {
             out.push(float_matrix(rng, format, rows, cols, false));
         }
@@ -54,26 +54,29 @@ fn matrices(rng: &mut Rng) -> Vec<PackedMatrix> {
     out
 }
 
-/// A `[rows, cols]` matrix of 16-bit floats (`format` F16 or BF16): random weights with
-/// subnormals (of f16) and signed zeros among them, and with `special` infinities too.
+/// A `[rows, cols]` matrix of float codes (`format` F16, BF16 or F32): random weights with
+/// subnormals (of f16; of f32 too for F32) and signed zeros among them, and with `special`
+/// infinities too.
 fn float_matrix(rng: &mut Rng, format: QuantFormat, rows: usize, cols: usize, special: bool) -> PackedMatrix {
-    let bits: Vec<u16> = (0..rows * cols)
-        .map(|i| {
-            let v = match i % 29 {
-                0 => 3.1e-6,
-                1 => -0.0,
-                2 => -4.5e-7,
-                3 if special => f32::INFINITY,
-                4 if special => f32::NEG_INFINITY,
-                _ => rng.uniform(1.0),
-            };
-            match format {
-                QuantFormat::Bf16 => half::bf16::from_f32(v).to_bits(),
-                _ => half::f16::from_f32(v).to_bits(),
-            }
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| match i % 29 {
+            0 => 3.1e-6,
+            1 => -0.0,
+            2 => -4.5e-7,
+            3 if special => f32::INFINITY,
+            4 if special => f32::NEG_INFINITY,
+            5 if format == QuantFormat::F32 => -1.0e-40,
+            _ => rng.uniform(1.0),
         })
         .collect();
-    PackedMatrix::from_halves(format, &bits, rows, cols)
+    let bits = |to: fn(f32) -> u16| values.iter().map(|&v| to(v)).collect::<Vec<u16>>();
+    match format {
+        QuantFormat::F32 => PackedMatrix::from_f32(&values, rows, cols),
+        QuantFormat::Bf16 => {
+            PackedMatrix::from_halves(format, &bits(|v| half::bf16::from_f32(v).to_bits()), rows, cols)
+        }
+        _ => PackedMatrix::from_halves(format, &bits(|v| half::f16::from_f32(v).to_bits()), rows, cols),
+    }
 }
 
 fn read(t: Tensor<2>) -> Vec<f32> {
@@ -140,7 +143,7 @@ fn qgather_matches_reference(device: DeviceKind) {
     let mut rng = Rng::new(23);
     let mut all = matrices(&mut rng);
     // Infinities widen to infinities on every path.
-    all.extend([QuantFormat::F16, QuantFormat::Bf16].map(|f| float_matrix(&mut rng, f, 9, 70, true)));
+    all.extend([QuantFormat::F16, QuantFormat::Bf16, QuantFormat::F32].map(|f| float_matrix(&mut rng, f, 9, 70, true)));
     for packed in all {
         let (rows, cols) = (packed.rows, packed.cols);
         let w = packed.dequantize();

@@ -611,17 +611,17 @@ fn five_bit_matrices_stay_packed_with_int4_weights() {
     }
 }
 
-/// F16 and BF16 matrices of a quantized file stay as stored with int4 weights (packed at two
-/// bytes a weight, fused with matrices of their own format: BF16 Q/K/V, the F16 embedding
-/// gathered and used as the tied head) and give the reference logits on the CPU and on wgpu
-/// (a requantized matrix would be some 1e-2 off), and through `hearth convert`. A float
-/// checkpoint's matrices are still quantized by int4 weights.
+/// F32, F16 and BF16 matrices of a quantized file stay as stored with int4 weights (packed at
+/// four or two bytes a weight, fused with matrices of their own format: BF16 Q/K/V, the F16
+/// embedding gathered and used as the tied head, an F32 down projection) and give the
+/// reference logits on the CPU and on wgpu (a requantized matrix would be some 1e-2 off), and
+/// through `hearth convert`. A float checkpoint's matrices are still quantized by int4 weights.
 #[test]
 fn float_matrices_of_a_quantized_file_stay_as_stored() {
     let c = TinyConfig::new();
     let types = |name: &str| match name.rsplit('.').nth(1).unwrap_or("") {
         "token_embd" | "attn_output" => Ty::F16,
-        "attn_q" | "attn_k" | "attn_v" | "ffn_down" => Ty::BF16,
+        "attn_q" | "attn_k" | "attn_v" => Ty::BF16,
         "ffn_gate" => Ty::Q4_1,
         "ffn_up" => Ty::Q8_0,
         _ => Ty::F32,
@@ -633,14 +633,22 @@ fn float_matrices_of_a_quantized_file_stay_as_stored() {
     for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
         let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
         let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-        assert_logits_close(&got, &want, &format!("{device:?} F16/BF16 matrices with int4 weights"));
+        assert_logits_close(&got, &want, &format!("{device:?} F32/F16/BF16 matrices with int4 weights"));
     }
     let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
     let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
     let engine =
         Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
     let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
-    assert_logits_close(&got, &want, "F16/BF16 matrices through hearth convert");
+    assert_logits_close(&got, &want, "F32/F16/BF16 matrices through hearth convert");
+    // A pack written before the K-quant kernels, which held such matrices as f32 records: they
+    // load as F32 codes, on wgpu too (dense f32 would take burn's matmul there).
+    let older = with_f32_record(&pack, "blk.1.ffn_down.weight");
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = Arc::new(Engine::from_file_bytes(&older, &device.device().unwrap(), WeightFormat::Int4).unwrap());
+        let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
+        assert_logits_close(&got, &want, &format!("{device:?} an older pack's f32 record"));
+    }
 
     // An F16 checkpoint: int4 weights quantize it (about a quarter of f32's bytes).
     let (floats, _) =
@@ -649,6 +657,33 @@ fn float_matrices_of_a_quantized_file_stay_as_stored() {
     let bytes_of = |w| Engine::from_gguf(&floats, &cpu, w).unwrap().model().weight_bytes();
     let (f32_bytes, int4_bytes) = (bytes_of(WeightFormat::F32), bytes_of(WeightFormat::Int4));
     assert!(int4_bytes * 3 < f32_bytes, "{int4_bytes} bytes of int4 weights, {f32_bytes} of f32");
+}
+
+/// `pack` with matrix `name` (of F32 codes) rewritten as packs before the K-quant kernels wrote
+/// matrices they had no kernel for: a `[rows, cols]` record of f32 values, format "f32".
+fn with_f32_record(pack: &[u8], name: &str) -> Vec<u8> {
+    use burn_pack::{Bytes, DType, Reader, Tensor, Writer};
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(pack.to_vec())).unwrap();
+    let mut meta = reader.metadata().clone();
+    assert_eq!(meta[&format!("{name}.format")], "f32codes");
+    let cols: usize = meta.remove(&format!("{name}.cols")).unwrap().parse().unwrap();
+    meta.insert(format!("{name}.format"), "f32".into());
+    let mut tensors = Vec::new();
+    for t in reader.into_tensors().unwrap() {
+        let (tensor, dtype, shape, _, bytes) = t.into_parts().unwrap();
+        if tensor != format!("{name}.codes") {
+            tensors.push(Tensor::new(tensor, dtype, shape.to_vec(), None, bytes));
+            continue;
+        }
+        let (rows, words) = (shape[0], shape[1]);
+        let values: Vec<u8> = (0..rows).flat_map(|r| bytes[r * words * 4..(r * words + cols) * 4].to_vec()).collect();
+        tensors.push(Tensor::new(name.to_string(), DType::F32, vec![rows, cols], None, Bytes::from_bytes_vec(values)));
+    }
+    let mut writer = Writer::new(tensors);
+    for (k, v) in &meta {
+        writer = writer.with_metadata(k, v);
+    }
+    writer.into_bytes().unwrap().to_vec()
 }
 
 /// Matrices one projection reads whose blocks have no common form stay as stored, each its own

@@ -131,7 +131,7 @@ enum Command {
         /// every linear shape.
         #[arg(long)]
         kernels: bool,
-        /// With --kernels: the formats, comma-separated (f16 and bf16 too).
+        /// With --kernels: the formats, comma-separated (f16, bf16 and f32 codes too).
         #[arg(long, default_value = "q4_0,q4_1,q8_0,q2_k,q3_k,q4_k,q5_k,q6_k")]
         formats: String,
     },
@@ -605,6 +605,7 @@ fn bench_kernels(common: &Common, runs: usize, formats: &str) -> Result<()> {
         .map(|f| match f.trim() {
             "f16" => Ok(KernelFormat::Float(QuantFormat::F16)),
             "bf16" => Ok(KernelFormat::Float(QuantFormat::Bf16)),
+            "f32" => Ok(KernelFormat::Float(QuantFormat::F32)),
             name => match name.parse::<WeightFormat>()? {
                 WeightFormat::Quantize(q) => Ok(KernelFormat::Quantized(q)),
                 other => Err(hearth::Error::BadOptions(format!("--formats: {} is not a block format", other.name()))),

@@ -24,9 +24,10 @@
 //! pair and the block word's i8 pair, formed once per block for the group's four rows (the
 //! const parameter `K` of every kernel); the codes are the same 4- or 8-bit blocks.
 //!
-//! Float matrices (F16, BF16: [`QuantFormat::is_float`]) have no scales and no integer codes:
-//! every level takes their inputs in f32 and widens each 16-bit weight to its f32 value in
-//! registers (F16C on x86, integer shifts elsewhere), so they stay at two bytes a weight.
+//! Float matrices (F16, BF16, F32: [`QuantFormat::is_float`]) have no scales and no integer
+//! codes: every level takes their inputs in f32 and widens each 16-bit weight to its f32 value
+//! in registers (F16C on x86, integer shifts elsewhere), so they stay at two bytes a weight;
+//! f32 codes are loaded as they are.
 
 use std::borrow::Cow;
 
@@ -451,16 +452,46 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
     }
 }
 
+/// The float tiles' const parameter for a matrix's codes: [`HALF`], [`BFLOAT`] or [`FLOAT`].
+type FloatCodes = u8;
+const HALF: FloatCodes = 1;
+const BFLOAT: FloatCodes = 2;
+const FLOAT: FloatCodes = 3;
+
+/// The format a float tile's codes are in.
+const fn float_format(f: FloatCodes) -> QuantFormat {
+    match f {
+        HALF => QuantFormat::F16,
+        BFLOAT => QuantFormat::Bf16,
+        _ => QuantFormat::F32,
+    }
+}
+
+/// Where block `b` of a group's float codes starts: `GROUP` rows of 32 codes side by side, row
+/// `r`'s code `e` the `r * BLOCK + e`-th of 16 or 32 bits from there.
+#[inline(always)]
+fn float_block<const F: FloatCodes>(w: &QuantRows, group: usize, b: usize) -> *const u32 {
+    let wpb = float_format(F).words_per_block();
+    // Safety: in bounds by `float_tile`'s assert (the pointer is only formed here).
+    unsafe { w.codes.as_ptr().add((group * w.blocks() + b) * GROUP * wpb) }
+}
+
 /// [`tile`] for a matrix of float codes, at `isa`'s level.
 fn float_tile(isa: Isa, w: &QuantRows, group: usize, x: &[f32], t: usize, stride: usize, acc: &mut [f32; 32]) {
-    assert!(w.codes.len() >= (group + 1) * w.blocks() * GROUP * 16, "float_tile: code words");
+    let wpb = w.format.words_per_block();
+    assert!(w.codes.len() >= (group + 1) * w.blocks() * GROUP * wpb, "float_tile: code words");
     assert!(x.len() >= t * stride && stride >= w.blocks() * BLOCK, "float_tile: inputs");
-    let bf = w.format == QuantFormat::Bf16;
+    let codes = match w.format {
+        QuantFormat::F16 => HALF,
+        QuantFormat::Bf16 => BFLOAT,
+        _ => FLOAT,
+    };
     macro_rules! dispatch {
         ($f:ident, $($tn:literal)+) => {
-            match (t, bf) {
-                $( ($tn, false) => $f::<$tn, false>(w, group, x, stride, acc),
-                   ($tn, true) => $f::<$tn, true>(w, group, x, stride, acc), )+
+            match (t, codes) {
+                $( ($tn, HALF) => $f::<$tn, HALF>(w, group, x, stride, acc),
+                   ($tn, BFLOAT) => $f::<$tn, BFLOAT>(w, group, x, stride, acc),
+                   ($tn, _) => $f::<$tn, FLOAT>(w, group, x, stride, acc), )+
                 _ => unreachable!("tile of {t} tokens"),
             }
         };
@@ -481,20 +512,20 @@ fn float_tile(isa: Isa, w: &QuantRows, group: usize, x: &[f32], t: usize, stride
     }
 }
 
-/// The reference for float codes (`BF`: bfloat16, else IEEE half): each weight widened to
-/// f32, the products summed in eight lanes as [`scalar_tile`] sums them.
-fn scalar_tile_float<const T: usize, const BF: bool>(
+/// The reference for float codes (`F`: [`FloatCodes`]): each weight widened to f32, the
+/// products summed in eight lanes as [`scalar_tile`] sums them.
+fn scalar_tile_float<const T: usize, const F: FloatCodes>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let blocks = w.blocks();
-    let format = if BF { QuantFormat::Bf16 } else { QuantFormat::F16 };
+    let (blocks, format) = (w.blocks(), float_format(F));
+    let wpb = format.words_per_block();
     scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
         let blk = (group * blocks + b) * GROUP + r;
-        let words = &w.codes[blk * 16..(blk + 1) * 16];
+        let words = &w.codes[blk * wpb..(blk + 1) * wpb];
         for (e, v) in wb.iter_mut().enumerate() {
             *v = format.float_code(words, e);
         }
@@ -829,15 +860,23 @@ unsafe fn reduce_tile512<const T: usize>(sums: &[[__m512; T]; GROUP], acc: &mut 
     }
 }
 
-/// Eight 16-bit float codes at `p` as f32: F16C for halves, a shift for bfloat16.
+/// Float codes `i..i + 8` from `codes` ([`float_block`]) as f32: F16C for halves, a shift for
+/// bfloat16, a load for f32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn avx2_widen<const BF: bool>(p: *const u16) -> __m256 {
+unsafe fn avx2_widen<const F: FloatCodes>(codes: *const u32, i: usize) -> __m256 {
     // Safety: the caller reads inside its slice.
     unsafe {
-        let h = _mm_loadu_si128(p as *const __m128i);
-        if BF { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) } else { _mm256_cvtph_ps(h) }
+        if F == FLOAT {
+            return _mm256_loadu_ps((codes as *const f32).add(i));
+        }
+        let h = _mm_loadu_si128((codes as *const u16).add(i) as *const __m128i);
+        if F == BFLOAT {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        } else {
+            _mm256_cvtph_ps(h)
+        }
     }
 }
 
@@ -845,7 +884,7 @@ unsafe fn avx2_widen<const BF: bool>(p: *const u16) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2_tile_float<const T: usize, const BF: bool>(
+unsafe fn avx2_tile_float<const T: usize, const F: FloatCodes>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -858,11 +897,11 @@ unsafe fn avx2_tile_float<const T: usize, const BF: bool>(
         let mut sums = [[_mm256_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
         for b in 0..blocks {
-            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            let codes = float_block::<F>(w, group, b);
             for k in 0..4 {
                 let mut wv = [_mm256_setzero_ps(); GROUP];
                 for (r, wv) in wv.iter_mut().enumerate() {
-                    *wv = avx2_widen::<BF>(codes.add(r * BLOCK + 8 * k));
+                    *wv = avx2_widen::<F>(codes, r * BLOCK + 8 * k);
                 }
                 for t in 0..T {
                     let xv = _mm256_loadu_ps(xp.add(t * stride + b * BLOCK + 8 * k));
@@ -876,11 +915,30 @@ unsafe fn avx2_tile_float<const T: usize, const BF: bool>(
     }
 }
 
+/// Float codes `i..i + 16` from `codes` ([`float_block`]) as f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+unsafe fn avx512_widen<const F: FloatCodes>(codes: *const u32, i: usize) -> __m512 {
+    // Safety: the caller reads inside its slice.
+    unsafe {
+        if F == FLOAT {
+            return _mm512_loadu_ps((codes as *const f32).add(i));
+        }
+        let h = _mm256_loadu_si256((codes as *const u16).add(i) as *const __m256i);
+        if F == BFLOAT {
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+        } else {
+            _mm512_cvtph_ps(h)
+        }
+    }
+}
+
 /// AVX-512 on float codes: a block is two vectors of 16 weights.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn avx512_tile_float<const T: usize, const BF: bool>(
+unsafe fn avx512_tile_float<const T: usize, const F: FloatCodes>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -893,16 +951,11 @@ unsafe fn avx512_tile_float<const T: usize, const BF: bool>(
         let mut sums = [[_mm512_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
         for b in 0..blocks {
-            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            let codes = float_block::<F>(w, group, b);
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
                 for (k, wv) in wv.iter_mut().enumerate() {
-                    let h = _mm256_loadu_si256(codes.add(r * BLOCK + 16 * k) as *const __m256i);
-                    *wv = if BF {
-                        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
-                    } else {
-                        _mm512_cvtph_ps(h)
-                    };
+                    *wv = avx512_widen::<F>(codes, r * BLOCK + 16 * k);
                 }
             }
             for t in 0..T {
@@ -1063,7 +1116,7 @@ fn lane(v: core::arch::wasm32::v128, r: usize) -> f32 {
 /// no FMA).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
-fn simd128_tile_float<const T: usize, const BF: bool>(
+fn simd128_tile_float<const T: usize, const F: FloatCodes>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -1077,12 +1130,17 @@ fn simd128_tile_float<const T: usize, const BF: bool>(
     unsafe {
         let xp = x.as_ptr();
         for b in 0..blocks {
-            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            let codes = float_block::<F>(w, group, b);
             for k in 0..8 {
                 let mut wv = [f32x4_splat(0.0); GROUP];
                 for (r, wv) in wv.iter_mut().enumerate() {
-                    let h = u32x4_extend_low_u16x8(v128_load64_zero(codes.add(r * BLOCK + 4 * k) as *const u64));
-                    *wv = if BF { i32x4_shl(h, 16) } else { f16x4_to_f32(h) };
+                    let i = r * BLOCK + 4 * k;
+                    *wv = if F == FLOAT {
+                        v128_load((codes as *const f32).add(i) as *const v128)
+                    } else {
+                        let h = u32x4_extend_low_u16x8(v128_load64_zero((codes as *const u16).add(i) as *const u64));
+                        if F == BFLOAT { i32x4_shl(h, 16) } else { f16x4_to_f32(h) }
+                    };
                 }
                 for t in 0..T {
                     let xv = v128_load(xp.add(t * stride + b * BLOCK + 4 * k) as *const v128);
@@ -1249,7 +1307,7 @@ unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "neon")]
-unsafe fn neon_tile_float<const T: usize, const BF: bool>(
+unsafe fn neon_tile_float<const T: usize, const F: FloatCodes>(
     w: &QuantRows,
     group: usize,
     x: &[f32],
@@ -1263,12 +1321,17 @@ unsafe fn neon_tile_float<const T: usize, const BF: bool>(
         let mut sums = [[vdupq_n_f32(0.0); T]; GROUP];
         let xp = x.as_ptr();
         for b in 0..blocks {
-            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * 16) as *const u16;
+            let codes = float_block::<F>(w, group, b);
             for k in 0..8 {
                 let mut wv = [vdupq_n_f32(0.0); GROUP];
                 for (r, wv) in wv.iter_mut().enumerate() {
-                    let h = vmovl_u16(vld1_u16(codes.add(r * BLOCK + 4 * k)));
-                    *wv = if BF { vreinterpretq_f32_u32(vshlq_n_u32::<16>(h)) } else { neon_f16x4_to_f32(h) };
+                    let i = r * BLOCK + 4 * k;
+                    *wv = if F == FLOAT {
+                        vld1q_f32((codes as *const f32).add(i))
+                    } else {
+                        let h = vmovl_u16(vld1_u16((codes as *const u16).add(i)));
+                        if F == BFLOAT { vreinterpretq_f32_u32(vshlq_n_u32::<16>(h)) } else { neon_f16x4_to_f32(h) }
+                    };
                 }
                 for t in 0..T {
                     let xv = vld1q_f32(xp.add(t * stride + b * BLOCK + 4 * k));
@@ -1417,7 +1480,7 @@ mod tests {
             })
         });
         // Float codes, ragged rows among them.
-        let floats = [QuantFormat::F16, QuantFormat::Bf16].into_iter().flat_map(|format| {
+        let floats = [QuantFormat::F16, QuantFormat::Bf16, QuantFormat::F32].into_iter().flat_map(|format| {
             SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
                 [1, 2, 3, 5, 8, 67]
                     .into_iter()
@@ -1427,8 +1490,8 @@ mod tests {
         legacy.chain(k).chain(k_floats).chain(floats)
     }
 
-    /// A `[rows, cols]` matrix of 16-bit floats: weights of the usual size, with subnormal
-    /// halves, zeros of both signs and a large value among them.
+    /// A `[rows, cols]` matrix of float codes (16-bit or f32): weights of the usual size, with
+    /// subnormal halves, zeros of both signs and a large value among them.
     pub(crate) fn float_matrix(format: QuantFormat, rows: usize, cols: usize, seed: usize) -> PackedMatrix {
         let value = |j: usize| match (j * 7 + seed) % 23 {
             0 => 3.1e-6,
@@ -1437,6 +1500,9 @@ mod tests {
             3 => 1500.0,
             _ => ((j * 7919 + seed) % 2001) as f32 / 1000.0 - 1.0,
         };
+        if format == QuantFormat::F32 {
+            return PackedMatrix::from_f32(&(0..rows * cols).map(value).collect::<Vec<_>>(), rows, cols);
+        }
         let bits: Vec<u16> = (0..rows * cols)
             .map(|j| match format {
                 QuantFormat::Bf16 => half::bf16::from_f32(value(j)).to_bits(),

@@ -130,7 +130,9 @@ mod cube {
         // Block-interleaved: block b of row r is entry b * rows + r.
         let block = (c / 32) * rows as usize + usize::cast_from(ids[t]);
         let e = c % 32;
-        if comptime!(float > 0) {
+        if comptime!(float == 3) {
+            out[i] = f32::reinterpret(codes[block * 32 + e]);
+        } else if comptime!(float > 0) {
             let word = u32::reinterpret(codes[block * 16 + e / 2]);
             out[i] = float_code(word >> u32::cast_from(16 * (e % 2)), false, float);
         } else {

@@ -259,11 +259,12 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
 }
 
 /// The kernels' name for a matrix's float codes: 0 none (integer codes), 1 IEEE half, 2
-/// bfloat16.
+/// bfloat16, 3 f32 (one a word).
 pub(crate) fn float_kind(format: QuantFormat) -> u32 {
     match format {
         QuantFormat::F16 => 1,
         QuantFormat::Bf16 => 2,
+        QuantFormat::F32 => 3,
         QuantFormat::Q4 | QuantFormat::Q8 => 0,
     }
 }
@@ -296,7 +297,7 @@ mod cube {
     }
 
     /// Code `i` (0..4) of the 4 inputs `4v..4v + 4` of a block, as a float. `words` are the
-    /// block's 4 (Q4), 8 (Q8) or 16 (float) code words.
+    /// block's 4 (Q4), 8 (Q8), 16 (16-bit float) or 32 (f32) code words.
     #[cube]
     fn code(
         words: &Array<i32>,
@@ -306,7 +307,9 @@ mod cube {
         #[comptime] q8: bool,
         #[comptime] float: u32,
     ) -> f32 {
-        if comptime!(float > 0) {
+        if comptime!(float == 3) {
+            f32::reinterpret(words[base + 4 * v + i])
+        } else if comptime!(float > 0) {
             float_code(u32::reinterpret(words[base + 2 * v + i / 2]), comptime!(i % 2 == 1), float)
         } else if q8 {
             // Shift the byte to the top, then arithmetic-shift back: sign extension.
@@ -349,7 +352,9 @@ mod cube {
         }
         let first_token = (CUBE_POS_Y * tokens) as usize;
         let tokens_here = comptime!(tokens as usize);
-        let vectors_per_block = comptime!(if float > 0 {
+        let vectors_per_block = comptime!(if float == 3 {
+            8usize
+        } else if float > 0 {
             4usize
         } else if q8 {
             2usize
@@ -519,7 +524,9 @@ mod cube {
     /// [`code`] for an input index known only at run time (ragged blocks).
     #[cube]
     fn code_dynamic(words: &Array<i32>, base: usize, e: usize, #[comptime] q8: bool, #[comptime] float: u32) -> f32 {
-        if comptime!(float > 0) {
+        if comptime!(float == 3) {
+            f32::reinterpret(words[base + e])
+        } else if comptime!(float > 0) {
             // The low half of the word shifted down: element e's code.
             let word = u32::reinterpret(words[base + e / 2]);
             float_code(word >> u32::cast_from(16 * (e % 2)), false, float)

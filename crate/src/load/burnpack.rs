@@ -58,20 +58,6 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
     for spec in tensor_table(c, tied) {
         let Role::Matrix { fallback } = spec.role else { continue };
         let (rows, cols, name) = (spec.shape[0], spec.shape[1], spec.name);
-        if weights.keeps_dense(source, &name) {
-            // Exact f32 values standing for a block format (an older pack's K-quants): kept so.
-            let t = source.tensor(&name)?.expect_shape(&[rows, cols])?;
-            let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            tensors.push(burn_pack::Tensor::new(
-                name.clone(),
-                DType::F32,
-                [rows, cols],
-                None,
-                Bytes::from_bytes_vec(bytes),
-            ));
-            writer_meta.insert(format!("{name}.format"), "f32".into());
-            continue;
-        }
         let keep = weights.keeps_floats(source);
         let p = packed_or_quantized(source, &name, rows, cols, weights.quantizer(fallback), keep)?;
         let words = p.blocks_per_row() * p.format.words_per_block();
@@ -89,6 +75,8 @@ fn write_parts(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFor
             (QuantFormat::Q8, Scales::Super) => "q8k",
             (QuantFormat::F16, _) => "f16",
             (QuantFormat::Bf16, _) => "bf16",
+            // Not "f32": that names an older pack's record of f32 values (`f32_record`).
+            (QuantFormat::F32, _) => "f32codes",
         };
         writer_meta.insert(format!("{name}.format"), format.to_string());
         writer_meta.insert(format!("{name}.cols"), cols.to_string());
@@ -166,6 +154,12 @@ pub fn parse(bytes: &[u8]) -> Result<(ModelParts, PackTensors)> {
 }
 
 impl PackTensors {
+    /// Whether `name` is a matrix of f32 values standing for a block format (K-quant matrices
+    /// in packs written before their kernels existed): it loads as F32 codes.
+    fn f32_record(&self, name: &str) -> bool {
+        self.metadata.get(&format!("{name}.format")).is_some_and(|f| f == "f32")
+    }
+
     fn format(&self, name: &str) -> Result<(QuantFormat, Scales)> {
         match self.metadata.get(&format!("{name}.format")).map(String::as_str) {
             Some("q4") => Ok((QuantFormat::Q4, Scales::Block)),
@@ -174,6 +168,7 @@ impl PackTensors {
             Some("q8k") => Ok((QuantFormat::Q8, Scales::Super)),
             Some("f16") => Ok((QuantFormat::F16, Scales::Block)),
             Some("bf16") => Ok((QuantFormat::Bf16, Scales::Block)),
+            Some("f32codes") => Ok((QuantFormat::F32, Scales::Block)),
             other => Err(bad(format!("{name}: format {other:?}"))),
         }
     }
@@ -221,16 +216,14 @@ impl TensorSource for PackTensors {
     fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
         match self.tensors.contains_key(&format!("{name}.codes")) {
             true => self.format(name).map(Some),
+            false if self.f32_record(name) => Ok(Some((QuantFormat::F32, Scales::Block))),
             false => Ok(None),
         }
     }
 
-    fn kept_dense(&self, name: &str) -> bool {
-        self.metadata.get(&format!("{name}.format")).is_some_and(|f| f == "f32")
-    }
-
     fn holds_quantized(&self) -> bool {
-        self.metadata.iter().any(|(k, v)| k.ends_with(".format") && !["f32", "f16", "bf16"].contains(&v.as_str()))
+        let floats = ["f32", "f32codes", "f16", "bf16"];
+        self.metadata.iter().any(|(k, v)| k.ends_with(".format") && !floats.contains(&v.as_str()))
     }
 
     fn names(&self) -> Vec<String> {
@@ -247,7 +240,9 @@ impl TensorSource for PackTensors {
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
-        if let Some(p) = self.packed(name)? {
+        if self.tensors.contains_key(&format!("{name}.codes"))
+            && let Some(p) = self.packed(name)?
+        {
             return Ok(HostTensor { name: name.into(), shape: vec![p.rows, p.cols], data: p.dequantize() });
         }
         let (dtype, shape, bytes) = self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
@@ -261,7 +256,14 @@ impl TensorSource for PackTensors {
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
         let Some((_, shape, _)) = self.tensors.get(&format!("{name}.codes")) else {
-            return Ok(None);
+            if !self.f32_record(name) {
+                return Ok(None);
+            }
+            let t = self.tensor(name)?;
+            let &[rows, cols] = &t.shape[..] else {
+                return Err(bad(format!("{name}: shape {:?} for a matrix", t.shape)));
+            };
+            return Ok(Some(PackedMatrix::from_f32(&t.data, rows, cols)));
         };
         let ((format, scales), cols) = (self.format(name)?, self.cols(name)?);
         let &[rows, _] = &shape[..] else {

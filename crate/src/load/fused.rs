@@ -132,10 +132,6 @@ impl TensorSource for Unfused<'_> {
         self.inner.stored_format(&self.stored(name))
     }
 
-    fn kept_dense(&self, name: &str) -> bool {
-        self.inner.kept_dense(&self.stored(name))
-    }
-
     fn holds_quantized(&self) -> bool {
         self.inner.holds_quantized()
     }

@@ -66,15 +66,8 @@ pub trait TensorSource {
         Ok(None)
     }
 
-    /// Whether a matrix is stored as exact f32 values in place of a block format (K-quant
-    /// matrices in `.bpk` packs written before their kernels existed): int4 weights keep it
-    /// dense instead of requantizing it.
-    fn kept_dense(&self, _name: &str) -> bool {
-        false
-    }
-
     /// Whether some matrix is stored in a quantized block format: then int4 weights keep the
-    /// file's F16 and BF16 matrices as stored rather than quantize them.
+    /// file's F32, F16 and BF16 matrices as stored rather than quantize them.
     fn holds_quantized(&self) -> bool {
         false
     }
@@ -116,6 +109,7 @@ impl TensorSource for gguf::GgufFile<'_> {
             G::Q5_K | G::Q6_K => Some((QuantFormat::Q8, Scales::Super)),
             G::F16 if t.shape.len() == 2 => Some((QuantFormat::F16, Scales::Block)),
             G::BF16 if t.shape.len() == 2 => Some((QuantFormat::Bf16, Scales::Block)),
+            G::F32 if t.shape.len() == 2 => Some((QuantFormat::F32, Scales::Block)),
             _ => None,
         }))
     }
@@ -145,7 +139,8 @@ impl TensorSource for gguf::GgufFile<'_> {
                 | gguf::GgmlType::Q5_K
                 | gguf::GgmlType::Q6_K
                 | gguf::GgmlType::F16
-                | gguf::GgmlType::BF16,
+                | gguf::GgmlType::BF16
+                | gguf::GgmlType::F32,
                 &[rows, cols],
             ) => {
                 let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
@@ -310,6 +305,18 @@ fn check_vocab(config: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A matrix as exact F32 codes: as stored if it is F32, else its values in f32.
+pub(crate) fn f32_codes(source: &dyn TensorSource, name: &str, rows: usize, cols: usize) -> Result<PackedMatrix> {
+    if source.stored_format(name)? == Some((QuantFormat::F32, Scales::Block))
+        && let Some(p) = source.packed(name)?
+        && (p.rows, p.cols) == (rows, cols)
+    {
+        return Ok(p);
+    }
+    let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
+    Ok(PackedMatrix::from_f32(&t.data, rows, cols))
 }
 
 /// A matrix as stored: packed if the file has it in a block format, else quantized from its

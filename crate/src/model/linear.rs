@@ -1,5 +1,5 @@
-//! The model's matrices in the chosen format: dense f32 (burn's matmul) or packed int4/int8
-//! (our fused kernels), with projections that read the same input fused into one matrix.
+//! The model's matrices in the chosen format: dense f32 (burn's matmul, on the CPU) or packed
+//! codes (our fused kernels), with projections that read the same input fused into one matrix.
 
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu};
@@ -8,19 +8,22 @@ use crate::config::{Activation, GELU_K, ModelConfig};
 use crate::error::{Error, Result};
 use crate::kernels::qgather::qgather;
 use crate::kernels::qmatmul::{Epilogue, QuantMatrix, qmatmul, qmatmul_with};
-use crate::load::{HostTensor, TensorSource, packed_or_quantized};
+use crate::load::{HostTensor, TensorSource, f32_codes, packed_or_quantized};
 use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
 
 /// How the matrices of the model are kept on the device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// Dequantized to f32: the reference path.
+    /// Dequantized to f32: the reference path. Dense tensors through burn's matmul on the CPU;
+    /// on a cubecl device (wgpu, WebGPU) F32 codes through our kernels, since burn's f32 matmul
+    /// shader is refused by Chromium's WebGPU on SwiftShader ("Invalid ShaderModule"), which
+    /// killed the engine.
     F32,
     /// Every matrix in its stored block format (packed, multiplied by our fused kernels; where
     /// a fusion's blocks have no common form, legacy with K-quant or float with quantized, each
-    /// part multiplied on its own). In a file that holds quantized matrices, F16 and BF16 ones
-    /// stay as stored too (two bytes a weight); a float checkpoint's matrices (and F32 ones) are
-    /// quantized to 4 bits min-max, a float token embedding to 8.
+    /// part multiplied on its own). In a file that holds quantized matrices, F32, F16 and BF16
+    /// ones stay as stored too; a float checkpoint's matrices are quantized to 4 bits min-max, a
+    /// float token embedding to 8.
     #[default]
     Int4,
     /// As [`Self::Int4`], with every float matrix (the embedding too) quantized as ggml's
@@ -48,17 +51,31 @@ impl WeightFormat {
         }
     }
 
-    /// Whether `source`'s F16 and BF16 matrices stay as stored ([`Self::Int4`] on a file that
-    /// holds quantized matrices) rather than being quantized. F32 matrices are quantized still:
-    /// dense f32 would take burn's matmul, whose shader Chromium's WebGPU refuses.
+    /// Whether `source`'s float matrices (F32, F16, BF16) stay as stored ([`Self::Int4`] on a
+    /// file that holds quantized matrices) rather than being quantized.
     pub(crate) fn keeps_floats(self, source: &dyn TensorSource) -> bool {
         self == Self::Int4 && source.holds_quantized()
     }
 
-    /// Whether `name` is kept as dense f32 values: every matrix with f32 weights, and one a
-    /// source holds as exact f32 values in place of a block format.
-    pub(crate) fn keeps_dense(self, source: &dyn TensorSource, name: &str) -> bool {
-        self == Self::F32 || source.kept_dense(name)
+    /// Whether matrices on `device` are dense f32 tensors for burn's matmul: f32 weights on the
+    /// CPU (on a cubecl device they are F32 codes, see [`Self::F32`]).
+    pub(crate) fn dense_on(self, device: &Device) -> bool {
+        self == Self::F32 && !matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+    }
+
+    /// How matrix `name` (`[rows, cols]`, its role's quantized format `fallback`) is packed.
+    fn pack(
+        self,
+        source: &dyn TensorSource,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        fallback: QuantFormat,
+    ) -> Result<PackedMatrix> {
+        match self {
+            Self::F32 => f32_codes(source, name, rows, cols),
+            _ => packed_or_quantized(source, name, rows, cols, self.quantizer(fallback), self.keeps_floats(source)),
+        }
     }
 
     /// The packed format `name` is kept in, as stored or as its floats are quantized
@@ -139,11 +156,8 @@ impl Linear {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Self> {
-        // A part kept as exact floats makes the whole fused matrix dense.
-        let dense = names.iter().any(|&(name, _)| format.keeps_dense(source, name));
-        let format = if dense { WeightFormat::F32 } else { format };
         Ok(match format {
-            WeightFormat::F32 => {
+            WeightFormat::F32 if format.dense_on(device) => {
                 let parts = names
                     .iter()
                     .map(|&(name, rows)| source.tensor(name)?.expect_shape(&[rows, d_in]))
@@ -159,10 +173,9 @@ impl Linear {
                 Self::Dense(upload::<2>(t, device).transpose())
             }
             packed => {
-                let (quantizer, keep) = (packed.quantizer(QuantFormat::Q4), packed.keeps_floats(source));
                 let parts = names
                     .iter()
-                    .map(|&(name, rows)| packed_or_quantized(source, name, rows, d_in, quantizer, keep))
+                    .map(|&(name, rows)| packed.pack(source, name, rows, d_in, QuantFormat::Q4))
                     .collect::<Result<Vec<_>>>()?;
                 if !PackedMatrix::fusable(&parts.iter().collect::<Vec<_>>()) {
                     return Ok(Self::Parts(parts.iter().map(|p| QuantMatrix::upload(p, device)).collect(), fuse));
@@ -288,8 +301,8 @@ impl Table {
 
 impl Embedding {
     /// Loads `name` (`[vocab, d_model]`): as stored when the file keeps it in a packed block
-    /// format, quantized to `fallback` from floats, dense f32 with f32 weights or when its block
-    /// format has no packed kernel; in as many buffers as `limits` ask.
+    /// format, quantized to `fallback` from floats, f32 with f32 weights (dense on the CPU);
+    /// in as many buffers as `limits` ask.
     pub fn load(
         source: &dyn TensorSource,
         name: &str,
@@ -300,7 +313,7 @@ impl Embedding {
     ) -> Result<Self> {
         let (rows, cols) = (c.vocab, c.d_model);
         let limits = crate::device::Limits::of(device);
-        let parts = match format.keeps_dense(source, name) {
+        let parts = match format.dense_on(device) {
             true => {
                 let t = source.tensor(name)?.expect_shape(&[rows, cols])?;
                 let per_part = limits.rows_per_buffer(cols as u64 * 4);
@@ -313,8 +326,7 @@ impl Embedding {
                     .collect()
             }
             false => {
-                let keep = format.keeps_floats(source);
-                let p = packed_or_quantized(source, name, rows, cols, format.quantizer(fallback), keep)?;
+                let p = format.pack(source, name, rows, cols, fallback)?;
                 let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
                 (0..rows)
                     .step_by(per_part)

@@ -143,7 +143,9 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             };
             stored.push(format.packed_as(source, &s.name, fallback)?);
         }
-        let dense = specs.iter().any(|s| format.keeps_dense(source, &s.name));
+        // f32 weights: dense tensors or F32 codes (`WeightFormat::dense_on`), the same bytes
+        // but for a ragged row's padding.
+        let dense = format == WeightFormat::F32;
         // A packed matrix's codes, parameters and super-block pairs, in bytes.
         let packed = |f: QuantFormat, scales: Scales, rows: u64| {
             let blocks = rows * cols.div_ceil(BLOCK as u64);
@@ -159,7 +161,7 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
         };
         let bytes = if dense {
             let bytes = rows * cols * 4;
-            check(bytes)?;
+            check(rows * cols.next_multiple_of(BLOCK as u64) * 4)?;
             // The parts, their fused copy, and the upload's own.
             3 * bytes
         } else if fusable_formats(&stored) {

@@ -46,6 +46,9 @@ pub enum QuantFormat {
     /// bfloat16, two a word as [`Self::F16`]: a weight is the f32 whose high half it is
     /// (GGUF BF16).
     Bf16,
+    /// f32 bits, one a word (GGUF F32 matrices among quantized ones, kept as stored: dense f32
+    /// would leave our kernels for burn's matmul, whose shader Chromium's WebGPU refuses).
+    F32,
 }
 
 impl QuantFormat {
@@ -55,12 +58,13 @@ impl QuantFormat {
             QuantFormat::Q4 => 4,
             QuantFormat::Q8 => 8,
             QuantFormat::F16 | QuantFormat::Bf16 => 16,
+            QuantFormat::F32 => 32,
         }
     }
 
     /// Whether the codes are the weights themselves (no scales).
     pub const fn is_float(self) -> bool {
-        matches!(self, QuantFormat::F16 | QuantFormat::Bf16)
+        matches!(self, QuantFormat::F16 | QuantFormat::Bf16 | QuantFormat::F32)
     }
 
     /// Parameter words per block: one `(d, m)` or K-quant word, none for float codes.
@@ -76,6 +80,9 @@ impl QuantFormat {
     /// Float code `e` (0..32) of a block's words, as f32: exact for every value.
     #[inline(always)]
     pub fn float_code(self, words: &[u32], e: usize) -> f32 {
+        if self == QuantFormat::F32 {
+            return f32::from_bits(words[e]);
+        }
         let bits = (words[e / 2] >> (16 * (e % 2))) as u16;
         match self {
             QuantFormat::Bf16 => f32::from_bits((bits as u32) << 16),
@@ -270,6 +277,7 @@ impl PackedMatrix {
             GgmlType::Q5_1 => (QuantFormat::Q8, BlockQ5_1::BYTES),
             k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols),
             GgmlType::F16 | GgmlType::BF16 => return Self::from_gguf_halves(name, dtype, bytes, rows, cols),
+            GgmlType::F32 => return Self::from_gguf_f32(name, bytes, rows, cols),
             other => {
                 return Err(Error::UnsupportedTensorType {
                     tensor: name.into(),
@@ -334,9 +342,35 @@ impl PackedMatrix {
         Ok(Self::from_halves(format, &bits, rows, cols))
     }
 
+    /// GGUF F32 data of a `[rows, cols]` tensor, its bits unchanged.
+    fn from_gguf_f32(name: &str, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        if bytes.len() != rows * cols * 4 {
+            return Err(Error::malformed(format!(
+                "tensor {name}: {} bytes for a [{rows}, {cols}] F32 matrix",
+                bytes.len()
+            )));
+        }
+        let data: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        Ok(Self::from_f32(&data, rows, cols))
+    }
+
+    /// A row-major `[rows, cols]` f32 matrix as [`QuantFormat::F32`] codes (a ragged row's last
+    /// block padded with zeros).
+    pub fn from_f32(data: &[f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "from_f32: data does not match [rows, cols]");
+        let padded = cols.div_ceil(BLOCK) * BLOCK;
+        let mut codes = Vec::with_capacity(rows * padded);
+        for row in data.chunks_exact(cols.max(1)).take(rows) {
+            codes.extend(row.iter().map(|v| v.to_bits()));
+            codes.resize(codes.len() + padded - cols, 0);
+        }
+        let format = QuantFormat::F32;
+        Self { format, scales: Scales::Block, rows, cols, codes, params: Vec::new(), supers: Vec::new() }
+    }
+
     /// A `[rows, cols]` matrix of 16-bit float bits (`format` F16 or BF16), row-major.
     pub fn from_halves(format: QuantFormat, bits: &[u16], rows: usize, cols: usize) -> Self {
-        assert!(format.is_float(), "from_halves: {format:?} is not a float format");
+        assert!(matches!(format, QuantFormat::F16 | QuantFormat::Bf16), "from_halves: {format:?} is not 16-bit");
         assert_eq!(bits.len(), rows * cols, "from_halves: bits do not match [rows, cols]");
         let padded = cols.div_ceil(BLOCK) * BLOCK;
         let mut codes = Vec::with_capacity(rows * padded / 2);
@@ -353,7 +387,9 @@ impl PackedMatrix {
         let kind = match format {
             QuantFormat::Q4 => FloatQuant::Q4_1,
             QuantFormat::Q8 => FloatQuant::Q8_0,
-            QuantFormat::F16 | QuantFormat::Bf16 => panic!("quantize: {format:?} is not a quantized format"),
+            QuantFormat::F16 | QuantFormat::Bf16 | QuantFormat::F32 => {
+                panic!("quantize: {format:?} is not a quantized format")
+            }
         };
         Self::quantize_blocks(kind, data, rows, cols)
     }
@@ -695,6 +731,28 @@ mod tests {
             PackedMatrix::from_halves(QuantFormat::Bf16, &bits, rows, cols),
         );
         assert!(!PackedMatrix::fusable(&[&a, &b]));
+    }
+
+    /// GGUF F32 matrices keep every bit (NaN payloads, subnormals, signed zeros), one code a
+    /// word, ragged rows padded; they fuse only with F32.
+    #[test]
+    fn f32_matrices_keep_every_bit() {
+        let (rows, cols) = (3, 45);
+        let bits: Vec<u32> = (0..(rows * cols) as u32).map(|i| i.wrapping_mul(2_654_435_761) ^ 0x7fc0_0001).collect();
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let p = PackedMatrix::from_gguf("t", GgmlType::F32, &bytes, rows, cols).unwrap();
+        assert_eq!(
+            (p.format, p.codes.len(), p.params.len(), p.device_bytes()),
+            (QuantFormat::F32, rows * 64, 0, rows * 256)
+        );
+        let got: Vec<u32> = p.dequantize().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, bits);
+        let fused = PackedMatrix::concat_rows(&[&p, &p.row_range(2..3)]);
+        assert_eq!(fused.get(3, 44).to_bits(), bits[2 * cols + 44]);
+        let half = PackedMatrix::from_halves(QuantFormat::F16, &vec![0; rows * cols], rows, cols);
+        let q8 = PackedMatrix::quantize(QuantFormat::Q8, &vec![0.5; rows * cols], rows, cols);
+        assert!(!PackedMatrix::fusable(&[&p, &half]) && !PackedMatrix::fusable(&[&q8, &p]));
+        assert!(PackedMatrix::from_gguf("t", GgmlType::F32, &bytes[4..], rows, cols).is_err(), "short data");
     }
 
     #[test]

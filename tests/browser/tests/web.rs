@@ -149,19 +149,28 @@ fn block_types(name: &str) -> Ty {
     }
 }
 
+/// [`block_types`] with an F32 down projection, which int4 weights keep as stored (F32 codes).
+fn with_f32_down(name: &str) -> Ty {
+    if name.ends_with("ffn_down.weight") { Ty::F32 } else { block_types(name) }
+}
+
 /// A tiny random model written by the test gives, on WebGPU, the greedy tokens of the plain f32
-/// reference (the same check the native tests make on CPU and Vulkan).
+/// reference (the same check the native tests make on CPU and Vulkan): with int4 weights, with
+/// an F32 matrix among the quantized ones, and with f32 weights (F32 codes through our kernels:
+/// burn's own f32 matmul shader is refused by this WebGPU).
 #[wasm_bindgen_test]
 async fn tiny_model_gives_the_reference_greedy_tokens() {
     let c = TinyConfig::new();
-    let tensors = tiny_weights(&c, 41, true, &block_types);
-    let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
-    let prompt: Vec<u32> = (0..6).map(|i| 5 + 17 * i).collect();
-    let want = reference.greedy(&prompt, 8);
-    let engine = engine().await;
-    engine.load(&file(&tiny_gguf(&c, &tensors)), "int4", kv(32), None, "webgpu").unwrap();
-    let g = generate(&engine, &prompt, json!({"max_tokens": 8, "ignore_eos": true}), None).await.unwrap();
-    assert_eq!(ids(&g["tokens"]), want);
+    for (weights, types) in [("int4", block_types as fn(&str) -> Ty), ("int4", with_f32_down), ("f32", block_types)] {
+        let tensors = tiny_weights(&c, 41, true, &types);
+        let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
+        let prompt: Vec<u32> = (0..6).map(|i| 5 + 17 * i).collect();
+        let want = reference.greedy(&prompt, 8);
+        let engine = engine().await;
+        engine.load(&file(&tiny_gguf(&c, &tensors)), weights, kv(32), None, "webgpu").unwrap();
+        let g = generate(&engine, &prompt, json!({"max_tokens": 8, "ignore_eos": true}), None).await.unwrap();
+        assert_eq!(ids(&g["tokens"]), want, "{weights} weights");
+    }
 }
 
 #[wasm_bindgen_test]
@@ -444,6 +453,9 @@ fn simd128_kernels_equal_the_scalar_reference() {
             .collect();
         matrices.push(PackedMatrix::from_halves(format, &bits, rows, cols));
     }
+    // F32 codes, a ragged row.
+    let data: Vec<f32> = (0..13 * 70).map(|j| ((j * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+    matrices.push(PackedMatrix::from_f32(&data, 13, 70));
     for p in matrices {
         let (format, rows, cols) = (p.format, p.rows, p.cols);
         let t = tile_rows(&p);
