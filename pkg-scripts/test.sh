@@ -13,7 +13,14 @@ pkg-scripts/fetch-model.sh gemma3-270m
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 cargo fmt --all -- --check
-cargo test --workspace --locked
+# cargo-nextest, where the machine has it, runs each test in its own process over every core
+# across all test binaries (the long wgpu tests of one binary overlap the others' instead of
+# leaving a core idle); otherwise cargo test runs the same tests binary by binary.
+if cargo nextest --version > /dev/null 2>&1; then
+  cargo nextest run --workspace --locked
+else
+  cargo test --workspace --locked
+fi
 
 # The wasm engine, the npm package and its worker in headless Chromium.
 pkg-scripts/test-browser.sh
