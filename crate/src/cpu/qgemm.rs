@@ -30,6 +30,7 @@
 //! f32 codes are loaded as they are.
 
 use std::borrow::Cow;
+use std::hint::black_box;
 
 use super::{Isa, SharedOut, for_each};
 use crate::config::Activation;
@@ -440,7 +441,9 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         // them; the kernels read only inside the slices (`qgemm`'s asserts).
         (Isa::Avx512, TileInputs::F32(x)) => unsafe { dispatch!(avx512_tile, x, 1 2 3 4) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile, x, 1 2) },
+        (Isa::Avx2, TileInputs::F32(x)) if t == 1 => unsafe { dispatch!(avx2_tile_one, x, 1) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile, x, 2) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         (Isa::Simd128, x @ TileInputs::I16 { .. }) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
         #[cfg(target_arch = "aarch64")]
@@ -665,31 +668,46 @@ unsafe fn group_params(w: &QuantRows, group: usize, b: usize) -> [f32; 2 * GROUP
     dm
 }
 
-/// The four rows' half parameters of K-quant block `b` of a group, `[d_lo, m_lo, d_hi, m_hi]`
-/// per row, as [`QuantRows::half_params`] forms them: F16C converts the super words, the block
-/// words' i8 pairs are widened, and one multiply gives all sixteen products.
+/// The four rows' super pairs `(d, dmin)` of the super-block holding block `b` of a group,
+/// spread as [`group_half_params`] multiplies them: `[d, dmin, d, dmin]` for rows 0 and 1, then
+/// for rows 2 and 3. Converted once per super-block (eight blocks).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn group_half_params(w: &QuantRows, group: usize, b: usize) -> [f32; 4 * GROUP] {
-    let mut out = [0.0f32; 4 * GROUP];
-    // Safety: the group's four super and parameter words lie inside their slices (`qgemm`'s
-    // asserts).
+unsafe fn group_supers(w: &QuantRows, group: usize, b: usize) -> [__m256; 2] {
+    // Safety: the group's four super words lie inside `supers` (`qgemm`'s asserts).
     unsafe {
         let sp = (group * w.supers_per_row() + b / SUPER) * GROUP;
         let dm = _mm256_cvtph_ps(_mm_loadu_si128(w.supers.as_ptr().add(sp) as *const __m128i));
+        [
+            _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3)),
+            _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(4, 5, 4, 5, 6, 7, 6, 7)),
+        ]
+    }
+}
+
+/// The four rows' half parameters of K-quant block `b` of a group, `[d_lo, m_lo, d_hi, m_hi]`
+/// per row, as [`QuantRows::half_params`] forms them: the block words' i8 pairs widened and
+/// multiplied by the super pairs ([`group_supers`]), all sixteen products in two multiplies.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn group_half_params(w: &QuantRows, group: usize, b: usize, supers: &[__m256; 2]) -> [f32; 4 * GROUP] {
+    let mut out = [0.0f32; 4 * GROUP];
+    // Safety: the group's four parameter words lie inside `params` (`qgemm`'s asserts).
+    unsafe {
         let bytes = _mm_loadu_si128(w.params.as_ptr().add((group * w.blocks() + b) * GROUP) as *const __m128i);
         let rows01 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
         let rows23 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(bytes, bytes)));
-        let dm01 = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 1, 0, 1, 2, 3, 2, 3));
-        let dm23 = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(4, 5, 4, 5, 6, 7, 6, 7));
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(dm01, rows01));
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(dm23, rows23));
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(supers[0], rows01));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(supers[1], rows23));
     }
     out
 }
 
-/// AVX2: a block is four vectors of 8; chunk `k` holds elements `8k..8k + 8`.
+/// AVX2 for several tokens: a block is four vectors of 8, chunk `k` elements `8k..8k + 8`;
+/// the group's four rows are unpacked chunk by chunk, each applied to every token. Each
+/// token's sums take the same products in the same order as [`avx2_tile_one`]'s.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -706,12 +724,17 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
         let mut sums = [[_mm256_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
         let nibble = _mm256_set1_epi32(15);
+        let mut supers = [_mm256_setzero_ps(); 2];
         for b in 0..blocks {
-            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one.
+            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one, in
+            // memory for broadcasts (see `avx2_tile_one`).
             let (dm, pairs) = if K {
-                (group_half_params(w, group, b), [0.0; 2 * GROUP])
+                if b % SUPER == 0 {
+                    supers = group_supers(w, group, b);
+                }
+                (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
             } else {
-                ([0.0; 4 * GROUP], group_params(w, group, b))
+                ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
             };
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
@@ -740,6 +763,75 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
                     let xv = _mm256_loadu_ps(xp.add(t * stride + b * BLOCK + 8 * k));
                     for r in 0..GROUP {
                         sums[r][t] = _mm256_fmadd_ps(wv[r], xv, sums[r][t]);
+                    }
+                }
+            }
+        }
+        reduce_tile256(&sums, acc);
+    }
+}
+
+/// AVX2 for one token (decode): a block is four vectors of 8, chunk `k` elements
+/// `8k..8k + 8`, chunks 0 and 1 the block's first half. The tile goes row by row through a
+/// block, so that a row's scales,
+/// weights and sums are all that is live (four rows at once spilled registers), and the
+/// scales are broadcast from memory ([`black_box`] keeps LLVM from turning those loads into
+/// shuffles, which compete with the code widenings for the shuffle port).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_tile_one<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    // Safety: see `tile`; every pointer is inside its slice.
+    unsafe {
+        let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+        let mut sums = [[_mm256_setzero_ps(); T]; GROUP];
+        let xp = x.as_ptr();
+        let nibble = _mm256_set1_epi32(15);
+        let mut supers = [_mm256_setzero_ps(); 2];
+        for b in 0..blocks {
+            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one.
+            let (dm, pairs) = if K {
+                if b % SUPER == 0 {
+                    supers = group_supers(w, group, b);
+                }
+                (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
+            } else {
+                ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
+            };
+            let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
+            let xb = xp.add(b * BLOCK);
+            for r in 0..GROUP {
+                let block = codes.add(r * wpb * 4);
+                let (mut d, mut m) = match K {
+                    true => (_mm256_set1_ps(dm[4 * r]), _mm256_set1_ps(dm[4 * r + 1])),
+                    false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
+                };
+                for half in 0..2 {
+                    // A legacy block's halves, and those of most K-quant blocks, share scales.
+                    if half == 1 && K && w.split_halves {
+                        (d, m) = (_mm256_set1_ps(dm[4 * r + 2]), _mm256_set1_ps(dm[4 * r + 3]));
+                    }
+                    for kk in 0..2 {
+                        let k = 2 * half + kk;
+                        let wv = if Q8 {
+                            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(8 * k) as *const __m128i));
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m)
+                        } else {
+                            let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(block.add(8 * kk) as *const __m128i));
+                            let q =
+                                if half == 0 { _mm256_and_si256(bytes, nibble) } else { _mm256_srli_epi32(bytes, 4) };
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m)
+                        };
+                        for t in 0..T {
+                            let xv = _mm256_loadu_ps(xb.add(t * stride + 8 * k));
+                            sums[r][t] = _mm256_fmadd_ps(wv, xv, sums[r][t]);
+                        }
                     }
                 }
             }
