@@ -31,6 +31,10 @@ pub struct KernelTiming {
     pub copy_gb_per_s: f64,
     pub fraction_of_copy_bandwidth: f64,
     pub speedup_over_f32: f64,
+    /// Weight bytes a second against the legacy format of the same code width in this run
+    /// (Q4_0 for 4-bit codes, Q8_0 for 8-bit: timed in the same rounds, so steadier than each
+    /// one's own copy yardstick); absent when that format was not asked for.
+    pub gb_per_s_vs_legacy: Option<f64>,
 }
 
 /// The linear shapes of one block and the output head: `(name, rows, cols)`.
@@ -46,22 +50,38 @@ fn shapes(c: &ModelConfig) -> [(&'static str, usize, usize); 7] {
     ]
 }
 
-/// Time of one run of `op` in microseconds: `iters` runs are queued back to back and waited for
-/// once (as a decode step queues its kernels), five times over; the median batch counts.
-fn time<T>(device: &Device, iters: usize, mut op: impl FnMut() -> T) -> Result<f64> {
+/// Rounds each shape is timed in: every operation of the shape (the f32 GEMV, each format's
+/// packed GEMV and its copy) runs one batch a round, in turn, so that a machine whose speed
+/// drifts over seconds (other tenants, clocks) slows them alike instead of whichever ran then.
+const ROUNDS: usize = 9;
+
+/// The time of one run in microseconds of each of `ops`: per round, each op runs `iters` times
+/// back to back and is waited for once (as a decode step queues its kernels); the median round
+/// counts.
+fn time_interleaved(device: &Device, iters: usize, ops: &mut [&mut dyn FnMut()]) -> Result<Vec<f64>> {
     let sync = |device: &Device| device.sync().map_err(|e| Error::Device(format!("{e:?}")));
-    let _warm = op();
-    sync(device)?;
-    let mut batches = Vec::with_capacity(5);
-    for _ in 0..5 {
-        let start = Instant::now();
-        let outputs: Vec<T> = (0..iters).map(|_| op()).collect();
-        sync(device)?;
-        batches.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-        drop(outputs);
+    for op in ops.iter_mut() {
+        op();
     }
-    batches.sort_by(f64::total_cmp);
-    Ok(batches[batches.len() / 2])
+    sync(device)?;
+    let mut rounds = vec![Vec::with_capacity(ROUNDS); ops.len()];
+    for _ in 0..ROUNDS {
+        for (op, times) in ops.iter_mut().zip(&mut rounds) {
+            let start = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            sync(device)?;
+            times.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 /// A format the kernel bench packs its random matrices in.
@@ -114,20 +134,30 @@ pub fn kernel_bench(
             TensorData::new((0..cols).map(|i| (i as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, cols]),
             device,
         );
-        let f32_us = {
-            let dense = Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, cols]), device).transpose();
-            time(device, iters, || x.clone().matmul(dense.clone()))?
-        };
-        for &format in formats {
-            let packed = format.pack(&data, rows, cols)?;
-            let quant = QuantMatrix::upload(&packed, device);
-            let words = Tensor::<1, Int>::from_data(
-                TensorData::new(vec![0i32; packed.device_bytes() / 4], [packed.device_bytes() / 4]),
-                device,
-            );
-            let quant_us = time(device, iters, || qmatmul(x.clone(), &quant))?;
-            let copy_us = time(device, iters, || copy_words(&words))?;
-            let quant_bytes = packed.device_bytes();
+        let dense = Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, cols]), device).transpose();
+        let packed = formats.iter().map(|f| f.pack(&data, rows, cols)).collect::<Result<Vec<_>>>()?;
+        let quant: Vec<QuantMatrix> = packed.iter().map(|p| QuantMatrix::upload(p, device)).collect();
+        let words: Vec<Tensor<1, Int>> = packed
+            .iter()
+            .map(|p| {
+                Tensor::from_data(TensorData::new(vec![0i32; p.device_bytes() / 4], [p.device_bytes() / 4]), device)
+            })
+            .collect();
+        // The outputs are dropped as they come: each op's batch waits on its own work only.
+        let mut f32_op = || drop(x.clone().matmul(dense.clone()));
+        let x = &x;
+        let mut quant_ops: Vec<_> = quant.iter().map(|q| move || drop(qmatmul(x.clone(), q))).collect();
+        let mut copy_ops: Vec<_> = words.iter().map(|w| move || drop(copy_words(w))).collect();
+        let mut ops: Vec<&mut dyn FnMut()> = vec![&mut f32_op];
+        for (q, c) in quant_ops.iter_mut().zip(&mut copy_ops) {
+            ops.push(q);
+            ops.push(c);
+        }
+        let us = time_interleaved(device, iters, &mut ops)?;
+        let f32_us = us[0];
+        for (i, (&format, p)) in formats.iter().zip(&packed).enumerate() {
+            let (quant_us, copy_us) = (us[1 + 2 * i], us[2 + 2 * i]);
+            let quant_bytes = p.device_bytes();
             let quant_gb_per_s = quant_bytes as f64 / quant_us / 1e3;
             let copy_gb_per_s = 2.0 * quant_bytes as f64 / copy_us / 1e3;
             out.push(KernelTiming {
@@ -144,7 +174,20 @@ pub fn kernel_bench(
                 copy_gb_per_s,
                 fraction_of_copy_bandwidth: quant_gb_per_s / copy_gb_per_s,
                 speedup_over_f32: f32_us / quant_us,
+                gb_per_s_vs_legacy: None,
             });
+        }
+        // Each block format against its legacy peer of the same code width.
+        let shape = out.len() - formats.len();
+        let peer = |name: &str| out[shape..].iter().find(|t| t.format == name).map(|t| t.quant_gb_per_s);
+        let (q4, q8) = (peer("q4_0"), peer("q8_0"));
+        for (t, p) in out[shape..].iter_mut().zip(&packed) {
+            let legacy = match p.format {
+                QuantFormat::Q4 => q4,
+                QuantFormat::Q8 => q8,
+                _ => None,
+            };
+            t.gb_per_s_vs_legacy = legacy.map(|l| t.quant_gb_per_s / l);
         }
     }
     Ok(out)
