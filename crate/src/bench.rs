@@ -127,7 +127,12 @@ pub fn kernel_bench(
     formats: &[KernelFormat],
 ) -> Result<Vec<KernelTiming>> {
     let mut out = Vec::new();
+    let limits = crate::device::Limits::of(device);
     for (name, rows, cols) in shapes(config) {
+        // A matrix past the device's largest buffer (a big vocabulary's head on many
+        // adapters, whose dispatch would fail) is timed on the rows one buffer holds as f32,
+        // as the engine splits such a table; `rows` says how many.
+        let rows = rows.min(limits.rows_per_buffer(cols as u64 * 4));
         let data: Vec<f32> =
             (0..rows * cols).map(|i| ((i as u64 * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0).collect();
         let x = Tensor::<2>::from_data(
