@@ -168,6 +168,45 @@ pub struct KvCache {
     evicted: usize,
     /// `heavy-hitters`: attention each slot has received, `[capacity]`.
     scores: Option<Tensor<1>>,
+    /// Set by [`Self::tentative`]: what [`Self::rollback`] may take back.
+    tentative: Option<Tentative>,
+}
+
+/// Tokens appended since [`KvCache::tentative`], which [`KvCache::rollback`] may drop.
+struct Tentative {
+    /// Occupied slots when it began.
+    len: usize,
+    /// `heavy-hitters`: the queries of the passes since, not yet counted: which tokens'
+    /// attention counts is known only when the caller says which stay.
+    observations: Vec<Observation>,
+}
+
+/// One layer's queries of one pass, as [`KvCache::observe_attention`] takes them.
+struct Observation {
+    layer: usize,
+    q: Tensor<2>,
+    heads: Heads,
+    slot: usize,
+}
+
+/// A cache's occupied state on the host ([`KvCache::contents`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvContents {
+    /// [`KvCache::kept`].
+    pub kept: Vec<usize>,
+    pub layers: Vec<LayerContents>,
+    /// `heavy-hitters`: the attention each occupied slot received.
+    pub scores: Option<Vec<f32>>,
+}
+
+/// One layer's keys and values of slots `first_slot..len`, `[n_kv_heads, len - first_slot,
+/// head_dim]` each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerContents {
+    /// 0, but in a sliding-window layer that keeps fewer rows than slots.
+    pub first_slot: usize,
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
 }
 
 /// What [`KvCache::plan`] resolves options to.
@@ -291,6 +330,7 @@ impl KvCache {
             appended: 0,
             evicted: 0,
             scores,
+            tentative: None,
         })
     }
 
@@ -462,6 +502,56 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.truncate(0);
         self.evicted = 0;
+        self.tentative = None;
+    }
+
+    /// Starts a span of tokens that [`Self::rollback`] can take back exactly (a speculative
+    /// pass: the draft's tokens are appended, then the rejected ones dropped). Until then the
+    /// attention the span's queries pay is held, not counted; nothing may be evicted.
+    pub fn tentative(&mut self) {
+        self.tentative = Some(Tentative { len: self.len(), observations: Vec::new() });
+    }
+
+    /// Whether a span [`Self::tentative`] began is open.
+    pub fn is_tentative(&self) -> bool {
+        self.tentative.is_some()
+    }
+
+    /// Ends the span [`Self::tentative`] began, dropping its last `n` tokens: the cache is then
+    /// as if it had never seen them (the same occupied slots, keys and values, and stream
+    /// indices; heavy-hitter scores count the kept tokens' attention as one-token passes would,
+    /// since a span stands in for decoding steps); their slots are overwritten later. Fails (changing nothing) without a span, or when `n` is
+    /// more than the span appended.
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        let Some(span) = self.tentative.take() else {
+            return Err(Error::BadOptions("KV cache rollback without a tentative span".into()));
+        };
+        let appended = self.len() - span.len;
+        if n > appended {
+            let err = format!("KV cache rollback of {n} tokens when the span appended {appended}");
+            self.tentative = Some(span);
+            return Err(Error::BadOptions(err));
+        }
+        let len = self.len() - n;
+        self.origin.truncate(len);
+        self.appended -= n;
+        // Each kept token's queries count as if it had run in a pass of its own, layer by
+        // layer, as in the one-token steps a verification pass stands in for.
+        let rows = span.observations.iter().map(|o| len.saturating_sub(o.slot).min(o.q.dims()[0])).max().unwrap_or(0);
+        for r in 0..rows {
+            for Observation { layer, q, heads, slot } in &span.observations {
+                if slot + r < len && r < q.dims()[0] {
+                    self.observe_attention_in_blocks(
+                        *layer,
+                        &q.clone().slice(r..r + 1),
+                        *heads,
+                        slot + r,
+                        SCORE_ELEMENTS,
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless `n` more tokens fit without evicting.
@@ -492,6 +582,9 @@ impl KvCache {
     async fn evict(&mut self, n: usize, policy: EvictionPolicy, sinks: usize, limit: usize) -> Result<usize> {
         if n <= self.remaining() {
             return Ok(0);
+        }
+        if self.tentative.is_some() {
+            return Err(Error::BadOptions("a KV cache cannot evict during a tentative span".into()));
         }
         if policy == EvictionPolicy::None || n > limit {
             return Err(Error::KvCacheFull { capacity: self.capacity });
@@ -579,6 +672,10 @@ impl KvCache {
     /// numbers whatever the capacity, and the causal mask is made on the device from two index
     /// ranges: nothing of size `m × seen` is ever built on the host.
     pub(crate) fn observe_attention(&mut self, layer: usize, q: &Tensor<2>, heads: Heads, slot: usize) {
+        if let Some(span) = self.tentative.as_mut() {
+            span.observations.push(Observation { layer, q: q.clone(), heads, slot });
+            return;
+        }
         self.observe_attention_in_blocks(layer, q, heads, slot, SCORE_ELEMENTS);
     }
 
@@ -642,6 +739,28 @@ impl KvCache {
             let old = s.clone().slice(base..base + seen);
             s.slice_assign(base..base + seen, old + received)
         });
+    }
+
+    /// What the cache holds, read back to the host (for tests and inspection).
+    pub async fn contents(&self) -> Result<KvContents> {
+        let len = self.len();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let [heads, _, hd] = layer.k.dims();
+            let rows = len - layer.base;
+            let read = async |t: &Tensor<3>| match rows {
+                0 => Ok(Vec::new()),
+                _ => read_f32(t.clone().slice([0..heads, 0..rows, 0..hd])).await,
+            };
+            let (keys, values) = (read(&layer.k).await?, read(&layer.v).await?);
+            layers.push(LayerContents { first_slot: layer.base, keys, values });
+        }
+        let scores = match &self.scores {
+            Some(s) if len > 0 => Some(read_f32(s.clone().slice(0..len)).await?),
+            Some(_) => Some(Vec::new()),
+            None => None,
+        };
+        Ok(KvContents { kept: self.origin.clone(), layers, scores })
     }
 
     /// Marks `seq` written slots as occupied.

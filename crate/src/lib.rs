@@ -21,6 +21,7 @@ pub mod quant;
 mod readback;
 pub mod sampler;
 pub mod session;
+pub mod speculative;
 pub mod template;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
@@ -35,6 +36,7 @@ pub use model::WeightFormat;
 pub use prune::{PruneMethod, PruneOptions, PruneReport};
 pub use sampler::{Sampler, SamplerOptions};
 pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Pause, Session};
+pub use speculative::{SpeculativeMethod, SpeculativeOptions};
 pub use template::Message;
 pub use tokenizer::{TextStream, Tokenizer};
 

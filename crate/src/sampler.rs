@@ -92,6 +92,44 @@ impl Sampler {
     /// Chooses the next token from `logits: [vocab]`; `history` is every token so far.
     /// The logits are modified in place.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        if let Some(token) = self.distribution(logits, history) {
+            return token;
+        }
+        let c = &self.candidates;
+        let total: f32 = c.iter().map(|x| x.1).sum();
+        let r = uniform(&mut self.rng) * total;
+        draw(c, r, None)
+    }
+
+    /// Speculative sampling (Leviathan et al., arXiv:2211.17192) of a token that a
+    /// deterministic draft proposed: `draft` is kept with probability `p(draft)` under this
+    /// sampler's distribution, else a token is drawn from that distribution without `draft`
+    /// (the residual `max(0, p - q)` normalized, `q` the draft's point mass). Either way the
+    /// token returned follows `p`, exactly as [`Self::sample`]'s; `Ok` is the draft kept,
+    /// `Err` its replacement. Greedy options keep the draft exactly when it is the argmax.
+    pub fn verify(&mut self, logits: &mut [f32], history: &[u32], draft: u32) -> std::result::Result<u32, u32> {
+        if let Some(token) = self.distribution(logits, history) {
+            return if token == draft { Ok(draft) } else { Err(token) };
+        }
+        let c = &self.candidates;
+        let total: f32 = c.iter().map(|x| x.1).sum();
+        let p_draft = c.iter().find(|x| x.0 == draft).map_or(0.0, |x| x.1);
+        if uniform(&mut self.rng) * total < p_draft {
+            return Ok(draft);
+        }
+        let rest = total - p_draft;
+        if rest <= 0.0 {
+            // Only the draft had mass (a rounding edge): it is the distribution.
+            return Ok(draft);
+        }
+        let r = uniform(&mut self.rng) * rest;
+        Err(draw(c, r, Some(draft)))
+    }
+
+    /// Applies the options to `logits`: the token itself when the choice is deterministic
+    /// (greedy), else `None` with the candidates and their unnormalized probabilities in
+    /// `self.candidates`, most likely first.
+    fn distribution(&mut self, logits: &mut [f32], history: &[u32]) -> Option<u32> {
         let o = &self.options;
         if o.repetition_penalty != 1.0 {
             let recent = &history[history.len().saturating_sub(o.repeat_last_n)..];
@@ -105,7 +143,7 @@ impl Sampler {
             }
         }
         if o.temperature == 0.0 || o.top_k == 1 {
-            return argmax(logits);
+            return Some(argmax(logits));
         }
 
         // Softmax of the tempered logits, most likely first.
@@ -136,18 +174,22 @@ impl Sampler {
             let keep = c.iter().take_while(|x| x.1 >= floor).count();
             c.truncate(keep.max(1));
         }
-
-        let total: f32 = c.iter().map(|x| x.1).sum();
-        let r = uniform(&mut self.rng) * total;
-        let mut cum = 0.0;
-        for &(id, p) in c.iter() {
-            cum += p;
-            if r < cum {
-                return id;
-            }
-        }
-        c.last().map_or(0, |x| x.0)
+        None
     }
+}
+
+/// The candidate where the running sum of probabilities passes `r`, skipping `except`.
+fn draw(candidates: &[(u32, f32)], r: f32, except: Option<u32>) -> u32 {
+    let mut cum = 0.0;
+    let mut last = 0;
+    for &(id, p) in candidates.iter().filter(|x| Some(x.0) != except) {
+        cum += p;
+        last = id;
+        if r < cum {
+            return id;
+        }
+    }
+    last
 }
 
 /// Index of the largest logit; the first one on ties, as llama.cpp's greedy sampler.
@@ -205,6 +247,43 @@ mod tests {
             let p = c as f64 / n as f64;
             assert!((p - (i + 1) as f64 / 10.0).abs() < 0.01, "token {i}: {p}");
         }
+    }
+
+    /// A draft kept with probability p(draft), else a draw from p without it: the token that
+    /// comes out follows p, for a likely draft, an unlikely one and one top-k cut away.
+    #[test]
+    fn speculative_verification_keeps_the_distribution() {
+        let logits: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|p| p.ln()).collect();
+        for (draft, top_k, want) in
+            [(3, 0, [0.1, 0.2, 0.3, 0.4]), (0, 0, [0.1, 0.2, 0.3, 0.4]), (0, 2, [0.0, 0.0, 3.0 / 7.0, 4.0 / 7.0])]
+        {
+            let mut s = Sampler::new(SamplerOptions { top_k, ..opts(1.0) }).unwrap();
+            let mut counts = [0usize; 4];
+            let mut kept = 0;
+            let n = 40_000;
+            for _ in 0..n {
+                let token = match s.verify(&mut logits.clone(), &[], draft) {
+                    Ok(t) => {
+                        kept += 1;
+                        t
+                    }
+                    Err(t) => {
+                        assert_ne!(t, draft, "a replacement is never the draft");
+                        t
+                    }
+                };
+                counts[token as usize] += 1;
+            }
+            for (i, &c) in counts.iter().enumerate() {
+                let p = c as f64 / n as f64;
+                assert!((p - want[i]).abs() < 0.01, "draft {draft}, top_k {top_k}, token {i}: {p} vs {}", want[i]);
+            }
+            assert!((kept as f64 / n as f64 - want[draft as usize]).abs() < 0.01);
+        }
+        // Greedy keeps exactly the argmax.
+        let mut greedy = Sampler::new(opts(0.0)).unwrap();
+        assert_eq!(greedy.verify(&mut logits.clone(), &[], 3), Ok(3));
+        assert_eq!(greedy.verify(&mut logits.clone(), &[], 1), Err(3));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One conversation: its KV cache, prefix reuse, prefill, the decode loop, stop conditions
 //! and timings.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use burn::prelude::*;
@@ -14,6 +15,7 @@ use crate::model::Logits;
 use crate::prune::{PruneMethod, PruneOptions, PruneReport};
 use crate::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::sampler::{Sampler, SamplerOptions};
+use crate::speculative::{PromptLookup, SpeculativeOptions};
 use crate::template::Message;
 use crate::tokenizer::TextStream;
 
@@ -37,11 +39,19 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (for benchmarks).
     pub ignore_eos: bool,
+    /// Draft tokens and check them in one pass ([`crate::speculative`]); `None`: one token a step.
+    pub speculative: Option<SpeculativeOptions>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 256, sampler: SamplerOptions::default(), stop: Vec::new(), ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            sampler: SamplerOptions::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            speculative: None,
+        }
     }
 }
 
@@ -53,6 +63,9 @@ impl GenerateOptions {
         }
         if self.stop.iter().any(String::is_empty) {
             return Err(Error::BadOptions("stop strings must not be empty".into()));
+        }
+        if let Some(speculative) = &self.speculative {
+            speculative.validate()?;
         }
         self.sampler.validate()
     }
@@ -94,6 +107,11 @@ pub struct GenerationStats {
     pub evicted_tokens: usize,
     /// Prompt tokens dropped by input pruning.
     pub pruned_tokens: usize,
+    /// Speculative decoding: tokens drafted, and how many of them the model accepted.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
+    /// `accepted_tokens / draft_tokens` (0 without drafts).
+    pub acceptance_rate: f64,
 }
 
 /// The result of [`Session::generate`].
@@ -425,7 +443,7 @@ impl Session {
         }
         let evicted_before = self.cache.evicted();
 
-        let mut logits = match self.run(&prompt[reused..], &listener).await {
+        let logits = match self.run(&prompt[reused..], &listener).await {
             Ok(Some(logits)) => logits,
             Ok(None) => return Ok(Generation::aborted(prompt.len(), &self.cache, start)),
             Err(e) => {
@@ -442,42 +460,99 @@ impl Session {
         let mut stops = StopScan::new(&options.stop);
         let mut prefill_ms = 0.0;
         let mut first_token_ms = 0.0;
-        let finish_reason = loop {
-            let token = pick(logits, &mut sampler, &history).await?;
-            if generated.is_empty() {
-                first_token_ms = ms_since(start);
-                // The first readback waits for the prefill to finish on the device.
-                prefill_ms = first_token_ms;
-            }
-            // Asked after every readback, so an abort lands within one token even while no
-            // text comes out.
-            if should_stop(&listener).await {
-                break FinishReason::Aborted;
-            }
-            if !options.ignore_eos && tokenizer.is_end_of_generation(token) {
-                break FinishReason::Stop;
-            }
-            generated.push(token);
-            history.push(token);
-            let piece = stream.push(tokenizer, token)?;
-            let (emit, stopped) = stops.push(&piece);
-            if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
-                break FinishReason::Aborted;
-            }
-            if stopped {
-                break FinishReason::Stop;
-            }
-            if generated.len() >= options.max_tokens {
-                break FinishReason::Length;
-            }
-            match self.cache.make_room(1).await {
-                Ok(_) => {}
-                Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
-                Err(e) => return Err(e),
-            }
-            logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
-            self.history.push(token);
-        };
+        let mut lookup = options.speculative.as_ref().map(PromptLookup::new);
+        let (mut drafted, mut accepted) = (0, 0);
+        // Tokens chosen and not yet taken, in order. After a verification pass every one but
+        // the last is already in the cache, in a tentative span whose rejected tail is still
+        // there too (`rejected`): both leave the cache before the next pass, or at the end, so
+        // that the cache ends as one-token steps would leave it.
+        let mut ahead = VecDeque::from([pick(logits, &mut sampler, &history).await?]);
+        let mut rejected: Option<usize> = None;
+        let outcome = async {
+            Ok(loop {
+                let token = ahead.pop_front().expect("a chosen token");
+                if generated.is_empty() {
+                    first_token_ms = ms_since(start);
+                    // The first readback waits for the prefill to finish on the device.
+                    prefill_ms = first_token_ms;
+                }
+                // Asked after every token, so an abort lands within one token even while no
+                // text comes out.
+                if should_stop(&listener).await {
+                    break FinishReason::Aborted;
+                }
+                if !options.ignore_eos && tokenizer.is_end_of_generation(token) {
+                    break FinishReason::Stop;
+                }
+                generated.push(token);
+                history.push(token);
+                let piece = stream.push(tokenizer, token)?;
+                let (emit, stopped) = stops.push(&piece);
+                if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
+                    break FinishReason::Aborted;
+                }
+                if stopped {
+                    break FinishReason::Stop;
+                }
+                if generated.len() >= options.max_tokens {
+                    break FinishReason::Length;
+                }
+                if !ahead.is_empty() {
+                    continue;
+                }
+                if let Some(n) = rejected.take() {
+                    self.cache.rollback(n)?;
+                }
+                // Guesses only where the cache has room for them without evicting, so that
+                // eviction happens when and as one-token steps would make it happen.
+                let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - generated.len() - 1);
+                let draft = lookup.as_ref().map_or_else(Vec::new, |l| l.draft(&history, room));
+                if draft.is_empty() {
+                    match self.cache.make_room(1).await {
+                        Ok(_) => {}
+                        Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
+                        Err(e) => return Err(e),
+                    }
+                    let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
+                    self.history.push(token);
+                    ahead.push_back(pick(logits, &mut sampler, &history).await?);
+                    continue;
+                }
+                let mut run = Vec::with_capacity(draft.len() + 1);
+                run.push(token);
+                run.extend_from_slice(&draft);
+                self.cache.tentative();
+                let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
+                    Ok(logits) => logits,
+                    Err(e) => {
+                        self.reset();
+                        return Err(e);
+                    }
+                };
+                self.history.extend_from_slice(&run);
+                let (kept, next) = verify(logits, &draft, &mut sampler, &history).await?;
+                drafted += draft.len();
+                accepted += kept;
+                if let Some(l) = lookup.as_mut() {
+                    l.update(draft.len(), kept);
+                }
+                rejected = Some(draft.len() - kept);
+                self.history.truncate(self.history.len() - (draft.len() - kept));
+                ahead.extend(&draft[..kept]);
+                ahead.push_back(next);
+            })
+        }
+        .await;
+        if let Some(n) = rejected {
+            // Chosen tokens not taken leave the cache with the rejected ones.
+            let unused = ahead.len();
+            self.cache.rollback(n + unused)?;
+            self.history.truncate(self.history.len() - unused);
+        } else if self.cache.is_tentative() {
+            // A verification failed halfway: what the cache holds is unknown.
+            self.reset();
+        }
+        let finish_reason = outcome?;
         if !matches!(finish_reason, FinishReason::Stop | FinishReason::Aborted) {
             let rest = stream.finish(tokenizer)?;
             let (emit, _) = stops.push(&rest);
@@ -504,6 +579,9 @@ impl Session {
             kv_capacity: self.cache.capacity(),
             evicted_tokens: self.cache.evicted() - evicted_before,
             pruned_tokens: 0,
+            draft_tokens: drafted,
+            accepted_tokens: accepted,
+            acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
         };
         Ok(Generation { tokens: generated, text: stops.into_text(), finish_reason, stats, pruned: None })
     }
@@ -531,6 +609,31 @@ async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Resu
     }
     let mut logits = read_f32(logits).await?;
     Ok(sampler.sample(&mut logits, history))
+}
+
+/// Checks `draft` against the logits of a verification pass `[1 + draft.len(), vocab]` (row
+/// `i` predicts the token after the pass's `i`-th): returns how many draft tokens the sampler
+/// keeps and the token chosen after the last kept one. Greedy: argmax on the device, one read
+/// of the ids; otherwise each row is sampled in turn with speculative sampling's rule, with
+/// `history` (every token up to the pass's first) grown by the kept ones for the penalties.
+async fn verify(logits: Tensor<2>, draft: &[u32], sampler: &mut Sampler, history: &[u32]) -> Result<(usize, u32)> {
+    if sampler.options().is_greedy() {
+        let ids = read_ids(logits.argmax(1)).await?;
+        let kept = draft.iter().zip(&ids).take_while(|(d, id)| d == id).count();
+        return Ok((kept, ids[kept]));
+    }
+    let vocab = logits.dims()[1];
+    let mut rows = read_f32(logits).await?;
+    let mut rows = rows.chunks_exact_mut(vocab);
+    let mut seen = history.to_vec();
+    for (i, (&guess, row)) in draft.iter().zip(&mut rows).enumerate() {
+        match sampler.verify(row, &seen, guess) {
+            Ok(token) => seen.push(token),
+            Err(token) => return Ok((i, token)),
+        }
+    }
+    let last = rows.next().ok_or_else(|| Error::Device("a verification pass returned too few rows".into()))?;
+    Ok((draft.len(), sampler.sample(last, &seen)))
 }
 
 fn ms_since(start: Instant) -> f64 {

@@ -6,7 +6,7 @@ import { completions } from "./completions.js";
 import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
 import { DEVICES, resolveDevice } from "./device.js";
-import { KV_POLICIES, PRUNE_METHODS, WEIGHT_FORMATS } from "./types.js";
+import { KV_POLICIES, PRUNE_METHODS, SPECULATIVE_METHODS, WEIGHT_FORMATS } from "./types.js";
 import type {
   AdapterInfo,
   ChatCompletion,
@@ -46,6 +46,9 @@ interface RawGeneration {
     kv_capacity: number;
     evicted_tokens: number;
     pruned_tokens: number;
+    draft_tokens: number;
+    accepted_tokens: number;
+    acceptance_rate: number;
   };
   pruned?: PruneReport | null;
 }
@@ -161,7 +164,17 @@ const LOAD_KEYS = [
   "onProgress",
   "signal",
 ] as const;
-const SAMPLING_KEYS = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop"] as const;
+const SAMPLING_KEYS = [
+  "max_tokens",
+  "temperature",
+  "top_p",
+  "top_k",
+  "min_p",
+  "repetition_penalty",
+  "seed",
+  "stop",
+  "speculative",
+] as const;
 const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
 
 /** Sampling options as the wasm core takes them; unknown or mistyped options are refused. */
@@ -182,6 +195,8 @@ function wasmOptions(
         throw new HearthError("bad_options", `prune_method must be one of ${PRUNE_METHODS.join(", ")}`);
       }
       out[key] = value;
+    } else if (key === "speculative") {
+      out.speculative = speculativeOptions(value);
     } else if (key === "stop") {
       const stop = typeof value === "string" ? [value] : value;
       if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
@@ -198,6 +213,31 @@ function wasmOptions(
       }
       out[key] = value;
     }
+  }
+  return out;
+}
+
+/** `speculative` as the wasm core takes it: an object of known keys and types (the core checks
+ * the ranges). */
+function speculativeOptions(value: unknown): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new HearthError("bad_options", "speculative must be an object");
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    if (key === "method") {
+      if (typeof v !== "string" || !(SPECULATIVE_METHODS as readonly string[]).includes(v)) {
+        throw new HearthError("bad_options", `speculative.method must be one of ${SPECULATIVE_METHODS.join(", ")}`);
+      }
+    } else if (key === "max_draft" || key === "ngram") {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+        throw new HearthError("bad_options", `speculative.${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+      }
+    } else {
+      throw new HearthError("bad_options", `unknown option speculative.${key}`);
+    }
+    out[key] = v;
   }
   return out;
 }
@@ -220,6 +260,9 @@ function timingsOf(raw: RawGeneration): Timings {
     kv_capacity: s.kv_capacity,
     evicted_tokens: s.evicted_tokens,
     pruned_tokens: s.pruned_tokens,
+    draft_tokens: s.draft_tokens,
+    accepted_tokens: s.accepted_tokens,
+    acceptance_rate: s.acceptance_rate,
   };
 }
 

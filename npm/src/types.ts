@@ -26,6 +26,24 @@ export interface SamplingOptions {
   seed?: number;
   /** Generation ends before the first occurrence of any of these. */
   stop?: string | string[];
+  /** Draft tokens and check them together in one forward pass: greedy output is the same
+   * token for token, sampled output follows the same distribution; faster when the answer
+   * copies from the conversation (rewriting, fixing, extracting). */
+  speculative?: SpeculativeOptions;
+}
+
+/** Where drafts come from: `prompt-lookup` copies what followed the last few tokens where
+ * they occurred earlier in the conversation. */
+export const SPECULATIVE_METHODS = ["prompt-lookup"] as const;
+export type SpeculativeMethod = (typeof SPECULATIVE_METHODS)[number];
+
+export interface SpeculativeOptions {
+  /** Default "prompt-lookup". */
+  method?: SpeculativeMethod;
+  /** Most tokens one draft proposes, 1..15 (default 7). */
+  max_draft?: number;
+  /** prompt-lookup: the longest n-gram matched, 1..16 (default 3). */
+  ngram?: number;
 }
 
 /** How a chat prompt longer than its budget is shortened. */
@@ -74,6 +92,10 @@ export interface Timings {
   evicted_tokens: number;
   /** Prompt tokens dropped by pruning. */
   pruned_tokens: number;
+  /** Speculative decoding: tokens drafted, how many the model accepted, and their ratio. */
+  draft_tokens: number;
+  accepted_tokens: number;
+  acceptance_rate: number;
 }
 
 /** One run of tokens pruning dropped. */

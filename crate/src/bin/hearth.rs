@@ -11,7 +11,7 @@ use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
     Control, DeviceKind, Engine, Error, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions, Result,
-    SamplerOptions, WeightFormat,
+    SamplerOptions, SpeculativeOptions, WeightFormat,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -71,6 +71,24 @@ enum Command {
         /// Only the first N items.
         #[arg(long)]
         limit: Option<usize>,
+    },
+    /// Greedy chat answers to each item with and without speculative decoding (prompt lookup
+    /// unless --speculative says otherwise), one after the other in the same run; prints JSON
+    /// with each item's decode speed both ways, whether the answers are identical, and totals
+    /// for copying tasks and for open-ended chat (`kind` "chat").
+    SpeculativeBench {
+        #[command(flatten)]
+        common: Common,
+        /// A JSON file of items: `{"kind": "rewrite", "prompt": "..."}`.
+        #[arg(long)]
+        items: PathBuf,
+        #[arg(long, default_value_t = 160)]
+        max_tokens: usize,
+        /// Only the first N items of each kind.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        speculation: Speculation,
     },
     /// Perplexity of a text file, token by token through the KV cache; prints JSON.
     Perplexity {
@@ -134,6 +152,8 @@ enum Command {
         /// With --kernels: the formats, comma-separated (f16, bf16 and f32 codes too).
         #[arg(long, default_value = "q4_0,q4_1,q8_0,q2_k,q3_k,q4_k,q5_k,q6_k")]
         formats: String,
+        #[command(flatten)]
+        speculation: Speculation,
     },
 }
 
@@ -216,11 +236,36 @@ struct Sampling {
     /// Keep generating past end-of-turn tokens (for measurements).
     #[arg(long)]
     ignore_eos: bool,
+    #[command(flatten)]
+    speculation: Speculation,
+}
+
+#[derive(Args)]
+struct Speculation {
+    /// Draft tokens and check them in one pass: prompt-lookup (copies what followed the last
+    /// n-gram earlier in the conversation). Same greedy output, same sampling distribution.
+    #[arg(long)]
+    speculative: Option<String>,
+    /// Most tokens a draft proposes (1..=15).
+    #[arg(long, default_value_t = SpeculativeOptions::default().max_draft)]
+    max_draft: usize,
+    /// prompt-lookup: the longest n-gram matched.
+    #[arg(long, default_value_t = SpeculativeOptions::default().ngram)]
+    ngram: usize,
+}
+
+impl Speculation {
+    fn options(&self) -> Result<Option<SpeculativeOptions>> {
+        let Some(method) = &self.speculative else { return Ok(None) };
+        let options = SpeculativeOptions { method: method.parse()?, max_draft: self.max_draft, ngram: self.ngram };
+        options.validate()?;
+        Ok(Some(options))
+    }
 }
 
 impl Sampling {
-    fn options(&self) -> GenerateOptions {
-        GenerateOptions {
+    fn options(&self) -> Result<GenerateOptions> {
+        Ok(GenerateOptions {
             max_tokens: self.max_tokens,
             sampler: SamplerOptions {
                 temperature: self.temperature,
@@ -233,7 +278,8 @@ impl Sampling {
             },
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
-        }
+            speculative: self.speculation.options()?,
+        })
     }
 }
 
@@ -262,7 +308,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ids = engine.encode_prompt(&prompt)?;
             let mut stdout = std::io::stdout();
             let generation = session
-                .generate(&ids, &sampling.options(), |text, _| {
+                .generate(&ids, &sampling.options()?, |text, _| {
                     if !json {
                         let _ = stdout.write_all(text.as_bytes());
                         let _ = stdout.flush();
@@ -286,6 +332,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat { common, sampling, system, prune } => chat(&common, &sampling, system, &prune).await,
         Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
+        Command::SpeculativeBench { common, items, max_tokens, limit, speculation } => {
+            let speculative = match speculation.options()? {
+                Some(options) => options,
+                None => SpeculativeOptions::default(),
+            };
+            speculative_bench(&common, &items, max_tokens, limit, speculative).await
+        }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
             let text = read(&file)?;
@@ -314,8 +367,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { common, kernels: true, runs, formats, .. } => bench_kernels(&common, runs, &formats),
-        Command::Bench { common, prompt_tokens, gen_tokens, runs, .. } => {
-            bench(&common, prompt_tokens, gen_tokens, runs).await
+        Command::Bench { common, prompt_tokens, gen_tokens, runs, speculation, .. } => {
+            bench(&common, prompt_tokens, gen_tokens, runs, speculation.options()?).await
         }
     }
 }
@@ -394,7 +447,7 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prun
     let (engine, _) = load(common)?;
     let mut session = engine.session(&kv)?;
     let mut messages: Vec<Message> = system.into_iter().map(|s| Message::new("system", s)).collect();
-    let options = sampling.options();
+    let options = sampling.options()?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     eprintln!("{} — type a message, an empty line or Ctrl-D ends the chat.", engine.name());
@@ -443,7 +496,13 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prun
     Ok(())
 }
 
-async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: usize) -> Result<()> {
+async fn bench(
+    common: &Common,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    runs: usize,
+    speculative: Option<SpeculativeOptions>,
+) -> Result<()> {
     if runs == 0 || prompt_tokens == 0 || gen_tokens == 0 {
         return Err(Error::BadOptions("--runs, --prompt-tokens and --gen-tokens must be at least 1".into()));
     }
@@ -458,7 +517,7 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         prompt.extend(engine.encode_prompt(text)?);
     }
     prompt.truncate(prompt_tokens);
-    let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, ..Default::default() };
+    let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, speculative, ..Default::default() };
 
     // One untimed run compiles kernels and fills allocator pools.
     session.generate(&prompt, &options, |_, _| Control::Continue).await?;
@@ -514,12 +573,103 @@ async fn bench(common: &Common, prompt_tokens: usize, gen_tokens: usize, runs: u
         "time_to_first_token_ms": median(&|s| s.time_to_first_token_ms),
         "prefill_tokens_per_s": median(&|s| s.prefill_tokens_per_s),
         "decode_tokens_per_s": median(&|s| s.decode_tokens_per_s),
+        "speculative": options.speculative.as_ref().map(|o| o.method.name()),
+        "draft_tokens": median(&|s| s.draft_tokens as f64),
+        "accepted_tokens": median(&|s| s.accepted_tokens as f64),
         "decode_split_ms_per_token": split,
         "cpu_isa": (common.device == "cpu").then(|| hearth::cpu::Isa::best().name()),
         "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
         "peak_host_memory_bytes": peak_rss_bytes(),
         "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// One chat turn, for [`speculative_bench`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeculativeItem {
+    kind: String,
+    prompt: String,
+}
+
+async fn speculative_bench(
+    common: &Common,
+    items: &Path,
+    max_tokens: usize,
+    limit: Option<usize>,
+    speculative: SpeculativeOptions,
+) -> Result<()> {
+    let items: Vec<SpeculativeItem> =
+        serde_json::from_slice(&read(items)?).map_err(|e| Error::BadOptions(format!("{}: {e}", items.display())))?;
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let items: Vec<SpeculativeItem> = items
+        .into_iter()
+        .filter(|item| {
+            let n = seen.entry(item.kind.clone()).or_default();
+            *n += 1;
+            limit.is_none_or(|limit| *n <= limit)
+        })
+        .collect();
+    let (engine, _) = load(common)?;
+    let mut session = engine.session(&common.kv()?)?;
+    let plain = GenerateOptions { max_tokens, ..Default::default() };
+    let fast = GenerateOptions { speculative: Some(speculative.clone()), ..plain.clone() };
+    let prune = PruneOptions { method: PruneMethod::None, budget: None };
+    // One untimed answer compiles kernels and fills allocator pools.
+    if let Some(first) = items.first() {
+        let messages = [Message::new("user", first.prompt.clone())];
+        session.chat(&messages, &plain, &prune, |_, _| Control::Continue).await?;
+        session.reset();
+        session.chat(&messages, &fast, &prune, |_, _| Control::Continue).await?;
+    }
+    // Per group: decode ms and decoded tokens, plain and speculative.
+    let mut totals = std::collections::BTreeMap::<&str, [f64; 4]>::new();
+    let mut rows = Vec::new();
+    for item in &items {
+        let messages = [Message::new("user", item.prompt.clone())];
+        session.reset();
+        let a = session.chat(&messages, &plain, &prune, |_, _| Control::Continue).await?;
+        session.reset();
+        let b = session.chat(&messages, &fast, &prune, |_, _| Control::Continue).await?;
+        let group = if item.kind == "chat" { "open_ended" } else { "copying" };
+        let steps = |g: &hearth::Generation| g.stats.generated_tokens.saturating_sub(1) as f64;
+        let t = totals.entry(group).or_default();
+        *t = [t[0] + a.stats.decode_ms, t[1] + steps(&a), t[2] + b.stats.decode_ms, t[3] + steps(&b)];
+        rows.push(json!({
+            "kind": item.kind,
+            "tokens": a.tokens.len(),
+            "identical": a.tokens == b.tokens,
+            "plain_decode_tokens_per_s": a.stats.decode_tokens_per_s,
+            "speculative_decode_tokens_per_s": b.stats.decode_tokens_per_s,
+            "draft_tokens": b.stats.draft_tokens,
+            "accepted_tokens": b.stats.accepted_tokens,
+        }));
+    }
+    let groups: serde_json::Map<String, serde_json::Value> = totals
+        .iter()
+        .map(|(group, [plain_ms, plain_n, fast_ms, fast_n])| {
+            let (plain, fast) = (plain_n * 1e3 / plain_ms, fast_n * 1e3 / fast_ms);
+            let value = json!({
+                "plain_decode_tokens_per_s": plain,
+                "speculative_decode_tokens_per_s": fast,
+                "speedup": fast / plain,
+            });
+            (group.to_string(), value)
+        })
+        .collect();
+    let out = json!({
+        "model": engine.name(),
+        "device": common.device,
+        "weights": common.weights,
+        "speculative": speculative,
+        "max_tokens": max_tokens,
+        "items": rows.len(),
+        "all_identical": rows.iter().all(|r| r["identical"] == true),
+        "groups": groups,
+        "per_item": rows,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())

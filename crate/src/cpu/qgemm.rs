@@ -30,6 +30,7 @@
 //! f32 codes are loaded as they are.
 
 use std::borrow::Cow;
+#[cfg(target_arch = "x86_64")]
 use std::hint::black_box;
 
 use super::{Isa, SharedOut, for_each};

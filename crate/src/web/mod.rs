@@ -30,6 +30,7 @@ use crate::model::WeightFormat;
 use crate::prune::{PruneMethod, PruneOptions};
 use crate::sampler::SamplerOptions;
 use crate::session::{Control, GenerateOptions, Listener, Session};
+use crate::speculative::SpeculativeOptions;
 use crate::template::Message;
 
 mod event_loop;
@@ -174,6 +175,8 @@ struct WebGenerateOptions {
     /// Chat only: most prompt tokens before earlier messages are pruned.
     prune_budget: Option<usize>,
     prune_method: Option<PruneMethod>,
+    /// `{ method, max_draft, ngram }`, each optional.
+    speculative: Option<SpeculativeOptions>,
 }
 
 /// Parses a JS options object (`undefined` or `null`: the defaults), refusing keys not in
@@ -196,7 +199,7 @@ fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, f
 const KV_FIELDS: [&str; 5] = ["capacity", "capacity_bytes", "policy", "sinks", "recent"];
 
 impl WebGenerateOptions {
-    const FIELDS: [&'static str; 11] = [
+    const FIELDS: [&'static str; 12] = [
         "max_tokens",
         "temperature",
         "top_k",
@@ -208,9 +211,19 @@ impl WebGenerateOptions {
         "ignore_eos",
         "prune_budget",
         "prune_method",
+        "speculative",
     ];
+    const SPECULATIVE_FIELDS: [&'static str; 3] = ["method", "max_draft", "ngram"];
 
     fn from_js(options: JsValue) -> Result<Self, JsError> {
+        // The nested object's keys are checked as the top level's are.
+        if let Some(object) = options.dyn_ref::<js_sys::Object>() {
+            let speculative =
+                js_sys::Reflect::get(object, &JsValue::from_str("speculative")).unwrap_or(JsValue::UNDEFINED);
+            if !speculative.is_undefined() && !speculative.is_null() {
+                options_from_js::<SpeculativeOptions>(speculative, &Self::SPECULATIVE_FIELDS)?;
+            }
+        }
         options_from_js(options, &Self::FIELDS)
     }
 
@@ -238,6 +251,7 @@ impl WebGenerateOptions {
             },
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            speculative: self.speculative.clone(),
         })
     }
 }
