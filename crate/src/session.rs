@@ -504,39 +504,54 @@ impl Session {
                     self.cache.rollback(n)?;
                 }
                 // Guesses only where the cache has room for them without evicting, so that
-                // eviction happens when and as one-token steps would make it happen.
-                let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - generated.len() - 1);
-                let draft = lookup.as_ref().map_or_else(Vec::new, |l| l.draft(&history, room));
-                if draft.is_empty() {
-                    match self.cache.make_room(1).await {
-                        Ok(_) => {}
-                        Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
-                        Err(e) => return Err(e),
-                    }
-                    let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
-                    self.history.push(token);
-                    ahead.push_back(pick(logits, &mut sampler, &history).await?);
-                    continue;
+            // eviction happens when and as one-token steps would make it happen.
+            let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - generated.len() - 1);
+            let candidate = lookup.as_ref().and_then(|l| l.candidate(&history, room));
+            let draft = match (&lookup, &candidate) {
+                (Some(l), Some(c)) => l.draft(c),
+                _ => &[],
+            };
+            let step_start = Instant::now();
+            if draft.is_empty() {
+                match self.cache.make_room(1).await {
+                    Ok(_) => {}
+                    Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
+                    Err(e) => return Err(e),
                 }
-                let mut run = Vec::with_capacity(draft.len() + 1);
-                run.push(token);
-                run.extend_from_slice(&draft);
-                self.cache.tentative();
-                let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
-                    Ok(logits) => logits,
-                    Err(e) => {
-                        self.reset();
-                        return Err(e);
-                    }
-                };
-                self.history.extend_from_slice(&run);
-                let (kept, next) = verify(logits, &draft, &mut sampler, &history).await?;
-                drafted += draft.len();
-                accepted += kept;
+                let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
+                self.history.push(token);
+                let next = pick(logits, &mut sampler, &history).await?;
                 if let Some(l) = lookup.as_mut() {
-                    l.update(draft.len(), kept);
+                    l.observe_pass(1, ms_since(step_start));
+                    // What the skipped candidate would have given, learned for free.
+                    if let Some(c) = &candidate {
+                        l.observe(c.ngram, 1, (c.tokens[0] == next) as usize);
+                    }
                 }
-                rejected = Some(draft.len() - kept);
+                ahead.push_back(next);
+                continue;
+            }
+            let draft = draft.to_vec();
+            let mut run = Vec::with_capacity(draft.len() + 1);
+            run.push(token);
+            run.extend_from_slice(&draft);
+            self.cache.tentative();
+            let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
+                Ok(logits) => logits,
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            };
+            self.history.extend_from_slice(&run);
+            let (kept, next) = verify(logits, &draft, &mut sampler, &history).await?;
+            drafted += draft.len();
+            accepted += kept;
+            if let (Some(l), Some(c)) = (lookup.as_mut(), &candidate) {
+                l.observe_pass(run.len(), ms_since(step_start));
+                l.observe(c.ngram, draft.len(), kept);
+            }
+            rejected = Some(draft.len() - kept);
                 self.history.truncate(self.history.len() - (draft.len() - kept));
                 ahead.extend(&draft[..kept]);
                 ahead.push_back(next);

@@ -80,28 +80,62 @@ impl SpeculativeOptions {
     }
 }
 
-/// Prompt-lookup drafting with a draft length that follows acceptance: it grows by two after a
-/// fully accepted draft and shrinks by one after a miss (Hugging Face's assisted-generation
-/// schedule), so that a conversation that stops copying wastes little.
+/// A continuation prompt lookup found: what followed the latest earlier occurrence of the
+/// last `ngram` tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub tokens: Vec<u32>,
+    /// How long the matched n-gram was: longer matches are right more often.
+    pub ngram: usize,
+}
+
+/// Prompt-lookup drafting whose draft length weighs what a draft is likely to save against
+/// what checking it costs on this device.
+///
+/// A pass over `t` tokens costs `c(t)`: nearly `c(1)` where the weights' reading dominates
+/// (a GPU, a large model), growing with `t` where arithmetic does (int4 on two CPU cores: a
+/// pass of 8 took 4.6 times one of 1 on SmolLM2). With each draft token right with
+/// probability `α`, a draft of `k` yields `1 + α + .. + α^k` tokens in expectation, so the
+/// length chosen maximizes that over `c(k + 1)`, and is 0 (a plain step) unless it beats
+/// `1 / c(1)`. `c` is measured as passes run (unmeasured lengths get a cautious prior); `α` is
+/// counted per matched n-gram length, with decay, from every verification and also from
+/// plain steps that skipped a candidate (its first token against the token chosen, which costs
+/// nothing), so that a kind of match that stopped paying is tried again once it would.
 pub struct PromptLookup {
     max_draft: usize,
     ngram: usize,
-    /// The length the next draft may have, `1..=max_draft`.
-    length: usize,
+    /// Per matched n-gram length (index `n - 1`): decayed counts of right and wrong draft
+    /// tokens.
+    outcomes: Vec<[f64; 2]>,
+    /// Per pass length (index `t - 1`): moving average of its milliseconds, once measured.
+    pass_ms: Vec<Option<f64>>,
 }
+
+/// Weight of an outcome already counted, at each new one.
+const DECAY: f64 = 0.95;
+/// A pass's moving average moves this far towards each new measurement.
+const PASS_SMOOTHING: f64 = 0.2;
+/// Unmeasured pass lengths: each token past the first assumed to cost this much of a
+/// one-token pass.
+const PRIOR_TOKEN_COST: f64 = 0.25;
 
 impl PromptLookup {
     pub fn new(options: &SpeculativeOptions) -> Self {
-        Self { max_draft: options.max_draft, ngram: options.ngram, length: options.max_draft }
+        Self {
+            max_draft: options.max_draft,
+            ngram: options.ngram,
+            outcomes: vec![[0.0; 2]; options.ngram],
+            pass_ms: vec![None; options.max_draft + 1],
+        }
     }
 
-    /// The tokens that followed the latest earlier occurrence of the longest suffix of `tokens`
-    /// (up to `ngram` long) seen before, at most `limit` and the current draft length; empty
-    /// when no suffix recurs.
-    pub fn draft(&self, tokens: &[u32], limit: usize) -> Vec<u32> {
-        let k = self.length.min(limit);
+    /// What followed the latest earlier occurrence of the longest suffix of `tokens` (up to
+    /// `ngram` long) seen before, at most `max_draft` and `limit` tokens; `None` when no
+    /// suffix recurs.
+    pub fn candidate(&self, tokens: &[u32], limit: usize) -> Option<Candidate> {
+        let k = self.max_draft.min(limit);
         if k == 0 {
-            return Vec::new();
+            return None;
         }
         let len = tokens.len();
         for n in (1..=self.ngram.min(len.saturating_sub(1))).rev() {
@@ -109,16 +143,62 @@ impl PromptLookup {
             // Latest start first; the occurrence must end before the suffix itself does.
             if let Some(start) = (0..len - n).rev().find(|&i| &tokens[i..i + n] == pattern) {
                 let from = start + n;
-                return tokens[from..(from + k).min(len)].to_vec();
+                return Some(Candidate { tokens: tokens[from..(from + k).min(len)].to_vec(), ngram: n });
             }
         }
-        Vec::new()
+        None
     }
 
-    /// Adapts the draft length to how many of `drafted` tokens the model accepted.
-    pub fn update(&mut self, drafted: usize, accepted: usize) {
-        self.length =
-            if accepted == drafted { (self.length + 2).min(self.max_draft) } else { (self.length - 1).max(1) };
+    /// The draft worth checking: the first tokens of `candidate`, as many as the cost model
+    /// says (none: a plain step pays more).
+    pub fn draft<'a>(&self, candidate: &'a Candidate) -> &'a [u32] {
+        let alpha = self.acceptance(candidate.ngram);
+        let cost = |t: usize| self.pass_cost(t);
+        let (mut best, mut best_rate) = (0, 1.0 / cost(1));
+        let mut expected = 1.0;
+        let mut term = 1.0;
+        for k in 1..=candidate.tokens.len() {
+            term *= alpha;
+            expected += term;
+            let rate = expected / cost(k + 1);
+            if rate > best_rate {
+                (best, best_rate) = (k, rate);
+            }
+        }
+        &candidate.tokens[..best]
+    }
+
+    /// The estimated probability that a draft token from an `ngram`-long match is right: the
+    /// decayed counts with one right and one wrong added (0.5 before anything is known).
+    pub fn acceptance(&self, ngram: usize) -> f64 {
+        let [right, wrong] = self.outcomes[ngram - 1];
+        (right + 1.0) / (right + wrong + 2.0)
+    }
+
+    /// A pass of `t` tokens relative to nothing in particular: measured milliseconds where
+    /// known, else the one-token pass (or 1) times the prior.
+    fn pass_cost(&self, t: usize) -> f64 {
+        self.pass_ms.get(t - 1).copied().flatten().unwrap_or_else(|| {
+            let one = self.pass_ms[0].unwrap_or(1.0);
+            one * (1.0 + PRIOR_TOKEN_COST * (t - 1) as f64)
+        })
+    }
+
+    /// Counts a checked draft from an `ngram`-long match of which `accepted` of `drafted`
+    /// tokens were right (the first wrong one ends the check: later ones are not counted).
+    pub fn observe(&mut self, ngram: usize, drafted: usize, accepted: usize) {
+        let counts = &mut self.outcomes[ngram - 1];
+        for i in 0..drafted.min(accepted + 1) {
+            *counts = counts.map(|c| c * DECAY);
+            counts[(i == accepted) as usize] += 1.0;
+        }
+    }
+
+    /// Records that a pass over `tokens` tokens took `ms`.
+    pub fn observe_pass(&mut self, tokens: usize, ms: f64) {
+        if let Some(slot) = self.pass_ms.get_mut(tokens - 1) {
+            *slot = Some(slot.map_or(ms, |avg| avg + PASS_SMOOTHING * (ms - avg)));
+        }
     }
 }
 
@@ -130,45 +210,67 @@ mod tests {
         PromptLookup::new(&SpeculativeOptions { max_draft, ngram, ..SpeculativeOptions::default() })
     }
 
+    fn continuation(l: &PromptLookup, tokens: &[u32], limit: usize) -> Vec<u32> {
+        l.candidate(tokens, limit).map_or_else(Vec::new, |c| c.tokens)
+    }
+
     #[test]
     fn the_latest_longest_match_is_continued() {
         let l = lookup(4, 3);
         // "1 2 3" occurs at 0 and at 5; the latest earlier one (5) is continued by 9, 1, 2.
-        assert_eq!(l.draft(&[1, 2, 3, 4, 5, 1, 2, 3, 9, 1, 2, 3], 8), vec![9, 1, 2, 3]);
+        assert_eq!(l.candidate(&[1, 2, 3, 4, 5, 1, 2, 3, 9, 1, 2, 3], 8).unwrap().tokens, vec![9, 1, 2, 3]);
         // A 3-gram that never recurs falls back to the 2-gram "7 3", then to "3".
-        assert_eq!(l.draft(&[7, 3, 8, 6, 7, 3], 8), vec![8, 6, 7, 3]);
-        assert_eq!(l.draft(&[3, 8, 6, 7, 3], 8), vec![8, 6, 7, 3]);
+        assert_eq!(l.candidate(&[7, 3, 8, 6, 7, 3], 8), Some(Candidate { tokens: vec![8, 6, 7, 3], ngram: 2 }));
+        assert_eq!(l.candidate(&[3, 8, 6, 7, 3], 8), Some(Candidate { tokens: vec![8, 6, 7, 3], ngram: 1 }));
         // The continuation stops at the end of the tokens, and at the limit.
-        assert_eq!(l.draft(&[5, 6, 5], 8), vec![6, 5]);
-        assert_eq!(l.draft(&[1, 2, 3, 4, 5, 1, 2, 3], 2), vec![4, 5]);
+        assert_eq!(continuation(&l, &[5, 6, 5], 8), vec![6, 5]);
+        assert_eq!(continuation(&l, &[1, 2, 3, 4, 5, 1, 2, 3], 2), vec![4, 5]);
     }
 
     #[test]
     fn nothing_recurring_drafts_nothing() {
         let l = lookup(4, 3);
-        assert!(l.draft(&[1, 2, 3, 4], 8).is_empty());
-        assert!(l.draft(&[1], 8).is_empty());
-        assert!(l.draft(&[], 8).is_empty());
-        assert!(l.draft(&[1, 2, 1], 0).is_empty());
+        assert!(l.candidate(&[1, 2, 3, 4], 8).is_none());
+        assert!(l.candidate(&[1], 8).is_none());
+        assert!(l.candidate(&[], 8).is_none());
+        assert!(l.candidate(&[1, 2, 1], 0).is_none());
     }
 
+    /// The draft length weighs acceptance against measured pass costs: long drafts where a
+    /// pass costs the same whatever its length, short ones where each token adds, none once
+    /// drafts keep failing, and drafting again when plain steps show the matches are right.
     #[test]
-    fn the_draft_length_follows_acceptance() {
-        let mut l = lookup(5, 1);
-        let tokens = [1, 2, 3, 4, 5, 6, 7, 1];
-        assert_eq!(l.draft(&tokens, 9).len(), 5);
-        l.update(5, 2);
-        l.update(4, 0);
-        assert_eq!(l.draft(&tokens, 9).len(), 3);
-        for _ in 0..9 {
-            l.update(3, 0);
+    fn the_draft_length_follows_acceptance_and_cost() {
+        let candidate = Candidate { tokens: vec![1, 2, 3, 4, 5, 6, 7], ngram: 3 };
+        let mut gpu = lookup(7, 3);
+        let mut cpu = lookup(7, 3);
+        for t in 1..=8 {
+            gpu.observe_pass(t, 10.0);
+            // SmolLM2 int4 on two Zen 3 cores: 10, 12, 20, 23, 32, 35, 40, 46 ms.
+            cpu.observe_pass(t, [10.0, 12.0, 20.0, 23.0, 32.0, 35.0, 40.0, 46.0][t - 1]);
         }
-        assert_eq!(l.draft(&tokens, 9).len(), 1);
-        l.update(1, 1);
-        assert_eq!(l.draft(&tokens, 9).len(), 3);
-        l.update(3, 3);
-        l.update(5, 5);
-        assert_eq!(l.draft(&tokens, 9).len(), 5);
+        for l in [&mut gpu, &mut cpu] {
+            l.observe(3, 7, 7);
+            l.observe(3, 7, 7);
+        }
+        assert!(gpu.acceptance(3) > 0.9);
+        assert_eq!(gpu.draft(&candidate).len(), 7);
+        // α ≈ 0.94: 1 + α over 12 ms beats 1 over 10 and every longer draft over its cost.
+        let k = cpu.draft(&candidate).len();
+        assert!((1..=3).contains(&k), "{k}");
+        // Misses make drafting stop.
+        for _ in 0..30 {
+            cpu.observe(3, 1, 0);
+        }
+        assert!(cpu.acceptance(3) < 0.2);
+        assert!(cpu.draft(&candidate).is_empty());
+        // Plain steps whose token the candidate had right bring it back.
+        for _ in 0..30 {
+            cpu.observe(3, 1, 1);
+        }
+        assert!(!cpu.draft(&candidate).is_empty());
+        // Each n-gram length keeps its own counts.
+        assert_eq!(cpu.acceptance(1), 0.5);
     }
 
     #[test]
