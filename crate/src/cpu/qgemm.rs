@@ -271,11 +271,13 @@ impl<'a> TileInputs<'a> {
 /// Rows a tile covers (all levels): one group, even so that SwiGLU pairs never straddle tiles.
 const TILE_ROWS: usize = GROUP;
 
-/// Tokens a tile carries: as many as the registers hold beside the unpacked weights.
-fn tile_tokens(isa: Isa) -> usize {
+/// Tokens a tile carries: as many as the registers hold beside the unpacked weights (AVX2's
+/// block kernels go row by row, so that eight tokens' sums fit; its float ones take two).
+fn tile_tokens(isa: Isa, format: QuantFormat) -> usize {
     match isa {
         Isa::Avx512 => 4,
-        Isa::Avx2 => 2,
+        Isa::Avx2 if format.is_float() => 2,
+        Isa::Avx2 => 8,
         Isa::Scalar | Isa::Simd128 | Isa::Neon => 4,
     }
 }
@@ -346,7 +348,7 @@ pub fn qgemm_with(isa: Isa, inputs: Inputs, x: &[f32], m: usize, w: &QuantRows, 
         for_each(rows.div_ceil(chunk), |c| {
             let r0 = c * chunk;
             let r1 = (r0 + chunk).min(rows);
-            let tt = tile_tokens(isa);
+            let tt = tile_tokens(isa, w.format);
             let mut acc = [0.0f32; TILE_ROWS * 8];
             for t0 in (0..m).step_by(tt) {
                 let t = tt.min(m - t0);
@@ -444,7 +446,9 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, TileInputs::F32(x)) if t == 1 => unsafe { dispatch!(avx2_tile_one, x, 1) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile, x, 2) },
+        (Isa::Avx2, TileInputs::F32(x)) if t == 2 => unsafe { dispatch!(avx2_tile, x, 2) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile_rows, x, 3 4 5 6 7 8) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         (Isa::Simd128, x @ TileInputs::I16 { .. }) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
         #[cfg(target_arch = "aarch64")]
@@ -706,8 +710,10 @@ unsafe fn group_half_params(w: &QuantRows, group: usize, b: usize, supers: &[__m
     out
 }
 
-/// AVX2 for several tokens: a block is four vectors of 8, chunk `k` elements `8k..8k + 8`;
-/// the group's four rows are unpacked chunk by chunk, each applied to every token. Each
+/// AVX2 for two tokens: a block is four vectors of 8, chunk `k` elements `8k..8k + 8`; the
+/// group's four rows are unpacked chunk by chunk, each applied to both tokens (at two tokens
+/// this beats [`avx2_tile_rows`], whose per-row scales and input loads cost more than they
+/// save). Each
 /// token's sums take the same products in the same order as [`avx2_tile_one`]'s.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
@@ -770,6 +776,86 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
         }
         reduce_tile256(&sums, acc);
     }
+}
+
+/// AVX2 for several tokens (up to eight): row by row through the whole group, so that only
+/// one row's sums are live (eight tokens' beside the weights and scales: a block's chunk of 8
+/// weights is unpacked once and applied to every token). The scales of the group's four rows
+/// are formed at each block for each row (cheap beside eight tokens' multiply-adds). Each
+/// token's sums take the same products in the same order as [`avx2_tile_one`]'s, so a pass of
+/// several tokens gives each the bits a pass of one gives it.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_tile_rows<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    // Safety: see `tile`; every pointer is inside its slice.
+    unsafe {
+        let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+        let xp = x.as_ptr();
+        let nibble = _mm256_set1_epi32(15);
+        for r in 0..GROUP {
+            let mut sums = [_mm256_setzero_ps(); T];
+            let mut supers = [_mm256_setzero_ps(); 2];
+            for b in 0..blocks {
+                // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one, in
+                // memory for broadcasts (see `avx2_tile_one`).
+                let (dm, pairs) = if K {
+                    if b % SUPER == 0 {
+                        supers = group_supers(w, group, b);
+                    }
+                    (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
+                } else {
+                    ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
+                };
+                let (mut d, mut m) = match K {
+                    true => (_mm256_set1_ps(dm[4 * r]), _mm256_set1_ps(dm[4 * r + 1])),
+                    false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
+                };
+                let xb = xp.add(b * BLOCK);
+                let block = (w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8).add(r * wpb * 4);
+                for half in 0..2 {
+                    // A legacy block's halves, and those of most K-quant blocks, share scales.
+                    if half == 1 && K && w.split_halves {
+                        (d, m) = (_mm256_set1_ps(dm[4 * r + 2]), _mm256_set1_ps(dm[4 * r + 3]));
+                    }
+                    for kk in 0..2 {
+                        let k = 2 * half + kk;
+                        let q = if Q8 {
+                            _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(8 * k) as *const __m128i))
+                        } else {
+                            let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(block.add(8 * kk) as *const __m128i));
+                            if half == 0 { _mm256_and_si256(bytes, nibble) } else { _mm256_srli_epi32(bytes, 4) }
+                        };
+                        let wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m);
+                        for t in 0..T {
+                            let xv = _mm256_loadu_ps(xb.add(t * stride + 8 * k));
+                            sums[t] = _mm256_fmadd_ps(wv, xv, sums[t]);
+                        }
+                    }
+                }
+            }
+            for t in 0..T {
+                acc[r * 8 + t] = hsum256(sums[t]);
+            }
+        }
+    }
+}
+
+/// The eight lanes of `s` added up as [`reduce_tile256`] adds them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn hsum256(s: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    _mm_cvtss_f32(h)
 }
 
 /// AVX2 for one token (decode): a block is four vectors of 8, chunk `k` elements
@@ -931,11 +1017,7 @@ unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
 unsafe fn reduce_tile256<const T: usize>(sums: &[[__m256; T]; GROUP], acc: &mut [f32; 32]) {
     for r in 0..GROUP {
         for t in 0..T {
-            let s = sums[r][t];
-            let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            acc[r * 8 + t] = _mm_cvtss_f32(h);
+            acc[r * 8 + t] = unsafe { hsum256(sums[r][t]) };
         }
     }
 }
@@ -1710,6 +1792,30 @@ mod tests {
                 let mag = term_magnitude(&x, m, &p);
                 for j in 0..m * p.rows {
                     assert_within(isa, &p, m, j, got[j] as f64, want[j] as f64, 1e-5 * mag[j] + 1e-30);
+                }
+            }
+        }
+    }
+
+    /// A token's outputs do not depend on the tile it rides in: each of `m` tokens run together
+    /// gets the bits it gets alone, at every level, so that a pass checking a speculative
+    /// draft gives each position what a one-token step would.
+    #[test]
+    fn a_token_gets_the_same_bits_in_any_tile() {
+        for isa in Isa::available() {
+            for (p, x, m) in cases().filter(|c| c.2 > 1) {
+                let inputs = Inputs::for_matrix(isa, p.format);
+                let together = run(isa, inputs, &p, &x, m);
+                for (t, token) in x.chunks_exact(p.cols).enumerate() {
+                    let alone = run(isa, inputs, &p, token, 1);
+                    let row = &together[t * p.rows..(t + 1) * p.rows];
+                    assert!(
+                        row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} {:?} {}x{}: token {t} of {m} differs from its one-token pass",
+                        p.format,
+                        p.rows,
+                        p.cols
+                    );
                 }
             }
         }
