@@ -60,6 +60,7 @@ const ui = {
     reused: $("stat-reused"),
     evicted: $("stat-evicted"),
     pruned: $("stat-pruned"),
+    drafts: $("stat-drafts"),
     memory: $("stat-memory"),
     device: $("stat-device"),
     kv: $("stat-kv"),
@@ -420,6 +421,8 @@ function showTimings(t: Timings, completion?: number): void {
   ui.stat.tokens.textContent = completion === undefined ? "–" : `${completion} generated`;
   ui.stat.reused.textContent = `${t.reused_tokens} prompt tokens`;
   ui.stat.pruned.textContent = `${t.pruned_tokens} prompt tokens`;
+  ui.stat.drafts.textContent =
+    t.draft_tokens > 0 ? `${t.accepted_tokens} of ${t.draft_tokens} accepted (${Math.round(t.acceptance_rate * 100)}%)` : "–";
   evictedInReply = t.evicted_tokens;
   showKv(t.kv_len, t.kv_capacity);
 }

@@ -48,6 +48,7 @@ export function readSettings(form: HTMLFormElement): Settings {
     top_k: number(form, "top_k", "Top-k", true),
     max_tokens: number(form, "max_tokens", "Max tokens", true),
     seed: number(form, "seed", "Seed", true),
+    speculative: field(form, "speculative").value === "prompt-lookup" ? { method: "prompt-lookup" } : undefined,
   };
   return {
     system: field(form, "system").value.trim(),

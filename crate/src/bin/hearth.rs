@@ -333,10 +333,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Chat { common, sampling, system, prune } => chat(&common, &sampling, system, &prune).await,
         Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
         Command::SpeculativeBench { common, items, max_tokens, limit, speculation } => {
-            let speculative = match speculation.options()? {
-                Some(options) => options,
-                None => SpeculativeOptions::default(),
-            };
+            let speculative = speculation.options()?.unwrap_or_default();
             speculative_bench(&common, &items, max_tokens, limit, speculative).await
         }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
