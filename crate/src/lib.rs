@@ -5,10 +5,12 @@
 //! [`Tokenizer`], a chat template and weights on a device ([`Engine`]); a [`Session`] holds one
 //! conversation's [`KvCache`], prefills the prompt and decodes tokens chosen by a [`Sampler`].
 
+pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod device;
+mod emit;
 pub mod engine;
 pub mod error;
 pub mod eval;
@@ -27,6 +29,7 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+pub use batch::{BatchRequest, generate_batch};
 pub use config::ModelConfig;
 pub use device::DeviceKind;
 pub use engine::Engine;

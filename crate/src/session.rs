@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use crate::emit::Emitter;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
@@ -17,7 +18,6 @@ use crate::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::sampler::{Sampler, SamplerOptions};
 use crate::speculative::{PromptLookup, SpeculativeOptions};
 use crate::template::Message;
-use crate::tokenizer::TextStream;
 
 /// Tokens scored per forward pass by [`Session::surprisal`].
 const SCORE_CHUNK: usize = 128;
@@ -170,6 +170,14 @@ async fn should_stop(listener: &dyn Listener) -> bool {
     listener.aborted()
 }
 
+/// What [`Session::prefill`] leaves.
+pub(crate) struct Prefilled {
+    /// `[1, vocab]`: after the prompt's last token.
+    pub logits: Tensor<2>,
+    pub reused: usize,
+    pub evicted_before: usize,
+}
+
 /// A listener that hears nothing and never stops (feeding and scoring for the caller's own use).
 struct Quiet;
 
@@ -287,7 +295,7 @@ impl Session {
         if self.cache.evicted() == 0 || common == self.history.len() { common } else { 0 }
     }
 
-    fn check_prompt(&self, prompt: &[u32]) -> Result<()> {
+    pub(crate) fn check_prompt(&self, prompt: &[u32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::InvalidPrompt("the prompt is empty".into()));
         }
@@ -398,6 +406,39 @@ impl Session {
         Ok(Some(out))
     }
 
+    /// Runs what of `prompt` the cache does not hold yet: the logits of its last token, how
+    /// many tokens were reused, and the evictions before; `None` when the listener aborted.
+    /// A failed chunk resets the session (part of its keys may be written).
+    pub(crate) async fn prefill(&mut self, prompt: &[u32], listener: &dyn Listener) -> Result<Option<Prefilled>> {
+        // Reuse what the cache holds; at least one token must run to produce logits. After an
+        // eviction the cache cannot be cut back, so a prompt that only repeats what it holds
+        // is run again from the start.
+        let mut reused = self.reusable(prompt).min(prompt.len() - 1);
+        if reused < self.history.len() {
+            if self.cache.evicted() > 0 || !self.cache.can_truncate(reused) {
+                self.reset();
+                reused = 0;
+            } else {
+                self.cache.truncate(reused);
+                self.history.truncate(reused);
+            }
+        }
+        let evicted_before = self.cache.evicted();
+        match self.run(&prompt[reused..], listener).await {
+            Ok(Some(logits)) => Ok(Some(Prefilled { logits, reused, evicted_before })),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that the batched step ([`crate::batch`]) fed `token` to this session's cache.
+    pub(crate) fn fed(&mut self, token: u32) {
+        self.history.push(token);
+    }
+
     /// Continues `prompt` (the whole conversation so far, as token ids). Tokens the cache
     /// already holds as a prefix of `prompt` are reused. `on_text` receives each new piece of
     /// text with the token that completed it, and can stop generation.
@@ -428,36 +469,11 @@ impl Session {
             return Ok(Generation::aborted(prompt.len(), &self.cache, start));
         }
 
-        // Reuse what the cache holds; at least one token must run to produce logits. After an
-        // eviction the cache cannot be cut back, so a prompt that only repeats what it holds
-        // is run again from the start.
-        let mut reused = self.reusable(prompt).min(prompt.len() - 1);
-        if reused < self.history.len() {
-            if self.cache.evicted() > 0 || !self.cache.can_truncate(reused) {
-                self.reset();
-                reused = 0;
-            } else {
-                self.cache.truncate(reused);
-                self.history.truncate(reused);
-            }
-        }
-        let evicted_before = self.cache.evicted();
-
-        let logits = match self.run(&prompt[reused..], &listener).await {
-            Ok(Some(logits)) => logits,
-            Ok(None) => return Ok(Generation::aborted(prompt.len(), &self.cache, start)),
-            Err(e) => {
-                // A failed chunk may have written part of its keys; the conversation must be
-                // run again.
-                self.reset();
-                return Err(e);
-            }
+        let Some(Prefilled { logits, reused, evicted_before }) = self.prefill(prompt, &listener).await? else {
+            return Ok(Generation::aborted(prompt.len(), &self.cache, start));
         };
 
-        let mut history = prompt.to_vec();
-        let mut generated = Vec::new();
-        let mut stream = TextStream::new();
-        let mut stops = StopScan::new(&options.stop);
+        let mut out = Emitter::new(prompt, options);
         let mut prefill_ms = 0.0;
         let mut first_token_ms = 0.0;
         let mut lookup = options.speculative.as_ref().map(PromptLookup::new);
@@ -466,12 +482,12 @@ impl Session {
         // the last is already in the cache, in a tentative span whose rejected tail is still
         // there too (`rejected`): both leave the cache before the next pass, or at the end, so
         // that the cache ends as one-token steps would leave it.
-        let mut ahead = VecDeque::from([pick(logits, &mut sampler, &history).await?]);
+        let mut ahead = VecDeque::from([pick(logits, &mut sampler, &out.history).await?]);
         let mut rejected: Option<usize> = None;
         let outcome = async {
             Ok(loop {
                 let token = ahead.pop_front().expect("a chosen token");
-                if generated.is_empty() {
+                if out.generated.is_empty() {
                     first_token_ms = ms_since(start);
                     // The first readback waits for the prefill to finish on the device.
                     prefill_ms = first_token_ms;
@@ -481,21 +497,8 @@ impl Session {
                 if should_stop(&listener).await {
                     break FinishReason::Aborted;
                 }
-                if !options.ignore_eos && tokenizer.is_end_of_generation(token) {
-                    break FinishReason::Stop;
-                }
-                generated.push(token);
-                history.push(token);
-                let piece = stream.push(tokenizer, token)?;
-                let (emit, stopped) = stops.push(&piece);
-                if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
-                    break FinishReason::Aborted;
-                }
-                if stopped {
-                    break FinishReason::Stop;
-                }
-                if generated.len() >= options.max_tokens {
-                    break FinishReason::Length;
+                if let Some(reason) = out.take(tokenizer, token, &mut listener)? {
+                    break reason;
                 }
                 if !ahead.is_empty() {
                     continue;
@@ -504,54 +507,54 @@ impl Session {
                     self.cache.rollback(n)?;
                 }
                 // Guesses only where the cache has room for them without evicting, so that
-            // eviction happens when and as one-token steps would make it happen.
-            let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - generated.len() - 1);
-            let candidate = lookup.as_ref().and_then(|l| l.candidate(&history, room));
-            let draft = match (&lookup, &candidate) {
-                (Some(l), Some(c)) => l.draft(c),
-                _ => &[],
-            };
-            let step_start = Instant::now();
-            if draft.is_empty() {
-                match self.cache.make_room(1).await {
-                    Ok(_) => {}
-                    Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
-                    Err(e) => return Err(e),
-                }
-                let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
-                self.history.push(token);
-                let next = pick(logits, &mut sampler, &history).await?;
-                if let Some(l) = lookup.as_mut() {
-                    l.observe_pass(1, ms_since(step_start));
-                    // What the skipped candidate would have given, learned for free.
-                    if let Some(c) = &candidate {
-                        l.observe(c.ngram, 1, (c.tokens[0] == next) as usize);
+                // eviction happens when and as one-token steps would make it happen.
+                let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - out.generated.len() - 1);
+                let candidate = lookup.as_ref().and_then(|l| l.candidate(&out.history, room));
+                let draft = match (&lookup, &candidate) {
+                    (Some(l), Some(c)) => l.draft(c),
+                    _ => &[],
+                };
+                let step_start = Instant::now();
+                if draft.is_empty() {
+                    match self.cache.make_room(1).await {
+                        Ok(_) => {}
+                        Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
+                        Err(e) => return Err(e),
                     }
+                    let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
+                    self.history.push(token);
+                    let next = pick(logits, &mut sampler, &out.history).await?;
+                    if let Some(l) = lookup.as_mut() {
+                        l.observe_pass(1, ms_since(step_start));
+                        // What the skipped candidate would have given, learned for free.
+                        if let Some(c) = &candidate {
+                            l.observe(c.ngram, 1, (c.tokens[0] == next) as usize);
+                        }
+                    }
+                    ahead.push_back(next);
+                    continue;
                 }
-                ahead.push_back(next);
-                continue;
-            }
-            let draft = draft.to_vec();
-            let mut run = Vec::with_capacity(draft.len() + 1);
-            run.push(token);
-            run.extend_from_slice(&draft);
-            self.cache.tentative();
-            let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
-                Ok(logits) => logits,
-                Err(e) => {
-                    self.reset();
-                    return Err(e);
+                let draft = draft.to_vec();
+                let mut run = Vec::with_capacity(draft.len() + 1);
+                run.push(token);
+                run.extend_from_slice(&draft);
+                self.cache.tentative();
+                let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
+                    Ok(logits) => logits,
+                    Err(e) => {
+                        self.reset();
+                        return Err(e);
+                    }
+                };
+                self.history.extend_from_slice(&run);
+                let (kept, next) = verify(logits, &draft, &mut sampler, &out.history).await?;
+                drafted += draft.len();
+                accepted += kept;
+                if let (Some(l), Some(c)) = (lookup.as_mut(), &candidate) {
+                    l.observe_pass(run.len(), ms_since(step_start));
+                    l.observe(c.ngram, draft.len(), kept);
                 }
-            };
-            self.history.extend_from_slice(&run);
-            let (kept, next) = verify(logits, &draft, &mut sampler, &history).await?;
-            drafted += draft.len();
-            accepted += kept;
-            if let (Some(l), Some(c)) = (lookup.as_mut(), &candidate) {
-                l.observe_pass(run.len(), ms_since(step_start));
-                l.observe(c.ngram, draft.len(), kept);
-            }
-            rejected = Some(draft.len() - kept);
+                rejected = Some(draft.len() - kept);
                 self.history.truncate(self.history.len() - (draft.len() - kept));
                 ahead.extend(&draft[..kept]);
                 ahead.push_back(next);
@@ -568,14 +571,8 @@ impl Session {
             self.reset();
         }
         let finish_reason = outcome?;
-        if !matches!(finish_reason, FinishReason::Stop | FinishReason::Aborted) {
-            let rest = stream.finish(tokenizer)?;
-            let (emit, _) = stops.push(&rest);
-            let emit = emit.to_string() + stops.flush();
-            if !emit.is_empty() {
-                listener.on_text(&emit, *generated.last().unwrap_or(&0))?;
-            }
-        }
+        let generated = out.generated.clone();
+        let text = out.finish(tokenizer, finish_reason, &mut listener)?;
 
         let total_ms = ms_since(start);
         let decode_ms = total_ms - prefill_ms;
@@ -598,7 +595,7 @@ impl Session {
             accepted_tokens: accepted,
             acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
         };
-        Ok(Generation { tokens: generated, text: stops.into_text(), finish_reason, stats, pruned: None })
+        Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None })
     }
 }
 
@@ -618,7 +615,7 @@ impl Generation {
 
 /// The next token from `logits: [1, vocab]`: argmax on the device when sampling is greedy (one
 /// integer read back), otherwise the logits are read and sampled on the host.
-async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+pub(crate) async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
     if sampler.options().is_greedy() {
         return Ok(read_ids(logits.argmax(1)).await?[0]);
     }
@@ -651,55 +648,10 @@ async fn verify(logits: Tensor<2>, draft: &[u32], sampler: &mut Sampler, history
     Ok((draft.len(), sampler.sample(last, &seen)))
 }
 
-fn ms_since(start: Instant) -> f64 {
+pub(crate) fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-fn per_second(n: usize, ms: f64) -> f64 {
+pub(crate) fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
-}
-
-/// Finds stop strings in streamed text, holding back any tail that could begin one.
-struct StopScan<'a> {
-    stops: &'a [String],
-    text: String,
-    emitted: usize,
-}
-
-impl<'a> StopScan<'a> {
-    fn new(stops: &'a [String]) -> Self {
-        Self { stops, text: String::new(), emitted: 0 }
-    }
-
-    /// Adds `piece`; returns the text now safe to emit and whether a stop string was found.
-    fn push(&mut self, piece: &str) -> (&str, bool) {
-        let from = self.emitted;
-        self.text.push_str(piece);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min() {
-            self.text.truncate(at);
-            self.emitted = at;
-            return (&self.text[from..at], true);
-        }
-        let held = self.stops.iter().map(|s| longest_prefix_suffix(&self.text[from..], s)).max().unwrap_or(0);
-        self.emitted = self.text.len() - held;
-        (&self.text[from..self.emitted], false)
-    }
-
-    /// Emits what was held back (generation ended without completing a stop string).
-    fn flush(&mut self) -> &str {
-        let from = self.emitted;
-        self.emitted = self.text.len();
-        &self.text[from..]
-    }
-
-    fn into_text(self) -> String {
-        let mut text = self.text;
-        text.truncate(self.emitted);
-        text
-    }
-}
-
-/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
-fn longest_prefix_suffix(text: &str, stop: &str) -> usize {
-    (1..stop.len()).rev().filter(|&n| stop.is_char_boundary(n)).find(|&n| text.ends_with(&stop[..n])).unwrap_or(0)
 }

@@ -154,6 +154,10 @@ enum Command {
         formats: String,
         #[command(flatten)]
         speculation: Speculation,
+        /// Instead: decode that many conversations together, for each count given
+        /// (comma-separated, e.g. 1,2,4,8); prints the aggregate and per-stream decode speed.
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<usize>,
     },
 }
 
@@ -364,6 +368,9 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { common, kernels: true, runs, formats, .. } => bench_kernels(&common, runs, &formats),
+        Command::Bench { common, prompt_tokens, gen_tokens, runs, streams, .. } if !streams.is_empty() => {
+            bench_streams(&common, prompt_tokens, gen_tokens, runs, &streams).await
+        }
         Command::Bench { common, prompt_tokens, gen_tokens, runs, speculation, .. } => {
             bench(&common, prompt_tokens, gen_tokens, runs, speculation.options()?).await
         }
@@ -507,13 +514,7 @@ async fn bench(
     let (engine, load_ms) = load(common)?;
     let mut session = engine.session(&kv)?;
     // A prompt of natural text, repeated to the requested length.
-    let text = "The history of the city begins with a small settlement on the river, where traders \
-                exchanged grain, salt and cloth. Over the centuries it grew into a market town. ";
-    let mut prompt = Vec::new();
-    while prompt.len() < prompt_tokens {
-        prompt.extend(engine.encode_prompt(text)?);
-    }
-    prompt.truncate(prompt_tokens);
+    let prompt = bench_prompt(&engine, prompt_tokens)?;
     let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, speculative, ..Default::default() };
 
     // One untimed run compiles kernels and fills allocator pools.
@@ -582,6 +583,94 @@ async fn bench(
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
+}
+
+/// Decode speed of `streams` conversations decoded together ([`hearth::generate_batch`]),
+/// each with the bench prompt: the median of `runs`.
+async fn bench_streams(
+    common: &Common,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    runs: usize,
+    streams: &[usize],
+) -> Result<()> {
+    if runs == 0 || prompt_tokens == 0 || gen_tokens < 2 || streams.contains(&0) {
+        return Err(Error::BadOptions(
+            "--runs, --prompt-tokens and --streams must be at least 1, --gen-tokens at least 2".into(),
+        ));
+    }
+    let kv = KvOptions { capacity: Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)), ..common.kv()? };
+    let (engine, _) = load(common)?;
+    let prompt = bench_prompt(&engine, prompt_tokens)?;
+    let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, ..Default::default() };
+    let mut rows = Vec::new();
+    for &n in streams {
+        let mut sessions = (0..n).map(|_| engine.session(&kv)).collect::<Result<Vec<_>>>()?;
+        let mut rates = Vec::new();
+        // The first run compiles kernels and fills allocator pools.
+        for run in 0..=runs {
+            let mut listeners: Vec<Quiet> = (0..n).map(|_| Quiet).collect();
+            let mut requests: Vec<hearth::BatchRequest> = sessions
+                .iter_mut()
+                .zip(&mut listeners)
+                .map(|(session, listener)| {
+                    session.reset();
+                    hearth::BatchRequest { session, prompt: &prompt, options: &options, listener }
+                })
+                .collect();
+            let generations = hearth::generate_batch(&mut requests).await?;
+            let decode_ms = generations.iter().map(|g| g.stats.decode_ms).fold(0.0, f64::max);
+            let steps: usize = generations.iter().map(|g| g.tokens.len().saturating_sub(1)).sum();
+            if run > 0 {
+                rates.push(steps as f64 * 1e3 / decode_ms);
+            }
+        }
+        rates.sort_by(f64::total_cmp);
+        let aggregate = rates[rates.len() / 2];
+        rows.push(json!({
+            "streams": n,
+            "aggregate_decode_tokens_per_s": aggregate,
+            "per_stream_decode_tokens_per_s": aggregate / n as f64,
+        }));
+    }
+    let base = rows[0]["aggregate_decode_tokens_per_s"].as_f64().unwrap_or(0.0);
+    for row in &mut rows {
+        let aggregate = row["aggregate_decode_tokens_per_s"].as_f64().unwrap_or(0.0);
+        row["aggregate_vs_first"] = json!(if base > 0.0 { aggregate / base } else { 0.0 });
+    }
+    let out = json!({
+        "model": engine.name(),
+        "device": common.device,
+        "weights": common.weights,
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "runs": runs,
+        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
+        "streams": rows,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// A listener that hears nothing.
+struct Quiet;
+
+impl hearth::Listener for Quiet {
+    fn on_text(&mut self, _: &str, _: u32) -> Result<Control> {
+        Ok(Control::Continue)
+    }
+}
+
+/// Natural text repeated to `tokens` tokens, the benchmarks' prompt.
+fn bench_prompt(engine: &Engine, tokens: usize) -> Result<Vec<u32>> {
+    let text = "The history of the city begins with a small settlement on the river, where traders \
+                exchanged grain, salt and cloth. Over the centuries it grew into a market town. ";
+    let mut prompt = Vec::new();
+    while prompt.len() < tokens {
+        prompt.extend(engine.encode_prompt(text)?);
+    }
+    prompt.truncate(tokens);
+    Ok(prompt)
 }
 
 /// One chat turn, for [`speculative_bench`].

@@ -114,8 +114,18 @@ impl Block {
             + self.post_norms.as_ref().map_or(0, |(a, f)| 4 * (a.dims()[0] + f.dims()[0]))
     }
 
-    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into `cache`.
-    fn forward(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, slot: usize) -> Tensor<2> {
+    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into the caches:
+    /// with one cache every row goes to it from slot `slots[0]`; with several, row `i` (one
+    /// token) goes to `caches[i]` at `slots[i]` (conversations decoded together: their
+    /// projections share one pass over the weights, each attends to its own cache).
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        c: &ModelConfig,
+        caches: &mut [&mut KvCache],
+        layer: usize,
+        slots: &[usize],
+    ) -> Tensor<2> {
         let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
         let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
         let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
@@ -138,7 +148,7 @@ impl Block {
             None => qkv,
         };
         let window = c.layer_attention(layer).window;
-        let attn = split::time(Part::Attention, || {
+        let attend = |qkv: Tensor<2>, cache: &mut KvCache, slot: usize| {
             let l = cache.layer_mut(layer);
             let row = slot - l.base;
             let q = rope_store(qkv, heads, l.cos, l.sin, Slot { row, position: slot }, l.k, l.v);
@@ -147,6 +157,19 @@ impl Block {
                 cache.observe_attention(layer, &q, heads, slot);
             }
             attn
+        };
+        let attn = split::time(Part::Attention, || match caches {
+            [cache] => attend(qkv, cache, slots[0]),
+            _ => {
+                let width = qkv.dims()[1];
+                let rows = caches
+                    .iter_mut()
+                    .zip(slots)
+                    .enumerate()
+                    .map(|(i, (cache, &slot))| attend(qkv.clone().slice([i..i + 1, 0..width]), cache, slot))
+                    .collect();
+                Tensor::cat(rows, 0)
+            }
         });
         let glu = Epilogue::Glu(c.arch.activation);
         match &self.post_norms {
@@ -284,20 +307,58 @@ impl Decoder {
         Ok(if out.len() == 1 { out.pop().expect("one pass") } else { Tensor::cat(out, 0) })
     }
 
+    /// One decode step for several conversations at once: `tokens[i]` runs after what
+    /// `caches[i]` holds and is appended to it; returns the logits `[n, vocab]`, row `i` for
+    /// conversation `i`. The projections and the head read each weight once for all of them;
+    /// each attends to its own cache. Each row equals what [`Self::forward`] gives that token
+    /// alone, bit for bit where the kernels give a token the same bits in any tile (the CPU
+    /// levels, tested), so conversations decoded together say what each would alone.
+    pub fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor<2>> {
+        let c = &self.config;
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(Error::InvalidPrompt(format!(
+                "a batched step takes one token per cache: {} tokens, {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        if tokens.len() > MAX_PASS_TOKENS {
+            return Err(Error::BadOptions(format!("at most {MAX_PASS_TOKENS} conversations decode together")));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+        }
+        for cache in caches.iter() {
+            cache.reserve(1)?;
+        }
+        let x = self.pass_with(tokens, caches);
+        Ok(self.head(x))
+    }
+
     /// One pass of `tokens` (at most [`MAX_PASS_TOKENS`]) through the blocks; returns the
     /// hidden states `[seq, d_model]` before the final norm.
     fn pass(&self, tokens: &[u32], cache: &mut KvCache) -> Tensor<2> {
+        self.pass_with(tokens, &mut [cache])
+    }
+
+    /// [`Self::pass`] into one cache, or one token into each of several.
+    fn pass_with(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Tensor<2> {
         let c = &self.config;
-        let slot = cache.len();
-        cache.fit_pass(tokens.len());
+        let per_cache = if caches.len() == 1 { tokens.len() } else { 1 };
+        let slots: Vec<usize> = caches.iter().map(|cache| cache.len()).collect();
+        for cache in caches.iter_mut() {
+            cache.fit_pass(per_cache);
+        }
         let mut x = self.embedding.lookup(tokens, &self.device);
         if c.arch.embed_scale {
             x = x.mul_scalar((c.d_model as f32).sqrt());
         }
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, c, cache, i, slot);
+            x = block.forward(x, c, caches, i, &slots);
         }
-        cache.advance(tokens.len());
+        for cache in caches.iter_mut() {
+            cache.advance(per_cache);
+        }
         x
     }
 

@@ -1,7 +1,8 @@
-//! Speculative decoding on tiny random models: prompt lookup's greedy output equals one-token
-//! greedy decoding token for token (CPU and wgpu, across evictions, with every policy), a
-//! rollback leaves the KV cache as if the dropped tokens had never come, and speculative
-//! sampling draws from the same distribution as plain sampling.
+//! More tokens per weight read, on tiny random models. Speculative decoding: prompt lookup's
+//! greedy output equals one-token greedy decoding token for token (CPU and wgpu, across
+//! evictions, with every policy), a rollback leaves the KV cache as if the dropped tokens had
+//! never come, and speculative sampling draws from the same distribution as plain sampling.
+//! Conversations decoded together: each gets what it gets alone.
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use common::*;
 use hearth::model::Logits;
 use hearth::{
-    Control, DeviceKind, Engine, EvictionPolicy, GenerateOptions, Generation, KvCache, KvOptions, SamplerOptions,
-    Session, SpeculativeOptions, WeightFormat,
+    BatchRequest, Control, DeviceKind, Engine, Error, EvictionPolicy, FinishReason, GenerateOptions, Generation,
+    KvCache, KvOptions, Listener, SamplerOptions, Session, SpeculativeOptions, WeightFormat, generate_batch,
 };
 
 /// A tiny random model. Greedy tests take an untied head: with a tied one such a model repeats
@@ -276,4 +277,124 @@ fn speculative_sampling_keeps_the_distribution() {
         accepted > drafted / 5 && accepted < drafted * 4 / 5,
         "{accepted} of {drafted} drafts accepted: the rule was hardly tested"
     );
+}
+
+/// Collects a conversation's text; aborts after `abort_after` pieces when given.
+struct Collect {
+    text: String,
+    pieces: usize,
+    abort_after: Option<usize>,
+}
+
+impl Listener for Collect {
+    fn on_text(&mut self, text: &str, _: u32) -> hearth::Result<Control> {
+        self.text.push_str(text);
+        self.pieces += 1;
+        Ok(Control::Continue)
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort_after.is_some_and(|n| self.pieces >= n)
+    }
+}
+
+/// Four conversations decoded together, each with its own prompt, cache size, sampler, stop
+/// string and length (one runs its cache full, one aborts), give each the tokens, text, finish
+/// and cache it gets alone; on the CPU and on wgpu.
+fn batch_equals_alone(device: DeviceKind) {
+    let engine = engine(94, device, WeightFormat::Int4);
+    let greedy = |n| GenerateOptions { max_tokens: n, ignore_eos: true, ..GenerateOptions::default() };
+    let sampled = GenerateOptions {
+        sampler: SamplerOptions { temperature: 0.8, top_k: 20, seed: Some(5), ..SamplerOptions::default() },
+        ..greedy(30)
+    };
+    let cases: Vec<(Vec<u32>, KvOptions, GenerateOptions, Option<usize>)> = vec![
+        (tokens(9, 31), KvOptions::with_capacity(64), greedy(25), None),
+        (tokens(17, 32), KvOptions::with_capacity(64), sampled, None),
+        // A cache that evicts, and one that fills up.
+        (tokens(5, 33), KvOptions::with_capacity(24), greedy(40), None),
+        (tokens(6, 34), KvOptions::with_capacity(20).policy(EvictionPolicy::None), greedy(40), None),
+        // Aborted by its listener after 7 pieces.
+        (tokens(11, 35), KvOptions::with_capacity(64), greedy(30), Some(7)),
+    ];
+    let listener = |abort_after| Collect { text: String::new(), pieces: 0, abort_after };
+    let mut alone = Vec::new();
+    for (prompt, kv, options, abort) in &cases {
+        let mut session = engine.session(kv).unwrap();
+        let mut l = listener(*abort);
+        let g = pollster::block_on(session.generate_with(prompt, options, &mut l)).unwrap();
+        let contents = pollster::block_on(session.kv_cache().contents()).unwrap();
+        alone.push((g, l.text, contents, session.history().to_vec()));
+    }
+    let mut sessions: Vec<Session> = cases.iter().map(|(_, kv, _, _)| engine.session(kv).unwrap()).collect();
+    let mut listeners: Vec<Collect> = cases.iter().map(|c| listener(c.3)).collect();
+    let mut requests: Vec<BatchRequest> = sessions
+        .iter_mut()
+        .zip(&mut listeners)
+        .zip(&cases)
+        .map(|((session, listener), (prompt, _, options, _))| BatchRequest { session, prompt, options, listener })
+        .collect();
+    let together = pollster::block_on(generate_batch(&mut requests)).unwrap();
+    drop(requests);
+    for (i, ((g, text, contents, history), b)) in alone.iter().zip(&together).enumerate() {
+        let what = format!("{device:?} conversation {i}");
+        assert_eq!(b.tokens, g.tokens, "{what}");
+        assert_eq!(b.finish_reason, g.finish_reason, "{what}");
+        assert_eq!(b.text, g.text, "{what}");
+        assert_eq!(&listeners[i].text, text, "{what}");
+        assert_eq!(sessions[i].history(), history.as_slice(), "{what}");
+        assert_eq!(&pollster::block_on(sessions[i].kv_cache().contents()).unwrap(), contents, "{what}");
+    }
+    let reasons: Vec<FinishReason> = together.iter().map(|g| g.finish_reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            FinishReason::Length,
+            FinishReason::Length,
+            FinishReason::Length,
+            FinishReason::ContextFull,
+            FinishReason::Aborted
+        ]
+    );
+    assert!(together[2].stats.evicted_tokens > 0);
+}
+
+impl Listener for &mut Collect {
+    fn on_text(&mut self, text: &str, token: u32) -> hearth::Result<Control> {
+        (**self).on_text(text, token)
+    }
+
+    fn aborted(&self) -> bool {
+        (**self).aborted()
+    }
+}
+
+#[test]
+fn conversations_decoded_together_equal_each_alone_on_cpu() {
+    batch_equals_alone(DeviceKind::Cpu);
+}
+
+#[test]
+fn conversations_decoded_together_equal_each_alone_on_wgpu() {
+    batch_equals_alone(DeviceKind::Wgpu);
+}
+
+/// Sessions of different engines, or asking for speculation, are refused before anything runs.
+#[test]
+fn a_batch_of_other_engines_is_refused() {
+    let (a, b) = (engine(95, DeviceKind::Cpu, WeightFormat::Int4), engine(96, DeviceKind::Cpu, WeightFormat::Int4));
+    let (mut sa, mut sb) =
+        (a.session(&KvOptions::with_capacity(32)).unwrap(), b.session(&KvOptions::with_capacity(32)).unwrap());
+    let prompt = tokens(5, 1);
+    let options = GenerateOptions { max_tokens: 4, ..GenerateOptions::default() };
+    let (mut la, mut lb) = (
+        Collect { text: String::new(), pieces: 0, abort_after: None },
+        Collect { text: String::new(), pieces: 0, abort_after: None },
+    );
+    let mut requests = [
+        BatchRequest { session: &mut sa, prompt: &prompt, options: &options, listener: &mut la },
+        BatchRequest { session: &mut sb, prompt: &prompt, options: &options, listener: &mut lb },
+    ];
+    assert!(matches!(pollster::block_on(generate_batch(&mut requests)), Err(Error::BadOptions(_))));
+    assert!(sa.history().is_empty() && sb.history().is_empty());
 }

@@ -1,0 +1,121 @@
+//! What a chosen token becomes: streamed text (whole UTF-8 characters, stop strings held back
+//! until they are ruled out), and whether the generation ends with it. Shared by a session's
+//! own loop and by conversations decoded together ([`crate::batch`]).
+
+use crate::error::Result;
+use crate::session::{Control, FinishReason, GenerateOptions, Listener};
+use crate::tokenizer::{TextStream, Tokenizer};
+
+/// One generation's output so far.
+pub(crate) struct Emitter<'a> {
+    options: &'a GenerateOptions,
+    /// The prompt, then every token taken.
+    pub history: Vec<u32>,
+    pub generated: Vec<u32>,
+    stream: TextStream,
+    stops: StopScan<'a>,
+}
+
+impl<'a> Emitter<'a> {
+    pub fn new(prompt: &[u32], options: &'a GenerateOptions) -> Self {
+        Self {
+            options,
+            history: prompt.to_vec(),
+            generated: Vec::new(),
+            stream: TextStream::new(),
+            stops: StopScan::new(&options.stop),
+        }
+    }
+
+    /// Takes `token` (the listener hears its text): `Some` when the generation ends with it.
+    /// An end-of-generation token is not kept; a token that completes a stop string or
+    /// reaches `max_tokens` is.
+    pub fn take(
+        &mut self,
+        tokenizer: &Tokenizer,
+        token: u32,
+        listener: &mut dyn Listener,
+    ) -> Result<Option<FinishReason>> {
+        if !self.options.ignore_eos && tokenizer.is_end_of_generation(token) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        self.generated.push(token);
+        self.history.push(token);
+        let piece = self.stream.push(tokenizer, token)?;
+        let (emit, stopped) = self.stops.push(&piece);
+        if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
+            return Ok(Some(FinishReason::Aborted));
+        }
+        if stopped {
+            return Ok(Some(FinishReason::Stop));
+        }
+        if self.generated.len() >= self.options.max_tokens {
+            return Ok(Some(FinishReason::Length));
+        }
+        Ok(None)
+    }
+
+    /// Ends the generation: text held back (an unfinished character, a possible stop string)
+    /// goes to the listener unless it stopped or was aborted; returns the text.
+    pub fn finish(
+        mut self,
+        tokenizer: &Tokenizer,
+        reason: FinishReason,
+        listener: &mut dyn Listener,
+    ) -> Result<String> {
+        if !matches!(reason, FinishReason::Stop | FinishReason::Aborted) {
+            let rest = self.stream.finish(tokenizer)?;
+            let (emit, _) = self.stops.push(&rest);
+            let emit = emit.to_string() + self.stops.flush();
+            if !emit.is_empty() {
+                listener.on_text(&emit, *self.generated.last().unwrap_or(&0))?;
+            }
+        }
+        Ok(self.stops.into_text())
+    }
+}
+
+/// Finds stop strings in streamed text, holding back any tail that could begin one.
+struct StopScan<'a> {
+    stops: &'a [String],
+    text: String,
+    emitted: usize,
+}
+
+impl<'a> StopScan<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        Self { stops, text: String::new(), emitted: 0 }
+    }
+
+    /// Adds `piece`; returns the text now safe to emit and whether a stop string was found.
+    fn push(&mut self, piece: &str) -> (&str, bool) {
+        let from = self.emitted;
+        self.text.push_str(piece);
+        if let Some(at) = self.stops.iter().filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i)).min() {
+            self.text.truncate(at);
+            self.emitted = at;
+            return (&self.text[from..at], true);
+        }
+        let held = self.stops.iter().map(|s| longest_prefix_suffix(&self.text[from..], s)).max().unwrap_or(0);
+        self.emitted = self.text.len() - held;
+        (&self.text[from..self.emitted], false)
+    }
+
+    /// Emits what was held back (generation ended without completing a stop string).
+    fn flush(&mut self) -> &str {
+        let from = self.emitted;
+        self.emitted = self.text.len();
+        &self.text[from..]
+    }
+
+    fn into_text(self) -> String {
+        let mut text = self.text;
+        text.truncate(self.emitted);
+        text
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn longest_prefix_suffix(text: &str, stop: &str) -> usize {
+    (1..stop.len()).rev().filter(|&n| stop.is_char_boundary(n)).find(|&n| text.ends_with(&stop[..n])).unwrap_or(0)
+}
