@@ -226,3 +226,63 @@ fn cli_chat_answers_two_turns() {
     let replies: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
     assert_eq!(replies, ["The capital of France is Paris.", "The capital of Japan is Tokyo."]);
 }
+
+/// Prompt lookup and batched decoding on the real model give exactly plain greedy decoding's
+/// tokens: a rewriting task (whose answer copies the prompt, so drafts are accepted and
+/// rejected) and an open question, with and without speculation, and both decoded together.
+fn faster_decoding_changes_nothing(device: DeviceKind, max_tokens: usize) {
+    use hearth::{BatchRequest, Control, GenerateOptions, Listener, Message, SpeculativeOptions};
+    struct Quiet;
+    impl Listener for Quiet {
+        fn on_text(&mut self, _: &str, _: u32) -> hearth::Result<Control> {
+            Ok(Control::Continue)
+        }
+    }
+    let engine = engine(device, WeightFormat::Int4);
+    let kv = KvOptions::with_capacity(512);
+    let prompts: Vec<Vec<u32>> = [
+        "Rewrite the paragraph below exactly, changing only the word \"river\" to \"lake\".\n\nThe village sat \
+         beside a quiet river. Every morning the fishermen pushed their boats into the river and returned at noon \
+         with baskets of silver fish.",
+        "What are three good habits for staying healthy?",
+    ]
+    .iter()
+    .map(|text| engine.chat_prompt(&[Message::new("user", *text)]).unwrap().tokens)
+    .collect();
+    let plain = GenerateOptions { max_tokens, ..GenerateOptions::default() };
+    let fast = GenerateOptions { speculative: Some(SpeculativeOptions::default()), ..plain.clone() };
+    let mut want = Vec::new();
+    let mut accepted = 0;
+    for prompt in &prompts {
+        let mut session = engine.session(&kv).unwrap();
+        let a = pollster::block_on(session.generate(prompt, &plain, |_, _| Control::Continue)).unwrap();
+        session.reset();
+        let b = pollster::block_on(session.generate(prompt, &fast, |_, _| Control::Continue)).unwrap();
+        assert_eq!(b.tokens, a.tokens, "{device:?}: prompt lookup changed the answer");
+        accepted += b.stats.accepted_tokens;
+        want.push(a.tokens);
+    }
+    assert!(accepted > 0, "{device:?}: no draft was accepted");
+    let mut sessions: Vec<_> = prompts.iter().map(|_| engine.session(&kv).unwrap()).collect();
+    let mut listeners = [Quiet, Quiet];
+    let mut requests: Vec<BatchRequest> = sessions
+        .iter_mut()
+        .zip(&mut listeners)
+        .zip(&prompts)
+        .map(|((session, listener), prompt)| BatchRequest { session, prompt, options: &plain, listener })
+        .collect();
+    let together = pollster::block_on(hearth::generate_batch(&mut requests)).unwrap();
+    for (g, want) in together.iter().zip(&want) {
+        assert_eq!(&g.tokens, want, "{device:?}: decoding together changed an answer");
+    }
+}
+
+#[test]
+fn faster_decoding_changes_nothing_on_cpu() {
+    faster_decoding_changes_nothing(DeviceKind::Cpu, 96);
+}
+
+#[test]
+fn faster_decoding_changes_nothing_on_wgpu() {
+    faster_decoding_changes_nothing(DeviceKind::Wgpu, 16);
+}
