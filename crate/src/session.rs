@@ -16,7 +16,7 @@ use crate::model::Logits;
 use crate::prune::{PruneMethod, PruneOptions, PruneReport};
 use crate::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::sampler::{Sampler, SamplerOptions};
-use crate::speculative::{PromptLookup, SpeculativeOptions};
+use crate::speculative::{DraftModel, PromptLookup, SpeculativeMethod, SpeculativeOptions};
 use crate::template::Message;
 
 /// Tokens scored per forward pass by [`Session::surprisal`].
@@ -205,12 +205,25 @@ pub struct Session {
     cache: KvCache,
     /// Every token run through the cache since the last reset, in order (evicted ones too).
     history: Vec<u32>,
+    /// Drafts for `speculative: { method: "draft" }`.
+    draft: Option<DraftModel>,
 }
 
 impl Session {
+    /// Gives the session a draft model for speculative decoding's `draft` method (`None`
+    /// removes it). Refused, leaving the session as it was, when the draft's vocabulary is not
+    /// this model's token for token.
+    pub fn set_draft(&mut self, draft: Option<Arc<Engine>>) -> Result<()> {
+        self.draft = match draft {
+            None => None,
+            Some(engine) => Some(DraftModel::new(engine, &self.engine, self.cache.capacity(), self.cache.sinks())?),
+        };
+        Ok(())
+    }
+
     pub fn new(engine: Arc<Engine>, kv: &KvOptions) -> Result<Self> {
         let cache = KvCache::new(engine.config(), kv, engine.device())?;
-        Ok(Self { engine, cache, history: Vec::new() })
+        Ok(Self { engine, cache, history: Vec::new(), draft: None })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -462,6 +475,9 @@ impl Session {
         let start = Instant::now();
         self.check_prompt(prompt)?;
         options.validate()?;
+        if options.speculative.as_ref().is_some_and(|o| o.method == SpeculativeMethod::Draft) && self.draft.is_none() {
+            return Err(Error::BadOptions("speculative method \"draft\" needs a draft model (set_draft)".into()));
+        }
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
@@ -477,6 +493,8 @@ impl Session {
         let mut prefill_ms = 0.0;
         let mut first_token_ms = 0.0;
         let mut lookup = options.speculative.as_ref().map(PromptLookup::new);
+        let method = options.speculative.as_ref().map(|o| o.method);
+        let mut skipped = 0usize;
         let (mut drafted, mut accepted) = (0, 0);
         // Tokens chosen and not yet taken, in order. After a verification pass every one but
         // the last is already in the cache, in a tentative span whose rejected tail is still
@@ -509,12 +527,26 @@ impl Session {
                 // Guesses only where the cache has room for them without evicting, so that
                 // eviction happens when and as one-token steps would make it happen.
                 let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - out.generated.len() - 1);
-                let candidate = lookup.as_ref().and_then(|l| l.candidate(&out.history, room));
-                let draft = match (&lookup, &candidate) {
-                    (Some(l), Some(c)) => l.draft(c),
-                    _ => &[],
-                };
                 let step_start = Instant::now();
+                let (candidate, draft) = match (&lookup, method) {
+                    (Some(l), Some(SpeculativeMethod::PromptLookup)) => {
+                        let candidate = l.candidate(&out.history, room);
+                        let draft = candidate.as_ref().map_or_else(Vec::new, |c| l.draft(c).to_vec());
+                        (candidate, draft)
+                    }
+                    (Some(l), Some(SpeculativeMethod::Draft)) => {
+                        let model = self.draft.as_mut().expect("checked before the prefill");
+                        // Every 16th step that would not guess guesses one token, so that
+                        // acceptance is learned again once the draft would pay.
+                        let mut k = l.length(1, room, model.guess_ms());
+                        skipped = if k == 0 { skipped + 1 } else { 0 };
+                        if skipped >= 16 && room > 0 {
+                            (k, skipped) = (1, 0);
+                        }
+                        (None, if k > 0 { model.guess(&out.history, k).await? } else { Vec::new() })
+                    }
+                    _ => (None, Vec::new()),
+                };
                 if draft.is_empty() {
                     match self.cache.make_room(1).await {
                         Ok(_) => {}
@@ -534,7 +566,6 @@ impl Session {
                     ahead.push_back(next);
                     continue;
                 }
-                let draft = draft.to_vec();
                 let mut run = Vec::with_capacity(draft.len() + 1);
                 run.push(token);
                 run.extend_from_slice(&draft);
@@ -550,9 +581,12 @@ impl Session {
                 let (kept, next) = verify(logits, &draft, &mut sampler, &out.history).await?;
                 drafted += draft.len();
                 accepted += kept;
-                if let (Some(l), Some(c)) = (lookup.as_mut(), &candidate) {
+                if let Some(l) = lookup.as_mut() {
                     l.observe_pass(run.len(), ms_since(step_start));
-                    l.observe(c.ngram, draft.len(), kept);
+                    l.observe(candidate.as_ref().map_or(1, |c| c.ngram), draft.len(), kept);
+                }
+                if let Some(model) = self.draft.as_mut().filter(|_| method == Some(SpeculativeMethod::Draft)) {
+                    model.settle(draft.len(), kept)?;
                 }
                 rejected = Some(draft.len() - kept);
                 self.history.truncate(self.history.len() - (draft.len() - kept));

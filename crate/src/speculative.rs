@@ -8,9 +8,15 @@
 //! few tokens appeared before in the conversation, what followed them then is the draft. It
 //! needs no second model and costs nothing when nothing matches (a plain step runs).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::kv_cache::{KvCache, KvOptions};
+use crate::model::Logits;
+use crate::readback::read_ids;
 
 /// Where drafts come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,14 +25,18 @@ pub enum SpeculativeMethod {
     /// Copy what followed the latest earlier occurrence of the last n-gram.
     #[default]
     PromptLookup,
+    /// A second, smaller model with the same vocabulary guesses greedily
+    /// ([`crate::Session::set_draft`]).
+    Draft,
 }
 
 impl SpeculativeMethod {
-    pub const NAMES: &str = "prompt-lookup";
+    pub const NAMES: &str = "prompt-lookup or draft";
 
     pub fn name(self) -> &'static str {
         match self {
             Self::PromptLookup => "prompt-lookup",
+            Self::Draft => "draft",
         }
     }
 }
@@ -37,6 +47,7 @@ impl std::str::FromStr for SpeculativeMethod {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "prompt-lookup" => Ok(Self::PromptLookup),
+            "draft" => Ok(Self::Draft),
             _ => Err(Error::BadOptions(format!("unknown speculative method {s:?}: expected {}", Self::NAMES))),
         }
     }
@@ -152,12 +163,19 @@ impl PromptLookup {
     /// The draft worth checking: the first tokens of `candidate`, as many as the cost model
     /// says (none: a plain step pays more).
     pub fn draft<'a>(&self, candidate: &'a Candidate) -> &'a [u32] {
-        let alpha = self.acceptance(candidate.ngram);
-        let cost = |t: usize| self.pass_cost(t);
+        &candidate.tokens[..self.length(candidate.ngram, candidate.tokens.len(), 0.0)]
+    }
+
+    /// The draft length, up to `most`, that yields the most tokens a millisecond for guesses
+    /// of kind `ngram` when making each guess costs `guess_ms` (a draft model's step; nothing
+    /// for a lookup). 0: a plain step pays more.
+    pub fn length(&self, ngram: usize, most: usize, guess_ms: f64) -> usize {
+        let alpha = self.acceptance(ngram);
+        let cost = |t: usize| self.pass_cost(t) + guess_ms * (t - 1) as f64;
         let (mut best, mut best_rate) = (0, 1.0 / cost(1));
         let mut expected = 1.0;
         let mut term = 1.0;
-        for k in 1..=candidate.tokens.len() {
+        for k in 1..=most.min(self.max_draft) {
             term *= alpha;
             expected += term;
             let rate = expected / cost(k + 1);
@@ -165,7 +183,7 @@ impl PromptLookup {
                 (best, best_rate) = (k, rate);
             }
         }
-        &candidate.tokens[..best]
+        best
     }
 
     /// The estimated probability that a draft token from an `ngram`-long match is right: the
@@ -178,9 +196,11 @@ impl PromptLookup {
     /// A pass of `t` tokens relative to nothing in particular: measured milliseconds where
     /// known, else the one-token pass (or 1) times the prior.
     fn pass_cost(&self, t: usize) -> f64 {
+        let prior = |t: usize| 1.0 + PRIOR_TOKEN_COST * (t - 1) as f64;
         self.pass_ms.get(t - 1).copied().flatten().unwrap_or_else(|| {
-            let one = self.pass_ms[0].unwrap_or(1.0);
-            one * (1.0 + PRIOR_TOKEN_COST * (t - 1) as f64)
+            // A one-token pass as measured, or as the prior makes it of any pass measured.
+            let one = self.pass_ms.iter().enumerate().find_map(|(i, ms)| ms.map(|ms| ms / prior(i + 1)));
+            one.unwrap_or(1.0) * prior(t)
         })
     }
 
@@ -199,6 +219,104 @@ impl PromptLookup {
         if let Some(slot) = self.pass_ms.get_mut(tokens - 1) {
             *slot = Some(slot.map_or(ms, |avg| avg + PASS_SMOOTHING * (ms - avg)));
         }
+    }
+}
+
+/// A second model that drafts greedily for a session ([`crate::Session::set_draft`]): its own
+/// KV cache follows the conversation, catching up on what it missed in one pass before it
+/// guesses, and takes back what the main model rejected.
+pub struct DraftModel {
+    engine: Arc<Engine>,
+    cache: KvCache,
+    /// What `cache` holds, in order.
+    history: Vec<u32>,
+    /// Moving average of one guess's milliseconds, once measured.
+    guess_ms: Option<f64>,
+}
+
+impl DraftModel {
+    /// A draft for conversations of `main`: refused unless its vocabulary is `main`'s, token
+    /// for token. Its cache has `capacity` slots and evicts as `sinks-window` does.
+    pub fn new(engine: Arc<Engine>, main: &Engine, capacity: usize, sinks: usize) -> Result<Self> {
+        let (a, b) = (engine.tokenizer(), main.tokenizer());
+        let same = engine.config().vocab == main.config().vocab
+            && a.vocab_size() == b.vocab_size()
+            && (0..a.vocab_size() as u32).all(|id| a.token_text(id) == b.token_text(id));
+        if !same {
+            return Err(Error::BadOptions(format!(
+                "the draft model's vocabulary ({} tokens) differs from the model's ({} tokens): a draft must share it token for token",
+                engine.config().vocab,
+                main.config().vocab
+            )));
+        }
+        let capacity = capacity.min(engine.config().context_length);
+        let kv = KvOptions { capacity: Some(capacity), sinks: sinks.min(capacity / 4), ..KvOptions::default() };
+        let cache = KvCache::new(engine.config(), &kv, engine.device())?;
+        Ok(Self { engine, cache, history: Vec::new(), guess_ms: None })
+    }
+
+    /// Milliseconds one guess has taken on average (0 before any).
+    pub fn guess_ms(&self) -> f64 {
+        self.guess_ms.unwrap_or(0.0)
+    }
+
+    /// Up to `k` greedy guesses of what follows `tokens` (the conversation so far, ending with
+    /// the token the main model will run next). Fewer when its cache lacks room.
+    pub async fn guess(&mut self, tokens: &[u32], k: usize) -> Result<Vec<u32>> {
+        let start = web_time::Instant::now();
+        if self.cache.is_tentative() {
+            // A guess failed halfway: what the cache holds is unknown.
+            self.cache.clear();
+            self.history.clear();
+        }
+        // What the cache holds must be a prefix of the conversation; else start over.
+        let common = self.history.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        if common < self.history.len() {
+            if self.cache.evicted() == 0 && self.cache.can_truncate(common) {
+                self.cache.truncate(common);
+                self.history.truncate(common);
+            } else {
+                self.cache.clear();
+                self.history.clear();
+            }
+        }
+        // Catch up on all but the last token, in passes as a prefill runs.
+        let behind = tokens.len() - 1;
+        while self.history.len() < behind {
+            let n = (behind - self.history.len()).min(self.cache.max_append()).min(crate::session::PREFILL_CHUNK);
+            let chunk = &tokens[self.history.len()..self.history.len() + n];
+            self.cache.make_room(n).await?;
+            self.engine.model().forward(chunk, &mut self.cache, Logits::Last)?;
+            self.history.extend_from_slice(chunk);
+        }
+        let k = k.min(self.cache.max_append().saturating_sub(1));
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        self.cache.make_room(k).await?;
+        self.cache.tentative();
+        let mut guesses = Vec::with_capacity(k);
+        let mut last = tokens[tokens.len() - 1];
+        for _ in 0..k {
+            let logits = self.engine.model().forward(&[last], &mut self.cache, Logits::Last)?;
+            last = read_ids(logits.argmax(1)).await?[0];
+            guesses.push(last);
+        }
+        self.history.push(tokens[tokens.len() - 1]);
+        self.history.extend_from_slice(&guesses[..k - 1]);
+        let ms = start.elapsed().as_secs_f64() * 1e3 / k as f64;
+        self.guess_ms = Some(self.guess_ms.map_or(ms, |avg| avg + PASS_SMOOTHING * (ms - avg)));
+        Ok(guesses)
+    }
+
+    /// After a check of the last guesses: the main model kept the first `kept`, so the cache
+    /// keeps the conversation's token and those (the last guess was never fed to it).
+    pub fn settle(&mut self, guessed: usize, kept: usize) -> Result<()> {
+        let fed = guessed;
+        let keep = (kept + 1).min(fed);
+        self.cache.rollback(fed - keep)?;
+        self.history.truncate(self.history.len() - (fed - keep));
+        Ok(())
     }
 }
 
@@ -282,7 +400,8 @@ mod tests {
         ] {
             assert!(matches!(o.validate(), Err(Error::BadOptions(_))));
         }
-        assert!("draft".parse::<SpeculativeMethod>().is_err());
+        assert!("drafts".parse::<SpeculativeMethod>().is_err());
+        assert_eq!("draft".parse::<SpeculativeMethod>().unwrap(), SpeculativeMethod::Draft);
         assert_eq!("prompt-lookup".parse::<SpeculativeMethod>().unwrap(), SpeculativeMethod::PromptLookup);
     }
 }

@@ -398,3 +398,57 @@ fn a_batch_of_other_engines_is_refused() {
     assert!(matches!(pollster::block_on(generate_batch(&mut requests)), Err(Error::BadOptions(_))));
     assert!(sa.history().is_empty() && sb.history().is_empty());
 }
+
+/// A draft model's guesses change nothing either: greedy output equals plain greedy output
+/// with a draft that often agrees (the same model quantized otherwise) and one that rarely
+/// does (another random model), and the draft's own cache follows across turns; a draft whose
+/// vocabulary differs is refused, and the method without a draft is refused.
+#[test]
+fn draft_model_greedy_equals_plain_greedy() {
+    let main = engine(91, DeviceKind::Cpu, WeightFormat::Int4);
+    let drafts = [engine(91, DeviceKind::Cpu, WeightFormat::F32), engine(97, DeviceKind::Cpu, WeightFormat::Int4)];
+    let options = SpeculativeOptions { method: hearth::SpeculativeMethod::Draft, ..SpeculativeOptions::default() };
+    let kv = KvOptions::with_capacity(96);
+    let (mut drafted, mut accepted) = (0, 0);
+    for draft in &drafts {
+        for seed in [1u64, 2] {
+            let prompt = tokens(10, seed);
+            let plain = GenerateOptions { max_tokens: 40, ignore_eos: true, ..GenerateOptions::default() };
+            let fast = GenerateOptions { speculative: Some(options.clone()), ..plain.clone() };
+            let mut a = main.session(&kv).unwrap();
+            let mut b = main.session(&kv).unwrap();
+            b.set_draft(Some(Arc::clone(draft))).unwrap();
+            let (want, got) = (generate(&mut a, &prompt, &plain), generate(&mut b, &prompt, &fast));
+            assert_eq!(got.tokens, want.tokens, "seed {seed}");
+            assert_eq!(b.history(), a.history());
+            drafted += got.stats.draft_tokens;
+            accepted += got.stats.accepted_tokens;
+            // A second turn: the draft catches up with what it did not see.
+            let mut next = prompt.clone();
+            next.extend(&got.tokens);
+            next.extend(tokens(4, seed + 20));
+            assert_eq!(generate(&mut b, &next, &fast).tokens, generate(&mut a, &next, &plain).tokens, "seed {seed}");
+        }
+    }
+    assert!(accepted > 0 && accepted < drafted, "{drafted} drafted, {accepted} accepted");
+
+    let mut session = main.session(&kv).unwrap();
+    let fast = GenerateOptions { speculative: Some(options), max_tokens: 4, ..GenerateOptions::default() };
+    let refused = pollster::block_on(session.generate(&tokens(3, 1), &fast, |_, _| Control::Continue));
+    assert!(matches!(refused, Err(Error::BadOptions(_))), "the draft method without a draft model");
+    // Another vocabulary: one token's text changed.
+    let c = TinyConfig { context: 256, ..TinyConfig::new() };
+    let tensors = tiny_weights(&c, 91, false, &|_| Ty::F32);
+    let mut metadata = tiny_metadata(&c);
+    for (key, value) in metadata.iter_mut() {
+        if *key == "tokenizer.ggml.tokens"
+            && let Kv::StrArray(tokens) = value
+        {
+            tokens[100] = "zz".into();
+        }
+    }
+    let other =
+        Engine::from_gguf(&write_gguf(&metadata, &tensors), &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4);
+    let refused = session.set_draft(Some(Arc::new(other.unwrap())));
+    assert!(matches!(refused, Err(Error::BadOptions(_))), "a draft with another vocabulary");
+}

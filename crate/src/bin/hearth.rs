@@ -161,7 +161,7 @@ enum Command {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Common {
     /// A .gguf file, or a Hugging Face directory (config.json, *.safetensors, tokenizer.json).
     #[arg(long)]
@@ -256,9 +256,32 @@ struct Speculation {
     /// prompt-lookup: the longest n-gram matched.
     #[arg(long, default_value_t = SpeculativeOptions::default().ngram)]
     ngram: usize,
+    /// With --speculative draft: a smaller model with the same vocabulary (loaded on the same
+    /// device).
+    #[arg(long)]
+    draft_model: Option<PathBuf>,
+    /// How the draft model's matrices are kept (default: as --weights says).
+    #[arg(long)]
+    draft_weights: Option<String>,
 }
 
 impl Speculation {
+    /// Loads `--draft-model` into `session`; refused where it is given without `--speculative
+    /// draft` or missing with it.
+    fn attach(&self, common: &Common, session: &mut hearth::Session) -> Result<()> {
+        let draft = self.speculative.as_deref() == Some("draft");
+        match (&self.draft_model, draft) {
+            (None, false) => Ok(()),
+            (None, true) => Err(Error::BadOptions("--speculative draft needs --draft-model".into())),
+            (Some(_), false) => Err(Error::BadOptions("--draft-model is for --speculative draft".into())),
+            (Some(path), true) => {
+                let weights = self.draft_weights.clone().unwrap_or_else(|| common.weights.clone());
+                let (engine, _) = load(&Common { model: path.clone(), weights, ..common.clone() })?;
+                session.set_draft(Some(engine))
+            }
+        }
+    }
+
     fn options(&self) -> Result<Option<SpeculativeOptions>> {
         let Some(method) = &self.speculative else { return Ok(None) };
         let options = SpeculativeOptions { method: method.parse()?, max_draft: self.max_draft, ngram: self.ngram };
@@ -309,6 +332,7 @@ async fn run(cli: Cli) -> Result<()> {
             let kv = common.kv()?;
             let (engine, _) = load(&common)?;
             let mut session = engine.session(&kv)?;
+            sampling.speculation.attach(&common, &mut session)?;
             let ids = engine.encode_prompt(&prompt)?;
             let mut stdout = std::io::stdout();
             let generation = session
@@ -337,8 +361,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Chat { common, sampling, system, prune } => chat(&common, &sampling, system, &prune).await,
         Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
         Command::SpeculativeBench { common, items, max_tokens, limit, speculation } => {
-            let speculative = speculation.options()?.unwrap_or_default();
-            speculative_bench(&common, &items, max_tokens, limit, speculative).await
+            speculative_bench(&common, &items, max_tokens, limit, &speculation).await
         }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
@@ -372,7 +395,7 @@ async fn run(cli: Cli) -> Result<()> {
             bench_streams(&common, prompt_tokens, gen_tokens, runs, &streams).await
         }
         Command::Bench { common, prompt_tokens, gen_tokens, runs, speculation, .. } => {
-            bench(&common, prompt_tokens, gen_tokens, runs, speculation.options()?).await
+            bench(&common, prompt_tokens, gen_tokens, runs, &speculation).await
         }
     }
 }
@@ -450,6 +473,7 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prun
     let (kv, prune) = (common.kv()?, prune.options()?);
     let (engine, _) = load(common)?;
     let mut session = engine.session(&kv)?;
+    sampling.speculation.attach(common, &mut session)?;
     let mut messages: Vec<Message> = system.into_iter().map(|s| Message::new("system", s)).collect();
     let options = sampling.options()?;
     let stdin = std::io::stdin();
@@ -505,14 +529,16 @@ async fn bench(
     prompt_tokens: usize,
     gen_tokens: usize,
     runs: usize,
-    speculative: Option<SpeculativeOptions>,
+    speculation: &Speculation,
 ) -> Result<()> {
+    let speculative = speculation.options()?;
     if runs == 0 || prompt_tokens == 0 || gen_tokens == 0 {
         return Err(Error::BadOptions("--runs, --prompt-tokens and --gen-tokens must be at least 1".into()));
     }
     let kv = KvOptions { capacity: Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)), ..common.kv()? };
     let (engine, load_ms) = load(common)?;
     let mut session = engine.session(&kv)?;
+    speculation.attach(common, &mut session)?;
     // A prompt of natural text, repeated to the requested length.
     let prompt = bench_prompt(&engine, prompt_tokens)?;
     let options = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, speculative, ..Default::default() };
@@ -686,8 +712,9 @@ async fn speculative_bench(
     items: &Path,
     max_tokens: usize,
     limit: Option<usize>,
-    speculative: SpeculativeOptions,
+    speculation: &Speculation,
 ) -> Result<()> {
+    let speculative = speculation.options()?.unwrap_or_default();
     let items: Vec<SpeculativeItem> =
         serde_json::from_slice(&read(items)?).map_err(|e| Error::BadOptions(format!("{}: {e}", items.display())))?;
     let mut seen = std::collections::HashMap::<String, usize>::new();
@@ -701,6 +728,7 @@ async fn speculative_bench(
         .collect();
     let (engine, _) = load(common)?;
     let mut session = engine.session(&common.kv()?)?;
+    speculation.attach(common, &mut session)?;
     let plain = GenerateOptions { max_tokens, ..Default::default() };
     let fast = GenerateOptions { speculative: Some(speculative.clone()), ..plain.clone() };
     let prune = PruneOptions { method: PruneMethod::None, budget: None };
