@@ -1,5 +1,7 @@
-//! Several conversations of one engine decoded together: each prompt is prefilled on its own,
-//! then every step runs the unfinished conversations' tokens as one batched forward pass
+//! Several conversations of one engine decoded together: between decode steps one prefill
+//! pass of a conversation still prefilling runs (so a long prompt holds the others up for a
+//! pass at a time, never for its whole length), and every step runs the decoding
+//! conversations' tokens as one batched forward pass
 //! ([`Decoder::forward_batch`](crate::model::Decoder::forward_batch)): the weights are read
 //! once for all of them, each attends to its own KV cache and samples with its own sampler.
 //! A conversation gets the tokens it would get alone (the kernels give a row the same bits in
@@ -15,8 +17,7 @@ use crate::error::{Error, Result};
 use crate::readback::{read_f32, read_ids};
 use crate::sampler::Sampler;
 use crate::session::{
-    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Prefilled, Session, ms_since, per_second,
-    pick,
+    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Session, ms_since, per_second, pick,
 };
 
 /// One conversation's part in [`generate_batch`].
@@ -35,6 +36,8 @@ struct Live<'a> {
     out: Emitter<'a>,
     /// Chosen, not yet taken.
     next: u32,
+    /// Prompt tokens the cache holds: the prefill is done when it is the prompt's length.
+    fed: usize,
     finish: Option<FinishReason>,
     reused: usize,
     evicted_before: usize,
@@ -63,40 +66,49 @@ pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Gen
     }
     let tokenizer = engine.tokenizer();
 
-    // Prefill one after another.
     let mut live = Vec::with_capacity(requests.len());
     for r in requests.iter_mut() {
-        let mut sampler = Sampler::new(r.options.sampler.clone())?;
-        let out = Emitter::new(r.prompt, r.options);
-        let began = ms_since(start);
-        let prefilled = if r.listener.aborted() { None } else { r.session.prefill(r.prompt, &*r.listener).await? };
-        let (next, finish, reused, evicted_before) = match prefilled {
-            Some(Prefilled { logits, reused, evicted_before }) => {
-                (pick(logits, &mut sampler, &out.history).await?, None, reused, evicted_before)
-            }
-            None => (0, Some(FinishReason::Aborted), 0, r.session.kv_cache().evicted()),
-        };
-        let prefill_ms = ms_since(start) - began;
-        let first_token_ms = ms_since(start);
+        let (reused, evicted_before) = r.session.reuse(r.prompt);
         live.push(Live {
-            sampler,
-            out,
-            next,
-            finish,
+            sampler: Sampler::new(r.options.sampler.clone())?,
+            out: Emitter::new(r.prompt, r.options),
+            next: 0,
+            fed: reused,
+            finish: None,
             reused,
             evicted_before,
-            prefill_ms,
-            first_token_ms,
-            end_ms: first_token_ms,
+            prefill_ms: 0.0,
+            first_token_ms: 0.0,
+            end_ms: 0.0,
         });
     }
-    let decode_start = ms_since(start);
 
     loop {
-        // Each takes its chosen token; those that go on make room for it.
+        // One prefill pass of the first conversation still prefilling, between decode steps,
+        // so that a long prompt never holds up the others for more than a pass.
+        if let Some(i) = (0..live.len()).find(|&i| live[i].finish.is_none() && live[i].fed < requests[i].prompt.len()) {
+            let (r, l) = (&mut requests[i], &mut live[i]);
+            let began = ms_since(start);
+            if r.listener.aborted() {
+                l.finish = Some(FinishReason::Aborted);
+            } else {
+                let end = (l.fed + r.session.prefill_chunk()).min(r.prompt.len());
+                let logits = r.session.prefill_pass(&r.prompt[l.fed..end]).await?;
+                l.fed = end;
+                if end == r.prompt.len() {
+                    l.next = pick(logits, &mut l.sampler, &l.out.history).await?;
+                    l.first_token_ms = ms_since(start);
+                    l.end_ms = l.first_token_ms;
+                }
+            }
+            l.prefill_ms += ms_since(start) - began;
+        }
+
+        // Each decoding conversation takes its chosen token; those that go on make room for
+        // the next.
         let mut step = Vec::new();
         for (i, (r, l)) in requests.iter_mut().zip(live.iter_mut()).enumerate() {
-            if l.finish.is_some() {
+            if l.finish.is_some() || l.fed < r.prompt.len() {
                 continue;
             }
             l.end_ms = ms_since(start);
@@ -115,7 +127,10 @@ pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Gen
             }
         }
         if step.is_empty() {
-            break;
+            if live.iter().zip(requests.iter()).all(|(l, r)| l.finish.is_some() || l.fed >= r.prompt.len()) {
+                break;
+            }
+            continue;
         }
         let tokens: Vec<u32> = step.iter().map(|&i| live[i].next).collect();
         let mut caches: Vec<_> = requests
@@ -145,13 +160,12 @@ pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Gen
             }
         }
     }
-
     let mut generations = Vec::with_capacity(requests.len());
     for (r, l) in requests.iter_mut().zip(live) {
         let finish_reason = l.finish.unwrap_or(FinishReason::Aborted);
         let tokens = l.out.generated.clone();
         let text = l.out.finish(tokenizer, finish_reason, r.listener)?;
-        let decode_ms = (l.end_ms - decode_start).max(0.0);
+        let decode_ms = (l.end_ms - l.first_token_ms).max(0.0);
         let cache = r.session.kv_cache();
         let stats = GenerationStats {
             prompt_tokens: r.prompt.len(),

@@ -286,7 +286,7 @@ impl Session {
         }
         let engine = Arc::clone(&self.engine);
         let mut last: Option<Tensor<2>> = None;
-        for chunk in tokens.chunks(self.cache.max_append().min(PREFILL_CHUNK)) {
+        for chunk in tokens.chunks(self.prefill_chunk()) {
             if let Some(previous) = &last {
                 settle(previous).await?;
             }
@@ -423,9 +423,22 @@ impl Session {
     /// many tokens were reused, and the evictions before; `None` when the listener aborted.
     /// A failed chunk resets the session (part of its keys may be written).
     pub(crate) async fn prefill(&mut self, prompt: &[u32], listener: &dyn Listener) -> Result<Option<Prefilled>> {
-        // Reuse what the cache holds; at least one token must run to produce logits. After an
-        // eviction the cache cannot be cut back, so a prompt that only repeats what it holds
-        // is run again from the start.
+        let (reused, evicted_before) = self.reuse(prompt);
+        match self.run(&prompt[reused..], listener).await {
+            Ok(Some(logits)) => Ok(Some(Prefilled { logits, reused, evicted_before })),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps what the cache holds of `prompt` (at least one token must still run, to produce
+    /// logits); returns how many tokens that is and the evictions so far. After an eviction
+    /// the cache cannot be cut back, so a prompt that only repeats what it holds is run again
+    /// from the start.
+    pub(crate) fn reuse(&mut self, prompt: &[u32]) -> (usize, usize) {
         let mut reused = self.reusable(prompt).min(prompt.len() - 1);
         if reused < self.history.len() {
             if self.cache.evicted() > 0 || !self.cache.can_truncate(reused) {
@@ -436,10 +449,27 @@ impl Session {
                 self.history.truncate(reused);
             }
         }
-        let evicted_before = self.cache.evicted();
-        match self.run(&prompt[reused..], listener).await {
-            Ok(Some(logits)) => Ok(Some(Prefilled { logits, reused, evicted_before })),
-            Ok(None) => Ok(None),
+        (reused, self.cache.evicted())
+    }
+
+    /// Most prompt tokens one prefill pass of this session runs.
+    pub(crate) fn prefill_chunk(&self) -> usize {
+        self.cache.max_append().min(PREFILL_CHUNK)
+    }
+
+    /// One prefill pass of `chunk` (at most [`Self::prefill_chunk`]): the logits of its last
+    /// token. A failure resets the session.
+    pub(crate) async fn prefill_pass(&mut self, chunk: &[u32]) -> Result<Tensor<2>> {
+        let engine = Arc::clone(&self.engine);
+        let result = match self.cache.make_room(chunk.len()).await {
+            Ok(_) => engine.model().forward(chunk, &mut self.cache, Logits::Last),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(logits) => {
+                self.history.extend_from_slice(chunk);
+                Ok(logits)
+            }
             Err(e) => {
                 self.reset();
                 Err(e)

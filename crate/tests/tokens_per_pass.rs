@@ -298,9 +298,10 @@ impl Listener for Collect {
     }
 }
 
-/// Four conversations decoded together, each with its own prompt, cache size, sampler, stop
-/// string and length (one runs its cache full, one aborts), give each the tokens, text, finish
-/// and cache it gets alone; on the CPU and on wgpu.
+/// Six conversations decoded together, each with its own prompt, cache size, sampler and
+/// length (one evicts, one runs its cache full, one aborts, one has a prompt of three prefill
+/// passes that run between the others' decode steps), give each the tokens, text, finish and
+/// cache it gets alone; on the CPU and on wgpu.
 fn batch_equals_alone(device: DeviceKind) {
     let engine = engine(94, device, WeightFormat::Int4);
     let greedy = |n| GenerateOptions { max_tokens: n, ignore_eos: true, ..GenerateOptions::default() };
@@ -316,6 +317,8 @@ fn batch_equals_alone(device: DeviceKind) {
         (tokens(6, 34), KvOptions::with_capacity(20).policy(EvictionPolicy::None), greedy(40), None),
         // Aborted by its listener after 7 pieces.
         (tokens(11, 35), KvOptions::with_capacity(64), greedy(30), Some(7)),
+        // Prefilled in three passes while the others decode.
+        (tokens(150, 36), KvOptions::with_capacity(200), greedy(20), None),
     ];
     let listener = |abort_after| Collect { text: String::new(), pieces: 0, abort_after };
     let mut alone = Vec::new();
@@ -353,7 +356,8 @@ fn batch_equals_alone(device: DeviceKind) {
             FinishReason::Length,
             FinishReason::Length,
             FinishReason::ContextFull,
-            FinishReason::Aborted
+            FinishReason::Aborted,
+            FinishReason::Length,
         ]
     );
     assert!(together[2].stats.evicted_tokens > 0);
