@@ -620,9 +620,9 @@ async fn bench_streams(
     runs: usize,
     streams: &[usize],
 ) -> Result<()> {
-    if runs == 0 || prompt_tokens == 0 || gen_tokens < 2 || streams.contains(&0) {
+    if runs == 0 || prompt_tokens < 2 || gen_tokens < 2 || streams.contains(&0) {
         return Err(Error::BadOptions(
-            "--runs, --prompt-tokens and --streams must be at least 1, --gen-tokens at least 2".into(),
+            "--runs and --streams must be at least 1, --prompt-tokens and --gen-tokens at least 2".into(),
         ));
     }
     let kv = KvOptions { capacity: Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)), ..common.kv()? };
@@ -635,13 +635,21 @@ async fn bench_streams(
         let mut rates = Vec::new();
         // The first run compiles kernels and fills allocator pools.
         for run in 0..=runs {
+            // The prompts go in first, untimed, so that the batch times decoding alone (it
+            // would otherwise run their prefill passes between its steps).
+            for session in &mut sessions {
+                session.reset();
+                session.feed(&prompt[..prompt.len() - 1]).await?;
+            }
             let mut listeners: Vec<Quiet> = (0..n).map(|_| Quiet).collect();
             let mut requests: Vec<hearth::BatchRequest> = sessions
                 .iter_mut()
                 .zip(&mut listeners)
-                .map(|(session, listener)| {
-                    session.reset();
-                    hearth::BatchRequest { session, prompt: &prompt, options: &options, listener }
+                .map(|(session, listener)| hearth::BatchRequest {
+                    session,
+                    prompt: &prompt,
+                    options: &options,
+                    listener,
                 })
                 .collect();
             let generations = hearth::generate_batch(&mut requests).await?;
