@@ -2,7 +2,8 @@
 // pkg-scripts/demo.sh does), then in Debian's Chromium (WebGPU on SwiftShader, so the page's
 // `auto` device runs on the CPU), without WebGPU at all (it chats on the CPU), then once on a
 // desktop viewport and once on a 390x844 phone: refuses a broken model file with a message,
-// loads SmolLM2, answers "What is the capital of Japan?" at temperature 0 as it streams, stops
+// loads SmolLM2, answers "What is the capital of Japan?" at temperature 0 as it streams (and,
+// without WebGPU, a copying request the same with prompt lookup as without), stops
 // a long answer, regenerates with a changed setting and clears; then loads the base model Gemma
 // 3 270M from its own button, in completion mode, and continues a sentence as llama.cpp does.
 // Fails on any page error.
@@ -243,8 +244,25 @@ async function noWebGpu() {
   const streamed = await streamedLengths(reply);
   const answer = await reply.locator(".body").textContent();
   check(streamed.state === "done" && /Tokyo/.test(answer), `no WebGPU: ${streamed.state}: ${answer}`);
+
+  // The speculative switch: a copying request answered with prompt lookup says exactly what it
+  // says without, and the stats show the drafts.
+  const copy = "Repeat this sentence exactly: The quick brown fox jumps over the lazy dog near the river bank.";
+  const answers = [];
+  for (const speculative of ["off", "prompt-lookup"]) {
+    await page.click("#clear");
+    await page.waitForFunction(() => document.querySelectorAll(".msg").length === 0);
+    await page.selectOption("#settings [name=speculative]", speculative);
+    const r = await ask(page, copy);
+    const s = await streamedLengths(r);
+    check(s.state === "done", `no WebGPU: speculative ${speculative}: ${s.state}`);
+    answers.push(await r.locator(".body").textContent());
+  }
+  const drafts = await page.textContent("#stat-drafts");
+  check(answers[0] === answers[1], `no WebGPU: prompt lookup changed the answer:\n${answers[0]}\n${answers[1]}`);
+  check(/^\d+ of \d+ accepted/.test(drafts), `no WebGPU: the stats show no drafts: ${drafts}`);
   check(errors.length === 0, `no WebGPU: the page logged errors:\n${errors.join("\n")}`);
-  console.log(`no WebGPU: ${device}; ${answer}`);
+  console.log(`no WebGPU: ${device}; ${answer}; prompt lookup: ${drafts}; ${answers[1]}`);
   await context.close();
 }
 
