@@ -557,7 +557,6 @@ impl Session {
                 // Guesses only where the cache has room for them without evicting, so that
                 // eviction happens when and as one-token steps would make it happen.
                 let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - out.generated.len() - 1);
-                let step_start = Instant::now();
                 let (candidate, draft) = match (&lookup, method) {
                     (Some(l), Some(SpeculativeMethod::PromptLookup)) => {
                         let candidate = l.candidate(&out.history, room);
@@ -565,7 +564,9 @@ impl Session {
                         (candidate, draft)
                     }
                     (Some(l), Some(SpeculativeMethod::Draft)) => {
-                        let model = self.draft.as_mut().expect("checked before the prefill");
+                        let Some(model) = self.draft.as_mut() else {
+                            return Err(Error::BadOptions("the draft model went away".into()));
+                        };
                         // Every 16th step that would not guess guesses one token, so that
                         // acceptance is learned again once the draft would pay.
                         let mut k = l.length(1, room, model.guess_ms());
@@ -577,6 +578,8 @@ impl Session {
                     }
                     _ => (None, Vec::new()),
                 };
+                // The pass alone: a draft model's guesses are timed on their own.
+                let step_start = Instant::now();
                 if draft.is_empty() {
                     match self.cache.make_room(1).await {
                         Ok(_) => {}
