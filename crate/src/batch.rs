@@ -93,7 +93,14 @@ pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Gen
                 l.finish = Some(FinishReason::Aborted);
             } else {
                 let end = (l.fed + r.session.prefill_chunk()).min(r.prompt.len());
-                let logits = r.session.prefill_pass(&r.prompt[l.fed..end]).await?;
+                let logits = match r.session.prefill_pass(&r.prompt[l.fed..end]).await {
+                    Ok(logits) => logits,
+                    Err(e) => {
+                        // Part of the pass's keys may be written: its conversation runs again.
+                        r.session.reset();
+                        return Err(e);
+                    }
+                };
                 l.fed = end;
                 if end == r.prompt.len() {
                     l.next = pick(logits, &mut l.sampler, &l.out.history).await?;

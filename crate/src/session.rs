@@ -170,14 +170,6 @@ async fn should_stop(listener: &dyn Listener) -> bool {
     listener.aborted()
 }
 
-/// What [`Session::prefill`] leaves.
-pub(crate) struct Prefilled {
-    /// `[1, vocab]`: after the prompt's last token.
-    pub logits: Tensor<2>,
-    pub reused: usize,
-    pub evicted_before: usize,
-}
-
 /// A listener that hears nothing and never stops (feeding and scoring for the caller's own use).
 struct Quiet;
 
@@ -284,7 +276,6 @@ impl Session {
         if tokens.is_empty() {
             return Err(Error::InvalidPrompt("no tokens to run".into()));
         }
-        let engine = Arc::clone(&self.engine);
         let mut last: Option<Tensor<2>> = None;
         for chunk in tokens.chunks(self.prefill_chunk()) {
             if let Some(previous) = &last {
@@ -293,9 +284,7 @@ impl Session {
             if should_stop(listener).await {
                 return Ok(None);
             }
-            self.cache.make_room(chunk.len()).await?;
-            last = Some(engine.model().forward(chunk, &mut self.cache, Logits::Last)?);
-            self.history.extend_from_slice(chunk);
+            last = Some(self.prefill_pass(chunk).await?);
         }
         Ok(last)
     }
@@ -419,21 +408,6 @@ impl Session {
         Ok(Some(out))
     }
 
-    /// Runs what of `prompt` the cache does not hold yet: the logits of its last token, how
-    /// many tokens were reused, and the evictions before; `None` when the listener aborted.
-    /// A failed chunk resets the session (part of its keys may be written).
-    pub(crate) async fn prefill(&mut self, prompt: &[u32], listener: &dyn Listener) -> Result<Option<Prefilled>> {
-        let (reused, evicted_before) = self.reuse(prompt);
-        match self.run(&prompt[reused..], listener).await {
-            Ok(Some(logits)) => Ok(Some(Prefilled { logits, reused, evicted_before })),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.reset();
-                Err(e)
-            }
-        }
-    }
-
     /// Keeps what the cache holds of `prompt` (at least one token must still run, to produce
     /// logits); returns how many tokens that is and the evictions so far. After an eviction
     /// the cache cannot be cut back, so a prompt that only repeats what it holds is run again
@@ -457,24 +431,13 @@ impl Session {
         self.cache.max_append().min(PREFILL_CHUNK)
     }
 
-    /// One prefill pass of `chunk` (at most [`Self::prefill_chunk`]): the logits of its last
-    /// token. A failure resets the session.
+    /// One prefill pass of `chunk` (at most [`Self::prefill_chunk`]), evicting as the policy
+    /// says: the logits of its last token. `history` grows only when the pass ran.
     pub(crate) async fn prefill_pass(&mut self, chunk: &[u32]) -> Result<Tensor<2>> {
-        let engine = Arc::clone(&self.engine);
-        let result = match self.cache.make_room(chunk.len()).await {
-            Ok(_) => engine.model().forward(chunk, &mut self.cache, Logits::Last),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(logits) => {
-                self.history.extend_from_slice(chunk);
-                Ok(logits)
-            }
-            Err(e) => {
-                self.reset();
-                Err(e)
-            }
-        }
+        self.cache.make_room(chunk.len()).await?;
+        let logits = self.engine.model().forward(chunk, &mut self.cache, Logits::Last)?;
+        self.history.extend_from_slice(chunk);
+        Ok(logits)
     }
 
     /// Records that the batched step ([`crate::batch`]) fed `token` to this session's cache.
@@ -515,8 +478,16 @@ impl Session {
             return Ok(Generation::aborted(prompt.len(), &self.cache, start));
         }
 
-        let Some(Prefilled { logits, reused, evicted_before }) = self.prefill(prompt, &listener).await? else {
-            return Ok(Generation::aborted(prompt.len(), &self.cache, start));
+        let (reused, evicted_before) = self.reuse(prompt);
+        let logits = match self.run(&prompt[reused..], &listener).await {
+            Ok(Some(logits)) => logits,
+            Ok(None) => return Ok(Generation::aborted(prompt.len(), &self.cache, start)),
+            Err(e) => {
+                // A failed chunk may have written part of its keys; the conversation must be
+                // run again.
+                self.reset();
+                return Err(e);
+            }
         };
 
         let mut out = Emitter::new(prompt, options);

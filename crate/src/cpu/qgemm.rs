@@ -733,16 +733,7 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
         let nibble = _mm256_set1_epi32(15);
         let mut supers = [_mm256_setzero_ps(); 2];
         for b in 0..blocks {
-            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one, in
-            // memory for broadcasts (see `avx2_tile_one`).
-            let (dm, pairs) = if K {
-                if b % SUPER == 0 {
-                    supers = group_supers(w, group, b);
-                }
-                (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
-            } else {
-                ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
-            };
+            let (dm, pairs) = block_scales::<K>(w, group, b, &mut supers);
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
             let mut scale = [(_mm256_setzero_ps(), _mm256_setzero_ps()); GROUP];
             for k in 0..4 {
@@ -778,6 +769,79 @@ unsafe fn avx2_tile<const T: usize, const Q8: bool, const K: bool>(
     }
 }
 
+/// Block `b`'s scales for the group's four rows, in memory for broadcasts ([`black_box`]
+/// keeps LLVM from turning those loads into shuffles, which compete with the code widenings
+/// for the shuffle port): `[d_lo, m_lo, d_hi, m_hi]` per row of a K block (the super pairs in
+/// `supers` converted again at each super-block), or `[d, m]` per row of a legacy one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn block_scales<const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    b: usize,
+    supers: &mut [__m256; 2],
+) -> ([f32; 4 * GROUP], [f32; 2 * GROUP]) {
+    // Safety: as in the kernels that call it.
+    unsafe {
+        if K {
+            if b % SUPER == 0 {
+                *supers = group_supers(w, group, b);
+            }
+            (black_box(group_half_params(w, group, b, supers)), [0.0; 2 * GROUP])
+        } else {
+            ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
+        }
+    }
+}
+
+/// Row `r` of one block (its codes at `block`, the tokens' 32 inputs at `xb`, `stride` apart)
+/// into `sums`, one per token: chunk `k` holds elements `8k..8k + 8`, chunks 0 and 1 the
+/// block's first half; each chunk is unpacked once and multiplied into every token's sum, in
+/// the same order whatever `T` (what lets a token get the same bits in any tile).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx2_row_block<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    block: *const u8,
+    xb: *const f32,
+    stride: usize,
+    r: usize,
+    (dm, pairs): &([f32; 4 * GROUP], [f32; 2 * GROUP]),
+    sums: &mut [__m256; T],
+) {
+    // Safety: the caller passes pointers to a whole block of codes and of every token's inputs.
+    unsafe {
+        let nibble = _mm256_set1_epi32(15);
+        let (mut d, mut m) = match K {
+            true => (_mm256_set1_ps(dm[4 * r]), _mm256_set1_ps(dm[4 * r + 1])),
+            false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
+        };
+        for half in 0..2 {
+            // A legacy block's halves, and those of most K-quant blocks, share scales.
+            if half == 1 && K && w.split_halves {
+                (d, m) = (_mm256_set1_ps(dm[4 * r + 2]), _mm256_set1_ps(dm[4 * r + 3]));
+            }
+            for kk in 0..2 {
+                let k = 2 * half + kk;
+                let q = if Q8 {
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(8 * k) as *const __m128i))
+                } else {
+                    let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(block.add(8 * kk) as *const __m128i));
+                    if half == 0 { _mm256_and_si256(bytes, nibble) } else { _mm256_srli_epi32(bytes, 4) }
+                };
+                let wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m);
+                for (t, sum) in sums.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xb.add(t * stride + 8 * k));
+                    *sum = _mm256_fmadd_ps(wv, xv, *sum);
+                }
+            }
+        }
+    }
+}
+
 /// AVX2 for several tokens (up to eight): row by row through the whole group, so that only
 /// one row's sums are live (eight tokens' beside the weights and scales: a block's chunk of 8
 /// weights is unpacked once and applied to every token). The scales of the group's four rows
@@ -798,47 +862,13 @@ unsafe fn avx2_tile_rows<const T: usize, const Q8: bool, const K: bool>(
     unsafe {
         let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
         let xp = x.as_ptr();
-        let nibble = _mm256_set1_epi32(15);
         for r in 0..GROUP {
             let mut sums = [_mm256_setzero_ps(); T];
             let mut supers = [_mm256_setzero_ps(); 2];
             for b in 0..blocks {
-                // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one, in
-                // memory for broadcasts (see `avx2_tile_one`).
-                let (dm, pairs) = if K {
-                    if b % SUPER == 0 {
-                        supers = group_supers(w, group, b);
-                    }
-                    (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
-                } else {
-                    ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
-                };
-                let (mut d, mut m) = match K {
-                    true => (_mm256_set1_ps(dm[4 * r]), _mm256_set1_ps(dm[4 * r + 1])),
-                    false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
-                };
-                let xb = xp.add(b * BLOCK);
+                let scales = block_scales::<K>(w, group, b, &mut supers);
                 let block = (w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8).add(r * wpb * 4);
-                for half in 0..2 {
-                    // A legacy block's halves, and those of most K-quant blocks, share scales.
-                    if half == 1 && K && w.split_halves {
-                        (d, m) = (_mm256_set1_ps(dm[4 * r + 2]), _mm256_set1_ps(dm[4 * r + 3]));
-                    }
-                    for kk in 0..2 {
-                        let k = 2 * half + kk;
-                        let q = if Q8 {
-                            _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(8 * k) as *const __m128i))
-                        } else {
-                            let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(block.add(8 * kk) as *const __m128i));
-                            if half == 0 { _mm256_and_si256(bytes, nibble) } else { _mm256_srli_epi32(bytes, 4) }
-                        };
-                        let wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m);
-                        for t in 0..T {
-                            let xv = _mm256_loadu_ps(xb.add(t * stride + 8 * k));
-                            sums[t] = _mm256_fmadd_ps(wv, xv, sums[t]);
-                        }
-                    }
-                }
+                avx2_row_block::<T, Q8, K>(w, block, xp.add(b * BLOCK), stride, r, &scales, &mut sums);
             }
             for t in 0..T {
                 acc[r * 8 + t] = hsum256(sums[t]);
@@ -879,48 +909,20 @@ unsafe fn avx2_tile_one<const T: usize, const Q8: bool, const K: bool>(
         let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
         let mut sums = [[_mm256_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
-        let nibble = _mm256_set1_epi32(15);
         let mut supers = [_mm256_setzero_ps(); 2];
         for b in 0..blocks {
-            // `[d_lo, m_lo, d_hi, m_hi]` per row of a K block, `[d, m]` of a legacy one.
-            let (dm, pairs) = if K {
-                if b % SUPER == 0 {
-                    supers = group_supers(w, group, b);
-                }
-                (black_box(group_half_params(w, group, b, &supers)), [0.0; 2 * GROUP])
-            } else {
-                ([0.0; 4 * GROUP], black_box(group_params(w, group, b)))
-            };
+            let scales = block_scales::<K>(w, group, b, &mut supers);
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
-            let xb = xp.add(b * BLOCK);
             for r in 0..GROUP {
-                let block = codes.add(r * wpb * 4);
-                let (mut d, mut m) = match K {
-                    true => (_mm256_set1_ps(dm[4 * r]), _mm256_set1_ps(dm[4 * r + 1])),
-                    false => (_mm256_set1_ps(pairs[2 * r]), _mm256_set1_ps(pairs[2 * r + 1])),
-                };
-                for half in 0..2 {
-                    // A legacy block's halves, and those of most K-quant blocks, share scales.
-                    if half == 1 && K && w.split_halves {
-                        (d, m) = (_mm256_set1_ps(dm[4 * r + 2]), _mm256_set1_ps(dm[4 * r + 3]));
-                    }
-                    for kk in 0..2 {
-                        let k = 2 * half + kk;
-                        let wv = if Q8 {
-                            let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(block.add(8 * k) as *const __m128i));
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m)
-                        } else {
-                            let bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(block.add(8 * kk) as *const __m128i));
-                            let q =
-                                if half == 0 { _mm256_and_si256(bytes, nibble) } else { _mm256_srli_epi32(bytes, 4) };
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m)
-                        };
-                        for t in 0..T {
-                            let xv = _mm256_loadu_ps(xb.add(t * stride + 8 * k));
-                            sums[r][t] = _mm256_fmadd_ps(wv, xv, sums[r][t]);
-                        }
-                    }
-                }
+                avx2_row_block::<T, Q8, K>(
+                    w,
+                    codes.add(r * wpb * 4),
+                    xp.add(b * BLOCK),
+                    stride,
+                    r,
+                    &scales,
+                    &mut sums[r],
+                );
             }
         }
         reduce_tile256(&sums, acc);

@@ -285,9 +285,7 @@ impl Decoder {
         if seq == 0 {
             return Err(Error::InvalidPrompt("no tokens to run".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
-        }
+        self.check_ids(tokens)?;
         cache.reserve(seq)?;
         if logits == Logits::All {
             let bytes = seq as u64 * c.vocab as u64 * 4;
@@ -307,6 +305,15 @@ impl Decoder {
         Ok(if out.len() == 1 { out.pop().expect("one pass") } else { Tensor::cat(out, 0) })
     }
 
+    /// Refuses a token id outside the vocabulary before anything runs.
+    fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&bad) => Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {vocab}"))),
+            None => Ok(()),
+        }
+    }
+
     /// One decode step for several conversations at once: `tokens[i]` runs after what
     /// `caches[i]` holds and is appended to it; returns the logits `[n, vocab]`, row `i` for
     /// conversation `i`. The projections and the head read each weight once for all of them;
@@ -314,7 +321,6 @@ impl Decoder {
     /// alone, bit for bit where the kernels give a token the same bits in any tile (the CPU
     /// levels, tested), so conversations decoded together say what each would alone.
     pub fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor<2>> {
-        let c = &self.config;
         if tokens.is_empty() || tokens.len() != caches.len() {
             return Err(Error::InvalidPrompt(format!(
                 "a batched step takes one token per cache: {} tokens, {} caches",
@@ -325,9 +331,7 @@ impl Decoder {
         if tokens.len() > MAX_PASS_TOKENS {
             return Err(Error::BadOptions(format!("at most {MAX_PASS_TOKENS} conversations decode together")));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
-        }
+        self.check_ids(tokens)?;
         for cache in caches.iter() {
             cache.reserve(1)?;
         }
