@@ -785,7 +785,7 @@ unsafe fn block_scales<const K: bool>(
     // Safety: as in the kernels that call it.
     unsafe {
         if K {
-            if b % SUPER == 0 {
+            if b.is_multiple_of(SUPER) {
                 *supers = group_supers(w, group, b);
             }
             (black_box(group_half_params(w, group, b, supers)), [0.0; 2 * GROUP])
