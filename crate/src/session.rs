@@ -16,7 +16,7 @@ use crate::model::Logits;
 use crate::prune::{PruneMethod, PruneOptions, PruneReport};
 use crate::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::sampler::{Sampler, SamplerOptions};
-use crate::speculative::{DraftModel, PromptLookup, SpeculativeMethod, SpeculativeOptions};
+use crate::speculative::{DraftModel, Proposal, SpeculativeMethod, SpeculativeOptions, Speculator};
 use crate::template::Message;
 
 /// Tokens scored per forward pass by [`Session::surprisal`].
@@ -493,9 +493,7 @@ impl Session {
         let mut out = Emitter::new(prompt, options);
         let mut prefill_ms = 0.0;
         let mut first_token_ms = 0.0;
-        let mut lookup = options.speculative.as_ref().map(PromptLookup::new);
-        let method = options.speculative.as_ref().map(|o| o.method);
-        let mut skipped = 0usize;
+        let mut speculator = options.speculative.as_ref().map(Speculator::new);
         let (mut drafted, mut accepted) = (0, 0);
         // Tokens chosen and not yet taken, in order. After a verification pass every one but
         // the last is already in the cache, in a tentative span whose rejected tail is still
@@ -528,27 +526,11 @@ impl Session {
                 // Guesses only where the cache has room for them without evicting, so that
                 // eviction happens when and as one-token steps would make it happen.
                 let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - out.generated.len() - 1);
-                let (candidate, draft) = match (&lookup, method) {
-                    (Some(l), Some(SpeculativeMethod::PromptLookup)) => {
-                        let candidate = l.candidate(&out.history, room);
-                        let draft = candidate.as_ref().map_or_else(Vec::new, |c| l.draft(c).to_vec());
-                        (candidate, draft)
-                    }
-                    (Some(l), Some(SpeculativeMethod::Draft)) => {
-                        let Some(model) = self.draft.as_mut() else {
-                            return Err(Error::BadOptions("the draft model went away".into()));
-                        };
-                        // Every 16th step that would not guess guesses one token, so that
-                        // acceptance is learned again once the draft would pay.
-                        let mut k = l.length(1, room, model.guess_ms());
-                        skipped = if k == 0 { skipped + 1 } else { 0 };
-                        if skipped >= 16 && room > 0 {
-                            (k, skipped) = (1, 0);
-                        }
-                        (None, if k > 0 { model.guess(&out.history, k).await? } else { Vec::new() })
-                    }
-                    _ => (None, Vec::new()),
+                let proposal = match speculator.as_mut() {
+                    Some(s) => s.propose(&out.history, room, self.draft.as_mut()).await?,
+                    None => Proposal::none(),
                 };
+                let draft = &proposal.tokens;
                 // The pass alone: a draft model's guesses are timed on their own.
                 let step_start = Instant::now();
                 if draft.is_empty() {
@@ -560,19 +542,15 @@ impl Session {
                     let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
                     self.history.push(token);
                     let next = pick(logits, &mut sampler, &out.history).await?;
-                    if let Some(l) = lookup.as_mut() {
-                        l.observe_pass(1, ms_since(step_start));
-                        // What the skipped candidate would have given, learned for free.
-                        if let Some(c) = &candidate {
-                            l.observe(c.ngram, 1, (c.tokens[0] == next) as usize);
-                        }
+                    if let Some(s) = speculator.as_mut() {
+                        s.plain(&proposal, ms_since(step_start), next);
                     }
                     ahead.push_back(next);
                     continue;
                 }
                 let mut run = Vec::with_capacity(draft.len() + 1);
                 run.push(token);
-                run.extend_from_slice(&draft);
+                run.extend_from_slice(draft);
                 self.cache.tentative();
                 let logits = match engine.model().forward(&run, &mut self.cache, Logits::All) {
                     Ok(logits) => logits,
@@ -582,15 +560,11 @@ impl Session {
                     }
                 };
                 self.history.extend_from_slice(&run);
-                let (kept, next) = verify(logits, &draft, &mut sampler, &out.history).await?;
+                let (kept, next) = verify(logits, draft, &mut sampler, &out.history).await?;
                 drafted += draft.len();
                 accepted += kept;
-                if let Some(l) = lookup.as_mut() {
-                    l.observe_pass(run.len(), ms_since(step_start));
-                    l.observe(candidate.as_ref().map_or(1, |c| c.ngram), draft.len(), kept);
-                }
-                if let Some(model) = self.draft.as_mut().filter(|_| method == Some(SpeculativeMethod::Draft)) {
-                    model.settle(draft.len(), kept)?;
+                if let Some(s) = speculator.as_mut() {
+                    s.checked(&proposal, ms_since(step_start), kept, self.draft.as_mut())?;
                 }
                 rejected = Some(draft.len() - kept);
                 self.history.truncate(self.history.len() - (draft.len() - kept));

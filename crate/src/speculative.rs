@@ -222,6 +222,93 @@ impl PromptLookup {
     }
 }
 
+/// One generation's speculation: where its drafts come from, how long they should be, and
+/// what each step taught the cost model.
+pub(crate) struct Speculator {
+    method: SpeculativeMethod,
+    /// The prompt lookup, and the cost model of every method.
+    lookup: PromptLookup,
+    /// Steps in a row on which the draft model guessed nothing.
+    skipped: usize,
+}
+
+/// What a step guesses, and the kind of guess for the cost model.
+pub(crate) struct Proposal {
+    /// The draft to check; empty: a plain step.
+    pub tokens: Vec<u32>,
+    /// The matched n-gram length of a lookup (1 for a draft model).
+    kind: usize,
+    /// A lookup's first candidate token when the cost model drafted nothing: a plain step
+    /// shows for free whether it was right.
+    skipped_guess: Option<u32>,
+}
+
+/// A draft model's steps without a guess after which it guesses once, so that acceptance is
+/// learned again once guessing would pay.
+const PROBE_EVERY: usize = 16;
+
+impl Proposal {
+    /// A plain step.
+    pub fn none() -> Self {
+        Self { tokens: Vec::new(), kind: 1, skipped_guess: None }
+    }
+}
+
+impl Speculator {
+    pub fn new(options: &SpeculativeOptions) -> Self {
+        Self { method: options.method, lookup: PromptLookup::new(options), skipped: 0 }
+    }
+
+    /// The draft for the step after `history`, at most `room` tokens.
+    pub async fn propose(&mut self, history: &[u32], room: usize, draft: Option<&mut DraftModel>) -> Result<Proposal> {
+        let l = &self.lookup;
+        match self.method {
+            SpeculativeMethod::PromptLookup => Ok(match l.candidate(history, room) {
+                None => Proposal::none(),
+                Some(c) => {
+                    let tokens = l.draft(&c).to_vec();
+                    let skipped_guess = tokens.is_empty().then_some(c.tokens[0]);
+                    Proposal { tokens, kind: c.ngram, skipped_guess }
+                }
+            }),
+            SpeculativeMethod::Draft => {
+                let Some(model) = draft else {
+                    return Err(Error::BadOptions(
+                        "speculative method \"draft\" needs a draft model (set_draft)".into(),
+                    ));
+                };
+                let mut k = l.length(1, room, model.guess_ms());
+                self.skipped = if k == 0 { self.skipped + 1 } else { 0 };
+                if self.skipped >= PROBE_EVERY && room > 0 {
+                    (k, self.skipped) = (1, 0);
+                }
+                let tokens = if k > 0 { model.guess(history, k).await? } else { Vec::new() };
+                Ok(Proposal { tokens, kind: 1, skipped_guess: None })
+            }
+        }
+    }
+
+    /// A plain step (no draft) took `ms` and chose `next`.
+    pub fn plain(&mut self, proposal: &Proposal, ms: f64, next: u32) {
+        self.lookup.observe_pass(1, ms);
+        if let Some(guess) = proposal.skipped_guess {
+            self.lookup.observe(proposal.kind, 1, (guess == next) as usize);
+        }
+    }
+
+    /// The pass checking `proposal` took `ms` and kept its first `kept` guesses; a draft
+    /// model takes back the rest.
+    pub fn checked(&mut self, proposal: &Proposal, ms: f64, kept: usize, draft: Option<&mut DraftModel>) -> Result<()> {
+        let guessed = proposal.tokens.len();
+        self.lookup.observe_pass(guessed + 1, ms);
+        self.lookup.observe(proposal.kind, guessed, kept);
+        match (self.method, draft) {
+            (SpeculativeMethod::Draft, Some(model)) => model.settle(guessed, kept),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A second model that drafts greedily for a session ([`crate::Session::set_draft`]): its own
 /// KV cache follows the conversation, catching up on what it missed in one pass before it
 /// guesses, and takes back what the main model rejected.
