@@ -247,7 +247,8 @@ struct Sampling {
 #[derive(Args)]
 struct Speculation {
     /// Draft tokens and check them in one pass: prompt-lookup (copies what followed the last
-    /// n-gram earlier in the conversation). Same greedy output, same sampling distribution.
+    /// n-gram earlier in the conversation) or draft (a smaller model, --draft-model). Same
+    /// greedy output, same sampling distribution.
     #[arg(long)]
     speculative: Option<String>,
     /// Most tokens a draft proposes (1..=15).
@@ -269,7 +270,7 @@ impl Speculation {
     /// Loads `--draft-model` into `session`; refused where it is given without `--speculative
     /// draft` or missing with it.
     fn attach(&self, common: &Common, session: &mut hearth::Session) -> Result<()> {
-        let draft = self.speculative.as_deref() == Some("draft");
+        let draft = self.options()?.is_some_and(|o| o.method == hearth::SpeculativeMethod::Draft);
         match (&self.draft_model, draft) {
             (None, false) => Ok(()),
             (None, true) => Err(Error::BadOptions("--speculative draft needs --draft-model".into())),
