@@ -1,18 +1,22 @@
-//! Several conversations of one engine decoded together: between decode steps one prefill
-//! pass of a conversation still prefilling runs (so a long prompt holds the others up for a
-//! pass at a time, never for its whole length), and every step runs the decoding
-//! conversations' tokens as one batched forward pass
+//! Several conversations of one engine decoded together, joining and leaving as they come
+//! (continuous batching). Each [`Batch::step`] runs one prefill pass of a conversation still
+//! prefilling (so a long prompt holds the others up for a pass at a time, never for its whole
+//! length) and then the decoding conversations' tokens as one batched forward pass
 //! ([`Decoder::forward_batch`](crate::model::Decoder::forward_batch)): the weights are read
 //! once for all of them, each attends to its own KV cache and samples with its own sampler.
 //! A conversation gets the tokens it would get alone (the kernels give a row the same bits in
 //! any batch; the tests check it), and one that finishes (a stop, its `max_tokens`, a full
-//! cache, its listener's abort) leaves the batch without disturbing the others.
+//! cache, its listener's abort, an error of its own) leaves the batch without disturbing the
+//! others. The browser engine keeps one batch running while requests come and go;
+//! [`generate_batch`] runs a fixed set to the end.
 
+use std::borrow::BorrowMut;
 use std::sync::Arc;
 
 use web_time::Instant;
 
 use crate::emit::Emitter;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::readback::{read_f32, read_ids};
 use crate::sampler::Sampler;
@@ -30,165 +34,299 @@ pub struct BatchRequest<'a> {
     pub listener: &'a mut dyn Listener,
 }
 
-/// A conversation while the batch runs.
-struct Live<'a> {
+/// A conversation that left the batch, as [`Batch::step`] hands it back.
+pub struct Finished<S> {
+    /// What [`Batch::join`] returned for it.
+    pub id: u64,
+    pub session: S,
+    /// Its generation, or the error that ended it. An error of its own (its prefill, its
+    /// callback) fails it alone; one of the batched pass fails every conversation in that pass,
+    /// and their sessions are reset (the pass may have written part of their keys).
+    pub result: Result<Generation>,
+}
+
+/// A conversation while it is in the batch.
+struct Entry<'a, S> {
+    id: u64,
+    session: S,
+    prompt: Vec<u32>,
+    listener: Box<dyn Listener + 'a>,
     sampler: Sampler,
-    out: Emitter<'a>,
+    out: Emitter,
     /// Chosen, not yet taken.
     next: u32,
     /// Prompt tokens the cache holds: the prefill is done when it is the prompt's length.
     fed: usize,
-    finish: Option<FinishReason>,
+    /// Why it ends, once it does.
+    end: Option<Result<FinishReason>>,
     reused: usize,
     evicted_before: usize,
+    joined: Instant,
     prefill_ms: f64,
     first_token_ms: f64,
     /// When its last token was taken.
     end_ms: f64,
 }
 
-/// Generates for every request together (see the module). The sessions must share one
-/// engine; speculative decoding is refused here (a batch already fills the pass). Returns one
-/// generation per request, in order.
-pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Generation>> {
-    let start = Instant::now();
-    let Some(first) = requests.first() else { return Ok(Vec::new()) };
-    let engine = Arc::clone(first.session.engine());
-    for r in requests.iter() {
-        if !Arc::ptr_eq(r.session.engine(), &engine) {
+impl<S: BorrowMut<Session>> Entry<'_, S> {
+    fn prefilling(&self) -> bool {
+        self.fed < self.prompt.len()
+    }
+
+    fn session(&mut self) -> &mut Session {
+        self.session.borrow_mut()
+    }
+
+    /// One prefill pass; the first token is chosen after the last one.
+    async fn prefill(&mut self) -> Result<()> {
+        let began = ms_since(self.joined);
+        let end = (self.fed + self.session().prefill_chunk()).min(self.prompt.len());
+        let chunk = self.prompt[self.fed..end].to_vec();
+        let logits = match self.session().prefill_pass(&chunk).await {
+            Ok(logits) => logits,
+            Err(e) => {
+                // Part of the pass's keys may be written: its conversation runs again.
+                self.session().reset();
+                return Err(e);
+            }
+        };
+        self.fed = end;
+        if !self.prefilling() {
+            self.next = pick(logits, &mut self.sampler, &self.out.history).await?;
+            self.first_token_ms = ms_since(self.joined);
+            self.end_ms = self.first_token_ms;
+        }
+        self.prefill_ms += ms_since(self.joined) - began;
+        Ok(())
+    }
+
+    /// Takes its chosen token and makes room for the next: whether it goes on.
+    async fn take(&mut self, engine: &Engine) -> bool {
+        self.end_ms = ms_since(self.joined);
+        if self.listener.aborted() {
+            self.end = Some(Ok(FinishReason::Aborted));
+            return false;
+        }
+        match self.out.take(engine.tokenizer(), self.next, &mut *self.listener) {
+            Ok(None) => {}
+            Ok(Some(reason)) => self.end = Some(Ok(reason)),
+            Err(e) => self.end = Some(Err(e)),
+        }
+        if self.end.is_some() {
+            return false;
+        }
+        match self.session().cache_mut().make_room(1).await {
+            Ok(_) => true,
+            Err(Error::KvCacheFull { .. }) => {
+                self.end = Some(Ok(FinishReason::ContextFull));
+                false
+            }
+            Err(e) => {
+                self.end = Some(Err(e));
+                false
+            }
+        }
+    }
+
+    /// Its generation, once it has ended.
+    fn finish(mut self, engine: &Engine) -> Finished<S> {
+        let result = match self.end.take().unwrap_or(Ok(FinishReason::Aborted)) {
+            Err(e) => Err(e),
+            Ok(finish_reason) => {
+                let tokens = self.out.generated.clone();
+                let listener = &mut *self.listener;
+                self.out.finish(engine.tokenizer(), finish_reason, listener).map(|text| {
+                    let decode_ms = (self.end_ms - self.first_token_ms).max(0.0);
+                    let cache = self.session.borrow().kv_cache();
+                    let stats = GenerationStats {
+                        prompt_tokens: self.prompt.len(),
+                        reused_tokens: self.reused,
+                        generated_tokens: tokens.len(),
+                        prefill_ms: self.prefill_ms,
+                        decode_ms,
+                        time_to_first_token_ms: self.first_token_ms,
+                        prefill_tokens_per_s: per_second(self.prompt.len() - self.reused, self.prefill_ms),
+                        decode_tokens_per_s: per_second(tokens.len().saturating_sub(1), decode_ms),
+                        kv_len: cache.len(),
+                        kv_capacity: cache.capacity(),
+                        evicted_tokens: cache.evicted() - self.evicted_before,
+                        ..GenerationStats::default()
+                    };
+                    Generation { tokens, text, finish_reason, stats, pruned: None }
+                })
+            }
+        };
+        Finished { id: self.id, session: self.session, result }
+    }
+}
+
+/// Conversations of one engine decoded together (see the module). `S` is how the batch holds
+/// a session: borrowed (`&mut Session`) or owned (anything that lends one).
+pub struct Batch<'a, S> {
+    engine: Arc<Engine>,
+    entries: Vec<Entry<'a, S>>,
+    next_id: u64,
+}
+
+impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine, entries: Vec::new(), next_id: 0 }
+    }
+
+    /// Conversations in the batch.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `session` may join with `prompt` and `options`.
+    fn check(&self, session: &Session, prompt: &[u32], options: &GenerateOptions) -> Result<()> {
+        if !Arc::ptr_eq(session.engine(), &self.engine) {
             return Err(Error::BadOptions("conversations decoded together must share one engine".into()));
         }
-        if r.options.speculative.is_some() {
+        if options.speculative.is_some() {
             return Err(Error::BadOptions("speculative decoding is not combined with batched decoding".into()));
         }
-        r.session.check_prompt(r.prompt)?;
-        r.options.validate()?;
+        session.check_prompt(prompt)?;
+        options.validate()
     }
-    let tokenizer = engine.tokenizer();
 
-    let mut live = Vec::with_capacity(requests.len());
-    for r in requests.iter_mut() {
-        let (reused, evicted_before) = r.session.reuse(r.prompt);
-        live.push(Live {
-            sampler: Sampler::new(r.options.sampler.clone())?,
-            out: Emitter::new(r.prompt, r.options),
+    /// Adds a conversation: `prompt` is the whole conversation so far (what `session`'s cache
+    /// holds of it is reused); it is prefilled a pass per step from the next step on. Returns
+    /// its id, or the session back with the reason it cannot join.
+    pub fn join(
+        &mut self,
+        mut session: S,
+        prompt: Vec<u32>,
+        options: &GenerateOptions,
+        listener: Box<dyn Listener + 'a>,
+    ) -> std::result::Result<u64, (S, Error)> {
+        let sampler =
+            match self.check(session.borrow(), &prompt, options).and_then(|_| Sampler::new(options.sampler.clone())) {
+                Ok(sampler) => sampler,
+                Err(e) => return Err((session, e)),
+            };
+        let (reused, evicted_before) = session.borrow_mut().reuse(&prompt);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(Entry {
+            id,
+            out: Emitter::new(&prompt, options),
+            session,
+            prompt,
+            listener,
+            sampler,
             next: 0,
             fed: reused,
-            finish: None,
+            end: None,
             reused,
             evicted_before,
+            joined: Instant::now(),
             prefill_ms: 0.0,
             first_token_ms: 0.0,
             end_ms: 0.0,
         });
+        Ok(id)
     }
 
-    loop {
-        // One prefill pass of the first conversation still prefilling, between decode steps,
-        // so that a long prompt never holds up the others for more than a pass.
-        if let Some(i) = (0..live.len()).find(|&i| live[i].finish.is_none() && live[i].fed < requests[i].prompt.len()) {
-            let (r, l) = (&mut requests[i], &mut live[i]);
-            let began = ms_since(start);
-            if r.listener.aborted() {
-                l.finish = Some(FinishReason::Aborted);
-            } else {
-                let end = (l.fed + r.session.prefill_chunk()).min(r.prompt.len());
-                let logits = match r.session.prefill_pass(&r.prompt[l.fed..end]).await {
-                    Ok(logits) => logits,
-                    Err(e) => {
-                        // Part of the pass's keys may be written: its conversation runs again.
-                        r.session.reset();
-                        return Err(e);
-                    }
-                };
-                l.fed = end;
-                if end == r.prompt.len() {
-                    l.next = pick(logits, &mut l.sampler, &l.out.history).await?;
-                    l.first_token_ms = ms_since(start);
-                    l.end_ms = l.first_token_ms;
-                }
+    /// One step: each conversation's listener may pause first (a browser yields to its event
+    /// loop there, so that requests can join and aborts arrive); then one prefill pass and one
+    /// batched decode step. Returns the conversations that ended, in the order they joined.
+    pub async fn step(&mut self) -> Vec<Finished<S>> {
+        for e in &self.entries {
+            if let Some(pause) = e.listener.pause() {
+                pause.await;
             }
-            l.prefill_ms += ms_since(start) - began;
+        }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.end.is_none() && e.prefilling()) {
+            if e.listener.aborted() {
+                e.end = Some(Ok(FinishReason::Aborted));
+            } else if let Err(err) = e.prefill().await {
+                e.end = Some(Err(err));
+            }
         }
 
-        // Each decoding conversation takes its chosen token; those that go on make room for
-        // the next.
+        // Each decoding conversation takes its chosen token; those that go on run the next.
         let mut step = Vec::new();
-        for (i, (r, l)) in requests.iter_mut().zip(live.iter_mut()).enumerate() {
-            if l.finish.is_some() || l.fed < r.prompt.len() {
-                continue;
-            }
-            l.end_ms = ms_since(start);
-            if r.listener.aborted() {
-                l.finish = Some(FinishReason::Aborted);
-                continue;
-            }
-            if let Some(reason) = l.out.take(tokenizer, l.next, r.listener)? {
-                l.finish = Some(reason);
-                continue;
-            }
-            match r.session.cache_mut().make_room(1).await {
-                Ok(_) => step.push(i),
-                Err(Error::KvCacheFull { .. }) => l.finish = Some(FinishReason::ContextFull),
-                Err(e) => return Err(e),
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if e.end.is_none() && !e.prefilling() && e.take(&self.engine).await {
+                step.push(i);
             }
         }
-        if step.is_empty() {
-            if live.iter().zip(requests.iter()).all(|(l, r)| l.finish.is_some() || l.fed >= r.prompt.len()) {
-                break;
+        if !step.is_empty() {
+            if let Err(err) = self.decode(&step).await {
+                for &i in &step {
+                    let e = &mut self.entries[i];
+                    e.session().reset();
+                    e.end = Some(Err(err.clone()));
+                }
             }
-            continue;
         }
-        let tokens: Vec<u32> = step.iter().map(|&i| live[i].next).collect();
-        let mut caches: Vec<_> = requests
+
+        let (ended, going): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| e.end.is_some());
+        self.entries = going;
+        ended.into_iter().map(|e| e.finish(&self.engine)).collect()
+    }
+
+    /// The batched pass of the conversations `step` (indices into the entries), each fed the
+    /// token it took; chooses each one's next.
+    async fn decode(&mut self, step: &[usize]) -> Result<()> {
+        let tokens: Vec<u32> = step.iter().map(|&i| self.entries[i].next).collect();
+        let mut caches: Vec<_> = self
+            .entries
             .iter_mut()
             .enumerate()
             .filter(|(i, _)| step.contains(i))
-            .map(|(_, r)| r.session.cache_mut())
+            .map(|(_, e)| e.session.borrow_mut().cache_mut())
             .collect();
-        let logits = engine.model().forward_batch(&tokens, &mut caches)?;
+        let logits = self.engine.model().forward_batch(&tokens, &mut caches)?;
         drop(caches);
         for (&i, &token) in step.iter().zip(&tokens) {
-            requests[i].session.fed(token);
+            self.entries[i].session().fed(token);
         }
         // Greedy rows are chosen on the device; a batch with a sampled one reads all rows.
-        let greedy = step.iter().all(|&i| live[i].sampler.options().is_greedy());
-        if greedy {
+        if step.iter().all(|&i| self.entries[i].sampler.options().is_greedy()) {
             let ids = read_ids(logits.argmax(1)).await?;
             for (&i, id) in step.iter().zip(ids) {
-                live[i].next = id;
+                self.entries[i].next = id;
             }
         } else {
             let vocab = logits.dims()[1];
             let rows = read_f32(logits).await?;
             for (&i, row) in step.iter().zip(rows.chunks_exact(vocab)) {
-                let l = &mut live[i];
-                l.next = l.sampler.sample(&mut row.to_vec(), &l.out.history);
+                let e = &mut self.entries[i];
+                e.next = e.sampler.sample(&mut row.to_vec(), &e.out.history);
             }
         }
+        Ok(())
     }
-    let mut generations = Vec::with_capacity(requests.len());
-    for (r, l) in requests.iter_mut().zip(live) {
-        let finish_reason = l.finish.unwrap_or(FinishReason::Aborted);
-        let tokens = l.out.generated.clone();
-        let text = l.out.finish(tokenizer, finish_reason, r.listener)?;
-        let decode_ms = (l.end_ms - l.first_token_ms).max(0.0);
-        let cache = r.session.kv_cache();
-        let stats = GenerationStats {
-            prompt_tokens: r.prompt.len(),
-            reused_tokens: l.reused,
-            generated_tokens: tokens.len(),
-            prefill_ms: l.prefill_ms,
-            decode_ms,
-            time_to_first_token_ms: l.first_token_ms,
-            prefill_tokens_per_s: per_second(r.prompt.len() - l.reused, l.prefill_ms),
-            decode_tokens_per_s: per_second(tokens.len().saturating_sub(1), decode_ms),
-            kv_len: cache.len(),
-            kv_capacity: cache.capacity(),
-            evicted_tokens: cache.evicted() - l.evicted_before,
-            ..GenerationStats::default()
-        };
-        generations.push(Generation { tokens, text, finish_reason, stats, pruned: None });
+}
+
+/// Generates for every request together, from start to end (see the module). The sessions
+/// must share one engine; speculative decoding is refused here (a batch already fills the
+/// pass). Returns one generation per request, in order, or the first error.
+pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Generation>> {
+    let Some(first) = requests.first() else { return Ok(Vec::new()) };
+    let n = requests.len();
+    let mut batch = Batch::new(Arc::clone(first.session.engine()));
+    // Every request is checked before any runs.
+    for r in requests.iter() {
+        batch.check(r.session, r.prompt, r.options)?;
     }
-    Ok(generations)
+    for r in requests.iter_mut() {
+        batch.join(&mut *r.session, r.prompt.to_vec(), r.options, Box::new(&mut *r.listener)).map_err(|(_, e)| e)?;
+    }
+    let mut generations: Vec<Option<Generation>> = (0..n).map(|_| None).collect();
+    while !batch.is_empty() {
+        for finished in batch.step().await {
+            generations[finished.id as usize] = Some(finished.result?);
+        }
+    }
+    generations
+        .into_iter()
+        .map(|g| g.ok_or_else(|| Error::Device("a conversation left the batch unfinished".into())))
+        .collect()
 }

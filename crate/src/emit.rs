@@ -7,23 +7,25 @@ use crate::session::{Control, FinishReason, GenerateOptions, Listener};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 /// One generation's output so far.
-pub(crate) struct Emitter<'a> {
-    options: &'a GenerateOptions,
+pub(crate) struct Emitter {
+    ignore_eos: bool,
+    max_tokens: usize,
     /// The prompt, then every token taken.
     pub history: Vec<u32>,
     pub generated: Vec<u32>,
     stream: TextStream,
-    stops: StopScan<'a>,
+    stops: StopScan,
 }
 
-impl<'a> Emitter<'a> {
-    pub fn new(prompt: &[u32], options: &'a GenerateOptions) -> Self {
+impl Emitter {
+    pub fn new(prompt: &[u32], options: &GenerateOptions) -> Self {
         Self {
-            options,
+            ignore_eos: options.ignore_eos,
+            max_tokens: options.max_tokens,
             history: prompt.to_vec(),
             generated: Vec::new(),
             stream: TextStream::new(),
-            stops: StopScan::new(&options.stop),
+            stops: StopScan::new(options.stop.clone()),
         }
     }
 
@@ -36,7 +38,7 @@ impl<'a> Emitter<'a> {
         token: u32,
         listener: &mut dyn Listener,
     ) -> Result<Option<FinishReason>> {
-        if !self.options.ignore_eos && tokenizer.is_end_of_generation(token) {
+        if !self.ignore_eos && tokenizer.is_end_of_generation(token) {
             return Ok(Some(FinishReason::Stop));
         }
         self.generated.push(token);
@@ -49,7 +51,7 @@ impl<'a> Emitter<'a> {
         if stopped {
             return Ok(Some(FinishReason::Stop));
         }
-        if self.generated.len() >= self.options.max_tokens {
+        if self.generated.len() >= self.max_tokens {
             return Ok(Some(FinishReason::Length));
         }
         Ok(None)
@@ -76,14 +78,14 @@ impl<'a> Emitter<'a> {
 }
 
 /// Finds stop strings in streamed text, holding back any tail that could begin one.
-struct StopScan<'a> {
-    stops: &'a [String],
+struct StopScan {
+    stops: Vec<String>,
     text: String,
     emitted: usize,
 }
 
-impl<'a> StopScan<'a> {
-    fn new(stops: &'a [String]) -> Self {
+impl StopScan {
+    fn new(stops: Vec<String>) -> Self {
         Self { stops, text: String::new(), emitted: 0 }
     }
 

@@ -4,7 +4,8 @@
 ///
 /// Loading errors name the tensor or key and the offsets involved, so a broken file can be
 /// diagnosed from the message alone. [`Error::kind`] gives a stable machine-readable tag.
-#[derive(Debug, thiserror::Error)]
+/// Clone, so that one failure of a pass shared by several conversations fails each of them.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The file does not start with a known magic number.
     #[error("not a GGUF file: magic {found:02x?}, expected \"GGUF\"")]
@@ -91,7 +92,7 @@ pub enum Error {
 
     /// A file could not be read (native edges only; the core reads bytes).
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io { path: String, source: std::sync::Arc<std::io::Error> },
 }
 
 impl Error {

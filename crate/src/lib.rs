@@ -29,7 +29,7 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use batch::{BatchRequest, generate_batch};
+pub use batch::{Batch, BatchRequest, Finished, generate_batch};
 pub use config::ModelConfig;
 pub use device::DeviceKind;
 pub use engine::Engine;

@@ -179,6 +179,31 @@ impl Listener for Quiet {
     }
 }
 
+/// A borrowed listener, for callers that keep theirs (conversations decoded together).
+impl<L: Listener + ?Sized> Listener for &mut L {
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
+        (**self).on_text(text, token)
+    }
+
+    fn aborted(&self) -> bool {
+        (**self).aborted()
+    }
+
+    fn pause(&self) -> Option<Pause> {
+        (**self).pause()
+    }
+}
+
+/// What a chat runs: its prompt, or the end of a chat aborted while pruning scored it.
+pub(crate) enum ChatPrompt {
+    /// The prompt's tokens, and what pruning dropped when it had to.
+    Ready {
+        tokens: Vec<u32>,
+        report: Option<PruneReport>,
+    },
+    Aborted(Generation),
+}
+
 /// A closure as a listener.
 struct OnText<F>(F);
 
@@ -335,29 +360,44 @@ impl Session {
         prune: &PruneOptions,
         listener: impl Listener,
     ) -> Result<Generation> {
+        let (tokens, report) = match self.chat_prompt(messages, options, prune, &listener).await? {
+            ChatPrompt::Ready { tokens, report } => (tokens, report),
+            ChatPrompt::Aborted(generation) => return Ok(generation),
+        };
+        let mut generation = self.generate_with(&tokens, options, listener).await?;
+        generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
+        generation.pruned = report;
+        Ok(generation)
+    }
+
+    /// The prompt of a chat: `messages` rendered with the model's chat template, pruned to
+    /// `prune`'s budget unless the cache can continue from what it holds. Pruning's scoring
+    /// runs in a cache of its own and can be aborted by `listener`.
+    pub(crate) async fn chat_prompt(
+        &self,
+        messages: &[Message],
+        options: &GenerateOptions,
+        prune: &PruneOptions,
+        listener: &dyn Listener,
+    ) -> Result<ChatPrompt> {
         let start = Instant::now();
         options.validate()?;
         let prompt = self.engine.chat_prompt(messages)?;
         let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
         let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
-        let report = if prompt.tokens.len() > budget && prune.method != PruneMethod::None && !continues {
-            prompt.check_budget(budget)?;
-            let scores = match prune.method {
-                PruneMethod::SelfInformation => match self.score(&prompt.tokens, &listener).await? {
-                    Some(scores) => scores,
-                    None => return Ok(Generation::aborted(prompt.tokens.len(), &self.cache, start)),
-                },
-                _ => Vec::new(),
-            };
-            Some(prompt.prune(self.engine.tokenizer(), budget, prune.method, &scores)?)
-        } else {
-            None
+        if prompt.tokens.len() <= budget || prune.method == PruneMethod::None || continues {
+            return Ok(ChatPrompt::Ready { tokens: prompt.tokens, report: None });
+        }
+        prompt.check_budget(budget)?;
+        let scores = match prune.method {
+            PruneMethod::SelfInformation => match self.score(&prompt.tokens, listener).await? {
+                Some(scores) => scores,
+                None => return Ok(ChatPrompt::Aborted(Generation::aborted(prompt.tokens.len(), &self.cache, start))),
+            },
+            _ => Vec::new(),
         };
-        let tokens = report.as_ref().map_or(&prompt.tokens, |r| &r.tokens);
-        let mut generation = self.generate_with(tokens, options, listener).await?;
-        generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
-        generation.pruned = report;
-        Ok(generation)
+        let report = prompt.prune(self.engine.tokenizer(), budget, prune.method, &scores)?;
+        Ok(ChatPrompt::Ready { tokens: report.tokens.clone(), report: Some(report) })
     }
 
     /// The self-information `-ln p(token_i | tokens_<i)` of every token under this model (0 for

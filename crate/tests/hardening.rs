@@ -90,7 +90,7 @@ impl Abort {
     }
 }
 
-impl Listener for &mut Abort {
+impl Listener for Abort {
     fn on_text(&mut self, text: &str, _: u32) -> hearth::Result<Control> {
         self.texts.push(text.to_string());
         Ok(Control::Continue)

@@ -363,14 +363,49 @@ fn batch_equals_alone(device: DeviceKind) {
     assert!(together[2].stats.evicted_tokens > 0);
 }
 
-impl Listener for &mut Collect {
-    fn on_text(&mut self, text: &str, token: u32) -> hearth::Result<Control> {
-        (**self).on_text(text, token)
-    }
+/// A listener whose callback fails at its `n`-th piece.
+struct FailsAt(usize);
 
-    fn aborted(&self) -> bool {
-        (**self).aborted()
+impl Listener for FailsAt {
+    fn on_text(&mut self, _: &str, _: u32) -> hearth::Result<Control> {
+        self.0 -= 1;
+        if self.0 == 0 { Err(Error::Callback("the page's code threw".into())) } else { Ok(Control::Continue) }
     }
+}
+
+/// Conversations join a running batch between steps (owned sessions, as the browser engine
+/// holds them): one that joins late, while the first decodes, gets the tokens it gets alone;
+/// one whose callback fails leaves with its error and the others go on undisturbed.
+#[test]
+fn conversations_join_a_running_batch() {
+    let engine = engine(95, DeviceKind::Cpu, WeightFormat::Int4);
+    let options = GenerateOptions { max_tokens: 24, ignore_eos: true, ..GenerateOptions::default() };
+    let kv = KvOptions::with_capacity(64);
+    let prompts = [tokens(9, 41), tokens(30, 42), tokens(7, 43)];
+    let alone: Vec<Vec<u32>> =
+        prompts.iter().map(|p| generate(&mut engine.session(&kv).unwrap(), p, &options).tokens).collect();
+
+    let mut batch: hearth::Batch<'static, Session> = hearth::Batch::new(Arc::clone(&engine));
+    let quiet = || Box::new(Collect { text: String::new(), pieces: 0, abort_after: None });
+    let first = batch.join(engine.session(&kv).unwrap(), prompts[0].clone(), &options, quiet()).ok().unwrap();
+    let mut done = Vec::new();
+    for _ in 0..5 {
+        done.extend(pollster::block_on(batch.step()));
+    }
+    let late = batch.join(engine.session(&kv).unwrap(), prompts[1].clone(), &options, quiet()).ok().unwrap();
+    let failing =
+        batch.join(engine.session(&kv).unwrap(), prompts[2].clone(), &options, Box::new(FailsAt(3))).ok().unwrap();
+    assert_eq!(batch.len(), 3);
+    while !batch.is_empty() {
+        done.extend(pollster::block_on(batch.step()));
+    }
+    let result = |id| done.iter().find(|f| f.id == id).map(|f| f.result.as_ref()).unwrap();
+    assert_eq!(result(first).unwrap().tokens, alone[0]);
+    assert_eq!(result(late).unwrap().tokens, alone[1]);
+    assert!(matches!(result(failing), Err(Error::Callback(_))), "the failing callback fails its own conversation");
+    // A refused join gives the session back.
+    let refused = batch.join(engine.session(&kv).unwrap(), Vec::new(), &options, quiet());
+    assert!(matches!(refused, Err((_, Error::InvalidPrompt(_)))));
 }
 
 #[test]

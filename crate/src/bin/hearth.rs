@@ -383,11 +383,11 @@ async fn run(cli: Cli) -> Result<()> {
             let file = hearth::load::gguf::GgufFile::parse(&bytes)?;
             let parts = hearth::load::ModelParts::from_gguf(&file)?;
             std::fs::create_dir_all(&output)
-                .map_err(|source| Error::Io { path: output.display().to_string(), source })?;
+                .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
             for (name, contents) in hearth::load::hf::export(&parts, &file, noise, seed)? {
                 let path = output.join(name);
                 std::fs::write(&path, contents)
-                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source: source.into() })?;
             }
             Ok(())
         }
@@ -426,7 +426,7 @@ struct HfDir {
 impl HfDir {
     fn read(dir: &Path) -> Result<Self> {
         let mut shard_paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io { path: dir.display().to_string(), source })?
+            .map_err(|source| Error::Io { path: dir.display().to_string(), source: source.into() })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
@@ -461,13 +461,14 @@ fn convert(model: &Path, output: &Path, weights: WeightFormat) -> Result<()> {
         let file = GgufFile::parse(&bytes)?;
         burnpack::write_as(&ModelParts::from_gguf(&file)?, &file, weights)?
     };
-    std::fs::write(output, &pack).map_err(|source| Error::Io { path: output.display().to_string(), source })?;
+    std::fs::write(output, &pack)
+        .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
     eprintln!("wrote {} ({} bytes) in {:.1} s", output.display(), pack.len(), start.elapsed().as_secs_f64());
     Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source: source.into() })
 }
 
 async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prune: &Prune) -> Result<()> {
@@ -483,7 +484,12 @@ async fn chat(common: &Common, sampling: &Sampling, system: Option<String>, prun
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|source| Error::Io { path: "stdin".into(), source })? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|source| Error::Io { path: "stdin".into(), source: source.into() })?
+            == 0
+        {
             break;
         }
         let line = line.trim_end_matches(['\r', '\n']);
