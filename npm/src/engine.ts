@@ -268,8 +268,10 @@ function timingsOf(raw: RawGeneration): Timings {
 
 let completionCounter = 0;
 
-/** One generation waiting for its turn. */
+/** One generation (or scoring) waiting for its turn. */
 interface Waiting {
+  /** It runs with nothing else (speculative decoding, scoring), not beside others. */
+  alone: boolean;
   start: () => void;
   reject: (e: HearthError) => void;
   signal?: AbortSignal;
@@ -288,8 +290,12 @@ export class HearthEngine implements EngineApi {
   private starting: Promise<WasmEngine> | null = null;
   /** Why this engine cannot run until the next load (a crash, a lost device). */
   private broken: HearthError | null = null;
-  /** What holds the engine now: a load or a generation. */
-  private running: "load" | "generation" | null = null;
+  /** A load holds the engine. */
+  private loading = false;
+  /** A generation that runs alone holds the engine. */
+  private alone = false;
+  /** Generations running together (the core decodes them as one batch). */
+  private streams = 0;
   private waiting: Waiting[] = [];
   /** Rejecters of the calls in flight, for when the instance dies under them. */
   private inFlight = new Set<(e: HearthError) => void>();
@@ -320,7 +326,8 @@ export class HearthEngine implements EngineApi {
       if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
       w.reject(error);
     }
-    this.running = null;
+    this.loading = this.alone = false;
+    this.streams = 0;
   }
 
   /** `promise`, or the error of the instance dying while it runs (a dead instance never
@@ -392,8 +399,8 @@ export class HearthEngine implements EngineApi {
 
   /** Refuses with `busy` while anything runs or waits. */
   private idle(doing: string): void {
-    if (this.running === "load") throw busyError(`cannot ${doing} while a model loads`);
-    if (this.running || this.waiting.length) throw busyError(`cannot ${doing} while a generation runs`);
+    if (this.loading) throw busyError(`cannot ${doing} while a model loads`);
+    if (this.alone || this.streams || this.waiting.length) throw busyError(`cannot ${doing} while a generation runs`);
   }
 
   async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
@@ -432,7 +439,7 @@ export class HearthEngine implements EngineApi {
       const kv = Object.fromEntries(
         Object.entries({ capacity, policy: options.kv_policy, sinks, recent }).filter(([, v]) => v !== undefined),
       );
-      this.running = "load";
+      this.loading = true;
       try {
         const placement = await resolveDevice(requested);
         if (placement.adapter) this.adapter = placement.adapter;
@@ -457,7 +464,7 @@ export class HearthEngine implements EngineApi {
         options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
         return info;
       } finally {
-        if (this.running === "load") this.running = null;
+        this.loading = false;
         this.next();
       }
     } catch (e) {
@@ -465,45 +472,57 @@ export class HearthEngine implements EngineApi {
     }
   }
 
-  /** Starts the first waiting generation when nothing runs. */
+  /** Starts waiting work in order while it fits: generations beside each other up to the
+   * model's `max_streams`, work that runs alone when nothing else runs. */
   private next(): void {
-    if (this.running) return;
-    const w = this.waiting.shift();
-    if (!w) return;
-    if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
-    w.start();
+    const limit = this.model?.max_streams ?? 1;
+    while (this.waiting.length && !this.loading && !this.alone) {
+      const w = this.waiting[0];
+      if (w.alone ? this.streams > 0 : this.streams >= limit) return;
+      this.waiting.shift();
+      if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
+      w.start();
+    }
   }
 
-  /** Runs one generation after those before it; `onText` gets each piece; an aborted signal
-   * stops it between prefill chunks or within a token, also while it waits. */
+  /** Runs one generation, beside those running (or alone, with speculative decoding) once
+   * there is room; `onText` gets each piece; an aborted signal stops it between prefill
+   * chunks or within a token, also while it waits. */
   private run(
     input: { prompt: string } | { messages: ChatMessage[] },
     options: Record<string, unknown>,
     onText: (text: string) => void,
     signal: AbortSignal | undefined,
   ): Promise<RawGeneration> {
-    return this.inTurn(signal, () => this.generateNow(input, options, onText, signal));
+    const alone = options.speculative !== undefined;
+    return this.inTurn(signal, alone, () => this.generateNow(input, options, onText, signal));
   }
 
-  /** Runs `work` (a generation or a scoring) after those before it, one at a time; an aborted
+  /** Runs `work` (a generation or a scoring) when its turn comes (see `next`); an aborted
    * signal takes it out of the queue while it waits. */
-  private inTurn<T>(signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
+  private inTurn<T>(signal: AbortSignal | undefined, alone: boolean, work: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (signal?.aborted) return reject(abortError());
       if (this.broken) return reject(this.broken);
-      if (!this.model && this.running !== "load") {
+      if (!this.model && !this.loading) {
         return reject(new HearthError("bad_options", "no model is loaded: call load() first"));
       }
       const start = () => {
-        this.running = "generation";
+        if (alone) this.alone = true;
+        else this.streams += 1;
+        const epoch = this.epoch;
         work()
           .then(resolve, reject)
           .finally(() => {
-            if (this.running === "generation") this.running = null;
+            // A crash in between has already cleared the counts.
+            if (epoch === this.epoch) {
+              if (alone) this.alone = false;
+              else this.streams = Math.max(0, this.streams - 1);
+            }
             this.next();
           });
       };
-      const w: Waiting = { start, reject, signal };
+      const w: Waiting = { alone, start, reject, signal };
       if (signal) {
         w.onAbort = () => {
           const at = this.waiting.indexOf(w);
@@ -580,7 +599,7 @@ export class HearthEngine implements EngineApi {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
       options = wasmOptions(request, ["messages", "stream", "signal"], CHAT_KEYS);
       if (this.broken) throw this.broken;
-      if (!this.model && this.running !== "load") this.loaded(); // refuses now, not in the stream
+      if (!this.model && !this.loading) this.loaded(); // refuses now, not in the stream
       input = { messages: request.messages };
     } catch (e) {
       return Promise.reject(toHearthError(e));
@@ -652,7 +671,7 @@ export class HearthEngine implements EngineApi {
         throw new HearthError("bad_options", "ids must be an array of non-negative integers");
       }
       const { signal } = options;
-      return await this.inTurn(signal, async () => {
+      return await this.inTurn(signal, true, async () => {
         if (signal?.aborted) throw abortError();
         try {
           return Array.from((await this.guard(this.loaded().score(Uint32Array.from(ids), signal))) as number[]);
@@ -688,6 +707,7 @@ export class HearthEngine implements EngineApi {
     const none = {
       loaded: false,
       generating: false,
+      streams: 0,
       model: null,
       weight_bytes: null,
       kv_len: null,

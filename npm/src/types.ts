@@ -238,6 +238,9 @@ export interface ModelInfo {
   has_chat_template: boolean;
   device: "webgpu" | "cpu";
   cpu_isa: string;
+  /** Generations served together at most, decoded as one batch (each with a KV cache of its
+   * own); more wait their turn. Speculative decoding and scoring run alone. */
+  max_streams: number;
 }
 
 export interface AdapterInfo {
@@ -253,9 +256,11 @@ export interface AdapterInfo {
 
 export interface EngineStats {
   loaded: boolean;
-  /** True exactly while a generation runs. */
+  /** True exactly while a generation (or scoring) runs. */
   generating: boolean;
-  /** Generation requests waiting for the running one to finish. */
+  /** Generations running together now. */
+  streams: number;
+  /** Requests waiting for their turn (all `max_streams` running, or one that runs alone). */
   queued: number;
   /** The wasm instance trapped (or the worker died); `load()` starts a new one. */
   crashed: boolean;

@@ -4,7 +4,7 @@
 // the page and fails on any failed check. The models are tiny random ones written by
 // `cargo run --example test_models` and served under ?fixtures=URL.
 import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testPanic, isModelCached } from "hearth";
-import type { ChatMessage, EngineApi, EngineStats, LoadOptions } from "hearth";
+import type { ChatCompletionChunk, ChatMessage, EngineApi, EngineStats, LoadOptions } from "hearth";
 
 interface Check {
   name: string;
@@ -178,27 +178,87 @@ for (const [where, make] of engines) {
     assert(texts > 0, "text came");
   });
 
-  await check(`two generations at once run one after the other (${where})`, async () => {
+  await check(`two generations at once are served together, each as alone (${where})`, async () => {
     const engine = make();
-    await engine.load(copy(tiny));
+    const info = await engine.load(copy(tiny));
+    assert(info.max_streams >= 2, `serves several at once: max_streams ${info.max_streams}`);
     const order: string[] = [];
     const [a, b] = await Promise.all([
       engine.generate("one two three", { max_tokens: 12, onText: () => order.push("a") }),
       engine.generate("four five six", { max_tokens: 12, onText: () => order.push("b") }),
     ]);
     assert(a.usage.completion_tokens === 12 && b.usage.completion_tokens === 12, "both ran to the end");
-    assert(order.join("").replace(/a+/, "").replace(/b+/, "") === "", `in order, not interleaved: ${order.join("")}`);
-    await engine.resetChat();
-    const alone = await engine.generate("four five six", { max_tokens: 12 });
-    assert(alone.text === b.text, `the queued one is what it would be alone: ${JSON.stringify([alone.text, b.text])}`);
-    // A queued request aborted while it waits leaves at once; the running one is untouched.
+    const runs = order.join("").match(/a+|b+/g) ?? [];
+    assert(runs.length > 4, `decoded together, their pieces interleave: ${order.join("")}`);
+    for (const [prompt, together] of [["one two three", a], ["four five six", b]] as const) {
+      await engine.resetChat();
+      const alone = await engine.generate(prompt, { max_tokens: 12 });
+      assert(alone.text === together.text, `${prompt}: the same text as alone: ${JSON.stringify([alone.text, together.text])}`);
+    }
+    // Past max_streams a request waits its turn; aborted while it waits, it leaves at once
+    // and the running ones are untouched.
+    const running = Array.from({ length: info.max_streams }, (_, i) => engine.generate(`word ${i}`, { max_tokens: 20 }));
     const controller = new AbortController();
-    const first = engine.generate("seven", { max_tokens: 20 });
-    const second = engine.generate("eight", { max_tokens: 20, signal: controller.signal });
+    const waiting = engine.generate("eight", { max_tokens: 20, signal: controller.signal });
+    const stats = await engine.stats();
+    assert(stats.queued === 1 && stats.generating, `one waits while ${info.max_streams} run: ${JSON.stringify(stats)}`);
     controller.abort();
-    const err = await rejects(second, "aborted", "a queued generation aborted while waiting");
+    const err = await rejects(waiting, "aborted", "a queued generation aborted while waiting");
     assert(err.name === "AbortError", "named AbortError");
-    assert((await first).usage.completion_tokens === 20, "the running one finished");
+    for (const r of await Promise.all(running)) assert(r.usage.completion_tokens === 20, "the running ones finished");
+  });
+
+  await check(`two streamed chats at once: each as alone, an abort ends only its own (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const questions = ["hello there", "what is the time"];
+    const ask = (content: string, signal?: AbortSignal) =>
+      engine.chat.completions.create({ messages: [{ role: "user", content }], max_tokens: 30, temperature: 0, stream: true, signal });
+    /** Reads a stream; `during(n)` runs after its n-th piece of text. */
+    const read = async (stream: AsyncIterable<ChatCompletionChunk>, during: (n: number) => void = () => {}) => {
+      let text = "";
+      let pieces = 0;
+      let finish: string | null = null;
+      for await (const chunk of stream) {
+        const piece = chunk.choices[0].delta.content;
+        if (piece) {
+          text += piece;
+          during(++pieces);
+        }
+        finish = chunk.choices[0].finish_reason ?? finish;
+      }
+      return { text, pieces, finish };
+    };
+    const alone = [];
+    for (const q of questions) {
+      await engine.resetChat();
+      alone.push(await read(await ask(q)));
+    }
+    await engine.resetChat();
+    const both = await Promise.all(questions.map(async (q) => read(await ask(q))));
+    for (const [i, r] of both.entries()) {
+      assert(r.text === alone[i].text && r.finish === alone[i].finish, `${questions[i]}: as alone: ${JSON.stringify([r, alone[i]])}`);
+    }
+    // The second is aborted after its third piece; the first goes on to its end.
+    const controller = new AbortController();
+    const [first, second] = await Promise.all([ask(questions[0]), ask(questions[1], controller.signal)]);
+    let firstPieces = 0;
+    let piecesAtAbort = -1;
+    const aborted = read(second, (n) => {
+      if (n === 3) {
+        piecesAtAbort = firstPieces;
+        controller.abort();
+      }
+    }).then(
+      (r) => `ended: ${JSON.stringify(r)}`,
+      (e: unknown) => describe(e),
+    );
+    const kept = await read(first, (n) => (firstPieces = n));
+    const outcome = await aborted;
+    assert(/aborted/.test(outcome), `the aborted stream ends with its abort: ${outcome}`);
+    assert(kept.text === alone[0].text && kept.finish === alone[0].finish, `the other is as alone: ${JSON.stringify([kept, alone[0]])}`);
+    assert(piecesAtAbort >= 0 && kept.pieces > piecesAtAbort, `the other ran on after the abort: ${piecesAtAbort} of ${kept.pieces} pieces before it`);
+    assert((await engine.stats()).streams === 0, "nothing runs after");
   });
 
   await check(`two loads as an engine's first calls: one runs, the other is busy (${where})`, async () => {
