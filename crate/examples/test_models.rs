@@ -7,6 +7,8 @@
 //! - `tiny.bpk`: the same model converted, for the mutation fuzz of `.bpk` files.
 //! - `wide.gguf`: one layer with 64 query heads per key/value head, for heavy hitters at a
 //!   large capacity.
+//! - `other-vocab.gguf`: a tiny model whose vocabulary differs from `tiny.gguf`'s in one
+//!   token's text, which a draft model must not.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -40,6 +42,16 @@ fn main() {
 
     let wide = TinyConfig { d_model: 128, n_heads: 64, n_kv_heads: 1, n_layers: 1, context: 8192, ..TinyConfig::new() };
     write(&out, "wide.gguf", &tiny_gguf(&wide, &tiny_weights(&wide, 52, true, &block)));
+
+    let mut metadata = tiny_metadata(&c);
+    for (key, value) in metadata.iter_mut() {
+        if *key == "tokenizer.ggml.tokens"
+            && let Kv::StrArray(tokens) = value
+        {
+            tokens[100] = "zz".into();
+        }
+    }
+    write(&out, "other-vocab.gguf", &write_gguf(&metadata, &tiny_weights(&c, 53, false, &block)));
 }
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) {

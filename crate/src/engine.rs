@@ -195,6 +195,10 @@ impl<'a> Prepared<'a> {
         &self.config
     }
 
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// Uploads the weights to `device`, calling `progress(tensors_uploaded, tensors_total)`
     /// after each tensor reaches it.
     pub fn upload(self, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::model::Logits;
 use crate::readback::read_ids;
+use crate::tokenizer::Tokenizer;
 
 /// Where drafts come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,21 +322,27 @@ pub struct DraftModel {
     guess_ms: Option<f64>,
 }
 
+/// Refuses a draft (of `vocab` embedding rows and `tokenizer`) whose vocabulary is not
+/// `main`'s token for token: its guesses would be other tokens' ids.
+pub(crate) fn check_vocabulary(vocab: usize, tokenizer: &Tokenizer, main: &Engine) -> Result<()> {
+    let other = main.tokenizer();
+    let same = vocab == main.config().vocab
+        && tokenizer.vocab_size() == other.vocab_size()
+        && (0..tokenizer.vocab_size() as u32).all(|id| tokenizer.token_text(id) == other.token_text(id));
+    if !same {
+        return Err(Error::BadOptions(format!(
+            "the draft model's vocabulary ({vocab} tokens) differs from the model's ({} tokens): a draft must share it token for token",
+            main.config().vocab
+        )));
+    }
+    Ok(())
+}
+
 impl DraftModel {
     /// A draft for conversations of `main`: refused unless its vocabulary is `main`'s, token
     /// for token. Its cache has `capacity` slots and evicts as `sinks-window` does.
     pub fn new(engine: Arc<Engine>, main: &Engine, capacity: usize, sinks: usize) -> Result<Self> {
-        let (a, b) = (engine.tokenizer(), main.tokenizer());
-        let same = engine.config().vocab == main.config().vocab
-            && a.vocab_size() == b.vocab_size()
-            && (0..a.vocab_size() as u32).all(|id| a.token_text(id) == b.token_text(id));
-        if !same {
-            return Err(Error::BadOptions(format!(
-                "the draft model's vocabulary ({} tokens) differs from the model's ({} tokens): a draft must share it token for token",
-                engine.config().vocab,
-                main.config().vocab
-            )));
-        }
+        check_vocabulary(engine.config().vocab, engine.tokenizer(), main)?;
         let capacity = capacity.min(engine.config().context_length);
         let kv = KvOptions { capacity: Some(capacity), sinks: sinks.min(capacity / 4), ..KvOptions::default() };
         let cache = KvCache::new(engine.config(), &kv, engine.device())?;

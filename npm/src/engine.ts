@@ -15,6 +15,8 @@ import type {
   ChatCompletions,
   Completions,
   ChatMessage,
+  DraftInfo,
+  DraftLoadOptions,
   EngineApi,
   EngineStats,
   FinishReason,
@@ -463,6 +465,38 @@ export class HearthEngine implements EngineApi {
         this.deviceReason = placement.reason;
         options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
         return info;
+      } finally {
+        this.loading = false;
+        this.next();
+      }
+    } catch (e) {
+      throw toHearthError(e);
+    }
+  }
+
+  async loadDraft(source: ModelSource | null, options: DraftLoadOptions = {}): Promise<DraftInfo | null> {
+    try {
+      this.idle("load a draft model");
+      for (const key of Object.keys(options)) {
+        if (!["weights", "cache", "onProgress", "signal"].includes(key)) {
+          throw new HearthError("bad_options", `unknown draft load option ${JSON.stringify(key)}`);
+        }
+      }
+      const weights = options.weights ?? "int4";
+      if (!(WEIGHT_FORMATS as readonly string[]).includes(weights)) {
+        throw new HearthError("bad_options", `weights must be one of ${WEIGHT_FORMATS.map((w) => `"${w}"`).join(", ")}`);
+      }
+      const wasm = this.loaded();
+      this.loading = true;
+      try {
+        const bytes = source === null ? undefined : await readModel(source, options);
+        if (options.signal?.aborted) throw abortError();
+        const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
+        try {
+          return wasm.load_draft(bytes, weights, progress) as DraftInfo | null;
+        } catch (e) {
+          throw this.failure(e);
+        }
       } finally {
         this.loading = false;
         this.next();

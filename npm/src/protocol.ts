@@ -14,6 +14,8 @@ import type {
   ChatCompletion,
   ChatCompletionChunk,
   ChatCompletionRequest,
+  DraftInfo,
+  DraftLoadOptions,
   EngineStats,
   GenerateOptions,
   GenerateResult,
@@ -25,11 +27,13 @@ import type {
 
 /** Options without the parts that cannot cross `postMessage` (signals, callbacks). */
 export type PlainLoadOptions = Omit<LoadOptions, "onProgress" | "signal">;
+export type PlainDraftLoadOptions = Omit<DraftLoadOptions, "onProgress" | "signal">;
 export type PlainGenerateOptions = Omit<GenerateOptions, "onText" | "signal">;
 export type PlainChatRequest = Omit<ChatCompletionRequest, "signal">;
 
 export type Request =
   | { id: number; type: "load"; source: ModelSource; options: PlainLoadOptions }
+  | { id: number; type: "load-draft"; source: ModelSource | null; options: PlainDraftLoadOptions }
   | { id: number; type: "generate"; prompt: string; options: PlainGenerateOptions }
   | { id: number; type: "chat"; request: PlainChatRequest }
   | { id: number; type: "tokenize"; text: string; parseSpecial: boolean }
@@ -46,6 +50,7 @@ export type Request =
 
 export type ResultValue =
   | ModelInfo
+  | DraftInfo
   | GenerateResult
   | ChatCompletion
   | EngineStats

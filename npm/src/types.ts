@@ -33,8 +33,9 @@ export interface SamplingOptions {
 }
 
 /** Where drafts come from: `prompt-lookup` copies what followed the last few tokens where
- * they occurred earlier in the conversation. */
-export const SPECULATIVE_METHODS = ["prompt-lookup"] as const;
+ * they occurred earlier in the conversation; `draft` asks a smaller model with the same
+ * vocabulary (`loadDraft`). */
+export const SPECULATIVE_METHODS = ["prompt-lookup", "draft"] as const;
 export type SpeculativeMethod = (typeof SPECULATIVE_METHODS)[number];
 
 export interface SpeculativeOptions {
@@ -224,6 +225,23 @@ export interface LoadOptions {
   signal?: AbortSignal;
 }
 
+export interface DraftLoadOptions {
+  /** How the draft's matrices are kept, as for `load` (default "int4"). */
+  weights?: WeightFormat;
+  /** As for `load` (default true). */
+  cache?: boolean;
+  onProgress?: (progress: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** What `loadDraft` loaded. */
+export interface DraftInfo {
+  name: string;
+  vocab: number;
+  n_layers: number;
+  weight_bytes: number;
+}
+
 export interface ModelInfo {
   name: string;
   vocab: number;
@@ -319,6 +337,11 @@ export interface ChatCompletions {
  * `load` starts the engine afresh; no call hangs. */
 export interface EngineApi {
   load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  /** Loads a draft model for `speculative: { method: "draft" }` onto the loaded model's
+   * device (replacing any draft before; `null` removes it). It must share the model's
+   * vocabulary token for token, else `bad_options` and the draft before stays. A later `load`
+   * drops it with the model. `busy` while anything runs. */
+  loadDraft(source: ModelSource | null, options?: DraftLoadOptions): Promise<DraftInfo | null>;
   readonly chat: { readonly completions: ChatCompletions };
   /** Continues a prompt as plain text (no chat template), in OpenAI's legacy completions
    * shape: what a base model is for. */

@@ -10,6 +10,8 @@ import type {
   ChatCompletionRequest,
   ChatCompletions,
   Completions,
+  DraftInfo,
+  DraftLoadOptions,
   EngineApi,
   EngineStats,
   GenerateOptions,
@@ -206,6 +208,13 @@ export class WorkerEngine implements EngineApi {
     const info = (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
     this.modelName = info.name;
     return info;
+  }
+
+  async loadDraft(source: ModelSource | null, options: DraftLoadOptions = {}): Promise<DraftInfo | null> {
+    const { onProgress, signal, ...plain } = options;
+    const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
+    const src = source instanceof URL ? source.href : source;
+    return (await this.call({ type: "load-draft", source: src, options: plain }, { onProgress }, signal, transfer)) as DraftInfo | null;
   }
 
   async generate(prompt: string, options: GenerateOptions = {}): Promise<GenerateResult> {

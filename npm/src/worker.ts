@@ -68,6 +68,14 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
       });
       return { id, type: "result", value };
     }
+    case "load-draft": {
+      const value = await engine.loadDraft(req.source, {
+        ...req.options,
+        signal,
+        onProgress: (progress) => post({ id, type: "progress", progress }),
+      });
+      return { id, type: "result", value };
+    }
     case "generate": {
       const value = await engine.generate(req.prompt, {
         ...req.options,

@@ -670,6 +670,66 @@ impl WasmEngine {
         to_js(&info)
     }
 
+    /// Loads a draft model for `speculative: { method: "draft" }` from its bytes (GGUF or
+    /// `.bpk`; `weights` as for [`Self::load`]) onto the loaded model's device, replacing any
+    /// draft before; `null` removes the draft. The draft must share the model's vocabulary
+    /// token for token (else `bad_options`, and the draft before stays). A later `load` drops
+    /// it with the model. Refused with `busy` while anything runs. Resolves to the draft's
+    /// `{name, vocab, n_layers, weight_bytes}`, or `null` when removed.
+    pub fn load_draft(
+        &self,
+        bytes: Option<Uint8Array>,
+        weights: &str,
+        progress: Option<Function>,
+    ) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct DraftInfo {
+            name: String,
+            vocab: usize,
+            n_layers: usize,
+            weight_bytes: usize,
+        }
+        let weights: WeightFormat = weights.parse().map_err(js_error)?;
+        let engine = self.engine()?;
+        let ready = |state: &State| -> Result<(), JsError> {
+            if state.busy() || state.loading {
+                return Err(busy("cannot load a draft model while a generation or a load runs"));
+            }
+            Ok(())
+        };
+        ready(&*self.state.try_borrow().map_err(|_| busy("the engine is busy"))?)?;
+        let Some(bytes) = bytes else {
+            let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+            if let Some(session) = state.session.as_mut() {
+                session.set_draft(None).map_err(js_error)?;
+            }
+            return Ok(JsValue::NULL);
+        };
+        let device = engine.device().clone();
+        let bytes = model_bytes(&bytes, &device)?;
+        let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
+        // Refused before the upload, not after.
+        crate::speculative::check_vocabulary(prepared.config().vocab, prepared.tokenizer(), &engine)
+            .map_err(js_error)?;
+        let mut report = |done: usize, total: usize| {
+            if let Some(f) = &progress {
+                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+            }
+        };
+        let draft = Arc::new(prepared.upload(&device, &mut report).map_err(js_error)?);
+        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+        ready(&state)?;
+        let session = state.session.as_mut().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
+        session.set_draft(Some(Arc::clone(&draft))).map_err(js_error)?;
+        let c = draft.config();
+        to_js(&DraftInfo {
+            name: draft.name().to_string(),
+            vocab: c.vocab,
+            n_layers: c.n_layers,
+            weight_bytes: draft.model().weight_bytes(),
+        })
+    }
+
     /// Whether the loaded model runs on the CPU.
     fn on_cpu(&self) -> bool {
         self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| !on_webgpu(e)))

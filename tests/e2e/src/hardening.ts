@@ -90,6 +90,7 @@ if (adapterClass) {
 
 const tiny = await fetchBytes("tiny.gguf");
 const tinyPack = await fetchBytes("tiny.bpk");
+const otherVocab = await fetchBytes("other-vocab.gguf");
 /** A copy for each load: the worker proxy transfers (detaches) the buffers it is given. */
 const copy = (bytes: Uint8Array) => bytes.slice();
 
@@ -259,6 +260,31 @@ for (const [where, make] of engines) {
     assert(kept.text === alone[0].text && kept.finish === alone[0].finish, `the other is as alone: ${JSON.stringify([kept, alone[0]])}`);
     assert(piecesAtAbort >= 0 && kept.pieces > piecesAtAbort, `the other ran on after the abort: ${piecesAtAbort} of ${kept.pieces} pieces before it`);
     assert((await engine.stats()).streams === 0, "nothing runs after");
+  });
+
+  await check(`a draft model drafts for speculative decoding; another vocabulary is refused (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const prompt = "one two three four";
+    const draft = { method: "draft" } as const;
+    await rejects(engine.generate(prompt, { max_tokens: 8, speculative: draft }), "bad_options", "the draft method without a draft");
+    await rejects(engine.loadDraft(copy(otherVocab)), "bad_options", "a draft with another vocabulary");
+    // The model as its own draft: every guess is the model's own token.
+    const info = await engine.loadDraft(copy(tiny));
+    assert(info !== null && info.n_layers > 0, `draft info: ${JSON.stringify(info)}`);
+    const plain = await engine.generate(prompt, { max_tokens: 24, temperature: 0 });
+    await engine.resetChat();
+    const fast = await engine.generate(prompt, { max_tokens: 24, temperature: 0, speculative: { ...draft, max_draft: 4 } });
+    const t = fast.timings;
+    assert(fast.text === plain.text, `the same text: ${JSON.stringify([fast.text, plain.text])}`);
+    assert(t.draft_tokens > 0 && t.accepted_tokens === t.draft_tokens, `every guess kept: ${t.accepted_tokens} of ${t.draft_tokens}`);
+    // The draft stays through a reset (now measured as costly as the model itself, it may
+    // not be asked) and goes with null.
+    await engine.resetChat();
+    const again = await engine.generate(prompt, { max_tokens: 24, temperature: 0, speculative: draft });
+    assert(again.text === plain.text, `after a reset: ${JSON.stringify([again.text, plain.text])}`);
+    assert((await engine.loadDraft(null)) === null, "removed");
+    await rejects(engine.generate(prompt, { max_tokens: 8, speculative: draft }), "bad_options", "the draft method after removing the draft");
   });
 
   await check(`two loads as an engine's first calls: one runs, the other is busy (${where})`, async () => {
