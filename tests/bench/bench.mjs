@@ -1,13 +1,17 @@
 // Runs bench.html for hearth on the CPU (wasm simd128), hearth on WebGPU and wllama (one
 // thread, CPU) in Debian's Chromium, one fresh browser each, and prints the three rows and
-// hearth's ratios over wllama. Usage: node bench.mjs BASE_URL MODEL_URL
+// hearth's ratios over wllama; the CPU row also measures 1, 2 and 4 concurrent streams. Usage: node bench.mjs BASE_URL MODEL_URL
 import { chromium } from "playwright-core";
 
 const [base, model] = process.argv.slice(2);
 const results = {};
 // wllama first: its greedy tokens are what hearth's rows score (teacher-forced) after their own run.
 const rows = { wllama: () => "engine=wllama" };
-for (const device of ["cpu", "webgpu"]) rows[`hearth-${device}`] = () => `engine=hearth&device=${device}&teacher=${results.wllama.ids.join(",")}`;
+// The CPU row also serves 1, 2 and 4 concurrent streams on one engine.
+for (const device of ["cpu", "webgpu"]) {
+  const streams = device === "cpu" ? "&streams=1,2,4" : "";
+  rows[`hearth-${device}`] = () => `engine=hearth&device=${device}&teacher=${results.wllama.ids.join(",")}${streams}`;
+}
 for (const [engine, queryOf] of Object.entries(rows)) {
   const query = queryOf();
   const browser = await chromium.launch({
@@ -37,6 +41,7 @@ console.log(JSON.stringify({
   ...results,
   hearth_cpu_over_wllama: over(results["hearth-cpu"]),
   hearth_webgpu_over_wllama: over(results["hearth-webgpu"]),
+  hearth_cpu_streams: results["hearth-cpu"].streams,
   same_text: results["hearth-cpu"].text === w.text && results["hearth-webgpu"].text === w.text,
   // Where the greedy texts part, when they do (llama.cpp's 8-bit activations move logits by
   // up to ~1, enough to flip a near-tie; hearth's CPU and WebGPU rows do not quantize them).
