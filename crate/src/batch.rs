@@ -150,6 +150,7 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         kv_len: cache.len(),
                         kv_capacity: cache.capacity(),
                         evicted_tokens: cache.evicted() - self.evicted_before,
+                        mean_layers: engine.config().n_layers as f64,
                         ..GenerationStats::default()
                     };
                     Generation { tokens, text, finish_reason, stats, pruned: None }
@@ -187,8 +188,10 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
         if !Arc::ptr_eq(session.engine(), &self.engine) {
             return Err(Error::BadOptions("conversations decoded together must share one engine".into()));
         }
-        if options.speculative.is_some() {
-            return Err(Error::BadOptions("speculative decoding is not combined with batched decoding".into()));
+        if options.speculative.is_some() || options.early_exit.is_some() {
+            return Err(Error::BadOptions(
+                "speculative decoding and early exit are not combined with batched decoding".into(),
+            ));
         }
         session.check_prompt(prompt)?;
         options.validate()
@@ -256,13 +259,13 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
                 step.push(i);
             }
         }
-        if !step.is_empty() {
-            if let Err(err) = self.decode(&step).await {
-                for &i in &step {
-                    let e = &mut self.entries[i];
-                    e.session().reset();
-                    e.end = Some(Err(err.clone()));
-                }
+        if !step.is_empty()
+            && let Err(err) = self.decode(&step).await
+        {
+            for &i in &step {
+                let e = &mut self.entries[i];
+                e.session().reset();
+                e.end = Some(Err(err.clone()));
             }
         }
 
@@ -306,8 +309,8 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
 }
 
 /// Generates for every request together, from start to end (see the module). The sessions
-/// must share one engine; speculative decoding is refused here (a batch already fills the
-/// pass). Returns one generation per request, in order, or the first error.
+/// must share one engine; speculative decoding and early exit are refused here (a batch
+/// already fills the pass, and each shapes its steps for one conversation). Returns one generation per request, in order, or the first error.
 pub async fn generate_batch(requests: &mut [BatchRequest<'_>]) -> Result<Vec<Generation>> {
     let Some(first) = requests.first() else { return Ok(Vec::new()) };
     let n = requests.len();

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use crate::early_exit::{EarlyExitOptions, Exits, confidence, top_k};
 use crate::emit::Emitter;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -41,6 +42,8 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Draft tokens and check them in one pass ([`crate::speculative`]); `None`: one token a step.
     pub speculative: Option<SpeculativeOptions>,
+    /// Decode steps may end before the last layer ([`crate::early_exit`]); `None`: every layer.
+    pub early_exit: Option<EarlyExitOptions>,
 }
 
 impl Default for GenerateOptions {
@@ -51,6 +54,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             ignore_eos: false,
             speculative: None,
+            early_exit: None,
         }
     }
 }
@@ -66,6 +70,12 @@ impl GenerateOptions {
         }
         if let Some(speculative) = &self.speculative {
             speculative.validate()?;
+        }
+        if let Some(early_exit) = &self.early_exit {
+            early_exit.validate()?;
+            if self.speculative.is_some() {
+                return Err(Error::BadOptions("early exit is not combined with speculative decoding".into()));
+            }
         }
         self.sampler.validate()
     }
@@ -112,6 +122,8 @@ pub struct GenerationStats {
     pub accepted_tokens: usize,
     /// `accepted_tokens / draft_tokens` (0 without drafts).
     pub acceptance_rate: f64,
+    /// Layers run per decode step on average: fewer than the model's with early exit.
+    pub mean_layers: f64,
 }
 
 /// The result of [`Session::generate`].
@@ -192,6 +204,13 @@ impl<L: Listener + ?Sized> Listener for &mut L {
     fn pause(&self) -> Option<Pause> {
         (**self).pause()
     }
+}
+
+/// The logits an early-exit step ends with: read on the host from the layer it exited at
+/// (the whole vocabulary's, `-inf` outside a shortlist), or the whole model's on the device.
+enum StepLogits {
+    Exited(Vec<f32>),
+    Full(Box<Tensor<2>>),
 }
 
 /// What a chat runs: its prompt, or the end of a chat aborted while pruning scored it.
@@ -448,6 +467,93 @@ impl Session {
         Ok(Some(out))
     }
 
+    /// One decode step of `token` that may exit early (see [`crate::early_exit`]): the next
+    /// token, from the logits of the layer it exited at or of the whole model.
+    async fn exit_step(
+        &mut self,
+        token: u32,
+        exits: &mut Exits,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        match self.exit_logits(token, exits).await? {
+            StepLogits::Exited(mut logits) => Ok(sampler.sample(&mut logits, history)),
+            StepLogits::Full(logits) => pick(*logits, sampler, history).await,
+        }
+    }
+
+    /// Runs `token` as a decode step that may exit early: the logits it ends with. After a
+    /// step that ran every layer, a shortlist takes that step's likeliest tokens. A readback
+    /// that fails part-way leaves a cache without some layers' keys: the conversation is reset.
+    async fn exit_logits(&mut self, token: u32, exits: &mut Exits) -> Result<StepLogits> {
+        let engine = Arc::clone(&self.engine);
+        let model = engine.model();
+        let mut step = model.begin_step(token, &mut self.cache)?;
+        self.history.push(token);
+        let o = &exits.options;
+        let shortlist = (o.shortlist > 0 && !exits.candidates.is_empty()).then(|| exits.candidates.clone());
+        for &layer in &o.layers {
+            model.run_to(&mut step, layer, &mut self.cache);
+            let logits = match read_f32(model.step_logits(&step, shortlist.as_deref())).await {
+                Ok(logits) => logits,
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            };
+            if confidence(&logits, o.measure) > o.threshold {
+                exits.record(step.layers_run());
+                model.exit_step(step, &mut self.cache);
+                return Ok(StepLogits::Exited(match &shortlist {
+                    None => logits,
+                    Some(ids) => {
+                        let mut all = vec![f32::NEG_INFINITY; engine.config().vocab];
+                        ids.iter().zip(logits).for_each(|(&id, l)| all[id as usize] = l);
+                        all
+                    }
+                }));
+            }
+        }
+        let logits = model.finish_step(step, &mut self.cache);
+        exits.record(engine.config().n_layers);
+        let shortlist = exits.options.shortlist;
+        if shortlist > 0 {
+            exits.candidates = top_k(&read_f32(logits.clone()).await?, shortlist);
+        }
+        Ok(StepLogits::Full(Box::new(logits)))
+    }
+
+    /// The natural-log probability of each token of `tokens` after the first, given those
+    /// before it, teacher-forced one decode step at a time with early exit: each from the
+    /// logits of the layer its step exited at (a token outside a shortlist gets `-inf`).
+    /// Runs in this session's cache (reset first; `tokens` must fit it); returns the log
+    /// probabilities and the mean layers run per step.
+    pub async fn early_exit_logprobs(&mut self, tokens: &[u32], options: &EarlyExitOptions) -> Result<(Vec<f32>, f64)> {
+        options.validate()?;
+        options.check_layers(self.engine.config().n_layers)?;
+        self.check_prompt(tokens)?;
+        if tokens.len() < 2 || tokens.len() > self.cache.capacity() {
+            return Err(Error::InvalidPrompt(format!(
+                "early-exit scoring takes 2..={} tokens, got {}",
+                self.cache.capacity(),
+                tokens.len()
+            )));
+        }
+        self.reset();
+        let mut exits = Exits::new(options.clone());
+        let mut out = Vec::with_capacity(tokens.len() - 1);
+        for pair in tokens.windows(2) {
+            let logits = match self.exit_logits(pair[0], &mut exits).await? {
+                StepLogits::Exited(logits) => logits,
+                StepLogits::Full(logits) => read_f32(*logits).await?,
+            };
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+            out.push(logits[pair[1] as usize] - max - sum.ln());
+        }
+        Ok((out, exits.mean_layers().unwrap_or(0.0)))
+    }
+
     /// Keeps what the cache holds of `prompt` (at least one token must still run, to produce
     /// logits); returns how many tokens that is and the evictions so far. After an eviction
     /// the cache cannot be cut back, so a prompt that only repeats what it holds is run again
@@ -511,6 +617,9 @@ impl Session {
         if options.speculative.as_ref().is_some_and(|o| o.method == SpeculativeMethod::Draft) && self.draft.is_none() {
             return Err(Error::BadOptions("speculative method \"draft\" needs a draft model (set_draft)".into()));
         }
+        if let Some(early_exit) = &options.early_exit {
+            early_exit.check_layers(self.engine.config().n_layers)?;
+        }
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
@@ -535,6 +644,7 @@ impl Session {
         let mut first_token_ms = 0.0;
         let mut speculator = options.speculative.as_ref().map(Speculator::new);
         let (mut drafted, mut accepted) = (0, 0);
+        let mut exits = options.early_exit.clone().map(Exits::new);
         // Tokens chosen and not yet taken, in order. After a verification pass every one but
         // the last is already in the cache, in a tentative span whose rejected tail is still
         // there too (`rejected`): both leave the cache before the next pass, or at the end, so
@@ -579,9 +689,14 @@ impl Session {
                         Err(Error::KvCacheFull { .. }) => break FinishReason::ContextFull,
                         Err(e) => return Err(e),
                     }
-                    let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
-                    self.history.push(token);
-                    let next = pick(logits, &mut sampler, &out.history).await?;
+                    let next = match exits.as_mut() {
+                        Some(exits) => self.exit_step(token, exits, &mut sampler, &out.history).await?,
+                        None => {
+                            let logits = engine.model().forward(&[token], &mut self.cache, Logits::Last)?;
+                            self.history.push(token);
+                            pick(logits, &mut sampler, &out.history).await?
+                        }
+                    };
                     if let Some(s) = speculator.as_mut() {
                         s.plain(&proposal, ms_since(step_start), next);
                     }
@@ -646,6 +761,7 @@ impl Session {
             draft_tokens: drafted,
             accepted_tokens: accepted,
             acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
+            mean_layers: exits.as_ref().and_then(Exits::mean_layers).unwrap_or(engine.config().n_layers as f64),
         };
         Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None })
     }

@@ -6,7 +6,7 @@ import { completions } from "./completions.js";
 import { HearthError, abortError, busyError, isTrap, toHearthError } from "./errors.js";
 import { readModel } from "./loader.js";
 import { DEVICES, resolveDevice } from "./device.js";
-import { KV_POLICIES, PRUNE_METHODS, SPECULATIVE_METHODS, WEIGHT_FORMATS } from "./types.js";
+import { EXIT_MEASURES, KV_POLICIES, PRUNE_METHODS, SPECULATIVE_METHODS, WEIGHT_FORMATS } from "./types.js";
 import type {
   AdapterInfo,
   ChatCompletion,
@@ -51,6 +51,7 @@ interface RawGeneration {
     draft_tokens: number;
     accepted_tokens: number;
     acceptance_rate: number;
+    mean_layers: number;
   };
   pruned?: PruneReport | null;
 }
@@ -176,6 +177,7 @@ const SAMPLING_KEYS = [
   "seed",
   "stop",
   "speculative",
+  "early_exit",
 ] as const;
 const CHAT_KEYS = [...SAMPLING_KEYS, "prune_budget", "prune_method"] as const;
 
@@ -199,6 +201,8 @@ function wasmOptions(
       out[key] = value;
     } else if (key === "speculative") {
       out.speculative = speculativeOptions(value);
+    } else if (key === "early_exit") {
+      out.early_exit = earlyExitOptions(value);
     } else if (key === "stop") {
       const stop = typeof value === "string" ? [value] : value;
       if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
@@ -244,6 +248,40 @@ function speculativeOptions(value: unknown): Record<string, unknown> {
   return out;
 }
 
+/** `early_exit` as the wasm core takes it: known keys and types (the core checks the ranges
+ * and the layers against the model). */
+function earlyExitOptions(value: unknown): Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new HearthError("bad_options", "early_exit must be an object");
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    if (key === "layers") {
+      if (!Array.isArray(v) || !v.every((l) => Number.isInteger(l) && l >= 0 && l < 2 ** 32)) {
+        throw new HearthError("bad_options", "early_exit.layers must be an array of non-negative integers");
+      }
+    } else if (key === "threshold") {
+      if (typeof v !== "number" || !Number.isFinite(v)) {
+        throw new HearthError("bad_options", `early_exit.threshold must be a finite number, got ${JSON.stringify(v)}`);
+      }
+    } else if (key === "measure") {
+      if (typeof v !== "string" || !(EXIT_MEASURES as readonly string[]).includes(v)) {
+        throw new HearthError("bad_options", `early_exit.measure must be one of ${EXIT_MEASURES.join(", ")}`);
+      }
+    } else if (key === "shortlist") {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+        throw new HearthError("bad_options", `early_exit.shortlist must be a non-negative integer, got ${JSON.stringify(v)}`);
+      }
+    } else {
+      throw new HearthError("bad_options", `unknown option early_exit.${key}`);
+    }
+    out[key] = v;
+  }
+  if (out.layers === undefined) throw new HearthError("bad_options", "early_exit.layers is required");
+  return out;
+}
+
 function usageOf(raw: RawGeneration): Usage {
   const { prompt_tokens, generated_tokens } = raw.stats;
   return { prompt_tokens, completion_tokens: generated_tokens, total_tokens: prompt_tokens + generated_tokens };
@@ -265,6 +303,7 @@ function timingsOf(raw: RawGeneration): Timings {
     draft_tokens: s.draft_tokens,
     accepted_tokens: s.accepted_tokens,
     acceptance_rate: s.acceptance_rate,
+    mean_layers: s.mean_layers,
   };
 }
 
@@ -519,16 +558,16 @@ export class HearthEngine implements EngineApi {
     }
   }
 
-  /** Runs one generation, beside those running (or alone, with speculative decoding) once
-   * there is room; `onText` gets each piece; an aborted signal stops it between prefill
-   * chunks or within a token, also while it waits. */
+  /** Runs one generation, beside those running (or alone, with speculative decoding or early
+   * exit) once there is room; `onText` gets each piece; an aborted signal stops it between
+   * prefill chunks or within a token, also while it waits. */
   private run(
     input: { prompt: string } | { messages: ChatMessage[] },
     options: Record<string, unknown>,
     onText: (text: string) => void,
     signal: AbortSignal | undefined,
   ): Promise<RawGeneration> {
-    const alone = options.speculative !== undefined;
+    const alone = options.speculative !== undefined || options.early_exit !== undefined;
     return this.inTurn(signal, alone, () => this.generateNow(input, options, onText, signal));
   }
 

@@ -30,6 +30,10 @@ export interface SamplingOptions {
    * token for token, sampled output follows the same distribution; faster when the answer
    * copies from the conversation (rewriting, fixing, extracting). */
   speculative?: SpeculativeOptions;
+  /** Let a decode step end at an earlier layer when the model is sure enough there (the
+   * skipped layers still get the token's keys and values). Runs alone, like speculative
+   * decoding; not combined with it. Models not trained for it lose quality fast: measure. */
+  early_exit?: EarlyExitOptions;
 }
 
 /** Where drafts come from: `prompt-lookup` copies what followed the last few tokens where
@@ -45,6 +49,22 @@ export interface SpeculativeOptions {
   max_draft?: number;
   /** prompt-lookup: the longest n-gram matched, 1..16 (default 3). */
   ngram?: number;
+}
+
+/** How sure the model is at an exit: the largest probability, or it less the second. */
+export const EXIT_MEASURES = ["max-prob", "margin"] as const;
+export type ExitMeasure = (typeof EXIT_MEASURES)[number];
+
+export interface EarlyExitOptions {
+  /** Layers after which a step may exit, ascending, each below the model's `n_layers`. */
+  layers: number[];
+  /** Exit where the confidence is strictly above this, 0..1 (default 0.9; a max-prob of 1 never exits). */
+  threshold?: number;
+  /** Default "max-prob". */
+  measure?: ExitMeasure;
+  /** Read the confidence from the head's rows of the last full step's likeliest N tokens
+   * only, 2..1024 (default 0: the whole head, which costs a small model's head each look). */
+  shortlist?: number;
 }
 
 /** How a chat prompt longer than its budget is shortened. */
@@ -97,6 +117,8 @@ export interface Timings {
   draft_tokens: number;
   accepted_tokens: number;
   acceptance_rate: number;
+  /** Layers run per decode step on average (the model's `n_layers` without early exit). */
+  mean_layers: number;
 }
 
 /** One run of tokens pruning dropped. */

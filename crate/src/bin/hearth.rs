@@ -10,8 +10,8 @@ use hearth::bench::KernelFormat;
 use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
-    Control, DeviceKind, Engine, Error, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions, Result,
-    SamplerOptions, SpeculativeOptions, WeightFormat,
+    Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, KvOptions, Message, PruneMethod,
+    PruneOptions, Result, SamplerOptions, SpeculativeOptions, WeightFormat,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -89,6 +89,39 @@ enum Command {
         limit: Option<usize>,
         #[command(flatten)]
         speculation: Speculation,
+    },
+    /// Early exit measured (see `pkg-scripts/bench-adaptive.sh`): for the whole model and each
+    /// threshold (and shortlist) at the given exit layers, greedy continuations of prompts cut
+    /// from a text file (their agreement with the whole model's, decode speed, mean layers per
+    /// token) and the perplexity of a held-out text, teacher-forced a step at a time; prints
+    /// JSON.
+    AdaptiveBench {
+        #[command(flatten)]
+        common: Common,
+        /// Plain text the prompts are cut from: `--prompts` windows of `--prompt-tokens` tokens.
+        #[arg(long)]
+        prompts_file: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        prompts: usize,
+        #[arg(long, default_value_t = 32)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 32)]
+        gen_tokens: usize,
+        /// The held-out text whose first `--text-tokens` tokens are scored.
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        text_tokens: usize,
+        /// Exit layers (ascending).
+        #[arg(long, value_delimiter = ',', required = true)]
+        exit_layers: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.8, 0.9, 0.95, 0.99])]
+        thresholds: Vec<f32>,
+        #[arg(long, default_value = "max-prob")]
+        exit_measure: String,
+        /// Shortlist sizes to measure each threshold with (0: the whole head).
+        #[arg(long, value_delimiter = ',', default_values_t = [0])]
+        shortlists: Vec<usize>,
     },
     /// Perplexity of a text file, token by token through the KV cache; prints JSON.
     Perplexity {
@@ -242,6 +275,42 @@ struct Sampling {
     ignore_eos: bool,
     #[command(flatten)]
     speculation: Speculation,
+    #[command(flatten)]
+    early_exit: EarlyExit,
+}
+
+#[derive(Args)]
+struct EarlyExit {
+    /// Decode steps may end after these layers (ascending, e.g. 10,20) when the model is sure
+    /// enough of the next token there; the skipped layers still get its keys and values.
+    #[arg(long, value_delimiter = ',')]
+    early_exit: Vec<usize>,
+    /// With --early-exit: exit where the confidence is strictly above this (0..=1).
+    #[arg(long, default_value_t = EarlyExitOptions::default().threshold)]
+    exit_threshold: f32,
+    /// With --early-exit: max-prob (the largest probability) or margin (largest less second).
+    #[arg(long, default_value = "max-prob")]
+    exit_measure: String,
+    /// With --early-exit: read the confidence from the head's rows of the last full step's
+    /// likeliest N tokens only (0: the whole head).
+    #[arg(long, default_value_t = 0)]
+    exit_shortlist: usize,
+}
+
+impl EarlyExit {
+    fn options(&self) -> Result<Option<EarlyExitOptions>> {
+        if self.early_exit.is_empty() {
+            return Ok(None);
+        }
+        let options = EarlyExitOptions {
+            layers: self.early_exit.clone(),
+            threshold: self.exit_threshold,
+            measure: self.exit_measure.parse()?,
+            shortlist: self.exit_shortlist,
+        };
+        options.validate()?;
+        Ok(Some(options))
+    }
 }
 
 #[derive(Args)]
@@ -307,6 +376,7 @@ impl Sampling {
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
             speculative: self.speculation.options()?,
+            early_exit: self.early_exit.options()?,
         })
     }
 }
@@ -363,6 +433,37 @@ async fn run(cli: Cli) -> Result<()> {
         Command::PruneBench { common, items, keep, limit } => prune_bench(&common, &items, &keep, limit).await,
         Command::SpeculativeBench { common, items, max_tokens, limit, speculation } => {
             speculative_bench(&common, &items, max_tokens, limit, &speculation).await
+        }
+        Command::AdaptiveBench {
+            common,
+            prompts_file,
+            prompts,
+            prompt_tokens,
+            gen_tokens,
+            text,
+            text_tokens,
+            exit_layers,
+            thresholds,
+            exit_measure,
+            shortlists,
+        } => {
+            let plan = AdaptivePlan {
+                prompts: (prompts, prompt_tokens, gen_tokens),
+                text_tokens,
+                settings: shortlists
+                    .iter()
+                    .flat_map(|&shortlist| thresholds.iter().map(move |&threshold| (threshold, shortlist)))
+                    .map(|(threshold, shortlist)| {
+                        Ok(EarlyExitOptions {
+                            layers: exit_layers.clone(),
+                            threshold,
+                            measure: exit_measure.parse()?,
+                            shortlist,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            };
+            adaptive_bench(&common, &prompts_file, &text, &plan).await
         }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
@@ -607,6 +708,8 @@ async fn bench(
         "speculative": options.speculative.as_ref().map(|o| o.method.name()),
         "draft_tokens": median(&|s| s.draft_tokens as f64),
         "accepted_tokens": median(&|s| s.accepted_tokens as f64),
+        "early_exit": options.early_exit,
+        "mean_layers": median(&|s| s.mean_layers),
         "decode_split_ms_per_token": split,
         "cpu_isa": (common.device == "cpu").then(|| hearth::cpu::Isa::best().name()),
         "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
@@ -715,6 +818,105 @@ fn bench_prompt(engine: &Engine, tokens: usize) -> Result<Vec<u32>> {
 }
 
 /// One chat turn, for [`speculative_bench`].
+/// What `adaptive-bench` runs: `(count, tokens, generated)` prompts, the held-out text's
+/// length in tokens, and the early-exit settings.
+struct AdaptivePlan {
+    prompts: (usize, usize, usize),
+    text_tokens: usize,
+    settings: Vec<EarlyExitOptions>,
+}
+
+/// Greedy continuations of every prompt, each from an empty cache: their tokens, and summed
+/// over them the decode milliseconds, decode steps, and layers run in those steps.
+async fn continuations(
+    session: &mut hearth::Session,
+    prompts: &[&[u32]],
+    options: &GenerateOptions,
+) -> Result<(Vec<Vec<u32>>, f64, f64, f64)> {
+    let mut out = (Vec::new(), 0.0, 0.0, 0.0);
+    for prompt in prompts {
+        session.reset();
+        let g = session.generate(prompt, options, |_, _| Control::Continue).await?;
+        let steps = g.stats.generated_tokens.saturating_sub(1) as f64;
+        out.1 += g.stats.decode_ms;
+        out.2 += steps;
+        out.3 += g.stats.mean_layers * steps;
+        out.0.push(g.tokens);
+    }
+    Ok(out)
+}
+
+async fn adaptive_bench(common: &Common, prompts_file: &Path, text: &Path, plan: &AdaptivePlan) -> Result<()> {
+    let (engine, _) = load(common)?;
+    let encode =
+        |path: &Path| -> Result<Vec<u32>> { engine.encode_prompt(hearth::engine::prompt_from_bytes(&read(path)?)?) };
+    let (count, prompt_tokens, gen_tokens) = plan.prompts;
+    let source = encode(prompts_file)?;
+    let prompts: Vec<&[u32]> = source.chunks_exact(prompt_tokens).take(count).collect();
+    if prompts.len() < count {
+        return Err(Error::BadOptions(format!(
+            "{} holds {} tokens: fewer than {count} prompts of {prompt_tokens}",
+            prompts_file.display(),
+            source.len()
+        )));
+    }
+    let mut held_out = encode(text)?;
+    held_out.truncate(plan.text_tokens);
+    let kv = KvOptions { capacity: Some(plan.text_tokens.max(prompt_tokens + gen_tokens)), ..common.kv()? };
+    let mut session = engine.session(&kv)?;
+    let whole = GenerateOptions { max_tokens: gen_tokens, ignore_eos: true, ..Default::default() };
+    // One untimed continuation compiles kernels and fills allocator pools.
+    session.generate(prompts[0], &whole, |_, _| Control::Continue).await?;
+
+    let perplexity =
+        |logprobs: &[f32]| (-logprobs.iter().map(|&l| l as f64).sum::<f64>() / logprobs.len() as f64).exp();
+    let (reference, ms, steps, _) = continuations(&mut session, &prompts, &whole).await?;
+    let surprisal = session.surprisal(&held_out).await?;
+    let whole_logprobs: Vec<f32> = surprisal[1..].iter().map(|s| -s).collect();
+    let mut rows = vec![json!({
+        "setting": "whole model",
+        "decode_tokens_per_s": steps * 1e3 / ms,
+        "mean_layers": engine.config().n_layers,
+        "perplexity": perplexity(&whole_logprobs),
+        "exact_agreement": 1.0,
+        "token_agreement": 1.0,
+    })];
+    for options in &plan.settings {
+        let fast = GenerateOptions { early_exit: Some(options.clone()), ..whole.clone() };
+        let (tokens, ms, steps, layers) = continuations(&mut session, &prompts, &fast).await?;
+        let prefix = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let exact = tokens.iter().zip(&reference).filter(|(a, b)| a == b).count() as f64 / tokens.len() as f64;
+        let agreement =
+            tokens.iter().zip(&reference).map(|(a, b)| prefix(a, b) as f64 / b.len().max(1) as f64).sum::<f64>()
+                / tokens.len() as f64;
+        let (logprobs, text_layers) = session.early_exit_logprobs(&held_out, options).await?;
+        rows.push(json!({
+            "setting": options,
+            "decode_tokens_per_s": steps * 1e3 / ms,
+            "mean_layers": layers / steps,
+            "perplexity": perplexity(&logprobs),
+            "text_mean_layers": text_layers,
+            "exact_agreement": exact,
+            "token_agreement": agreement,
+        }));
+        eprintln!("{}", rows.last().map(|r| r.to_string()).unwrap_or_default());
+    }
+    let out = json!({
+        "model": engine.name(),
+        "device": common.device,
+        "weights": common.weights,
+        "n_layers": engine.config().n_layers,
+        "prompts": count,
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "text_tokens": held_out.len(),
+        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
+        "rows": rows,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpeculativeItem {

@@ -114,26 +114,16 @@ impl Block {
             + self.post_norms.as_ref().map_or(0, |(a, f)| 4 * (a.dims()[0] + f.dims()[0]))
     }
 
-    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into the caches:
-    /// with one cache every row goes to it from slot `slots[0]`; with several, row `i` (one
-    /// token) goes to `caches[i]` at `slots[i]` (conversations decoded together: their
-    /// projections share one pass over the weights, each attends to its own cache).
-    fn forward(
-        &self,
-        x: Tensor<2>,
-        c: &ModelConfig,
-        caches: &mut [&mut KvCache],
-        layer: usize,
-        slots: &[usize],
-    ) -> Tensor<2> {
-        let heads = Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() };
-        let h = rms_norm(x.clone(), &self.attn_norm, c.rms_eps);
+    /// The attention input's queries, keys and values `[seq, q_dim + 2 kv_dim]` (biases and
+    /// per-head norms applied, RoPE not yet).
+    fn project_qkv(&self, x: Tensor<2>, c: &ModelConfig) -> Tensor<2> {
+        let h = rms_norm(x, &self.attn_norm, c.rms_eps);
         let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
         let qkv = match &self.qkv_bias {
             Some(b) => qkv + b.clone().unsqueeze_dim::<2>(0),
             None => qkv,
         };
-        let qkv = match &self.qk_norm {
+        match &self.qk_norm {
             Some((q_norm, k_norm)) => {
                 // Each head of Q and of K normed on its own, as rows of head_dim.
                 let [m, _] = qkv.dims();
@@ -146,7 +136,32 @@ impl Block {
                 Tensor::cat(vec![q_part, k_part, qkv.slice([0..m, q + kv..q + 2 * kv])], 1)
             }
             None => qkv,
-        };
+        }
+    }
+
+    /// Only this layer's key and value of one token, from `x: [1, d_model]` as if it were the
+    /// layer's input, into `cache` at `slot`: an early exit's skipped layers (the exited state
+    /// copied up, as CALM does), so that later tokens find the cache complete.
+    fn store_kv(&self, x: Tensor<2>, c: &ModelConfig, cache: &mut KvCache, layer: usize, slot: usize) {
+        let qkv = self.project_qkv(x, c);
+        let l = cache.layer_mut(layer);
+        rope_store(qkv, heads(c), l.cos, l.sin, Slot { row: slot - l.base, position: slot }, l.k, l.v);
+    }
+
+    /// `x: [seq, d_model]` → same shape; writes this layer's keys and values into the caches:
+    /// with one cache every row goes to it from slot `slots[0]`; with several, row `i` (one
+    /// token) goes to `caches[i]` at `slots[i]` (conversations decoded together: their
+    /// projections share one pass over the weights, each attends to its own cache).
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        c: &ModelConfig,
+        caches: &mut [&mut KvCache],
+        layer: usize,
+        slots: &[usize],
+    ) -> Tensor<2> {
+        let heads = heads(c);
+        let qkv = self.project_qkv(x.clone(), c);
         let window = c.layer_attention(layer).window;
         let attend = |qkv: Tensor<2>, cache: &mut KvCache, slot: usize| {
             let l = cache.layer_mut(layer);
@@ -207,6 +222,28 @@ pub enum Logits {
     Last,
     /// Every position: `[seq, vocab]`.
     All,
+}
+
+/// The attention kernels' view of the model's heads.
+fn heads(c: &ModelConfig) -> Heads {
+    Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() }
+}
+
+/// A one-token decode step in progress ([`Decoder::begin_step`]): the hidden state after the
+/// layers run so far. It must end with [`Decoder::finish_step`] or [`Decoder::exit_step`]
+/// before the cache is used again.
+pub struct Step {
+    x: Tensor<2>,
+    /// The token's cache slot.
+    slot: usize,
+    /// Layers run so far.
+    layer: usize,
+}
+
+impl Step {
+    pub fn layers_run(&self) -> usize {
+        self.layer
+    }
 }
 
 /// A loaded model on one device.
@@ -353,10 +390,7 @@ impl Decoder {
         for cache in caches.iter_mut() {
             cache.fit_pass(per_cache);
         }
-        let mut x = self.embedding.lookup(tokens, &self.device);
-        if c.arch.embed_scale {
-            x = x.mul_scalar((c.d_model as f32).sqrt());
-        }
+        let mut x = self.embed(tokens);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, c, caches, i, &slots);
         }
@@ -364,6 +398,64 @@ impl Decoder {
             cache.advance(per_cache);
         }
         x
+    }
+
+    /// The embedding rows of `tokens`, scaled where the architecture scales them.
+    fn embed(&self, tokens: &[u32]) -> Tensor<2> {
+        let x = self.embedding.lookup(tokens, &self.device);
+        match self.config.arch.embed_scale {
+            true => x.mul_scalar((self.config.d_model as f32).sqrt()),
+            false => x,
+        }
+    }
+
+    /// Starts a one-token decode step that runs a few layers at a time (early exit): see
+    /// [`Step`]. Checks as [`Self::forward`] does; nothing is written before the first layer.
+    pub fn begin_step(&self, token: u32, cache: &mut KvCache) -> Result<Step> {
+        self.check_ids(&[token])?;
+        cache.reserve(1)?;
+        let slot = cache.len();
+        cache.fit_pass(1);
+        Ok(Step { x: self.embed(&[token]), slot, layer: 0 })
+    }
+
+    /// Runs the step's layers up to `layer` (layers already run are not run again).
+    pub fn run_to(&self, step: &mut Step, layer: usize, cache: &mut KvCache) {
+        let end = layer.min(self.blocks.len());
+        for i in step.layer..end {
+            step.x = self.blocks[i].forward(step.x.clone(), &self.config, &mut [&mut *cache], i, &[step.slot]);
+        }
+        step.layer = step.layer.max(end);
+    }
+
+    /// The logits of the step's hidden state now, through the final norm: against the whole
+    /// head `[1, vocab]`, or against the head's rows of `ids` only `[1, ids.len()]`.
+    pub fn step_logits(&self, step: &Step, ids: Option<&[u32]>) -> Tensor<2> {
+        match ids {
+            None => self.head(step.x.clone()),
+            Some(ids) => {
+                let x = rms_norm(step.x.clone(), &self.norm, self.config.rms_eps);
+                let rows = self.output.as_ref().unwrap_or(&self.embedding).lookup(ids, &self.device);
+                x.matmul(rows.transpose())
+            }
+        }
+    }
+
+    /// Runs the step's remaining layers and the head: the logits `[1, vocab]`, the same as
+    /// [`Self::forward`] gives the token.
+    pub fn finish_step(&self, mut step: Step, cache: &mut KvCache) -> Tensor<2> {
+        self.run_to(&mut step, self.blocks.len(), cache);
+        cache.advance(1);
+        self.head(step.x)
+    }
+
+    /// Ends the step where it is: the layers not run get only the token's keys and values,
+    /// from the hidden state as it is now.
+    pub fn exit_step(&self, step: Step, cache: &mut KvCache) {
+        for i in step.layer..self.blocks.len() {
+            self.blocks[i].store_kv(step.x.clone(), &self.config, cache, i, step.slot);
+        }
+        cache.advance(1);
     }
 
     /// Final norm and output head: `x: [seq, d_model]` → `[seq, vocab]`.

@@ -11,8 +11,8 @@
 //! Generations run together: up to [`MAX_STREAMS`] at once, each in its own session, decoded
 //! as one batch that requests join and leave between steps ([`crate::batch`]). The engine's
 //! own session (the conversation, whose cache a follow-up reuses) goes to a request when it is
-//! free, the others get a fresh one for their length. Speculative decoding and scoring run
-//! alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and change
+//! free, the others get a fresh one for their length. Speculative decoding, early exit and
+//! scoring run alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and change
 //! nothing (the TypeScript layer queues what does not fit in front of this).
 
 use std::cell::RefCell;
@@ -29,6 +29,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::batch::Batch;
 use crate::device::{Limits, WGPU_TASKS_PER_SUBMIT};
+use crate::early_exit::EarlyExitOptions;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::kv_cache::{KvCache, KvOptions};
@@ -183,6 +184,8 @@ struct WebGenerateOptions {
     prune_method: Option<PruneMethod>,
     /// `{ method, max_draft, ngram }`, each optional.
     speculative: Option<SpeculativeOptions>,
+    /// `{ layers, threshold, measure, shortlist }`, `layers` required.
+    early_exit: Option<EarlyExitOptions>,
 }
 
 /// Parses a JS options object (`undefined` or `null`: the defaults), refusing keys not in
@@ -205,7 +208,7 @@ fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, f
 const KV_FIELDS: [&str; 5] = ["capacity", "capacity_bytes", "policy", "sinks", "recent"];
 
 impl WebGenerateOptions {
-    const FIELDS: [&'static str; 12] = [
+    const FIELDS: [&'static str; 13] = [
         "max_tokens",
         "temperature",
         "top_k",
@@ -218,16 +221,23 @@ impl WebGenerateOptions {
         "prune_budget",
         "prune_method",
         "speculative",
+        "early_exit",
     ];
     const SPECULATIVE_FIELDS: [&'static str; 3] = ["method", "max_draft", "ngram"];
+    const EARLY_EXIT_FIELDS: [&'static str; 4] = ["layers", "threshold", "measure", "shortlist"];
 
     fn from_js(options: JsValue) -> Result<Self, JsError> {
-        // The nested object's keys are checked as the top level's are.
+        // The nested objects' keys are checked as the top level's are.
         if let Some(object) = options.dyn_ref::<js_sys::Object>() {
-            let speculative =
-                js_sys::Reflect::get(object, &JsValue::from_str("speculative")).unwrap_or(JsValue::UNDEFINED);
-            if !speculative.is_undefined() && !speculative.is_null() {
+            let nested = |key: &str| {
+                Some(js_sys::Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED))
+                    .filter(|v| !v.is_undefined() && !v.is_null())
+            };
+            if let Some(speculative) = nested("speculative") {
                 options_from_js::<SpeculativeOptions>(speculative, &Self::SPECULATIVE_FIELDS)?;
+            }
+            if let Some(early_exit) = nested("early_exit") {
+                options_from_js::<EarlyExitOptions>(early_exit, &Self::EARLY_EXIT_FIELDS)?;
             }
         }
         options_from_js(options, &Self::FIELDS)
@@ -258,6 +268,7 @@ impl WebGenerateOptions {
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
             speculative: self.speculative.clone(),
+            early_exit: self.early_exit.clone(),
         })
     }
 }
@@ -399,6 +410,12 @@ fn give_back(state: &RefCell<State>, lent: Lent) {
         s.session = Some(lent.session);
     }
     s.streams -= 1;
+}
+
+/// Whether a generation runs alone rather than in the batch: speculative decoding and early
+/// exit shape each step for one conversation.
+fn runs_alone(options: &GenerateOptions) -> bool {
+    options.speculative.is_some() || options.early_exit.is_some()
 }
 
 /// Hands a request to the batch, starting the batch when it is not running.
@@ -789,7 +806,7 @@ impl WasmEngine {
         }
         let options = web.to_options()?;
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
-        if options.speculative.is_some() {
+        if runs_alone(&options) {
             return self.with_session(move |mut session| async move {
                 let result = session.generate_with(&ids, &options, listener).await;
                 (session, result)
@@ -817,7 +834,7 @@ impl WasmEngine {
         let web = WebGenerateOptions::from_js(options)?;
         let (options, prune) = (web.to_options()?, web.prune());
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
-        if options.speculative.is_some() {
+        if runs_alone(&options) {
             return self.with_session(move |mut session| async move {
                 let result = session.chat_with(&messages, &options, &prune, listener).await;
                 (session, result)

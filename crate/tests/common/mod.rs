@@ -576,6 +576,13 @@ impl<'a> RefStream<'a> {
 
     /// Appends `token` and returns its logits.
     pub fn step(&mut self, token: u32) -> Vec<f32> {
+        self.step_until(token, self.r.c.n_layers)
+    }
+
+    /// Appends `token` running only its first `layers` layers, and returns the logits of the
+    /// hidden state there (an early exit): each later layer gets only the token's key and
+    /// value, projected from that hidden state.
+    pub fn step_until(&mut self, token: u32, layers: usize) -> Vec<f32> {
         let (r, c) = (self.r, &self.r.c);
         let (d, hd) = (c.d_model, c.head_dim());
         let w = |n: &str| &r.w[n][..];
@@ -615,6 +622,9 @@ impl<'a> RefStream<'a> {
             r.rope(&mut q, pos, local);
             self.k[l].push(head_norm(project("attn_k"), "attn_k"));
             self.v[l].push(project("attn_v"));
+            if l >= layers {
+                continue;
+            }
             let keys: Vec<Vec<f32>> = self.k[l]
                 .iter()
                 .enumerate()

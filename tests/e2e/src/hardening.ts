@@ -287,6 +287,36 @@ for (const [where, make] of engines) {
     await rejects(engine.generate(prompt, { max_tokens: 8, speculative: draft }), "bad_options", "the draft method after removing the draft");
   });
 
+  await check(`early exit: an unreachable threshold is the whole model, bad options are refused (${where})`, async () => {
+    const engine = make();
+    const info = await engine.load(copy(tiny));
+    const prompt = "one two three four";
+    const plain = await engine.generate(prompt, { max_tokens: 16, temperature: 0 });
+    assert(plain.timings.mean_layers === info.n_layers, `every layer: ${plain.timings.mean_layers}`);
+    await engine.resetChat();
+    const never = await engine.generate(prompt, { max_tokens: 16, temperature: 0, early_exit: { layers: [1], threshold: 1 } });
+    assert(never.text === plain.text && never.timings.mean_layers === info.n_layers, `threshold 1: ${JSON.stringify([never.text, plain.text, never.timings.mean_layers])}`);
+    await engine.resetChat();
+    const always = await engine.generate(prompt, { max_tokens: 16, temperature: 0, early_exit: { layers: [1], threshold: 0 } });
+    assert(always.timings.mean_layers === 1, `threshold 0 exits every step after layer 1: ${always.timings.mean_layers}`);
+    for (const [early_exit, what] of [
+      [{ layers: [info.n_layers] }, "an exit layer past the model"],
+      [{ layers: [] }, "no exit layer"],
+      [{ layers: [1], threshold: 2 }, "a threshold past 1"],
+      [{ layers: [1], measure: "entropy" }, "an unknown measure"],
+      [{ layers: [1], depth: 3 }, "an unknown key"],
+      [{ threshold: 0.5 }, "no layers"],
+    ] as const) {
+      await rejects(engine.generate(prompt, { max_tokens: 4, early_exit: early_exit as never }), "bad_options", what);
+    }
+    await rejects(
+      engine.generate(prompt, { max_tokens: 4, early_exit: { layers: [1] }, speculative: { method: "prompt-lookup" } }),
+      "bad_options",
+      "early exit with speculative decoding",
+    );
+    assert((await chat(engine, hello)).usage.completion_tokens > 0, "usable after");
+  });
+
   await check(`two loads as an engine's first calls: one runs, the other is busy (${where})`, async () => {
     const engine = make();
     const [x, y] = await Promise.allSettled([engine.load(copy(tiny)), engine.load(copy(tiny))]);
