@@ -467,6 +467,39 @@ impl Session {
         Ok(Some(out))
     }
 
+    /// Self-speculative decoding's draft: up to `k` greedy guesses after `token` from the
+    /// model's first `layers` layers alone, each fed back for the next. Their entries leave
+    /// the cache again (a tentative span rolled back), since the verification pass writes
+    /// every layer's for the tokens it keeps; the layers above `layers` are not run.
+    async fn shallow_guesses(&mut self, token: u32, k: usize, layers: usize) -> Result<Vec<u32>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let engine = Arc::clone(&self.engine);
+        let model = engine.model();
+        self.cache.tentative();
+        let (mut guesses, mut fed) = (Vec::with_capacity(k), 0);
+        let mut last = token;
+        let guessed = async {
+            while guesses.len() < k {
+                let mut step = model.begin_step(last, &mut self.cache)?;
+                model.run_to(&mut step, layers, &mut self.cache);
+                let logits = model.step_logits(&step, None);
+                model.drop_step(step, &mut self.cache);
+                fed += 1;
+                last = read_ids(logits.argmax(1)).await?[0];
+                guesses.push(last);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = guessed.and_then(|()| self.cache.rollback(fed)) {
+            self.reset();
+            return Err(e);
+        }
+        Ok(guesses)
+    }
+
     /// One decode step of `token` that may exit early (see [`crate::early_exit`]): the next
     /// token, from the logits of the layer it exited at or of the whole model.
     async fn exit_step(
@@ -620,6 +653,10 @@ impl Session {
         if let Some(early_exit) = &options.early_exit {
             early_exit.check_layers(self.engine.config().n_layers)?;
         }
+        let self_layers = match &options.speculative {
+            Some(o) if o.method == SpeculativeMethod::SelfDraft => o.self_layers(self.engine.config().n_layers)?,
+            _ => 0,
+        };
         let mut sampler = Sampler::new(options.sampler.clone())?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
@@ -677,6 +714,12 @@ impl Session {
                 // eviction happens when and as one-token steps would make it happen.
                 let room = self.cache.remaining().saturating_sub(1).min(options.max_tokens - out.generated.len() - 1);
                 let proposal = match speculator.as_mut() {
+                    Some(s) if s.method() == SpeculativeMethod::SelfDraft => {
+                        let k = s.self_guesses(room);
+                        let began = Instant::now();
+                        let guesses = self.shallow_guesses(token, k, self_layers).await?;
+                        s.self_guessed(guesses, ms_since(began))
+                    }
                     Some(s) => s.propose(&out.history, room, self.draft.as_mut()).await?,
                     None => Proposal::none(),
                 };

@@ -29,15 +29,20 @@ pub enum SpeculativeMethod {
     /// A second, smaller model with the same vocabulary guesses greedily
     /// ([`crate::Session::set_draft`]).
     Draft,
+    /// The model's own first layers guess greedily (self-speculative decoding, from early
+    /// exit): no second model, and their keys and values are the verification's own.
+    #[serde(rename = "self")]
+    SelfDraft,
 }
 
 impl SpeculativeMethod {
-    pub const NAMES: &str = "prompt-lookup or draft";
+    pub const NAMES: &str = "prompt-lookup, draft or self";
 
     pub fn name(self) -> &'static str {
         match self {
             Self::PromptLookup => "prompt-lookup",
             Self::Draft => "draft",
+            Self::SelfDraft => "self",
         }
     }
 }
@@ -49,6 +54,7 @@ impl std::str::FromStr for SpeculativeMethod {
         match s {
             "prompt-lookup" => Ok(Self::PromptLookup),
             "draft" => Ok(Self::Draft),
+            "self" => Ok(Self::SelfDraft),
             _ => Err(Error::BadOptions(format!("unknown speculative method {s:?}: expected {}", Self::NAMES))),
         }
     }
@@ -69,11 +75,13 @@ pub struct SpeculativeOptions {
     pub max_draft: usize,
     /// Longest n-gram prompt lookup matches (it tries shorter ones down to 1).
     pub ngram: usize,
+    /// `self`: the layers that guess (0: half the model's).
+    pub draft_layers: usize,
 }
 
 impl Default for SpeculativeOptions {
     fn default() -> Self {
-        Self { method: SpeculativeMethod::PromptLookup, max_draft: 7, ngram: 3 }
+        Self { method: SpeculativeMethod::PromptLookup, max_draft: 7, ngram: 3, draft_layers: 0 }
     }
 }
 
@@ -89,6 +97,19 @@ impl SpeculativeOptions {
             return Err(Error::BadOptions(format!("ngram {} must be between 1 and 16", self.ngram)));
         }
         Ok(())
+    }
+
+    /// The layers `self` drafts with in a model of `n_layers`: refused unless some are left to
+    /// check with.
+    pub fn self_layers(&self, n_layers: usize) -> Result<usize> {
+        let layers = if self.draft_layers == 0 { n_layers / 2 } else { self.draft_layers };
+        if layers == 0 || layers >= n_layers {
+            return Err(Error::BadOptions(format!(
+                "draft_layers {layers}: self-speculative decoding drafts with 1..{} of the model's {n_layers} layers",
+                n_layers - 1
+            )));
+        }
+        Ok(layers)
     }
 }
 
@@ -231,6 +252,8 @@ pub(crate) struct Speculator {
     lookup: PromptLookup,
     /// Steps in a row on which the draft model guessed nothing.
     skipped: usize,
+    /// `self`: moving average of one guess's milliseconds, once measured.
+    guess_ms: Option<f64>,
 }
 
 /// What a step guesses, and the kind of guess for the cost model.
@@ -257,7 +280,37 @@ impl Proposal {
 
 impl Speculator {
     pub fn new(options: &SpeculativeOptions) -> Self {
-        Self { method: options.method, lookup: PromptLookup::new(options), skipped: 0 }
+        Self { method: options.method, lookup: PromptLookup::new(options), skipped: 0, guess_ms: None }
+    }
+
+    pub fn method(&self) -> SpeculativeMethod {
+        self.method
+    }
+
+    /// How many guesses a guessing drafter (a draft model, the model's first layers) makes
+    /// for the next step, at most `room`: as the cost model says, and one after
+    /// [`PROBE_EVERY`] steps without, so that acceptance is learned again.
+    fn guesses(&mut self, room: usize, guess_ms: f64) -> usize {
+        let mut k = self.lookup.length(1, room, guess_ms);
+        self.skipped = if k == 0 { self.skipped + 1 } else { 0 };
+        if self.skipped >= PROBE_EVERY && room > 0 {
+            (k, self.skipped) = (1, 0);
+        }
+        k
+    }
+
+    /// `self`: how many guesses the model's first layers make for the next step.
+    pub fn self_guesses(&mut self, room: usize) -> usize {
+        self.guesses(room, self.guess_ms.unwrap_or(0.0))
+    }
+
+    /// `self`: the first layers guessed `tokens` in `ms`.
+    pub fn self_guessed(&mut self, tokens: Vec<u32>, ms: f64) -> Proposal {
+        if !tokens.is_empty() {
+            let ms = ms / tokens.len() as f64;
+            self.guess_ms = Some(self.guess_ms.map_or(ms, |avg| avg + PASS_SMOOTHING * (ms - avg)));
+        }
+        Proposal { tokens, kind: 1, skipped_guess: None }
     }
 
     /// The draft for the step after `history`, at most `room` tokens.
@@ -278,13 +331,12 @@ impl Speculator {
                         "speculative method \"draft\" needs a draft model (set_draft)".into(),
                     ));
                 };
-                let mut k = l.length(1, room, model.guess_ms());
-                self.skipped = if k == 0 { self.skipped + 1 } else { 0 };
-                if self.skipped >= PROBE_EVERY && room > 0 {
-                    (k, self.skipped) = (1, 0);
-                }
+                let k = self.guesses(room, model.guess_ms());
                 let tokens = if k > 0 { model.guess(history, k).await? } else { Vec::new() };
                 Ok(Proposal { tokens, kind: 1, skipped_guess: None })
+            }
+            SpeculativeMethod::SelfDraft => {
+                Err(Error::BadOptions("speculative method \"self\" guesses inside the session".into()))
             }
         }
     }

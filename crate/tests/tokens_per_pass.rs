@@ -12,7 +12,8 @@ use common::*;
 use hearth::model::Logits;
 use hearth::{
     BatchRequest, Control, DeviceKind, Engine, Error, EvictionPolicy, FinishReason, GenerateOptions, Generation,
-    KvCache, KvOptions, Listener, SamplerOptions, Session, SpeculativeOptions, WeightFormat, generate_batch,
+    KvCache, KvOptions, Listener, SamplerOptions, Session, SpeculativeMethod, SpeculativeOptions, WeightFormat,
+    generate_batch,
 };
 
 /// A tiny random model. Greedy tests take an untied head: with a tied one such a model repeats
@@ -361,6 +362,55 @@ fn batch_equals_alone(device: DeviceKind) {
         ]
     );
     assert!(together[2].stats.evicted_tokens > 0);
+}
+
+/// Self-speculative decoding (the model's first layers guess, the whole model checks) gives
+/// the tokens plain greedy decoding gives and leaves the same history and cache, bit for bit,
+/// with a cache that evicts too; the first layers did guess.
+fn self_speculation_changes_nothing(device: DeviceKind) {
+    let engine = engine(91, device, WeightFormat::Int4);
+    let plain = GenerateOptions { max_tokens: 40, ignore_eos: true, ..GenerateOptions::default() };
+    let mut drafted = 0;
+    for (seed, kv) in [(1u64, KvOptions::with_capacity(96)), (2, KvOptions::with_capacity(40))] {
+        let prompt = tokens(14, seed);
+        let mut a = engine.session(&kv).unwrap();
+        let want = generate(&mut a, &prompt, &plain);
+        let options = SpeculativeOptions {
+            method: SpeculativeMethod::SelfDraft,
+            draft_layers: 1,
+            ..SpeculativeOptions::default()
+        };
+        let fast = GenerateOptions { speculative: Some(options), ..plain.clone() };
+        let mut b = engine.session(&kv).unwrap();
+        let got = generate(&mut b, &prompt, &fast);
+        assert_eq!(got.tokens, want.tokens, "{device:?} seed {seed}");
+        assert_eq!(b.history(), a.history());
+        let (ca, cb) = pollster::block_on(async {
+            (a.kv_cache().contents().await.unwrap(), b.kv_cache().contents().await.unwrap())
+        });
+        assert_eq!(cb, ca, "{device:?} seed {seed}: the caches differ");
+        drafted += got.stats.draft_tokens;
+    }
+    assert!(drafted > 0, "the first layers never guessed");
+    // Drafting with every layer leaves none to check with.
+    let all =
+        SpeculativeOptions { method: SpeculativeMethod::SelfDraft, draft_layers: 2, ..SpeculativeOptions::default() };
+    let refused = pollster::block_on(engine.session(&KvOptions::with_capacity(32)).unwrap().generate(
+        &tokens(3, 1),
+        &GenerateOptions { speculative: Some(all), ..plain },
+        |_, _| Control::Continue,
+    ));
+    assert!(matches!(refused, Err(Error::BadOptions(_))));
+}
+
+#[test]
+fn self_speculation_changes_nothing_on_cpu() {
+    self_speculation_changes_nothing(DeviceKind::Cpu);
+}
+
+#[test]
+fn self_speculation_changes_nothing_on_wgpu() {
+    self_speculation_changes_nothing(DeviceKind::Wgpu);
 }
 
 /// A listener whose callback fails at its `n`-th piece.

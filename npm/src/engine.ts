@@ -236,7 +236,7 @@ function speculativeOptions(value: unknown): Record<string, unknown> {
       if (typeof v !== "string" || !(SPECULATIVE_METHODS as readonly string[]).includes(v)) {
         throw new HearthError("bad_options", `speculative.method must be one of ${SPECULATIVE_METHODS.join(", ")}`);
       }
-    } else if (key === "max_draft" || key === "ngram") {
+    } else if (key === "max_draft" || key === "ngram" || key === "draft_layers") {
       if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
         throw new HearthError("bad_options", `speculative.${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
       }

@@ -38,8 +38,8 @@ export interface SamplingOptions {
 
 /** Where drafts come from: `prompt-lookup` copies what followed the last few tokens where
  * they occurred earlier in the conversation; `draft` asks a smaller model with the same
- * vocabulary (`loadDraft`). */
-export const SPECULATIVE_METHODS = ["prompt-lookup", "draft"] as const;
+ * vocabulary (`loadDraft`); `self` asks the model's own first `draft_layers` layers. */
+export const SPECULATIVE_METHODS = ["prompt-lookup", "draft", "self"] as const;
 export type SpeculativeMethod = (typeof SPECULATIVE_METHODS)[number];
 
 export interface SpeculativeOptions {
@@ -49,6 +49,8 @@ export interface SpeculativeOptions {
   max_draft?: number;
   /** prompt-lookup: the longest n-gram matched, 1..16 (default 3). */
   ngram?: number;
+  /** self: the layers that guess, below the model's `n_layers` (default: half of them). */
+  draft_layers?: number;
 }
 
 /** How sure the model is at an exit: the largest probability, or it less the second. */

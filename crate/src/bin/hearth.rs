@@ -316,8 +316,8 @@ impl EarlyExit {
 #[derive(Args)]
 struct Speculation {
     /// Draft tokens and check them in one pass: prompt-lookup (copies what followed the last
-    /// n-gram earlier in the conversation) or draft (a smaller model, --draft-model). Same
-    /// greedy output, same sampling distribution.
+    /// n-gram earlier in the conversation), draft (a smaller model, --draft-model) or self (the
+    /// model's first --draft-layers layers). Same greedy output, same sampling distribution.
     #[arg(long)]
     speculative: Option<String>,
     /// Most tokens a draft proposes (1..=15).
@@ -333,6 +333,9 @@ struct Speculation {
     /// How the draft model's matrices are kept (default: as --weights says).
     #[arg(long)]
     draft_weights: Option<String>,
+    /// With --speculative self: the layers that guess (default: half the model's).
+    #[arg(long)]
+    draft_layers: Option<usize>,
 }
 
 impl Speculation {
@@ -354,7 +357,16 @@ impl Speculation {
 
     fn options(&self) -> Result<Option<SpeculativeOptions>> {
         let Some(method) = &self.speculative else { return Ok(None) };
-        let options = SpeculativeOptions { method: method.parse()?, max_draft: self.max_draft, ngram: self.ngram };
+        let method: hearth::SpeculativeMethod = method.parse()?;
+        if self.draft_layers.is_some() && method != hearth::SpeculativeMethod::SelfDraft {
+            return Err(Error::BadOptions("--draft-layers is for --speculative self".into()));
+        }
+        let options = SpeculativeOptions {
+            method,
+            max_draft: self.max_draft,
+            ngram: self.ngram,
+            draft_layers: self.draft_layers.unwrap_or(0),
+        };
         options.validate()?;
         Ok(Some(options))
     }

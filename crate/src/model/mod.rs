@@ -449,6 +449,13 @@ impl Decoder {
         self.head(step.x)
     }
 
+    /// Ends the step where it is, leaving the layers not run without this token's entries: for
+    /// a caller that takes the slot back (a self-speculative guess).
+    pub fn drop_step(&self, step: Step, cache: &mut KvCache) {
+        let _ = step;
+        cache.advance(1);
+    }
+
     /// Ends the step where it is: the layers not run get only the token's keys and values,
     /// from the hidden state as it is now.
     pub fn exit_step(&self, step: Step, cache: &mut KvCache) {

@@ -182,7 +182,7 @@ struct WebGenerateOptions {
     /// Chat only: most prompt tokens before earlier messages are pruned.
     prune_budget: Option<usize>,
     prune_method: Option<PruneMethod>,
-    /// `{ method, max_draft, ngram }`, each optional.
+    /// `{ method, max_draft, ngram, draft_layers }`, each optional.
     speculative: Option<SpeculativeOptions>,
     /// `{ layers, threshold, measure, shortlist }`, `layers` required.
     early_exit: Option<EarlyExitOptions>,
@@ -223,7 +223,7 @@ impl WebGenerateOptions {
         "speculative",
         "early_exit",
     ];
-    const SPECULATIVE_FIELDS: [&'static str; 3] = ["method", "max_draft", "ngram"];
+    const SPECULATIVE_FIELDS: [&'static str; 4] = ["method", "max_draft", "ngram", "draft_layers"];
     const EARLY_EXIT_FIELDS: [&'static str; 4] = ["layers", "threshold", "measure", "shortlist"];
 
     fn from_js(options: JsValue) -> Result<Self, JsError> {

@@ -262,9 +262,9 @@ for (const [where, make] of engines) {
     assert((await engine.stats()).streams === 0, "nothing runs after");
   });
 
-  await check(`a draft model drafts for speculative decoding; another vocabulary is refused (${where})`, async () => {
+  await check(`a draft model, or the model's first layers, draft for speculative decoding; another vocabulary is refused (${where})`, async () => {
     const engine = make();
-    await engine.load(copy(tiny));
+    const model = await engine.load(copy(tiny));
     const prompt = "one two three four";
     const draft = { method: "draft" } as const;
     await rejects(engine.generate(prompt, { max_tokens: 8, speculative: draft }), "bad_options", "the draft method without a draft");
@@ -278,6 +278,15 @@ for (const [where, make] of engines) {
     const t = fast.timings;
     assert(fast.text === plain.text, `the same text: ${JSON.stringify([fast.text, plain.text])}`);
     assert(t.draft_tokens > 0 && t.accepted_tokens === t.draft_tokens, `every guess kept: ${t.accepted_tokens} of ${t.draft_tokens}`);
+    // The model's own first layer drafts for it (self-speculative): the same text.
+    await engine.resetChat();
+    const self = await engine.generate(prompt, { max_tokens: 24, temperature: 0, speculative: { method: "self", draft_layers: 1 } });
+    assert(self.text === plain.text && self.timings.draft_tokens > 0, `self: ${JSON.stringify([self.text, self.timings.draft_tokens])}`);
+    await rejects(
+      engine.generate(prompt, { max_tokens: 4, speculative: { method: "self", draft_layers: model.n_layers } }),
+      "bad_options",
+      "self-speculation with every layer drafting",
+    );
     // The draft stays through a reset (now measured as costly as the model itself, it may
     // not be asked) and goes with null.
     await engine.resetChat();
