@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Early exit measured on SmolLM2-135M (30 layers) and Gemma 3 270M (18 layers), CPU path: for
+# the whole model and each setting (exits after 2/3 and 5/6 of the layers; max-prob thresholds
+# 0.9, 0.99, 0.999; the confidence from the whole head or from a shortlist of the last full
+# step's 64 likeliest tokens), greedy continuations of 50 prompts of 32 tokens cut from
+# Debian's Apache-2.0 licence text (32 tokens each; their agreement with the whole model's:
+# exact, and the mean fraction of each continuation before it parts), decode tokens/s and
+# mean layers per token over them, and the perplexity of the first 512 tokens of the GPL-3
+# (held out: another text), teacher-forced a step at a time with the same exits. Prints one
+# JSON object per model on stdout and a markdown table of all of them on stderr.
+# Then self-speculative decoding on SmolLM2 (its chat template; Gemma 3 270M here is a base
+# model): the 27 chat items of bench-speculative.sh answered plainly and with the first 20 and
+# then 25 layers drafting, one after the other in one run each (SELF_LAYERS, "20 25").
+# MODELS ("smollm2 gemma3-270m"), PROMPTS (50), THRESHOLDS, SHORTLISTS ("0,64").
+# Structured pruning (issue 15's other half) is not built yet, so it is not measured here.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+pkg-scripts/fetch-model.sh gemma3-270m >&2
+prompts_file=/usr/share/common-licenses/Apache-2.0
+text=/usr/share/common-licenses/GPL-3
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+for name in ${MODELS:-smollm2 gemma3-270m}; do
+  case "$name" in
+    smollm2) path="$model"; exits=20,25 ;;
+    gemma3-270m) path="$root/models/gemma-3-270m-q4_k_m.gguf"; exits=12,15 ;;
+    *) echo "unknown model $name" >&2; exit 2 ;;
+  esac
+  "$hearth" adaptive-bench --model "$path" --device cpu --prompts-file "$prompts_file" --prompts "${PROMPTS:-50}" \
+    --text "$text" --text-tokens 512 --exit-layers "$exits" --thresholds "${THRESHOLDS:-0.9,0.99,0.999}" \
+    --shortlists "${SHORTLISTS:-0,64}" > "$out/$name.json"
+  cat "$out/$name.json"
+done
+for layers in ${SELF_LAYERS:-20 25}; do
+  "$hearth" speculative-bench --model "$model" --device cpu --items tests/bench/speculative_items.json \
+    --speculative self --draft-layers "$layers" > "$out/self-$layers.spec"
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); del d["per_item"]; print(json.dumps(d))' "$out/self-$layers.spec"
+done
+python3 - "$out" <<'PY' >&2
+import glob, json, sys
+out = sys.argv[1]
+print("| model | setting | decode tok/s | mean layers | perplexity (GPL-3, 512 tokens) | exact agreement | token agreement |")
+print("|---|---|---|---|---|---|---|")
+for path in sorted(glob.glob(f"{out}/*.json")):
+    run = json.load(open(path))
+    for row in run["rows"]:
+        s = row["setting"]
+        setting = s if isinstance(s, str) else (
+            f"exit after {','.join(map(str, s['layers']))}, {s['measure']} > {s['threshold']:.3g}, "
+            + (f"shortlist {s['shortlist']}" if s["shortlist"] else "whole head"))
+        ppl = "inf" if row["perplexity"] is None else f"{row['perplexity']:.1f}"
+        print(f"| {run['model']} ({run['n_layers']} layers) | {setting} | {row['decode_tokens_per_s']:.1f} | "
+              f"{row['mean_layers']:.1f} | {ppl} | {row['exact_agreement']:.2f} | {row['token_agreement']:.2f} |")
+print()
+print("| self-speculative (SmolLM2, 27 chat items) | copying tasks: plain / self tok/s | open-ended: plain / self tok/s | drafted, accepted | identical |")
+print("|---|---|---|---|---|")
+for path in sorted(glob.glob(f"{out}/self-*.spec"), key=lambda p: int(p.split("-")[-1].split(".")[0])):
+    run = json.load(open(path))
+    g = run["groups"]
+    drafted = sum(i["draft_tokens"] for i in run["per_item"])
+    accepted = sum(i["accepted_tokens"] for i in run["per_item"])
+    print(f"| first {run['speculative']['draft_layers']} layers draft | "
+          + " | ".join(f"{g[k]['plain_decode_tokens_per_s']:.1f} / {g[k]['speculative_decode_tokens_per_s']:.1f} ({g[k]['speedup']:.2f}x)" for k in ("copying", "open_ended"))
+          + f" | {drafted}, {accepted} | {run['all_identical']} |")
+PY
