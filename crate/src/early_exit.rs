@@ -5,7 +5,9 @@
 //! The skipped layers still get this token's keys and values, computed from the exited hidden
 //! state (CALM's "copy the state up"), so that later tokens attend to a complete cache. That
 //! costs each skipped layer its key/value projection; what is saved is the rest of the layer
-//! (attention, output projection, feed-forward: some 85% of a small model's block).
+//! (attention, output projection, feed-forward: some 85% of a small model's block). Under the
+//! heavy-hitter policy an exited step adds to the tokens' scores only the attention of the
+//! layers it ran (the skipped layers' attention was never computed).
 //!
 //! The confidence is read from the whole head, or, with a shortlist, only from the head's rows
 //! of the tokens the last full step found likeliest: the whole head of a small model costs as

@@ -29,6 +29,7 @@ pub mod template;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+pub mod weight_pruning;
 
 pub use batch::{Batch, BatchRequest, Finished, generate_batch};
 pub use config::ModelConfig;

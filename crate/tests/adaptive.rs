@@ -144,3 +144,80 @@ fn bad_early_exit_options_are_refused() {
         assert_eq!(session.kv_cache().len(), 0);
     }
 }
+
+/// Weight types the int4 path keeps packed as stored, so a pruned model's matrices are the
+/// source's bit for bit.
+fn packed_types(name: &str) -> Ty {
+    match name {
+        n if n.starts_with("token_embd") || n.ends_with("ffn_up.weight") => Ty::Q8_0,
+        n if n.ends_with("attn_k.weight") || n.ends_with("ffn_down.weight") => Ty::Q4_0,
+        n if n.ends_with("norm.weight") || n == "output.weight" => Ty::F32,
+        _ => Ty::Q4_1,
+    }
+}
+
+/// A model with layer 1 dropped by `prune-weights`' path (the parts and tensors without it,
+/// written as a burnpack record) gives the same logits, bit for bit, as the model a GGUF file
+/// of the same stored tensors without that layer loads as.
+#[test]
+fn a_pruned_model_equals_the_model_without_those_layers() {
+    use hearth::load::{ModelParts, burnpack, gguf::GgufFile};
+    use hearth::weight_pruning::{WithoutLayers, parts_without_layers};
+    let c = TinyConfig { context: 64, n_layers: 4, ..TinyConfig::new() };
+    let tensors = tiny_weights(&c, 64, false, &packed_types);
+    let gguf = tiny_gguf(&c, &tensors);
+    let file = GgufFile::parse(&gguf).unwrap();
+    let parts = parts_without_layers(ModelParts::from_gguf(&file).unwrap(), &[1]).unwrap();
+    let config = ModelParts::from_gguf(&file).unwrap().config;
+    let pack = burnpack::write(&parts, &WithoutLayers::new(&file, &config, &[1]).unwrap()).unwrap();
+
+    let three = TinyConfig { n_layers: 3, ..c.clone() };
+    let without: Vec<StoredTensor> = tensors
+        .iter()
+        .filter(|t| !t.name.starts_with("blk.1."))
+        .map(|t| {
+            let mut t = t.clone();
+            for (from, to) in [("blk.2.", "blk.1."), ("blk.3.", "blk.2.")] {
+                if let Some(rest) = t.name.strip_prefix(from) {
+                    t.name = format!("{to}{rest}");
+                }
+            }
+            t
+        })
+        .collect();
+    let device = DeviceKind::Cpu.device().unwrap();
+    let pruned = Arc::new(Engine::from_file_bytes(&pack, &device, WeightFormat::Int4).unwrap());
+    let reference = Arc::new(Engine::from_gguf(&tiny_gguf(&three, &without), &device, WeightFormat::Int4).unwrap());
+    assert_eq!(pruned.config().n_layers, 3);
+    assert_eq!(pruned.model().weight_bytes(), reference.model().weight_bytes());
+    let prompt = tokens(20, 6);
+    let kv = KvOptions::with_capacity(32);
+    let logits = |e: &Arc<Engine>| pollster::block_on(e.session(&kv).unwrap().logits_all(&prompt)).unwrap();
+    assert_eq!(logits(&pruned), logits(&reference));
+    // Gemma 3's windowed and global layers go by index: dropping one is refused.
+    let g = TinyConfig { gemma3_window: Some(8), n_layers: 6, ..c.clone() };
+    let gemma = gemma3_gguf(&g, &gemma3_weights(&g, 65));
+    let gemma = GgufFile::parse(&gemma).unwrap();
+    assert!(matches!(parts_without_layers(ModelParts::from_gguf(&gemma).unwrap(), &[0]), Err(Error::BadOptions(_))));
+}
+
+/// Block influence: a layer whose output projections are zero passes the state on unturned,
+/// so its influence is 0 and it is the one dropped first; the others turn it.
+#[test]
+fn block_influence_finds_the_layer_that_does_nothing() {
+    use hearth::weight_pruning::{block_influence, least_influential};
+    let c = TinyConfig { context: 128, n_layers: 4, ..TinyConfig::new() };
+    let mut tensors = tiny_weights(&c, 66, false, &|_| Ty::F32);
+    for t in tensors.iter_mut().filter(|t| t.name == "blk.2.attn_output.weight" || t.name == "blk.2.ffn_down.weight") {
+        t.values.iter_mut().for_each(|v| *v = 0.0);
+        t.bytes = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+    let engine = Arc::new(
+        Engine::from_gguf(&tiny_gguf(&c, &tensors), &DeviceKind::Cpu.device().unwrap(), WeightFormat::F32).unwrap(),
+    );
+    let influence = pollster::block_on(block_influence(&engine, &tokens(100, 7))).unwrap();
+    assert_eq!(influence.len(), 4);
+    assert!(influence[2].abs() < 1e-6, "{influence:?}");
+    assert!(influence.iter().enumerate().all(|(l, &i)| l == 2 || i > 1e-3), "{influence:?}");
+    assert_eq!(least_influential(&influence, 1), vec![2]);
+}

@@ -123,6 +123,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = [0])]
         shortlists: Vec<usize>,
     },
+    /// A smaller model: drops the `--layers` layers that turn the hidden state least on a
+    /// calibration text (ShortGPT's block influence) and writes the rest as a burnpack record
+    /// (kept matrices as stored, nothing quantized again); prints JSON with every layer's
+    /// influence, the layers dropped and the sizes.
+    PruneWeights {
+        /// A GGUF file or a `.bpk` record.
+        #[arg(long)]
+        model: PathBuf,
+        /// Plain text the layers are scored on.
+        #[arg(long)]
+        calibration: PathBuf,
+        /// Score on the calibration text's first N tokens.
+        #[arg(long, default_value_t = 512)]
+        calibration_tokens: usize,
+        #[arg(long)]
+        output: PathBuf,
+        /// How many layers to drop.
+        #[arg(long, default_value_t = 0)]
+        layers: usize,
+        /// How float matrices are kept in the output (int4, q4_0, q4_1, q8_0); packed ones stay.
+        #[arg(long, default_value = "int4")]
+        weights: String,
+    },
     /// Perplexity of a text file, token by token through the KV cache; prints JSON.
     Perplexity {
         #[command(flatten)]
@@ -477,6 +500,9 @@ async fn run(cli: Cli) -> Result<()> {
             };
             adaptive_bench(&common, &prompts_file, &text, &plan).await
         }
+        Command::PruneWeights { model, calibration, calibration_tokens, output, layers, weights } => {
+            prune_weights(&model, &calibration, calibration_tokens, &output, layers, weights.parse()?).await
+        }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
             let text = read(&file)?;
@@ -577,6 +603,55 @@ fn convert(model: &Path, output: &Path, weights: WeightFormat) -> Result<()> {
     std::fs::write(output, &pack)
         .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
     eprintln!("wrote {} ({} bytes) in {:.1} s", output.display(), pack.len(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn prune_weights(
+    model: &Path,
+    calibration: &Path,
+    calibration_tokens: usize,
+    output: &Path,
+    layers: usize,
+    weights: WeightFormat,
+) -> Result<()> {
+    use hearth::load::{ModelParts, TensorSource, burnpack, gguf::GgufFile};
+    use hearth::weight_pruning::{WithoutLayers, block_influence, least_influential, parts_without_layers};
+    if model.is_dir() {
+        return Err(Error::BadOptions(format!("{}: convert the directory to .bpk first", model.display())));
+    }
+    let start = Instant::now();
+    let bytes = read(model)?;
+    let engine = Arc::new(Engine::from_file_bytes(&bytes, &DeviceKind::Cpu.device()?, WeightFormat::Int4)?);
+    let mut tokens = engine.encode_prompt(hearth::engine::prompt_from_bytes(&read(calibration)?)?)?;
+    tokens.truncate(calibration_tokens);
+    let influence = block_influence(&engine, &tokens).await?;
+    let dropped = least_influential(&influence, layers);
+    let config = engine.config().clone();
+    drop(engine);
+    let write = |parts: ModelParts, source: &dyn TensorSource| -> Result<Vec<u8>> {
+        let parts = parts_without_layers(parts, &dropped)?;
+        burnpack::write_as(&parts, &WithoutLayers::new(source, &config, &dropped)?, weights)
+    };
+    let pack = if burnpack::is_burnpack(&bytes) {
+        let (parts, tensors) = burnpack::parse(&bytes)?;
+        write(parts, &tensors)?
+    } else {
+        let file = GgufFile::parse(&bytes)?;
+        write(ModelParts::from_gguf(&file)?, &file)?
+    };
+    std::fs::write(output, &pack)
+        .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
+    let out = json!({
+        "model": model.display().to_string(),
+        "output": output.display().to_string(),
+        "calibration_tokens": tokens.len(),
+        "influence": influence,
+        "dropped_layers": dropped,
+        "n_layers": [config.n_layers, config.n_layers - dropped.len()],
+        "bytes": [bytes.len(), pack.len()],
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
 }
 

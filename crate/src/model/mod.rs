@@ -400,6 +400,28 @@ impl Decoder {
         x
     }
 
+    /// The hidden states of one pass of `tokens` after what `cache` holds, appended to it:
+    /// before the first layer and after each, `n_layers + 1` tensors `[seq, d_model]` (how
+    /// much each layer turns the state, for choosing layers to prune).
+    pub fn layer_states(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<Tensor<2>>> {
+        let most = MAX_PASS_TOKENS.min(cache.max_pass());
+        if tokens.is_empty() || tokens.len() > most {
+            return Err(Error::InvalidPrompt(format!("a pass of {} tokens: 1..={most} fit", tokens.len())));
+        }
+        self.check_ids(tokens)?;
+        cache.reserve(tokens.len())?;
+        let slot = cache.len();
+        cache.fit_pass(tokens.len());
+        let mut x = self.embed(tokens);
+        let mut states = vec![x.clone()];
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, &self.config, &mut [&mut *cache], i, &[slot]);
+            states.push(x.clone());
+        }
+        cache.advance(tokens.len());
+        Ok(states)
+    }
+
     /// The embedding rows of `tokens`, scaled where the architecture scales them.
     fn embed(&self, tokens: &[u32]) -> Tensor<2> {
         let x = self.embedding.lookup(tokens, &self.device);

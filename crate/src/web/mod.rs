@@ -12,8 +12,8 @@
 //! as one batch that requests join and leave between steps ([`crate::batch`]). The engine's
 //! own session (the conversation, whose cache a follow-up reuses) goes to a request when it is
 //! free, the others get a fresh one for their length. Speculative decoding, early exit and
-//! scoring run alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and change
-//! nothing (the TypeScript layer queues what does not fit in front of this).
+//! scoring run alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and
+//! change nothing (the TypeScript layer queues what does not fit in front of this).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
