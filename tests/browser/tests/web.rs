@@ -345,15 +345,17 @@ async fn message_contents_cannot_forge_turns() {
 }
 
 /// At the wasm boundary: a load that fails its checks keeps the model loaded before (and its
-/// conversation); load, reset and unload refuse with `busy` while a generation runs; options
-/// near u32::MAX (wasm32's usize) are refused, not wrapped.
+/// conversation); load, reset and unload refuse with `busy` while a generation runs; more
+/// generations join the running one up to `max_streams`, then `busy`; options near u32::MAX
+/// (wasm32's usize) are refused, not wrapped.
 #[wasm_bindgen_test]
 async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
     let c = TinyConfig::new();
     let tensors = tiny_weights(&c, 45, true, &block_types);
     let good = file(&tiny_gguf(&c, &tensors));
     let engine = engine().await;
-    engine.load(&good, "int4", kv(32), None, "webgpu").unwrap();
+    let info = from_js(engine.load(&good, "int4", kv(32), None, "webgpu").unwrap());
+    let max_streams = info["max_streams"].as_u64().unwrap() as usize;
     let prompt: Vec<u32> = (0..6).map(|i| 5 + 17 * i).collect();
     generate(&engine, &prompt, json!({"max_tokens": 2, "ignore_eos": true}), None).await.unwrap();
     let kv_len = from_js(engine.stats().unwrap())["kv_len"].clone();
@@ -381,17 +383,27 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
     let options = to_js(&json!({"max_tokens": 20, "ignore_eos": true}));
     let running = engine.generate(prompt.clone(), options.clone(), function.clone(), JsValue::UNDEFINED, None).unwrap();
     assert_eq!(from_js(engine.stats().unwrap())["generating"], json!(true));
+    let generate_now = || engine.generate(prompt.clone(), options.clone(), function.clone(), JsValue::UNDEFINED, None);
+    let joined: Vec<Promise> = (1..max_streams).map(|_| generate_now().unwrap()).collect();
     for e in [
         engine.load(&good, "int4", kv(32), None, "webgpu").unwrap_err(),
         engine.reset().unwrap_err(),
         engine.unload().unwrap_err(),
-        engine.generate(prompt.clone(), options, function.clone(), JsValue::UNDEFINED, None).unwrap_err(),
+        generate_now().unwrap_err(),
     ] {
         let e = err_message(e);
         assert!(e.starts_with("busy:"), "{e}");
     }
     let done = from_js(JsFuture::from(running).await.unwrap());
     assert_eq!(ids(&done["tokens"]).len(), 20);
+    let mut first_joined = None;
+    for other in joined {
+        let other = from_js(JsFuture::from(other).await.unwrap());
+        assert_eq!(ids(&other["tokens"]).len(), 20, "{other}");
+        // The same prompt from a fresh session each: the same tokens.
+        let first = first_joined.get_or_insert_with(|| other["tokens"].clone());
+        assert_eq!(&other["tokens"], first, "served together, each as alone");
+    }
     let stats = from_js(engine.stats().unwrap());
     assert_eq!((stats["generating"].clone(), stats["loaded"].clone()), (json!(false), json!(true)));
     drop(on_text);
