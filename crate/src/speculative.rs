@@ -30,7 +30,8 @@ pub enum SpeculativeMethod {
     /// ([`crate::Session::set_draft`]).
     Draft,
     /// The model's own first layers guess greedily (self-speculative decoding, from early
-    /// exit): no second model, and their keys and values are the verification's own.
+    /// exit): no second model and no second cache (the guesses' entries are taken back and
+    /// the verification writes every layer's).
     #[serde(rename = "self")]
     SelfDraft,
 }
