@@ -17,6 +17,7 @@
 //! Models not trained for it (none of the ones we run is) predict poorly from middle layers:
 //! `pkg-scripts/bench-adaptive.sh` measures what a threshold costs in agreement and perplexity.
 
+use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -140,15 +141,16 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
 /// One generation's early exits: where each decode step ended, and the shortlist.
 pub(crate) struct Exits {
     pub options: EarlyExitOptions,
-    /// The shortlisted tokens (from the last step that ran every layer).
-    pub candidates: Vec<u32>,
+    /// The shortlisted tokens (from the last step that ran every layer) and the head's rows
+    /// of them, gathered once for every look until the next such step.
+    pub shortlist: Option<(Vec<u32>, Tensor<2>)>,
     layers_run: usize,
     steps: usize,
 }
 
 impl Exits {
     pub fn new(options: EarlyExitOptions) -> Self {
-        Self { options, candidates: Vec::new(), layers_run: 0, steps: 0 }
+        Self { options, shortlist: None, layers_run: 0, steps: 0 }
     }
 
     /// A decode step ran `layers` layers.

@@ -206,11 +206,12 @@ impl<L: Listener + ?Sized> Listener for &mut L {
     }
 }
 
-/// The logits an early-exit step ends with: read on the host from the layer it exited at
-/// (the whole vocabulary's, `-inf` outside a shortlist), or the whole model's on the device.
+/// The logits an early-exit step ends with, over the whole vocabulary: read to the host (an
+/// exit's, `-inf` outside a shortlist; a full step's when a shortlist needed them anyway), or
+/// the whole model's still on the device.
 enum StepLogits {
-    Exited(Vec<f32>),
-    Full(Box<Tensor<2>>),
+    Host(Vec<f32>),
+    Device(Box<Tensor<2>>),
 }
 
 /// What a chat runs: its prompt, or the end of a chat aborted while pruning scored it.
@@ -510,36 +511,37 @@ impl Session {
         history: &[u32],
     ) -> Result<u32> {
         match self.exit_logits(token, exits).await? {
-            StepLogits::Exited(mut logits) => Ok(sampler.sample(&mut logits, history)),
-            StepLogits::Full(logits) => pick(*logits, sampler, history).await,
+            StepLogits::Host(mut logits) => Ok(sampler.sample(&mut logits, history)),
+            StepLogits::Device(logits) => pick(*logits, sampler, history).await,
         }
     }
 
     /// Runs `token` as a decode step that may exit early: the logits it ends with. After a
-    /// step that ran every layer, a shortlist takes that step's likeliest tokens. A readback
-    /// that fails part-way leaves a cache without some layers' keys: the conversation is reset.
+    /// step that ran every layer, a shortlist takes that step's likeliest tokens (the logits
+    /// are then read once, for both). A readback that fails part-way leaves a cache without
+    /// some layers' keys: the conversation is reset.
     async fn exit_logits(&mut self, token: u32, exits: &mut Exits) -> Result<StepLogits> {
         let engine = Arc::clone(&self.engine);
         let model = engine.model();
         let mut step = model.begin_step(token, &mut self.cache)?;
         self.history.push(token);
-        let o = &exits.options;
-        let shortlist = (o.shortlist > 0 && !exits.candidates.is_empty()).then(|| exits.candidates.clone());
-        for &layer in &o.layers {
-            model.run_to(&mut step, layer, &mut self.cache);
-            let logits = match read_f32(model.step_logits(&step, shortlist.as_deref())).await {
+        let EarlyExitOptions { measure, threshold, shortlist, .. } = exits.options;
+        for i in 0..exits.options.layers.len() {
+            model.run_to(&mut step, exits.options.layers[i], &mut self.cache);
+            let rows = exits.shortlist.as_ref().map(|(_, rows)| rows);
+            let logits = match read_f32(model.step_logits(&step, rows)).await {
                 Ok(logits) => logits,
                 Err(e) => {
                     self.reset();
                     return Err(e);
                 }
             };
-            if confidence(&logits, o.measure) > o.threshold {
+            if confidence(&logits, measure) > threshold {
                 exits.record(step.layers_run());
                 model.exit_step(step, &mut self.cache);
-                return Ok(StepLogits::Exited(match &shortlist {
+                return Ok(StepLogits::Host(match &exits.shortlist {
                     None => logits,
-                    Some(ids) => {
+                    Some((ids, _)) => {
                         let mut all = vec![f32::NEG_INFINITY; engine.config().vocab];
                         ids.iter().zip(logits).for_each(|(&id, l)| all[id as usize] = l);
                         all
@@ -549,11 +551,13 @@ impl Session {
         }
         let logits = model.finish_step(step, &mut self.cache);
         exits.record(engine.config().n_layers);
-        let shortlist = exits.options.shortlist;
-        if shortlist > 0 {
-            exits.candidates = top_k(&read_f32(logits.clone()).await?, shortlist);
+        if shortlist == 0 {
+            return Ok(StepLogits::Device(Box::new(logits)));
         }
-        Ok(StepLogits::Full(Box::new(logits)))
+        let logits = read_f32(logits).await?;
+        let ids = top_k(&logits, shortlist);
+        exits.shortlist = Some((ids.clone(), model.head_rows(&ids)?));
+        Ok(StepLogits::Host(logits))
     }
 
     /// The natural-log probability of each token of `tokens` after the first, given those
@@ -577,8 +581,8 @@ impl Session {
         let mut out = Vec::with_capacity(tokens.len() - 1);
         for pair in tokens.windows(2) {
             let logits = match self.exit_logits(pair[0], &mut exits).await? {
-                StepLogits::Exited(logits) => logits,
-                StepLogits::Full(logits) => read_f32(*logits).await?,
+                StepLogits::Host(logits) => logits,
+                StepLogits::Device(logits) => read_f32(*logits).await?,
             };
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use burn::prelude::*;
+
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -39,14 +41,12 @@ pub async fn block_influence(engine: &Arc<Engine>, tokens: &[u32]) -> Result<Vec
     let chunk = cache.slide_chunk().min(PREFILL_CHUNK);
     for (i, piece) in tokens.chunks(chunk).enumerate() {
         cache.slide(piece.len()).await?;
-        let states = model.layer_states(piece, &mut cache)?;
-        let mut rows = Vec::with_capacity(states.len());
-        for state in states {
-            rows.push(read_f32(state).await?);
-        }
+        // Every layer's states in one readback: `[(n_layers + 1) * seq, d_model]`.
+        let states = read_f32(Tensor::cat(model.layer_states(piece, &mut cache)?, 0)).await?;
+        let per_layer = piece.len() * c.d_model;
         let skip = usize::from(i == 0);
         for t in skip..piece.len() {
-            let at = |l: usize| &rows[l][t * c.d_model..(t + 1) * c.d_model];
+            let at = |l: usize| &states[l * per_layer + t * c.d_model..l * per_layer + (t + 1) * c.d_model];
             for (l, s) in similarity.iter_mut().enumerate() {
                 *s += cosine(at(l), at(l + 1));
             }

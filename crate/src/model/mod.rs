@@ -372,18 +372,24 @@ impl Decoder {
         for cache in caches.iter() {
             cache.reserve(1)?;
         }
-        let x = self.pass_with(tokens, caches);
+        let x = self.pass_with(tokens, caches, None);
         Ok(self.head(x))
     }
 
     /// One pass of `tokens` (at most [`MAX_PASS_TOKENS`]) through the blocks; returns the
     /// hidden states `[seq, d_model]` before the final norm.
     fn pass(&self, tokens: &[u32], cache: &mut KvCache) -> Tensor<2> {
-        self.pass_with(tokens, &mut [cache])
+        self.pass_with(tokens, &mut [cache], None)
     }
 
-    /// [`Self::pass`] into one cache, or one token into each of several.
-    fn pass_with(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Tensor<2> {
+    /// [`Self::pass`] into one cache, or one token into each of several; with `states`, the
+    /// hidden state before the first layer and after each goes there.
+    fn pass_with(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        mut states: Option<&mut Vec<Tensor<2>>>,
+    ) -> Tensor<2> {
         let c = &self.config;
         let per_cache = if caches.len() == 1 { tokens.len() } else { 1 };
         let slots: Vec<usize> = caches.iter().map(|cache| cache.len()).collect();
@@ -392,7 +398,13 @@ impl Decoder {
         }
         let mut x = self.embed(tokens);
         for (i, block) in self.blocks.iter().enumerate() {
+            if let Some(states) = states.as_deref_mut() {
+                states.push(x.clone());
+            }
             x = block.forward(x, c, caches, i, &slots);
+        }
+        if let Some(states) = states {
+            states.push(x.clone());
         }
         for cache in caches.iter_mut() {
             cache.advance(per_cache);
@@ -410,15 +422,8 @@ impl Decoder {
         }
         self.check_ids(tokens)?;
         cache.reserve(tokens.len())?;
-        let slot = cache.len();
-        cache.fit_pass(tokens.len());
-        let mut x = self.embed(tokens);
-        let mut states = vec![x.clone()];
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, &self.config, &mut [&mut *cache], i, &[slot]);
-            states.push(x.clone());
-        }
-        cache.advance(tokens.len());
+        let mut states = Vec::with_capacity(self.blocks.len() + 1);
+        self.pass_with(tokens, &mut [cache], Some(&mut states));
         Ok(states)
     }
 
@@ -450,16 +455,19 @@ impl Decoder {
         step.layer = step.layer.max(end);
     }
 
+    /// The output head's rows of `ids`, transposed: `[d_model, ids.len()]`, for
+    /// [`Self::step_logits`] against a shortlist (gathered once per shortlist, not per look).
+    pub fn head_rows(&self, ids: &[u32]) -> Result<Tensor<2>> {
+        self.check_ids(ids)?;
+        Ok(self.output.as_ref().unwrap_or(&self.embedding).lookup(ids, &self.device).transpose())
+    }
+
     /// The logits of the step's hidden state now, through the final norm: against the whole
-    /// head `[1, vocab]`, or against the head's rows of `ids` only `[1, ids.len()]`.
-    pub fn step_logits(&self, step: &Step, ids: Option<&[u32]>) -> Tensor<2> {
-        match ids {
+    /// head `[1, vocab]`, or against the rows [`Self::head_rows`] gathered `[1, ids.len()]`.
+    pub fn step_logits(&self, step: &Step, rows: Option<&Tensor<2>>) -> Tensor<2> {
+        match rows {
             None => self.head(step.x.clone()),
-            Some(ids) => {
-                let x = rms_norm(step.x.clone(), &self.norm, self.config.rms_eps);
-                let rows = self.output.as_ref().unwrap_or(&self.embedding).lookup(ids, &self.device);
-                x.matmul(rows.transpose())
-            }
+            Some(rows) => rms_norm(step.x.clone(), &self.norm, self.config.rms_eps).matmul(rows.clone()),
         }
     }
 
