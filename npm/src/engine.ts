@@ -200,9 +200,9 @@ function wasmOptions(
       }
       out[key] = value;
     } else if (key === "speculative") {
-      out.speculative = speculativeOptions(value);
+      out.speculative = nestedOptions("speculative", value, SPECULATIVE_CHECKS);
     } else if (key === "early_exit") {
-      out.early_exit = earlyExitOptions(value);
+      out.early_exit = nestedOptions("early_exit", value, EARLY_EXIT_CHECKS, ["layers"]);
     } else if (key === "stop") {
       const stop = typeof value === "string" ? [value] : value;
       if (!Array.isArray(stop) || !stop.every((s) => typeof s === "string")) {
@@ -223,64 +223,42 @@ function wasmOptions(
   return out;
 }
 
-/** `speculative` as the wasm core takes it: an object of known keys and types (the core checks
- * the ranges). */
-function speculativeOptions(value: unknown): Record<string, unknown> {
+/** What a nested option's value must be (`null`: it is). */
+type Check = (v: unknown) => string | null;
+const oneOf = (names: readonly string[]): Check => (v) =>
+  typeof v === "string" && names.includes(v) ? null : `one of ${names.join(", ")}`;
+const count: Check = (v) => (typeof v === "number" && Number.isInteger(v) && v >= 0 ? null : "a non-negative integer");
+const finite: Check = (v) => (typeof v === "number" && Number.isFinite(v) ? null : "a finite number");
+const counts: Check = (v) =>
+  Array.isArray(v) && v.every((l) => Number.isInteger(l) && l >= 0 && l < 2 ** 32) ? null : "an array of non-negative integers";
+
+/** A nested options object (`speculative`, `early_exit`) as the wasm core takes it: only the
+ * keys of `checks`, each of its type (the core checks the ranges), `required` ones present. */
+function nestedOptions(name: string, value: unknown, checks: Record<string, Check>, required: string[] = []): Record<string, unknown> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new HearthError("bad_options", "speculative must be an object");
+    throw new HearthError("bad_options", `${name} must be an object`);
   }
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value)) {
     if (v === undefined) continue;
-    if (key === "method") {
-      if (typeof v !== "string" || !(SPECULATIVE_METHODS as readonly string[]).includes(v)) {
-        throw new HearthError("bad_options", `speculative.method must be one of ${SPECULATIVE_METHODS.join(", ")}`);
-      }
-    } else if (key === "max_draft" || key === "ngram" || key === "draft_layers") {
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
-        throw new HearthError("bad_options", `speculative.${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
-      }
-    } else {
-      throw new HearthError("bad_options", `unknown option speculative.${key}`);
-    }
+    if (!Object.hasOwn(checks, key)) throw new HearthError("bad_options", `unknown option ${name}.${key}`);
+    const wanted = checks[key](v);
+    if (wanted) throw new HearthError("bad_options", `${name}.${key} must be ${wanted}, got ${JSON.stringify(v)}`);
     out[key] = v;
+  }
+  for (const key of required) {
+    if (out[key] === undefined) throw new HearthError("bad_options", `${name}.${key} is required`);
   }
   return out;
 }
 
-/** `early_exit` as the wasm core takes it: known keys and types (the core checks the ranges
- * and the layers against the model). */
-function earlyExitOptions(value: unknown): Record<string, unknown> {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new HearthError("bad_options", "early_exit must be an object");
-  }
-  const out: Record<string, unknown> = {};
-  for (const [key, v] of Object.entries(value)) {
-    if (v === undefined) continue;
-    if (key === "layers") {
-      if (!Array.isArray(v) || !v.every((l) => Number.isInteger(l) && l >= 0 && l < 2 ** 32)) {
-        throw new HearthError("bad_options", "early_exit.layers must be an array of non-negative integers");
-      }
-    } else if (key === "threshold") {
-      if (typeof v !== "number" || !Number.isFinite(v)) {
-        throw new HearthError("bad_options", `early_exit.threshold must be a finite number, got ${JSON.stringify(v)}`);
-      }
-    } else if (key === "measure") {
-      if (typeof v !== "string" || !(EXIT_MEASURES as readonly string[]).includes(v)) {
-        throw new HearthError("bad_options", `early_exit.measure must be one of ${EXIT_MEASURES.join(", ")}`);
-      }
-    } else if (key === "shortlist") {
-      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
-        throw new HearthError("bad_options", `early_exit.shortlist must be a non-negative integer, got ${JSON.stringify(v)}`);
-      }
-    } else {
-      throw new HearthError("bad_options", `unknown option early_exit.${key}`);
-    }
-    out[key] = v;
-  }
-  if (out.layers === undefined) throw new HearthError("bad_options", "early_exit.layers is required");
-  return out;
-}
+const SPECULATIVE_CHECKS: Record<string, Check> = {
+  method: oneOf(SPECULATIVE_METHODS),
+  max_draft: count,
+  ngram: count,
+  draft_layers: count,
+};
+const EARLY_EXIT_CHECKS: Record<string, Check> = { layers: counts, threshold: finite, measure: oneOf(EXIT_MEASURES), shortlist: count };
 
 function usageOf(raw: RawGeneration): Usage {
   const { prompt_tokens, generated_tokens } = raw.stats;

@@ -22,6 +22,14 @@ import type {
   ModelSource,
 } from "./types.js";
 
+
+/** A model source as it crosses `postMessage`: a URL as its text, and a buffer moved to the
+ * worker rather than copied. */
+function posted<S extends ModelSource | null>(source: S): [S | string, Transferable[]] {
+  const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
+  return [source instanceof URL ? source.href : source, transfer];
+}
+
 /** A request without its id (each request variant minus `id`). */
 type Body = Request extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -202,9 +210,7 @@ export class WorkerEngine implements EngineApi {
 
   async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
     const { onProgress, signal, ...plain } = options;
-    // A buffer is moved to the worker rather than copied.
-    const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
-    const src = source instanceof URL ? source.href : source;
+    const [src, transfer] = posted(source);
     const info = (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
     this.modelName = info.name;
     return info;
@@ -212,8 +218,7 @@ export class WorkerEngine implements EngineApi {
 
   async loadDraft(source: ModelSource | null, options: DraftLoadOptions = {}): Promise<DraftInfo | null> {
     const { onProgress, signal, ...plain } = options;
-    const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
-    const src = source instanceof URL ? source.href : source;
+    const [src, transfer] = posted(source);
     return (await this.call({ type: "load-draft", source: src, options: plain }, { onProgress }, signal, transfer)) as DraftInfo | null;
   }
 
