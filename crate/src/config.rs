@@ -154,6 +154,10 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// The RoPE base of sliding-window layers (Gemma 3: 10,000 beside 1,000,000).
     pub rope_theta_local: f32,
+    /// The layers that attend globally, where stated layer by layer (Hugging Face's
+    /// `layer_types`: a model with layers dropped keeps each layer's kind); `None`: every
+    /// [`Architecture::global_every`]th.
+    pub global_layers: Option<Vec<usize>>,
 }
 
 /// How a model stretches its rotary frequencies. Only what the engine applies exactly is
@@ -397,6 +401,9 @@ impl ModelConfig {
         if let Some(window) = self.sliding_window {
             json["sliding_window"] = window.into();
             json["rope_local_base_freq"] = self.rope_theta_local.into();
+            let kind =
+                |l| if self.layer_attention(l).window.is_some() { "sliding_attention" } else { "full_attention" };
+            json["layer_types"] = (0..self.n_layers).map(kind).collect::<Vec<_>>().into();
         }
         json
     }
@@ -421,10 +428,12 @@ impl ModelConfig {
 
     /// How layer `layer` attends.
     pub fn layer_attention(&self, layer: usize) -> LayerAttention {
-        match (self.arch.global_every, self.sliding_window) {
-            (Some(every), Some(window)) if !(layer + 1).is_multiple_of(every) => {
-                LayerAttention { window: Some(window), local_rope: true }
-            }
+        let global = match &self.global_layers {
+            Some(layers) => layers.contains(&layer),
+            None => self.arch.global_every.is_none_or(|every| (layer + 1).is_multiple_of(every)),
+        };
+        match self.sliding_window {
+            Some(window) if !global => LayerAttention { window: Some(window), local_rope: true },
             _ => LayerAttention { window: None, local_rope: false },
         }
     }
@@ -440,6 +449,23 @@ impl ModelConfig {
         let divisors = if local { vec![1.0; base.len()] } else { self.rope_scaling.divisors(&base, positions) };
         base.iter().zip(divisors).map(|(f, d)| f / d).collect()
     }
+}
+
+/// The global layers `layer_types` names, for a model with sliding-window layers; `None` for
+/// one whose every layer is global (Qwen3's configs list them all as `full_attention`).
+fn global_layers(types: &[String], c: &ModelConfig) -> Result<Option<Vec<usize>>> {
+    if types.len() != c.n_layers {
+        return Err(Error::config(format!("layer_types names {} layers of {}", types.len(), c.n_layers)));
+    }
+    let mut global = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        match t.as_str() {
+            "full_attention" => global.push(i),
+            "sliding_attention" if c.sliding_window.is_some() => {}
+            other => return Err(Error::config(format!("layer {i}'s attention {other:?} is not supported here"))),
+        }
+    }
+    Ok(c.sliding_window.map(|_| global))
 }
 
 /// Hyper-parameters as a file states them; every field may be missing.
@@ -476,6 +502,8 @@ pub struct RawConfig {
     pub partial_rotary_factor: Option<f64>,
     /// The context a long-context model was first trained for (Phi-3's LongRoPE).
     pub original_max_position_embeddings: Option<u64>,
+    /// Each layer's attention, `"sliding_attention"` or `"full_attention"`.
+    pub layer_types: Option<Vec<String>>,
 }
 
 impl RawConfig {
@@ -619,12 +647,16 @@ impl RawConfig {
             context_length: need(self.max_position_embeddings.or(Some(2048)), "context length", MAX_CONTEXT)?,
             sliding_window: None,
             rope_theta_local: self.rope_local_base_freq.unwrap_or(10_000.0) as f32,
+            global_layers: None,
         };
         if config.arch.global_every.is_some() {
             let window = self.sliding_window.ok_or_else(|| {
                 Error::config(format!("{} has sliding-window layers but no sliding window size", config.arch.name))
             })?;
             config.sliding_window = Some(need(Some(window), "sliding window", MAX_CONTEXT)?);
+        }
+        if let Some(types) = &self.layer_types {
+            config.global_layers = global_layers(types, &config)?;
         }
         if n_heads % n_kv_heads != 0 {
             return Err(Error::config(format!(
@@ -670,6 +702,36 @@ mod tests {
             rms_norm_eps: Some(1e-5),
             max_position_embeddings: Some(8192),
             ..Default::default()
+        }
+    }
+
+    /// `layer_types` states each layer's attention: a Gemma 3 keeps the kinds it is told (and
+    /// writes them back), a model without windows may list every layer as full, a wrong count
+    /// or a window on a family without one is refused.
+    #[test]
+    fn layer_types_state_each_layers_attention() {
+        let types = |kinds: &[&str]| Some(kinds.iter().map(|k| k.to_string()).collect());
+        let gemma = RawConfig {
+            model_type: Some("gemma3_text".into()),
+            num_hidden_layers: Some(3),
+            sliding_window: Some(16),
+            layer_types: types(&["sliding_attention", "full_attention", "sliding_attention"]),
+            ..smollm2()
+        };
+        let c = gemma.resolve().unwrap();
+        assert_eq!(c.global_layers, Some(vec![1]));
+        assert_eq!([0, 1, 2].map(|l| c.layer_attention(l).window), [Some(16), None, Some(16)]);
+        let back = RawConfig::from_hf_json(c.to_hf_json(true).to_string().as_bytes()).unwrap().resolve().unwrap();
+        assert_eq!(back, c);
+        let by_index = RawConfig { layer_types: None, ..gemma.clone() }.resolve().unwrap();
+        assert_eq!([0, 1, 2].map(|l| by_index.layer_attention(l).window), [Some(16); 3]);
+        let plain = RawConfig { num_hidden_layers: Some(2), layer_types: types(&["full_attention"; 2]), ..smollm2() };
+        assert_eq!(plain.resolve().unwrap().global_layers, None);
+        for bad in [
+            RawConfig { layer_types: types(&["full_attention"]), ..gemma.clone() },
+            RawConfig { num_hidden_layers: Some(1), layer_types: types(&["sliding_attention"]), ..smollm2() },
+        ] {
+            assert!(bad.resolve().is_err(), "{:?}", bad.layer_types);
         }
     }
 

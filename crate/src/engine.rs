@@ -19,6 +19,10 @@ use crate::prune::ChatPrompt;
 use crate::session::Session;
 use crate::template::{ChatTemplate, Message, Rendered};
 use crate::tokenizer::Tokenizer;
+use crate::weight_pruning::{DEFAULT_CALIBRATION, PruneWeights, Pruned, Pruning, calibrate};
+
+/// Tokens of a calibration text that pruning at load measures.
+pub const CALIBRATION_TOKENS: usize = 512;
 
 pub struct Engine {
     model: Decoder,
@@ -206,6 +210,41 @@ impl<'a> Prepared<'a> {
             Decoder::load(&self.config, &Counted::new(tensors, progress), self.weights, device)
         })?;
         Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
+    }
+
+    /// [`Self::upload`] with the structured cut `prune` asks for, chosen on `calibration`
+    /// (its first [`CALIBRATION_TOKENS`] tokens; [`DEFAULT_CALIBRATION`] when `None`): the
+    /// whole model is uploaded first and run over the text (unless only explicit layers go),
+    /// then dropped, and the pruned one uploaded in its place, so the device briefly holds
+    /// both. `progress` reports the pruned model's tensors. Resolves to the engine and the cut.
+    pub async fn upload_pruned(
+        self,
+        device: &Device,
+        prune: &PruneWeights,
+        calibration: Option<&str>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Engine, Pruning)> {
+        let (config, weights) = (&self.config, self.weights);
+        let measured = match prune.needs_calibration() {
+            false => None,
+            true => {
+                let text = calibration.unwrap_or(DEFAULT_CALIBRATION);
+                let mut tokens = self.tokenizer.encode(text, false)?;
+                tokens.truncate(CALIBRATION_TOKENS);
+                let whole = with_parts(self.source.tensors(), config, |t| Decoder::load(config, t, weights, device))?;
+                Some(calibrate(&whole, &tokens).await?)
+            }
+        };
+        let (model, pruning) = with_parts(self.source.tensors(), config, |tensors| -> Result<_> {
+            let pruning = Pruning::choose(config, prune, measured.as_ref(), tensors)?;
+            let pruned = Pruned::new(tensors, config, pruning.clone());
+            let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
+            Ok((model, pruning))
+        })?;
+        let parts =
+            ModelParts { config: self.config.clone(), tokenizer: self.tokenizer, chat_template: None, name: self.name };
+        let ModelParts { tokenizer, name, .. } = pruning.parts(parts);
+        Ok((Engine { model, tokenizer, template: self.template, name }, pruning))
     }
 }
 

@@ -878,6 +878,7 @@ mod tests {
             context_length: 32_768,
             sliding_window: Some(512),
             rope_theta_local: 1e4,
+            global_layers: None,
         };
         let budget = KvOptions { capacity_bytes: Some(36 << 20), ..KvOptions::default() };
         let capacity = budget.resolve_capacity(&gemma).unwrap();
@@ -922,6 +923,7 @@ mod tests {
             context_length: 64,
             sliding_window: None,
             rope_theta_local: 1e4,
+            global_layers: None,
         };
         let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 8 };
         let kv = KvOptions { capacity: Some(40), policy: EvictionPolicy::HeavyHitters, ..KvOptions::default() };

@@ -124,14 +124,16 @@ enum Command {
         shortlists: Vec<usize>,
     },
     /// A smaller model: drops the `--layers` layers that turn the hidden state least on a
-    /// calibration text (ShortGPT's block influence) and writes the rest as a burnpack record
-    /// (kept matrices as stored, nothing quantized again); prints JSON with every layer's
-    /// influence, the layers dropped and the sizes.
+    /// calibration text (ShortGPT's block influence), and the `--heads` query heads and `--ffn`
+    /// share of FFN channels of least activation-weighted magnitude (Wanda's scores) from every
+    /// layer, and writes the rest as a burnpack record (kept rows as stored; a down projection
+    /// cut channel by channel is quantized again into its own kind of blocks); prints JSON with
+    /// every layer's influence, what was dropped and the sizes.
     PruneWeights {
         /// A GGUF file or a `.bpk` record.
         #[arg(long)]
         model: PathBuf,
-        /// Plain text the layers are scored on.
+        /// Plain text the layers, heads and channels are scored on.
         #[arg(long)]
         calibration: PathBuf,
         /// Score on the calibration text's first N tokens.
@@ -139,9 +141,18 @@ enum Command {
         calibration_tokens: usize,
         #[arg(long)]
         output: PathBuf,
-        /// How many layers to drop.
+        /// How many layers to drop (those of least block influence).
         #[arg(long, default_value_t = 0)]
         layers: usize,
+        /// Which layers to drop instead, by index (e.g. `3,7`).
+        #[arg(long, value_delimiter = ',', conflicts_with = "layers")]
+        layer_ids: Vec<usize>,
+        /// Query heads to drop from every layer (a multiple of the key/value heads).
+        #[arg(long, default_value_t = 0)]
+        heads: usize,
+        /// The share of every layer's FFN channels to drop (0 to 1, whole blocks of 32).
+        #[arg(long, default_value_t = 0.0)]
+        ffn: f64,
         /// How float matrices are kept in the output (int4, q4_0, q4_1, q8_0); packed ones stay.
         #[arg(long, default_value = "int4")]
         weights: String,
@@ -500,8 +511,21 @@ async fn run(cli: Cli) -> Result<()> {
             };
             adaptive_bench(&common, &prompts_file, &text, &plan).await
         }
-        Command::PruneWeights { model, calibration, calibration_tokens, output, layers, weights } => {
-            prune_weights(&model, &calibration, calibration_tokens, &output, layers, weights.parse()?).await
+        Command::PruneWeights {
+            model,
+            calibration,
+            calibration_tokens,
+            output,
+            layers,
+            layer_ids,
+            heads,
+            ffn,
+            weights,
+        } => {
+            use hearth::weight_pruning::{LayerChoice, PruneWeights};
+            let layers = if layer_ids.is_empty() { LayerChoice::Count(layers) } else { LayerChoice::Ids(layer_ids) };
+            let prune = PruneWeights { layers, heads, ffn };
+            prune_weights(&model, &calibration, calibration_tokens, &output, &prune, weights.parse()?).await
         }
         Command::Convert { model, output, weights } => convert(&model, &output, weights.parse()?),
         Command::Perplexity { common, file, top1, limit } => {
@@ -611,28 +635,32 @@ async fn prune_weights(
     calibration: &Path,
     calibration_tokens: usize,
     output: &Path,
-    layers: usize,
+    prune: &hearth::weight_pruning::PruneWeights,
     weights: WeightFormat,
 ) -> Result<()> {
-    use hearth::load::{ModelParts, TensorSource, burnpack, gguf::GgufFile};
-    use hearth::weight_pruning::{WithoutLayers, block_influence, least_influential, parts_without_layers};
+    use hearth::load::{ModelParts, TensorSource, burnpack, fused::with_parts, gguf::GgufFile};
+    use hearth::weight_pruning::{Pruned, Pruning, calibrate};
     if model.is_dir() {
         return Err(Error::BadOptions(format!("{}: convert the directory to .bpk first", model.display())));
     }
     let start = Instant::now();
     let bytes = read(model)?;
-    let engine = Arc::new(Engine::from_file_bytes(&bytes, &DeviceKind::Cpu.device()?, WeightFormat::Int4)?);
+    // Scored on the int4 CPU path, whatever the output's float matrices become.
+    let engine = Engine::from_file_bytes(&bytes, &DeviceKind::Cpu.device()?, WeightFormat::Int4)?;
     let mut tokens = engine.encode_prompt(hearth::engine::prompt_from_bytes(&read(calibration)?)?)?;
     tokens.truncate(calibration_tokens);
-    let influence = block_influence(&engine, &tokens).await?;
-    let dropped = least_influential(&influence, layers);
+    let measured = calibrate(engine.model(), &tokens).await?;
     let config = engine.config().clone();
     drop(engine);
-    let write = |parts: ModelParts, source: &dyn TensorSource| -> Result<Vec<u8>> {
-        let parts = parts_without_layers(parts, &dropped)?;
-        burnpack::write_as(&parts, &WithoutLayers::new(source, &config, &dropped)?, weights)
+    let write = |parts: ModelParts, source: &dyn TensorSource| -> Result<(Vec<u8>, Pruning)> {
+        with_parts(source, &config, |source| {
+            let pruning = Pruning::choose(&config, prune, Some(&measured), source)?;
+            let pack =
+                burnpack::write_as(&pruning.parts(parts), &Pruned::new(source, &config, pruning.clone()), weights)?;
+            Ok((pack, pruning))
+        })
     };
-    let pack = if burnpack::is_burnpack(&bytes) {
+    let (pack, pruning) = if burnpack::is_burnpack(&bytes) {
         let (parts, tensors) = burnpack::parse(&bytes)?;
         write(parts, &tensors)?
     } else {
@@ -641,13 +669,16 @@ async fn prune_weights(
     };
     std::fs::write(output, &pack)
         .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
+    let pruned = pruning.config(&config);
     let out = json!({
         "model": model.display().to_string(),
         "output": output.display().to_string(),
-        "calibration_tokens": tokens.len(),
-        "influence": influence,
-        "dropped_layers": dropped,
-        "n_layers": [config.n_layers, config.n_layers - dropped.len()],
+        "calibration_tokens": measured.tokens + 1,
+        "influence": measured.influence,
+        "dropped_layers": pruning.dropped_layers(),
+        "n_layers": [config.n_layers, pruned.n_layers],
+        "n_heads": [config.n_heads, pruned.n_heads],
+        "d_ff": [config.d_ff, pruned.d_ff],
         "bytes": [bytes.len(), pack.len()],
         "seconds": start.elapsed().as_secs_f64(),
     });

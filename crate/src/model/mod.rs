@@ -159,6 +159,7 @@ impl Block {
         caches: &mut [&mut KvCache],
         layer: usize,
         slots: &[usize],
+        probe: Option<&mut Probe>,
     ) -> Tensor<2> {
         let heads = heads(c);
         let qkv = self.project_qkv(x.clone(), c);
@@ -187,23 +188,29 @@ impl Block {
             }
         });
         let glu = Epilogue::Glu(c.arch.activation);
+        let mut probe = probe;
+        if let Some(p) = probe.as_deref_mut() {
+            p.attention.push(attn.clone());
+        }
+        // Called once, in one of the two arms below: the probe moves in.
+        let gated = |h: Tensor<2>| {
+            let ff = self.gate_up.forward(h, glu);
+            if let Some(p) = probe {
+                p.gated.push(ff.clone());
+            }
+            ff
+        };
         match &self.post_norms {
             None => {
                 let x = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
                 let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-                split::time(Part::Matmul, || {
-                    let ff = self.gate_up.forward(h, glu);
-                    self.w_down.forward(ff, Epilogue::Residual(x))
-                })
+                split::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::Residual(x)))
             }
             Some((post_attn, post_ffn)) => {
                 let o = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::None));
                 let x = x + rms_norm(o, post_attn, c.rms_eps);
                 let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-                let ff = split::time(Part::Matmul, || {
-                    let ff = self.gate_up.forward(h, glu);
-                    self.w_down.forward(ff, Epilogue::None)
-                });
+                let ff = split::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::None));
                 x + rms_norm(ff, post_ffn, c.rms_eps)
             }
         }
@@ -227,6 +234,19 @@ pub enum Logits {
 /// The attention kernels' view of the model's heads.
 fn heads(c: &ModelConfig) -> Heads {
     Heads { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim() }
+}
+
+/// What a calibration pass ([`Decoder::probe`]) keeps of every layer, for choosing what to
+/// prune: how much each layer turns the state, and how large the inputs of its output and
+/// down projections run (the activations of Wanda's scores).
+#[derive(Default)]
+pub struct Probe {
+    /// The hidden state before the first layer and after each: `n_layers + 1` of `[seq, d_model]`.
+    pub states: Vec<Tensor<2>>,
+    /// Each layer's attention output, the output projection's input: `[seq, q_dim]`.
+    pub attention: Vec<Tensor<2>>,
+    /// Each layer's gated activation, the down projection's input: `[seq, d_ff]`.
+    pub gated: Vec<Tensor<2>>,
 }
 
 /// A one-token decode step in progress ([`Decoder::begin_step`]): the hidden state after the
@@ -382,14 +402,9 @@ impl Decoder {
         self.pass_with(tokens, &mut [cache], None)
     }
 
-    /// [`Self::pass`] into one cache, or one token into each of several; with `states`, the
-    /// hidden state before the first layer and after each goes there.
-    fn pass_with(
-        &self,
-        tokens: &[u32],
-        caches: &mut [&mut KvCache],
-        mut states: Option<&mut Vec<Tensor<2>>>,
-    ) -> Tensor<2> {
+    /// [`Self::pass`] into one cache, or one token into each of several; with a `probe`, what
+    /// it keeps goes there.
+    fn pass_with(&self, tokens: &[u32], caches: &mut [&mut KvCache], mut probe: Option<&mut Probe>) -> Tensor<2> {
         let c = &self.config;
         let per_cache = if caches.len() == 1 { tokens.len() } else { 1 };
         let slots: Vec<usize> = caches.iter().map(|cache| cache.len()).collect();
@@ -398,13 +413,13 @@ impl Decoder {
         }
         let mut x = self.embed(tokens);
         for (i, block) in self.blocks.iter().enumerate() {
-            if let Some(states) = states.as_deref_mut() {
-                states.push(x.clone());
+            if let Some(p) = probe.as_deref_mut() {
+                p.states.push(x.clone());
             }
-            x = block.forward(x, c, caches, i, &slots);
+            x = block.forward(x, c, caches, i, &slots, probe.as_deref_mut());
         }
-        if let Some(states) = states {
-            states.push(x.clone());
+        if let Some(p) = probe {
+            p.states.push(x.clone());
         }
         for cache in caches.iter_mut() {
             cache.advance(per_cache);
@@ -412,19 +427,18 @@ impl Decoder {
         x
     }
 
-    /// The hidden states of one pass of `tokens` after what `cache` holds, appended to it:
-    /// before the first layer and after each, `n_layers + 1` tensors `[seq, d_model]` (how
-    /// much each layer turns the state, for choosing layers to prune).
-    pub fn layer_states(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<Tensor<2>>> {
+    /// One pass of `tokens` after what `cache` holds, appended to it, keeping what a [`Probe`]
+    /// keeps (for choosing what to prune).
+    pub fn probe(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Probe> {
         let most = MAX_PASS_TOKENS.min(cache.max_pass());
         if tokens.is_empty() || tokens.len() > most {
             return Err(Error::InvalidPrompt(format!("a pass of {} tokens: 1..={most} fit", tokens.len())));
         }
         self.check_ids(tokens)?;
         cache.reserve(tokens.len())?;
-        let mut states = Vec::with_capacity(self.blocks.len() + 1);
-        self.pass_with(tokens, &mut [cache], Some(&mut states));
-        Ok(states)
+        let mut probe = Probe::default();
+        self.pass_with(tokens, &mut [cache], Some(&mut probe));
+        Ok(probe)
     }
 
     /// The embedding rows of `tokens`, scaled where the architecture scales them.
@@ -450,7 +464,7 @@ impl Decoder {
     pub fn run_to(&self, step: &mut Step, layer: usize, cache: &mut KvCache) {
         let end = layer.min(self.blocks.len());
         for i in step.layer..end {
-            step.x = self.blocks[i].forward(step.x.clone(), &self.config, &mut [&mut *cache], i, &[step.slot]);
+            step.x = self.blocks[i].forward(step.x.clone(), &self.config, &mut [&mut *cache], i, &[step.slot], None);
         }
         step.layer = step.layer.max(end);
     }

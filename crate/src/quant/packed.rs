@@ -577,6 +577,66 @@ impl PackedMatrix {
         self.reorder_rows_n(self.rows, source)
     }
 
+    /// The rows `rows` (in that order): a structured pruning's kept rows, bit for bit.
+    pub fn select_rows(&self, rows: &[usize]) -> Self {
+        self.reorder_rows_n(rows.len(), |r| rows[r])
+    }
+
+    /// The columns `cols` (ascending) of every row. Columns that make whole blocks (whole
+    /// super-blocks for [`Scales::Super`]) in place are copied bit for bit, as are float codes;
+    /// any other cut splits blocks whose codes share a scale, so the kept values are quantized
+    /// again, into the same kind of blocks ([`Self::requantizer`]).
+    pub fn select_cols(&self, cols: &[usize]) -> Result<Self> {
+        let group = match self.scales {
+            Scales::Block => BLOCK,
+            Scales::Super => BLOCK * SUPER,
+        };
+        let whole = cols.len().is_multiple_of(group)
+            && cols.chunks(group).all(|g| g[0].is_multiple_of(group) && g.windows(2).all(|w| w[1] == w[0] + 1));
+        if whole && !self.format.is_float() {
+            let (nb, wpb, ns) = (self.blocks_per_row(), self.format.words_per_block(), self.supers_per_row());
+            let np = self.format.params_per_block();
+            let blocks: Vec<usize> = cols.iter().step_by(BLOCK).map(|&c| c / BLOCK).collect();
+            let mut out =
+                Self { cols: cols.len(), codes: Vec::new(), params: Vec::new(), supers: Vec::new(), ..self.clone() };
+            for r in 0..self.rows {
+                for &b in &blocks {
+                    let at = r * nb + b;
+                    out.codes.extend_from_slice(&self.codes[at * wpb..(at + 1) * wpb]);
+                    out.params.extend_from_slice(&self.params[at * np..(at + 1) * np]);
+                }
+                if self.scales == Scales::Super {
+                    out.supers.extend(blocks.iter().step_by(SUPER).map(|&b| self.supers[r * ns + b / SUPER]));
+                }
+            }
+            return Ok(out);
+        }
+        let values: Vec<f32> = (0..self.rows).flat_map(|r| cols.iter().map(move |&c| self.get(r, c))).collect();
+        Ok(match self.format {
+            QuantFormat::F32 => Self::from_f32(&values, self.rows, cols.len()),
+            QuantFormat::F16 => {
+                let bits: Vec<u16> = values.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+                Self::from_halves(self.format, &bits, self.rows, cols.len())
+            }
+            QuantFormat::Bf16 => {
+                let bits: Vec<u16> = values.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+                Self::from_halves(self.format, &bits, self.rows, cols.len())
+            }
+            QuantFormat::Q4 | QuantFormat::Q8 => Self::quantize_as(self.requantizer(), &values, self.rows, cols.len())?,
+        })
+    }
+
+    /// The quantizer that puts values back into this matrix's kind of blocks: min-max 4-bit
+    /// (Q4_1: a Q4_0 block fits it as well), Q8_0, Q4_K, or Q6_K for the 8-bit K-quant codes.
+    pub fn requantizer(&self) -> FloatQuant {
+        match (self.format, self.scales) {
+            (QuantFormat::Q4, Scales::Block) => FloatQuant::Q4_1,
+            (QuantFormat::Q4, Scales::Super) => FloatQuant::Q4_K,
+            (QuantFormat::Q8, Scales::Super) => FloatQuant::Q6_K,
+            _ => FloatQuant::Q8_0,
+        }
+    }
+
     /// `rows` rows, row `r` being this one's row `source(r)`.
     fn reorder_rows_n(&self, rows: usize, source: impl Fn(usize) -> usize) -> Self {
         let mut out = Self { rows: 0, codes: Vec::new(), params: Vec::new(), supers: Vec::new(), ..self.clone() };
@@ -636,6 +696,39 @@ impl PackedMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole blocks (whole super-blocks of a K-quant) keep their codes and scales; a cut that
+    /// splits blocks quantizes the kept values again into the same kind, each within half a
+    /// step of its value before.
+    #[test]
+    fn column_cuts_copy_whole_blocks_and_requantize_split_ones() {
+        for (kind, cols, whole) in [
+            (FloatQuant::Q4_1, 96, (0..32).chain(64..96).collect::<Vec<_>>()),
+            (FloatQuant::Q8_0, 96, (32..96).collect()),
+            (FloatQuant::Q4_K, 512, (256..512).collect()),
+        ] {
+            let data: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.07).collect();
+            let p = PackedMatrix::quantize_as(kind, &data, 2, cols).unwrap();
+            let values = |keep: &[usize]| -> Vec<f32> {
+                (0..2).flat_map(|r| keep.iter().map(move |&c| (r, c))).map(|(r, c)| p.get(r, c)).collect()
+            };
+            let w = p.select_cols(&whole).unwrap();
+            assert_eq!((w.cols, w.dequantize()), (whole.len(), values(&whole)), "{kind:?}");
+            assert_eq!(w.codes.len() * cols, p.codes.len() * whole.len(), "{kind:?}: codes copied, not grown");
+
+            let split: Vec<usize> = (0..cols).filter(|c| c % 3 != 0).collect();
+            let s = p.select_cols(&split).unwrap();
+            let kept = values(&split);
+            assert_eq!(s, PackedMatrix::quantize_as(kind, &kept, 2, split.len()).unwrap(), "{kind:?}");
+            let range = kept.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 2.0;
+            let step = range / if kind.format() == QuantFormat::Q4 { 15.0 } else { 254.0 };
+            for (a, b) in s.dequantize().iter().zip(&kept) {
+                assert!((a - b).abs() <= step, "{kind:?}: {a} for {b}");
+            }
+        }
+        let f = PackedMatrix::from_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        assert_eq!(f.select_cols(&[0, 2]).unwrap().dequantize(), vec![1.0, 3.0, 4.0, 6.0]);
+    }
 
     #[test]
     fn gguf_blocks_repack_bit_exact() {
