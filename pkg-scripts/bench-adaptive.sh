@@ -11,24 +11,28 @@
 # Then self-speculative decoding on SmolLM2 (its chat template; Gemma 3 270M here is a base
 # model): the 27 chat items of bench-speculative.sh answered plainly and with the first 20 and
 # then 25 layers drafting, one after the other in one run each (SELF_LAYERS, "20 25").
-# Then layer pruning on SmolLM2 (`hearth prune-weights`, ShortGPT's block influence on the first
-# 512 tokens of the Apache-2.0 text): 1, 2 and 4 layers dropped (PRUNE_LAYERS), each pruned
-# model's perplexity on the same GPL-3 tokens, its decode speed (`hearth bench`, 128 prompt and
-# 64 generated tokens, median of 3) and its size, beside the whole model's in the same run.
-# Gemma 3's layers alternate windowed and global attention by index, so prune-weights refuses
-# to drop its layers; attention heads and FFN channels are not pruned yet.
-# MODELS ("smollm2 gemma3-270m"), PROMPTS (50), THRESHOLDS, SHORTLISTS ("0,64").
+# Then structured pruning (`hearth prune-weights`, scored on the first 512 tokens of the
+# Apache-2.0 text) on both models: whole layers (ShortGPT's block influence), query heads and
+# FFN channels of every layer (Wanda's activation-weighted magnitude), each pruned model's
+# perplexity on the same GPL-3 tokens, its decode speed (`hearth bench`, 128 prompt and 64
+# generated tokens, median of 3) and its size, beside the whole model's (converted to .bpk) in
+# the same run. PRUNE lists the settings as model/flags, commas for spaces ("-": the whole
+# model). FFN cuts quantize the down projection again (its blocks are split): the 2% cut (one
+# block of 32 channels) shows what that alone costs.
+# MODELS ("smollm2 gemma3-270m"; empty: none), PROMPTS (50), THRESHOLDS, SHORTLISTS ("0,64"),
+# SELF_LAYERS ("20 25"; empty: none), PRUNE.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
 pkg-scripts/fetch-model.sh gemma3-270m >&2
 prompts_file=/usr/share/common-licenses/Apache-2.0
 text=/usr/share/common-licenses/GPL-3
+gemma="$root/models/gemma-3-270m-q4_k_m.gguf"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-for name in ${MODELS:-smollm2 gemma3-270m}; do
+for name in ${MODELS-smollm2 gemma3-270m}; do
   case "$name" in
     smollm2) path="$model"; exits=20,25 ;;
-    gemma3-270m) path="$root/models/gemma-3-270m-q4_k_m.gguf"; exits=12,15 ;;
+    gemma3-270m) path="$gemma"; exits=12,15 ;;
     *) echo "unknown model $name" >&2; exit 2 ;;
   esac
   "$hearth" adaptive-bench --model "$path" --device cpu --prompts-file "$prompts_file" --prompts "${PROMPTS:-50}" \
@@ -36,30 +40,39 @@ for name in ${MODELS:-smollm2 gemma3-270m}; do
     --shortlists "${SHORTLISTS:-0,64}" > "$out/$name.json"
   cat "$out/$name.json"
 done
-for layers in ${SELF_LAYERS:-20 25}; do
+for layers in ${SELF_LAYERS-20 25}; do
   "$hearth" speculative-bench --model "$model" --device cpu --items tests/bench/speculative_items.json \
     --speculative self --draft-layers "$layers" > "$out/self-$layers.spec"
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); del d["per_item"]; print(json.dumps(d))' "$out/self-$layers.spec"
 done
-for layers in 0 ${PRUNE_LAYERS:-1 2 4}; do
-  pruned="$out/pruned-$layers.bpk"
-  if [ "$layers" = 0 ]; then
-    "$hearth" convert --model "$model" --output "$pruned" 2> /dev/null
-    echo '{"dropped_layers": [], "influence": []}' > "$out/prune-$layers.info"
+default_prune="smollm2/- smollm2/--layers,1 smollm2/--layers,2 smollm2/--layers,4 smollm2/--ffn,0.02 smollm2/--ffn,0.1
+  smollm2/--ffn,0.2 smollm2/--ffn,0.3 smollm2/--heads,3 smollm2/--layers,2,--ffn,0.1 gemma3-270m/- gemma3-270m/--layers,1
+  gemma3-270m/--layers,2 gemma3-270m/--ffn,0.1 gemma3-270m/--ffn,0.2 gemma3-270m/--ffn,0.3 gemma3-270m/--heads,1
+  gemma3-270m/--heads,2"
+i=0
+for setting in ${PRUNE-$default_prune}; do
+  i=$((i + 1))
+  name="${setting%%/*}"; flags="${setting#*/}"; flags="${flags//,/ }"
+  case "$name" in smollm2) path="$model" ;; gemma3-270m) path="$gemma" ;; *) echo "unknown model $name" >&2; exit 2 ;; esac
+  pruned="$out/pruned-$i.bpk"
+  if [ "$flags" = - ]; then
+    "$hearth" convert --model "$path" --output "$pruned" 2> /dev/null
+    echo '{"dropped_layers": [], "n_heads": [0, 0], "d_ff": [0, 0]}' > "$out/prune-$i.info"
   else
-    "$hearth" prune-weights --model "$model" --calibration "$prompts_file" --output "$pruned" --layers "$layers" \
-      > "$out/prune-$layers.info"
+    # shellcheck disable=SC2086 # the flags split into words
+    "$hearth" prune-weights --model "$path" --calibration "$prompts_file" --output "$pruned" $flags > "$out/prune-$i.info"
   fi
-  "$hearth" perplexity --model "$pruned" --file "$text" --limit 512 > "$out/prune-$layers.ppl"
-  "$hearth" bench --model "$pruned" --device cpu --prompt-tokens 128 --gen-tokens 64 --runs 3 > "$out/prune-$layers.bench"
-  python3 - "$out" "$layers" "$pruned" <<'PY'
+  "$hearth" perplexity --model "$pruned" --file "$text" --limit 512 > "$out/prune-$i.ppl"
+  "$hearth" bench --model "$pruned" --device cpu --prompt-tokens 128 --gen-tokens 64 --runs 3 > "$out/prune-$i.bench"
+  python3 - "$out" "$i" "$pruned" "$name" "$flags" <<'PY'
 import json, os, sys
-out, layers, pruned = sys.argv[1:]
-info = json.load(open(f"{out}/prune-{layers}.info"))
-row = {"dropped": int(layers), "dropped_layers": info["dropped_layers"], "bytes": os.path.getsize(pruned),
-       "perplexity": json.load(open(f"{out}/prune-{layers}.ppl"))["perplexity"],
-       "decode_tokens_per_s": json.load(open(f"{out}/prune-{layers}.bench"))["decode_tokens_per_s"]}
-json.dump(row, open(f"{out}/prune-{layers}.row", "w"))
+out, i, pruned, name, flags = sys.argv[1:]
+info = json.load(open(f"{out}/prune-{i}.info"))
+row = {"model": name, "cut": "whole model" if flags == "-" else flags, "dropped_layers": info["dropped_layers"],
+       "n_heads": info["n_heads"], "d_ff": info["d_ff"], "bytes": os.path.getsize(pruned),
+       "perplexity": json.load(open(f"{out}/prune-{i}.ppl"))["perplexity"],
+       "decode_tokens_per_s": json.load(open(f"{out}/prune-{i}.bench"))["decode_tokens_per_s"]}
+json.dump(row, open(f"{out}/prune-{i}.row", "w"))
 print(json.dumps(row))
 PY
 done
@@ -90,10 +103,11 @@ for path in sorted(glob.glob(f"{out}/self-*.spec"), key=lambda p: int(p.split("-
           + " | ".join(f"{g[k]['plain_decode_tokens_per_s']:.1f} / {g[k]['speculative_decode_tokens_per_s']:.1f} ({g[k]['speedup']:.2f}x)" for k in ("copying", "open_ended"))
           + f" | {drafted}, {accepted} | {run['all_identical']} |")
 print()
-print("| SmolLM2 layers dropped (block influence) | which | size (MB, .bpk) | perplexity (GPL-3, 512 tokens) | decode tok/s |")
-print("|---|---|---|---|---|")
+print("| pruned model (prune-weights) | layers dropped | heads, FFN channels kept | size (MB, .bpk) | perplexity (GPL-3, 512 tokens) | decode tok/s |")
+print("|---|---|---|---|---|---|")
 for path in sorted(glob.glob(f"{out}/prune-*.row"), key=lambda p: int(p.split("-")[-1].split(".")[0])):
     r = json.load(open(path))
-    print(f"| {r['dropped']} | {', '.join(map(str, r['dropped_layers'])) or '-'} | {r['bytes'] / 1e6:.1f} | "
-          f"{r['perplexity']:.1f} | {r['decode_tokens_per_s']:.1f} |")
+    kept = "-" if r["cut"] == "whole model" else f"{r['n_heads'][1]} of {r['n_heads'][0]}, {r['d_ff'][1]} of {r['d_ff'][0]}"
+    print(f"| {r['model']}: {r['cut']} | {', '.join(map(str, r['dropped_layers'])) or '-'} | {kept} | "
+          f"{r['bytes'] / 1e6:.1f} | {r['perplexity']:.1f} | {r['decode_tokens_per_s']:.1f} |")
 PY

@@ -225,6 +225,7 @@ impl<'a> Prepared<'a> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Engine, Pruning)> {
         let (config, weights) = (&self.config, self.weights);
+        prune.check(config)?;
         let measured = match prune.needs_calibration() {
             false => None,
             true => {
@@ -252,7 +253,7 @@ impl<'a> Prepared<'a> {
 /// below what tokenizing would cost in memory.
 pub const MAX_PROMPT_BYTES: usize = 8 << 20;
 
-fn check_prompt_bytes(bytes: usize) -> Result<()> {
+pub(crate) fn check_prompt_bytes(bytes: usize) -> Result<()> {
     if bytes > MAX_PROMPT_BYTES {
         return Err(Error::InvalidPrompt(format!(
             "the prompt has {bytes} bytes of text, more than the {MAX_PROMPT_BYTES} accepted"

@@ -89,6 +89,29 @@ impl PruneWeights {
         self.heads > 0 || self.ffn > 0.0 || matches!(self.layers, LayerChoice::Count(n) if n > 0)
     }
 
+    /// Refuses what cannot be cut from the model `c`, before anything is measured or loaded.
+    pub fn check(&self, c: &ModelConfig) -> Result<()> {
+        let drop = match &self.layers {
+            LayerChoice::Count(n) => *n,
+            LayerChoice::Ids(ids) => {
+                if let Some(bad) = ids.iter().find(|&&l| l >= c.n_layers) {
+                    return Err(Error::BadOptions(format!("layer {bad} to drop: the model has {}", c.n_layers)));
+                }
+                ids.iter().collect::<BTreeSet<_>>().len()
+            }
+        };
+        if drop >= c.n_layers {
+            return Err(Error::BadOptions(format!("dropping {drop} of {} layers leaves none", c.n_layers)));
+        }
+        if self.heads > 0 && (!self.heads.is_multiple_of(c.n_kv_heads) || self.heads >= c.n_heads) {
+            return Err(Error::BadOptions(format!(
+                "prune heads {}: a multiple of the {} key/value heads below the {} heads",
+                self.heads, c.n_kv_heads, c.n_heads
+            )));
+        }
+        self.ffn_drop(c.d_ff).map(|_| ())
+    }
+
     /// FFN channels dropped from each layer of a model of width `d_ff`.
     fn ffn_drop(&self, d_ff: usize) -> Result<usize> {
         if !(self.ffn.is_finite() && (0.0..1.0).contains(&self.ffn)) {
@@ -235,25 +258,16 @@ impl Pruning {
         calibration: Option<&Calibration>,
         source: &dyn TensorSource,
     ) -> Result<Self> {
+        options.check(c)?;
         let needed =
             || calibration.ok_or_else(|| Error::BadOptions("choosing what to prune needs a calibration text".into()));
         let dropped = match &options.layers {
             LayerChoice::Count(0) => Vec::new(),
-            LayerChoice::Count(n) if *n >= c.n_layers => {
-                return Err(Error::BadOptions(format!("dropping {n} of {} layers leaves none", c.n_layers)));
-            }
             LayerChoice::Count(n) => least_influential(&needed()?.influence, *n),
             LayerChoice::Ids(ids) => ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect(),
         };
-        check_drop(c, &dropped)?;
         let layers: Vec<usize> = (0..c.n_layers).filter(|l| !dropped.contains(l)).collect();
         let (groups, size) = (c.n_kv_heads, c.group_size());
-        if options.heads > 0 && (!options.heads.is_multiple_of(groups) || options.heads >= c.n_heads) {
-            return Err(Error::BadOptions(format!(
-                "prune heads {}: a multiple of the {groups} key/value heads below the {} heads",
-                options.heads, c.n_heads
-            )));
-        }
         let ffn_drop = options.ffn_drop(c.d_ff)?;
         let mut heads: Vec<Vec<usize>> = vec![(0..c.n_heads).collect(); c.n_layers];
         let mut channels: Vec<Vec<usize>> = vec![(0..c.d_ff).collect(); c.n_layers];
@@ -323,16 +337,6 @@ impl Pruning {
         }
         parts
     }
-}
-
-fn check_drop(c: &ModelConfig, drop: &[usize]) -> Result<()> {
-    if drop.iter().any(|&l| l >= c.n_layers) {
-        return Err(Error::BadOptions(format!("layers to drop {drop:?}: each below {}", c.n_layers)));
-    }
-    if drop.len() >= c.n_layers {
-        return Err(Error::BadOptions(format!("dropping {} of {} layers leaves none", drop.len(), c.n_layers)));
-    }
-    Ok(())
 }
 
 /// What a cut takes out of one matrix (or bias): its kept rows, or its kept columns.

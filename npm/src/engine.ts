@@ -164,6 +164,7 @@ const LOAD_KEYS = [
   "kv_sinks",
   "kv_recent",
   "cache",
+  "prune_weights",
   "onProgress",
   "signal",
 ] as const;
@@ -251,6 +252,13 @@ function nestedOptions(name: string, value: unknown, checks: Record<string, Chec
   }
   return out;
 }
+
+const PRUNE_WEIGHTS_CHECKS: Record<string, Check> = {
+  layers: (v) => (count(v) === null || counts(v) === null ? null : "a non-negative integer or an array of them"),
+  heads: count,
+  ffn: (v) => (typeof v === "number" && v >= 0 && v < 1 ? null : "a number in [0, 1)"),
+  calibration: (v) => (typeof v === "string" && v.length > 0 ? null : "a non-empty string"),
+};
 
 const SPECULATIVE_CHECKS: Record<string, Check> = {
   method: oneOf(SPECULATIVE_METHODS),
@@ -453,6 +461,7 @@ export class HearthEngine implements EngineApi {
       if (options.kv_policy !== undefined && !KV_POLICIES.includes(options.kv_policy)) {
         throw new HearthError("bad_options", `kv_policy must be one of ${KV_POLICIES.join(", ")}`);
       }
+      const prune = options.prune_weights === undefined ? undefined : nestedOptions("prune_weights", options.prune_weights, PRUNE_WEIGHTS_CHECKS);
       if (options.signal?.aborted) throw abortError();
       // Only the options given: the core reads an `undefined` field as a value, not a default.
       const kv = Object.fromEntries(
@@ -468,13 +477,10 @@ export class HearthEngine implements EngineApi {
         let info: ModelInfo;
         try {
           // Checks the file before it drops the model loaded now: a failure leaves that one.
-          info = wasm.load(
-            bytes,
-            weights,
-            kv,
-            (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total }),
-            placement.device,
-          ) as ModelInfo;
+          const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
+          info = (prune === undefined
+            ? wasm.load(bytes, weights, kv, progress, placement.device)
+            : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, prune)) as ModelInfo;
         } catch (e) {
           throw this.failure(e);
         }

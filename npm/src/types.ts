@@ -245,8 +245,26 @@ export interface LoadOptions {
   kv_recent?: number;
   /** Keep a downloaded model in the browser's Cache Storage and read it from there next time (default true). */
   cache?: boolean;
+  /** Load a smaller model cut from this one (structured pruning at load). */
+  prune_weights?: PruneWeightsOptions;
   onProgress?: (progress: LoadProgress) => void;
   signal?: AbortSignal;
+}
+
+/** What structured pruning cuts at load: whole layers (the least influential on the
+ * calibration text, ShortGPT's block influence, or the ones named), query heads and FFN
+ * channels (least activation-weighted magnitude, Wanda's scores) from every layer. The whole
+ * model is uploaded and run over the calibration text first, then replaced by the pruned one
+ * (the device briefly holds both). Models not trained for it lose quality fast: measure. */
+export interface PruneWeightsOptions {
+  /** How many layers to drop, or which (by index). Default 0. */
+  layers?: number | number[];
+  /** Query heads to drop from every layer, a multiple of the key/value heads. Default 0. */
+  heads?: number;
+  /** The share of every layer's FFN channels to drop, 0..1 (whole blocks of 32). Default 0. */
+  ffn?: number;
+  /** Plain text the cut is chosen on (its first 512 tokens; default: a built-in text). */
+  calibration?: string;
 }
 
 export interface DraftLoadOptions {

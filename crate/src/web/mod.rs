@@ -39,6 +39,7 @@ use crate::sampler::SamplerOptions;
 use crate::session::{ChatPrompt, Control, GenerateOptions, Listener, Session};
 use crate::speculative::SpeculativeOptions;
 use crate::template::Message;
+use crate::weight_pruning::PruneWeights;
 
 mod event_loop;
 
@@ -203,6 +204,22 @@ fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, f
         }
     }
     serde_wasm_bindgen::from_value(options).map_err(|e| bad_options(serde_message(e)))
+}
+
+/// `load_pruned`'s options: [`PruneWeights`] and the calibration text.
+#[derive(Default, Deserialize)]
+struct WebPrune {
+    #[serde(default)]
+    layers: crate::weight_pruning::LayerChoice,
+    #[serde(default)]
+    heads: usize,
+    #[serde(default)]
+    ffn: f64,
+    calibration: Option<String>,
+}
+
+impl WebPrune {
+    const FIELDS: [&'static str; 4] = ["layers", "heads", "ffn", "calibration"];
 }
 
 const KV_FIELDS: [&str; 5] = ["capacity", "capacity_bytes", "policy", "sinks", "recent"];
@@ -537,6 +554,15 @@ impl Default for WasmEngine {
     }
 }
 
+/// A load's `progress(uploaded, total)` callback as the core calls it.
+fn reporter(progress: Option<Function>) -> impl FnMut(usize, usize) {
+    move |done: usize, total: usize| {
+        if let Some(f) = &progress {
+            let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+        }
+    }
+}
+
 /// The bytes of a model, copied into wasm memory only after checking that they fit: a copy
 /// that cannot be allocated would abort the instance.
 fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> {
@@ -631,36 +657,93 @@ impl WasmEngine {
         progress: Option<Function>,
         device: &str,
     ) -> Result<JsValue, JsError> {
-        let device = web_device(device)?;
-        let weights: WeightFormat = weights.parse().map_err(js_error)?;
-        let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
-        {
-            let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
-            if state.busy() {
-                return Err(busy("cannot load a model while a generation runs"));
-            }
-            if state.loading {
-                return Err(busy("another load is in progress"));
-            }
+        let (device, weights, kv) = self.load_options(weights, kv, device)?;
+        let bytes = model_bytes(bytes, &device)?;
+        let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
+        KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
+        self.drop_model()?;
+        let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
+        self.finish_load(loaded, kv, weights)
+    }
+
+    /// [`Self::load`] with structured pruning at load: `prune` is `{layers: n | [ids], heads,
+    /// ffn, calibration}` (see `hearth::weight_pruning::PruneWeights`), chosen on the plain
+    /// text `calibration` (a built-in text when missing). The whole model is uploaded and run over the text
+    /// first, then replaced by the pruned one, so the device briefly holds both. Resolves to
+    /// the pruned model's info. The file's checks run before the model loaded now is dropped;
+    /// from the call until it settles, everything else is `busy`.
+    pub fn load_pruned(
+        &self,
+        bytes: &Uint8Array,
+        weights: &str,
+        kv: JsValue,
+        progress: Option<Function>,
+        device: &str,
+        prune: JsValue,
+    ) -> Result<Promise, JsError> {
+        let (device, weights, kv) = self.load_options(weights, kv, device)?;
+        let WebPrune { layers, heads, ffn, calibration } = options_from_js(prune, &WebPrune::FIELDS)?;
+        let prune = PruneWeights { layers, heads, ffn };
+        if let Some(text) = &calibration {
+            crate::engine::check_prompt_bytes(text.len()).map_err(js_error)?;
         }
         let bytes = model_bytes(bytes, &device)?;
         let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
         KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
+        prune.check(prepared.config()).map_err(js_error)?;
+        drop(prepared);
+        self.drop_model()?;
+        let this = WasmEngine { state: Rc::clone(&self.state) };
+        Ok(future_to_promise(async move {
+            let loaded = async {
+                let prepared = Engine::prepare(&bytes, &device, weights)?;
+                let mut report = reporter(progress);
+                let (engine, _) = prepared.upload_pruned(&device, &prune, calibration.as_deref(), &mut report).await?;
+                Ok(Arc::new(engine))
+            };
+            let loaded = loaded.await;
+            this.finish_load(loaded, kv, weights).map_err(JsValue::from)
+        }))
+    }
 
+    /// Parses a load's options and refuses while anything runs or loads.
+    fn load_options(
+        &self,
+        weights: &str,
+        kv: JsValue,
+        device: &str,
+    ) -> Result<(Device, WeightFormat, KvOptions), JsError> {
+        let device = web_device(device)?;
+        let weights: WeightFormat = weights.parse().map_err(js_error)?;
+        let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
+        let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
+        if state.busy() {
+            return Err(busy("cannot load a model while a generation runs"));
+        }
+        if state.loading {
+            return Err(busy("another load is in progress"));
+        }
+        Ok((device, weights, kv))
+    }
+
+    /// Drops the model loaded now (its file's successor has passed its checks) and marks a
+    /// load in progress.
+    fn drop_model(&self) -> Result<(), JsError> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.engine = None;
         state.session = None;
         state.loading = true;
-        drop(state);
-        let mut report = |done: usize, total: usize| {
-            if let Some(f) = &progress {
-                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
-            }
-        };
-        let loaded = prepared
-            .upload(&device, &mut report)
-            .map(Arc::new)
-            .and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
+        Ok(())
+    }
+
+    /// Ends a load: the engine and its conversation in place, or the error (and no model).
+    fn finish_load(
+        &self,
+        loaded: crate::error::Result<Arc<Engine>>,
+        kv: KvOptions,
+        weights: WeightFormat,
+    ) -> Result<JsValue, JsError> {
+        let loaded = loaded.and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.loading = false;
         let (engine, session) = loaded.map_err(js_error)?;
@@ -728,12 +811,7 @@ impl WasmEngine {
         // Refused before the upload, not after.
         crate::speculative::check_vocabulary(prepared.config().vocab, prepared.tokenizer(), &engine)
             .map_err(js_error)?;
-        let mut report = |done: usize, total: usize| {
-            if let Some(f) = &progress {
-                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
-            }
-        };
-        let draft = Arc::new(prepared.upload(&device, &mut report).map_err(js_error)?);
+        let draft = Arc::new(prepared.upload(&device, &mut reporter(progress)).map_err(js_error)?);
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         ready(&state)?;
         let session = state.session.as_mut().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;

@@ -326,6 +326,40 @@ for (const [where, make] of engines) {
     assert((await chat(engine, hello)).usage.completion_tokens > 0, "usable after");
   });
 
+  await check(`pruning at load: a smaller model that generates; bad cuts are refused and keep the model before (${where})`, async () => {
+    const engine = make();
+    const whole = await engine.load(copy(tiny));
+    const prompt = "one two three";
+    const before = await engine.generate(prompt, { max_tokens: 6, temperature: 0 });
+    for (const [prune, what] of [
+      [{ layers: whole.n_layers }, "dropping every layer"],
+      [{ layers: [0, 7] }, "a layer the model lacks"],
+      [{ heads: 1 }, "heads not a multiple of the key/value heads"],
+      [{ ffn: 1 }, "every FFN channel"],
+      [{ ffn: "half" }, "a share that is not a number"],
+      [{ depth: 1 }, "an unknown key"],
+      [{ calibration: "" }, "an empty calibration text"],
+    ] as const) {
+      await rejects(engine.load(copy(tiny), { prune_weights: prune as never }), "bad_options", what);
+    }
+    await engine.resetChat();
+    const kept = await engine.generate(prompt, { max_tokens: 6, temperature: 0 });
+    assert(kept.text === before.text, `the model before stays: ${JSON.stringify([kept.text, before.text])}`);
+    const pruned = await engine.load(copy(tiny), {
+      prune_weights: { layers: [0], heads: 2, ffn: 1 / 3, calibration: longText(600) },
+    });
+    assert(pruned.n_layers === whole.n_layers - 1, `layers: ${pruned.n_layers} of ${whole.n_layers}`);
+    assert(pruned.weight_bytes < whole.weight_bytes, `smaller: ${pruned.weight_bytes} of ${whole.weight_bytes} bytes`);
+    assert(/2 of 4 heads/.test(pruned.name) && /64 of 96 FFN channels/.test(pruned.name), `named for the cut: ${pruned.name}`);
+    const out = await engine.generate(prompt, { max_tokens: 6, temperature: 0 });
+    assert(out.tokens.length > 0, `the pruned model generates: ${JSON.stringify(out)}`);
+    // The built-in calibration text when none is given; a plain load after gives the whole model back.
+    const builtin = await engine.load(copy(tiny), { prune_weights: { ffn: 1 / 3 } });
+    assert(/64 of 96 FFN channels/.test(builtin.name), `built-in calibration: ${builtin.name}`);
+    const back = await engine.load(copy(tiny));
+    assert(back.weight_bytes === whole.weight_bytes, "the whole model again");
+  });
+
   await check(`two loads as an engine's first calls: one runs, the other is busy (${where})`, async () => {
     const engine = make();
     const [x, y] = await Promise.allSettled([engine.load(copy(tiny)), engine.load(copy(tiny))]);
