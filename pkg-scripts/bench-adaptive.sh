@@ -14,11 +14,11 @@
 # Then structured pruning (`hearth prune-weights`, scored on the first 512 tokens of the
 # Apache-2.0 text) on both models: whole layers (ShortGPT's block influence), query heads and
 # FFN channels of every layer (Wanda's activation-weighted magnitude), each pruned model's
-# perplexity on the same GPL-3 tokens, its decode speed (`hearth bench`, 128 prompt and 64
-# generated tokens, median of 3) and its size, beside the whole model's (converted to .bpk) in
-# the same run. PRUNE lists the settings as model/flags, commas for spaces ("-": the whole
-# model). FFN cuts quantize the down projection again (its blocks are split): the 2% cut (one
-# block of 32 channels) shows what that alone costs.
+# perplexity on the same GPL-3 tokens, its size and its decode speed (`hearth bench`, 128
+# prompt and 64 generated tokens, median of 3), each beside the whole model's (converted to
+# .bpk; its speed measured right before the pruned one's, as this machine drifts). PRUNE lists
+# the settings as model/flags, commas for spaces. FFN cuts quantize the down projection again
+# (its blocks are split): the 2% cut (32 channels) bounds what that costs.
 # MODELS ("smollm2 gemma3-270m"; empty: none), PROMPTS (50), THRESHOLDS, SHORTLISTS ("0,64"),
 # SELF_LAYERS ("20 25"; empty: none), PRUNE.
 set -euo pipefail
@@ -45,33 +45,37 @@ for layers in ${SELF_LAYERS-20 25}; do
     --speculative self --draft-layers "$layers" > "$out/self-$layers.spec"
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); del d["per_item"]; print(json.dumps(d))' "$out/self-$layers.spec"
 done
-default_prune="smollm2/- smollm2/--layers,1 smollm2/--layers,2 smollm2/--layers,4 smollm2/--ffn,0.02 smollm2/--ffn,0.1
-  smollm2/--ffn,0.2 smollm2/--ffn,0.3 smollm2/--heads,3 smollm2/--layers,2,--ffn,0.1 gemma3-270m/- gemma3-270m/--layers,1
-  gemma3-270m/--layers,2 gemma3-270m/--ffn,0.1 gemma3-270m/--ffn,0.2 gemma3-270m/--ffn,0.3 gemma3-270m/--heads,1
-  gemma3-270m/--heads,2"
+default_prune="smollm2/--layers,1 smollm2/--layers,2 smollm2/--layers,4 smollm2/--ffn,0.02 smollm2/--ffn,0.1
+  smollm2/--ffn,0.2 smollm2/--ffn,0.3 smollm2/--heads,3 smollm2/--layers,2,--ffn,0.1 gemma3-270m/--layers,1
+  gemma3-270m/--layers,2 gemma3-270m/--layers,4 gemma3-270m/--ffn,0.1 gemma3-270m/--ffn,0.2 gemma3-270m/--ffn,0.3
+  gemma3-270m/--heads,1 gemma3-270m/--heads,2"
+bench() { "$hearth" bench --model "$1" --device cpu --prompt-tokens 128 --gen-tokens 64 --runs 3; }
 i=0
 for setting in ${PRUNE-$default_prune}; do
   i=$((i + 1))
   name="${setting%%/*}"; flags="${setting#*/}"; flags="${flags//,/ }"
   case "$name" in smollm2) path="$model" ;; gemma3-270m) path="$gemma" ;; *) echo "unknown model $name" >&2; exit 2 ;; esac
-  pruned="$out/pruned-$i.bpk"
-  if [ "$flags" = - ]; then
-    "$hearth" convert --model "$path" --output "$pruned" 2> /dev/null
-    echo '{"dropped_layers": [], "n_heads": [0, 0], "d_ff": [0, 0]}' > "$out/prune-$i.info"
-  else
-    # shellcheck disable=SC2086 # the flags split into words
-    "$hearth" prune-weights --model "$path" --calibration "$prompts_file" --output "$pruned" $flags > "$out/prune-$i.info"
+  whole="$out/whole-$name.bpk"
+  if [ ! -f "$whole" ]; then
+    "$hearth" convert --model "$path" --output "$whole" 2> /dev/null
+    "$hearth" perplexity --model "$whole" --file "$text" --limit 512 > "$out/whole-$name.ppl"
   fi
+  pruned="$out/pruned-$i.bpk"
+  # shellcheck disable=SC2086 # the flags split into words
+  "$hearth" prune-weights --model "$path" --calibration "$prompts_file" --output "$pruned" $flags > "$out/prune-$i.info"
   "$hearth" perplexity --model "$pruned" --file "$text" --limit 512 > "$out/prune-$i.ppl"
-  "$hearth" bench --model "$pruned" --device cpu --prompt-tokens 128 --gen-tokens 64 --runs 3 > "$out/prune-$i.bench"
-  python3 - "$out" "$i" "$pruned" "$name" "$flags" <<'PY'
+  # The whole model's speed right before the pruned one's: this machine drifts between minutes.
+  bench "$whole" > "$out/whole-$i.bench"
+  bench "$pruned" > "$out/prune-$i.bench"
+  python3 - "$out" "$i" "$pruned" "$whole" "$name" "$flags" <<'PY'
 import json, os, sys
-out, i, pruned, name, flags = sys.argv[1:]
+out, i, pruned, whole, name, flags = sys.argv[1:]
 info = json.load(open(f"{out}/prune-{i}.info"))
-row = {"model": name, "cut": "whole model" if flags == "-" else flags, "dropped_layers": info["dropped_layers"],
-       "n_heads": info["n_heads"], "d_ff": info["d_ff"], "bytes": os.path.getsize(pruned),
-       "perplexity": json.load(open(f"{out}/prune-{i}.ppl"))["perplexity"],
-       "decode_tokens_per_s": json.load(open(f"{out}/prune-{i}.bench"))["decode_tokens_per_s"]}
+speed = lambda path: json.load(open(path))["decode_tokens_per_s"]
+row = {"model": name, "cut": flags, "dropped_layers": info["dropped_layers"], "n_heads": info["n_heads"],
+       "d_ff": info["d_ff"], "bytes": [os.path.getsize(whole), os.path.getsize(pruned)],
+       "perplexity": [json.load(open(f"{out}/whole-{name}.ppl"))["perplexity"], json.load(open(f"{out}/prune-{i}.ppl"))["perplexity"]],
+       "decode_tokens_per_s": [speed(f"{out}/whole-{i}.bench"), speed(f"{out}/prune-{i}.bench")]}
 json.dump(row, open(f"{out}/prune-{i}.row", "w"))
 print(json.dumps(row))
 PY
@@ -79,9 +83,11 @@ done
 python3 - "$out" <<'PY' >&2
 import glob, json, sys
 out = sys.argv[1]
-print("| model | setting | decode tok/s | mean layers | perplexity (GPL-3, 512 tokens) | exact agreement | token agreement |")
-print("|---|---|---|---|---|---|---|")
-for path in sorted(glob.glob(f"{out}/*.json")):
+runs = sorted(glob.glob(f"{out}/*.json"))
+if runs:
+    print("| model | setting | decode tok/s | mean layers | perplexity (GPL-3, 512 tokens) | exact agreement | token agreement |")
+    print("|---|---|---|---|---|---|---|")
+for path in runs:
     run = json.load(open(path))
     for row in run["rows"]:
         s = row["setting"]
@@ -91,10 +97,12 @@ for path in sorted(glob.glob(f"{out}/*.json")):
         ppl = "inf" if row["perplexity"] is None else f"{row['perplexity']:.1f}"
         print(f"| {run['model']} ({run['n_layers']} layers) | {setting} | {row['decode_tokens_per_s']:.1f} | "
               f"{row['mean_layers']:.1f} | {ppl} | {row['exact_agreement']:.2f} | {row['token_agreement']:.2f} |")
-print()
-print("| self-speculative (SmolLM2, 27 chat items) | copying tasks: plain / self tok/s | open-ended: plain / self tok/s | drafted, accepted | identical |")
-print("|---|---|---|---|---|")
-for path in sorted(glob.glob(f"{out}/self-*.spec"), key=lambda p: int(p.split("-")[-1].split(".")[0])):
+specs = sorted(glob.glob(f"{out}/self-*.spec"), key=lambda p: int(p.split("-")[-1].split(".")[0]))
+if specs:
+    print()
+    print("| self-speculative (SmolLM2, 27 chat items) | copying tasks: plain / self tok/s | open-ended: plain / self tok/s | drafted, accepted | identical |")
+    print("|---|---|---|---|---|")
+for path in specs:
     run = json.load(open(path))
     g = run["groups"]
     drafted = sum(i["draft_tokens"] for i in run["per_item"])
@@ -103,11 +111,13 @@ for path in sorted(glob.glob(f"{out}/self-*.spec"), key=lambda p: int(p.split("-
           + " | ".join(f"{g[k]['plain_decode_tokens_per_s']:.1f} / {g[k]['speculative_decode_tokens_per_s']:.1f} ({g[k]['speedup']:.2f}x)" for k in ("copying", "open_ended"))
           + f" | {drafted}, {accepted} | {run['all_identical']} |")
 print()
-print("| pruned model (prune-weights) | layers dropped | heads, FFN channels kept | size (MB, .bpk) | perplexity (GPL-3, 512 tokens) | decode tok/s |")
-print("|---|---|---|---|---|---|")
-for path in sorted(glob.glob(f"{out}/prune-*.row"), key=lambda p: int(p.split("-")[-1].split(".")[0])):
-    r = json.load(open(path))
-    kept = "-" if r["cut"] == "whole model" else f"{r['n_heads'][1]} of {r['n_heads'][0]}, {r['d_ff'][1]} of {r['d_ff'][0]}"
-    print(f"| {r['model']}: {r['cut']} | {', '.join(map(str, r['dropped_layers'])) or '-'} | {kept} | "
-          f"{r['bytes'] / 1e6:.1f} | {r['perplexity']:.1f} | {r['decode_tokens_per_s']:.1f} |")
+rows = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/prune-*.row"), key=lambda p: int(p.split("-")[-1].split(".")[0]))]
+if rows:
+    print("| pruned model (prune-weights) | layers dropped | heads, FFN channels kept | size MB: whole / pruned | perplexity: whole / pruned | decode tok/s: whole / pruned |")
+    print("|---|---|---|---|---|---|")
+for r in rows:
+    (b0, b1), (p0, p1), (s0, s1) = r["bytes"], r["perplexity"], r["decode_tokens_per_s"]
+    print(f"| {r['model']}: {r['cut']} | {', '.join(map(str, r['dropped_layers'])) or '-'} | "
+          f"{r['n_heads'][1]} of {r['n_heads'][0]}, {r['d_ff'][1]} of {r['d_ff'][0]} | {b0 / 1e6:.1f} / {b1 / 1e6:.1f} | "
+          f"{p0:.1f} / {p1:.1f} | {s0:.1f} / {s1:.1f} ({s1 / s0:.2f}x) |")
 PY

@@ -409,9 +409,25 @@ fn block_influence_finds_the_layer_that_does_nothing() {
     let engine = Arc::new(
         Engine::from_gguf(&tiny_gguf(&c, &tensors), &DeviceKind::Cpu.device().unwrap(), WeightFormat::F32).unwrap(),
     );
-    let influence = pollster::block_on(calibrate(engine.model(), &tokens(100, 7))).unwrap().influence;
+    let text = tokens(100, 7);
+    let measured = pollster::block_on(calibrate(engine.model(), &text)).unwrap();
+    let influence = &measured.influence;
     assert_eq!(influence.len(), 4);
     assert!(influence[2].abs() < 1e-6, "{influence:?}");
     assert!(influence.iter().enumerate().all(|(l, &i)| l == 2 || i > 1e-3), "{influence:?}");
-    assert_eq!(least_influential(&influence, 1), vec![2]);
+    assert_eq!(least_influential(influence, 1), vec![2]);
+    // The activation norms count every token, the first too (its channels carry the
+    // attention sink): measured in chunks, they are the norms of one pass over the whole text.
+    let mut cache = hearth::kv_cache::KvCache::new(engine.config(), &KvOptions::with_capacity(128), engine.device()).unwrap();
+    let probe = engine.model().probe(&text, &mut cache).unwrap();
+    for (kept, measured) in [(&probe.attention, &measured.attention), (&probe.gated, &measured.gated)] {
+        for (t, norms) in kept.iter().zip(measured) {
+            let width = t.dims()[1];
+            let values = t.clone().into_data().to_vec::<f32>().unwrap();
+            for (j, norm) in norms.iter().enumerate() {
+                let want = values.iter().skip(j).step_by(width).map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                assert!((norm - want).abs() <= 1e-4 * want.max(1.0), "channel {j}: {norm} against {want}");
+            }
+        }
+    }
 }

@@ -673,7 +673,7 @@ async fn prune_weights(
     let out = json!({
         "model": model.display().to_string(),
         "output": output.display().to_string(),
-        "calibration_tokens": measured.tokens + 1,
+        "calibration_tokens": measured.tokens,
         "influence": measured.influence,
         "dropped_layers": pruning.dropped_layers(),
         "n_layers": [config.n_layers, pruned.n_layers],

@@ -661,17 +661,18 @@ impl WasmEngine {
         let bytes = model_bytes(bytes, &device)?;
         let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
         KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
-        self.drop_model()?;
+        self.drop_model().map_err(js_error)?;
         let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
         self.finish_load(loaded, kv, weights)
     }
 
     /// [`Self::load`] with structured pruning at load: `prune` is `{layers: n | [ids], heads,
     /// ffn, calibration}` (see `hearth::weight_pruning::PruneWeights`), chosen on the plain
-    /// text `calibration` (a built-in text when missing). The whole model is uploaded and run over the text
-    /// first, then replaced by the pruned one, so the device briefly holds both. Resolves to
-    /// the pruned model's info. The file's checks run before the model loaded now is dropped;
-    /// from the call until it settles, everything else is `busy`.
+    /// text `calibration` (a built-in text when missing). The whole model is uploaded and run
+    /// over the text first, then replaced by the pruned one, so the device briefly holds both.
+    /// Resolves to the pruned model's info. The file's and the cut's checks run before the
+    /// model loaded now is dropped (a failure leaves it); from the call until the promise
+    /// settles, everything else is `busy`.
     pub fn load_pruned(
         &self,
         bytes: &Uint8Array,
@@ -688,15 +689,15 @@ impl WasmEngine {
             crate::engine::check_prompt_bytes(text.len()).map_err(js_error)?;
         }
         let bytes = model_bytes(bytes, &device)?;
-        let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
-        KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
-        prune.check(prepared.config()).map_err(js_error)?;
-        drop(prepared);
-        self.drop_model()?;
+        // Loading from here on: everything else is busy until the promise settles.
+        self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
         let this = WasmEngine { state: Rc::clone(&self.state) };
         Ok(future_to_promise(async move {
             let loaded = async {
                 let prepared = Engine::prepare(&bytes, &device, weights)?;
+                KvCache::plan(prepared.config(), &kv, &Limits::of(&device))?;
+                prune.check(prepared.config())?;
+                this.drop_model()?;
                 let mut report = reporter(progress);
                 let (engine, _) = prepared.upload_pruned(&device, &prune, calibration.as_deref(), &mut report).await?;
                 Ok(Arc::new(engine))
@@ -728,15 +729,16 @@ impl WasmEngine {
 
     /// Drops the model loaded now (its file's successor has passed its checks) and marks a
     /// load in progress.
-    fn drop_model(&self) -> Result<(), JsError> {
-        let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
+    fn drop_model(&self) -> crate::error::Result<()> {
+        let mut state = self.state.try_borrow_mut().map_err(|_| Error::Busy("the engine is busy".into()))?;
         state.engine = None;
         state.session = None;
         state.loading = true;
         Ok(())
     }
 
-    /// Ends a load: the engine and its conversation in place, or the error (and no model).
+    /// Ends a load: the engine and its conversation in place, or the error (leaving whatever
+    /// model is still loaded: none once the one before was dropped).
     fn finish_load(
         &self,
         loaded: crate::error::Result<Arc<Engine>>,
