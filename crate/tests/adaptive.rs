@@ -423,7 +423,7 @@ fn block_influence_finds_the_layer_that_does_nothing() {
     for (kept, measured) in [(&probe.attention, &measured.attention), (&probe.gated, &measured.gated)] {
         for (t, norms) in kept.iter().zip(measured) {
             let width = t.dims()[1];
-            let values = t.clone().into_data().to_vec::<f32>().unwrap();
+            let values = t.clone().into_data().try_to_vec::<f32>().unwrap();
             for (j, norm) in norms.iter().enumerate() {
                 let want = values.iter().skip(j).step_by(width).map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
                 assert!((norm - want).abs() <= 1e-4 * want.max(1.0), "channel {j}: {norm} against {want}");
