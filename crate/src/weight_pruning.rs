@@ -75,15 +75,6 @@ impl Default for LayerChoice {
 }
 
 impl PruneWeights {
-    /// Whether anything is cut.
-    pub fn is_empty(&self) -> bool {
-        let no_layers = match &self.layers {
-            LayerChoice::Count(n) => *n == 0,
-            LayerChoice::Ids(ids) => ids.is_empty(),
-        };
-        no_layers && self.heads == 0 && self.ffn == 0.0
-    }
-
     /// Whether choosing the cut needs a calibration pass (explicit layer ids do not).
     pub fn needs_calibration(&self) -> bool {
         self.heads > 0 || self.ffn > 0.0 || matches!(self.layers, LayerChoice::Count(n) if n > 0)
@@ -479,9 +470,9 @@ mod tests {
         for bad in [1.0, -0.1, f64::NAN, 0.99] {
             assert!(matches!(share(bad).ffn_drop(64), Err(Error::BadOptions(_))), "{bad}");
         }
-        assert!(PruneWeights::default().is_empty() && !PruneWeights::default().needs_calibration());
+        assert!(!PruneWeights::default().needs_calibration());
         let ids = PruneWeights { layers: LayerChoice::Ids(vec![3]), ..PruneWeights::default() };
-        assert!(!ids.is_empty() && !ids.needs_calibration());
+        assert!(!ids.needs_calibration() && PruneWeights { heads: 3, ..ids }.needs_calibration());
         let parsed: PruneWeights = serde_json::from_str(r#"{"layers": [2, 5], "heads": 3, "ffn": 0.2}"#).unwrap();
         assert_eq!(parsed.layers, LayerChoice::Ids(vec![2, 5]));
         let parsed: PruneWeights = serde_json::from_str(r#"{"layers": 2}"#).unwrap();

@@ -418,7 +418,8 @@ fn block_influence_finds_the_layer_that_does_nothing() {
     assert_eq!(least_influential(influence, 1), vec![2]);
     // The activation norms count every token, the first too (its channels carry the
     // attention sink): measured in chunks, they are the norms of one pass over the whole text.
-    let mut cache = hearth::kv_cache::KvCache::new(engine.config(), &KvOptions::with_capacity(128), engine.device()).unwrap();
+    let mut cache =
+        hearth::kv_cache::KvCache::new(engine.config(), &KvOptions::with_capacity(128), engine.device()).unwrap();
     let probe = engine.model().probe(&text, &mut cache).unwrap();
     for (kept, measured) in [(&probe.attention, &measured.attention), (&probe.gated, &measured.gated)] {
         for (t, norms) in kept.iter().zip(measured) {
