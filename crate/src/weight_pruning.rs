@@ -222,10 +222,12 @@ fn wanda(source: &dyn TensorSource, name: &str, rows: usize, norms: &[f64]) -> R
     Ok(magnitude.iter().zip(norms).map(|(m, n)| m * n).collect())
 }
 
-/// A chosen cut, by the source model's indices.
+/// A chosen cut, by the source model's indices. [`Self::choose`] makes it; one made by hand
+/// must keep what the config can state: as many heads and channels in every kept layer, and
+/// as many heads from each key/value group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pruning {
-    /// The source's layers kept, ascending.
+    /// The source's layers kept, ascending, at least one.
     pub layers: Vec<usize>,
     /// Per source layer, the query heads kept, ascending (all of them where none is cut).
     pub heads: Vec<Vec<usize>>,

@@ -150,7 +150,8 @@ enum Command {
         /// Query heads to drop from every layer (a multiple of the key/value heads).
         #[arg(long, default_value_t = 0)]
         heads: usize,
-        /// The share of every layer's FFN channels to drop (0 to 1, whole blocks of 32).
+        /// The share of every layer's FFN channels to drop (0 to 1; the count rounded to a
+        /// multiple of 32).
         #[arg(long, default_value_t = 0.0)]
         ffn: f64,
         /// How float matrices are kept in the output (int4, q4_0, q4_1, q8_0); packed ones stay.

@@ -159,7 +159,7 @@ impl Block {
         caches: &mut [&mut KvCache],
         layer: usize,
         slots: &[usize],
-        probe: Option<&mut Probe>,
+        mut probe: Option<&mut Probe>,
     ) -> Tensor<2> {
         let heads = heads(c);
         let qkv = self.project_qkv(x.clone(), c);
@@ -188,7 +188,6 @@ impl Block {
             }
         });
         let glu = Epilogue::Glu(c.arch.activation);
-        let mut probe = probe;
         if let Some(p) = probe.as_deref_mut() {
             p.attention.push(attn.clone());
         }
