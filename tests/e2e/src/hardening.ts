@@ -819,6 +819,13 @@ await check("fuzz: 600 random calls with hostile options and mutated files", asy
     return (seed >>> 0) / 2 ** 32;
   };
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)];
+  let pruneSeed = 20261204;
+  const pruneRand = () => {
+    pruneSeed ^= pruneSeed << 13;
+    pruneSeed ^= pruneSeed >>> 17;
+    pruneSeed ^= pruneSeed << 5;
+    return (pruneSeed >>> 0) / 2 ** 32;
+  };
   const hostile = [-1, 0, 1, 2, 3.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 32, 2 ** 53, 1e300, "7", null, {}, [], true];
   /** Mostly sensible values (so that generations run), sometimes hostile ones. */
   const value = (sensible: readonly unknown[]) => (rand() < 0.75 ? pick(sensible) : pick(hostile));
@@ -871,7 +878,14 @@ await check("fuzz: 600 random calls with hostile options and mutated files", asy
       if (rand() < 0.3) kv.kv_sinks = value([0, 4, 60, 4294967295]);
       if (rand() < 0.3) kv.kv_recent = value([2, 30, 4294967292, 4294967295]);
       if (rand() < 0.1) kv.weights = value(["f32", "int4", "int3"]);
-      call = ["load", () => engine.load(copy(bytes), { ...kv, signal: controller.signal } as never)];    } else if (r < 0.5) {
+      // Pruning at load draws from its own generator, so the other calls stay as they were.
+      if (pruneRand() < 0.25) {
+        const any = <T>(items: readonly T[]): T => items[Math.floor(pruneRand() * items.length)];
+        const cut = { layers: any([0, 1, [0], [1, 1], 2, -1]), heads: any([0, 2, 3, NaN]), ffn: any([0, 0.3, 0.99, 1]) };
+        kv.prune_weights = pruneRand() < 0.8 ? cut : any([{}, null, 1, { calibration: "" }, { calibration: longText(50) }]);
+      }
+      const what = kv.prune_weights === undefined ? "load" : "pruned load";
+      call = [what, () => engine.load(copy(bytes), { ...kv, signal: controller.signal } as never)];    } else if (r < 0.5) {
       const options: Record<string, unknown> = { max_tokens: pick([1, 2, 4, 8]) };
       const sensible: Record<string, unknown[]> = {
         temperature: [0, 0.7, 1.5],
@@ -924,6 +938,8 @@ await check("fuzz: 600 random calls with hostile options and mutated files", asy
     else settled.push(p);
   }
   await Promise.all(settled);
+  // A stream left early has aborted its generation, which ends at its next token.
+  await until(engine, (s) => !s.generating && s.queued === 0, "every generation ends");
   await within(60_000, engine.load(copy(tiny)), "the last load");
   const last = await chat(engine, hello);
   assert(last.usage.completion_tokens > 0, "a normal chat works at the end");
