@@ -326,7 +326,7 @@ for (const [where, make] of engines) {
     assert((await chat(engine, hello)).usage.completion_tokens > 0, "usable after");
   });
 
-  await check(`pruning at load: a smaller model that generates; bad cuts are refused and keep the model before (${where})`, async () => {
+  await check(`pruning at load: a smaller model that generates on the CPU and WebGPU; bad cuts are refused and keep the model before (${where})`, async () => {
     const engine = make();
     const whole = await engine.load(copy(tiny));
     const prompt = "one two three";
@@ -353,6 +353,12 @@ for (const [where, make] of engines) {
     assert(/2 of 4 heads/.test(pruned.name) && /64 of 96 FFN channels/.test(pruned.name), `named for the cut: ${pruned.name}`);
     const out = await engine.generate(prompt, { max_tokens: 6, temperature: 0 });
     assert(out.tokens.length > 0, `the pruned model generates: ${JSON.stringify(out)}`);
+    // On WebGPU the calibration runs there (its reads asynchronous): the same cut's shapes.
+    const cut = { layers: [0], heads: 2, ffn: 1 / 3, calibration: longText(600) };
+    const gpu = await engine.load(copy(tiny), { device: "webgpu", prune_weights: cut });
+    assert(gpu.device === "webgpu" && gpu.name === pruned.name, `on WebGPU: ${gpu.device}, ${gpu.name}`);
+    const onGpu = await engine.generate(prompt, { max_tokens: 6, temperature: 0 });
+    assert(onGpu.tokens.length > 0, `the pruned model generates on WebGPU: ${JSON.stringify(onGpu)}`);
     // The built-in calibration text when none is given; a plain load after gives the whole model back.
     const builtin = await engine.load(copy(tiny), { prune_weights: { ffn: 1 / 3 } });
     assert(/64 of 96 FFN channels/.test(builtin.name), `built-in calibration: ${builtin.name}`);
