@@ -242,10 +242,8 @@ impl<'a> Prepared<'a> {
             let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
             Ok((model, pruning))
         })?;
-        let parts =
-            ModelParts { config: self.config.clone(), tokenizer: self.tokenizer, chat_template: None, name: self.name };
-        let ModelParts { tokenizer, name, .. } = pruning.parts(parts);
-        Ok((Engine { model, tokenizer, template: self.template, name }, pruning))
+        let name = pruning.name(config, &self.name);
+        Ok((Engine { model, tokenizer: self.tokenizer, template: self.template, name }, pruning))
     }
 }
 

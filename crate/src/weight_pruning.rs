@@ -309,23 +309,27 @@ impl Pruning {
 
     /// `parts` with the pruned config, named for what was cut.
     pub fn parts(&self, mut parts: ModelParts) -> ModelParts {
-        let c = &parts.config;
-        let mut cut = Vec::new();
-        if self.layers.len() < c.n_layers {
-            cut.push(format!("{} of {} layers", self.layers.len(), c.n_layers));
-        }
-        let first = self.layers[0];
-        if self.heads[first].len() < c.n_heads {
-            cut.push(format!("{} of {} heads", self.heads[first].len(), c.n_heads));
-        }
-        if self.channels[first].len() < c.d_ff {
-            cut.push(format!("{} of {} FFN channels", self.channels[first].len(), c.d_ff));
-        }
-        parts.config = self.config(c);
-        if !cut.is_empty() {
-            parts.name = format!("{} ({})", parts.name, cut.join(", "));
-        }
+        parts.name = self.name(&parts.config, &parts.name);
+        parts.config = self.config(&parts.config);
         parts
+    }
+
+    /// The model `c` named `name`, named for what this cut takes from it.
+    pub fn name(&self, c: &ModelConfig, name: &str) -> String {
+        let first = self.layers[0];
+        let cut: Vec<String> = [
+            ("layers", self.layers.len(), c.n_layers),
+            ("heads", self.heads[first].len(), c.n_heads),
+            ("FFN channels", self.channels[first].len(), c.d_ff),
+        ]
+        .into_iter()
+        .filter(|&(_, kept, all)| kept < all)
+        .map(|(what, kept, all)| format!("{kept} of {all} {what}"))
+        .collect();
+        match cut.is_empty() {
+            true => name.to_string(),
+            false => format!("{name} ({})", cut.join(", ")),
+        }
     }
 }
 

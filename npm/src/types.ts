@@ -261,7 +261,7 @@ export interface PruneWeightsOptions {
   layers?: number | number[];
   /** Query heads to drop from every layer, a multiple of the key/value heads. Default 0. */
   heads?: number;
-  /** The share of every layer's FFN channels to drop, 0..1 (whole blocks of 32). Default 0. */
+  /** The share of every layer's FFN channels to drop, 0..1 (the count rounded to a multiple of 32). Default 0. */
   ffn?: number;
   /** Plain text the cut is chosen on (its first 512 tokens; default: a built-in text). */
   calibration?: string;

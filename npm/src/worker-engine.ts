@@ -22,7 +22,6 @@ import type {
   ModelSource,
 } from "./types.js";
 
-
 /** A model source as it crosses `postMessage`: a URL as its text, and a buffer moved to the
  * worker rather than copied. */
 function posted<S extends ModelSource | null>(source: S): [S | string, Transferable[]] {

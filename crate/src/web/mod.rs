@@ -554,6 +554,19 @@ impl Default for WasmEngine {
     }
 }
 
+/// A model file parsed and checked for `device`, its KV cache `kv` included: what a load
+/// checks before it drops the model loaded now.
+fn prepare_model<'a>(
+    bytes: &'a [u8],
+    device: &Device,
+    weights: WeightFormat,
+    kv: &KvOptions,
+) -> crate::error::Result<crate::engine::Prepared<'a>> {
+    let prepared = Engine::prepare(bytes, device, weights)?;
+    KvCache::plan(prepared.config(), kv, &Limits::of(device))?;
+    Ok(prepared)
+}
+
 /// A load's `progress(uploaded, total)` callback as the core calls it.
 fn reporter(progress: Option<Function>) -> impl FnMut(usize, usize) {
     move |done: usize, total: usize| {
@@ -659,8 +672,7 @@ impl WasmEngine {
     ) -> Result<JsValue, JsError> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let bytes = model_bytes(bytes, &device)?;
-        let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
-        KvCache::plan(prepared.config(), &kv, &Limits::of(&device)).map_err(js_error)?;
+        let prepared = prepare_model(&bytes, &device, weights, &kv).map_err(js_error)?;
         self.drop_model().map_err(js_error)?;
         let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
         self.finish_load(loaded, kv, weights)
@@ -694,8 +706,7 @@ impl WasmEngine {
         let this = WasmEngine { state: Rc::clone(&self.state) };
         Ok(future_to_promise(async move {
             let loaded = async {
-                let prepared = Engine::prepare(&bytes, &device, weights)?;
-                KvCache::plan(prepared.config(), &kv, &Limits::of(&device))?;
+                let prepared = prepare_model(&bytes, &device, weights, &kv)?;
                 prune.check(prepared.config())?;
                 this.drop_model()?;
                 let mut report = reporter(progress);

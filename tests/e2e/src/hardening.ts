@@ -817,21 +817,16 @@ await check("an HTML fallback page is refused and not cached", async () => {
 
 // The fuzz: random sequences of calls with hostile options and mutated files.
 await check("fuzz: 600 random calls with hostile options and mutated files", async () => {
-  let seed = 20261201;
-  const rand = () => {
+  /** A xorshift32 generator of numbers in [0, 1). */
+  const xorshift = (seed: number) => () => {
     seed ^= seed << 13;
     seed ^= seed >>> 17;
     seed ^= seed << 5;
     return (seed >>> 0) / 2 ** 32;
   };
+  const rand = xorshift(20261201);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)];
-  let pruneSeed = 20261204;
-  const pruneRand = () => {
-    pruneSeed ^= pruneSeed << 13;
-    pruneSeed ^= pruneSeed >>> 17;
-    pruneSeed ^= pruneSeed << 5;
-    return (pruneSeed >>> 0) / 2 ** 32;
-  };
+  const pruneRand = xorshift(20261204);
   const hostile = [-1, 0, 1, 2, 3.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 32, 2 ** 53, 1e300, "7", null, {}, [], true];
   /** Mostly sensible values (so that generations run), sometimes hostile ones. */
   const value = (sensible: readonly unknown[]) => (rand() < 0.75 ? pick(sensible) : pick(hostile));
