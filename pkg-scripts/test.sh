@@ -13,6 +13,8 @@ pkg-scripts/fetch-model.sh gemma3-270m
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 cargo fmt --all -- --check
+# No import circle between files or between top-level modules of the core (the tiers in lib.rs).
+python3 pkg-scripts/check-imports.py
 # cargo-nextest, where the machine has it, runs each test in its own process over every core
 # across all test binaries (the long wgpu tests of one binary overlap the others' instead of
 # leaving a core idle); otherwise cargo test runs the same tests binary by binary.

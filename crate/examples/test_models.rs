@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use hearth::load::gguf::GgufFile;
+use hearth::format::gguf::GgufFile;
 use hearth::load::{ModelParts, burnpack};
 
 fn main() {

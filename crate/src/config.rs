@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::load::gguf::Value;
+use crate::format::gguf::Value;
 
 /// Upper bounds that no real Llama-family model approaches; anything above is a broken or
 /// hostile file, refused before memory is sized from it.
@@ -684,6 +684,15 @@ impl RawConfig {
         }
         Ok(config)
     }
+}
+
+/// The head layout of a model's attention: what the fused Q/K/V projection, RoPE and the
+/// attention kernels need to know of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
 }
 
 #[cfg(test)]

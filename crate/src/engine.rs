@@ -1,46 +1,39 @@
 //! A loaded model on a device, with its tokenizer and chat template: everything that is
 //! shared and read-only. Conversations are [`Session`]s.
 
-use std::sync::Arc;
-
 use burn::prelude::Device;
 
+use crate::backend::device::Limits;
 use crate::config::ModelConfig;
-use crate::device::Limits;
 use crate::error::{Error, Result};
-use crate::kv_cache::KvOptions;
+use crate::format::gguf::GgufFile;
+use crate::load::WeightFormat;
 use crate::load::burnpack::{self, PackTensors};
 use crate::load::fused::with_parts;
-use crate::load::gguf::GgufFile;
 use crate::load::hf::{self, HfFiles, HfTensors};
 use crate::load::{ModelParts, TensorSource};
-use crate::model::{Decoder, WeightFormat, plan};
-use crate::prune::ChatPrompt;
-use crate::session::Session;
-use crate::template::{ChatTemplate, Message, Rendered};
-use crate::tokenizer::Tokenizer;
-use crate::weight_pruning::{DEFAULT_CALIBRATION, PruneWeights, Pruned, Pruning, calibrate};
-
-/// Tokens of a calibration text that pruning at load measures.
-pub const CALIBRATION_TOKENS: usize = 512;
+use crate::model::{Decoder, checks};
+use crate::text::prompt_pruning::ChatPrompt;
+use crate::text::template::{ChatTemplate, Message, Rendered};
+use crate::text::tokenizer::Tokenizer;
 
 pub struct Engine {
-    model: Decoder,
-    tokenizer: Tokenizer,
-    template: Option<ChatTemplate>,
-    name: String,
+    pub(crate) model: Decoder,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) name: String,
 }
 
 /// Where a prepared model's tensors come from.
 #[allow(clippy::large_enum_variant)] // one per load
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Gguf(GgufFile<'a>),
     Pack(PackTensors),
     Hf(HfTensors<'a>),
 }
 
 impl Source<'_> {
-    fn tensors(&self) -> &dyn TensorSource {
+    pub(crate) fn tensors(&self) -> &dyn TensorSource {
         match self {
             Source::Gguf(f) => f,
             Source::Pack(p) => p,
@@ -54,12 +47,12 @@ impl Source<'_> {
 /// buffer fits the device. Only the upload (and the device itself) can still fail, so a
 /// caller can keep its old model until this succeeds.
 pub struct Prepared<'a> {
-    config: ModelConfig,
-    tokenizer: Tokenizer,
-    template: Option<ChatTemplate>,
-    name: String,
-    source: Source<'a>,
-    weights: WeightFormat,
+    pub(crate) config: ModelConfig,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) name: String,
+    pub(crate) source: Source<'a>,
+    pub(crate) weights: WeightFormat,
 }
 
 impl Engine {
@@ -119,11 +112,6 @@ impl Engine {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// A new conversation with a KV cache as `kv` asks.
-    pub fn session(self: &Arc<Self>, kv: &KvOptions) -> Result<Session> {
-        Session::new(Arc::clone(self), kv)
     }
 
     /// Token ids of a plain-text prompt; special-token text stays plain text.
@@ -191,7 +179,7 @@ impl<'a> Prepared<'a> {
             }
             None => None,
         };
-        with_parts(source.tensors(), &config, |tensors| plan::check(&config, tensors, weights, &Limits::of(device)))?;
+        with_parts(source.tensors(), &config, |tensors| checks::check(&config, tensors, weights, &Limits::of(device)))?;
         Ok(Self { config, tokenizer, template, name, source, weights })
     }
 
@@ -210,40 +198,6 @@ impl<'a> Prepared<'a> {
             Decoder::load(&self.config, &Counted::new(tensors, progress), self.weights, device)
         })?;
         Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
-    }
-
-    /// [`Self::upload`] with the structured cut `prune` asks for, chosen on `calibration`
-    /// (its first [`CALIBRATION_TOKENS`] tokens; [`DEFAULT_CALIBRATION`] when `None`): the
-    /// whole model is uploaded first and run over the text (unless only explicit layers go),
-    /// then dropped, and the pruned one uploaded in its place, so the device briefly holds
-    /// both. `progress` reports the pruned model's tensors. Resolves to the engine and the cut.
-    pub async fn upload_pruned(
-        self,
-        device: &Device,
-        prune: &PruneWeights,
-        calibration: Option<&str>,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Engine, Pruning)> {
-        let (config, weights) = (&self.config, self.weights);
-        prune.check(config)?;
-        let measured = match prune.needs_calibration() {
-            false => None,
-            true => {
-                let text = calibration.unwrap_or(DEFAULT_CALIBRATION);
-                let mut tokens = self.tokenizer.encode(text, false)?;
-                tokens.truncate(CALIBRATION_TOKENS);
-                let whole = with_parts(self.source.tensors(), config, |t| Decoder::load(config, t, weights, device))?;
-                Some(calibrate(&whole, &tokens).await?)
-            }
-        };
-        let (model, pruning) = with_parts(self.source.tensors(), config, |tensors| -> Result<_> {
-            let pruning = Pruning::choose(config, prune, measured.as_ref(), tensors)?;
-            let pruned = Pruned::new(tensors, config, pruning.clone());
-            let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
-            Ok((model, pruning))
-        })?;
-        let name = pruning.name(config, &self.name);
-        Ok((Engine { model, tokenizer: self.tokenizer, template: self.template, name }, pruning))
     }
 }
 
@@ -267,7 +221,7 @@ pub fn prompt_from_bytes(bytes: &[u8]) -> Result<&str> {
 }
 
 /// A tensor source that reports each tensor it hands out.
-struct Counted<'a> {
+pub(crate) struct Counted<'a> {
     inner: &'a dyn TensorSource,
     done: std::cell::Cell<usize>,
     total: usize,
@@ -275,7 +229,7 @@ struct Counted<'a> {
 }
 
 impl<'a> Counted<'a> {
-    fn new(inner: &'a dyn TensorSource, progress: &'a mut dyn FnMut(usize, usize)) -> Self {
+    pub(crate) fn new(inner: &'a dyn TensorSource, progress: &'a mut dyn FnMut(usize, usize)) -> Self {
         Self { inner, done: 0.into(), total: inner.tensor_count(), progress: std::cell::RefCell::new(progress) }
     }
 

@@ -7,12 +7,12 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::device::Limits;
+use crate::backend::kernels::compact::compact_kv;
+use crate::backend::readback::read_f32;
+use crate::config::Heads;
 use crate::config::ModelConfig;
-use crate::device::Limits;
 use crate::error::{Error, Result};
-use crate::kernels::compact::compact_kv;
-use crate::kernels::rope::Heads;
-use crate::readback::read_f32;
 
 /// The largest cache a session gets unless asked for another size (tokens).
 pub const DEFAULT_CAPACITY: usize = 2048;

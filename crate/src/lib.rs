@@ -1,50 +1,72 @@
 //! hearth: Llama-family language models on burn, natively (CPU, Vulkan, Metal) and in the
-//! browser (WebGPU).
+//! browser (WebGPU, or wasm SIMD on the CPU).
 //!
-//! The flow runs one way: a model file is parsed by [`load`] into a [`ModelConfig`], a
-//! [`Tokenizer`], a chat template and weights on a device ([`Engine`]); a [`Session`] holds one
-//! conversation's [`KvCache`], prefills the prompt and decodes tokens chosen by a [`Sampler`].
+//! The flow runs one way:
+//!
+//! ```text
+//! model file ──► load ──► weights on the device (model) ─────────────┐
+//!                  └──► Tokenizer + chat template (text)               │
+//! messages ──► template ──► prompt pruning ──► ids ──► Session ──► prefill ──► decode ──► Sampler ──► text
+//!                                                     (KvCache, position, stats)
+//! ```
+//!
+//! The modules are tiers, each importing only the tiers below it (`pkg-scripts/check-imports.py`
+//! checks this, with no circle between files either):
+//!
+//! | tier | modules | holds |
+//! |------|---------|-------|
+//! | containers | [`format`] | GGUF parsing, bounds-checked, no model knowledge |
+//! | data | [`quant`], [`config`], [`text`] | block formats and packing; the validated config; tokenizer, template, text stream, prompt pruning |
+//! | loading | [`load`] | tensor sources per container, the tensor table, [`WeightFormat`] |
+//! | compute | [`backend`] | device and limits, readback and host math, cubecl kernels, the CPU path |
+//! | state | [`kv_cache`] | slots, eviction, rollback |
+//! | model | [`model`] | the one decoder: blocks, linear layers, RoPE tables, pre-upload checks |
+//! | engine | [`engine`] | a loaded model on a device ([`Engine`]) |
+//! | generation | [`generate`] | session, decode loop, batch, sampler, speculation, early exit |
+//! | tools | [`analysis`] | scoring, weight pruning, benchmarks |
+//! | edges | `web` (wasm32), the `hearth` CLI | |
+//!
+//! [`Error`] is the one error type, with a stable [`Error::kind`] for the JavaScript side.
 
-pub mod batch;
-pub mod bench;
-pub mod config;
-pub mod cpu;
-pub mod device;
-pub mod early_exit;
-mod emit;
-pub mod engine;
 pub mod error;
-pub mod eval;
-pub mod kernels;
-pub mod kv_cache;
-pub mod load;
-pub mod model;
-pub mod prune;
+pub mod format;
+
+pub mod config;
 pub mod quant;
-mod readback;
-pub mod sampler;
-pub mod session;
-pub mod speculative;
-pub mod template;
-pub mod tokenizer;
+pub mod text;
+
+pub mod load;
+
+pub mod backend;
+
+pub mod kv_cache;
+
+pub mod model;
+
+pub mod engine;
+
+pub mod generate;
+
+pub mod analysis;
+
 #[cfg(target_arch = "wasm32")]
 pub mod web;
-pub mod weight_pruning;
 
-pub use batch::{Batch, BatchRequest, Finished, generate_batch};
+pub use backend::device::DeviceKind;
 pub use config::ModelConfig;
-pub use device::DeviceKind;
-pub use early_exit::{EarlyExitOptions, ExitMeasure};
 pub use engine::Engine;
 pub use error::{Error, Result};
+pub use generate::batch::{Batch, BatchRequest, Finished, generate_batch};
+pub use generate::early_exit::{EarlyExitOptions, ExitMeasure};
+pub use generate::sampler::{Sampler, SamplerOptions};
+pub use generate::session::Session;
+pub use generate::speculative::{SpeculativeMethod, SpeculativeOptions};
+pub use generate::types::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Pause};
 pub use kv_cache::{EvictionPolicy, KvCache, KvOptions};
-pub use model::WeightFormat;
-pub use prune::{PruneMethod, PruneOptions, PruneReport};
-pub use sampler::{Sampler, SamplerOptions};
-pub use session::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Pause, Session};
-pub use speculative::{SpeculativeMethod, SpeculativeOptions};
-pub use template::Message;
-pub use tokenizer::{TextStream, Tokenizer};
+pub use load::WeightFormat;
+pub use text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+pub use text::template::Message;
+pub use text::tokenizer::{TextStream, Tokenizer};
 
 /// Re-exported so callers can name devices without depending on burn themselves.
 pub use burn::prelude::Device;

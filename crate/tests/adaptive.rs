@@ -157,9 +157,10 @@ fn packed_types(name: &str) -> Ty {
 }
 
 /// Writes `source` pruned as `pruning` says to a burnpack record, as `prune-weights` does.
-fn pruned_pack(gguf: &[u8], pruning: &hearth::weight_pruning::Pruning) -> Vec<u8> {
-    use hearth::load::{ModelParts, burnpack, gguf::GgufFile};
-    use hearth::weight_pruning::Pruned;
+fn pruned_pack(gguf: &[u8], pruning: &hearth::analysis::weight_pruning::Pruning) -> Vec<u8> {
+    use hearth::analysis::weight_pruning::Pruned;
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, burnpack};
     let file = GgufFile::parse(gguf).unwrap();
     let parts = ModelParts::from_gguf(&file).unwrap();
     let config = parts.config.clone();
@@ -190,11 +191,11 @@ fn cpu_logits(engine: &Arc<Engine>, prompt: &[u32]) -> Vec<Vec<f32>> {
 /// of the same stored tensors without that layer loads as.
 #[test]
 fn a_pruned_model_equals_the_model_without_those_layers() {
-    use hearth::weight_pruning::{LayerChoice, PruneWeights, Pruning};
+    use hearth::analysis::weight_pruning::{LayerChoice, PruneWeights, Pruning};
     let c = TinyConfig { context: 64, n_layers: 4, ..TinyConfig::new() };
     let tensors = tiny_weights(&c, 64, false, &packed_types);
     let gguf = tiny_gguf(&c, &tensors);
-    let file = hearth::load::gguf::GgufFile::parse(&gguf).unwrap();
+    let file = hearth::format::gguf::GgufFile::parse(&gguf).unwrap();
     let config = hearth::load::ModelParts::from_gguf(&file).unwrap().config;
     let prune = PruneWeights { layers: LayerChoice::Ids(vec![1]), ..PruneWeights::default() };
     let pruning = Pruning::choose(&config, &prune, None, &file).unwrap();
@@ -226,8 +227,9 @@ fn a_pruned_model_equals_the_model_without_those_layers() {
 /// from one that would take the kinds from the new indices (its last layer windowed).
 #[test]
 fn a_pruned_gemma_keeps_each_layers_attention() {
-    use hearth::load::{ModelParts, burnpack, gguf::GgufFile};
-    use hearth::weight_pruning::{LayerChoice, PruneWeights, Pruning};
+    use hearth::analysis::weight_pruning::{LayerChoice, PruneWeights, Pruning};
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, burnpack};
     let g = TinyConfig { gemma3_window: Some(8), n_layers: 6, context: 64, ..TinyConfig::new() };
     let tensors = gemma3_weights(&g, 65);
     let gguf = gemma3_gguf(&g, &tensors);
@@ -261,7 +263,7 @@ fn a_pruned_gemma_keeps_each_layers_attention() {
 /// the down projection is f32, so any channel can go without quantizing again.
 #[test]
 fn cutting_heads_and_channels_equals_the_model_without_those_rows_and_columns() {
-    use hearth::weight_pruning::Pruning;
+    use hearth::analysis::weight_pruning::Pruning;
     let c = TinyConfig { head_dim: Some(32), n_layers: 2, ..TinyConfig::new() };
     let types = |name: &str| match name {
         n if n.ends_with("ffn_down.weight") || n.ends_with("norm.weight") => Ty::F32,
@@ -344,8 +346,8 @@ fn block_bytes(t: &StoredTensor, tail: &str, head_rows: &[usize], channels: &[us
 /// at load equals the pruned file `prune-weights` writes from the same calibration text.
 #[test]
 fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
-    use hearth::engine::CALIBRATION_TOKENS;
-    use hearth::weight_pruning::{DEFAULT_CALIBRATION, LayerChoice, PruneWeights, Pruning, calibrate};
+    use hearth::analysis::weight_pruning::{DEFAULT_CALIBRATION, LayerChoice, PruneWeights, Pruning, calibrate};
+    use hearth::model::passes::CALIBRATION_TOKENS;
     let c = TinyConfig { context: 128, n_layers: 3, ..TinyConfig::new() };
     let mut tensors = tiny_weights(&c, 68, false, &|_| Ty::F32);
     let hd = c.head_dim();
@@ -369,7 +371,7 @@ fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
     let mut text = engine.encode_prompt(DEFAULT_CALIBRATION).unwrap();
     text.truncate(CALIBRATION_TOKENS);
     let measured = pollster::block_on(calibrate(engine.model(), &text)).unwrap();
-    let file = hearth::load::gguf::GgufFile::parse(&gguf).unwrap();
+    let file = hearth::format::gguf::GgufFile::parse(&gguf).unwrap();
     let prune = PruneWeights { layers: LayerChoice::Ids(vec![1]), heads: 2, ffn: 1.0 / 3.0 };
     let pruning = Pruning::choose(engine.config(), &prune, Some(&measured), &file).unwrap();
     assert_eq!(pruning.layers, vec![0, 2]);
@@ -399,7 +401,7 @@ fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
 /// so its influence is 0 and it is the one dropped first; the others turn it.
 #[test]
 fn block_influence_finds_the_layer_that_does_nothing() {
-    use hearth::weight_pruning::{calibrate, least_influential};
+    use hearth::analysis::weight_pruning::{calibrate, least_influential};
     let c = TinyConfig { context: 128, n_layers: 4, ..TinyConfig::new() };
     let mut tensors = tiny_weights(&c, 66, false, &|_| Ty::F32);
     for t in tensors.iter_mut().filter(|t| t.name == "blk.2.attn_output.weight" || t.name == "blk.2.ffn_down.weight") {

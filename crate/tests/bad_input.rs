@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use hearth::load::gguf::GgufFile;
+use hearth::format::gguf::GgufFile;
 use hearth::{Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, WeightFormat};
 
 const WEIGHTS: WeightFormat = WeightFormat::Int4;
@@ -334,7 +334,7 @@ fn mutated_k_quant_files_and_records_never_panic() {
     use hearth::load::{ModelParts, burnpack};
     let c = TinyConfig { d_model: 256, d_ff: 512, n_layers: 1, ..TinyConfig::new() };
     let mut rng = Rng::new(31);
-    use hearth::load::gguf::GgmlType as G;
+    use hearth::format::gguf::GgmlType as G;
     let kinds = [(Ty::Q2K, G::Q2_K), (Ty::Q3K, G::Q3_K), (Ty::Q4K, G::Q4_K), (Ty::Q5K, G::Q5_K), (Ty::Q6K, G::Q6_K)];
     let tensors: Vec<StoredTensor> = tiny_weights(&c, 5, true, &|_| Ty::F32)
         .into_iter()
@@ -377,8 +377,8 @@ fn mutated_k_quant_files_and_records_never_panic() {
 /// soft cap, partial rotation, and a fused matrix of the wrong size are refused by name.
 #[test]
 fn family_specific_metadata_and_shapes_are_checked() {
+    use hearth::format::gguf::Value;
     use hearth::load::ModelParts;
-    use hearth::load::gguf::Value;
     let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let bytes = std::fs::read(fixtures.join("tiny-gemma3.gguf")).unwrap();
     let file = GgufFile::parse(&bytes).unwrap();

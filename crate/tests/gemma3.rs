@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use common::assert_top5_close;
-use hearth::load::gguf::{GgmlType, GgufFile};
+use hearth::format::gguf::{GgmlType, GgufFile};
 use hearth::model::Logits;
 use hearth::{DeviceKind, Engine, KvCache, KvOptions, Tokenizer, WeightFormat};
 use serde_json::Value;
@@ -60,7 +60,7 @@ fn the_sentencepiece_tokenizer_gives_llama_cpps_ids() {
 #[test]
 fn the_sentencepiece_space_prefix_follows_llama_cpp() {
     let mut metadata = GgufFile::parse(model_bytes()).unwrap().metadata;
-    metadata.insert("tokenizer.ggml.add_space_prefix".into(), hearth::load::gguf::Value::Bool(true));
+    metadata.insert("tokenizer.ggml.add_space_prefix".into(), hearth::format::gguf::Value::Bool(true));
     let tokenizer = Tokenizer::from_gguf(&metadata).unwrap();
     for case in reference("tokenizer_llamacpp.json")["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
@@ -78,7 +78,7 @@ fn every_tensor_of_the_file_is_read() {
     types.sort_by_key(|t| t.name());
     types.dedup();
     assert_eq!(types, [GgmlType::F32, GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q6_K, GgmlType::Q8_0]);
-    let down = file.tensor("blk.0.ffn_down.weight").unwrap();
+    let down = hearth::load::gguf::tensor(&file, "blk.0.ffn_down.weight").unwrap();
     assert_eq!(down.shape, [640, 2048]);
     assert!(down.data.iter().all(|v| v.is_finite()) && down.data.iter().any(|&v| v != 0.0));
 }
@@ -158,7 +158,7 @@ fn greedy_agrees_with_llama_cpp_until_a_near_tie() {
         let mut agreed = None;
         for (step, &expected) in want.iter().enumerate() {
             let logits = engine.model().forward(&input, &mut cache, Logits::Last).unwrap();
-            let token = hearth::sampler::argmax(&logits.into_data().try_into_vec_as::<f32>().unwrap());
+            let token = hearth::generate::sampler::argmax(&logits.into_data().try_into_vec_as::<f32>().unwrap());
             let near_tie = gaps[step].as_f64().unwrap() < 0.5;
             if near_tie {
                 agreed.get_or_insert(step);
@@ -182,7 +182,7 @@ fn greedy_agrees_with_llama_cpp_until_a_near_tie() {
         let mut input = ids.clone();
         for _ in 0..12 {
             let logits = engine.model().forward(&input, &mut cache, Logits::Last).unwrap();
-            let token = hearth::sampler::argmax(&logits.into_data().try_into_vec_as::<f32>().unwrap());
+            let token = hearth::generate::sampler::argmax(&logits.into_data().try_into_vec_as::<f32>().unwrap());
             ids.push(token);
             input = vec![token];
         }

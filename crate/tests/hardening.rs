@@ -115,12 +115,12 @@ fn abort_stops_the_prefill_between_chunks() {
     let g = pollster::block_on(session.generate_with(&prompt, &greedy(4), &mut abort)).unwrap();
     assert_eq!(g.finish_reason, FinishReason::Aborted);
     assert!(g.tokens.is_empty() && abort.texts.is_empty(), "{g:?}");
-    assert_eq!(session.history(), &prompt[..hearth::session::PREFILL_CHUNK]);
-    assert_eq!(session.kv_cache().len(), hearth::session::PREFILL_CHUNK);
+    assert_eq!(session.history(), &prompt[..hearth::model::passes::PREFILL_CHUNK]);
+    assert_eq!(session.kv_cache().len(), hearth::model::passes::PREFILL_CHUNK);
     let mut fresh = engine.session(&KvOptions::with_capacity(512)).unwrap();
     let want = run(&mut fresh, &prompt, &greedy(4)).unwrap();
     let got = run(&mut session, &prompt, &greedy(4)).unwrap();
-    assert_eq!((got.tokens, got.stats.reused_tokens), (want.tokens, hearth::session::PREFILL_CHUNK));
+    assert_eq!((got.tokens, got.stats.reused_tokens), (want.tokens, hearth::model::passes::PREFILL_CHUNK));
 }
 
 /// While text is held back (here every piece could still begin a stop string) the callback is
@@ -217,7 +217,7 @@ fn a_failed_perplexity_leaves_no_stale_cache() {
     let mut session = engine.session(&kv).unwrap();
     let mut text = tokens(300, 12);
     text[200] = 100_000;
-    assert!(pollster::block_on(hearth::eval::perplexity(&mut session, &text, false)).is_err());
+    assert!(pollster::block_on(hearth::analysis::scoring::perplexity(&mut session, &text, false)).is_err());
     assert_eq!(session.kv_cache().len(), 0);
     let prompt = tokens(6, 13);
     let mut fresh = engine.session(&kv).unwrap();
@@ -279,7 +279,7 @@ fn long_inputs_run_in_several_passes() {
     let c = TinyConfig { context: 2048, ..TinyConfig::new() };
     let (tensors, reference) = f32_model(&c, 15);
     let bytes = tiny_gguf(&c, &tensors);
-    let pass = hearth::model::MAX_PASS_TOKENS;
+    let pass = hearth::model::passes::MAX_PASS_TOKENS;
     let n = pass + 40;
     let ids = tokens(n, 16);
     let start = reference.logits(&ids[..4]);
@@ -432,30 +432,30 @@ fn unused_tensors_and_unknown_rope_scaling_are_refused_by_name() {
 /// it is refused only when one of its rows does not fit.
 #[test]
 fn a_model_past_the_limits_is_refused_before_upload() {
-    use hearth::device::Limits;
+    use hearth::backend::device::Limits;
+    use hearth::format::gguf::GgufFile;
     use hearth::load::ModelParts;
-    use hearth::load::gguf::GgufFile;
-    use hearth::model::plan;
+    use hearth::model::checks;
     let c = TinyConfig::new();
     let bytes = tiny_gguf(&c, &f32_model(&c, 23).0);
     let file = GgufFile::parse(&bytes).unwrap();
     let config = ModelParts::from_gguf(&file).unwrap().config;
     let roomy = Limits { max_buffer_bytes: u64::MAX, max_workgroups: 65_535, host_bytes_left: u64::MAX };
     for format in [WeightFormat::F32, WeightFormat::Int4] {
-        plan::check(&config, &file, format, &roomy).unwrap();
+        checks::check(&config, &file, format, &roomy).unwrap();
     }
     // The fused f32 gate/up matrix is 192 x 64 x 4 = 49,152 bytes; packed in 4 bits far less.
     let small_buffers = Limits { max_buffer_bytes: 40_000, ..roomy };
-    let err = plan::check(&config, &file, WeightFormat::F32, &small_buffers).unwrap_err();
+    let err = checks::check(&config, &file, WeightFormat::F32, &small_buffers).unwrap_err();
     assert!(err.to_string().contains("maxStorageBufferBindingSize") && err.to_string().contains("ffn_gate"), "{err}");
     assert_eq!(err.kind(), "resource_limit");
-    plan::check(&config, &file, WeightFormat::Int4, &small_buffers).unwrap();
+    checks::check(&config, &file, WeightFormat::Int4, &small_buffers).unwrap();
     // The f32 embedding (262 x 64 x 4 = 67,072 bytes) is past 60,000 but splits; not below one
     // row of 256 bytes.
-    plan::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 60_000, ..roomy }).unwrap();
-    let err = plan::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 200, ..roomy }).unwrap_err();
+    checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 60_000, ..roomy }).unwrap();
+    let err = checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 200, ..roomy }).unwrap_err();
     assert!(err.to_string().contains("token_embd"), "{err}");
     let little_memory = Limits { host_bytes_left: 100_000, ..roomy };
-    let err = plan::check(&config, &file, WeightFormat::F32, &little_memory).unwrap_err();
+    let err = checks::check(&config, &file, WeightFormat::F32, &little_memory).unwrap_err();
     assert!(matches!(err, Error::ResourceLimit { .. }), "{err}");
 }

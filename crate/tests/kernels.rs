@@ -8,9 +8,9 @@ mod common;
 use burn::prelude::*;
 use common::{Rng, random_k_blocks};
 use hearth::DeviceKind;
-use hearth::kernels::qgather::qgather;
-use hearth::kernels::qmatmul::{QuantMatrix, qmatmul};
-use hearth::load::gguf::GgmlType;
+use hearth::backend::kernels::qgather::qgather;
+use hearth::backend::kernels::qmatmul::{QuantMatrix, qmatmul};
+use hearth::format::gguf::GgmlType;
 use hearth::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -170,9 +170,9 @@ fn tensor2(data: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
 
 /// RMSNorm and the matmul epilogues (residual add, SwiGLU over row pairs).
 fn norm_and_epilogues_match_reference(device: DeviceKind) {
+    use hearth::backend::kernels::norm::rms_norm;
+    use hearth::backend::kernels::qmatmul::{Epilogue, qmatmul_with};
     use hearth::config::Activation;
-    use hearth::kernels::norm::rms_norm;
-    use hearth::kernels::qmatmul::{Epilogue, qmatmul_with};
     let device = device.device().unwrap();
     let mut rng = Rng::new(29);
     for (m, d) in [(1, 70), (3, 576), (9, 33)] {
@@ -241,8 +241,9 @@ fn norm_and_epilogues_match_reference_on_wgpu() {
 /// of the cube's threads) and 300 cached slots (more than one chunk of keys); then with sliding
 /// windows shorter than one chunk of keys and longer than one (a sliding-window layer).
 fn rope_and_attention_match_reference(device: DeviceKind) {
-    use hearth::kernels::attention::attention;
-    use hearth::kernels::rope::{Heads, Slot, rope_store};
+    use hearth::backend::kernels::attention::attention;
+    use hearth::backend::kernels::rope::{Slot, rope_store};
+    use hearth::config::Heads;
     let device = device.device().unwrap();
     let mut rng = Rng::new(31);
     let heads = Heads { n_heads: 4, n_kv_heads: 2, head_dim: 80 };
@@ -351,7 +352,8 @@ fn rope_and_attention_match_reference_on_wgpu() {
 /// embedding gather of 300,000 rows of 64 (75,000).
 #[test]
 fn elementwise_kernels_past_65535_workgroups() {
-    use hearth::kernels::rope::{Heads, Slot, rope_store};
+    use hearth::backend::kernels::rope::{Slot, rope_store};
+    use hearth::config::Heads;
     let device = DeviceKind::Wgpu.device().unwrap();
     let heads = Heads { n_heads: 2, n_kv_heads: 1, head_dim: 72 };
     let (hd, m): (usize, usize) = (72, 70_000);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use hearth::kv_cache::heavy_hitters_keep;
-use hearth::prune::ChatPrompt;
-use hearth::template::Rendered;
+use hearth::text::prompt_pruning::ChatPrompt;
+use hearth::text::template::Rendered;
 use hearth::{
     Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions,
     Session, WeightFormat,

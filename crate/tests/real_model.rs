@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use common::assert_top5_close;
-use hearth::load::gguf::GgufFile;
+use hearth::format::gguf::GgufFile;
 use hearth::model::Logits;
 use hearth::{DeviceKind, Engine, KvCache, KvOptions, TextStream, Tokenizer, WeightFormat};
 use serde_json::Value;
@@ -87,7 +87,7 @@ fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
                 case["top5_logits"][pos].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
             let what = format!("{device:?} {weights:?} {} pos {pos}", case["prompt"]);
             if weights == WeightFormat::Int4 {
-                assert_eq!(hearth::sampler::argmax(logits), want_ids[0], "{what}: top-1");
+                assert_eq!(hearth::generate::sampler::argmax(logits), want_ids[0], "{what}: top-1");
             }
             worst = worst.max(assert_top5_close(logits, &want_ids, &want, tolerance, &what));
         }
@@ -133,7 +133,7 @@ fn greedy_agrees_with_llama_cpp_until_a_near_tie() {
             let logits = logits.into_data().try_into_vec_as::<f32>().unwrap();
             let mut sorted = logits.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));
-            let token = hearth::sampler::argmax(&logits);
+            let token = hearth::generate::sampler::argmax(&logits);
             if sorted[0] - sorted[1] < 0.5 {
                 first_near_tie.get_or_insert(step);
                 near_ties += 1;

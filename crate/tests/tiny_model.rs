@@ -420,7 +420,8 @@ fn stop_conditions() {
 /// the bit, and the config, tokenizer and chat template come back.
 #[test]
 fn burnpack_round_trip_gives_the_same_model() {
-    use hearth::load::{ModelParts, burnpack, gguf::GgufFile};
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, burnpack};
     let (bytes, _) = gguf_model_of(71, false, &block_types);
     let file = GgufFile::parse(&bytes).unwrap();
     let pack = burnpack::write(&ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
@@ -444,7 +445,8 @@ fn burnpack_round_trip_gives_the_same_model() {
 /// the same model, and perplexity through the cache equals the reference's.
 #[test]
 fn safetensors_export_round_trips_and_perplexity_matches_reference() {
-    use hearth::load::{ModelParts, gguf::GgufFile, hf};
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, hf};
     let (bytes, reference) = gguf_model(81, false);
     let file = GgufFile::parse(&bytes).unwrap();
     let files = hf::export(&ModelParts::from_gguf(&file).unwrap(), &file, 0.0, 0).unwrap();
@@ -472,7 +474,7 @@ fn safetensors_export_round_trips_and_perplexity_matches_reference() {
             lse - row[ids[i + 1] as usize] as f64
         })
         .sum();
-    let report = pollster::block_on(hearth::eval::perplexity(&mut session, &ids, true)).unwrap();
+    let report = pollster::block_on(hearth::analysis::scoring::perplexity(&mut session, &ids, true)).unwrap();
     assert_eq!(report.tokens, ids.len() - 1);
     assert!(
         (report.perplexity - (nll / 19.0).exp()).abs() < 1e-3 * report.perplexity,
@@ -560,7 +562,7 @@ fn k_quant_and_five_bit_matrices_load_exactly() {
         assert!(bytes_of[1] * 32 < bytes_of[0] * 10, "{device:?}: {bytes_of:?} bytes");
     }
     // `hearth convert` keeps every K-quant matrix packed too.
-    let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+    let file = hearth::format::gguf::GgufFile::parse(&bytes).unwrap();
     let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
     assert!(pack.len() * 3 < bytes.len() * 5, "{} bytes from a {}-byte file", pack.len(), bytes.len());
     let engine =
@@ -635,7 +637,7 @@ fn float_matrices_of_a_quantized_file_stay_as_stored() {
         let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
         assert_logits_close(&got, &want, &format!("{device:?} F32/F16/BF16 matrices with int4 weights"));
     }
-    let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+    let file = hearth::format::gguf::GgufFile::parse(&bytes).unwrap();
     let pack = hearth::load::burnpack::write(&hearth::load::ModelParts::from_gguf(&file).unwrap(), &file).unwrap();
     let engine =
         Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap());
@@ -777,7 +779,7 @@ fn qwen_gguf_matches_the_reference(arch: &str) {
         // `hearth convert` (packed weights: exact for the block types) keeps the architecture,
         // the biases and the reordered rows.
         if weights == WeightFormat::Int4 {
-            let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+            let file = hearth::format::gguf::GgufFile::parse(&bytes).unwrap();
             let parts = hearth::load::ModelParts::from_gguf(&file).unwrap();
             let pack = hearth::load::burnpack::write(&parts, &file).unwrap();
             let engine = Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), weights).unwrap());
@@ -928,7 +930,7 @@ fn float_weights_quantize_at_load_as_ggml_would() {
             let got = pollster::block_on(engine.session(&KvOptions::default()).unwrap().logits_all(&ids)).unwrap();
             assert_logits_close(&got, &want, &format!("{device:?} {kind}"));
         }
-        let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+        let file = hearth::format::gguf::GgufFile::parse(&bytes).unwrap();
         let parts = hearth::load::ModelParts::from_gguf(&file).unwrap();
         let pack = hearth::load::burnpack::write_as(&parts, &file, weights).unwrap();
         let engine = Arc::new(Engine::from_file_bytes(&pack, &DeviceKind::Cpu.device().unwrap(), weights).unwrap());
@@ -951,7 +953,7 @@ fn bpe_pre_tokenizers_give_llama_cpps_ids() {
         serde_json::from_slice(&std::fs::read(fixtures.join("bpe-pretokenizers.json")).unwrap()).unwrap();
     for (pre, cases) in want["cases"].as_object().unwrap() {
         let bytes = std::fs::read(fixtures.join(format!("tiny-bpe-{pre}.gguf"))).unwrap();
-        let file = hearth::load::gguf::GgufFile::parse(&bytes).unwrap();
+        let file = hearth::format::gguf::GgufFile::parse(&bytes).unwrap();
         let tokenizer = hearth::Tokenizer::from_gguf(&file.metadata).unwrap();
         for case in cases.as_array().unwrap() {
             let text = case["text"].as_str().unwrap();

@@ -15,12 +15,12 @@ use serde_json::{Value as Json, json};
 
 use crate::config::RawConfig;
 use crate::error::{Error, Result};
+use crate::load::WeightFormat;
+use crate::load::tensor_table::{Role, tensor_table};
 use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, packed_or_quantized};
-use crate::model::WeightFormat;
-use crate::model::plan::{Role, tensor_table};
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat, SUPER, Scales};
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 
 /// Bumped when the layout of a pack changes.
 const FORMAT: &str = "hearth-int4-1";

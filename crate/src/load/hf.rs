@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use crate::config::{Architecture, ModelConfig, RawConfig};
 use crate::error::{Error, Result};
 use crate::load::{HostTensor, ModelParts, TensorSource, check_vocab, halves_to_pairs, pairs_to_halves, rope_heads};
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 
 /// GGUF name suffix to Hugging Face name suffix, for tensors inside `blk.{i}`.
 const LAYER_NAMES: [(&str, &str); 14] = [
@@ -244,7 +244,7 @@ fn export_parts(
     if !tied {
         names.push("output.weight".into());
     }
-    let table = crate::model::plan::tensor_table(c, tied);
+    let table = crate::load::tensor_table::tensor_table(c, tied);
     for i in 0..c.n_layers {
         for (g, _) in LAYER_NAMES.iter().chain(&GEMMA_LAYER_NAMES) {
             let name = format!("blk.{i}.{g}");

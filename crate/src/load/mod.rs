@@ -7,6 +7,10 @@
 pub mod burnpack;
 pub mod fused;
 pub mod gguf;
+pub mod tensor_table;
+mod weight_format;
+
+pub use weight_format::WeightFormat;
 pub mod hf;
 
 use crate::config::{ModelConfig, RopeScaling};
@@ -19,8 +23,9 @@ pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
 /// Tensors that hold no weights: the RoPE scaling's, read into the config.
 pub const ROPE_TENSORS: [&str; 3] = [ROPE_FREQS, ROPE_FACTORS_SHORT, ROPE_FACTORS_LONG];
 use crate::error::{Error, Result};
+use crate::format::gguf::{GgufFile, Value};
 use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat, Scales};
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 
 /// A dense f32 tensor in host memory, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,99 +84,13 @@ pub trait TensorSource {
     }
 }
 
-impl TensorSource for gguf::GgufFile<'_> {
-    fn contains(&self, name: &str) -> bool {
-        self.tensor_info(name).is_some()
-    }
-
-    fn tensor(&self, name: &str) -> Result<HostTensor> {
-        let t = gguf::GgufFile::tensor(self, name)?;
-        match gguf_halves_heads(self, name) {
-            Some(heads) => halves_to_pairs(t, heads),
-            None => Ok(t),
-        }
-    }
-
-    fn tensor_count(&self) -> usize {
-        self.tensors.len()
-    }
-
-    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
-        Ok(self.tensor_info(name).map(|t| t.shape.clone()))
-    }
-
-    fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
-        use gguf::GgmlType as G;
-        Ok(self.tensor_info(name).and_then(|t| match t.dtype {
-            G::Q4_0 | G::Q4_1 => Some((QuantFormat::Q4, Scales::Block)),
-            G::Q8_0 | G::Q5_0 | G::Q5_1 => Some((QuantFormat::Q8, Scales::Block)),
-            G::Q2_K | G::Q3_K | G::Q4_K => Some((QuantFormat::Q4, Scales::Super)),
-            G::Q5_K | G::Q6_K => Some((QuantFormat::Q8, Scales::Super)),
-            G::F16 if t.shape.len() == 2 => Some((QuantFormat::F16, Scales::Block)),
-            G::BF16 if t.shape.len() == 2 => Some((QuantFormat::Bf16, Scales::Block)),
-            G::F32 if t.shape.len() == 2 => Some((QuantFormat::F32, Scales::Block)),
-            _ => None,
-        }))
-    }
-
-    fn holds_quantized(&self) -> bool {
-        self.tensors
-            .iter()
-            .any(|t| !matches!(t.dtype, gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16))
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.tensors.iter().map(|t| t.name.clone()).collect()
-    }
-
-    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
-        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
-        match (info.dtype, &info.shape[..]) {
-            (
-                gguf::GgmlType::Q4_0
-                | gguf::GgmlType::Q4_1
-                | gguf::GgmlType::Q5_0
-                | gguf::GgmlType::Q5_1
-                | gguf::GgmlType::Q8_0
-                | gguf::GgmlType::Q2_K
-                | gguf::GgmlType::Q3_K
-                | gguf::GgmlType::Q4_K
-                | gguf::GgmlType::Q5_K
-                | gguf::GgmlType::Q6_K
-                | gguf::GgmlType::F16
-                | gguf::GgmlType::BF16
-                | gguf::GgmlType::F32,
-                &[rows, cols],
-            ) => {
-                let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
-                match gguf_halves_heads(self, name) {
-                    Some(heads) if rows.is_multiple_of(2 * heads) => {
-                        Ok(Some(p.reorder_rows(|r| pair_source(r, rows / heads))))
-                    }
-                    Some(heads) => Err(Error::TensorShape {
-                        tensor: name.into(),
-                        expected: vec![heads, cols],
-                        found: vec![rows, cols],
-                    }),
-                    None => Ok(Some(p)),
-                }
-            }
-            (gguf::GgmlType::F32 | gguf::GgmlType::F16 | gguf::GgmlType::BF16, _) => Ok(None),
-            (other, _) => Err(Error::UnsupportedTensorType {
-                tensor: name.into(),
-                dtype: format!("{} as a packed matrix", other.name()),
-            }),
-        }
-    }
-}
-
 /// The heads of a query or key projection (weight or bias) whose rows [`halves_to_pairs`]
 /// reorders, by tensor name; `None` for every other tensor.
 pub(crate) fn rope_heads(c: &ModelConfig, name: &str) -> Option<usize> {
     rope_heads_of(name, c.n_heads, c.n_kv_heads)
 }
 
-fn rope_heads_of(name: &str, n_heads: usize, n_kv_heads: usize) -> Option<usize> {
+pub(crate) fn rope_heads_of(name: &str, n_heads: usize, n_kv_heads: usize) -> Option<usize> {
     // A per-head norm's weights run along one head's rows.
     if name.ends_with(".attn_q_norm.weight") || name.ends_with(".attn_k_norm.weight") {
         Some(1)
@@ -182,19 +101,6 @@ fn rope_heads_of(name: &str, n_heads: usize, n_kv_heads: usize) -> Option<usize>
     } else {
         None
     }
-}
-
-/// The heads of `name` when it is a query or key projection of a GGUF whose architecture
-/// keeps them in rotate-halves order (every family but Llama), whose rows loading reorders.
-fn gguf_halves_heads(file: &gguf::GgufFile, name: &str) -> Option<usize> {
-    let arch = file.get("general.architecture")?.as_str()?;
-    if !crate::config::Architecture::named(arch).ok()?.gguf_rope_halves {
-        return None;
-    }
-    let heads = |key: &str| file.get(&format!("{arch}.attention.{key}")).and_then(gguf::Value::as_u64);
-    let n_heads = heads("head_count")? as usize;
-    let n_kv_heads = heads("head_count_kv").map_or(n_heads, |v| v as usize);
-    rope_heads_of(name, n_heads, n_kv_heads)
 }
 
 /// Row `h*hd + 2i + j` of the adjacent-pair order comes from row `h*hd + j*hd/2 + i` of the
@@ -247,7 +153,7 @@ pub struct ModelParts {
 }
 
 impl ModelParts {
-    pub fn from_gguf(file: &gguf::GgufFile) -> Result<Self> {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let mut config = crate::config::RawConfig::from_gguf(&file.metadata)?.resolve()?;
         // llama.cpp's converter stores Llama 3's RoPE scaling as per-frequency divisors.
         if file.tensor_info(ROPE_FREQS).is_some() {
@@ -266,14 +172,14 @@ impl ModelParts {
             (false, false) => {}
             (true, true) if file.tensor_info(ROPE_FREQS).is_none() && config.rope_scaling == RopeScaling::None => {
                 let pairs = [config.head_dim() / 2];
-                let arch = file.get("general.architecture").and_then(gguf::Value::as_str).unwrap_or("");
+                let arch = file.get("general.architecture").and_then(Value::as_str).unwrap_or("");
                 let key = |k: &str| file.get(&format!("{arch}.rope.scaling.{k}"));
-                let original = key("original_context_length").and_then(gguf::Value::as_u64);
+                let original = key("original_context_length").and_then(Value::as_u64);
                 config.rope_scaling = RopeScaling::LongRope {
                     short: file.tensor(ROPE_FACTORS_SHORT)?.expect_shape(&pairs)?.data,
                     long: file.tensor(ROPE_FACTORS_LONG)?.expect_shape(&pairs)?.data,
                     original_context: original.map_or(config.context_length, |o| o as usize),
-                    attn_factor: key("attn_factor").and_then(gguf::Value::as_f64).unwrap_or(1.0) as f32,
+                    attn_factor: key("attn_factor").and_then(Value::as_f64).unwrap_or(1.0) as f32,
                 };
                 config.rope_scaling.validate(config.head_dim())?;
             }
@@ -285,7 +191,7 @@ impl ModelParts {
         }
         let tokenizer = Tokenizer::from_gguf(&file.metadata)?;
         check_vocab(&config, &tokenizer)?;
-        let text = |key: &str| file.get(key).and_then(gguf::Value::as_str).map(str::to_string);
+        let text = |key: &str| file.get(key).and_then(Value::as_str).map(str::to_string);
         Ok(Self {
             config,
             tokenizer,

@@ -12,25 +12,28 @@
 //! activation, and the down projection with its residual. Post-norms (Gemma) take the residual
 //! out of the projections: two norms and two adds more.
 
+pub mod checks;
 mod linear;
-pub mod plan;
+pub mod passes;
 
 use burn::prelude::*;
 
-pub use linear::{Embedding, Fuse, Linear, WeightFormat};
+pub use linear::{Embedding, Fuse, Linear};
 
-use crate::config::ModelConfig;
-use crate::cpu::split::{self, Part};
-use crate::device::Limits;
+use crate::backend::cpu::profile::{self, Part};
+use crate::backend::device::Limits;
+use crate::backend::kernels::attention::attention;
+use crate::backend::kernels::norm::rms_norm;
+use crate::backend::kernels::qmatmul::Epilogue;
+use crate::backend::kernels::rope::{Slot, rope_store};
+use crate::config::{Heads, ModelConfig};
 use crate::error::{Error, Result};
-use crate::kernels::attention::attention;
-use crate::kernels::norm::rms_norm;
-use crate::kernels::qmatmul::Epilogue;
-use crate::kernels::rope::{Heads, Slot, rope_store};
 use crate::kv_cache::KvCache;
 use crate::load::TensorSource;
+use crate::load::WeightFormat;
 use crate::quant::packed::QuantFormat;
 use linear::upload;
+use passes::MAX_PASS_TOKENS;
 
 /// An RMSNorm scale `[d_model]`.
 fn load_norm(source: &dyn TensorSource, name: &str, d_model: usize, device: &Device) -> Result<Tensor<1>> {
@@ -118,7 +121,7 @@ impl Block {
     /// per-head norms applied, RoPE not yet).
     fn project_qkv(&self, x: Tensor<2>, c: &ModelConfig) -> Tensor<2> {
         let h = rms_norm(x, &self.attn_norm, c.rms_eps);
-        let qkv = split::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
+        let qkv = profile::time(Part::Matmul, || self.qkv.forward(h, Epilogue::None));
         let qkv = match &self.qkv_bias {
             Some(b) => qkv + b.clone().unsqueeze_dim::<2>(0),
             None => qkv,
@@ -174,7 +177,7 @@ impl Block {
             }
             attn
         };
-        let attn = split::time(Part::Attention, || match caches {
+        let attn = profile::time(Part::Attention, || match caches {
             [cache] => attend(qkv, cache, slots[0]),
             _ => {
                 let width = qkv.dims()[1];
@@ -201,25 +204,20 @@ impl Block {
         };
         match &self.post_norms {
             None => {
-                let x = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
+                let x = profile::time(Part::Matmul, || self.wo.forward(attn, Epilogue::Residual(x)));
                 let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-                split::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::Residual(x)))
+                profile::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::Residual(x)))
             }
             Some((post_attn, post_ffn)) => {
-                let o = split::time(Part::Matmul, || self.wo.forward(attn, Epilogue::None));
+                let o = profile::time(Part::Matmul, || self.wo.forward(attn, Epilogue::None));
                 let x = x + rms_norm(o, post_attn, c.rms_eps);
                 let h = rms_norm(x.clone(), &self.ffn_norm, c.rms_eps);
-                let ff = split::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::None));
+                let ff = profile::time(Part::Matmul, || self.w_down.forward(gated(h), Epilogue::None));
                 x + rms_norm(ff, post_ffn, c.rms_eps)
             }
         }
     }
 }
-
-/// Most tokens one pass through the blocks takes: attention dispatches one workgroup row per
-/// token and the matmuls one per 8, both far below WebGPU's 65,535 at this size. (Prefill runs
-/// in smaller chunks anyway; longer passes come from `logits_all` and evaluation.)
-pub const MAX_PASS_TOKENS: usize = 1024;
 
 /// Which positions' logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -511,7 +509,7 @@ impl Decoder {
     /// Final norm and output head: `x: [seq, d_model]` → `[seq, vocab]`.
     fn head(&self, x: Tensor<2>) -> Tensor<2> {
         let x = rms_norm(x, &self.norm, self.config.rms_eps);
-        split::time(Part::Head, || match &self.output {
+        profile::time(Part::Head, || match &self.output {
             Some(head) => head.logits(x),
             None => self.embedding.logits(x),
         })

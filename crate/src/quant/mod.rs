@@ -9,7 +9,9 @@ pub mod kquants;
 pub mod legacy;
 pub mod packed;
 
-use half::f16;
+use half::{bf16, f16};
+
+use crate::format::gguf::GgmlType;
 
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
@@ -36,6 +38,59 @@ fn f16_at(bytes: &[u8], at: usize) -> f16 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
+/// The values of `bytes` (whole blocks of GGUF type `ty`) into `out`, as the file means them.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::Q4_0 => dequantize_row::<BlockQ4_0>(bytes, out),
+        GgmlType::Q4_1 => dequantize_row::<BlockQ4_1>(bytes, out),
+        GgmlType::Q5_0 => dequantize_row::<BlockQ5_0>(bytes, out),
+        GgmlType::Q5_1 => dequantize_row::<BlockQ5_1>(bytes, out),
+        GgmlType::Q8_0 => dequantize_row::<BlockQ8_0>(bytes, out),
+        GgmlType::Q2_K => dequantize_row::<BlockQ2K>(bytes, out),
+        GgmlType::Q3_K => dequantize_row::<BlockQ3K>(bytes, out),
+        GgmlType::Q4_K => dequantize_row::<BlockQ4K>(bytes, out),
+        GgmlType::Q5_K => dequantize_row::<BlockQ5K>(bytes, out),
+        GgmlType::Q6_K => dequantize_row::<BlockQ6K>(bytes, out),
+    }
+}
+
+/// (elements, bytes) of one block of `ty` as this module's structs hold it; the GGUF reader's
+/// own table must agree ([`GgmlType::block`]).
+pub fn block_size(ty: GgmlType) -> (usize, usize) {
+    fn of<B: Block>() -> (usize, usize) {
+        (B::ELEMENTS, B::BYTES)
+    }
+    match ty {
+        GgmlType::F32 => (1, 4),
+        GgmlType::F16 | GgmlType::BF16 => (1, 2),
+        GgmlType::Q4_0 => of::<BlockQ4_0>(),
+        GgmlType::Q4_1 => of::<BlockQ4_1>(),
+        GgmlType::Q5_0 => of::<BlockQ5_0>(),
+        GgmlType::Q5_1 => of::<BlockQ5_1>(),
+        GgmlType::Q8_0 => of::<BlockQ8_0>(),
+        GgmlType::Q2_K => of::<BlockQ2K>(),
+        GgmlType::Q3_K => of::<BlockQ3K>(),
+        GgmlType::Q4_K => of::<BlockQ4K>(),
+        GgmlType::Q5_K => of::<BlockQ5K>(),
+        GgmlType::Q6_K => of::<BlockQ6K>(),
+    }
+}
+
 /// Dequantizes a run of blocks of `B` into `out` (`out.len() == blocks * B::ELEMENTS`).
 pub fn dequantize_row<B: Block>(bytes: &[u8], out: &mut [f32]) {
     for (block, out) in bytes.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(B::ELEMENTS)) {
@@ -46,6 +101,14 @@ pub fn dequantize_row<B: Block>(bytes: &[u8], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_structs_agree_with_the_gguf_table() {
+        for ty in GgmlType::all() {
+            let (elements, bytes) = block_size(ty);
+            assert_eq!(ty.block(), (elements as u64, bytes as u64), "{}", ty.name());
+        }
+    }
 
     /// Random blocks of every format and their values by `gguf.quants.dequantize`
     /// (`pkg-scripts/make-quant-fixtures.py`, gguf 0.19.0).

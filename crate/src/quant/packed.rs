@@ -31,7 +31,7 @@ use super::{
     BlockQ8_0, QK_K,
 };
 use crate::error::{Error, Result};
-use crate::load::gguf::GgmlType;
+use crate::format::gguf::GgmlType;
 
 /// What a block's code words hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -12,7 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::session::Pause;
+use crate::generate::types::Pause;
 
 /// A future that resolves in a later task of the event loop (at once where this global has no
 /// `MessageChannel`).

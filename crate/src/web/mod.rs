@@ -9,7 +9,7 @@
 //! no call waits forever on a dead engine.
 //!
 //! Generations run together: up to [`MAX_STREAMS`] at once, each in its own session, decoded
-//! as one batch that requests join and leave between steps ([`crate::batch`]). The engine's
+//! as one batch that requests join and leave between steps ([`crate::generate::batch`]). The engine's
 //! own session (the conversation, whose cache a follow-up reuses) goes to a request when it is
 //! free, the others get a fresh one for their length. Speculative decoding, early exit and
 //! scoring run alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and
@@ -27,19 +27,20 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::batch::Batch;
-use crate::device::{Limits, WGPU_TASKS_PER_SUBMIT};
-use crate::early_exit::EarlyExitOptions;
+use crate::analysis::weight_pruning::PruneWeights;
+use crate::backend::device::{Limits, WGPU_TASKS_PER_SUBMIT};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::generate::batch::Batch;
+use crate::generate::early_exit::EarlyExitOptions;
+use crate::generate::sampler::SamplerOptions;
+use crate::generate::session::{ChatStart, Session};
+use crate::generate::speculative::SpeculativeOptions;
+use crate::generate::types::{Control, GenerateOptions, Listener};
 use crate::kv_cache::{KvCache, KvOptions};
-use crate::model::WeightFormat;
-use crate::prune::{PruneMethod, PruneOptions, PruneReport};
-use crate::sampler::SamplerOptions;
-use crate::session::{ChatPrompt, Control, GenerateOptions, Listener, Session};
-use crate::speculative::SpeculativeOptions;
-use crate::template::Message;
-use crate::weight_pruning::PruneWeights;
+use crate::load::WeightFormat;
+use crate::text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+use crate::text::template::Message;
 
 mod event_loop;
 
@@ -210,7 +211,7 @@ fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, f
 #[derive(Default, Deserialize)]
 struct WebPrune {
     #[serde(default)]
-    layers: crate::weight_pruning::LayerChoice,
+    layers: crate::analysis::weight_pruning::LayerChoice,
     #[serde(default)]
     heads: usize,
     #[serde(default)]
@@ -324,7 +325,7 @@ fn web_device(name: &str) -> Result<Device, JsError> {
 
 /// Whether an engine runs on WebGPU (not the CPU).
 fn on_webgpu(engine: &Engine) -> bool {
-    crate::kernels::is_cube(engine.device())
+    crate::backend::device::is_cube(engine.device())
 }
 
 /// What the page calls the device an engine runs on.
@@ -525,7 +526,7 @@ impl Listener for WebListener {
             && Reflect::get(&self.signal, &"aborted".into()).is_ok_and(|v| v.is_truthy())
     }
 
-    fn pause(&self) -> Option<crate::session::Pause> {
+    fn pause(&self) -> Option<crate::generate::types::Pause> {
         let wait =
             self.pause.as_ref().and_then(|f| f.call0(&JsValue::NULL).ok()).and_then(|p| p.dyn_into::<Promise>().ok());
         match (wait, self.on_cpu) {
@@ -587,7 +588,7 @@ fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> 
         js_error(Error::ResourceLimit {
             what: format!("a model file of {len} bytes"),
             needed: len as u64,
-            limit: crate::device::HOST_MEMORY_LIMIT,
+            limit: crate::backend::device::HOST_MEMORY_LIMIT,
             allowed: limits.host_bytes_left,
         })
     })?;
@@ -679,7 +680,7 @@ impl WasmEngine {
     }
 
     /// [`Self::load`] with structured pruning at load: `prune` is `{layers: n | [ids], heads,
-    /// ffn, calibration}` (see `hearth::weight_pruning::PruneWeights`), chosen on the plain
+    /// ffn, calibration}` (see `hearth::analysis::weight_pruning::PruneWeights`), chosen on the plain
     /// text `calibration` (a built-in text when missing). The whole model is uploaded and run
     /// over the text first, then replaced by the pruned one, so the device briefly holds both.
     /// Resolves to the pruned model's info. The file's and the cut's checks run before the
@@ -774,7 +775,7 @@ impl WasmEngine {
             weight_bytes: engine.model().weight_bytes(),
             has_chat_template: engine.has_chat_template(),
             device: device_name(&engine),
-            cpu_isa: crate::cpu::Isa::best().name(),
+            cpu_isa: crate::backend::cpu::Isa::best().name(),
             max_streams: MAX_STREAMS,
         };
         state.engine = Some(engine);
@@ -822,7 +823,7 @@ impl WasmEngine {
         let bytes = model_bytes(&bytes, &device)?;
         let prepared = Engine::prepare(&bytes, &device, weights).map_err(js_error)?;
         // Refused before the upload, not after.
-        crate::speculative::check_vocabulary(prepared.config().vocab, prepared.tokenizer(), &engine)
+        crate::generate::speculative::check_vocabulary(prepared.config().vocab, prepared.tokenizer(), &engine)
             .map_err(js_error)?;
         let draft = Arc::new(prepared.upload(&device, &mut reporter(progress)).map_err(js_error)?);
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
@@ -937,8 +938,8 @@ impl WasmEngine {
             // Pruning may score the prompt first (passes of its own, between the batch's steps).
             let prompt = lent.session.chat_prompt(&messages, &options, &prune, &listener).await;
             let (prompt, pruned) = match prompt {
-                Ok(ChatPrompt::Ready { tokens, report }) => (tokens, report),
-                Ok(ChatPrompt::Aborted(generation)) => {
+                Ok(ChatStart::Ready { tokens, report }) => (tokens, report),
+                Ok(ChatStart::Aborted(generation)) => {
                     give_back(&state, lent);
                     return to_js(&generation).map_err(JsValue::from);
                 }
@@ -1102,7 +1103,7 @@ impl WasmEngine {
             max_buffer_bytes: limits.map(|l| l.max_buffer_bytes),
             device_lost: lost,
             device: state.engine.as_deref().map(device_name),
-            cpu_isa: crate::cpu::Isa::best().name(),
+            cpu_isa: crate::backend::cpu::Isa::best().name(),
         })
     }
 

@@ -824,8 +824,8 @@ pub fn assert_top5_close(row: &[f32], want_ids: &[u32], want: &[f32], tolerance:
 /// `blocks` random GGUF `dtype` K-quant super-blocks: random codes and sub-block scales, the
 /// f16 super-scales (ggml-common.h's offsets) of a weight's usual size, so that the values
 /// stay finite.
-pub fn random_k_blocks(rng: &mut Rng, dtype: hearth::load::gguf::GgmlType, blocks: usize) -> Vec<u8> {
-    use hearth::load::gguf::GgmlType;
+pub fn random_k_blocks(rng: &mut Rng, dtype: hearth::format::gguf::GgmlType, blocks: usize) -> Vec<u8> {
+    use hearth::format::gguf::GgmlType;
     let (bytes, d_at, has_min) = match dtype {
         GgmlType::Q2_K => (84, 80, true),
         GgmlType::Q3_K => (110, 108, false),

@@ -415,9 +415,9 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
 /// K-quant, F16 and BF16.
 #[wasm_bindgen_test]
 fn simd128_kernels_equal_the_scalar_reference() {
-    use hearth::cpu::Isa;
-    use hearth::cpu::qgemm::{Epilogue, Inputs, QuantRows, qgemm, qgemm_with, tile_rows};
-    use hearth::load::gguf::GgmlType;
+    use hearth::backend::cpu::Isa;
+    use hearth::backend::cpu::qgemm::{Epilogue, Inputs, QuantRows, qgemm, qgemm_with, tile_rows};
+    use hearth::format::gguf::GgmlType;
     use hearth::quant::packed::{PackedMatrix, QuantFormat};
     assert_eq!(Isa::best(), Isa::Simd128, "the package is built with simd128");
     assert_eq!(Inputs::of(Isa::Simd128), Inputs::I16);

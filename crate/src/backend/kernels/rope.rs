@@ -10,14 +10,7 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::CubeDim;
 
 use super::{Prim, cube_float, flex_f32, flex_float};
-
-/// Head layout of the fused projection.
-#[derive(Clone, Copy, Debug)]
-pub struct Heads {
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-}
+use crate::config::Heads;
 
 /// Where the first token of a chunk goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +86,7 @@ pub fn rope_store(
             }
             (Prim::Flex(qkv), Prim::Flex(cos), Prim::Flex(sin), Prim::Flex(mut k), Prim::Flex(mut v)) => {
                 let (x, cos, sin) = (flex_f32(qkv), flex_f32(cos), flex_f32(sin));
-                let mut q = crate::cpu::scratch::take(m * d);
+                let mut q = crate::backend::cpu::scratch::take(m * d);
                 let (ks, vs) = (k.storage_mut::<f32>(), v.storage_mut::<f32>());
                 for t in 0..m {
                     let row = &x[t * width..(t + 1) * width];
@@ -118,7 +111,7 @@ pub fn rope_store(
         k_out.expect("the value cache was written")
     });
     if let Prim::Flex(qkv) = qkv {
-        crate::cpu::scratch::give(qkv);
+        crate::backend::cpu::scratch::give(qkv);
     }
     q_out.expect("the queries were written")
 }

@@ -7,9 +7,9 @@
 pub mod attention;
 #[cfg(not(target_family = "wasm"))]
 mod pool;
+pub mod profile;
 pub mod qgemm;
 pub(crate) mod scratch;
-pub mod split;
 
 use std::sync::OnceLock;
 

@@ -12,8 +12,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use super::rope::Heads;
 use super::{Prim, cube_float, flex_f32, flex_float};
+use crate::config::Heads;
 
 /// Threads per cube.
 const THREADS: u32 = 64;
@@ -61,9 +61,9 @@ pub fn attention(
             cube_float(out)
         }
         (Prim::Flex(q), Prim::Flex(k), Prim::Flex(v)) => {
-            let mut out = crate::cpu::scratch::take(m * d);
-            let isa = crate::cpu::Isa::best();
-            crate::cpu::attention::attention(
+            let mut out = crate::backend::cpu::scratch::take(m * d);
+            let isa = crate::backend::cpu::Isa::best();
+            crate::backend::cpu::attention::attention(
                 isa,
                 &flex_f32(&q),
                 &flex_f32(&k),

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::readback::read_ids;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::model::Logits;
-use crate::readback::read_ids;
-use crate::tokenizer::Tokenizer;
+use crate::text::tokenizer::Tokenizer;
 
 /// Where drafts come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,7 +430,7 @@ impl DraftModel {
         // Catch up on all but the last token, in passes as a prefill runs.
         let behind = tokens.len() - 1;
         while self.history.len() < behind {
-            let n = (behind - self.history.len()).min(self.cache.max_append()).min(crate::session::PREFILL_CHUNK);
+            let n = (behind - self.history.len()).min(self.cache.max_append()).min(crate::model::passes::PREFILL_CHUNK);
             let chunk = &tokens[self.history.len()..self.history.len() + n];
             self.cache.make_room(n).await?;
             self.engine.model().forward(chunk, &mut self.cache, Logits::Last)?;

@@ -1529,7 +1529,7 @@ unsafe fn neon_tile_float<const T: usize, const F: FloatCodes>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::gguf::GgmlType;
+    use crate::format::gguf::GgmlType;
     use crate::quant::packed::FloatQuant;
 
     /// Dequantize with the packed format's own `get`, then a plain f64 product: independent of

@@ -1,10 +1,10 @@
 //! What a chosen token becomes: streamed text (whole UTF-8 characters, stop strings held back
 //! until they are ruled out), and whether the generation ends with it. Shared by a session's
-//! own loop and by conversations decoded together ([`crate::batch`]).
+//! own loop and by conversations decoded together ([`crate::generate::batch`]).
 
 use crate::error::Result;
-use crate::session::{Control, FinishReason, GenerateOptions, Listener};
-use crate::tokenizer::{TextStream, Tokenizer};
+use crate::generate::types::{Control, FinishReason, GenerateOptions, Listener};
+use crate::text::tokenizer::{TextStream, Tokenizer};
 
 /// One generation's output so far.
 pub(crate) struct Emitter {

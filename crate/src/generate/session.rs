@@ -5,206 +5,24 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use crate::early_exit::{EarlyExitOptions, Exits, confidence, top_k};
-use crate::emit::Emitter;
+use crate::backend::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::generate::early_exit::{EarlyExitOptions, Exits, confidence, top_k};
+use crate::generate::emit::Emitter;
+use crate::generate::sampler::Sampler;
+use crate::generate::speculative::{DraftModel, Proposal, SpeculativeMethod, Speculator};
+use crate::generate::types::{
+    Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, OnText, Quiet, ms_since, per_second,
+    should_stop,
+};
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
 use crate::model::Logits;
-use crate::prune::{PruneMethod, PruneOptions, PruneReport};
-use crate::readback::{read_f32, read_ids, settle, token_logprobs};
-use crate::sampler::{Sampler, SamplerOptions};
-use crate::speculative::{DraftModel, Proposal, SpeculativeMethod, SpeculativeOptions, Speculator};
-use crate::template::Message;
-
-/// Tokens scored per forward pass by [`Session::surprisal`].
-const SCORE_CHUNK: usize = 128;
-
-/// Most prompt tokens one prefill forward pass runs. Between passes the session waits for the
-/// device and asks whether to stop, so an abort lands within one chunk; small chunks also keep
-/// every kernel's dispatch far below WebGPU's 65,535 workgroups per dimension.
-pub const PREFILL_CHUNK: usize = 64;
-
-/// What to generate and when to stop.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GenerateOptions {
-    /// Most tokens to generate.
-    pub max_tokens: usize,
-    #[serde(flatten)]
-    pub sampler: SamplerOptions,
-    /// Generation ends before the first occurrence of any of these; they are not returned.
-    pub stop: Vec<String>,
-    /// Keep going past end-of-generation tokens (for benchmarks).
-    pub ignore_eos: bool,
-    /// Draft tokens and check them in one pass ([`crate::speculative`]); `None`: one token a step.
-    pub speculative: Option<SpeculativeOptions>,
-    /// Decode steps may end before the last layer ([`crate::early_exit`]); `None`: every layer.
-    pub early_exit: Option<EarlyExitOptions>,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        Self {
-            max_tokens: 256,
-            sampler: SamplerOptions::default(),
-            stop: Vec::new(),
-            ignore_eos: false,
-            speculative: None,
-            early_exit: None,
-        }
-    }
-}
-
-impl GenerateOptions {
-    /// Checked before any work is done, so that bad options never cost a prefill.
-    pub fn validate(&self) -> Result<()> {
-        if self.max_tokens == 0 {
-            return Err(Error::BadOptions("max_tokens must be at least 1".into()));
-        }
-        if self.stop.iter().any(String::is_empty) {
-            return Err(Error::BadOptions("stop strings must not be empty".into()));
-        }
-        if let Some(speculative) = &self.speculative {
-            speculative.validate()?;
-        }
-        if let Some(early_exit) = &self.early_exit {
-            early_exit.validate()?;
-            if self.speculative.is_some() {
-                return Err(Error::BadOptions("early exit is not combined with speculative decoding".into()));
-            }
-        }
-        self.sampler.validate()
-    }
-}
-
-/// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// An end-of-generation token or a stop string.
-    Stop,
-    /// `max_tokens` reached.
-    Length,
-    /// The KV cache has no room for another token.
-    ContextFull,
-    /// The caller asked to stop (the callback returned [`Control::Stop`] or the listener
-    /// reported an abort).
-    Aborted,
-}
-
-/// Timings and counts of one generation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GenerationStats {
-    pub prompt_tokens: usize,
-    /// Prompt tokens already in the cache from the previous turn, not prefilled again.
-    pub reused_tokens: usize,
-    pub generated_tokens: usize,
-    pub prefill_ms: f64,
-    /// From the end of prefill to the last token.
-    pub decode_ms: f64,
-    /// From the call to the first generated token.
-    pub time_to_first_token_ms: f64,
-    pub prefill_tokens_per_s: f64,
-    pub decode_tokens_per_s: f64,
-    /// KV slots in use after generation.
-    pub kv_len: usize,
-    pub kv_capacity: usize,
-    /// Tokens the cache evicted during this generation.
-    pub evicted_tokens: usize,
-    /// Prompt tokens dropped by input pruning.
-    pub pruned_tokens: usize,
-    /// Speculative decoding: tokens drafted, and how many of them the model accepted.
-    pub draft_tokens: usize,
-    pub accepted_tokens: usize,
-    /// `accepted_tokens / draft_tokens` (0 without drafts).
-    pub acceptance_rate: f64,
-    /// Layers run per decode step on average: fewer than the model's with early exit.
-    pub mean_layers: f64,
-}
-
-/// The result of [`Session::generate`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Generation {
-    pub tokens: Vec<u32>,
-    pub text: String,
-    pub finish_reason: FinishReason,
-    pub stats: GenerationStats,
-    /// What input pruning dropped, when the prompt did not fit its budget.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pruned: Option<PruneReport>,
-}
-
-/// What the streaming callback wants next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    Stop,
-}
-
-/// The caller's side of a generation: where text goes, and whether to stop.
-///
-/// [`Session::generate`] and [`Session::chat`] take a plain closure (a listener that never
-/// aborts by itself); their `_with` forms take a listener. The browser bindings implement one
-/// over an `AbortSignal`, so that an abort is seen between prefill chunks, between pruning's
-/// scoring chunks and after every decoded token, even while text is held back (an unfinished
-/// UTF-8 character, a possible stop string).
-pub trait Listener {
-    /// A new piece of text and the token that completed it. `Err` ends the generation with
-    /// that error (a callback that threw is a failure, not a request to stop).
-    fn on_text(&mut self, text: &str, token: u32) -> Result<Control>;
-
-    /// Whether the caller wants the generation to end now.
-    fn aborted(&self) -> bool {
-        false
-    }
-
-    /// A wait before each time [`Self::aborted`] is asked. A browser running the model on the
-    /// CPU finishes every step without awaiting anything, so its event loop (and with it an
-    /// abort: a click, a worker message) would never run during a generation: its listener
-    /// yields to the event loop here. `None`, the default: no wait.
-    fn pause(&self) -> Option<Pause> {
-        None
-    }
-}
-
-/// What [`Listener::pause`] returns.
-pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
-/// The listener's pause, then its answer to whether to stop.
-async fn should_stop(listener: &dyn Listener) -> bool {
-    if let Some(pause) = listener.pause() {
-        pause.await;
-    }
-    listener.aborted()
-}
-
-/// A listener that hears nothing and never stops (feeding and scoring for the caller's own use).
-struct Quiet;
-
-impl Listener for Quiet {
-    fn on_text(&mut self, _: &str, _: u32) -> Result<Control> {
-        Ok(Control::Continue)
-    }
-}
-
-/// A borrowed listener, for callers that keep theirs (conversations decoded together).
-impl<L: Listener + ?Sized> Listener for &mut L {
-    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
-        (**self).on_text(text, token)
-    }
-
-    fn aborted(&self) -> bool {
-        (**self).aborted()
-    }
-
-    fn pause(&self) -> Option<Pause> {
-        (**self).pause()
-    }
-}
+use crate::model::passes::{PREFILL_CHUNK, SCORE_CHUNK};
+use crate::text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+use crate::text::template::Message;
 
 /// The logits an early-exit step ends with, over the whole vocabulary: read to the host (an
 /// exit's, `-inf` outside a shortlist; a full step's when a shortlist needed them anyway), or
@@ -215,7 +33,7 @@ enum StepLogits {
 }
 
 /// What a chat runs: its prompt, or the end of a chat aborted while pruning scored it.
-pub(crate) enum ChatPrompt {
+pub(crate) enum ChatStart {
     /// The prompt's tokens, and what pruning dropped when it had to.
     Ready {
         tokens: Vec<u32>,
@@ -224,12 +42,10 @@ pub(crate) enum ChatPrompt {
     Aborted(Generation),
 }
 
-/// A closure as a listener.
-struct OnText<F>(F);
-
-impl<F: FnMut(&str, u32) -> Control> Listener for OnText<F> {
-    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
-        Ok((self.0)(text, token))
+impl Engine {
+    /// A new conversation with a KV cache as `kv` asks.
+    pub fn session(self: &Arc<Self>, kv: &KvOptions) -> Result<Session> {
+        Session::new(Arc::clone(self), kv)
     }
 }
 
@@ -381,8 +197,8 @@ impl Session {
         listener: impl Listener,
     ) -> Result<Generation> {
         let (tokens, report) = match self.chat_prompt(messages, options, prune, &listener).await? {
-            ChatPrompt::Ready { tokens, report } => (tokens, report),
-            ChatPrompt::Aborted(generation) => return Ok(generation),
+            ChatStart::Ready { tokens, report } => (tokens, report),
+            ChatStart::Aborted(generation) => return Ok(generation),
         };
         let mut generation = self.generate_with(&tokens, options, listener).await?;
         generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
@@ -399,25 +215,25 @@ impl Session {
         options: &GenerateOptions,
         prune: &PruneOptions,
         listener: &dyn Listener,
-    ) -> Result<ChatPrompt> {
+    ) -> Result<ChatStart> {
         let start = Instant::now();
         options.validate()?;
         let prompt = self.engine.chat_prompt(messages)?;
         let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
         let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
         if prompt.tokens.len() <= budget || prune.method == PruneMethod::None || continues {
-            return Ok(ChatPrompt::Ready { tokens: prompt.tokens, report: None });
+            return Ok(ChatStart::Ready { tokens: prompt.tokens, report: None });
         }
         prompt.check_budget(budget)?;
         let scores = match prune.method {
             PruneMethod::SelfInformation => match self.score(&prompt.tokens, listener).await? {
                 Some(scores) => scores,
-                None => return Ok(ChatPrompt::Aborted(Generation::aborted(prompt.tokens.len(), &self.cache, start))),
+                None => return Ok(ChatStart::Aborted(Generation::aborted(prompt.tokens.len(), &self.cache, start))),
             },
             _ => Vec::new(),
         };
         let report = prompt.prune(self.engine.tokenizer(), budget, prune.method, &scores)?;
-        Ok(ChatPrompt::Ready { tokens: report.tokens.clone(), report: Some(report) })
+        Ok(ChatStart::Ready { tokens: report.tokens.clone(), report: Some(report) })
     }
 
     /// The self-information `-ln p(token_i | tokens_<i)` of every token under this model (0 for
@@ -501,7 +317,7 @@ impl Session {
         Ok(guesses)
     }
 
-    /// One decode step of `token` that may exit early (see [`crate::early_exit`]): the next
+    /// One decode step of `token` that may exit early (see [`crate::generate::early_exit`]): the next
     /// token, from the logits of the layer it exited at or of the whole model.
     async fn exit_step(
         &mut self,
@@ -623,7 +439,7 @@ impl Session {
         Ok(logits)
     }
 
-    /// Records that the batched step ([`crate::batch`]) fed `token` to this session's cache.
+    /// Records that the batched step ([`crate::generate::batch`]) fed `token` to this session's cache.
     pub(crate) fn fed(&mut self, token: u32) {
         self.history.push(token);
     }
@@ -814,20 +630,6 @@ impl Session {
     }
 }
 
-impl Generation {
-    /// A generation stopped before its first token (during pruning's scoring or the prefill).
-    fn aborted(prompt_tokens: usize, cache: &KvCache, start: Instant) -> Self {
-        let stats = GenerationStats {
-            prompt_tokens,
-            prefill_ms: ms_since(start),
-            kv_len: cache.len(),
-            kv_capacity: cache.capacity(),
-            ..GenerationStats::default()
-        };
-        Self { tokens: Vec::new(), text: String::new(), finish_reason: FinishReason::Aborted, stats, pruned: None }
-    }
-}
-
 /// The next token from `logits: [1, vocab]`: argmax on the device when sampling is greedy (one
 /// integer read back), otherwise the logits are read and sampled on the host.
 pub(crate) async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
@@ -861,12 +663,4 @@ async fn verify(logits: Tensor<2>, draft: &[u32], sampler: &mut Sampler, history
     }
     let last = rows.next().ok_or_else(|| Error::Device("a verification pass returned too few rows".into()))?;
     Ok((draft.len(), sampler.sample(last, &seen)))
-}
-
-pub(crate) fn ms_since(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64() * 1e3
-}
-
-pub(crate) fn per_second(n: usize, ms: f64) -> f64 {
-    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use hearth::bench::KernelFormat;
+use hearth::analysis::bench::KernelFormat;
 use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
@@ -523,7 +523,7 @@ async fn run(cli: Cli) -> Result<()> {
             ffn,
             weights,
         } => {
-            use hearth::weight_pruning::{LayerChoice, PruneWeights};
+            use hearth::analysis::weight_pruning::{LayerChoice, PruneWeights};
             let layers = if layer_ids.is_empty() { LayerChoice::Count(layers) } else { LayerChoice::Ids(layer_ids) };
             let prune = PruneWeights { layers, heads, ffn };
             prune_weights(&model, &calibration, calibration_tokens, &output, &prune, weights.parse()?).await
@@ -538,13 +538,13 @@ async fn run(cli: Cli) -> Result<()> {
             tokens.truncate(limit.unwrap_or(tokens.len()));
             kv.capacity = Some(common.kv_capacity.unwrap_or(tokens.len().min(engine.config().context_length)));
             let mut session = engine.session(&kv)?;
-            let report = hearth::eval::perplexity(&mut session, &tokens, top1).await?;
+            let report = hearth::analysis::scoring::perplexity(&mut session, &tokens, top1).await?;
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(())
         }
         Command::ExportSafetensors { model, output, noise, seed } => {
             let bytes = read(&model)?;
-            let file = hearth::load::gguf::GgufFile::parse(&bytes)?;
+            let file = hearth::format::gguf::GgufFile::parse(&bytes)?;
             let parts = hearth::load::ModelParts::from_gguf(&file)?;
             std::fs::create_dir_all(&output)
                 .map_err(|source| Error::Io { path: output.display().to_string(), source: source.into() })?;
@@ -614,7 +614,8 @@ impl HfDir {
 }
 
 fn convert(model: &Path, output: &Path, weights: WeightFormat) -> Result<()> {
-    use hearth::load::{ModelParts, burnpack, gguf::GgufFile, hf};
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, burnpack, hf};
     let start = Instant::now();
     let pack = if model.is_dir() {
         let dir = HfDir::read(model)?;
@@ -636,11 +637,12 @@ async fn prune_weights(
     calibration: &Path,
     calibration_tokens: usize,
     output: &Path,
-    prune: &hearth::weight_pruning::PruneWeights,
+    prune: &hearth::analysis::weight_pruning::PruneWeights,
     weights: WeightFormat,
 ) -> Result<()> {
-    use hearth::load::{ModelParts, TensorSource, burnpack, fused::with_parts, gguf::GgufFile};
-    use hearth::weight_pruning::{Pruned, Pruning, calibrate};
+    use hearth::analysis::weight_pruning::{Pruned, Pruning, calibrate};
+    use hearth::format::gguf::GgufFile;
+    use hearth::load::{ModelParts, TensorSource, burnpack, fused::with_parts};
     if model.is_dir() {
         return Err(Error::BadOptions(format!("{}: convert the directory to .bpk first", model.display())));
     }
@@ -781,19 +783,19 @@ async fn bench(
     let split = match common.device.as_str() {
         "cpu" => {
             session.reset();
-            hearth::cpu::split::enable(true);
+            hearth::backend::cpu::profile::enable(true);
             let mut first = true;
             let stats = session
                 .generate(&prompt, &options, |_, _| {
                     if std::mem::take(&mut first) {
-                        hearth::cpu::split::reset();
+                        hearth::backend::cpu::profile::reset();
                     }
                     Control::Continue
                 })
                 .await?
                 .stats;
-            let [matmul, head, attention] = hearth::cpu::split::totals_ms();
-            hearth::cpu::split::enable(false);
+            let [matmul, head, attention] = hearth::backend::cpu::profile::totals_ms();
+            hearth::backend::cpu::profile::enable(false);
             let steps = stats.generated_tokens.saturating_sub(1).max(1) as f64;
             let total = stats.decode_ms;
             Some(json!({
@@ -830,8 +832,8 @@ async fn bench(
         "early_exit": options.early_exit,
         "mean_layers": median(&|s| s.mean_layers),
         "decode_split_ms_per_token": split,
-        "cpu_isa": (common.device == "cpu").then(|| hearth::cpu::Isa::best().name()),
-        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
+        "cpu_isa": (common.device == "cpu").then(|| hearth::backend::cpu::Isa::best().name()),
+        "cpu_threads": (common.device == "cpu").then(hearth::backend::cpu::threads),
         "peak_host_memory_bytes": peak_rss_bytes(),
         "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
@@ -908,7 +910,7 @@ async fn bench_streams(
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "runs": runs,
-        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
+        "cpu_threads": (common.device == "cpu").then(hearth::backend::cpu::threads),
         "streams": rows,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -1029,7 +1031,7 @@ async fn adaptive_bench(common: &Common, prompts_file: &Path, text: &Path, plan:
         "prompt_tokens": prompt_tokens,
         "gen_tokens": gen_tokens,
         "text_tokens": held_out.len(),
-        "cpu_threads": (common.device == "cpu").then(hearth::cpu::threads),
+        "cpu_threads": (common.device == "cpu").then(hearth::backend::cpu::threads),
         "rows": rows,
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -1213,7 +1215,7 @@ fn bench_kernels(common: &Common, runs: usize, formats: &str) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let (engine, _) = load(common)?;
-    for t in hearth::bench::kernel_bench(engine.config(), engine.device(), runs.max(5), &formats)? {
+    for t in hearth::analysis::bench::kernel_bench(engine.config(), engine.device(), runs.max(5), &formats)? {
         println!("{}", serde_json::to_string(&t).unwrap_or_default());
     }
     Ok(())

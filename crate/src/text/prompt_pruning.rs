@@ -12,8 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::template::{Message, Rendered};
-use crate::tokenizer::{ByteRange, Tokenizer};
+use crate::text::template::{Message, Rendered};
+use crate::text::tokenizer::{ByteRange, Tokenizer};
 
 /// Longest span scored and dropped as one unit, in tokens.
 const MAX_SPAN: usize = 32;

@@ -3,7 +3,11 @@
 
 use std::str::FromStr;
 
-use burn::prelude::Device;
+use burn::backend::{DispatchDevice, Flex};
+use burn::prelude::*;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use burn_flex::FlexTensor;
 
 use crate::error::{Error, Result};
 
@@ -90,8 +94,8 @@ impl Limits {
     /// The limits of `device`: read from its cubecl client for GPUs, none for the CPU.
     pub fn of(device: &Device) -> Self {
         let host_bytes_left = host_bytes_left();
-        match crate::kernels::float(burn::tensor::Tensor::<1>::zeros([1], device)) {
-            crate::kernels::Prim::Cube(t) => {
+        match float(burn::tensor::Tensor::<1>::zeros([1], device)) {
+            Prim::Cube(t) => {
                 let p = t.client.properties();
                 Self {
                     max_buffer_bytes: p.memory.max_page_size,
@@ -99,9 +103,7 @@ impl Limits {
                     host_bytes_left,
                 }
             }
-            crate::kernels::Prim::Flex(_) => {
-                Self { max_buffer_bytes: u64::MAX, max_workgroups: u32::MAX, host_bytes_left }
-            }
+            Prim::Flex(_) => Self { max_buffer_bytes: u64::MAX, max_workgroups: u32::MAX, host_bytes_left },
         }
     }
 
@@ -158,4 +160,34 @@ fn host_bytes_left() -> u64 {
         line.split_whitespace().nth(1)?.parse::<u64>().ok()
     });
     available.map_or(u64::MAX, |kib| kib.saturating_mul(1024))
+}
+
+/// Where a tensor's data lives, with its backend primitive.
+#[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
+pub(crate) enum Prim {
+    Cube(CubeTensor),
+    Flex(FlexTensor),
+}
+
+/// Whether `device` runs cubecl kernels (a GPU), as opposed to the CPU path.
+pub(crate) fn is_cube(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// The primitive behind a float tensor.
+pub(crate) fn float<const D: usize>(t: Tensor<D>) -> Prim {
+    if is_cube(&t.device()) {
+        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
+    } else {
+        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+    }
+}
+
+/// The primitive behind an int tensor.
+pub(crate) fn int<const D: usize>(t: Tensor<D, Int>) -> Prim {
+    if is_cube(&t.device()) {
+        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
+    } else {
+        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+    }
 }

@@ -2,13 +2,11 @@
 
 use serde::Serialize;
 
+use crate::backend::readback::{read_ids, token_logprobs};
 use crate::error::{Error, Result};
+use crate::generate::session::Session;
 use crate::model::Logits;
-use crate::readback::{read_ids, token_logprobs};
-use crate::session::Session;
-
-/// Tokens run per forward pass while scoring; the cache keeps the earlier ones.
-const CHUNK: usize = 128;
+use crate::model::passes::EVAL_CHUNK;
 
 /// The result of [`perplexity`].
 #[derive(Clone, Debug, Serialize)]
@@ -44,7 +42,7 @@ async fn score(session: &mut Session, tokens: &[u32], keep_top1: bool) -> Result
     let mut at = 0;
     while at < inputs.len() {
         let cache = session.cache_mut();
-        let mut n = CHUNK.min(cache.remaining()).min(inputs.len() - at);
+        let mut n = EVAL_CHUNK.min(cache.remaining()).min(inputs.len() - at);
         if n == 0 {
             cache.make_room(1).await?;
             n = 1;

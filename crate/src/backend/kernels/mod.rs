@@ -10,11 +10,14 @@ pub mod qgather;
 pub mod qmatmul;
 pub mod rope;
 
-use burn::backend::{DispatchDevice, Flex};
+use burn::backend::Flex;
 use burn::prelude::*;
 use burn_cubecl::CubeBackend;
+
 use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
+
+pub(crate) use super::device::{Prim, float, int};
 
 /// WebGPU's guaranteed `maxComputeWorkgroupsPerDimension` (what SwiftShader and most mobile
 /// adapters offer).
@@ -25,36 +28,6 @@ pub(crate) const MAX_WORKGROUPS: u32 = 65_535;
 pub(crate) fn grid(cubes: u32) -> cubecl::prelude::CubeCount {
     let y = cubes.div_ceil(MAX_WORKGROUPS).max(1);
     cubecl::prelude::CubeCount::Static(cubes.div_ceil(y), y, 1)
-}
-
-/// Where a tensor's data lives, with its backend primitive.
-#[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
-pub(crate) enum Prim {
-    Cube(CubeTensor),
-    Flex(FlexTensor),
-}
-
-/// Whether `device` runs cubecl kernels (a GPU), as opposed to the CPU path.
-pub(crate) fn is_cube(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
-}
-
-/// The primitive behind a float tensor.
-pub(crate) fn float<const D: usize>(t: Tensor<D>) -> Prim {
-    if is_cube(&t.device()) {
-        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
-    } else {
-        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
-    }
-}
-
-/// The primitive behind an int tensor.
-pub(crate) fn int<const D: usize>(t: Tensor<D, Int>) -> Prim {
-    if is_cube(&t.device()) {
-        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
-    } else {
-        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
-    }
 }
 
 pub(crate) fn cube_float<const D: usize>(t: CubeTensor) -> Tensor<D> {

@@ -1,5 +1,5 @@
 //! Causal grouped-query attention over the KV cache on the CPU: the arithmetic of the cubecl
-//! kernel ([`crate::kernels::attention`]), one (token, head) pair per task on the thread pool.
+//! kernel ([`crate::backend::kernels::attention`]), one (token, head) pair per task on the thread pool.
 //!
 //! Each SIMD level scores four keys at once (four independent multiply-add chains) and keeps the
 //! weighted sum of values in registers; the generic loop, for other head sizes and the scalar
@@ -7,7 +7,7 @@
 //! once made attention a quarter of a decode step).
 
 use super::{Isa, SharedOut, for_each};
-use crate::kernels::rope::Heads;
+use crate::config::Heads;
 
 /// Work below this many multiply-adds runs on the calling thread: handing it out costs more.
 const PARALLEL_WORK: usize = 1 << 15;

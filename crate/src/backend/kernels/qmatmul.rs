@@ -6,7 +6,7 @@
 //! threads read adjacent words. A thread unpacks each block once and applies it to up to
 //! [`MAX_TOKENS`] tokens; there is no shared memory and no barrier, which keeps the kernel cheap
 //! on CPU-backed adapters (lavapipe, SwiftShader) and coalesced on GPUs. On the CPU (Flex) the
-//! matrix is row-tiled for [`crate::cpu::qgemm`].
+//! matrix is row-tiled for [`crate::backend::cpu::qgemm`].
 
 use burn::backend::DispatchDevice;
 use burn::prelude::*;
@@ -15,9 +15,9 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
+use crate::backend::cpu::Isa;
+use crate::backend::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::config::Activation;
-use crate::cpu::Isa;
-use crate::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
 pub use cube::{f16_to_f32, float_code};
 
@@ -32,7 +32,7 @@ pub const MAX_TOKENS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     /// Groups of four rows side by side, block by block, rows padded to a multiple of four
-    /// ([`crate::cpu::qgemm::tile_rows`]): the CPU kernels' order.
+    /// ([`crate::backend::cpu::qgemm::tile_rows`]): the CPU kernels' order.
     RowTiled,
     /// `[block][row]`: block `b` of all rows, then block `b + 1` (cubecl devices).
     BlockInterleaved,
@@ -71,7 +71,7 @@ impl QuantMatrix {
         };
         let (codes, params, supers) = match layout {
             Layout::RowTiled => {
-                let t = crate::cpu::qgemm::tile_rows(p);
+                let t = crate::backend::cpu::qgemm::tile_rows(p);
                 (t.codes, t.params, t.supers)
             }
             Layout::BlockInterleaved => {
@@ -237,7 +237,7 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                 Prim::Flex(r) => r,
                 Prim::Cube(_) => panic!("qmatmul: residual on another device"),
             });
-            let mut y = crate::cpu::scratch::take(m * out_cols);
+            let mut y = crate::backend::cpu::scratch::take(m * out_cols);
             {
                 let residual = residual.as_ref().map(flex_f32);
                 let epilogue = match (code, &residual) {
@@ -248,9 +248,9 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                 };
                 qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
             }
-            crate::cpu::scratch::give(x);
+            crate::backend::cpu::scratch::give(x);
             if let Some(r) = residual {
-                crate::cpu::scratch::give(r);
+                crate::backend::cpu::scratch::give(r);
             }
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, out_cols])))
         }
@@ -344,7 +344,7 @@ mod cube {
         #[comptime] epilogue: u32,
         #[define(N)] _vector: usize,
     ) {
-        let rpt = comptime!(crate::kernels::qmatmul::ROWS_PER_THREAD as usize);
+        let rpt = comptime!(crate::backend::kernels::qmatmul::ROWS_PER_THREAD as usize);
         let row0 = ABSOLUTE_POS_X as usize * rpt;
         let (m, rows, cols) = (m as usize, rows as usize, cols as usize);
         if row0 >= rows {

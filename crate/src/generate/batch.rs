@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use web_time::Instant;
 
-use crate::emit::Emitter;
+use crate::backend::readback::{read_f32, read_ids};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::readback::{read_f32, read_ids};
-use crate::sampler::Sampler;
-use crate::session::{
-    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Session, ms_since, per_second, pick,
+use crate::generate::emit::Emitter;
+use crate::generate::sampler::Sampler;
+use crate::generate::session::{Session, pick};
+use crate::generate::types::{
+    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, ms_since, per_second,
 };
 
 /// One conversation's part in [`generate_batch`].

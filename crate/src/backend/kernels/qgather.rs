@@ -8,7 +8,7 @@ use cubecl::prelude::CubeDim;
 
 use super::qmatmul::QuantMatrix;
 use super::{Prim, cube_float, flex_float, flex_words};
-use crate::cpu::qgemm::block_index;
+use crate::backend::cpu::qgemm::block_index;
 use crate::quant::BLOCK;
 use crate::quant::packed::{QuantFormat, SUPER, Scales};
 
@@ -105,7 +105,7 @@ fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
 mod cube {
     use cubecl::prelude::*;
 
-    use crate::kernels::qmatmul::{f16_to_f32, float_code};
+    use crate::backend::kernels::qmatmul::{f16_to_f32, float_code};
 
     #[cube(launch)]
     pub(super) fn qgather_kernel(

@@ -6,7 +6,7 @@ use burn_flex::FlexTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::{Prim, cube_float, flex_f32, flex_float};
-use crate::cpu::scratch;
+use crate::backend::cpu::scratch;
 
 /// Threads that share one row.
 const THREADS: u32 = 64;

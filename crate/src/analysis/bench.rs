@@ -7,10 +7,10 @@ use burn::prelude::*;
 use serde::Serialize;
 use web_time::Instant;
 
+use crate::backend::kernels::copy::copy_words;
+use crate::backend::kernels::qmatmul::{QuantMatrix, qmatmul};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::kernels::copy::copy_words;
-use crate::kernels::qmatmul::{QuantMatrix, qmatmul};
 use crate::quant::packed::{FloatQuant, PackedMatrix, QuantFormat};
 
 /// Timings of one matrix shape (batch 1), medians over repeated runs.
@@ -127,7 +127,7 @@ pub fn kernel_bench(
     formats: &[KernelFormat],
 ) -> Result<Vec<KernelTiming>> {
     let mut out = Vec::new();
-    let limits = crate::device::Limits::of(device);
+    let limits = crate::backend::device::Limits::of(device);
     for (name, rows, cols) in shapes(config) {
         // A matrix past the device's largest buffer (a big vocabulary's head on many
         // adapters, whose dispatch would fail) is timed on the rows one buffer holds as f32,

@@ -27,15 +27,18 @@ use std::collections::BTreeSet;
 use burn::prelude::*;
 use serde::Deserialize;
 
+use crate::backend::readback::read_f32;
 use crate::config::ModelConfig;
+use crate::engine::{Counted, Engine, Prepared};
 use crate::error::{Error, Result};
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
+use crate::load::fused::with_parts;
 use crate::load::{HostTensor, ModelParts, TensorSource};
 use crate::model::Decoder;
+use crate::model::passes::CALIBRATION_TOKENS;
+use crate::model::passes::PREFILL_CHUNK;
 use crate::quant::BLOCK;
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
-use crate::readback::read_f32;
-use crate::session::PREFILL_CHUNK;
 
 /// A calibration text for pruning at load when none is given: plain prose on many subjects,
 /// written for this crate (so free of anyone's licence), some 600 tokens.
@@ -483,5 +486,41 @@ mod tests {
         assert_eq!(parsed.layers, LayerChoice::Ids(vec![2, 5]));
         let parsed: PruneWeights = serde_json::from_str(r#"{"layers": 2}"#).unwrap();
         assert_eq!(parsed.layers, LayerChoice::Count(2));
+    }
+}
+
+impl Prepared<'_> {
+    /// [`Self::upload`] with the structured cut `prune` asks for, chosen on `calibration`
+    /// (its first [`CALIBRATION_TOKENS`] tokens; [`DEFAULT_CALIBRATION`] when `None`): the
+    /// whole model is uploaded first and run over the text (unless only explicit layers go),
+    /// then dropped, and the pruned one uploaded in its place, so the device briefly holds
+    /// both. `progress` reports the pruned model's tensors. Resolves to the engine and the cut.
+    pub async fn upload_pruned(
+        self,
+        device: &Device,
+        prune: &PruneWeights,
+        calibration: Option<&str>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Engine, Pruning)> {
+        let (config, weights) = (&self.config, self.weights);
+        prune.check(config)?;
+        let measured = match prune.needs_calibration() {
+            false => None,
+            true => {
+                let text = calibration.unwrap_or(DEFAULT_CALIBRATION);
+                let mut tokens = self.tokenizer.encode(text, false)?;
+                tokens.truncate(CALIBRATION_TOKENS);
+                let whole = with_parts(self.source.tensors(), config, |t| Decoder::load(config, t, weights, device))?;
+                Some(calibrate(&whole, &tokens).await?)
+            }
+        };
+        let (model, pruning) = with_parts(self.source.tensors(), config, |tensors| -> Result<_> {
+            let pruning = Pruning::choose(config, prune, measured.as_ref(), tensors)?;
+            let pruned = Pruned::new(tensors, config, pruning.clone());
+            let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
+            Ok((model, pruning))
+        })?;
+        let name = pruning.name(config, &self.name);
+        Ok((Engine { model, tokenizer: self.tokenizer, template: self.template, name }, pruning))
     }
 }

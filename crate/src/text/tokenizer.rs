@@ -11,10 +11,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
-mod pre;
-
 use crate::error::{Error, Result};
-use crate::load::gguf::Value;
+use crate::format::gguf::Value;
 
 /// Control tokens that end a turn in the chat formats we know of (llama.cpp's end-of-generation set).
 const END_OF_TURN_TEXTS: [&str; 7] =
@@ -113,8 +111,9 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("BPE: {e}")))?;
 
         let pre = get("pre").and_then(Value::as_str).unwrap_or("default");
-        let patterns = pre::patterns(pre).ok_or_else(|| {
-            let known: Vec<&str> = pre::PRE_TOKENIZERS.iter().flat_map(|(names, _)| names.iter().copied()).collect();
+        let patterns = super::pre::patterns(pre).ok_or_else(|| {
+            let known: Vec<&str> =
+                super::pre::PRE_TOKENIZERS.iter().flat_map(|(names, _)| names.iter().copied()).collect();
             Error::Tokenizer(format!("pre-tokenizer {pre:?} is not supported (known: {})", known.join(", ")))
         })?;
         let mut steps = patterns

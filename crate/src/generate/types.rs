@@ -1,0 +1,221 @@
+//! The types a generation is asked and answers with, shared by a session's own loop, a batch of
+//! conversations and the text emitter: options, the result and its stats, the listener.
+
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use crate::error::{Error, Result};
+use crate::generate::early_exit::EarlyExitOptions;
+use crate::generate::sampler::SamplerOptions;
+use crate::generate::speculative::SpeculativeOptions;
+use crate::kv_cache::KvCache;
+use crate::text::prompt_pruning::PruneReport;
+
+/// What to generate and when to stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    #[serde(flatten)]
+    pub sampler: SamplerOptions,
+    /// Generation ends before the first occurrence of any of these; they are not returned.
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (for benchmarks).
+    pub ignore_eos: bool,
+    /// Draft tokens and check them in one pass ([`crate::generate::speculative`]); `None`: one token a step.
+    pub speculative: Option<SpeculativeOptions>,
+    /// Decode steps may end before the last layer ([`crate::generate::early_exit`]); `None`: every layer.
+    pub early_exit: Option<EarlyExitOptions>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            sampler: SamplerOptions::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            speculative: None,
+            early_exit: None,
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Checked before any work is done, so that bad options never cost a prefill.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(Error::BadOptions("max_tokens must be at least 1".into()));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(Error::BadOptions("stop strings must not be empty".into()));
+        }
+        if let Some(speculative) = &self.speculative {
+            speculative.validate()?;
+        }
+        if let Some(early_exit) = &self.early_exit {
+            early_exit.validate()?;
+            if self.speculative.is_some() {
+                return Err(Error::BadOptions("early exit is not combined with speculative decoding".into()));
+            }
+        }
+        self.sampler.validate()
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The KV cache has no room for another token.
+    ContextFull,
+    /// The caller asked to stop (the callback returned [`Control::Stop`] or the listener
+    /// reported an abort).
+    Aborted,
+}
+
+/// Timings and counts of one generation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    /// Prompt tokens already in the cache from the previous turn, not prefilled again.
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    /// From the end of prefill to the last token.
+    pub decode_ms: f64,
+    /// From the call to the first generated token.
+    pub time_to_first_token_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// KV slots in use after generation.
+    pub kv_len: usize,
+    pub kv_capacity: usize,
+    /// Tokens the cache evicted during this generation.
+    pub evicted_tokens: usize,
+    /// Prompt tokens dropped by input pruning.
+    pub pruned_tokens: usize,
+    /// Speculative decoding: tokens drafted, and how many of them the model accepted.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
+    /// `accepted_tokens / draft_tokens` (0 without drafts).
+    pub acceptance_rate: f64,
+    /// Layers run per decode step on average: fewer than the model's with early exit.
+    pub mean_layers: f64,
+}
+
+/// The result of [`Session::generate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub stats: GenerationStats,
+    /// What input pruning dropped, when the prompt did not fit its budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PruneReport>,
+}
+
+/// What the streaming callback wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// The caller's side of a generation: where text goes, and whether to stop.
+///
+/// [`Session::generate`] and [`Session::chat`] take a plain closure (a listener that never
+/// aborts by itself); their `_with` forms take a listener. The browser bindings implement one
+/// over an `AbortSignal`, so that an abort is seen between prefill chunks, between pruning's
+/// scoring chunks and after every decoded token, even while text is held back (an unfinished
+/// UTF-8 character, a possible stop string).
+pub trait Listener {
+    /// A new piece of text and the token that completed it. `Err` ends the generation with
+    /// that error (a callback that threw is a failure, not a request to stop).
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control>;
+
+    /// Whether the caller wants the generation to end now.
+    fn aborted(&self) -> bool {
+        false
+    }
+
+    /// A wait before each time [`Self::aborted`] is asked. A browser running the model on the
+    /// CPU finishes every step without awaiting anything, so its event loop (and with it an
+    /// abort: a click, a worker message) would never run during a generation: its listener
+    /// yields to the event loop here. `None`, the default: no wait.
+    fn pause(&self) -> Option<Pause> {
+        None
+    }
+}
+
+/// What [`Listener::pause`] returns.
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// The listener's pause, then its answer to whether to stop.
+pub(crate) async fn should_stop(listener: &dyn Listener) -> bool {
+    if let Some(pause) = listener.pause() {
+        pause.await;
+    }
+    listener.aborted()
+}
+
+/// A listener that hears nothing and never stops (feeding and scoring for the caller's own use).
+pub(crate) struct Quiet;
+
+impl Listener for Quiet {
+    fn on_text(&mut self, _: &str, _: u32) -> Result<Control> {
+        Ok(Control::Continue)
+    }
+}
+
+/// A borrowed listener, for callers that keep theirs (conversations decoded together).
+impl<L: Listener + ?Sized> Listener for &mut L {
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
+        (**self).on_text(text, token)
+    }
+
+    fn aborted(&self) -> bool {
+        (**self).aborted()
+    }
+
+    fn pause(&self) -> Option<Pause> {
+        (**self).pause()
+    }
+}
+
+/// A closure as a listener.
+pub(crate) struct OnText<F>(pub(crate) F);
+
+impl<F: FnMut(&str, u32) -> Control> Listener for OnText<F> {
+    fn on_text(&mut self, text: &str, token: u32) -> Result<Control> {
+        Ok((self.0)(text, token))
+    }
+}
+
+impl Generation {
+    /// A generation stopped before its first token (during pruning's scoring or the prefill).
+    pub(crate) fn aborted(prompt_tokens: usize, cache: &KvCache, start: Instant) -> Self {
+        let stats = GenerationStats {
+            prompt_tokens,
+            prefill_ms: ms_since(start),
+            kv_len: cache.len(),
+            kv_capacity: cache.capacity(),
+            ..GenerationStats::default()
+        };
+        Self { tokens: Vec::new(), text: String::new(), finish_reason: FinishReason::Aborted, stats, pruned: None }
+    }
+}
+
+pub(crate) fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+pub(crate) fn per_second(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
+}
