@@ -84,7 +84,7 @@ fn every_tensor_of_the_file_is_read() {
 }
 
 /// Top-5 logits at every position of each prompt within `tolerance` of an exact f32 forward
-/// pass over the dequantized weights (numpy, `pkg-scripts/make-gemma-logits.py`): 1e-2 with f32
+/// pass over the dequantized weights (numpy, `tests/reference/make-gemma-logits.py`): 1e-2 with f32
 /// weights, 5e-2 with the stored formats; the same ranking up to reference logits within the
 /// tolerance of each other. One prompt (547 tokens) is longer than the 512-token window of the
 /// sliding-window layers; it runs through the cache in chunks of 64 (the logits of 64 tokens

@@ -797,7 +797,7 @@ fn qwen_gguf_matches_the_reference(arch: &str) {
 }
 
 /// Tiny random GGUFs of each architecture, written by the `gguf` package (not by these tests'
-/// own writer), give llama.cpp's logits at every position (`pkg-scripts/make-arch-fixtures.py`;
+/// own writer), give llama.cpp's logits at every position (`crate/tests/fixtures/make-arch-fixtures.py`;
 /// f32 weights; llama.cpp keeps its KV cache in f16, which bounds the agreement).
 #[test]
 fn tiny_models_of_each_architecture_match_llama_cpp() {
@@ -944,7 +944,7 @@ fn float_weights_quantize_at_load_as_ggml_would() {
 
 /// Each byte-level BPE pre-tokenizer `tokenizer.ggml.pre` names gives llama.cpp's ids on texts
 /// where they split differently (digit runs, contractions, runs of spaces and newlines, letters
-/// against digits), with merges that cross those boundaries (`pkg-scripts/make-bpe-fixtures.py`:
+/// against digits), with merges that cross those boundaries (`crate/tests/fixtures/make-bpe-fixtures.py`:
 /// vocabulary-only GGUFs and llama.cpp's ids, committed).
 #[test]
 fn bpe_pre_tokenizers_give_llama_cpps_ids() {

@@ -1,4 +1,4 @@
-"""llama.cpp's CPU speed on a GGUF, for pkg-scripts/bench-cpu.sh: prefill of PROMPT tokens and
+"""llama.cpp's CPU speed on a GGUF, for pkg-scripts/bench/cpu.sh: prefill of PROMPT tokens and
 greedy decode of GEN tokens with THREADS threads, median of RUNS runs after one warm-up. Timed
 by the wall clock around llama.cpp's calls, as hearth times its own (greedy argmax included;
 llama-cpp-python's perf counters read zero). Prints one JSON object."""

@@ -15,7 +15,7 @@
 //! A shortlist's softmax sees only its own tokens, so it is surer than the whole head's.
 //!
 //! Models not trained for it (none of the ones we run is) predict poorly from middle layers:
-//! `pkg-scripts/bench-adaptive.sh` measures what a threshold costs in agreement and perplexity.
+//! `pkg-scripts/bench/adaptive.sh` measures what a threshold costs in agreement and perplexity.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -462,7 +462,7 @@ mod tests {
     use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 
     /// Rows of random floats and the blocks ggml's reference quantizers make of them
-    /// (`pkg-scripts/make-quantizer-fixtures.py`, llama-cpp-python 0.3.16).
+    /// (`crate/tests/fixtures/make-quantizer-fixtures.py`, llama-cpp-python 0.3.16).
     const FIXTURE: &str = include_str!("../../tests/fixtures/ggml_quantizers.json");
 
     fn hex(s: &str) -> Vec<u8> {

@@ -111,7 +111,7 @@ mod tests {
     }
 
     /// Random blocks of every format and their values by `gguf.quants.dequantize`
-    /// (`pkg-scripts/make-quant-fixtures.py`, gguf 0.19.0).
+    /// (`crate/tests/fixtures/make-quant-fixtures.py`, gguf 0.19.0).
     const FIXTURES: &str = include_str!("../../tests/fixtures/gguf_blocks.json");
 
     fn hex(s: &str) -> Vec<u8> {

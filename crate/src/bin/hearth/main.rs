@@ -90,7 +90,7 @@ enum Command {
         #[command(flatten)]
         speculation: Speculation,
     },
-    /// Early exit measured (see `pkg-scripts/bench-adaptive.sh`): for the whole model and each
+    /// Early exit measured (see `pkg-scripts/bench/adaptive.sh`): for the whole model and each
     /// threshold (and shortlist) at the given exit layers, greedy continuations of prompts cut
     /// from a text file (their agreement with the whole model's, decode speed, mean layers per
     /// token) and the perplexity of a held-out text, teacher-forced a step at a time; prints

@@ -5,14 +5,14 @@ on a set of texts, with BOS as the model asks, plain (`ids`) and with special to
 (`ids_parse_special`); and the same with `tokenizer.ggml.add_space_prefix` turned on (Llama 2's
 and Mistral's SentencePiece setting, `ids_space_prefix*`), from a copy of the file's metadata
 written with the `gguf` package. llama.cpp is PyPI's llama-cpp-python, built once into the
-cached environment `pkg-scripts/bench-cpu.sh` makes. Run once; the output is committed.
+cached environment `pkg-scripts/bench/cpu.sh` makes. Run once; the output is committed.
 """
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
 from llama_env import ROOT, enter  # noqa: E402
 
 MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"

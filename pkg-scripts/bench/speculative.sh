@@ -9,7 +9,7 @@
 # kind on wgpu (lavapipe, Vulkan on the CPU, is slow: all items take about an hour there; give
 # WGPU_LIMIT=all on a real GPU); DEVICES ("cpu wgpu").
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 model="${MODEL:-$model}"
 max_tokens="${MAX_TOKENS:-160}"
 wgpu_limit="${WGPU_LIMIT:-2}"

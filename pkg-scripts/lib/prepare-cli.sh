@@ -2,7 +2,7 @@
 # what is missing, fetches the default model and builds the release binary. Sets $root,
 # $hearth (the binary) and $model (the default GGUF), and a runtime directory for wgpu.
 # MODEL=gemma3-270m fetches Gemma 3 270M and points MODEL at it.
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 # Their messages go to stderr: these scripts print JSON on stdout.
 pkg-scripts/setup.sh >&2

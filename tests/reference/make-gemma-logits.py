@@ -12,14 +12,14 @@ between the top two logits at each step (llama.cpp quantizes activations to 8 bi
 may flip).
 
 Prompt ids are llama.cpp's (BOS first, as the model asks). Both tools come from the cached
-environment `pkg-scripts/bench-cpu.sh` builds (llama-cpp-python, numpy, gguf). Run once; the
+environment `pkg-scripts/bench/cpu.sh` builds (llama-cpp-python, numpy, gguf). Run once; the
 output is committed.
 """
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "bench"))
 from llama_env import ROOT, enter  # noqa: E402
 
 MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -129,7 +129,7 @@ for prompt in SHORT + [LONG]:
     })
     print(f"{len(ids)} tokens: top-1 after the prompt {top[-1, 0]}", file=sys.stderr)
 (OUT / "logits_f32.json").write_text(json.dumps({
-    "source": "numpy f32 forward (pkg-scripts/make-gemma-logits.py) over gguf.quants.dequantize weights",
+    "source": "numpy f32 forward (tests/reference/make-gemma-logits.py) over gguf.quants.dequantize weights",
     "cases": cases,
 }) + "\n")
 

@@ -1,12 +1,12 @@
 """What the fixture scripts (make-arch-fixtures.py, make-bpe-fixtures.py, make-gemma-*.py)
 share: re-running themselves inside the cached llama-cpp-python environment that
-`pkg-scripts/bench-cpu.sh` builds (with the gguf package pinned), and GPT-2's byte table."""
+`pkg-scripts/bench/cpu.sh` builds (with the gguf package pinned), and GPT-2's byte table."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth")) / "llama-cpp"
 
 
@@ -16,7 +16,7 @@ def enter(script: str) -> None:
         return
     python = VENV / "bin" / "python"
     if not python.exists():
-        sys.exit(f"{python} is missing: run pkg-scripts/bench-cpu.sh once to build llama-cpp-python")
+        sys.exit(f"{python} is missing: run pkg-scripts/bench/cpu.sh once to build llama-cpp-python")
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "gguf==0.19.0"], check=True)
     os.execve(str(python), [str(python), script], {**os.environ, "HEARTH_LLAMA_VENV": "1"})
 

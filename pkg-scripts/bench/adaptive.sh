@@ -9,7 +9,7 @@
 # (held out: another text), teacher-forced a step at a time with the same exits. Prints one
 # JSON object per model on stdout and a markdown table of all of them on stderr.
 # Then self-speculative decoding on SmolLM2 (its chat template; Gemma 3 270M here is a base
-# model): the 27 chat items of bench-speculative.sh answered plainly and with the first 20 and
+# model): the 27 chat items of bench/speculative.sh answered plainly and with the first 20 and
 # then 25 layers drafting, one after the other in one run each (SELF_LAYERS, "20 25").
 # Then structured pruning (`hearth prune-weights`, scored on the first 512 tokens of the
 # Apache-2.0 text) on both models: whole layers (ShortGPT's block influence), query heads and
@@ -22,7 +22,7 @@
 # MODELS ("smollm2 gemma3-270m"; empty: none), PROMPTS (50), THRESHOLDS, SHORTLISTS ("0,64"),
 # SELF_LAYERS ("20 25"; empty: none), PRUNE.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 pkg-scripts/fetch-model.sh gemma3-270m >&2
 prompts_file=/usr/share/common-licenses/Apache-2.0
 text=/usr/share/common-licenses/GPL-3

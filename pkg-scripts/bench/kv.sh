@@ -3,9 +3,9 @@
 # token through caches of 256 and 512 tokens under each eviction policy, next to the full
 # cache. The text is the GPL-3 from Debian's base-files (its first LIMIT tokens, default 2600:
 # over 4x the larger cache), or TEXT=path. Prints one JSON line per run.
-# Usage: pkg-scripts/bench-kv.sh [--device cpu|wgpu]
+# Usage: pkg-scripts/bench/kv.sh [--device cpu|wgpu]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 text="${TEXT:-/usr/share/common-licenses/GPL-3}"
 limit="${LIMIT:-2600}"
 

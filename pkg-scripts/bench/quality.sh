@@ -6,9 +6,9 @@
 # and of the original Q4_1 GGUF, and how often the float and int4 models agree on the most
 # likely next token. The text is the GPL-3 from Debian's base-files (natural English prose,
 # about 7,500 tokens), or TEXT=path.
-# Usage: pkg-scripts/bench-quality.sh [--device cpu|wgpu]
+# Usage: pkg-scripts/bench/quality.sh [--device cpu|wgpu]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 noise="${NOISE:-0.02}"
 text="${TEXT:-/usr/share/common-licenses/GPL-3}"
 

@@ -2,9 +2,9 @@
 # Counts the GPU dispatches of one decode step on the wgpu device, from cubecl's own kernel log
 # (profiling level "minimal": one line per kernel run). Runs `hearth generate` for 9 tokens
 # and counts the kernels between the last two argmax reductions, which end each step.
-# Prints the count and the kernels of that step. Usage: pkg-scripts/bench-dispatches.sh [--weights int4|f32]
+# Prints the count and the kernels of that step. Usage: pkg-scripts/bench/dispatches.sh [--weights int4|f32]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 printf '[profiling.logger]\nlevel = "minimal"\nfile = "%s/kernels.log"\nappend = false\n' "$work" > "$work/cubecl.toml"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes bench/prune-qa.json: 60 questions whose answer is one sentence placed among
-distractor notes, for `hearth prune-bench` (pkg-scripts/bench-prune.sh). Deterministic."""
+distractor notes, for `hearth prune-bench` (pkg-scripts/bench/prune.sh). Deterministic."""
 import json
 import random
 from pathlib import Path
@@ -83,7 +83,7 @@ def main():
         cut = rng.randrange(len(parts) + 1)
         notes[at] = ". ".join(parts[:cut] + [sentence.rstrip(".")] + parts[cut:]) + "."
         items.append({"notes": notes, "question": question, "answer": answer})
-    out = Path(__file__).resolve().parent.parent / "bench" / "prune-qa.json"
+    out = Path(__file__).resolve().parent / "prune-qa.json"
     out.write_text(json.dumps(items, indent=1) + "\n")
     print(f"wrote {len(items)} items to {out}")
 

@@ -5,7 +5,7 @@
 # source once into a cached virtual environment (~10 minutes the first time). Prints one JSON
 # object: hearth int4, hearth f32, llama.cpp, and the ratios the CPU issue sets as goals.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/prepare-cli.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/prepare-cli.sh"
 model="${MODEL:-$model}"
 prompt="${PROMPT:-128}"
 gen="${GEN:-64}"

@@ -4,7 +4,7 @@
 # harness (tests/bench/bench.html), measured in one run. Prints prefill and decode tokens/s,
 # time to first token, the texts, and hearth's ratios over wllama.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 # Their messages go to stderr: stdout is the JSON.
 pkg-scripts/setup.sh --web >&2
