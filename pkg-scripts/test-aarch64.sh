@@ -28,5 +28,5 @@ target=(--release --locked -p hearth --target aarch64-unknown-linux-gnu)
 cargo test "${target[@]}" --lib cpu::
 if [ "${1:-}" = "--real-model" ]; then
   pkg-scripts/fetch-model.sh
-  cargo test "${target[@]}" --test real_model int4_logits_match_reference_on_cpu -- --nocapture
+  cargo test "${target[@]}" --test real_model int4_logits_match_reference::on_cpu -- --nocapture
 fi

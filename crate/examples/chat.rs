@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hearth::{Control, DeviceKind, Engine, GenerateOptions, KvOptions, Message, PruneOptions, WeightFormat};
+use hearth::{Control, DeviceKind, Engine, GenerateOptions, KvOptions, Message, PromptPruneOptions, WeightFormat};
 
 fn main() -> hearth::Result<()> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into());
@@ -14,10 +14,11 @@ fn main() -> hearth::Result<()> {
 
     let messages = [Message::new("user", "What is the capital of France?")];
     let options = GenerateOptions { max_tokens: 64, ..GenerateOptions::default() };
-    let reply = pollster::block_on(session.chat(&messages, &options, &PruneOptions::default(), |text, _token| {
-        print!("{text}");
-        Control::Continue
-    }))?;
+    let reply =
+        pollster::block_on(session.chat(&messages, &options, &PromptPruneOptions::default(), |text, _token| {
+            print!("{text}");
+            Control::Continue
+        }))?;
     println!("\n{:.1} tokens/s", reply.stats.decode_tokens_per_s);
     Ok(())
 }

@@ -30,6 +30,7 @@
 
 pub mod error;
 pub mod format;
+mod names;
 
 pub mod config;
 pub mod quant;
@@ -64,7 +65,7 @@ pub use generate::speculative::{SpeculativeMethod, SpeculativeOptions};
 pub use generate::types::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Pause};
 pub use kv_cache::{EvictionPolicy, KvCache, KvOptions};
 pub use load::WeightFormat;
-pub use text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+pub use text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions, PromptPruneReport};
 pub use text::template::Message;
 pub use text::tokenizer::{TextStream, Tokenizer};
 

@@ -132,17 +132,12 @@ fn f32_logits_match_an_exact_forward_on_cpu() {
     logits_match_f32_reference(DeviceKind::Cpu, WeightFormat::F32);
 }
 
-/// The default: every matrix packed in its stored format (Q8_0, Q5_0, Q4_K and Q6_K), none
-/// as floats: the weights take well under a fifth of their f32 size.
-#[test]
-fn stored_format_logits_match_an_exact_forward_on_cpu() {
-    logits_match_f32_reference(DeviceKind::Cpu, WeightFormat::Int4);
-}
-
-#[test]
-fn stored_format_logits_match_an_exact_forward_on_wgpu() {
-    logits_match_f32_reference(DeviceKind::Wgpu, WeightFormat::Int4);
-}
+// The default: every matrix packed in its stored format (Q8_0, Q5_0, Q4_K and Q6_K), none
+// as floats: the weights take well under a fifth of their f32 size.
+each_device!(stored_format_logits_match_an_exact_forward, |device| logits_match_f32_reference(
+    device,
+    WeightFormat::Int4
+));
 
 /// Greedy tokens equal llama.cpp's up to the first step where llama.cpp's own top two logits
 /// are within 0.5 (its 8-bit activations can flip such near-ties); past it the engine is fed

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::*;
 use hearth::{
     Control, DeviceKind, Engine, Error, EvictionPolicy, FinishReason, GenerateOptions, KvOptions, Listener, Message,
-    PruneMethod, PruneOptions, Session, WeightFormat,
+    PromptPruneMethod, PromptPruneOptions, Session, WeightFormat,
 };
 
 const TOLERANCE: f32 = 2e-4;
@@ -184,18 +184,19 @@ fn a_failed_or_aborted_prune_leaves_the_session_as_it_was() {
     let mut session = engine.session(&KvOptions::with_capacity(512)).unwrap();
     let options = greedy(3);
     let first = [Message::new("user", "hello there")];
-    pollster::block_on(session.chat(&first, &options, &PruneOptions::default(), |_, _| Control::Continue)).unwrap();
+    pollster::block_on(session.chat(&first, &options, &PromptPruneOptions::default(), |_, _| Control::Continue))
+        .unwrap();
     let (history, len) = (session.history().to_vec(), session.kv_cache().len());
     assert!(len > 0);
 
-    let hopeless = PruneOptions { method: PruneMethod::SelfInformation, budget: Some(8) };
+    let hopeless = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(8) };
     let err = pollster::block_on(session.chat(&long_conversation(), &options, &hopeless, |_, _| Control::Continue))
         .unwrap_err();
     assert!(matches!(&err, Error::BadOptions(m) if m.contains("never dropped")), "{err}");
     assert_eq!((session.history(), session.kv_cache().len()), (&history[..], len));
 
     let total = engine.chat_prompt(&long_conversation()).unwrap().tokens.len();
-    let tight = PruneOptions { method: PruneMethod::SelfInformation, budget: Some(total - 20) };
+    let tight = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(total - 20) };
     // Asked before scoring's first chunk: stop there.
     let mut abort = Abort::at(1);
     let g = pollster::block_on(session.chat_with(&long_conversation(), &options, &tight, &mut abort)).unwrap();
@@ -349,7 +350,7 @@ fn pruning_drops_the_message_not_the_same_text_elsewhere() {
     let tokenizer = engine.tokenizer();
     let full = tokenizer.decode(&prompt.tokens, false).unwrap();
     let echo_tokens = tokenizer.encode(echo, false).unwrap().len();
-    let report = prompt.prune(tokenizer, prompt.tokens.len() - echo_tokens, PruneMethod::Front, &[]).unwrap();
+    let report = prompt.prune(tokenizer, prompt.tokens.len() - echo_tokens, PromptPruneMethod::Front, &[]).unwrap();
     let kept = tokenizer.decode(&report.tokens, false).unwrap();
     let system = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>";
     assert!(kept.contains(system), "{kept:?}");

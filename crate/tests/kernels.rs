@@ -128,15 +128,7 @@ fn qmatmul_matches_reference(device: DeviceKind) {
     }
 }
 
-#[test]
-fn qmatmul_matches_dequantize_then_multiply_on_cpu() {
-    qmatmul_matches_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn qmatmul_matches_dequantize_then_multiply_on_wgpu() {
-    qmatmul_matches_reference(DeviceKind::Wgpu);
-}
+each_device!(qmatmul_matches_dequantize_then_multiply, |device| qmatmul_matches_reference(device));
 
 fn qgather_matches_reference(device: DeviceKind) {
     let device = device.device().unwrap();
@@ -154,15 +146,7 @@ fn qgather_matches_reference(device: DeviceKind) {
     }
 }
 
-#[test]
-fn qgather_matches_dequantized_rows_on_cpu() {
-    qgather_matches_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn qgather_matches_dequantized_rows_on_wgpu() {
-    qgather_matches_reference(DeviceKind::Wgpu);
-}
+each_device!(qgather_matches_dequantized_rows, |device| qgather_matches_reference(device));
 
 fn tensor2(data: &[f32], shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(data.to_vec(), shape), device)
@@ -226,15 +210,7 @@ fn norm_and_epilogues_match_reference(device: DeviceKind) {
     }
 }
 
-#[test]
-fn norm_and_epilogues_match_reference_on_cpu() {
-    norm_and_epilogues_match_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn norm_and_epilogues_match_reference_on_wgpu() {
-    norm_and_epilogues_match_reference(DeviceKind::Wgpu);
-}
+each_device!(norm_and_epilogues_match_reference);
 
 /// RoPE with the cache write, then causal attention over everything cached, for a chunk that
 /// starts after earlier tokens, against a plain computation. Head dimension 80 (not a multiple
@@ -336,15 +312,7 @@ fn rope_and_attention_match_reference(device: DeviceKind) {
     }
 }
 
-#[test]
-fn rope_and_attention_match_reference_on_cpu() {
-    rope_and_attention_match_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn rope_and_attention_match_reference_on_wgpu() {
-    rope_and_attention_match_reference(DeviceKind::Wgpu);
-}
+each_device!(rope_and_attention_match_reference);
 
 /// Element-wise kernels with more than 65,535 workgroups of work (WebGPU's limit per
 /// dimension) spread them over two dimensions: every element is still computed, once.

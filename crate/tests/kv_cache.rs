@@ -11,8 +11,8 @@ use hearth::kv_cache::heavy_hitters_keep;
 use hearth::text::prompt_pruning::ChatPrompt;
 use hearth::text::template::Rendered;
 use hearth::{
-    Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, Message, PruneMethod, PruneOptions,
-    Session, WeightFormat,
+    Control, DeviceKind, Engine, Error, EvictionPolicy, GenerateOptions, KvOptions, Message, PromptPruneMethod,
+    PromptPruneOptions, Session, WeightFormat,
 };
 
 const TOLERANCE: f32 = 2e-4;
@@ -262,7 +262,7 @@ fn pruning_keeps_the_protected_part() {
 
     // Exactly that sentence must go.
     let budget = total - scores.iter().filter(|&&s| s < 1.0).count();
-    for method in [PruneMethod::SelfInformation, PruneMethod::OldestTurns, PruneMethod::Front] {
+    for method in [PromptPruneMethod::SelfInformation, PromptPruneMethod::OldestTurns, PromptPruneMethod::Front] {
         let report = prompt.prune(tokenizer, budget, method, &scores).unwrap();
         assert!(report.kept_tokens <= budget, "{method:?}");
         assert_eq!(report.kept_tokens + report.pruned_tokens, total);
@@ -276,15 +276,15 @@ fn pruning_keeps_the_protected_part() {
         let first = &report.dropped[0];
         let note = &messages[1].content;
         match method {
-            PruneMethod::SelfInformation => assert_eq!(first.text, " four five six.", "{report:?}"),
-            PruneMethod::Front => {
+            PromptPruneMethod::SelfInformation => assert_eq!(first.text, " four five six.", "{report:?}"),
+            PromptPruneMethod::Front => {
                 assert!(note.starts_with(&first.text) && first.tokens == total - budget, "{report:?}")
             }
-            PruneMethod::OldestTurns => assert_eq!((first.message, &first.text), (1, note), "{report:?}"),
-            PruneMethod::None => {}
+            PromptPruneMethod::OldestTurns => assert_eq!((first.message, &first.text), (1, note), "{report:?}"),
+            PromptPruneMethod::None => {}
         }
     }
-    let err = prompt.prune(tokenizer, protected - 1, PruneMethod::Front, &scores).err().unwrap();
+    let err = prompt.prune(tokenizer, protected - 1, PromptPruneMethod::Front, &scores).err().unwrap();
     assert!(matches!(err, Error::BadOptions(ref m) if m.contains("never dropped")), "{err}");
 }
 
@@ -296,7 +296,7 @@ fn pruning_within_budget_drops_nothing() {
     let rendered = Rendered { text: "one twoq".into(), spans: vec![Some(0..7), Some(7..8)] };
     let prompt = ChatPrompt::new(&messages, rendered, vec![10, 11, 12], vec![(0, 3), (3, 7), (7, 8)]);
     assert_eq!(prompt.protected_tokens(), 1);
-    for method in [PruneMethod::SelfInformation, PruneMethod::OldestTurns, PruneMethod::Front] {
+    for method in [PromptPruneMethod::SelfInformation, PromptPruneMethod::OldestTurns, PromptPruneMethod::Front] {
         let report = prompt.prune(engine.tokenizer(), 3, method, &[0.0; 3]).unwrap();
         assert_eq!((report.pruned_tokens, &report.tokens[..]), (0, &[10, 11, 12][..]), "{method:?}");
     }
@@ -310,7 +310,7 @@ fn chat_prunes_to_budget() {
     let mut session = engine.session(&KvOptions::with_capacity(256)).unwrap();
     let messages = conversation();
     let total = engine.chat_prompt(&messages).unwrap().tokens.len();
-    let prune = PruneOptions { method: PruneMethod::SelfInformation, budget: Some(total - 10) };
+    let prune = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(total - 10) };
     let options = GenerateOptions { max_tokens: 4, ignore_eos: true, ..Default::default() };
     let g = pollster::block_on(session.chat(&messages, &options, &prune, |_, _| Control::Continue)).unwrap();
     let report = g.pruned.expect("pruned");
@@ -319,7 +319,7 @@ fn chat_prunes_to_budget() {
     assert_eq!(g.stats.prompt_tokens, total - report.pruned_tokens);
 
     // Within budget: nothing pruned.
-    let roomy = PruneOptions { method: PruneMethod::SelfInformation, budget: Some(total) };
+    let roomy = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(total) };
     let g = pollster::block_on(session.chat(&messages, &options, &roomy, |_, _| Control::Continue)).unwrap();
     assert!(g.pruned.is_none());
     assert_eq!(g.stats.pruned_tokens, 0);
@@ -347,20 +347,20 @@ fn bad_cache_and_pruning_options_are_refused() {
         let err = name.parse::<EvictionPolicy>().err().unwrap();
         assert!(err.to_string().contains("sinks-window"), "{err}");
     }
-    assert!("self information".parse::<PruneMethod>().is_err());
+    assert!("self information".parse::<PromptPruneMethod>().is_err());
     assert_eq!("heavy-hitters".parse::<EvictionPolicy>().unwrap(), EvictionPolicy::HeavyHitters);
 
     let mut session = engine.session(&KvOptions::with_capacity(256)).unwrap();
     let options = GenerateOptions { max_tokens: 4, ..Default::default() };
-    let run = |session: &mut Session, prune: &PruneOptions| {
+    let run = |session: &mut Session, prune: &PromptPruneOptions| {
         pollster::block_on(session.chat(&conversation(), &options, prune, |_, _| Control::Continue))
     };
-    let tiny_budget = PruneOptions { budget: Some(3), ..Default::default() };
+    let tiny_budget = PromptPruneOptions { budget: Some(3), ..Default::default() };
     assert!(matches!(run(&mut session, &tiny_budget), Err(Error::BadOptions(m)) if m.contains("never dropped")));
-    let zero = PruneOptions { budget: Some(0), ..Default::default() };
+    let zero = PromptPruneOptions { budget: Some(0), ..Default::default() };
     assert!(matches!(run(&mut session, &zero), Err(Error::BadOptions(_))));
     // Still usable.
-    assert!(run(&mut session, &PruneOptions::default()).is_ok());
+    assert!(run(&mut session, &PromptPruneOptions::default()).is_ok());
 }
 
 /// Greedy generation past the capacity equals the reference's greedy run with one
@@ -420,15 +420,7 @@ fn sliding_window_layers_keep_only_their_window(device: DeviceKind) {
     assert!((0..6).all(|l| small.kv_cache().layer_rows(l) == 40));
 }
 
-#[test]
-fn sliding_window_layers_keep_only_their_window_on_cpu() {
-    sliding_window_layers_keep_only_their_window(DeviceKind::Cpu);
-}
-
-#[test]
-fn sliding_window_layers_keep_only_their_window_on_wgpu() {
-    sliding_window_layers_keep_only_their_window(DeviceKind::Wgpu);
-}
+each_device!(sliding_window_layers_keep_only_their_window);
 
 /// Eviction with mixed layers: token by token through a cache of 48 slots (4 sinks; heavy
 /// hitters with a recent span of 8) for 120 tokens, the kept tokens and the logits equal the

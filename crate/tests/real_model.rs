@@ -95,25 +95,9 @@ fn logits_match_f32_reference(device: DeviceKind, weights: WeightFormat) {
     eprintln!("{device:?} {weights:?}: largest top-5 logit difference {worst}");
 }
 
-#[test]
-fn f32_logits_match_reference_on_cpu() {
-    logits_match_f32_reference(DeviceKind::Cpu, WeightFormat::F32);
-}
+each_device!(f32_logits_match_reference, |device| logits_match_f32_reference(device, WeightFormat::F32));
 
-#[test]
-fn f32_logits_match_reference_on_wgpu() {
-    logits_match_f32_reference(DeviceKind::Wgpu, WeightFormat::F32);
-}
-
-#[test]
-fn int4_logits_match_reference_on_cpu() {
-    logits_match_f32_reference(DeviceKind::Cpu, WeightFormat::Int4);
-}
-
-#[test]
-fn int4_logits_match_reference_on_wgpu() {
-    logits_match_f32_reference(DeviceKind::Wgpu, WeightFormat::Int4);
-}
+each_device!(int4_logits_match_reference, |device| logits_match_f32_reference(device, WeightFormat::Int4));
 
 /// Greedy tokens equal llama.cpp's at least up to the first step where the engine's own top
 /// two logits are within 0.5 (llama.cpp's 8-bit activations can flip such near-ties). Past

@@ -103,25 +103,9 @@ fn decode_matches_reference(device: DeviceKind) {
     assert_logits_close(&got, &want, &format!("{device:?} decode"));
 }
 
-#[test]
-fn gguf_prefill_matches_reference_on_cpu() {
-    prefill_matches_reference(DeviceKind::Cpu);
-}
+each_device!(gguf_prefill_matches_reference, |device| prefill_matches_reference(device));
 
-#[test]
-fn gguf_prefill_matches_reference_on_wgpu() {
-    prefill_matches_reference(DeviceKind::Wgpu);
-}
-
-#[test]
-fn gguf_decode_through_kv_cache_matches_reference_on_cpu() {
-    decode_matches_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn gguf_decode_through_kv_cache_matches_reference_on_wgpu() {
-    decode_matches_reference(DeviceKind::Wgpu);
-}
+each_device!(gguf_decode_through_kv_cache_matches_reference, |device| decode_matches_reference(device));
 
 /// A Hugging Face directory (safetensors in F32, F16 and BF16, rotate-half query/key layout,
 /// separate output head) gives the reference logits, for each family as its checkpoints store
@@ -311,19 +295,11 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
     assert!(engine.tokenizer().is_end_of_generation(2));
 }
 
-#[test]
-fn safetensors_directory_matches_reference_on_cpu() {
+each_device!(safetensors_directory_matches_reference, |device| {
     for model_type in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
-        hf_matches_reference(DeviceKind::Cpu, model_type);
+        hf_matches_reference(device, model_type);
     }
-}
-
-#[test]
-fn safetensors_directory_matches_reference_on_wgpu() {
-    for model_type in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
-        hf_matches_reference(DeviceKind::Wgpu, model_type);
-    }
-}
+});
 
 /// Greedy generation gives the reference's greedy tokens on both devices, and a second turn
 /// that extends the first reuses the cached prefix and still matches.

@@ -47,7 +47,7 @@ pub const DEFAULT_CALIBRATION: &str = include_str!("calibration.txt");
 /// What to cut from a model; every part is optional and 0 by default.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PruneWeights {
+pub struct WeightPruneOptions {
     /// Layers to drop: how many (the least influential), or which.
     #[serde(default)]
     pub layers: LayerChoice,
@@ -77,7 +77,7 @@ impl Default for LayerChoice {
     }
 }
 
-impl PruneWeights {
+impl WeightPruneOptions {
     /// Whether choosing the cut needs a calibration pass (explicit layer ids do not).
     pub fn needs_calibration(&self) -> bool {
         self.heads > 0 || self.ffn > 0.0 || matches!(self.layers, LayerChoice::Count(n) if n > 0)
@@ -229,7 +229,7 @@ fn wanda(source: &dyn TensorSource, name: &str, rows: usize, norms: &[f64]) -> R
 /// must keep what the config can state: as many heads and channels in every kept layer, and
 /// as many heads from each key/value group.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Pruning {
+pub struct WeightCut {
     /// The source's layers kept, ascending, at least one.
     pub layers: Vec<usize>,
     /// Per source layer, the query heads kept, ascending (all of them where none is cut).
@@ -238,12 +238,12 @@ pub struct Pruning {
     pub channels: Vec<Vec<usize>>,
 }
 
-impl Pruning {
+impl WeightCut {
     /// Chooses what `options` asks of the model `c`, from `calibration` (needed unless only
-    /// explicit layers go: [`PruneWeights::needs_calibration`]) and the weights in `source`.
+    /// explicit layers go: [`WeightPruneOptions::needs_calibration`]) and the weights in `source`.
     pub fn choose(
         c: &ModelConfig,
-        options: &PruneWeights,
+        options: &WeightPruneOptions,
         calibration: Option<&Calibration>,
         source: &dyn TensorSource,
     ) -> Result<Self> {
@@ -342,18 +342,18 @@ enum Cut {
     Cols(Vec<usize>),
 }
 
-/// A tensor source as a [`Pruning`] leaves it: layer `i` is the source's layer `layers[i]`,
+/// A tensor source as a [`WeightCut`] leaves it: layer `i` is the source's layer `layers[i]`,
 /// with the kept heads' and channels' rows and columns. Give it a source whose fused
 /// projections are already served apart ([`crate::load::fused::with_parts`]).
-pub struct Pruned<'a> {
+pub struct PrunedWeights<'a> {
     source: &'a dyn TensorSource,
     config: ModelConfig,
-    pruning: Pruning,
+    pruning: WeightCut,
 }
 
-impl<'a> Pruned<'a> {
+impl<'a> PrunedWeights<'a> {
     /// `source` holds the model `config`.
-    pub fn new(source: &'a dyn TensorSource, config: &ModelConfig, pruning: Pruning) -> Self {
+    pub fn new(source: &'a dyn TensorSource, config: &ModelConfig, pruning: WeightCut) -> Self {
         Self { source, config: config.clone(), pruning }
     }
 
@@ -390,7 +390,7 @@ impl<'a> Pruned<'a> {
     }
 }
 
-impl TensorSource for Pruned<'_> {
+impl TensorSource for PrunedWeights<'_> {
     fn contains(&self, name: &str) -> bool {
         self.resolve(name).is_some_and(|(n, _)| self.source.contains(&n))
     }
@@ -472,19 +472,19 @@ mod tests {
 
     #[test]
     fn ffn_shares_round_to_whole_blocks_and_bad_ones_are_refused() {
-        let share = |ffn| PruneWeights { ffn, ..PruneWeights::default() };
+        let share = |ffn| WeightPruneOptions { ffn, ..WeightPruneOptions::default() };
         assert_eq!(share(0.1).ffn_drop(1536).unwrap(), 160);
         assert_eq!(share(0.3).ffn_drop(2048).unwrap(), 608);
         assert_eq!(share(0.0).ffn_drop(64).unwrap(), 0);
         for bad in [1.0, -0.1, f64::NAN, 0.99] {
             assert!(matches!(share(bad).ffn_drop(64), Err(Error::BadOptions(_))), "{bad}");
         }
-        assert!(!PruneWeights::default().needs_calibration());
-        let ids = PruneWeights { layers: LayerChoice::Ids(vec![3]), ..PruneWeights::default() };
-        assert!(!ids.needs_calibration() && PruneWeights { heads: 3, ..ids }.needs_calibration());
-        let parsed: PruneWeights = serde_json::from_str(r#"{"layers": [2, 5], "heads": 3, "ffn": 0.2}"#).unwrap();
+        assert!(!WeightPruneOptions::default().needs_calibration());
+        let ids = WeightPruneOptions { layers: LayerChoice::Ids(vec![3]), ..WeightPruneOptions::default() };
+        assert!(!ids.needs_calibration() && WeightPruneOptions { heads: 3, ..ids }.needs_calibration());
+        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": [2, 5], "heads": 3, "ffn": 0.2}"#).unwrap();
         assert_eq!(parsed.layers, LayerChoice::Ids(vec![2, 5]));
-        let parsed: PruneWeights = serde_json::from_str(r#"{"layers": 2}"#).unwrap();
+        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": 2}"#).unwrap();
         assert_eq!(parsed.layers, LayerChoice::Count(2));
     }
 }
@@ -498,10 +498,10 @@ impl Prepared<'_> {
     pub async fn upload_pruned(
         self,
         device: &Device,
-        prune: &PruneWeights,
+        prune: &WeightPruneOptions,
         calibration: Option<&str>,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Engine, Pruning)> {
+    ) -> Result<(Engine, WeightCut)> {
         let (config, weights) = (&self.config, self.weights);
         prune.check(config)?;
         let measured = match prune.needs_calibration() {
@@ -515,8 +515,8 @@ impl Prepared<'_> {
             }
         };
         let (model, pruning) = with_parts(self.source.tensors(), config, |tensors| -> Result<_> {
-            let pruning = Pruning::choose(config, prune, measured.as_ref(), tensors)?;
-            let pruned = Pruned::new(tensors, config, pruning.clone());
+            let pruning = WeightCut::choose(config, prune, measured.as_ref(), tensors)?;
+            let pruned = PrunedWeights::new(tensors, config, pruning.clone());
             let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
             Ok((model, pruning))
         })?;

@@ -4,5 +4,6 @@
 
 pub mod cpu;
 pub mod device;
+pub mod host;
 pub mod kernels;
 pub(crate) mod readback;

@@ -20,7 +20,9 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::host;
 use crate::error::{Error, Result};
+use crate::names::named_enum;
 
 /// How sure the model is at an exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,21 +35,10 @@ pub enum ExitMeasure {
     Margin,
 }
 
-impl ExitMeasure {
-    pub const NAMES: &'static str = "max-prob, margin";
-}
-
-impl std::str::FromStr for ExitMeasure {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "max-prob" => Ok(Self::MaxProb),
-            "margin" => Ok(Self::Margin),
-            _ => Err(Error::BadOptions(format!("unknown exit measure {s:?}: expected {}", Self::NAMES))),
-        }
-    }
-}
+named_enum!(ExitMeasure, "exit measure", {
+    MaxProb => "max-prob",
+    Margin => "margin",
+});
 
 /// `early_exit: { layers, threshold, measure, shortlist }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,25 +108,12 @@ pub fn confidence(logits: &[f32], measure: ExitMeasure) -> f32 {
     if !first.is_finite() {
         return 0.0;
     }
-    let sum: f32 = logits.iter().map(|&l| (l - first).exp()).sum();
+    let sum = host::exp_sum(logits, first);
     let top = 1.0 / sum;
     match measure {
         ExitMeasure::MaxProb => top,
         ExitMeasure::Margin => top - (second - first).exp() / sum,
     }
-}
-
-/// The `k` indices of the largest values, largest first (ties: the lower index first).
-pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..values.len() as u32).collect();
-    let k = k.min(ids.len());
-    let order = |a: &u32, b: &u32| values[*b as usize].total_cmp(&values[*a as usize]).then(a.cmp(b));
-    if k < ids.len() {
-        ids.select_nth_unstable_by(k, order);
-        ids.truncate(k);
-    }
-    ids.sort_by(order);
-    ids
 }
 
 /// One generation's early exits: where each decode step ended, and the shortlist.
@@ -178,12 +156,6 @@ mod tests {
         assert_eq!(confidence(&[f32::NEG_INFINITY; 3], ExitMeasure::MaxProb), 0.0);
         // One certain token: max-prob 1, which a threshold of 1 does not pass.
         assert_eq!(confidence(&[0.0, -1e9], ExitMeasure::MaxProb), 1.0);
-    }
-
-    #[test]
-    fn top_k_takes_the_largest_in_order() {
-        assert_eq!(top_k(&[0.1, 3.0, -1.0, 3.0, 2.0], 3), vec![1, 3, 4]);
-        assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Sampler {
         }
 
         // Softmax of the tempered logits, most likely first.
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = crate::backend::host::max(logits);
         let c = &mut self.candidates;
         c.clear();
         c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) / o.temperature).exp())));

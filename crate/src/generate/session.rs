@@ -7,10 +7,11 @@ use std::sync::Arc;
 use burn::prelude::*;
 use web_time::Instant;
 
+use crate::backend::host::{self, top_k};
 use crate::backend::readback::{read_f32, read_ids, settle, token_logprobs};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::generate::early_exit::{EarlyExitOptions, Exits, confidence, top_k};
+use crate::generate::early_exit::{EarlyExitOptions, Exits, confidence};
 use crate::generate::emit::Emitter;
 use crate::generate::sampler::Sampler;
 use crate::generate::speculative::{DraftModel, Proposal, SpeculativeMethod, Speculator};
@@ -21,7 +22,7 @@ use crate::generate::types::{
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
 use crate::model::Logits;
 use crate::model::passes::{PREFILL_CHUNK, SCORE_CHUNK};
-use crate::text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+use crate::text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions, PromptPruneReport};
 use crate::text::template::Message;
 
 /// The logits an early-exit step ends with, over the whole vocabulary: read to the host (an
@@ -37,7 +38,7 @@ pub(crate) enum ChatStart {
     /// The prompt's tokens, and what pruning dropped when it had to.
     Ready {
         tokens: Vec<u32>,
-        report: Option<PruneReport>,
+        report: Option<PromptPruneReport>,
     },
     Aborted(Generation),
 }
@@ -179,7 +180,7 @@ impl Session {
         &mut self,
         messages: &[Message],
         options: &GenerateOptions,
-        prune: &PruneOptions,
+        prune: &PromptPruneOptions,
         on_text: impl FnMut(&str, u32) -> Control,
     ) -> Result<Generation> {
         self.chat_with(messages, options, prune, OnText(on_text)).await
@@ -193,7 +194,7 @@ impl Session {
         &mut self,
         messages: &[Message],
         options: &GenerateOptions,
-        prune: &PruneOptions,
+        prune: &PromptPruneOptions,
         listener: impl Listener,
     ) -> Result<Generation> {
         let (tokens, report) = match self.chat_prompt(messages, options, prune, &listener).await? {
@@ -213,7 +214,7 @@ impl Session {
         &self,
         messages: &[Message],
         options: &GenerateOptions,
-        prune: &PruneOptions,
+        prune: &PromptPruneOptions,
         listener: &dyn Listener,
     ) -> Result<ChatStart> {
         let start = Instant::now();
@@ -221,12 +222,12 @@ impl Session {
         let prompt = self.engine.chat_prompt(messages)?;
         let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
         let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
-        if prompt.tokens.len() <= budget || prune.method == PruneMethod::None || continues {
+        if prompt.tokens.len() <= budget || prune.method == PromptPruneMethod::None || continues {
             return Ok(ChatStart::Ready { tokens: prompt.tokens, report: None });
         }
         prompt.check_budget(budget)?;
         let scores = match prune.method {
-            PruneMethod::SelfInformation => match self.score(&prompt.tokens, listener).await? {
+            PromptPruneMethod::SelfInformation => match self.score(&prompt.tokens, listener).await? {
                 Some(scores) => scores,
                 None => return Ok(ChatStart::Aborted(Generation::aborted(prompt.tokens.len(), &self.cache, start))),
             },
@@ -400,9 +401,7 @@ impl Session {
                 StepLogits::Host(logits) => logits,
                 StepLogits::Device(logits) => read_f32(*logits).await?,
             };
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-            out.push(logits[pair[1] as usize] - max - sum.ln());
+            out.push(host::log_softmax_at(&logits, pair[1] as usize));
         }
         Ok((out, exits.mean_layers().unwrap_or(0.0)))
     }

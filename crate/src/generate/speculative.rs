@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::model::Logits;
+use crate::names::named_enum;
 use crate::text::tokenizer::Tokenizer;
 
 /// Where drafts come from.
@@ -36,30 +37,11 @@ pub enum SpeculativeMethod {
     SelfDraft,
 }
 
-impl SpeculativeMethod {
-    pub const NAMES: &str = "prompt-lookup, draft or self";
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PromptLookup => "prompt-lookup",
-            Self::Draft => "draft",
-            Self::SelfDraft => "self",
-        }
-    }
-}
-
-impl std::str::FromStr for SpeculativeMethod {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "prompt-lookup" => Ok(Self::PromptLookup),
-            "draft" => Ok(Self::Draft),
-            "self" => Ok(Self::SelfDraft),
-            _ => Err(Error::BadOptions(format!("unknown speculative method {s:?}: expected {}", Self::NAMES))),
-        }
-    }
-}
+named_enum!(SpeculativeMethod, "speculative method", {
+    PromptLookup => "prompt-lookup",
+    Draft => "draft",
+    SelfDraft => "self",
+});
 
 /// Most tokens a draft may hold: with the current token, a verification pass carries up to 16
 /// tokens (two of the CPU kernels' 8-token tiles).

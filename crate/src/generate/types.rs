@@ -9,7 +9,7 @@ use crate::generate::early_exit::EarlyExitOptions;
 use crate::generate::sampler::SamplerOptions;
 use crate::generate::speculative::SpeculativeOptions;
 use crate::kv_cache::KvCache;
-use crate::text::prompt_pruning::PruneReport;
+use crate::text::prompt_pruning::PromptPruneReport;
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ pub struct Generation {
     pub stats: GenerationStats,
     /// What input pruning dropped, when the prompt did not fit its budget.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pruned: Option<PruneReport>,
+    pub pruned: Option<PromptPruneReport>,
 }
 
 /// What the streaming callback wants next.

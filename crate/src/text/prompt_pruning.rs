@@ -7,11 +7,10 @@
 //! everything the template adds (role markers, special tokens) are never dropped. Two cheaper
 //! methods are offered to compare against: whole turns, oldest first; and the earliest tokens.
 
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::names::named_enum;
 use crate::text::template::{Message, Rendered};
 use crate::text::tokenizer::{ByteRange, Tokenizer};
 
@@ -21,7 +20,7 @@ const MAX_SPAN: usize = 32;
 /// How a prompt over budget is shortened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum PruneMethod {
+pub enum PromptPruneMethod {
     /// Never prune (a prompt over budget streams through the cache's eviction, or is refused).
     None,
     /// Drop the spans with the lowest mean self-information.
@@ -33,42 +32,24 @@ pub enum PruneMethod {
     Front,
 }
 
-impl PruneMethod {
-    pub const NAMES: &str = "none, self-information, oldest-turns or front";
-    const ALL: [Self; 4] = [Self::None, Self::SelfInformation, Self::OldestTurns, Self::Front];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::SelfInformation => "self-information",
-            Self::OldestTurns => "oldest-turns",
-            Self::Front => "front",
-        }
-    }
-}
-
-impl FromStr for PruneMethod {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| Error::BadOptions(format!("unknown pruning method {s:?}: expected {}", Self::NAMES)))
-    }
-}
+named_enum!(PromptPruneMethod, "pruning method", {
+    None => "none",
+    SelfInformation => "self-information",
+    OldestTurns => "oldest-turns",
+    Front => "front",
+});
 
 /// When and how a chat prompt is pruned.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PruneOptions {
-    pub method: PruneMethod,
+pub struct PromptPruneOptions {
+    pub method: PromptPruneMethod,
     /// Most prompt tokens. Default: the KV capacity less the tokens kept for the answer
     /// (`max_tokens`, at most half the capacity).
     pub budget: Option<usize>,
 }
 
-impl PruneOptions {
+impl PromptPruneOptions {
     /// The budget for a cache of `capacity` tokens and an answer of up to `max_tokens`.
     pub fn budget_for(&self, capacity: usize, max_tokens: usize) -> Result<usize> {
         match self.budget {
@@ -90,8 +71,8 @@ pub struct DroppedSpan {
 
 /// What pruning did to a prompt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PruneReport {
-    pub method: PruneMethod,
+pub struct PromptPruneReport {
+    pub method: PromptPruneMethod,
     pub budget: usize,
     pub original_tokens: usize,
     pub kept_tokens: usize,
@@ -159,23 +140,23 @@ impl ChatPrompt {
     }
 
     /// Drops tokens by `method` until at most `budget` remain. `surprisal` (one value per
-    /// token) is needed by [`PruneMethod::SelfInformation`].
+    /// token) is needed by [`PromptPruneMethod::SelfInformation`].
     pub fn prune(
         &self,
         tokenizer: &Tokenizer,
         budget: usize,
-        method: PruneMethod,
+        method: PromptPruneMethod,
         surprisal: &[f32],
-    ) -> Result<PruneReport> {
+    ) -> Result<PromptPruneReport> {
         let total = self.tokens.len();
         self.check_budget(budget)?;
         let need = total.saturating_sub(budget);
         let mut drop = vec![false; total];
         let droppable: Vec<usize> = (0..total).filter(|&i| self.droppable[i].is_some()).collect();
         match method {
-            PruneMethod::None => {}
-            PruneMethod::Front => droppable.iter().take(need).for_each(|&i| drop[i] = true),
-            PruneMethod::OldestTurns => {
+            PromptPruneMethod::None => {}
+            PromptPruneMethod::Front => droppable.iter().take(need).for_each(|&i| drop[i] = true),
+            PromptPruneMethod::OldestTurns => {
                 // Whole messages: stop only where a new one begins.
                 for (dropped, &i) in droppable.iter().enumerate() {
                     if dropped >= need && (i == 0 || self.droppable[i] != self.droppable[i - 1]) {
@@ -184,7 +165,7 @@ impl ChatPrompt {
                     drop[i] = true;
                 }
             }
-            PruneMethod::SelfInformation => {
+            PromptPruneMethod::SelfInformation => {
                 if surprisal.len() != total {
                     return Err(Error::BadOptions(format!(
                         "self-information pruning needs a score per token: {} for {total} tokens",
@@ -215,7 +196,7 @@ impl ChatPrompt {
         }
         let tokens: Vec<u32> = (0..total).filter(|&i| !drop[i]).map(|i| self.tokens[i]).collect();
         let pruned = total - tokens.len();
-        Ok(PruneReport {
+        Ok(PromptPruneReport {
             method,
             budget,
             original_tokens: total,

@@ -27,7 +27,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::analysis::weight_pruning::PruneWeights;
+use crate::analysis::weight_pruning::WeightPruneOptions;
 use crate::backend::device::{Limits, WGPU_TASKS_PER_SUBMIT};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -39,36 +39,23 @@ use crate::generate::speculative::SpeculativeOptions;
 use crate::generate::types::{Control, GenerateOptions, Listener};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::load::WeightFormat;
-use crate::text::prompt_pruning::{PruneMethod, PruneOptions, PruneReport};
+use crate::text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions, PromptPruneReport};
 use crate::text::template::Message;
 
+mod errors;
 mod event_loop;
+mod gpu;
+mod listener;
+mod load;
+mod scheduler;
+mod wire;
 
-/// `kind: message`, without repeating the category when the message starts with it
-/// (`bad_options: x`, not `bad_options: bad options: x`).
-fn js_error(e: Error) -> JsError {
-    let kind = e.kind();
-    let text = e.to_string();
-    let category = format!("{}: ", kind.replace('_', " "));
-    JsError::new(&format!("{kind}: {}", text.strip_prefix(&category).unwrap_or(&text)))
-}
-
-fn bad_options(msg: impl std::fmt::Display) -> JsError {
-    js_error(Error::BadOptions(msg.to_string()))
-}
-
-fn busy(msg: impl std::fmt::Display) -> JsError {
-    js_error(Error::Busy(msg.to_string()))
-}
-
-/// The message of a thrown JS value, for errors that carry it on.
-fn js_message(value: &JsValue) -> String {
-    value
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| value.as_string())
-        .unwrap_or_else(|| format!("{value:?}"))
-}
+use errors::*;
+use gpu::*;
+use listener::*;
+use load::*;
+use scheduler::*;
+use wire::*;
 
 /// Runs the module's static constructors (the registries that `inventory` collects for cubecl)
 /// once per instance. A module that never calls them itself gets, from wasm-ld, a call at the
@@ -121,428 +108,6 @@ pub fn test_panic() {
     panic!("hearth: panic requested by __testPanic");
 }
 
-/// serde-wasm-bindgen's errors print as JS errors (`Error: ...`); keep the message.
-fn serde_message(e: serde_wasm_bindgen::Error) -> String {
-    let text = e.to_string();
-    text.strip_prefix("Error: ").unwrap_or(&text).to_string()
-}
-
-thread_local! {
-    /// burn's wgpu runtime may be initialized once per thread (page or worker).
-    static DEVICE: RefCell<DeviceState> = const { RefCell::new(DeviceState::Uninitialized) };
-}
-
-enum DeviceState {
-    Uninitialized,
-    Initializing,
-    Ready(Device),
-    Failed(String),
-    /// The device was lost; this thread's runtime cannot get another one (the TypeScript layer
-    /// starts a fresh wasm instance).
-    Lost(String),
-}
-
-fn ready_device() -> Result<Device, JsError> {
-    DEVICE.with(|d| match &*d.borrow() {
-        DeviceState::Ready(device) => Ok(device.clone()),
-        DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
-        DeviceState::Lost(msg) => Err(js_error(Error::DeviceLost(msg.clone()))),
-        _ => Err(js_error(Error::Device("WebGPU is not initialized: call init() first".into()))),
-    })
-}
-
-/// Remembers a lost device, so that every later call says so at once.
-fn note_device_lost(e: &Error) {
-    if let Error::DeviceLost(msg) = e {
-        DEVICE.with(|d| *d.borrow_mut() = DeviceState::Lost(msg.clone()));
-    }
-}
-
-/// Whether this global (window or worker) exposes `navigator.gpu`.
-fn has_webgpu() -> bool {
-    let global = js_sys::global();
-    Reflect::get(&global, &"navigator".into())
-        .ok()
-        .filter(|n| !n.is_undefined())
-        .and_then(|n| Reflect::get(&n, &"gpu".into()).ok())
-        .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null())
-}
-
-/// Options of one generation, flat and snake_case, as the TypeScript layer sends them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct WebGenerateOptions {
-    max_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    min_p: Option<f32>,
-    repetition_penalty: Option<f32>,
-    seed: Option<f64>,
-    stop: Vec<String>,
-    ignore_eos: bool,
-    /// Chat only: most prompt tokens before earlier messages are pruned.
-    prune_budget: Option<usize>,
-    prune_method: Option<PruneMethod>,
-    /// `{ method, max_draft, ngram, draft_layers }`, each optional.
-    speculative: Option<SpeculativeOptions>,
-    /// `{ layers, threshold, measure, shortlist }`, `layers` required.
-    early_exit: Option<EarlyExitOptions>,
-}
-
-/// Parses a JS options object (`undefined` or `null`: the defaults), refusing keys not in
-/// `fields` (serde-wasm-bindgen reads only the fields it looks for, so `deny_unknown_fields`
-/// alone does not catch them).
-fn options_from_js<T: Default + serde::de::DeserializeOwned>(options: JsValue, fields: &[&str]) -> Result<T, JsError> {
-    if options.is_undefined() || options.is_null() {
-        return Ok(T::default());
-    }
-    let object = options.dyn_ref::<js_sys::Object>().ok_or_else(|| bad_options("options must be an object"))?;
-    for key in js_sys::Object::keys(object).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if !fields.contains(&key.as_str()) {
-            return Err(bad_options(format!("unknown option `{key}` (known: {})", fields.join(", "))));
-        }
-    }
-    serde_wasm_bindgen::from_value(options).map_err(|e| bad_options(serde_message(e)))
-}
-
-/// `load_pruned`'s options: [`PruneWeights`] and the calibration text.
-#[derive(Default, Deserialize)]
-struct WebPrune {
-    #[serde(default)]
-    layers: crate::analysis::weight_pruning::LayerChoice,
-    #[serde(default)]
-    heads: usize,
-    #[serde(default)]
-    ffn: f64,
-    calibration: Option<String>,
-}
-
-impl WebPrune {
-    const FIELDS: [&'static str; 4] = ["layers", "heads", "ffn", "calibration"];
-}
-
-const KV_FIELDS: [&str; 5] = ["capacity", "capacity_bytes", "policy", "sinks", "recent"];
-
-impl WebGenerateOptions {
-    const FIELDS: [&'static str; 13] = [
-        "max_tokens",
-        "temperature",
-        "top_k",
-        "top_p",
-        "min_p",
-        "repetition_penalty",
-        "seed",
-        "stop",
-        "ignore_eos",
-        "prune_budget",
-        "prune_method",
-        "speculative",
-        "early_exit",
-    ];
-    const SPECULATIVE_FIELDS: [&'static str; 4] = ["method", "max_draft", "ngram", "draft_layers"];
-    const EARLY_EXIT_FIELDS: [&'static str; 4] = ["layers", "threshold", "measure", "shortlist"];
-
-    fn from_js(options: JsValue) -> Result<Self, JsError> {
-        // The nested objects' keys are checked as the top level's are.
-        if let Some(object) = options.dyn_ref::<js_sys::Object>() {
-            let nested = |key: &str| {
-                Some(js_sys::Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED))
-                    .filter(|v| !v.is_undefined() && !v.is_null())
-            };
-            if let Some(speculative) = nested("speculative") {
-                options_from_js::<SpeculativeOptions>(speculative, &Self::SPECULATIVE_FIELDS)?;
-            }
-            if let Some(early_exit) = nested("early_exit") {
-                options_from_js::<EarlyExitOptions>(early_exit, &Self::EARLY_EXIT_FIELDS)?;
-            }
-        }
-        options_from_js(options, &Self::FIELDS)
-    }
-
-    fn prune(&self) -> PruneOptions {
-        PruneOptions { method: self.prune_method.unwrap_or_default(), budget: self.prune_budget }
-    }
-
-    fn to_options(&self) -> Result<GenerateOptions, JsError> {
-        let d = SamplerOptions::default();
-        let seed = match self.seed {
-            None => None,
-            Some(s) if s >= 0.0 && s.fract() == 0.0 && s <= 9_007_199_254_740_991.0 => Some(s as u64),
-            Some(s) => return Err(bad_options(format!("seed {s} must be a non-negative integer"))),
-        };
-        Ok(GenerateOptions {
-            max_tokens: self.max_tokens.unwrap_or(GenerateOptions::default().max_tokens),
-            sampler: SamplerOptions {
-                temperature: self.temperature.unwrap_or(d.temperature),
-                top_k: self.top_k.unwrap_or(d.top_k),
-                top_p: self.top_p.unwrap_or(d.top_p),
-                min_p: self.min_p.unwrap_or(d.min_p),
-                repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
-                seed,
-                ..d
-            },
-            stop: self.stop.clone(),
-            ignore_eos: self.ignore_eos,
-            speculative: self.speculative.clone(),
-            early_exit: self.early_exit.clone(),
-        })
-    }
-}
-
-/// What [`WasmEngine::load`] reports about the model.
-#[derive(Serialize)]
-struct ModelInfo {
-    name: String,
-    vocab: usize,
-    d_model: usize,
-    n_layers: usize,
-    context_length: usize,
-    kv_capacity: usize,
-    kv_policy: &'static str,
-    kv_sinks: usize,
-    weights: &'static str,
-    weight_bytes: usize,
-    has_chat_template: bool,
-    /// `"cpu"` or `"webgpu"`.
-    device: &'static str,
-    /// The CPU kernels' SIMD level in this build (`"simd128"` or `"scalar"`).
-    cpu_isa: &'static str,
-    /// Generations served together at most (more wait their turn).
-    max_streams: usize,
-}
-
-/// The burn device a load names: the CPU needs no initialization; WebGPU must have had
-/// `init()`.
-fn web_device(name: &str) -> Result<Device, JsError> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        "webgpu" => ready_device(),
-        other => Err(bad_options(format!("device must be \"cpu\" or \"webgpu\", got {other:?}"))),
-    }
-}
-
-/// Whether an engine runs on WebGPU (not the CPU).
-fn on_webgpu(engine: &Engine) -> bool {
-    crate::backend::device::is_cube(engine.device())
-}
-
-/// What the page calls the device an engine runs on.
-fn device_name(engine: &Engine) -> &'static str {
-    if on_webgpu(engine) { "webgpu" } else { "cpu" }
-}
-
-/// Generations an engine serves together at most. Each holds a KV cache of its own, and a
-/// batched pass of 4 tokens costs about 1.8 times a pass of one on a 2-core CPU (more gain
-/// little there and cost a cache each).
-const MAX_STREAMS: usize = 4;
-
-struct State {
-    engine: Option<Arc<Engine>>,
-    /// The loaded model's cache options, for the sessions of requests served together.
-    kv: KvOptions,
-    /// The conversation, while no request holds it.
-    session: Option<Session>,
-    /// Generations running together (preparing their prompt or in the batch).
-    streams: usize,
-    /// A generation or scoring that runs alone holds the engine.
-    alone: bool,
-    /// Requests ready for the batch, taken in at its next step.
-    joining: Vec<Join>,
-    /// The batch is running.
-    driving: bool,
-    /// A load is between its checks and its upload.
-    loading: bool,
-}
-
-impl State {
-    fn busy(&self) -> bool {
-        self.streams > 0 || self.alone
-    }
-}
-
-/// A session lent to a request: the engine's conversation, or one made for the request.
-struct Lent {
-    session: Session,
-    conversation: bool,
-}
-
-impl std::borrow::Borrow<Session> for Lent {
-    fn borrow(&self) -> &Session {
-        &self.session
-    }
-}
-
-impl std::borrow::BorrowMut<Session> for Lent {
-    fn borrow_mut(&mut self) -> &mut Session {
-        &mut self.session
-    }
-}
-
-/// The settling functions of a request's promise.
-struct Reply {
-    resolve: Function,
-    reject: Function,
-}
-
-impl Reply {
-    /// A promise and the functions that settle it.
-    fn new() -> (Promise, Reply) {
-        let mut reply = None;
-        let promise = Promise::new(&mut |resolve, reject| reply = Some(Reply { resolve, reject }));
-        (promise, reply.expect("the promise executor runs at once"))
-    }
-
-    fn settle<T: Serialize>(self, result: crate::error::Result<T>) {
-        let settled = match result.map_err(|e| {
-            note_device_lost(&e);
-            js_error(e)
-        }) {
-            Ok(value) => match to_js(&value) {
-                Ok(value) => self.resolve.call1(&JsValue::NULL, &value),
-                Err(e) => self.reject.call1(&JsValue::NULL, &e.into()),
-            },
-            Err(e) => self.reject.call1(&JsValue::NULL, &e.into()),
-        };
-        // Settling a promise runs no code of the page's: it cannot throw.
-        let _ = settled;
-    }
-}
-
-/// A request on its way into the batch.
-struct Join {
-    session: Lent,
-    prompt: Vec<u32>,
-    options: GenerateOptions,
-    listener: WebListener,
-    pruned: Option<PruneReport>,
-    reply: Reply,
-}
-
-/// Takes the session back from a request that ended: the conversation's is kept, one made for
-/// the request is dropped with its cache.
-fn give_back(state: &RefCell<State>, lent: Lent) {
-    let mut s = state.borrow_mut();
-    if lent.conversation {
-        s.session = Some(lent.session);
-    }
-    s.streams -= 1;
-}
-
-/// Whether a generation runs alone rather than in the batch: speculative decoding and early
-/// exit shape each step for one conversation.
-fn runs_alone(options: &GenerateOptions) -> bool {
-    options.speculative.is_some() || options.early_exit.is_some()
-}
-
-/// Hands a request to the batch, starting the batch when it is not running.
-fn join(state: &Rc<RefCell<State>>, join: Join) {
-    state.borrow_mut().joining.push(join);
-    drive(state);
-}
-
-/// Runs the batch while requests are in it, taking in those that join between steps.
-fn drive(state: &Rc<RefCell<State>>) {
-    let engine = {
-        let mut s = state.borrow_mut();
-        let Some(engine) = s.engine.clone() else { return };
-        if s.driving {
-            return;
-        }
-        s.driving = true;
-        engine
-    };
-    let state = Rc::clone(state);
-    wasm_bindgen_futures::spawn_local(async move {
-        let mut batch: Batch<'static, Lent> = Batch::new(engine);
-        let mut replies: HashMap<u64, (Reply, Option<PruneReport>)> = HashMap::new();
-        loop {
-            let joining = std::mem::take(&mut state.borrow_mut().joining);
-            for j in joining {
-                match batch.join(j.session, j.prompt, &j.options, Box::new(j.listener)) {
-                    Ok(id) => {
-                        replies.insert(id, (j.reply, j.pruned));
-                    }
-                    Err((lent, e)) => {
-                        give_back(&state, lent);
-                        j.reply.settle::<()>(Err(e));
-                    }
-                }
-            }
-            if batch.is_empty() {
-                state.borrow_mut().driving = false;
-                return;
-            }
-            for finished in batch.step().await {
-                give_back(&state, finished.session);
-                if let Some((reply, pruned)) = replies.remove(&finished.id) {
-                    reply.settle(finished.result.map(|mut generation| {
-                        generation.stats.pruned_tokens = pruned.as_ref().map_or(0, |r| r.pruned_tokens);
-                        generation.pruned = pruned;
-                        generation
-                    }));
-                }
-            }
-        }
-    });
-}
-
-fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
-    value
-        .serialize(
-            &serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true).serialize_missing_as_null(true),
-        )
-        .map_err(|e| js_error(Error::Device(format!("serializing a result: {e}"))))
-}
-
-/// A generation's view of the page: its text callback and its `AbortSignal`.
-struct WebListener {
-    /// `None` when nothing streams (scoring).
-    on_text: Option<Function>,
-    /// An `AbortSignal`, or `undefined`.
-    signal: JsValue,
-    /// The model runs on the CPU: yield to the event loop between steps (see [`event_loop`]).
-    on_cpu: bool,
-    /// The caller's flow control: a function returning a promise to await before each step.
-    pause: Option<Function>,
-}
-
-impl Listener for WebListener {
-    /// `false` from the callback stops generation; a throw is an error of its own (the page's
-    /// code failed, which is not a request to stop).
-    fn on_text(&mut self, text: &str, token: u32) -> crate::error::Result<Control> {
-        let Some(on_text) = &self.on_text else { return Ok(Control::Continue) };
-        match on_text.call2(&JsValue::NULL, &JsValue::from_str(text), &token.into()) {
-            Ok(v) if v == JsValue::FALSE => Ok(Control::Stop),
-            Ok(_) => Ok(Control::Continue),
-            Err(thrown) => Err(Error::Callback(js_message(&thrown))),
-        }
-    }
-
-    fn aborted(&self) -> bool {
-        !self.signal.is_undefined()
-            && !self.signal.is_null()
-            && Reflect::get(&self.signal, &"aborted".into()).is_ok_and(|v| v.is_truthy())
-    }
-
-    fn pause(&self) -> Option<crate::generate::types::Pause> {
-        let wait =
-            self.pause.as_ref().and_then(|f| f.call0(&JsValue::NULL).ok()).and_then(|p| p.dyn_into::<Promise>().ok());
-        match (wait, self.on_cpu) {
-            (None, false) => None,
-            (None, true) => Some(event_loop::next_task()),
-            (Some(wait), on_cpu) => Some(Box::pin(async move {
-                // A rejected pause is no reason to fail the generation: go on.
-                let _ = wasm_bindgen_futures::JsFuture::from(wait).await;
-                if on_cpu {
-                    event_loop::next_task().await;
-                }
-            })),
-        }
-    }
-}
-
 /// One model and one conversation in this thread.
 #[wasm_bindgen]
 pub struct WasmEngine {
@@ -553,48 +118,6 @@ impl Default for WasmEngine {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// A model file parsed and checked for `device`, its KV cache `kv` included: what a load
-/// checks before it drops the model loaded now.
-fn prepare_model<'a>(
-    bytes: &'a [u8],
-    device: &Device,
-    weights: WeightFormat,
-    kv: &KvOptions,
-) -> crate::error::Result<crate::engine::Prepared<'a>> {
-    let prepared = Engine::prepare(bytes, device, weights)?;
-    KvCache::plan(prepared.config(), kv, &Limits::of(device))?;
-    Ok(prepared)
-}
-
-/// A load's `progress(uploaded, total)` callback as the core calls it.
-fn reporter(progress: Option<Function>) -> impl FnMut(usize, usize) {
-    move |done: usize, total: usize| {
-        if let Some(f) = &progress {
-            let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
-        }
-    }
-}
-
-/// The bytes of a model, copied into wasm memory only after checking that they fit: a copy
-/// that cannot be allocated would abort the instance.
-fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> {
-    let len = bytes.length() as usize;
-    let limits = Limits::of(device);
-    limits.check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| {
-        js_error(Error::ResourceLimit {
-            what: format!("a model file of {len} bytes"),
-            needed: len as u64,
-            limit: crate::backend::device::HOST_MEMORY_LIMIT,
-            allowed: limits.host_bytes_left,
-        })
-    })?;
-    out.resize(len, 0);
-    bytes.copy_to(&mut out);
-    Ok(out)
 }
 
 #[wasm_bindgen]
@@ -680,7 +203,7 @@ impl WasmEngine {
     }
 
     /// [`Self::load`] with structured pruning at load: `prune` is `{layers: n | [ids], heads,
-    /// ffn, calibration}` (see `hearth::analysis::weight_pruning::PruneWeights`), chosen on the plain
+    /// ffn, calibration}` (see `hearth::analysis::weight_pruning::WeightPruneOptions`), chosen on the plain
     /// text `calibration` (a built-in text when missing). The whole model is uploaded and run
     /// over the text first, then replaced by the pruned one, so the device briefly holds both.
     /// Resolves to the pruned model's info. The file's and the cut's checks run before the
@@ -697,7 +220,7 @@ impl WasmEngine {
     ) -> Result<Promise, JsError> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let WebPrune { layers, heads, ffn, calibration } = options_from_js(prune, &WebPrune::FIELDS)?;
-        let prune = PruneWeights { layers, heads, ffn };
+        let prune = WeightPruneOptions { layers, heads, ffn };
         if let Some(text) = &calibration {
             crate::engine::check_prompt_bytes(text.len()).map_err(js_error)?;
         }

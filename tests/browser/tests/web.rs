@@ -416,7 +416,7 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
 #[wasm_bindgen_test]
 fn simd128_kernels_equal_the_scalar_reference() {
     use hearth::backend::cpu::Isa;
-    use hearth::backend::cpu::qgemm::{Epilogue, Inputs, QuantRows, qgemm, qgemm_with, tile_rows};
+    use hearth::backend::cpu::qgemm::{Inputs, QuantRows, SliceEpilogue, qgemm, qgemm_with, tile_rows};
     use hearth::format::gguf::GgmlType;
     use hearth::quant::packed::{PackedMatrix, QuantFormat};
     assert_eq!(Isa::best(), Isa::Simd128, "the package is built with simd128");
@@ -493,8 +493,16 @@ fn simd128_kernels_equal_the_scalar_reference() {
         for m in (1..=8).chain([67]) {
             let x: Vec<f32> = (0..m * cols).map(|j| ((j * 104_729) % 997) as f32 / 498.0 - 1.0).collect();
             let (mut simd, mut scalar) = (vec![0.0; m * rows], vec![0.0; m * rows]);
-            qgemm(Isa::Simd128, &x, m, &w, Epilogue::None, &mut simd);
-            qgemm_with(Isa::Scalar, Inputs::for_matrix(Isa::Simd128, format), &x, m, &w, Epilogue::None, &mut scalar);
+            qgemm(Isa::Simd128, &x, m, &w, SliceEpilogue::None, &mut simd);
+            qgemm_with(
+                Isa::Scalar,
+                Inputs::for_matrix(Isa::Simd128, format),
+                &x,
+                m,
+                &w,
+                SliceEpilogue::None,
+                &mut scalar,
+            );
             for t in 0..m {
                 for r in 0..rows {
                     let magnitude: f32 = (0..cols).map(|c| (x[t * cols + c] * terms[r * cols + c]).abs()).sum();

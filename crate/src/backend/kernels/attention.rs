@@ -81,6 +81,33 @@ pub fn attention(
     }
 }
 
+/// Elements above which [`scores_qk`] uses a matmul (natively) or works in row blocks (wasm).
+const QK_ELEMENTS: usize = 1 << 22;
+
+/// `q: [h, rows, d]` times `k: [h, seen, d]` transposed: the attention logits before scaling,
+/// for the uses of them outside the fused kernel (heavy-hitter scores). Small products (every
+/// decode step) are a broadcast multiply and a sum; burn's f32 matmul kernel fails to compile
+/// on some WebGPU adapters (SwiftShader), so in the browser large ones go through the same path
+/// in row blocks.
+pub fn scores_qk(q: Tensor<3>, k: Tensor<3>) -> Tensor<3> {
+    let [h, rows, d] = q.dims();
+    let seen = k.dims()[1];
+    let product = |q: Tensor<3>| {
+        let r = q.dims()[1];
+        (q.unsqueeze_dim::<4>(2) * k.clone().unsqueeze_dim::<4>(1)).sum_dim(3).reshape([h, r, seen])
+    };
+    if h * rows * seen * d <= QK_ELEMENTS {
+        return product(q);
+    }
+    if cfg!(not(target_arch = "wasm32")) {
+        return q.matmul(k.swap_dims(1, 2));
+    }
+    let block = (QK_ELEMENTS / (h * seen * d)).max(1);
+    let parts: Vec<Tensor<3>> =
+        (0..rows).step_by(block).map(|r| product(q.clone().slice([0..h, r..(r + block).min(rows), 0..d]))).collect();
+    Tensor::cat(parts, 1)
+}
+
 mod cube {
     use cubecl::prelude::*;
 

@@ -241,10 +241,10 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
             {
                 let residual = residual.as_ref().map(flex_f32);
                 let epilogue = match (code, &residual) {
-                    (1, Some(r)) => cpu::Epilogue::Residual(r),
-                    (2, _) => cpu::Epilogue::Glu(Activation::Silu),
-                    (3, _) => cpu::Epilogue::Glu(Activation::GeluTanh),
-                    _ => cpu::Epilogue::None,
+                    (1, Some(r)) => cpu::SliceEpilogue::Residual(r),
+                    (2, _) => cpu::SliceEpilogue::Glu(Activation::Silu),
+                    (3, _) => cpu::SliceEpilogue::Glu(Activation::GeluTanh),
+                    _ => cpu::SliceEpilogue::None,
                 };
                 qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
             }

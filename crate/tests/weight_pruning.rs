@@ -1,149 +1,13 @@
-//! Adaptive computation on tiny random models: early exit against the whole model and against
-//! a plain f32 reference that truncates the model at the exit layer.
+//! Structured weight pruning on tiny random models: pruned records equal GGUF models whose
+//! stored tensors lack those layers, rows and columns; Gemma 3 keeps each layer's attention;
+//! Wanda's scores and block influence cut what carries nothing; pruning at load equals the file.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::*;
-use hearth::{
-    DeviceKind, EarlyExitOptions, Engine, Error, ExitMeasure, GenerateOptions, Generation, KvOptions, Session,
-    SpeculativeOptions, WeightFormat,
-};
-
-fn tokens(n: usize, seed: u64) -> Vec<u32> {
-    let mut rng = Rng::new(seed);
-    let vocab = TinyConfig::new().vocab as u64;
-    (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect()
-}
-
-fn generate(session: &mut Session, prompt: &[u32], options: &GenerateOptions) -> Generation {
-    pollster::block_on(session.generate(prompt, options, |_, _| hearth::Control::Continue)).unwrap()
-}
-
-fn exits(layers: &[usize], threshold: f32, measure: ExitMeasure, shortlist: usize) -> Option<EarlyExitOptions> {
-    Some(EarlyExitOptions { layers: layers.to_vec(), threshold, measure, shortlist })
-}
-
-/// A threshold no confidence passes (max-prob or margin strictly above 1) gives the whole
-/// model's tokens and leaves the same cache, bit for bit, with and without a shortlist.
-fn unreachable_threshold_is_the_whole_model(device: DeviceKind) {
-    let c = TinyConfig { context: 256, n_layers: 3, ..TinyConfig::new() };
-    let bytes = tiny_gguf(&c, &tiny_weights(&c, 61, false, &|_| Ty::Q4_0));
-    let engine = Arc::new(Engine::from_gguf(&bytes, &device.device().unwrap(), WeightFormat::Int4).unwrap());
-    let kv = KvOptions::with_capacity(64);
-    let plain = GenerateOptions { max_tokens: 30, ignore_eos: true, ..GenerateOptions::default() };
-    let prompt = tokens(12, 3);
-    let mut a = engine.session(&kv).unwrap();
-    let want = generate(&mut a, &prompt, &plain);
-    let want_cache = pollster::block_on(a.kv_cache().contents()).unwrap();
-    assert_eq!(want.stats.mean_layers, 3.0);
-    for early_exit in [
-        exits(&[1, 2], 1.0, ExitMeasure::MaxProb, 0),
-        exits(&[1], 1.0, ExitMeasure::Margin, 0),
-        exits(&[2], 1.0, ExitMeasure::MaxProb, 16),
-    ] {
-        let mut b = engine.session(&kv).unwrap();
-        let got = generate(&mut b, &prompt, &GenerateOptions { early_exit: early_exit.clone(), ..plain.clone() });
-        assert_eq!(got.tokens, want.tokens, "{early_exit:?}");
-        assert_eq!(got.stats.mean_layers, 3.0, "{early_exit:?}");
-        assert_eq!(pollster::block_on(b.kv_cache().contents()).unwrap(), want_cache, "{early_exit:?}");
-        assert_eq!(b.history(), a.history());
-    }
-}
-
-#[test]
-fn unreachable_threshold_is_the_whole_model_on_cpu() {
-    unreachable_threshold_is_the_whole_model(DeviceKind::Cpu);
-}
-
-#[test]
-fn unreachable_threshold_is_the_whole_model_on_wgpu() {
-    unreachable_threshold_is_the_whole_model(DeviceKind::Wgpu);
-}
-
-/// A threshold of 0 exits every decode step at the first exit layer `L`: the tokens are the
-/// reference's when each decode step runs `L` layers and only projects the keys and values of
-/// the rest from there, its prompt the whole model. A second turn without early exit, on the
-/// same cache, runs every layer over those projected keys and values: its tokens are the
-/// reference's too (they would not be with the skipped layers' entries left unwritten).
-fn exit_equals_the_truncated_reference(device: DeviceKind) {
-    let c = TinyConfig { context: 256, n_layers: 4, ..TinyConfig::new() };
-    let tensors = tiny_weights(&c, 62, false, &|_| Ty::F32);
-    let engine =
-        Arc::new(Engine::from_gguf(&tiny_gguf(&c, &tensors), &device.device().unwrap(), WeightFormat::F32).unwrap());
-    let reference = Reference::new(&c, &tensors, RopeStyle::Adjacent);
-    let prompt = tokens(10, 4);
-    let n = 16;
-    for layer in 1..c.n_layers {
-        let mut stream = RefStream::new(&reference);
-        let mut logits = Vec::new();
-        for &t in &prompt {
-            logits = stream.step(t);
-        }
-        let mut want = vec![argmax(&logits)];
-        while want.len() < n {
-            want.push(argmax(&stream.step_until(*want.last().unwrap(), layer)));
-        }
-        let options = GenerateOptions {
-            max_tokens: n,
-            ignore_eos: true,
-            early_exit: exits(&[layer], 0.0, ExitMeasure::MaxProb, 0),
-            ..GenerateOptions::default()
-        };
-        let mut session = engine.session(&KvOptions::with_capacity(64)).unwrap();
-        let got = generate(&mut session, &prompt, &options);
-        assert_eq!(got.tokens, want, "{device:?} exit after layer {layer}");
-        assert_eq!(got.stats.mean_layers, layer as f64);
-
-        let more = tokens(3, 5);
-        let mut logits = stream.step(*want.last().unwrap());
-        for &t in &more {
-            logits = stream.step(t);
-        }
-        let mut then = vec![argmax(&logits)];
-        while then.len() < n {
-            then.push(argmax(&stream.step(*then.last().unwrap())));
-        }
-        let next: Vec<u32> = [prompt.clone(), want, more].concat();
-        let plain = GenerateOptions { early_exit: None, ..options };
-        let got = generate(&mut session, &next, &plain);
-        assert_eq!(got.stats.reused_tokens, prompt.len() + n - 1, "the second turn continues the cache");
-        assert_eq!(got.tokens, then, "{device:?} the whole model after exits after layer {layer}");
-    }
-}
-
-#[test]
-fn exit_equals_the_truncated_reference_on_cpu() {
-    exit_equals_the_truncated_reference(DeviceKind::Cpu);
-}
-
-#[test]
-fn exit_equals_the_truncated_reference_on_wgpu() {
-    exit_equals_the_truncated_reference(DeviceKind::Wgpu);
-}
-
-/// Exit layers past the model, and early exit with speculative decoding, are refused before
-/// anything runs.
-#[test]
-fn bad_early_exit_options_are_refused() {
-    let c = TinyConfig { context: 64, n_layers: 2, ..TinyConfig::new() };
-    let bytes = tiny_gguf(&c, &tiny_weights(&c, 63, false, &|_| Ty::F32));
-    let engine = Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WeightFormat::F32).unwrap());
-    let mut session = engine.session(&KvOptions::with_capacity(32)).unwrap();
-    for options in [
-        GenerateOptions { early_exit: exits(&[2], 0.5, ExitMeasure::MaxProb, 0), ..GenerateOptions::default() },
-        GenerateOptions {
-            early_exit: exits(&[1], 0.5, ExitMeasure::MaxProb, 0),
-            speculative: Some(SpeculativeOptions::default()),
-            ..GenerateOptions::default()
-        },
-    ] {
-        let refused = pollster::block_on(session.generate(&tokens(3, 1), &options, |_, _| hearth::Control::Continue));
-        assert!(matches!(refused, Err(Error::BadOptions(_))), "{options:?}");
-        assert_eq!(session.kv_cache().len(), 0);
-    }
-}
+use hearth::{DeviceKind, Engine, Error, KvOptions, WeightFormat};
 
 /// Weight types the int4 path keeps packed as stored, so a pruned model's matrices are the
 /// source's bit for bit.
@@ -157,14 +21,14 @@ fn packed_types(name: &str) -> Ty {
 }
 
 /// Writes `source` pruned as `pruning` says to a burnpack record, as `prune-weights` does.
-fn pruned_pack(gguf: &[u8], pruning: &hearth::analysis::weight_pruning::Pruning) -> Vec<u8> {
-    use hearth::analysis::weight_pruning::Pruned;
+fn pruned_pack(gguf: &[u8], pruning: &hearth::analysis::weight_pruning::WeightCut) -> Vec<u8> {
+    use hearth::analysis::weight_pruning::PrunedWeights;
     use hearth::format::gguf::GgufFile;
     use hearth::load::{ModelParts, burnpack};
     let file = GgufFile::parse(gguf).unwrap();
     let parts = ModelParts::from_gguf(&file).unwrap();
     let config = parts.config.clone();
-    burnpack::write(&pruning.parts(parts), &Pruned::new(&file, &config, pruning.clone())).unwrap()
+    burnpack::write(&pruning.parts(parts), &PrunedWeights::new(&file, &config, pruning.clone())).unwrap()
 }
 
 /// `tensors` with layer `l` renamed by `rename` (`None`: left out).
@@ -191,14 +55,14 @@ fn cpu_logits(engine: &Arc<Engine>, prompt: &[u32]) -> Vec<Vec<f32>> {
 /// of the same stored tensors without that layer loads as.
 #[test]
 fn a_pruned_model_equals_the_model_without_those_layers() {
-    use hearth::analysis::weight_pruning::{LayerChoice, PruneWeights, Pruning};
+    use hearth::analysis::weight_pruning::{LayerChoice, WeightCut, WeightPruneOptions};
     let c = TinyConfig { context: 64, n_layers: 4, ..TinyConfig::new() };
     let tensors = tiny_weights(&c, 64, false, &packed_types);
     let gguf = tiny_gguf(&c, &tensors);
     let file = hearth::format::gguf::GgufFile::parse(&gguf).unwrap();
     let config = hearth::load::ModelParts::from_gguf(&file).unwrap().config;
-    let prune = PruneWeights { layers: LayerChoice::Ids(vec![1]), ..PruneWeights::default() };
-    let pruning = Pruning::choose(&config, &prune, None, &file).unwrap();
+    let prune = WeightPruneOptions { layers: LayerChoice::Ids(vec![1]), ..WeightPruneOptions::default() };
+    let pruning = WeightCut::choose(&config, &prune, None, &file).unwrap();
     let pack = pruned_pack(&gguf, &pruning);
 
     let three = TinyConfig { n_layers: 3, ..c.clone() };
@@ -215,10 +79,10 @@ fn a_pruned_model_equals_the_model_without_those_layers() {
     let prompt = tokens(20, 6);
     assert_eq!(cpu_logits(&pruned, &prompt), cpu_logits(&reference, &prompt));
     // Choosing by count needs a calibration; dropping every layer is refused.
-    let count = PruneWeights { layers: LayerChoice::Count(1), ..PruneWeights::default() };
-    assert!(matches!(Pruning::choose(&config, &count, None, &file), Err(Error::BadOptions(_))));
-    let all = PruneWeights { layers: LayerChoice::Ids(vec![0, 1, 2, 3]), ..PruneWeights::default() };
-    assert!(matches!(Pruning::choose(&config, &all, None, &file), Err(Error::BadOptions(_))));
+    let count = WeightPruneOptions { layers: LayerChoice::Count(1), ..WeightPruneOptions::default() };
+    assert!(matches!(WeightCut::choose(&config, &count, None, &file), Err(Error::BadOptions(_))));
+    let all = WeightPruneOptions { layers: LayerChoice::Ids(vec![0, 1, 2, 3]), ..WeightPruneOptions::default() };
+    assert!(matches!(WeightCut::choose(&config, &all, None, &file), Err(Error::BadOptions(_))));
 }
 
 /// Gemma 3's layers attend through a window or globally by index (every sixth is global):
@@ -227,7 +91,7 @@ fn a_pruned_model_equals_the_model_without_those_layers() {
 /// from one that would take the kinds from the new indices (its last layer windowed).
 #[test]
 fn a_pruned_gemma_keeps_each_layers_attention() {
-    use hearth::analysis::weight_pruning::{LayerChoice, PruneWeights, Pruning};
+    use hearth::analysis::weight_pruning::{LayerChoice, WeightCut, WeightPruneOptions};
     use hearth::format::gguf::GgufFile;
     use hearth::load::{ModelParts, burnpack};
     let g = TinyConfig { gemma3_window: Some(8), n_layers: 6, context: 64, ..TinyConfig::new() };
@@ -235,8 +99,8 @@ fn a_pruned_gemma_keeps_each_layers_attention() {
     let gguf = gemma3_gguf(&g, &tensors);
     let file = GgufFile::parse(&gguf).unwrap();
     let config = ModelParts::from_gguf(&file).unwrap().config;
-    let prune = PruneWeights { layers: LayerChoice::Ids(vec![0]), ..PruneWeights::default() };
-    let pruning = Pruning::choose(&config, &prune, None, &file).unwrap();
+    let prune = WeightPruneOptions { layers: LayerChoice::Ids(vec![0]), ..WeightPruneOptions::default() };
+    let pruning = WeightCut::choose(&config, &prune, None, &file).unwrap();
     let device = DeviceKind::Cpu.device().unwrap();
     let pruned = Arc::new(Engine::from_file_bytes(&pruned_pack(&gguf, &pruning), &device, WeightFormat::F32).unwrap());
     assert_eq!(pruned.config().global_layers, Some(vec![4]));
@@ -263,7 +127,7 @@ fn a_pruned_gemma_keeps_each_layers_attention() {
 /// the down projection is f32, so any channel can go without quantizing again.
 #[test]
 fn cutting_heads_and_channels_equals_the_model_without_those_rows_and_columns() {
-    use hearth::analysis::weight_pruning::Pruning;
+    use hearth::analysis::weight_pruning::WeightCut;
     let c = TinyConfig { head_dim: Some(32), n_layers: 2, ..TinyConfig::new() };
     let types = |name: &str| match name {
         n if n.ends_with("ffn_down.weight") || n.ends_with("norm.weight") => Ty::F32,
@@ -276,7 +140,7 @@ fn cutting_heads_and_channels_equals_the_model_without_those_rows_and_columns() 
     // One query head of each key/value group: layer 0 keeps heads 0 and 3, layer 1 heads 1 and 2.
     let heads = vec![vec![0, 3], vec![1, 2]];
     let channels: Vec<Vec<usize>> = (0..2).map(|l| (0..c.d_ff).filter(|j| (j * 7 + l) % 3 != 0).collect()).collect();
-    let pruning = Pruning { layers: vec![0, 1], heads: heads.clone(), channels: channels.clone() };
+    let pruning = WeightCut { layers: vec![0, 1], heads: heads.clone(), channels: channels.clone() };
     let pack = pruned_pack(&gguf, &pruning);
 
     let hd = c.head_dim();
@@ -346,7 +210,9 @@ fn block_bytes(t: &StoredTensor, tail: &str, head_rows: &[usize], channels: &[us
 /// at load equals the pruned file `prune-weights` writes from the same calibration text.
 #[test]
 fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
-    use hearth::analysis::weight_pruning::{DEFAULT_CALIBRATION, LayerChoice, PruneWeights, Pruning, calibrate};
+    use hearth::analysis::weight_pruning::{
+        DEFAULT_CALIBRATION, LayerChoice, WeightCut, WeightPruneOptions, calibrate,
+    };
     use hearth::model::passes::CALIBRATION_TOKENS;
     let c = TinyConfig { context: 128, n_layers: 3, ..TinyConfig::new() };
     let mut tensors = tiny_weights(&c, 68, false, &|_| Ty::F32);
@@ -372,8 +238,8 @@ fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
     text.truncate(CALIBRATION_TOKENS);
     let measured = pollster::block_on(calibrate(engine.model(), &text)).unwrap();
     let file = hearth::format::gguf::GgufFile::parse(&gguf).unwrap();
-    let prune = PruneWeights { layers: LayerChoice::Ids(vec![1]), heads: 2, ffn: 1.0 / 3.0 };
-    let pruning = Pruning::choose(engine.config(), &prune, Some(&measured), &file).unwrap();
+    let prune = WeightPruneOptions { layers: LayerChoice::Ids(vec![1]), heads: 2, ffn: 1.0 / 3.0 };
+    let pruning = WeightCut::choose(engine.config(), &prune, Some(&measured), &file).unwrap();
     assert_eq!(pruning.layers, vec![0, 2]);
     assert!(!pruning.heads[0].contains(&1) && pruning.heads[0].contains(&0), "{:?}", pruning.heads);
     let one_a_group = |h: &Vec<usize>| h.len() == 2 && h[0] < 2 && h[1] >= 2;
@@ -382,8 +248,8 @@ fn wanda_scores_cut_what_carries_nothing_and_load_equals_the_file() {
     assert_eq!(pruning.channels[2].len(), c.d_ff - dead.len());
     // Bad counts are refused: heads not a multiple of the groups, or all of them.
     for heads in [1, 4] {
-        let bad = PruneWeights { heads, ..PruneWeights::default() };
-        assert!(matches!(Pruning::choose(engine.config(), &bad, Some(&measured), &file), Err(Error::BadOptions(_))));
+        let bad = WeightPruneOptions { heads, ..WeightPruneOptions::default() };
+        assert!(matches!(WeightCut::choose(engine.config(), &bad, Some(&measured), &file), Err(Error::BadOptions(_))));
     }
 
     let from_file =

@@ -1,0 +1,138 @@
+//! The scalar reference of every arithmetic the levels use: f32 inputs, i16 inputs and float
+//! codes. Every SIMD kernel is tested against these (see `tests.rs`); on a CPU with none of the
+//! levels they are the kernels.
+
+use super::*;
+
+/// The reference for float codes (`F`: [`FloatCodes`]): each weight widened to f32, the
+/// products summed in eight lanes as [`scalar_tile`] sums them.
+pub(super) fn scalar_tile_float<const T: usize, const F: FloatCodes>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    let (blocks, format) = (w.blocks(), float_format(F));
+    let wpb = format.words_per_block();
+    scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
+        let blk = (group * blocks + b) * GROUP + r;
+        let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+        for (e, v) in wb.iter_mut().enumerate() {
+            *v = format.float_code(words, e);
+        }
+    });
+}
+
+/// `(d, m)` of parameter word `p`.
+#[inline(always)]
+pub(super) fn params(p: u32) -> (f32, f32) {
+    (half::f16::from_bits(p as u16).to_f32(), half::f16::from_bits((p >> 16) as u16).to_f32())
+}
+
+/// Code `e` (0..32) of a block: GGUF order, low nibbles are elements 0..16.
+#[inline(always)]
+pub(super) fn code<const Q8: bool>(words: &[u32], e: usize) -> i32 {
+    if Q8 {
+        (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as i32
+    } else {
+        let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
+        (if e < 16 { byte & 15 } else { byte >> 4 }) as i32
+    }
+}
+
+/// The reference arithmetic in plain Rust, written so that it vectorizes (eight lanes per
+/// accumulator); every SIMD level is tested against it.
+pub(super) fn scalar_tile<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
+        let blk = (group * blocks + b) * GROUP + r;
+        let dm = w.half_params::<K>(group, b, r);
+        let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+        for (e, v) in wb.iter_mut().enumerate() {
+            let h = 2 * (e / 16);
+            *v = dm[h] * code::<Q8>(words, e) as f32 + dm[h + 1];
+        }
+    });
+}
+
+/// The scalar tile loop: `weights(b, r, ..)` writes block `b` of the group's row `r` as 32
+/// floats, which multiply each token's inputs in eight lanes.
+#[inline(always)]
+pub(super) fn scalar_tile_of<const T: usize>(
+    blocks: usize,
+    x: &[f32],
+    stride: usize,
+    acc: &mut [f32; 32],
+    mut weights: impl FnMut(usize, usize, &mut [f32; BLOCK]),
+) {
+    let mut lanes = [[[0.0f32; 8]; T]; GROUP];
+    let mut wb = [0.0f32; BLOCK];
+    for b in 0..blocks {
+        for (r, lanes) in lanes.iter_mut().enumerate() {
+            weights(b, r, &mut wb);
+            for (t, lanes) in lanes.iter_mut().enumerate() {
+                let xb = &x[t * stride + b * BLOCK..][..BLOCK];
+                for k in 0..BLOCK / 8 {
+                    for l in 0..8 {
+                        lanes[l] += wb[k * 8 + l] * xb[k * 8 + l];
+                    }
+                }
+            }
+        }
+    }
+    for r in 0..GROUP {
+        for t in 0..T {
+            acc[r * 8 + t] = lanes[r][t].iter().sum();
+        }
+    }
+}
+
+/// The reference of [`Inputs::I16`]: per block, the exact integer `Σ q x̂`, scaled by `d s`,
+/// plus `m Σ x` (per half for K-quants).
+pub(super) fn scalar_tile_i16<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: TileInputs,
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
+    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    let mut sums = [[0.0f32; T]; GROUP];
+    let mut q = [0i32; BLOCK];
+    for b in 0..blocks {
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let blk = (group * blocks + b) * GROUP + r;
+            let [d, m, d_hi, m_hi] = w.half_params::<K>(group, b, r);
+            let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+            for e in 0..BLOCK {
+                q[i16_position(e)] = code::<Q8>(words, e);
+            }
+            for (t, s) in sums.iter_mut().enumerate() {
+                let xb = &xq[t * stride + b * BLOCK..][..BLOCK];
+                let s_x = scale[t * blocks + b];
+                if K {
+                    // Positions with bit 3 clear hold elements 0..16 (`i16_position`).
+                    let half = |h: usize| -> i32 {
+                        (0..BLOCK).filter(|p| (p >> 3) & 1 == h).map(|p| q[p] * xb[p] as i32).sum()
+                    };
+                    let hs = &half_sum[2 * (t * blocks + b)..];
+                    *s += half(0) as f32 * (d * s_x) + half(1) as f32 * (d_hi * s_x) + m * hs[0] + m_hi * hs[1];
+                } else {
+                    let dot: i32 = q.iter().zip(xb).map(|(&q, &x)| q * x as i32).sum();
+                    *s += dot as f32 * (d * s_x) + m * sum[t * blocks + b];
+                }
+            }
+        }
+    }
+    for r in 0..GROUP {
+        acc[r * 8..r * 8 + T].copy_from_slice(&sums[r]);
+    }
+}

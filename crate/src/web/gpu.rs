@@ -1,0 +1,65 @@
+//! The WebGPU device of this thread (page or worker): initialized once, remembered when lost,
+//! and which device a load names.
+
+use super::*;
+
+thread_local! {
+    /// burn's wgpu runtime may be initialized once per thread (page or worker).
+    pub(super) static DEVICE: RefCell<DeviceState> = const { RefCell::new(DeviceState::Uninitialized) };
+}
+
+pub(super) enum DeviceState {
+    Uninitialized,
+    Initializing,
+    Ready(Device),
+    Failed(String),
+    /// The device was lost; this thread's runtime cannot get another one (the TypeScript layer
+    /// starts a fresh wasm instance).
+    Lost(String),
+}
+
+pub(super) fn ready_device() -> Result<Device, JsError> {
+    DEVICE.with(|d| match &*d.borrow() {
+        DeviceState::Ready(device) => Ok(device.clone()),
+        DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
+        DeviceState::Lost(msg) => Err(js_error(Error::DeviceLost(msg.clone()))),
+        _ => Err(js_error(Error::Device("WebGPU is not initialized: call init() first".into()))),
+    })
+}
+
+/// Remembers a lost device, so that every later call says so at once.
+pub(super) fn note_device_lost(e: &Error) {
+    if let Error::DeviceLost(msg) = e {
+        DEVICE.with(|d| *d.borrow_mut() = DeviceState::Lost(msg.clone()));
+    }
+}
+
+/// Whether this global (window or worker) exposes `navigator.gpu`.
+pub(super) fn has_webgpu() -> bool {
+    let global = js_sys::global();
+    Reflect::get(&global, &"navigator".into())
+        .ok()
+        .filter(|n| !n.is_undefined())
+        .and_then(|n| Reflect::get(&n, &"gpu".into()).ok())
+        .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null())
+}
+
+/// The burn device a load names: the CPU needs no initialization; WebGPU must have had
+/// `init()`.
+pub(super) fn web_device(name: &str) -> Result<Device, JsError> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        "webgpu" => ready_device(),
+        other => Err(bad_options(format!("device must be \"cpu\" or \"webgpu\", got {other:?}"))),
+    }
+}
+
+/// Whether an engine runs on WebGPU (not the CPU).
+pub(super) fn on_webgpu(engine: &Engine) -> bool {
+    crate::backend::device::is_cube(engine.device())
+}
+
+/// What the page calls the device an engine runs on.
+pub(super) fn device_name(engine: &Engine) -> &'static str {
+    if on_webgpu(engine) { "webgpu" } else { "cpu" }
+}
