@@ -37,6 +37,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# test.sh lints with clippy and checks formatting with rustfmt.
+for component in clippy rustfmt; do
+  rustup component list --installed | grep -q "^$component" || rustup component add "$component"
+done
+
 if $web; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
   # wasm-bindgen-cli must match the wasm-bindgen crate exactly.

@@ -15,6 +15,10 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo fmt --all -- --check
 # No import circle between files or between top-level modules of the core (the tiers in lib.rs).
 python3 pkg-scripts/check-imports.py
+# Lints and docs: clippy on every target natively and on the wasm library, rustdoc's links.
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p hearth --lib --target wasm32-unknown-unknown --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p hearth --locked
 # cargo-nextest, where the machine has it, runs each test in its own process over every core
 # across all test binaries (the long wgpu tests of one binary overlap the others' instead of
 # leaving a core idle); otherwise cargo test runs the same tests binary by binary.

@@ -1,5 +1,5 @@
 //! A loaded model on a device, with its tokenizer and chat template: everything that is
-//! shared and read-only. Conversations are [`Session`]s.
+//! shared and read-only. Conversations are [`Session`](crate::Session)s.
 
 use burn::prelude::Device;
 

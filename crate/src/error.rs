@@ -96,6 +96,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Self::kind`], in a stable order: the TypeScript package's error kinds are
+    /// generated from it.
+    pub const KINDS: [&'static str; 12] = [
+        "model_load",
+        "tokenizer",
+        "template",
+        "bad_prompt",
+        "kv_cache_full",
+        "bad_options",
+        "device",
+        "aborted",
+        "busy",
+        "device_lost",
+        "resource_limit",
+        "callback",
+    ];
+
     /// A stable tag for the error's category, for bindings and JSON output.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -132,3 +149,43 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KINDS` lists exactly the kinds `kind()` gives: one error of every variant.
+    #[test]
+    fn kinds_lists_every_kind() {
+        let s = || String::from("x");
+        let every = [
+            Error::BadMagic { found: *b"GGUX" },
+            Error::UnsupportedVersion(9),
+            Error::Truncated { what: s(), offset: 1, end: 2, file_len: 1 },
+            Error::Malformed(s()),
+            Error::UnsupportedTensorType { tensor: s(), dtype: s() },
+            Error::MissingTensor(s()),
+            Error::TensorShape { tensor: s(), expected: vec![1], found: vec![2] },
+            Error::Config(s()),
+            Error::Tokenizer(s()),
+            Error::Template(s()),
+            Error::InvalidPrompt(s()),
+            Error::PromptTooLong { tokens: 2, capacity: 1 },
+            Error::KvCacheFull { capacity: 1 },
+            Error::BadOptions(s()),
+            Error::Device(s()),
+            Error::Aborted,
+            Error::Busy(s()),
+            Error::DeviceLost(s()),
+            Error::ResourceLimit { what: s(), needed: 2, limit: "l", allowed: 1 },
+            Error::Callback(s()),
+            Error::Io { path: s(), source: std::sync::Arc::new(std::io::Error::other("x")) },
+        ];
+        let mut seen: Vec<&str> = every.iter().map(Error::kind).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let mut kinds = Error::KINDS.to_vec();
+        kinds.sort_unstable();
+        assert_eq!(seen, kinds);
+    }
+}

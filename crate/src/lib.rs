@@ -15,7 +15,7 @@
 //!
 //! | tier | modules | holds |
 //! |------|---------|-------|
-//! | containers | [`format`] | GGUF parsing, bounds-checked, no model knowledge |
+//! | containers | [`format`](mod@format) | GGUF parsing, bounds-checked, no model knowledge |
 //! | data | [`quant`], [`config`], [`text`] | block formats and packing; the validated config; tokenizer, template, text stream, prompt pruning |
 //! | loading | [`load`] | tensor sources per container, the tensor table, [`WeightFormat`] |
 //! | compute | [`backend`] | device and limits, readback and host math, cubecl kernels, the CPU path |
@@ -24,7 +24,7 @@
 //! | engine | [`engine`] | a loaded model on a device ([`Engine`]) |
 //! | generation | [`generate`] | session, decode loop, batch, sampler, speculation, early exit |
 //! | tools | [`analysis`] | scoring, weight pruning, benchmarks |
-//! | edges | `web` (wasm32), the `hearth` CLI | |
+//! | edges | [`wire`], `web` (wasm32), the `hearth` CLI | what crosses into JavaScript (the npm package's `wire.ts` is generated from it), the wasm-bindgen exports, the CLI |
 //!
 //! [`Error`] is the one error type, with a stable [`Error::kind`] for the JavaScript side.
 
@@ -49,6 +49,8 @@ pub mod engine;
 pub mod generate;
 
 pub mod analysis;
+
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -1,26 +1,17 @@
 /** Typed errors: every failure is a `HearthError` with a stable `kind`; an abort is also
  * named `AbortError`, as `fetch` does. */
 
-/** Every kind of failure, as the wasm core and this package name them. */
+import { CORE_ERROR_KINDS } from "./wire.js";
+
+/** Every kind of failure: the wasm core's (`CORE_ERROR_KINDS`, generated from its `Error`:
+ * `busy` means another call is running that this one would disturb and nothing was changed;
+ * `resource_limit` a size past a limit of the device or of wasm memory, nothing allocated;
+ * `callback` the `onText` callback threw, its error the `cause`; `device_lost` the GPU device
+ * was lost and `load()` again starts on a new one), and this package's own. */
 export const ERROR_KINDS = [
-  "model_load",
-  "tokenizer",
-  "template",
-  "bad_prompt",
-  "kv_cache_full",
-  "bad_options",
-  "device",
-  "aborted",
+  ...CORE_ERROR_KINDS,
   "no_webgpu",
   "network",
-  /** Another call is running that this one would disturb; nothing was changed. */
-  "busy",
-  /** A size is past a limit of the device or of wasm memory; nothing was allocated. */
-  "resource_limit",
-  /** The `onText` callback threw; the error it threw is the `cause`. */
-  "callback",
-  /** The GPU device was lost; `load()` again starts on a new one. */
-  "device_lost",
   /** The engine's wasm instance trapped, or its worker died; `load()` again starts a new one. */
   "engine_crashed",
 ] as const;
@@ -53,8 +44,8 @@ export function deserializeError(e: SerializedError): HearthError {
   return new HearthError(e.kind, e.message);
 }
 
-/** Turns anything thrown (a wasm `JsError` whose message starts with `kind: `, a DOMException,
- * a trap of a crashed wasm instance) into a `HearthError`. */
+/** Turns anything thrown (the wasm core's errors, which carry their `kind` as a property, a
+ * DOMException, a trap of a crashed wasm instance) into a `HearthError`. */
 export function toHearthError(e: unknown): HearthError {
   if (e instanceof HearthError) return e;
   if (e instanceof DOMException && e.name === "AbortError") return new HearthError("aborted", "aborted");
@@ -62,9 +53,8 @@ export function toHearthError(e: unknown): HearthError {
     return new HearthError("engine_crashed", `the engine crashed (${(e as Error).message}); load a model again`);
   }
   const message = e instanceof Error ? e.message : String(e);
-  const colon = message.indexOf(": ");
-  const kind = colon > 0 ? message.slice(0, colon) : "";
-  if (KINDS.has(kind)) return new HearthError(kind as ErrorKind, message.slice(colon + 2));
+  const kind = e instanceof Error ? (e as Error & { kind?: unknown }).kind : undefined;
+  if (typeof kind === "string" && KINDS.has(kind)) return new HearthError(kind as ErrorKind, message);
   return new HearthError("device", message);
 }
 

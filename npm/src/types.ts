@@ -3,6 +3,9 @@
  * completions API (snake_case), which is what web developers already know.
  */
 
+import type * as wire from "./wire.js";
+import type { DraftInfo, FinishReason, ModelInfo, WeightFormat } from "./wire.js";
+
 export type Role = "system" | "user" | "assistant";
 
 export interface ChatMessage {
@@ -39,39 +42,18 @@ export interface SamplingOptions {
 /** Where drafts come from: `prompt-lookup` copies what followed the last few tokens where
  * they occurred earlier in the conversation; `draft` asks a smaller model with the same
  * vocabulary (`loadDraft`); `self` asks the model's own first `draft_layers` layers. */
-export const SPECULATIVE_METHODS = ["prompt-lookup", "draft", "self"] as const;
-export type SpeculativeMethod = (typeof SPECULATIVE_METHODS)[number];
+export type { SpeculativeMethod, ExitMeasure } from "./wire.js";
+export { SPECULATIVE_METHODS, EXIT_MEASURES, PRUNE_METHODS } from "./wire.js";
 
-export interface SpeculativeOptions {
-  /** Default "prompt-lookup". */
-  method?: SpeculativeMethod;
-  /** Most tokens one draft proposes, 1..15 (default 7). */
-  max_draft?: number;
-  /** prompt-lookup: the longest n-gram matched, 1..16 (default 3). */
-  ngram?: number;
-  /** self: the layers that guess, below the model's `n_layers` (default: half of them). */
-  draft_layers?: number;
-}
+/** How to speculate; every field optional (`method` defaults to "prompt-lookup"). */
+export type SpeculativeOptions = Partial<wire.SpeculativeOptions>;
 
-/** How sure the model is at an exit: the largest probability, or it less the second. */
-export const EXIT_MEASURES = ["max-prob", "margin"] as const;
-export type ExitMeasure = (typeof EXIT_MEASURES)[number];
-
-export interface EarlyExitOptions {
-  /** Layers after which a step may exit, ascending, each below the model's `n_layers`. */
-  layers: number[];
-  /** Exit where the confidence is strictly above this, 0..1 (default 0.9; a max-prob of 1 never exits). */
-  threshold?: number;
-  /** Default "max-prob". */
-  measure?: ExitMeasure;
-  /** Read the confidence from the head's rows of the last full step's likeliest N tokens
-   * only, 2..1024 (default 0: the whole head, which costs a small model's head each look). */
-  shortlist?: number;
-}
+/** Early exit: `layers` required, the rest optional (threshold 0.9, measure "max-prob",
+ * shortlist 0: the whole head). */
+export type EarlyExitOptions = Pick<wire.EarlyExitOptions, "layers"> & Partial<wire.EarlyExitOptions>;
 
 /** How a chat prompt longer than its budget is shortened. */
-export const PRUNE_METHODS = ["self-information", "oldest-turns", "front", "none"] as const;
-export type PruneMethod = (typeof PRUNE_METHODS)[number];
+export type PruneMethod = wire.PromptPruneMethod;
 
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
@@ -93,7 +75,7 @@ export type NonStreamingChatCompletionRequest = ChatCompletionRequest & { stream
 
 /** Why generation ended: `stop` (end of turn or a stop string), `length` (max_tokens),
  * `context_full` (the KV cache is full), `aborted`. */
-export type FinishReason = "stop" | "length" | "context_full" | "aborted";
+export type { FinishReason } from "./wire.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -101,45 +83,14 @@ export interface Usage {
   total_tokens: number;
 }
 
-export interface Timings {
-  time_to_first_token_ms: number;
-  prefill_ms: number;
-  decode_ms: number;
-  prefill_tokens_per_s: number;
-  decode_tokens_per_s: number;
-  /** Prompt tokens already in the KV cache from the previous turn. */
-  reused_tokens: number;
-  kv_len: number;
-  kv_capacity: number;
-  /** Tokens the KV cache evicted during this generation. */
-  evicted_tokens: number;
-  /** Prompt tokens dropped by pruning. */
-  pruned_tokens: number;
-  /** Speculative decoding: tokens drafted, how many the model accepted, and their ratio. */
-  draft_tokens: number;
-  accepted_tokens: number;
-  acceptance_rate: number;
-  /** Layers run per decode step on average (the model's `n_layers` without early exit). */
-  mean_layers: number;
-}
+/** A generation's timings and counts: the core's stats but the token counts, which `usage`
+ * carries. */
+export type Timings = Omit<wire.GenerationStats, "prompt_tokens" | "generated_tokens">;
 
-/** One run of tokens pruning dropped. */
-export interface DroppedSpan {
-  /** Index of the message it came from. */
-  message: number;
-  tokens: number;
-  text: string;
-}
+export type { DroppedSpan } from "./wire.js";
 
 /** What pruning did to a prompt over its budget. */
-export interface PruneReport {
-  method: PruneMethod;
-  budget: number;
-  original_tokens: number;
-  kept_tokens: number;
-  pruned_tokens: number;
-  dropped: DroppedSpan[];
-}
+export type PruneReport = wire.PromptPruneReport;
 
 export interface ChatCompletion {
   id: string;
@@ -208,8 +159,8 @@ export interface Completions {
 /** How matrices are kept: `int4` (the default: every stored block format kept, float
  * matrices quantized to 4 bits), `f32`, or `q4_0`, `q4_1`, `q8_0`, `q2_k`, `q3_k`, `q4_k`,
  * `q5_k`, `q6_k` (float matrices quantized as ggml's reference quantizers would). */
-export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
-export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
+export type { WeightFormat } from "./wire.js";
+export { WEIGHT_FORMATS, KV_POLICIES } from "./wire.js";
 
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
 
@@ -223,8 +174,7 @@ export interface LoadProgress {
   total: number | null;
 }
 
-export const KV_POLICIES = ["sinks-window", "heavy-hitters", "none"] as const;
-export type KvPolicy = (typeof KV_POLICIES)[number];
+export type KvPolicy = wire.EvictionPolicy;
 
 /** Where a model runs: `"auto"` (default) picks WebGPU on a hardware adapter and the CPU when
  * WebGPU is missing, offers no adapter or only a software one; `"webgpu"` and `"cpu"` force it. */
@@ -256,16 +206,7 @@ export interface LoadOptions {
  * channels (least activation-weighted magnitude, Wanda's scores) from every layer. The whole
  * model is uploaded and run over the calibration text first, then replaced by the pruned one
  * (the device briefly holds both). Models not trained for it lose quality fast: measure. */
-export interface PruneWeightsOptions {
-  /** How many layers to drop, or which (by index). Default 0. */
-  layers?: number | number[];
-  /** Query heads to drop from every layer, a multiple of the key/value heads. Default 0. */
-  heads?: number;
-  /** The share of every layer's FFN channels to drop, 0..1 (the count rounded to a multiple of 32). Default 0. */
-  ffn?: number;
-  /** Plain text the cut is chosen on (its first 512 tokens; default: a built-in text). */
-  calibration?: string;
-}
+export type PruneWeightsOptions = wire.PruneWeightsRequest;
 
 export interface DraftLoadOptions {
   /** How the draft's matrices are kept, as for `load` (default "int4"). */
@@ -277,31 +218,12 @@ export interface DraftLoadOptions {
 }
 
 /** What `loadDraft` loaded. */
-export interface DraftInfo {
-  name: string;
-  vocab: number;
-  n_layers: number;
-  weight_bytes: number;
-}
+export type { DraftInfo } from "./wire.js";
 
-export interface ModelInfo {
-  name: string;
-  vocab: number;
-  d_model: number;
-  n_layers: number;
-  context_length: number;
-  kv_capacity: number;
-  kv_policy: KvPolicy;
-  kv_sinks: number;
-  weights: WeightFormat;
-  weight_bytes: number;
-  has_chat_template: boolean;
-  device: "webgpu" | "cpu";
-  cpu_isa: string;
-  /** Generations served together at most, decoded as one batch (each with a KV cache of its
-   * own); more wait their turn. Speculative decoding and scoring run alone. */
-  max_streams: number;
-}
+/** What a load reports. `max_streams`: generations served together at most, decoded as one
+ * batch (each with a KV cache of its own); more wait their turn. Speculative decoding and
+ * scoring run alone. */
+export type { ModelInfo } from "./wire.js";
 
 export interface AdapterInfo {
   vendor: string;
@@ -314,38 +236,19 @@ export interface AdapterInfo {
   is_fallback_adapter: boolean;
 }
 
-export interface EngineStats {
-  loaded: boolean;
-  /** True exactly while a generation (or scoring) runs. */
-  generating: boolean;
-  /** Generations running together now. */
-  streams: number;
+/** The engine's state: the core's, and what this layer knows besides. */
+export type EngineStats = Omit<wire.EngineStats, "cpu_isa"> & {
   /** Requests waiting for their turn (all `max_streams` running, or one that runs alone). */
   queued: number;
   /** The wasm instance trapped (or the worker died); `load()` starts a new one. */
   crashed: boolean;
-  /** The GPU device was lost; `load()` starts on a new one. */
-  device_lost: boolean;
-  /** The largest buffer the device binds, which caps the KV cache and every matrix. */
-  max_buffer_bytes: number | null;
-  model: string | null;
-  weight_bytes: number | null;
-  kv_len: number | null;
-  kv_capacity: number | null;
-  kv_policy: KvPolicy | null;
-  /** Tokens evicted since the conversation began. */
-  kv_evicted: number | null;
-  device_memory_in_use_bytes: number | null;
-  device_memory_reserved_bytes: number | null;
-  /** Where the loaded model runs. */
-  device: "webgpu" | "cpu" | null;
-  /** Why it runs there (what `device: "auto"` saw, or "requested"). */
+  /** Why the model runs where it does (what `device: "auto"` saw, or "requested"). */
   device_reason: string | null;
-  /** The CPU kernels' SIMD level in this build ("simd128"). */
+  /** The CPU kernels' SIMD level in this build ("simd128"); null before the core starts. */
   cpu_isa: string | null;
   /** The WebGPU adapter seen, if one was asked for. */
   adapter: AdapterInfo | null;
-}
+};
 
 export interface GenerateOptions extends SamplingOptions {
   /** Aborting stops the prefill between chunks, or generation within one token; the call then

@@ -1,5 +1,5 @@
 //! Structured weight pruning: a smaller model from a bigger one, written as a new packed model
-//! (`hearth prune-weights`) or built at load ([`crate::engine::Prepared::prune`]).
+//! (`hearth prune-weights`) or built at load ([`crate::engine::Prepared::upload_pruned`]).
 //!
 //! Three cuts, each chosen on a calibration text in one pass ([`calibrate`]):
 //! - whole layers, by ShortGPT's block influence (arXiv:2403.03853): one minus the mean cosine
@@ -63,6 +63,7 @@ pub struct WeightPruneOptions {
 
 /// Which layers go.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum LayerChoice {
     /// The `n` of least block influence on the calibration text.
@@ -458,37 +459,6 @@ impl TensorSource for PrunedWeights<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lowest_scores_go_first() {
-        assert_eq!(least_influential(&[0.3, 0.01, 0.2, 0.05], 2), vec![1, 3]);
-        assert_eq!(least_influential(&[0.1, 0.1, 0.1], 1), vec![0]);
-        assert_eq!(cosine(&[1.0, 0.0], &[2.0, 0.0]), 1.0);
-        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
-    }
-
-    #[test]
-    fn ffn_shares_round_to_whole_blocks_and_bad_ones_are_refused() {
-        let share = |ffn| WeightPruneOptions { ffn, ..WeightPruneOptions::default() };
-        assert_eq!(share(0.1).ffn_drop(1536).unwrap(), 160);
-        assert_eq!(share(0.3).ffn_drop(2048).unwrap(), 608);
-        assert_eq!(share(0.0).ffn_drop(64).unwrap(), 0);
-        for bad in [1.0, -0.1, f64::NAN, 0.99] {
-            assert!(matches!(share(bad).ffn_drop(64), Err(Error::BadOptions(_))), "{bad}");
-        }
-        assert!(!WeightPruneOptions::default().needs_calibration());
-        let ids = WeightPruneOptions { layers: LayerChoice::Ids(vec![3]), ..WeightPruneOptions::default() };
-        assert!(!ids.needs_calibration() && WeightPruneOptions { heads: 3, ..ids }.needs_calibration());
-        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": [2, 5], "heads": 3, "ffn": 0.2}"#).unwrap();
-        assert_eq!(parsed.layers, LayerChoice::Ids(vec![2, 5]));
-        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": 2}"#).unwrap();
-        assert_eq!(parsed.layers, LayerChoice::Count(2));
-    }
-}
-
 impl Prepared<'_> {
     /// [`Self::upload`] with the structured cut `prune` asks for, chosen on `calibration`
     /// (its first [`CALIBRATION_TOKENS`] tokens; [`DEFAULT_CALIBRATION`] when `None`): the
@@ -522,5 +492,36 @@ impl Prepared<'_> {
         })?;
         let name = pruning.name(config, &self.name);
         Ok((Engine { model, tokenizer: self.tokenizer, template: self.template, name }, pruning))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lowest_scores_go_first() {
+        assert_eq!(least_influential(&[0.3, 0.01, 0.2, 0.05], 2), vec![1, 3]);
+        assert_eq!(least_influential(&[0.1, 0.1, 0.1], 1), vec![0]);
+        assert_eq!(cosine(&[1.0, 0.0], &[2.0, 0.0]), 1.0);
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn ffn_shares_round_to_whole_blocks_and_bad_ones_are_refused() {
+        let share = |ffn| WeightPruneOptions { ffn, ..WeightPruneOptions::default() };
+        assert_eq!(share(0.1).ffn_drop(1536).unwrap(), 160);
+        assert_eq!(share(0.3).ffn_drop(2048).unwrap(), 608);
+        assert_eq!(share(0.0).ffn_drop(64).unwrap(), 0);
+        for bad in [1.0, -0.1, f64::NAN, 0.99] {
+            assert!(matches!(share(bad).ffn_drop(64), Err(Error::BadOptions(_))), "{bad}");
+        }
+        assert!(!WeightPruneOptions::default().needs_calibration());
+        let ids = WeightPruneOptions { layers: LayerChoice::Ids(vec![3]), ..WeightPruneOptions::default() };
+        assert!(!ids.needs_calibration() && WeightPruneOptions { heads: 3, ..ids }.needs_calibration());
+        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": [2, 5], "heads": 3, "ffn": 0.2}"#).unwrap();
+        assert_eq!(parsed.layers, LayerChoice::Ids(vec![2, 5]));
+        let parsed: WeightPruneOptions = serde_json::from_str(r#"{"layers": 2}"#).unwrap();
+        assert_eq!(parsed.layers, LayerChoice::Count(2));
     }
 }

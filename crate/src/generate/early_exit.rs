@@ -26,6 +26,7 @@ use crate::names::named_enum;
 
 /// How sure the model is at an exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum ExitMeasure {
     /// The largest probability.
@@ -42,6 +43,7 @@ named_enum!(ExitMeasure, "exit measure", {
 
 /// `early_exit: { layers, threshold, measure, shortlist }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct EarlyExitOptions {
     /// Where a step may exit: after this many layers, ascending, each below the model's count.

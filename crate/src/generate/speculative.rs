@@ -22,6 +22,7 @@ use crate::text::tokenizer::Tokenizer;
 
 /// Where drafts come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum SpeculativeMethod {
     /// Copy what followed the latest earlier occurrence of the last n-gram.
@@ -50,6 +51,7 @@ pub const MAX_DRAFT_LIMIT: usize = 15;
 /// How to speculate. Greedy output is the same token for token as without; sampled output
 /// follows the same distribution (speculative sampling's acceptance rule).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct SpeculativeOptions {
     pub method: SpeculativeMethod,

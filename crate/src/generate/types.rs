@@ -66,6 +66,7 @@ impl GenerateOptions {
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// An end-of-generation token or a stop string.
@@ -81,6 +82,7 @@ pub enum FinishReason {
 
 /// Timings and counts of one generation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
     /// Prompt tokens already in the cache from the previous turn, not prefilled again.
@@ -109,8 +111,9 @@ pub struct GenerationStats {
     pub mean_layers: f64,
 }
 
-/// The result of [`Session::generate`].
+/// The result of [`Session::generate`](crate::Session::generate).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct Generation {
     pub tokens: Vec<u32>,
     pub text: String,
@@ -130,7 +133,7 @@ pub enum Control {
 
 /// The caller's side of a generation: where text goes, and whether to stop.
 ///
-/// [`Session::generate`] and [`Session::chat`] take a plain closure (a listener that never
+/// [`Session::generate`](crate::Session::generate) and [`Session::chat`](crate::Session::chat) take a plain closure (a listener that never
 /// aborts by itself); their `_with` forms take a listener. The browser bindings implement one
 /// over an `AbortSignal`, so that an abort is seen between prefill chunks, between pruning's
 /// scoring chunks and after every decoded token, even while text is held back (an unfinished

@@ -9,6 +9,7 @@ pub const DEFAULT_CAPACITY: usize = 2048;
 
 /// Which tokens leave a full cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum EvictionPolicy {
     /// Refuse with [`Error::KvCacheFull`].
@@ -30,6 +31,7 @@ named_enum!(EvictionPolicy, "KV cache policy", {
 
 /// How big a session's cache is and how it evicts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(default, deny_unknown_fields)]
 pub struct KvOptions {
     /// Slots, in tokens. Without it (and without `capacity_bytes`) the model's context length

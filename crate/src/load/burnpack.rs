@@ -39,7 +39,7 @@ pub fn write(parts: &ModelParts, source: &dyn TensorSource) -> Result<Vec<u8>> {
     write_as(parts, source, WeightFormat::Int4)
 }
 
-/// [`write`] with float matrices quantized as `weights` says (`int4`, `q4_0`, `q4_1`, `q8_0`);
+/// [`write`](fn@write) with float matrices quantized as `weights` says (`int4`, `q4_0`, `q4_1`, `q8_0`);
 /// matrices stored in a packed block format are kept as they are.
 pub fn write_as(parts: &ModelParts, source: &dyn TensorSource, weights: WeightFormat) -> Result<Vec<u8>> {
     if weights == WeightFormat::F32 {

@@ -19,6 +19,7 @@ const MAX_SPAN: usize = 32;
 
 /// How a prompt over budget is shortened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum PromptPruneMethod {
     /// Never prune (a prompt over budget streams through the cache's eviction, or is refused).
@@ -62,6 +63,7 @@ impl PromptPruneOptions {
 
 /// One run of dropped tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct DroppedSpan {
     /// Index of the message it came from.
     pub message: usize,
@@ -71,6 +73,7 @@ pub struct DroppedSpan {
 
 /// What pruning did to a prompt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
 pub struct PromptPruneReport {
     pub method: PromptPruneMethod,
     pub budget: usize,

@@ -1,21 +1,26 @@
-//! How failures cross into JavaScript: every error as `kind: message` in a `JsError`.
+//! How failures cross into JavaScript: every error as a JS `Error` object whose `kind` property
+//! is the core's stable [`Error::kind`] and whose message is the error's text, so the TypeScript
+//! layer reads the kind instead of parsing it back out of a string.
 
 use super::*;
 
-/// `kind: message`, without repeating the category when the message starts with it
-/// (`bad_options: x`, not `bad_options: bad options: x`).
-pub(super) fn js_error(e: Error) -> JsError {
+/// The error, without repeating its category when the message starts with it (`x`, not
+/// `bad options: x`), and its kind as the `kind` property.
+pub(super) fn js_error(e: Error) -> JsValue {
     let kind = e.kind();
     let text = e.to_string();
     let category = format!("{}: ", kind.replace('_', " "));
-    JsError::new(&format!("{kind}: {}", text.strip_prefix(&category).unwrap_or(&text)))
+    let error = js_sys::Error::new(text.strip_prefix(&category).unwrap_or(&text));
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = Reflect::set(&error, &"kind".into(), &kind.into());
+    error.into()
 }
 
-pub(super) fn bad_options(msg: impl std::fmt::Display) -> JsError {
+pub(super) fn bad_options(msg: impl std::fmt::Display) -> JsValue {
     js_error(Error::BadOptions(msg.to_string()))
 }
 
-pub(super) fn busy(msg: impl std::fmt::Display) -> JsError {
+pub(super) fn busy(msg: impl std::fmt::Display) -> JsValue {
     js_error(Error::Busy(msg.to_string()))
 }
 

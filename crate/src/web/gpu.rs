@@ -18,7 +18,7 @@ pub(super) enum DeviceState {
     Lost(String),
 }
 
-pub(super) fn ready_device() -> Result<Device, JsError> {
+pub(super) fn ready_device() -> Result<Device, JsValue> {
     DEVICE.with(|d| match &*d.borrow() {
         DeviceState::Ready(device) => Ok(device.clone()),
         DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
@@ -46,7 +46,7 @@ pub(super) fn has_webgpu() -> bool {
 
 /// The burn device a load names: the CPU needs no initialization; WebGPU must have had
 /// `init()`.
-pub(super) fn web_device(name: &str) -> Result<Device, JsError> {
+pub(super) fn web_device(name: &str) -> Result<Device, JsValue> {
     match name {
         "cpu" => Ok(Device::flex()),
         "webgpu" => ready_device(),

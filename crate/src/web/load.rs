@@ -27,7 +27,7 @@ pub(super) fn reporter(progress: Option<Function>) -> impl FnMut(usize, usize) {
 
 /// The bytes of a model, copied into wasm memory only after checking that they fit: a copy
 /// that cannot be allocated would abort the instance.
-pub(super) fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsError> {
+pub(super) fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsValue> {
     let len = bytes.length() as usize;
     let limits = Limits::of(device);
     limits.check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;

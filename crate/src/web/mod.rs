@@ -2,9 +2,9 @@
 //! wasm-bindgen. The TypeScript package (`npm/`) wraps it in the public API; this layer keeps
 //! to plain values, ids and callbacks.
 //!
-//! Every exported function returns `Result<_, JsError>`; the message starts with the error's
-//! stable kind (`model_load: ...`, `bad_options: ...`), which the TypeScript layer turns into
-//! typed errors. Nothing here panics on bad input: a panic would kill the wasm instance. Should
+//! Every exported function returns `Result<_, JsValue>`; an error is a JS `Error` with the
+//! core's stable kind as its `kind` property (`model_load`, `bad_options`, ...), which the
+//! TypeScript layer turns into typed errors. Nothing here panics on bad input: a panic would kill the wasm instance. Should
 //! one happen anyway, [`set_panic_handler`] tells the page before the instance traps, so that
 //! no call waits forever on a dead engine.
 //!
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use burn::prelude::Device;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
@@ -33,14 +33,14 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::generate::batch::Batch;
 use crate::generate::early_exit::EarlyExitOptions;
-use crate::generate::sampler::SamplerOptions;
 use crate::generate::session::{ChatStart, Session};
 use crate::generate::speculative::SpeculativeOptions;
 use crate::generate::types::{Control, GenerateOptions, Listener};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::load::WeightFormat;
-use crate::text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions, PromptPruneReport};
+use crate::text::prompt_pruning::PromptPruneReport;
 use crate::text::template::Message;
+use crate::wire::{DraftInfo, EngineStats, GenerateRequest, KV_FIELDS, MAX_STREAMS, ModelInfo, PruneWeightsRequest};
 
 mod errors;
 mod event_loop;
@@ -140,7 +140,7 @@ impl WasmEngine {
 
     /// Initializes WebGPU once for this thread. Refuses (rather than hangs) where
     /// `navigator.gpu` is missing; later calls return at once.
-    pub fn init(&self) -> Result<Promise, JsError> {
+    pub fn init(&self) -> Result<Promise, JsValue> {
         let start = DEVICE.with(|d| {
             let mut d = d.borrow_mut();
             match &*d {
@@ -172,7 +172,7 @@ impl WasmEngine {
                     }
                 });
             }
-            ready_device().map(|_| JsValue::TRUE).map_err(JsValue::from)
+            ready_device().map(|_| JsValue::TRUE)
         }))
     }
 
@@ -193,7 +193,7 @@ impl WasmEngine {
         kv: JsValue,
         progress: Option<Function>,
         device: &str,
-    ) -> Result<JsValue, JsError> {
+    ) -> Result<JsValue, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let bytes = model_bytes(bytes, &device)?;
         let prepared = prepare_model(&bytes, &device, weights, &kv).map_err(js_error)?;
@@ -217,13 +217,12 @@ impl WasmEngine {
         progress: Option<Function>,
         device: &str,
         prune: JsValue,
-    ) -> Result<Promise, JsError> {
+    ) -> Result<Promise, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
-        let WebPrune { layers, heads, ffn, calibration } = options_from_js(prune, &WebPrune::FIELDS)?;
+        let request: PruneWeightsRequest = options_from_js(prune, &PruneWeightsRequest::FIELDS)?;
+        let calibration = request.calibration().map_err(js_error)?.map(str::to_string);
+        let PruneWeightsRequest { layers, heads, ffn, .. } = request;
         let prune = WeightPruneOptions { layers, heads, ffn };
-        if let Some(text) = &calibration {
-            crate::engine::check_prompt_bytes(text.len()).map_err(js_error)?;
-        }
         let bytes = model_bytes(bytes, &device)?;
         // Loading from here on: everything else is busy until the promise settles.
         self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
@@ -238,7 +237,7 @@ impl WasmEngine {
                 Ok(Arc::new(engine))
             };
             let loaded = loaded.await;
-            this.finish_load(loaded, kv, weights).map_err(JsValue::from)
+            this.finish_load(loaded, kv, weights)
         }))
     }
 
@@ -248,7 +247,7 @@ impl WasmEngine {
         weights: &str,
         kv: JsValue,
         device: &str,
-    ) -> Result<(Device, WeightFormat, KvOptions), JsError> {
+    ) -> Result<(Device, WeightFormat, KvOptions), JsValue> {
         let device = web_device(device)?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
@@ -279,7 +278,7 @@ impl WasmEngine {
         loaded: crate::error::Result<Arc<Engine>>,
         kv: KvOptions,
         weights: WeightFormat,
-    ) -> Result<JsValue, JsError> {
+    ) -> Result<JsValue, JsValue> {
         let loaded = loaded.and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.loading = false;
@@ -292,7 +291,7 @@ impl WasmEngine {
             n_layers: c.n_layers,
             context_length: c.context_length,
             kv_capacity: session.kv_cache().capacity(),
-            kv_policy: session.kv_cache().policy().name(),
+            kv_policy: session.kv_cache().policy(),
             kv_sinks: session.kv_cache().sinks(),
             weights: weights.name(),
             weight_bytes: engine.model().weight_bytes(),
@@ -318,17 +317,10 @@ impl WasmEngine {
         bytes: Option<Uint8Array>,
         weights: &str,
         progress: Option<Function>,
-    ) -> Result<JsValue, JsError> {
-        #[derive(Serialize)]
-        struct DraftInfo {
-            name: String,
-            vocab: usize,
-            n_layers: usize,
-            weight_bytes: usize,
-        }
+    ) -> Result<JsValue, JsValue> {
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
         let engine = self.engine()?;
-        let ready = |state: &State| -> Result<(), JsError> {
+        let ready = |state: &State| -> Result<(), JsValue> {
             if state.busy() || state.loading {
                 return Err(busy("cannot load a draft model while a generation or a load runs"));
             }
@@ -367,13 +359,13 @@ impl WasmEngine {
         self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| !on_webgpu(e)))
     }
 
-    fn engine(&self) -> Result<Arc<Engine>, JsError> {
+    fn engine(&self) -> Result<Arc<Engine>, JsValue> {
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         state.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))
     }
 
     /// Token ids of `text`; with `parse_special`, special-token text becomes special ids.
-    pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, JsError> {
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, JsValue> {
         let engine = self.engine()?;
         if text.len() > crate::engine::MAX_PROMPT_BYTES {
             let e = format!("{} bytes of text, more than the {} accepted", text.len(), crate::engine::MAX_PROMPT_BYTES);
@@ -383,7 +375,7 @@ impl WasmEngine {
     }
 
     /// Text of `ids` (special tokens skipped).
-    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String, JsError> {
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String, JsValue> {
         let engine = self.engine()?;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= engine.config().vocab) {
             return Err(js_error(Error::InvalidPrompt(format!("token id {bad} is outside the vocabulary"))));
@@ -394,7 +386,7 @@ impl WasmEngine {
     /// Token ids of a conversation (`[{role, content}]`) rendered with the model's chat
     /// template, ending where the assistant's reply begins. Contents are plain text: special
     /// tokens come only from the template.
-    pub fn chat_tokens(&self, messages: JsValue) -> Result<Vec<u32>, JsError> {
+    pub fn chat_tokens(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         self.engine()?.encode_chat(&messages).map_err(js_error)
@@ -414,12 +406,12 @@ impl WasmEngine {
         on_text: Function,
         signal: JsValue,
         pause: Option<Function>,
-    ) -> Result<Promise, JsError> {
-        let web = WebGenerateOptions::from_js(options)?;
+    ) -> Result<Promise, JsValue> {
+        let web = generate_request(options)?;
         if web.prune_budget.is_some() || web.prune_method.is_some() {
             return Err(bad_options("pruning options apply to chat(), not to generate()"));
         }
-        let options = web.to_options()?;
+        let options = web.to_options().map_err(js_error)?;
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
         if runs_alone(&options) {
             return self.with_session(move |mut session| async move {
@@ -443,11 +435,11 @@ impl WasmEngine {
         on_text: Function,
         signal: JsValue,
         pause: Option<Function>,
-    ) -> Result<Promise, JsError> {
+    ) -> Result<Promise, JsValue> {
         let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
-        let web = WebGenerateOptions::from_js(options)?;
-        let (options, prune) = (web.to_options()?, web.prune());
+        let web = generate_request(options)?;
+        let (options, prune) = (web.to_options().map_err(js_error)?, web.prune());
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
         if runs_alone(&options) {
             return self.with_session(move |mut session| async move {
@@ -464,12 +456,12 @@ impl WasmEngine {
                 Ok(ChatStart::Ready { tokens, report }) => (tokens, report),
                 Ok(ChatStart::Aborted(generation)) => {
                     give_back(&state, lent);
-                    return to_js(&generation).map_err(JsValue::from);
+                    return to_js(&generation);
                 }
                 Err(e) => {
                     give_back(&state, lent);
                     note_device_lost(&e);
-                    return Err(js_error(e).into());
+                    return Err(js_error(e));
                 }
             };
             let (promise, reply) = Reply::new();
@@ -481,7 +473,7 @@ impl WasmEngine {
     /// A session for a request served with others: the conversation's when it is free, else
     /// a new one. Refused with `busy` while a load or a generation running alone holds the
     /// engine, or when [`MAX_STREAMS`] generations run.
-    fn lend(&self) -> Result<Lent, JsError> {
+    fn lend(&self) -> Result<Lent, JsValue> {
         let mut s = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         let engine = s.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
         if on_webgpu(&engine) {
@@ -509,7 +501,7 @@ impl WasmEngine {
     /// perplexity, or comparing two engines on the same tokens). Runs in a scratch cache, so the
     /// conversation is kept; texts longer than the cache slide through it. Takes its turn like
     /// a generation; an aborted `signal` stops it between passes (kind `aborted`).
-    pub fn score(&self, ids: Vec<u32>, signal: JsValue) -> Result<Promise, JsError> {
+    pub fn score(&self, ids: Vec<u32>, signal: JsValue) -> Result<Promise, JsValue> {
         if ids.len() < 2 {
             return Err(js_error(Error::InvalidPrompt(format!(
                 "scoring needs at least two tokens (the first is only context), got {}",
@@ -526,7 +518,7 @@ impl WasmEngine {
 
     /// Lends the conversation's session to `run` (a generation or scoring that runs alone:
     /// nothing else may be running) and resolves to its result. The session comes back whatever the result, so the engine stays usable.
-    fn with_session<F, Fut, T>(&self, run: F) -> Result<Promise, JsError>
+    fn with_session<F, Fut, T>(&self, run: F) -> Result<Promise, JsValue>
     where
         F: FnOnce(Session) -> Fut + 'static,
         Fut: std::future::Future<Output = (Session, crate::error::Result<T>)> + 'static,
@@ -558,10 +550,10 @@ impl WasmEngine {
                 s.alone = false;
             }
             match result {
-                Ok(value) => to_js(&value).map_err(JsValue::from),
+                Ok(value) => to_js(&value),
                 Err(e) => {
                     note_device_lost(&e);
-                    Err(js_error(e).into())
+                    Err(js_error(e))
                 }
             }
         }))
@@ -569,7 +561,7 @@ impl WasmEngine {
 
     /// Forgets the conversation (the KV cache stays allocated). Refused with `busy` while a
     /// generation runs.
-    pub fn reset(&self) -> Result<(), JsError> {
+    pub fn reset(&self) -> Result<(), JsValue> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
             return Err(busy("cannot reset the conversation while a generation runs"));
@@ -581,29 +573,7 @@ impl WasmEngine {
     }
 
     /// Model, cache occupancy, device memory and limits.
-    pub fn stats(&self) -> Result<JsValue, JsError> {
-        #[derive(Serialize)]
-        struct Stats {
-            loaded: bool,
-            generating: bool,
-            /// Generations running together now.
-            streams: usize,
-            model: Option<String>,
-            weight_bytes: Option<usize>,
-            kv_len: Option<usize>,
-            kv_capacity: Option<usize>,
-            kv_policy: Option<&'static str>,
-            /// Tokens evicted since the conversation began.
-            kv_evicted: Option<usize>,
-            device_memory_in_use_bytes: Option<u64>,
-            device_memory_reserved_bytes: Option<u64>,
-            /// The largest buffer the device binds, which caps the KV cache and every matrix.
-            max_buffer_bytes: Option<u64>,
-            device_lost: bool,
-            /// Where the model runs: `"cpu"` or `"webgpu"`.
-            device: Option<&'static str>,
-            cpu_isa: &'static str,
-        }
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         let on_gpu = state.engine.as_deref().is_some_and(on_webgpu);
         let (memory, limits, lost) = DEVICE.with(|d| match &*d.borrow() {
@@ -611,7 +581,7 @@ impl WasmEngine {
             DeviceState::Lost(_) => (None, None, true),
             _ => (None, None, false),
         });
-        to_js(&Stats {
+        to_js(&EngineStats {
             loaded: state.engine.is_some(),
             generating: state.busy(),
             streams: state.streams,
@@ -619,7 +589,7 @@ impl WasmEngine {
             weight_bytes: state.engine.as_ref().map(|e| e.model().weight_bytes()),
             kv_len: state.session.as_ref().map(|s| s.kv_cache().len()),
             kv_capacity: state.session.as_ref().map(|s| s.kv_cache().capacity()),
-            kv_policy: state.session.as_ref().map(|s| s.kv_cache().policy().name()),
+            kv_policy: state.session.as_ref().map(|s| s.kv_cache().policy()),
             kv_evicted: state.session.as_ref().map(|s| s.kv_cache().evicted()),
             device_memory_in_use_bytes: memory.as_ref().map(|m| m.bytes_in_use),
             device_memory_reserved_bytes: memory.as_ref().map(|m| m.bytes_reserved),
@@ -632,7 +602,7 @@ impl WasmEngine {
 
     /// Drops the model and its cache and returns their GPU memory to the device. Refused with
     /// `busy` while a generation runs.
-    pub fn unload(&self) -> Result<(), JsError> {
+    pub fn unload(&self) -> Result<(), JsValue> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
             return Err(busy("cannot unload while a generation runs"));

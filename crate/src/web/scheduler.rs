@@ -4,11 +4,6 @@
 
 use super::*;
 
-/// Generations an engine serves together at most. Each holds a KV cache of its own, and a
-/// batched pass of 4 tokens costs about 1.8 times a pass of one on a 2-core CPU (more gain
-/// little there and cost a cache each).
-pub(super) const MAX_STREAMS: usize = 4;
-
 pub(super) struct State {
     pub(super) engine: Option<Arc<Engine>>,
     /// The loaded model's cache options, for the sessions of requests served together.
@@ -72,9 +67,9 @@ impl Reply {
         }) {
             Ok(value) => match to_js(&value) {
                 Ok(value) => self.resolve.call1(&JsValue::NULL, &value),
-                Err(e) => self.reject.call1(&JsValue::NULL, &e.into()),
+                Err(e) => self.reject.call1(&JsValue::NULL, &e),
             },
-            Err(e) => self.reject.call1(&JsValue::NULL, &e.into()),
+            Err(e) => self.reject.call1(&JsValue::NULL, &e),
         };
         // Settling a promise runs no code of the page's: it cannot throw.
         let _ = settled;

@@ -88,13 +88,19 @@ fn from_js(v: JsValue) -> Value {
     serde_wasm_bindgen::from_value(v).unwrap()
 }
 
-/// The message of a rejected promise or a returned `JsError`.
+/// `kind: message` of a rejected promise or a returned error: the engine's errors are JS
+/// `Error`s that carry their kind as a property.
 fn message(e: JsValue) -> String {
-    e.dyn_into::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_else(|v| format!("{v:?}"))
+    let kind = js_sys::Reflect::get(&e, &"kind".into()).ok().and_then(|k| k.as_string());
+    let text = e.dyn_into::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_else(|v| format!("{v:?}"));
+    match kind {
+        Some(kind) => format!("{kind}: {text}"),
+        None => text,
+    }
 }
 
-fn err_message(e: JsError) -> String {
-    message(JsValue::from(e))
+fn err_message(e: JsValue) -> String {
+    message(e)
 }
 
 /// Runs a generation; `stop_after` makes the text callback ask to stop after that many pieces.

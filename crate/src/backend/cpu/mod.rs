@@ -1,5 +1,5 @@
 //! The CPU compute path's own machinery: which SIMD instructions this CPU has (detected once),
-//! and the persistent thread pool ([`pool`]) the kernels split their rows over.
+//! and the persistent thread pool (`pool.rs`) the kernels split their rows over.
 //!
 //! Kernels take an [`Isa`] argument instead of detecting features themselves, so that tests can
 //! run every level the machine has against the scalar reference of the same arithmetic.

@@ -3,7 +3,7 @@
 //! Token `t` of a chunk sits in cache slot `slot + t` and attends to slots `0..=slot + t` (in a
 //! sliding-window layer only the last `window` of them), so prefill and decode are the same
 //! kernel and no mask is materialized. On cubecl devices one
-//! cube serves one (query head, token) pair: its threads score keys in chunks of [`CHUNK`],
+//! cube serves one (query head, token) pair: its threads score keys in chunks of `CHUNK`,
 //! keep a running maximum and sum (online softmax), and each thread accumulates some of the
 //! head's output dimensions.
 

@@ -86,7 +86,7 @@ pub enum FloatQuant {
     Q4_1,
     /// 8-bit, `d * q`.
     Q8_0,
-    /// The K-quants, as ggml's reference quantizers make them ([`super::kquantize`]).
+    /// The K-quants, as ggml's reference quantizers make them ([`crate::quant::kquantize`]).
     Q2_K,
     Q3_K,
     Q4_K,

@@ -30,8 +30,8 @@
 //! f32 codes are loaded as they are.
 //!
 //! One file per instruction set, each gated once and each with one safety contract:
-//! [`scalar`] (the reference every level is tested against), `x86` (AVX2 and AVX-512), `wasm`
-//! (simd128) and `neon`; [`layout`] holds the row-tiled storage and [`inputs`] the inputs'
+//! `scalar` (the reference every level is tested against), `x86` (AVX2 and AVX-512), `wasm`
+//! (simd128) and `neon`; `layout` holds the row-tiled storage and `inputs` the inputs'
 //! preparation (f32 as they are, or i16 blocks).
 
 mod inputs;
