@@ -22,7 +22,7 @@ use crate::generate::emit::Emitter;
 use crate::generate::sampler::Sampler;
 use crate::generate::session::{Session, pick};
 use crate::generate::types::{
-    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, ms_since, per_second,
+    FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Measured, ms_since,
 };
 
 /// One conversation's part in [`generate_batch`].
@@ -139,21 +139,19 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                 self.out.finish(engine.tokenizer(), finish_reason, listener).map(|text| {
                     let decode_ms = (self.end_ms - self.first_token_ms).max(0.0);
                     let cache = self.session.borrow().kv_cache();
-                    let stats = GenerationStats {
+                    let stats = GenerationStats::measured(Measured {
                         prompt_tokens: self.prompt.len(),
                         reused_tokens: self.reused,
                         generated_tokens: tokens.len(),
                         prefill_ms: self.prefill_ms,
                         decode_ms,
-                        time_to_first_token_ms: self.first_token_ms,
-                        prefill_tokens_per_s: per_second(self.prompt.len() - self.reused, self.prefill_ms),
-                        decode_tokens_per_s: per_second(tokens.len().saturating_sub(1), decode_ms),
-                        kv_len: cache.len(),
-                        kv_capacity: cache.capacity(),
-                        evicted_tokens: cache.evicted() - self.evicted_before,
+                        first_token_ms: self.first_token_ms,
+                        cache,
+                        evicted_before: self.evicted_before,
+                        draft_tokens: 0,
+                        accepted_tokens: 0,
                         mean_layers: engine.config().n_layers as f64,
-                        ..GenerationStats::default()
-                    };
+                    });
                     Generation { tokens, text, finish_reason, stats, pruned: None }
                 })
             }

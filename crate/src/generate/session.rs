@@ -16,7 +16,7 @@ use crate::generate::emit::Emitter;
 use crate::generate::sampler::Sampler;
 use crate::generate::speculative::{DraftModel, Proposal, SpeculativeMethod, Speculator};
 use crate::generate::types::{
-    Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, OnText, Quiet, ms_since, per_second,
+    Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener, Measured, OnText, Quiet, ms_since,
     should_stop,
 };
 use crate::kv_cache::{EvictionPolicy, KvCache, KvOptions};
@@ -604,27 +604,19 @@ impl Session {
         let text = out.finish(tokenizer, finish_reason, &mut listener)?;
 
         let total_ms = ms_since(start);
-        let decode_ms = total_ms - prefill_ms;
-        let prefilled = prompt.len() - reused;
-        let stats = GenerationStats {
+        let stats = GenerationStats::measured(Measured {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
             generated_tokens: generated.len(),
             prefill_ms,
-            decode_ms,
-            time_to_first_token_ms: first_token_ms,
-            prefill_tokens_per_s: per_second(prefilled, prefill_ms),
-            // The first token comes out of the prefill; the rest each took a decode step.
-            decode_tokens_per_s: per_second(generated.len().saturating_sub(1), decode_ms),
-            kv_len: self.cache.len(),
-            kv_capacity: self.cache.capacity(),
-            evicted_tokens: self.cache.evicted() - evicted_before,
-            pruned_tokens: 0,
+            decode_ms: total_ms - prefill_ms,
+            first_token_ms,
+            cache: &self.cache,
+            evicted_before,
             draft_tokens: drafted,
             accepted_tokens: accepted,
-            acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
             mean_layers: exits.as_ref().and_then(Exits::mean_layers).unwrap_or(engine.config().n_layers as f64),
-        };
+        });
         Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None })
     }
 }

@@ -111,6 +111,49 @@ pub struct GenerationStats {
     pub mean_layers: f64,
 }
 
+/// What a generation's loop measured (a session's own or a batch's): [`GenerationStats`] is
+/// built from it in one place.
+pub(crate) struct Measured<'a> {
+    pub prompt_tokens: usize,
+    pub reused_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub first_token_ms: f64,
+    /// The cache after generation, and its eviction count before it.
+    pub cache: &'a KvCache,
+    pub evicted_before: usize,
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
+    pub mean_layers: f64,
+}
+
+impl GenerationStats {
+    pub(crate) fn measured(m: Measured) -> Self {
+        let Measured { prompt_tokens, reused_tokens, generated_tokens, prefill_ms, decode_ms, .. } = m;
+        let (drafted, accepted) = (m.draft_tokens, m.accepted_tokens);
+        Self {
+            prompt_tokens,
+            reused_tokens,
+            generated_tokens,
+            prefill_ms,
+            decode_ms,
+            time_to_first_token_ms: m.first_token_ms,
+            prefill_tokens_per_s: per_second(prompt_tokens - reused_tokens, prefill_ms),
+            // The first token comes out of the prefill; the rest each took a decode step.
+            decode_tokens_per_s: per_second(generated_tokens.saturating_sub(1), decode_ms),
+            kv_len: m.cache.len(),
+            kv_capacity: m.cache.capacity(),
+            evicted_tokens: m.cache.evicted() - m.evicted_before,
+            pruned_tokens: 0,
+            draft_tokens: drafted,
+            accepted_tokens: accepted,
+            acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
+            mean_layers: m.mean_layers,
+        }
+    }
+}
+
 /// The result of [`Session::generate`](crate::Session::generate).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
@@ -219,6 +262,6 @@ pub(crate) fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-pub(crate) fn per_second(n: usize, ms: f64) -> f64 {
+fn per_second(n: usize, ms: f64) -> f64 {
     if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 }
 }
