@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unused_imports)]
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parity;
 pub mod reference;
 pub mod rng;
 #[cfg(not(target_arch = "wasm32"))]
@@ -17,6 +19,8 @@ use std::collections::HashMap;
 
 use half::{bf16, f16};
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use parity::*;
 pub use reference::*;
 pub use rng::*;
 #[cfg(not(target_arch = "wasm32"))]

@@ -67,7 +67,7 @@ pub enum Ty {
     Q4_0,
     Q4_1,
     /// The formats below are only named here (their ggml ids): tests that use them write their
-    /// blocks themselves (`tiny_model.rs`).
+    /// blocks themselves (`formats.rs`).
     Q5_0,
     Q5_1,
     Q2K,
