@@ -135,7 +135,7 @@ enum Command {
     /// layer, and writes the rest as a burnpack record (kept rows as stored; a down projection
     /// cut channel by channel is quantized again into its own kind of blocks); prints JSON with
     /// every layer's influence, what was dropped and the sizes.
-    WeightPruneOptions {
+    PruneWeights {
         /// A GGUF file or a `.bpk` record.
         #[arg(long)]
         model: PathBuf,
@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             adaptive_bench(&common, &prompts_file, &text, &plan).await
         }
-        Command::WeightPruneOptions {
+        Command::PruneWeights {
             model,
             calibration,
             calibration_tokens,
