@@ -18,10 +18,10 @@ use crate::text::template::{ChatTemplate, Message, Rendered};
 use crate::text::tokenizer::Tokenizer;
 
 pub struct Engine {
-    pub(crate) model: Decoder,
-    pub(crate) tokenizer: Tokenizer,
-    pub(crate) template: Option<ChatTemplate>,
-    pub(crate) name: String,
+    model: Decoder,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    name: String,
 }
 
 /// Where a prepared model's tensors come from.
@@ -191,13 +191,19 @@ impl<'a> Prepared<'a> {
         &self.tokenizer
     }
 
+    /// The engine of `model` (this file's, or one cut from it), named `name`.
+    pub(crate) fn into_engine(self, model: Decoder, name: String) -> Engine {
+        Engine { model, tokenizer: self.tokenizer, template: self.template, name }
+    }
+
     /// Uploads the weights to `device`, calling `progress(tensors_uploaded, tensors_total)`
     /// after each tensor reaches it.
     pub fn upload(self, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Engine> {
         let model = with_parts(self.source.tensors(), &self.config, |tensors| {
             Decoder::load(&self.config, &Counted::new(tensors, progress), self.weights, device)
         })?;
-        Ok(Engine { model, tokenizer: self.tokenizer, template: self.template, name: self.name })
+        let name = self.name.clone();
+        Ok(self.into_engine(model, name))
     }
 }
 

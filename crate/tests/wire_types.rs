@@ -82,3 +82,40 @@ fn npm_wire_types_are_generated_from_the_rust_types() {
     let have = std::fs::read_to_string(PATH).unwrap_or_default();
     assert!(have == want, "npm/src/wire.ts is stale: run `HEARTH_WRITE_WIRE=1 cargo test -p hearth --test wire_types`");
 }
+
+/// The field names of a ts-rs object declaration (doc comments left out).
+fn ts_fields<T: TS>() -> Vec<String> {
+    let decl = T::decl(&Config::new());
+    let mut text = String::new();
+    let mut rest = decl.as_str();
+    while let Some(start) = rest.find("/*") {
+        text.push_str(&rest[..start]);
+        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+    }
+    text.push_str(rest);
+    let body = &text[text.find('{').unwrap() + 1..text.rfind('}').unwrap()];
+    let mut fields: Vec<String> = body
+        .split(',')
+        .filter_map(|part| part.split_once(':').map(|(name, _)| name.trim().trim_end_matches('?').to_string()))
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    fields.sort();
+    fields
+}
+
+fn sorted(fields: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The key lists the browser bindings check options against (serde-wasm-bindgen cannot refuse
+/// unknown keys itself) name exactly the fields of the types they check.
+#[test]
+fn option_key_lists_name_every_field() {
+    assert_eq!(ts_fields::<GenerateRequest>(), sorted(&GenerateRequest::FIELDS));
+    assert_eq!(ts_fields::<SpeculativeOptions>(), sorted(&GenerateRequest::SPECULATIVE_FIELDS));
+    assert_eq!(ts_fields::<EarlyExitOptions>(), sorted(&GenerateRequest::EARLY_EXIT_FIELDS));
+    assert_eq!(ts_fields::<PruneWeightsRequest>(), sorted(&PruneWeightsRequest::FIELDS));
+    assert_eq!(ts_fields::<KvOptions>(), sorted(&hearth::wire::KV_FIELDS));
+}

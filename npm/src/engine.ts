@@ -33,6 +33,24 @@ export { pauses, testPanic } from "./instance.js";
 
 type Input = { prompt: string } | { messages: ChatMessage[] };
 
+/** The core's stats when there is no live core to ask (before the first load, after a crash). */
+const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
+  loaded: false,
+  generating: false,
+  streams: 0,
+  model: null,
+  weight_bytes: null,
+  kv_len: null,
+  kv_capacity: null,
+  kv_policy: null,
+  kv_evicted: null,
+  device_memory_in_use_bytes: null,
+  device_memory_reserved_bytes: null,
+  max_buffer_bytes: null,
+  device_lost: false,
+  device: null,
+};
+
 export class HearthEngine implements EngineApi {
   private adapter: AdapterInfo | null = null;
   /** Why the model loaded now runs where it does (the core reports where). */
@@ -253,23 +271,11 @@ export class HearthEngine implements EngineApi {
       const live = this.seat.live();
       const core = live ? (live.stats() as CoreStats) : null;
       return {
-        loaded: core?.loaded ?? false,
-        generating: core?.generating ?? false,
-        streams: core?.streams ?? 0,
-        model: core?.model ?? null,
-        weight_bytes: core?.weight_bytes ?? null,
-        kv_len: core?.kv_len ?? null,
-        kv_capacity: core?.kv_capacity ?? null,
-        kv_policy: core?.kv_policy ?? null,
-        kv_evicted: core?.kv_evicted ?? null,
-        device_memory_in_use_bytes: core?.device_memory_in_use_bytes ?? null,
-        device_memory_reserved_bytes: core?.device_memory_reserved_bytes ?? null,
-        max_buffer_bytes: core?.max_buffer_bytes ?? null,
+        ...(core ?? NO_CORE),
         cpu_isa: core?.cpu_isa ?? null,
         queued: this.turns.queued,
         crashed: this.seat.broken?.kind === "engine_crashed",
         device_lost: (core?.device_lost ?? false) || this.seat.broken?.kind === "device_lost",
-        device: core?.device ?? null,
         device_reason: core?.device ? this.deviceReason : null,
         adapter: this.adapter,
       };

@@ -491,7 +491,7 @@ impl Prepared<'_> {
             Ok((model, pruning))
         })?;
         let name = pruning.name(config, &self.name);
-        Ok((Engine { model, tokenizer: self.tokenizer, template: self.template, name }, pruning))
+        Ok((self.into_engine(model, name), pruning))
     }
 }
 

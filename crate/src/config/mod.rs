@@ -14,7 +14,7 @@ mod rope;
 
 pub use family::{Activation, Architecture, GELU_K};
 pub use raw::RawConfig;
-pub use rope::{RopeScaling, RopeTable, rope_table, rope_table_count};
+pub use rope::{RopeScaling, RopeTable};
 
 /// Upper bounds that no real Llama-family model approaches; anything above is a broken or
 /// hostile file, refused before memory is sized from it.

@@ -234,45 +234,46 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
+    /// Rotation tables a cache of `config` keeps: one, or two when sliding-window layers rotate
+    /// with a base of their own.
+    pub fn count(config: &ModelConfig) -> usize {
+        1 + (0..config.n_layers).any(|i| config.layer_attention(i).local_rope) as usize
+    }
+
+    /// RoPE tables for positions `0..positions`, from the model's (possibly scaled) frequencies
+    /// ([`ModelConfig::rope_frequencies`]) for global or local layers, computed in f64 like the
+    /// reference implementations.
+    pub fn new(config: &ModelConfig, local: bool, positions: usize, device: &Device) -> Self {
+        let hd = config.head_dim();
+        let freqs = config.rope_frequencies(local, positions);
+        // LongRoPE scales every rotation (so each query-key product by its square), as llama.cpp
+        // and Hugging Face do.
+        let factor = if local { 1.0 } else { config.rope_scaling.attention_factor() as f64 };
+        let table = |scale: f64| {
+            let mut cos = Vec::with_capacity(positions * hd);
+            let mut sin = Vec::with_capacity(positions * hd);
+            for p in 0..positions {
+                for &freq in &freqs {
+                    let (s, c) = (p as f64 * freq).sin_cos();
+                    let (s, c) = (s * scale, c * scale);
+                    cos.extend([c as f32, c as f32]);
+                    sin.extend([-s as f32, s as f32]);
+                }
+            }
+            (
+                Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
+                Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
+            )
+        };
+        let (cos, sin) = table(factor);
+        RopeTable { cos, sin, turn: (factor != 1.0).then(|| table(1.0)) }
+    }
+
+    /// The tables eviction turns stored keys back with: without the attention factor.
     pub fn turn(&self) -> (&Tensor<2>, &Tensor<2>) {
         match &self.turn {
             Some((cos, sin)) => (cos, sin),
             None => (&self.cos, &self.sin),
         }
     }
-}
-
-/// Rotation tables a cache of `config` keeps: one, or two when sliding-window layers rotate
-/// with a base of their own.
-pub fn rope_table_count(config: &ModelConfig) -> usize {
-    1 + (0..config.n_layers).any(|i| config.layer_attention(i).local_rope) as usize
-}
-
-/// RoPE tables for positions `0..positions`, from the model's (possibly scaled) frequencies
-/// ([`ModelConfig::rope_frequencies`]) for global or local layers, computed in f64 like the
-/// reference implementations.
-pub fn rope_table(config: &ModelConfig, local: bool, positions: usize, device: &Device) -> RopeTable {
-    let hd = config.head_dim();
-    let freqs = config.rope_frequencies(local, positions);
-    // LongRoPE scales every rotation (so each query-key product by its square), as llama.cpp
-    // and Hugging Face do.
-    let factor = if local { 1.0 } else { config.rope_scaling.attention_factor() as f64 };
-    let table = |scale: f64| {
-        let mut cos = Vec::with_capacity(positions * hd);
-        let mut sin = Vec::with_capacity(positions * hd);
-        for p in 0..positions {
-            for &freq in &freqs {
-                let (s, c) = (p as f64 * freq).sin_cos();
-                let (s, c) = (s * scale, c * scale);
-                cos.extend([c as f32, c as f32]);
-                sin.extend([-s as f32, s as f32]);
-            }
-        }
-        (
-            Tensor::from_data(TensorData::new(cos, [positions, hd]), device),
-            Tensor::from_data(TensorData::new(sin, [positions, hd]), device),
-        )
-    };
-    let (cos, sin) = table(factor);
-    RopeTable { cos, sin, turn: (factor != 1.0).then(|| table(1.0)) }
 }

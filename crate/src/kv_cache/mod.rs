@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::device::Limits;
 use crate::backend::kernels::compact::compact_kv;
 use crate::backend::readback::read_f32;
-use crate::config::{Heads, ModelConfig, RopeTable, rope_table, rope_table_count};
+use crate::config::{Heads, ModelConfig, RopeTable};
 use crate::error::{Error, Result};
 use evict::window_rows;
 pub use options::{DEFAULT_CAPACITY, EvictionPolicy, KvOptions, KvPlan};
@@ -137,7 +137,7 @@ impl KvCache {
                 }
             })
             .collect();
-        let rope = (0..rope_table_count(config)).map(|i| rope_table(config, i == 1, capacity, device)).collect();
+        let rope = (0..RopeTable::count(config)).map(|i| RopeTable::new(config, i == 1, capacity, device)).collect();
         let scores = (policy == EvictionPolicy::HeavyHitters).then(|| Tensor::zeros([capacity], device));
         Ok(Self {
             layers,
@@ -195,7 +195,7 @@ impl KvCache {
         limits.check_buffer(|| format!("a KV cache of {capacity} tokens (keys of one layer)"), layer)?;
         let rope = config.head_dim() as u64 * capacity * f32_bytes;
         limits.check_buffer(|| format!("the RoPE tables of a KV cache of {capacity} tokens"), rope)?;
-        let tables = rope_table_count(config) as u64;
+        let tables = RopeTable::count(config) as u64;
         let device_total = 2 * config.kv_dim() as u64 * rows * f32_bytes + 2 * tables * rope + capacity * f32_bytes;
         let host = if limits.max_buffer_bytes == u64::MAX { device_total } else { 2 * tables * rope };
         limits.check_host(|| format!("a KV cache of {capacity} tokens"), host + capacity * 8)

@@ -69,28 +69,6 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// (elements, bytes) of one block of `ty` as this module's structs hold it; the GGUF reader's
-/// own table must agree ([`GgmlType::block`]).
-pub fn block_size(ty: GgmlType) -> (usize, usize) {
-    fn of<B: Block>() -> (usize, usize) {
-        (B::ELEMENTS, B::BYTES)
-    }
-    match ty {
-        GgmlType::F32 => (1, 4),
-        GgmlType::F16 | GgmlType::BF16 => (1, 2),
-        GgmlType::Q4_0 => of::<BlockQ4_0>(),
-        GgmlType::Q4_1 => of::<BlockQ4_1>(),
-        GgmlType::Q5_0 => of::<BlockQ5_0>(),
-        GgmlType::Q5_1 => of::<BlockQ5_1>(),
-        GgmlType::Q8_0 => of::<BlockQ8_0>(),
-        GgmlType::Q2_K => of::<BlockQ2K>(),
-        GgmlType::Q3_K => of::<BlockQ3K>(),
-        GgmlType::Q4_K => of::<BlockQ4K>(),
-        GgmlType::Q5_K => of::<BlockQ5K>(),
-        GgmlType::Q6_K => of::<BlockQ6K>(),
-    }
-}
-
 /// Dequantizes a run of blocks of `B` into `out` (`out.len() == blocks * B::ELEMENTS`).
 pub fn dequantize_row<B: Block>(bytes: &[u8], out: &mut [f32]) {
     for (block, out) in bytes.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(B::ELEMENTS)) {
@@ -101,6 +79,28 @@ pub fn dequantize_row<B: Block>(bytes: &[u8], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (elements, bytes) of one block of `ty` as this module's structs hold it; the GGUF reader's
+    /// own table must agree ([`GgmlType::block`]).
+    fn block_size(ty: GgmlType) -> (usize, usize) {
+        fn of<B: Block>() -> (usize, usize) {
+            (B::ELEMENTS, B::BYTES)
+        }
+        match ty {
+            GgmlType::F32 => (1, 4),
+            GgmlType::F16 | GgmlType::BF16 => (1, 2),
+            GgmlType::Q4_0 => of::<BlockQ4_0>(),
+            GgmlType::Q4_1 => of::<BlockQ4_1>(),
+            GgmlType::Q5_0 => of::<BlockQ5_0>(),
+            GgmlType::Q5_1 => of::<BlockQ5_1>(),
+            GgmlType::Q8_0 => of::<BlockQ8_0>(),
+            GgmlType::Q2_K => of::<BlockQ2K>(),
+            GgmlType::Q3_K => of::<BlockQ3K>(),
+            GgmlType::Q4_K => of::<BlockQ4K>(),
+            GgmlType::Q5_K => of::<BlockQ5K>(),
+            GgmlType::Q6_K => of::<BlockQ6K>(),
+        }
+    }
 
     #[test]
     fn block_structs_agree_with_the_gguf_table() {
