@@ -172,6 +172,9 @@ pub struct EngineStats {
     pub generating: bool,
     /// Generations running together now.
     pub streams: usize,
+    /// Requests waiting for their turn (the batch is full, or work that runs alone runs or
+    /// waits before them, or a load is in progress).
+    pub queued: usize,
     pub model: Option<String>,
     pub weight_bytes: Option<usize>,
     pub kv_len: Option<usize>,

@@ -8,8 +8,8 @@ import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
 import { readModel } from "./loader.js";
 import { chatCompletion, chatStream, newCompletion, timingsOf, usageOf } from "./openai.js";
+import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
-import { Turns } from "./turns.js";
 import type { DraftInfo, EngineStats as CoreStats, GenerateRequest, Generation } from "./wire.js";
 import type {
   AdapterInfo,
@@ -38,6 +38,7 @@ const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
   loaded: false,
   generating: false,
   streams: 0,
+  queued: 0,
   model: null,
   weight_bytes: null,
   kv_len: null,
@@ -56,11 +57,11 @@ export class HearthEngine implements EngineApi {
   /** Why the model loaded now runs where it does (the core reports where). */
   private deviceReason: string | null = null;
   private model: ModelInfo | null = null;
-  private turns = new Turns(() => this.model?.max_streams ?? 1);
+  private gate = new LoadGate();
   /** The wasm engine; when the instance dies, what waits rejects and the model is gone. */
   private seat = new InstanceSeat((error) => {
     this.model = null;
-    this.turns.clear(error);
+    this.gate.clear(error);
   });
 
   readonly chat: { readonly completions: ChatCompletions } = {
@@ -81,16 +82,21 @@ export class HearthEngine implements EngineApi {
     return this.seat.wasm;
   }
 
+  /** Refuses with `busy` while a load holds the engine or the core runs or queues anything. */
+  private idle(doing: string): void {
+    this.gate.idle(doing);
+    this.seat.live()?.check_idle(doing);
+  }
+
   /** Runs a load's `work` holding the engine; what waits starts after it. */
   private async holding<T>(doing: string, work: () => Promise<T>): Promise<T> {
     try {
-      this.turns.idle(doing);
-      this.turns.loading = true;
+      this.idle(doing);
+      this.gate.hold(doing);
       try {
         return await work();
       } finally {
-        this.turns.loading = false;
-        this.turns.next();
+        this.gate.release();
       }
     } catch (e) {
       throw toHearthError(e);
@@ -147,21 +153,21 @@ export class HearthEngine implements EngineApi {
     });
   }
 
-  /** Runs `work` at its turn (alone, or beside others), if the engine can run it at all. */
-  private inTurn<T>(signal: AbortSignal | undefined, alone: boolean, work: () => Promise<T>): Promise<T> {
+  /** Hands `work` to the core once no load holds the engine (the core decides when it runs),
+   * if the engine can run it at all. */
+  private inTurn<T>(signal: AbortSignal | undefined, work: () => Promise<T>): Promise<T> {
     if (signal?.aborted) return Promise.reject(abortError());
     if (this.seat.broken) return Promise.reject(this.seat.broken);
-    if (!this.model && !this.turns.loading) {
+    if (!this.model && !this.gate.held) {
       return Promise.reject(new HearthError("bad_options", "no model is loaded: call load() first"));
     }
-    return this.turns.take(signal, alone, work);
+    return this.gate.pass(signal, work);
   }
 
-  /** One generation at its turn: speculative decoding and early exit run alone. `onText` gets
-   * each piece; an aborted signal stops it between prefill chunks or within a token. */
+  /** One generation, handed to the core. `onText` gets each piece; an aborted signal takes
+   * it out of line, or stops it between prefill chunks or within a token. */
   private run(input: Input, request: GenerateRequest, onText: (text: string) => void, signal?: AbortSignal): Promise<Generation> {
-    const alone = request.speculative !== undefined || request.early_exit !== undefined;
-    return this.inTurn(signal, alone, () => this.generateNow(input, request, onText, signal));
+    return this.inTurn(signal, () => this.generateNow(input, request, onText, signal));
   }
 
   private async generateNow(input: Input, request: GenerateRequest, onText: (text: string) => void, signal?: AbortSignal): Promise<Generation> {
@@ -180,7 +186,7 @@ export class HearthEngine implements EngineApi {
     };
     let raw: Generation;
     try {
-      // Tokenized at its turn: a load queued before it may have changed the model.
+      // Tokenized after any load that held the engine: it may have changed the model.
       const pause = signal ? pauses.get(signal) : undefined;
       const promise = "prompt" in input
         ? wasm.generate(wasm.tokenize(input.prompt, false), request, onPiece, signal, pause)
@@ -218,7 +224,7 @@ export class HearthEngine implements EngineApi {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
       options = generateRequest(request, ["messages", "stream", "signal"]);
       if (this.seat.broken) throw this.seat.broken;
-      if (!this.model && !this.turns.loading) this.loaded(); // refuses now, not in the stream
+      if (!this.model && !this.gate.held) this.loaded(); // refuses now, not in the stream
       input = { messages: request.messages };
     } catch (e) {
       return Promise.reject(toHearthError(e));
@@ -236,7 +242,7 @@ export class HearthEngine implements EngineApi {
     try {
       const tokens = tokenIds(ids);
       const { signal } = options;
-      return await this.inTurn(signal, true, async () => {
+      return await this.inTurn(signal, async () => {
         if (signal?.aborted) throw abortError();
         try {
           return Array.from((await this.seat.guard(this.loaded().score(tokens, signal))) as number[]);
@@ -273,7 +279,7 @@ export class HearthEngine implements EngineApi {
       return {
         ...(core ?? NO_CORE),
         cpu_isa: core?.cpu_isa ?? null,
-        queued: this.turns.queued,
+        queued: (core?.queued ?? 0) + this.gate.queued,
         crashed: this.seat.broken?.kind === "engine_crashed",
         device_lost: (core?.device_lost ?? false) || this.seat.broken?.kind === "device_lost",
         device_reason: core?.device ? this.deviceReason : null,
@@ -286,7 +292,7 @@ export class HearthEngine implements EngineApi {
 
   async resetChat(): Promise<void> {
     try {
-      this.turns.idle("reset the conversation");
+      this.gate.idle("reset the conversation");
       if (this.seat.broken || !this.seat.wasm) return;
       this.seat.wasm.reset();
     } catch (e) {
@@ -296,7 +302,7 @@ export class HearthEngine implements EngineApi {
 
   async unload(): Promise<void> {
     try {
-      this.turns.idle("unload the model");
+      this.gate.idle("unload the model");
       const wasm = this.seat.broken ? null : this.seat.wasm;
       this.model = null;
       wasm?.unload();

@@ -238,8 +238,6 @@ export interface AdapterInfo {
 
 /** The engine's state: the core's, and what this layer knows besides. */
 export type EngineStats = Omit<wire.EngineStats, "cpu_isa"> & {
-  /** Requests waiting for their turn (all `max_streams` running, or one that runs alone). */
-  queued: number;
   /** The wasm instance trapped (or the worker died); `load()` starts a new one. */
   crashed: boolean;
   /** Why the model runs where it does (what `device: "auto"` saw, or "requested"). */

@@ -249,7 +249,12 @@ export type EngineStats = { loaded: boolean, generating: boolean,
 /**
  * Generations running together now.
  */
-streams: number, model: string | null, weight_bytes: number | null, kv_len: number | null, kv_capacity: number | null, kv_policy: EvictionPolicy | null, 
+streams: number, 
+/**
+ * Requests waiting for their turn (the batch is full, or work that runs alone runs or
+ * waits before them, or a load is in progress).
+ */
+queued: number, model: string | null, weight_bytes: number | null, kv_len: number | null, kv_capacity: number | null, kv_policy: EvictionPolicy | null, 
 /**
  * Tokens evicted since the conversation began.
  */

@@ -28,9 +28,7 @@ impl Listener for WebListener {
     }
 
     fn aborted(&self) -> bool {
-        !self.signal.is_undefined()
-            && !self.signal.is_null()
-            && Reflect::get(&self.signal, &"aborted".into()).is_ok_and(|v| v.is_truthy())
+        is_aborted(&self.signal)
     }
 
     fn pause(&self) -> Option<crate::generate::types::Pause> {

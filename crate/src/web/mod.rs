@@ -12,8 +12,8 @@
 //! as one batch that requests join and leave between steps ([`crate::generate::batch`]). The engine's
 //! own session (the conversation, whose cache a follow-up reuses) goes to a request when it is
 //! free, the others get a fresh one for their length. Speculative decoding, early exit and
-//! scoring run alone. `load`, `reset` and `unload` refuse with `busy` while anything runs and
-//! change nothing (the TypeScript layer queues what does not fit in front of this).
+//! scoring run alone. What does not fit waits in line here (see [`scheduler`]); `load`,
+//! `reset` and `unload` refuse with `busy` while anything runs or waits and change nothing.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -125,17 +125,7 @@ impl WasmEngine {
     #[wasm_bindgen(constructor)]
     pub fn new() -> WasmEngine {
         run_constructors();
-        let state = State {
-            engine: None,
-            kv: KvOptions::default(),
-            session: None,
-            streams: 0,
-            alone: false,
-            joining: Vec::new(),
-            driving: false,
-            loading: false,
-        };
-        WasmEngine { state: Rc::new(RefCell::new(state)) }
+        WasmEngine { state: Rc::new(RefCell::new(State::new())) }
     }
 
     /// Initializes WebGPU once for this thread. Refuses (rather than hangs) where
@@ -253,7 +243,7 @@ impl WasmEngine {
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
-            return Err(busy("cannot load a model while a generation runs"));
+            return Err(busy("cannot load a model while a generation runs or waits"));
         }
         if state.loading {
             return Err(busy("another load is in progress"));
@@ -280,6 +270,19 @@ impl WasmEngine {
         weights: WeightFormat,
     ) -> Result<JsValue, JsValue> {
         let loaded = loaded.and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
+        let info = self.install(loaded, kv, weights);
+        // What waited for the load starts now (and fails at once if no model is left).
+        next(&self.state);
+        info
+    }
+
+    /// Puts a loaded engine and its conversation in place and ends the load.
+    fn install(
+        &self,
+        loaded: crate::error::Result<(Arc<Engine>, Session)>,
+        kv: KvOptions,
+        weights: WeightFormat,
+    ) -> Result<JsValue, JsValue> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         state.loading = false;
         let (engine, session) = loaded.map_err(js_error)?;
@@ -354,11 +357,6 @@ impl WasmEngine {
         })
     }
 
-    /// Whether the loaded model runs on the CPU.
-    fn on_cpu(&self) -> bool {
-        self.state.try_borrow().is_ok_and(|s| s.engine.as_deref().is_some_and(|e| !on_webgpu(e)))
-    }
-
     fn engine(&self) -> Result<Arc<Engine>, JsValue> {
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         state.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))
@@ -398,7 +396,9 @@ impl WasmEngine {
     /// prefill and while text is held back. `pause()` (optional) returns a promise awaited
     /// before each step, for flow control (the worker waits there until the page has received
     /// the text sent so far). Resolves to `{tokens, text, finish_reason, stats}`; a throwing
-    /// `on_text` rejects with kind `callback`.
+    /// `on_text` rejects with kind `callback`. Waits in line while the batch is full, work that
+    /// runs alone runs or waits before it, or a load is in progress; aborted there, it rejects
+    /// with kind `aborted`.
     pub fn generate(
         &self,
         ids: Vec<u32>,
@@ -412,16 +412,34 @@ impl WasmEngine {
             return Err(bad_options("pruning options apply to chat(), not to generate()"));
         }
         let options = web.to_options().map_err(js_error)?;
-        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
-        if runs_alone(&options) {
-            return self.with_session(move |mut session| async move {
-                let result = session.generate_with(&ids, &options, listener).await;
-                (session, result)
-            });
-        }
-        let lent = self.lend()?;
+        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: false, pause };
         let (promise, reply) = Reply::new();
-        join(&self.state, Join { session: lent, prompt: ids, options, listener, pruned: None, reply });
+        let alone = runs_alone(&options);
+        let signal = listener.signal.clone();
+        submit(
+            &self.state,
+            alone,
+            &signal,
+            Box::new(move |state, aborted| {
+                if aborted {
+                    return reply.settle::<()>(Err(Error::Aborted));
+                }
+                // The model is the one loaded at the request's turn.
+                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
+                if alone {
+                    return run_alone(state, reply, move |mut session| async move {
+                        let result = session.generate_with(&ids, &options, listener).await;
+                        (session, result)
+                    });
+                }
+                match lend(state) {
+                    Ok(lent) => {
+                        join(state, Join { session: lent, prompt: ids, options, listener, pruned: None, reply })
+                    }
+                    Err(e) => reply.fail(e),
+                }
+            }),
+        )?;
         Ok(promise)
     }
 
@@ -440,67 +458,60 @@ impl WasmEngine {
             .map_err(|e| bad_options(format!("messages: {}", serde_message(e))))?;
         let web = generate_request(options)?;
         let (options, prune) = (web.to_options().map_err(js_error)?, web.prune());
-        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: self.on_cpu(), pause };
-        if runs_alone(&options) {
-            return self.with_session(move |mut session| async move {
-                let result = session.chat_with(&messages, &options, &prune, listener).await;
-                (session, result)
-            });
-        }
-        let lent = self.lend()?;
-        let state = Rc::clone(&self.state);
-        Ok(future_to_promise(async move {
-            // Pruning may score the prompt first (passes of its own, between the batch's steps).
-            let prompt = lent.session.chat_prompt(&messages, &options, &prune, &listener).await;
-            let (prompt, pruned) = match prompt {
-                Ok(ChatStart::Ready { tokens, report }) => (tokens, report),
-                Ok(ChatStart::Aborted(generation)) => {
-                    give_back(&state, lent);
-                    return to_js(&generation);
+        let listener = WebListener { on_text: Some(on_text), signal, on_cpu: false, pause };
+        let (promise, reply) = Reply::new();
+        let alone = runs_alone(&options);
+        let signal = listener.signal.clone();
+        submit(
+            &self.state,
+            alone,
+            &signal,
+            Box::new(move |state, aborted| {
+                if aborted {
+                    return reply.settle::<()>(Err(Error::Aborted));
                 }
-                Err(e) => {
-                    give_back(&state, lent);
-                    note_device_lost(&e);
-                    return Err(js_error(e));
+                // The model is the one loaded at the request's turn.
+                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
+                if alone {
+                    return run_alone(state, reply, move |mut session| async move {
+                        let result = session.chat_with(&messages, &options, &prune, listener).await;
+                        (session, result)
+                    });
                 }
-            };
-            let (promise, reply) = Reply::new();
-            join(&state, Join { session: lent, prompt, options, listener, pruned, reply });
-            wasm_bindgen_futures::JsFuture::from(promise).await
-        }))
-    }
-
-    /// A session for a request served with others: the conversation's when it is free, else
-    /// a new one. Refused with `busy` while a load or a generation running alone holds the
-    /// engine, or when [`MAX_STREAMS`] generations run.
-    fn lend(&self) -> Result<Lent, JsValue> {
-        let mut s = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
-        let engine = s.engine.clone().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
-        if on_webgpu(&engine) {
-            ready_device()?;
-        }
-        if s.loading {
-            return Err(busy("a load is in progress"));
-        }
-        if s.alone {
-            return Err(busy("a generation that runs alone is running"));
-        }
-        if s.streams >= MAX_STREAMS {
-            return Err(busy(format!("{MAX_STREAMS} generations are already running")));
-        }
-        let lent = match s.session.take() {
-            Some(session) => Lent { session, conversation: true },
-            None => Lent { session: engine.session(&s.kv).map_err(js_error)?, conversation: false },
-        };
-        s.streams += 1;
-        Ok(lent)
+                let lent = match lend(state) {
+                    Ok(lent) => lent,
+                    Err(e) => return reply.fail(e),
+                };
+                let state = Rc::clone(state);
+                wasm_bindgen_futures::spawn_local(async move {
+                    // Pruning may score the prompt first (passes of its own, between the batch's steps).
+                    let prompt = lent.session.chat_prompt(&messages, &options, &prune, &listener).await;
+                    match prompt {
+                        Ok(ChatStart::Ready { tokens, report }) => join(
+                            &state,
+                            Join { session: lent, prompt: tokens, options, listener, pruned: report, reply },
+                        ),
+                        Ok(ChatStart::Aborted(generation)) => {
+                            give_back(&state, lent);
+                            reply.settle(Ok(generation));
+                        }
+                        Err(e) => {
+                            give_back(&state, lent);
+                            reply.settle::<()>(Err(e));
+                        }
+                    }
+                });
+            }),
+        )?;
+        Ok(promise)
     }
 
     /// The log-probability `ln p(ids[i] | ids[..i])` of every token after the first, in one
     /// array of `ids.length - 1`: how likely the model finds a given text, teacher-forced (for
     /// perplexity, or comparing two engines on the same tokens). Runs in a scratch cache, so the
     /// conversation is kept; texts longer than the cache slide through it. Takes its turn like
-    /// a generation; an aborted `signal` stops it between passes (kind `aborted`).
+    /// a generation that runs alone; an aborted `signal` stops it between passes, or takes it
+    /// out of line (kind `aborted`).
     pub fn score(&self, ids: Vec<u32>, signal: JsValue) -> Result<Promise, JsValue> {
         if ids.len() < 2 {
             return Err(js_error(Error::InvalidPrompt(format!(
@@ -508,55 +519,39 @@ impl WasmEngine {
                 ids.len()
             ))));
         }
-        let listener = WebListener { on_text: None, signal, on_cpu: self.on_cpu(), pause: None };
-        self.with_session(move |session| async move {
-            let result = session.surprisal_with(&ids, &listener).await;
-            let logprobs = result.map(|s| s[1..].iter().map(|&nats| -nats).collect::<Vec<f32>>());
-            (session, logprobs)
-        })
+        let listener = WebListener { on_text: None, signal, on_cpu: false, pause: None };
+        let (promise, reply) = Reply::new();
+        let signal = listener.signal.clone();
+        submit(
+            &self.state,
+            true,
+            &signal,
+            Box::new(move |state, aborted| {
+                if aborted {
+                    return reply.settle::<()>(Err(Error::Aborted));
+                }
+                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
+                run_alone(state, reply, move |session| async move {
+                    let result = session.surprisal_with(&ids, &listener).await;
+                    let logprobs = result.map(|s| s[1..].iter().map(|&nats| -nats).collect::<Vec<f32>>());
+                    (session, logprobs)
+                });
+            }),
+        )?;
+        Ok(promise)
     }
 
-    /// Lends the conversation's session to `run` (a generation or scoring that runs alone:
-    /// nothing else may be running) and resolves to its result. The session comes back whatever the result, so the engine stays usable.
-    fn with_session<F, Fut, T>(&self, run: F) -> Result<Promise, JsValue>
-    where
-        F: FnOnce(Session) -> Fut + 'static,
-        Fut: std::future::Future<Output = (Session, crate::error::Result<T>)> + 'static,
-        T: Serialize,
-    {
-        let state = Rc::clone(&self.state);
-        let session = {
-            let mut s = state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
-            if s.engine.as_deref().is_some_and(on_webgpu) {
-                ready_device()?;
-            }
-            if s.busy() {
-                return Err(busy("a generation is already running"));
-            }
-            if s.loading {
-                return Err(busy("a load is in progress"));
-            }
-            let session = s.session.take().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
-            s.alone = true;
-            session
-        };
-        Ok(future_to_promise(async move {
-            let (session, result) = run(session).await;
-            {
-                // Nothing borrows the state across an await, so this cannot fail; were it to,
-                // the session would be lost, never the flag left set.
-                let mut s = state.borrow_mut();
-                s.session = Some(session);
-                s.alone = false;
-            }
-            match result {
-                Ok(value) => to_js(&value),
-                Err(e) => {
-                    note_device_lost(&e);
-                    Err(js_error(e))
-                }
-            }
-        }))
+    /// Refuses with `busy` (naming what the caller is `doing`) while anything runs or waits:
+    /// the package asks before it fetches a model to load.
+    pub fn check_idle(&self, doing: &str) -> Result<(), JsValue> {
+        let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
+        if state.loading {
+            return Err(busy(format!("cannot {doing} while a model loads")));
+        }
+        if state.busy() {
+            return Err(busy(format!("cannot {doing} while a generation runs or waits")));
+        }
+        Ok(())
     }
 
     /// Forgets the conversation (the KV cache stays allocated). Refused with `busy` while a
@@ -564,7 +559,7 @@ impl WasmEngine {
     pub fn reset(&self) -> Result<(), JsValue> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
-            return Err(busy("cannot reset the conversation while a generation runs"));
+            return Err(busy("cannot reset the conversation while a generation runs or waits"));
         }
         if let Some(session) = state.session.as_mut() {
             session.reset();
@@ -583,8 +578,9 @@ impl WasmEngine {
         });
         to_js(&EngineStats {
             loaded: state.engine.is_some(),
-            generating: state.busy(),
+            generating: state.running(),
             streams: state.streams,
+            queued: state.waiting.len(),
             model: state.engine.as_ref().map(|e| e.name().to_string()),
             weight_bytes: state.engine.as_ref().map(|e| e.model().weight_bytes()),
             kv_len: state.session.as_ref().map(|s| s.kv_cache().len()),
@@ -605,7 +601,7 @@ impl WasmEngine {
     pub fn unload(&self) -> Result<(), JsValue> {
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
-            return Err(busy("cannot unload while a generation runs"));
+            return Err(busy("cannot unload while a generation runs or waits"));
         }
         state.engine = None;
         state.session = None;

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use common::*;
 use hearth::web::WasmEngine;
-use js_sys::{Function, Promise, Uint8Array};
+use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde::Serialize;
 use serde_json::{Value, json};
 use wasm_bindgen::JsCast;
@@ -351,8 +351,9 @@ async fn message_contents_cannot_forge_turns() {
 }
 
 /// At the wasm boundary: a load that fails its checks keeps the model loaded before (and its
-/// conversation); load, reset and unload refuse with `busy` while a generation runs; more
-/// generations join the running one up to `max_streams`, then `busy`; options near u32::MAX
+/// conversation); load, reset and unload refuse with `busy` while a generation runs or waits;
+/// more generations join the running one up to `max_streams`, then wait in line (scoring, which
+/// runs alone, too), an aborted one leaving it; options near u32::MAX
 /// (wasm32's usize) are refused, not wrapped.
 #[wasm_bindgen_test]
 async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
@@ -389,13 +390,27 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
     let options = to_js(&json!({"max_tokens": 20, "ignore_eos": true}));
     let running = engine.generate(prompt.clone(), options.clone(), function.clone(), JsValue::UNDEFINED, None).unwrap();
     assert_eq!(from_js(engine.stats().unwrap())["generating"], json!(true));
-    let generate_now = || engine.generate(prompt.clone(), options.clone(), function.clone(), JsValue::UNDEFINED, None);
+    let generate_with =
+        |signal: &JsValue| engine.generate(prompt.clone(), options.clone(), function.clone(), signal.clone(), None);
+    let generate_now = || generate_with(&JsValue::UNDEFINED);
     let joined: Vec<Promise> = (1..max_streams).map(|_| generate_now().unwrap()).collect();
+    // The batch is full: the next generation waits its turn, so does scoring (it runs alone),
+    // and an aborted one leaves the line.
+    let waits = generate_now().unwrap();
+    let (controller, signal) = abort_controller();
+    let aborted = generate_with(&signal).unwrap();
+    let scored = engine.score(prompt.clone(), JsValue::UNDEFINED).unwrap();
+    let stats = from_js(engine.stats().unwrap());
+    assert_eq!((stats["streams"].as_u64(), stats["queued"].as_u64()), (Some(max_streams as u64), Some(3)), "{stats}");
+    abort(&controller);
+    let aborted = message(JsFuture::from(aborted).await.unwrap_err());
+    assert!(aborted.starts_with("aborted"), "{aborted}");
+    assert_eq!(from_js(engine.stats().unwrap())["queued"], json!(2));
     for e in [
         engine.load(&good, "int4", kv(32), None, "webgpu").unwrap_err(),
         engine.reset().unwrap_err(),
         engine.unload().unwrap_err(),
-        generate_now().unwrap_err(),
+        engine.check_idle("load a model").unwrap_err(),
     ] {
         let e = err_message(e);
         assert!(e.starts_with("busy:"), "{e}");
@@ -403,16 +418,33 @@ async fn failed_loads_busy_calls_and_huge_options_change_nothing() {
     let done = from_js(JsFuture::from(running).await.unwrap());
     assert_eq!(ids(&done["tokens"]).len(), 20);
     let mut first_joined = None;
-    for other in joined {
+    for other in joined.into_iter().chain([waits]) {
         let other = from_js(JsFuture::from(other).await.unwrap());
         assert_eq!(ids(&other["tokens"]).len(), 20, "{other}");
         // The same prompt from a fresh session each: the same tokens.
         let first = first_joined.get_or_insert_with(|| other["tokens"].clone());
         assert_eq!(&other["tokens"], first, "served together, each as alone");
     }
+    let scored = from_js(JsFuture::from(scored).await.unwrap());
+    assert_eq!(scored.as_array().map(Vec::len), Some(prompt.len() - 1), "{scored}");
     let stats = from_js(engine.stats().unwrap());
     assert_eq!((stats["generating"].clone(), stats["loaded"].clone()), (json!(false), json!(true)));
+    assert_eq!(stats["queued"], json!(0));
+    engine.check_idle("load a model").unwrap();
     drop(on_text);
+}
+
+/// A new `AbortController` and its signal.
+fn abort_controller() -> (JsValue, JsValue) {
+    let class: Function = Reflect::get(&js_sys::global(), &"AbortController".into()).unwrap().unchecked_into();
+    let controller = Reflect::construct(&class, &js_sys::Array::new()).unwrap();
+    let signal = Reflect::get(&controller, &"signal".into()).unwrap();
+    (controller.into(), signal)
+}
+
+fn abort(controller: &JsValue) {
+    let abort: Function = Reflect::get(controller, &"abort".into()).unwrap().unchecked_into();
+    abort.call0(controller).unwrap();
 }
 
 /// This build's CPU kernels are simd128's, and they equal the scalar reference of the same
