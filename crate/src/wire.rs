@@ -98,6 +98,9 @@ impl GenerateRequest {
             ignore_eos: self.ignore_eos,
             speculative: self.speculative.clone(),
             early_exit: self.early_exit.clone(),
+            // The package does not send grammars or log-probability requests yet.
+            grammar: None,
+            logprobs: None,
         })
     }
 }

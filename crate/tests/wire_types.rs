@@ -11,6 +11,7 @@ use hearth::{
     EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats, KvOptions,
     PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
 };
+use hearth::{TokenLogprob, TopLogprob};
 use ts_rs::{Config, TS};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../npm/src/wire.ts");
@@ -64,6 +65,8 @@ fn generated() -> String {
     decl::<DroppedSpan>(&cfg, &mut out);
     decl::<PromptPruneReport>(&cfg, &mut out);
     decl::<GenerationStats>(&cfg, &mut out);
+    decl::<TopLogprob>(&cfg, &mut out);
+    decl::<TokenLogprob>(&cfg, &mut out);
     decl::<Generation>(&cfg, &mut out);
     decl::<ModelInfo>(&cfg, &mut out);
     decl::<EngineStats>(&cfg, &mut out);

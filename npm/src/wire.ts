@@ -217,13 +217,27 @@ acceptance_rate: number,
 mean_layers: number, };
 
 /**
+ * An alternative token and its log-probability.
+ */
+export type TopLogprob = { token: number, logprob: number, };
+
+/**
+ * One chosen token's log-probability and its likeliest alternatives, likeliest first.
+ */
+export type TokenLogprob = { token: number, logprob: number, top_logprobs: Array<TopLogprob>, };
+
+/**
  * The result of [`Session::generate`](crate::Session::generate).
  */
 export type Generation = { tokens: Array<number>, text: string, finish_reason: FinishReason, stats: GenerationStats, 
 /**
  * What input pruning dropped, when the prompt did not fit its budget.
  */
-pruned: PromptPruneReport | null, };
+pruned: PromptPruneReport | null, 
+/**
+ * Each token's log-probability, when asked for ([`GenerateOptions::logprobs`]).
+ */
+logprobs?: Array<TokenLogprob> | null, };
 
 /**
  * What a load reports about the model.

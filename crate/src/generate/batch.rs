@@ -152,7 +152,8 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         accepted_tokens: 0,
                         mean_layers: engine.config().n_layers as f64,
                     });
-                    Generation { tokens, text, finish_reason, stats, pruned: None }
+                    let logprobs = self.sampler.take_logprobs(tokens.len());
+                    Generation { tokens, text, finish_reason, stats, pruned: None, logprobs }
                 })
             }
         };
@@ -206,11 +207,13 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
         options: &GenerateOptions,
         listener: Box<dyn Listener + 'a>,
     ) -> std::result::Result<u64, (S, Error)> {
-        let sampler =
-            match self.check(session.borrow(), &prompt, options).and_then(|_| Sampler::new(options.sampler.clone())) {
-                Ok(sampler) => sampler,
-                Err(e) => return Err((session, e)),
-            };
+        let sampler = match self
+            .check(session.borrow(), &prompt, options)
+            .and_then(|_| Sampler::for_request(&self.engine, options))
+        {
+            Ok(sampler) => sampler,
+            Err(e) => return Err((session, e)),
+        };
         let (reused, evicted_before) = session.borrow_mut().reuse(&prompt);
         let id = self.next_id;
         self.next_id += 1;
@@ -290,7 +293,7 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
             self.entries[i].session().fed(token);
         }
         // Greedy rows are chosen on the device; a batch with a sampled one reads all rows.
-        if step.iter().all(|&i| self.entries[i].sampler.options().is_greedy()) {
+        if step.iter().all(|&i| self.entries[i].sampler.on_device()) {
             let ids = read_ids(logits.argmax(1)).await?;
             for (&i, id) in step.iter().zip(ids) {
                 self.entries[i].next = id;
@@ -300,7 +303,7 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
             let rows = read_f32(logits).await?;
             for (&i, row) in step.iter().zip(rows.chunks_exact(vocab)) {
                 let e = &mut self.entries[i];
-                e.next = e.sampler.sample(&mut row.to_vec(), &e.out.history);
+                e.next = e.sampler.sample(&mut row.to_vec(), &e.out.history)?;
             }
         }
         Ok(())

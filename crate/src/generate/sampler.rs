@@ -1,15 +1,23 @@
-//! Logits to a token: repetition penalty, temperature, top-k, top-p, min-p, seeded draw.
+//! Logits to a token: logit bias, a grammar's mask, repetition penalty, temperature, top-k,
+//! top-p, min-p, seeded draw; and the chosen tokens' log-probabilities when asked.
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::generate::logprobs::{LogprobRecorder, TokenLogprob};
+use crate::generate::types::GenerateOptions;
+use crate::text::grammar::TokenConstraint;
 
 /// How to pick the next token. The defaults are greedy decoding.
 ///
-/// Order of application: repetition penalty on the raw logits, then temperature, then top-k,
-/// top-p and min-p on the tempered distribution (as Hugging Face's `generate` does).
+/// Order of application: logit bias and the grammar's mask (masked tokens are -inf), then
+/// repetition penalty, then temperature, then top-k, top-p and min-p on the tempered
+/// distribution (as Hugging Face's `generate` does).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplerOptions {
@@ -27,6 +35,9 @@ pub struct SamplerOptions {
     pub repeat_last_n: usize,
     /// Same seed, same prompt, same options: same tokens. `None` draws a seed.
     pub seed: Option<u64>,
+    /// Added to a token's logit before anything else, -100..=100 (OpenAI's `logit_bias`):
+    /// -100 bans the token, 100 all but forces it.
+    pub logit_bias: BTreeMap<u32, f32>,
 }
 
 impl Default for SamplerOptions {
@@ -39,6 +50,7 @@ impl Default for SamplerOptions {
             repetition_penalty: 1.0,
             repeat_last_n: 64,
             seed: None,
+            logit_bias: BTreeMap::new(),
         }
     }
 }
@@ -58,12 +70,15 @@ impl SamplerOptions {
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return bad(format!("repetition_penalty {} must be a finite number > 0", self.repetition_penalty));
         }
+        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
+            return bad(format!("logit_bias of token {id} is {b}: it must be in [-100, 100]"));
+        }
         Ok(())
     }
 
     /// True when the choice is the argmax of the raw logits, so it can be made on the device.
     pub fn is_greedy(&self) -> bool {
-        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
+        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0 && self.logit_bias.is_empty()
     }
 }
 
@@ -73,6 +88,9 @@ pub struct Sampler {
     rng: ChaCha8Rng,
     /// Scratch: (token, probability) candidates, reused across steps.
     candidates: Vec<(u32, f32)>,
+    /// What the reply must match, advanced by every token chosen.
+    constraint: Option<TokenConstraint>,
+    logprobs: LogprobRecorder,
 }
 
 impl Sampler {
@@ -82,7 +100,47 @@ impl Sampler {
             let now = web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).unwrap_or_default();
             now.as_nanos() as u64
         });
-        Ok(Self { options, rng: ChaCha8Rng::seed_from_u64(seed), candidates: Vec::new() })
+        Ok(Self {
+            options,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            candidates: Vec::new(),
+            constraint: None,
+            logprobs: LogprobRecorder::default(),
+        })
+    }
+
+    /// The sampler a request asks for on `engine`: its options, its grammar compiled against
+    /// the model's vocabulary (`bad_options` when it does not compile), its log-probabilities.
+    pub fn for_request(engine: &Engine, options: &GenerateOptions) -> Result<Self> {
+        let vocab = engine.config().vocab;
+        if let Some(&id) = options.sampler.logit_bias.keys().find(|&&id| id as usize >= vocab) {
+            return Err(Error::BadOptions(format!("logit_bias names token {id}, outside the vocabulary of {vocab}")));
+        }
+        let mut sampler = Sampler::new(options.sampler.clone())?;
+        if let Some(grammar) = &options.grammar {
+            sampler.constraint = Some(engine.grammars()?.compile(grammar)?);
+        }
+        sampler.logprobs = LogprobRecorder::new(options.logprobs);
+        Ok(sampler)
+    }
+
+    /// Whether the choice can be made on the device (an argmax, nothing recorded): greedy
+    /// options with no grammar and no log-probabilities.
+    pub fn on_device(&self) -> bool {
+        self.options.is_greedy() && self.constraint.is_none() && !self.logprobs.is_on()
+    }
+
+    /// The log-probabilities of the first `n` tokens chosen, when asked for.
+    pub fn take_logprobs(&mut self, n: usize) -> Option<Vec<TokenLogprob>> {
+        std::mem::take(&mut self.logprobs).finish(n)
+    }
+
+    /// Takes back the last `n` tokens chosen (the cache rolled back over them).
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        match &mut self.constraint {
+            Some(c) => c.rollback(n),
+            None => Ok(()),
+        }
     }
 
     pub fn options(&self) -> &SamplerOptions {
@@ -90,15 +148,40 @@ impl Sampler {
     }
 
     /// Chooses the next token from `logits: [vocab]`; `history` is every token so far.
-    /// The logits are modified in place.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        if let Some(token) = self.distribution(logits, history) {
-            return token;
+    /// The logits are modified in place. Fails only when the grammar does (its step budget
+    /// spent, or no token left).
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Result<u32> {
+        let raw = self.logprobs.is_on().then(|| logits.to_vec());
+        self.constrain(logits)?;
+        let token = match self.distribution(logits, history) {
+            Some(token) => token,
+            None => {
+                let c = &self.candidates;
+                let total: f32 = c.iter().map(|x| x.1).sum();
+                let r = uniform(&mut self.rng) * total;
+                draw(c, r, None)
+            }
+        };
+        if let Some(raw) = raw {
+            self.logprobs.record(&raw, token);
         }
-        let c = &self.candidates;
-        let total: f32 = c.iter().map(|x| x.1).sum();
-        let r = uniform(&mut self.rng) * total;
-        draw(c, r, None)
+        if let Some(c) = &mut self.constraint {
+            c.consume(token)?;
+        }
+        Ok(token)
+    }
+
+    /// Logit bias, then the grammar's mask.
+    fn constrain(&mut self, logits: &mut [f32]) -> Result<()> {
+        for (&id, &bias) in &self.options.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        match &mut self.constraint {
+            Some(c) => c.mask(logits),
+            None => Ok(()),
+        }
     }
 
     /// Speculative sampling (Leviathan et al., arXiv:2211.17192) of a token that a
@@ -219,7 +302,7 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         let mut s = Sampler::new(opts(0.0)).unwrap();
-        assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0], &[]), 1);
+        assert_eq!(s.sample(&mut [0.1, 3.0, 3.0, -1.0], &[]).unwrap(), 1);
     }
 
     #[test]
@@ -227,7 +310,7 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
             let mut s = Sampler::new(SamplerOptions { seed: Some(seed), ..opts(1.0) }).unwrap();
-            (0..40).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..40).map(|_| s.sample(&mut logits.clone(), &[]).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
@@ -241,7 +324,7 @@ mod tests {
         let mut counts = [0usize; 4];
         let n = 40_000;
         for _ in 0..n {
-            counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+            counts[s.sample(&mut logits.clone(), &[]).unwrap() as usize] += 1;
         }
         for (i, &c) in counts.iter().enumerate() {
             let p = c as f64 / n as f64;
@@ -293,7 +376,7 @@ mod tests {
             let mut s = Sampler::new(o).unwrap();
             let mut seen = [false; 4];
             for _ in 0..2000 {
-                seen[s.sample(&mut logits.clone(), &[]) as usize] = true;
+                seen[s.sample(&mut logits.clone(), &[]).unwrap() as usize] = true;
             }
             seen
         };
@@ -307,9 +390,12 @@ mod tests {
     #[test]
     fn repetition_penalty_turns_greedy_away_from_seen_tokens() {
         let mut s = Sampler::new(SamplerOptions { repetition_penalty: 2.0, ..opts(0.0) }).unwrap();
-        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[1]), 2);
+        assert_eq!(s.sample(&mut [1.0, 3.0, 2.0], &[1]).unwrap(), 2);
         let mut logits = [-1.0, -3.0];
-        Sampler::new(SamplerOptions { repetition_penalty: 2.0, ..opts(0.0) }).unwrap().sample(&mut logits, &[0]);
+        Sampler::new(SamplerOptions { repetition_penalty: 2.0, ..opts(0.0) })
+            .unwrap()
+            .sample(&mut logits, &[0])
+            .unwrap();
         assert_eq!(logits, [-2.0, -3.0]);
     }
 

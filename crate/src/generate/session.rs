@@ -328,7 +328,7 @@ impl Session {
         history: &[u32],
     ) -> Result<u32> {
         match self.exit_logits(token, exits).await? {
-            StepLogits::Host(mut logits) => Ok(sampler.sample(&mut logits, history)),
+            StepLogits::Host(mut logits) => sampler.sample(&mut logits, history),
             StepLogits::Device(logits) => pick(*logits, sampler, history).await,
         }
     }
@@ -476,7 +476,7 @@ impl Session {
             Some(o) if o.method == SpeculativeMethod::SelfDraft => o.self_layers(self.engine.config().n_layers)?,
             _ => 0,
         };
-        let mut sampler = Sampler::new(options.sampler.clone())?;
+        let mut sampler = Sampler::for_request(&self.engine, options)?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
         if listener.aborted() {
@@ -617,18 +617,19 @@ impl Session {
             accepted_tokens: accepted,
             mean_layers: exits.as_ref().and_then(Exits::mean_layers).unwrap_or(engine.config().n_layers as f64),
         });
-        Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None })
+        let logprobs = sampler.take_logprobs(generated.len());
+        Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None, logprobs })
     }
 }
 
 /// The next token from `logits: [1, vocab]`: argmax on the device when sampling is greedy (one
 /// integer read back), otherwise the logits are read and sampled on the host.
 pub(crate) async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
-    if sampler.options().is_greedy() {
+    if sampler.on_device() {
         return Ok(read_ids(logits.argmax(1)).await?[0]);
     }
     let mut logits = read_f32(logits).await?;
-    Ok(sampler.sample(&mut logits, history))
+    sampler.sample(&mut logits, history)
 }
 
 /// Checks `draft` against the logits of a verification pass `[1 + draft.len(), vocab]` (row
@@ -637,7 +638,7 @@ pub(crate) async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u3
 /// of the ids; otherwise each row is sampled in turn with speculative sampling's rule, with
 /// `history` (every token up to the pass's first) grown by the kept ones for the penalties.
 async fn verify(logits: Tensor<2>, draft: &[u32], sampler: &mut Sampler, history: &[u32]) -> Result<(usize, u32)> {
-    if sampler.options().is_greedy() {
+    if sampler.on_device() {
         let ids = read_ids(logits.argmax(1)).await?;
         let kept = draft.iter().zip(&ids).take_while(|(d, id)| d == id).count();
         return Ok((kept, ids[kept]));
@@ -653,5 +654,5 @@ async fn verify(logits: Tensor<2>, draft: &[u32], sampler: &mut Sampler, history
         }
     }
     let last = rows.next().ok_or_else(|| Error::Device("a verification pass returned too few rows".into()))?;
-    Ok((draft.len(), sampler.sample(last, &seen)))
+    Ok((draft.len(), sampler.sample(last, &seen)?))
 }

@@ -6,9 +6,11 @@ use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::generate::early_exit::EarlyExitOptions;
+use crate::generate::logprobs::{MAX_TOP_LOGPROBS, TokenLogprob};
 use crate::generate::sampler::SamplerOptions;
 use crate::generate::speculative::SpeculativeOptions;
 use crate::kv_cache::KvCache;
+use crate::text::grammar::Grammar;
 use crate::text::prompt_pruning::PromptPruneReport;
 
 /// What to generate and when to stop.
@@ -27,6 +29,12 @@ pub struct GenerateOptions {
     pub speculative: Option<SpeculativeOptions>,
     /// Decode steps may end before the last layer ([`crate::generate::early_exit`]); `None`: every layer.
     pub early_exit: Option<EarlyExitOptions>,
+    /// What the reply must match (a JSON schema, any JSON object, a Lark grammar, a regular
+    /// expression); `None`: free text.
+    pub grammar: Option<Grammar>,
+    /// Record each chosen token's log-probability and this many likeliest alternatives
+    /// (0..=20); `None`: none.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -38,6 +46,8 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             speculative: None,
             early_exit: None,
+            grammar: None,
+            logprobs: None,
         }
     }
 }
@@ -53,6 +63,19 @@ impl GenerateOptions {
         }
         if let Some(speculative) = &self.speculative {
             speculative.validate()?;
+            // Speculation checks drafts against the model's own choices, before any grammar,
+            // bias or record: refused rather than half applied.
+            let what = [
+                (self.grammar.is_some(), "a grammar"),
+                (self.logprobs.is_some(), "logprobs"),
+                (!self.sampler.logit_bias.is_empty(), "logit_bias"),
+            ];
+            if let Some((_, what)) = what.iter().find(|(on, _)| *on) {
+                return Err(Error::BadOptions(format!("speculative decoding is not combined with {what}")));
+            }
+        }
+        if let Some(top) = self.logprobs.filter(|&top| top > MAX_TOP_LOGPROBS) {
+            return Err(Error::BadOptions(format!("top_logprobs {top} must be at most {MAX_TOP_LOGPROBS}")));
         }
         if let Some(early_exit) = &self.early_exit {
             early_exit.validate()?;
@@ -165,6 +188,9 @@ pub struct Generation {
     /// What input pruning dropped, when the prompt did not fit its budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pruned: Option<PromptPruneReport>,
+    /// Each token's log-probability, when asked for ([`GenerateOptions::logprobs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 /// What the streaming callback wants next.
@@ -254,7 +280,14 @@ impl Generation {
             kv_capacity: cache.capacity(),
             ..GenerationStats::default()
         };
-        Self { tokens: Vec::new(), text: String::new(), finish_reason: FinishReason::Aborted, stats, pruned: None }
+        Self {
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: FinishReason::Aborted,
+            stats,
+            pruned: None,
+            logprobs: None,
+        }
     }
 }
 

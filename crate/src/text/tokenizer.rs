@@ -29,6 +29,17 @@ const SPM_SPACE: &str = "\u{2581}";
 /// A token's `start..end` bytes in the text it came from.
 pub type ByteRange = (usize, usize);
 
+/// How the vocabulary writes a token's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VocabKind {
+    /// GPT-2's byte-level BPE: each byte is one printable character.
+    ByteLevel,
+    /// SentencePiece: `▁` for a space, `<0xXX>` tokens for bytes.
+    SentencePiece,
+    /// A `tokenizer.json` whose decoder is neither.
+    Other,
+}
+
 /// A tokenizer with the model's special ids.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -42,6 +53,7 @@ pub struct Tokenizer {
     end_of_generation: Vec<u32>,
     /// Ids of special (control) tokens: only a chat template's own text may produce them.
     special: BTreeSet<u32>,
+    kind: VocabKind,
 }
 
 impl Tokenizer {
@@ -229,7 +241,11 @@ impl Tokenizer {
             }
         }
         let add_bos = get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
-        Self::new(inner, id("bos_token_id"), add_bos, end_of_generation)
+        let kind = match get("model").and_then(Value::as_str) {
+            Some("llama") => VocabKind::SentencePiece,
+            _ => VocabKind::ByteLevel,
+        };
+        Self::new(inner, id("bos_token_id"), add_bos, end_of_generation, kind)
     }
 
     /// Loads a Hugging Face `tokenizer.json`; `eos_ids` come from `config.json` or
@@ -239,6 +255,18 @@ impl Tokenizer {
         // malformed input (`expect("Helper")` in its decoders), which would trap a browser.
         let value: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let decoder = &value["decoder"];
+        let kind = match decoder["type"].as_str() {
+            Some("ByteLevel") => VocabKind::ByteLevel,
+            Some("Sequence")
+                if decoder["decoders"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|d| d["type"].as_str() == Some("ByteFallback"))) =>
+            {
+                VocabKind::SentencePiece
+            }
+            _ => VocabKind::Other,
+        };
         let inner: tokenizers::Tokenizer =
             serde_json::from_value(value).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         let mut end_of_generation = eos_ids.to_vec();
@@ -247,7 +275,7 @@ impl Tokenizer {
                 end_of_generation.push(id);
             }
         }
-        Self::new(inner, bos, add_bos, end_of_generation)
+        Self::new(inner, bos, add_bos, end_of_generation, kind)
     }
 
     fn new(
@@ -255,6 +283,7 @@ impl Tokenizer {
         bos: Option<u32>,
         add_bos: bool,
         mut end_of_generation: Vec<u32>,
+        kind: VocabKind,
     ) -> Result<Self> {
         end_of_generation.sort_unstable();
         end_of_generation.dedup();
@@ -270,7 +299,7 @@ impl Tokenizer {
             .filter(|(_, t)| t.special)
             .map(|(&id, _)| id)
             .collect();
-        Ok(Self { parsing, plain, bos, add_bos, end_of_generation, special })
+        Ok(Self { parsing, plain, bos, add_bos, end_of_generation, special, kind })
     }
 
     /// Token ids of `text`. With `parse_special`, special-token text such as `<|im_start|>`
@@ -347,6 +376,34 @@ impl Tokenizer {
         self.parsing.get_vocab_size(true)
     }
 
+    /// How the vocabulary writes bytes.
+    pub fn vocab_kind(&self) -> VocabKind {
+        self.kind
+    }
+
+    /// The bytes `id` stands for in text (a special token: its text): a byte-level token's
+    /// characters mapped back to bytes, a SentencePiece `<0xXX>` its byte and `▁` a space. A
+    /// token that is not valid UTF-8 on its own (part of a character) has such bytes.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let text = self.token_text(id)?;
+        if self.is_special(id) {
+            return Some(text.into_bytes());
+        }
+        Some(match self.kind {
+            VocabKind::ByteLevel => {
+                // An added (user-defined) token is stored as written, not byte-mapped.
+                let map = byte_level_chars();
+                let mapped: Option<Vec<u8>> = text.chars().map(|c| map.get(&c).copied()).collect();
+                mapped.unwrap_or_else(|| text.into_bytes())
+            }
+            VocabKind::SentencePiece | VocabKind::Other => match sentencepiece_byte(&text) {
+                Some(byte) => vec![byte],
+                None => text.replace(SPM_SPACE, " ").into_bytes(),
+            },
+        })
+    }
+
+    /// The token's entry in the vocabulary, as stored (byte-level or SentencePiece pieces).
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.parsing.id_to_token(id)
     }
@@ -377,6 +434,35 @@ impl Tokenizer {
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.binary_search(&id).is_ok()
     }
+}
+
+/// `<0xAB>` → 0xAB.
+fn sentencepiece_byte(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// GPT-2's byte-level alphabet: the character each byte is written as in the vocabulary.
+fn byte_level_chars() -> &'static std::collections::HashMap<char, u8> {
+    static MAP: std::sync::OnceLock<std::collections::HashMap<char, u8>> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut next = 256u32;
+        let mut map = std::collections::HashMap::with_capacity(256);
+        for b in 0..=255u8 {
+            let c = if printable(b) {
+                char::from(b)
+            } else {
+                next += 1;
+                char::from_u32(next - 1).unwrap_or(char::REPLACEMENT_CHARACTER)
+            };
+            map.insert(c, b);
+        }
+        map
+    })
 }
 
 fn string_array<'a>(value: Option<&'a Value>, key: &str) -> Result<Vec<&'a str>> {
@@ -486,6 +572,25 @@ mod tests {
         let t = spm(true, &pieces).unwrap();
         assert_eq!(t.encode("abc", false).unwrap(), [1, P + 6, P + 4]);
         assert_eq!(t.decode(&[P + 6, P + 4], true).unwrap(), "abc");
+    }
+
+    #[test]
+    fn byte_level_alphabet_covers_every_byte_once() {
+        let map = byte_level_chars();
+        assert_eq!(map.len(), 256);
+        assert_eq!((map[&'Ġ'], map[&'Ċ'], map[&'a']), (b' ', b'\n', b'a'));
+        let mut bytes: Vec<u8> = map.values().copied().collect();
+        bytes.sort_unstable();
+        assert_eq!(bytes, (0..=255).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn sentencepiece_byte_tokens() {
+        assert_eq!(sentencepiece_byte("<0x0A>"), Some(b'\n'));
+        assert_eq!(sentencepiece_byte("<0xFF>"), Some(0xFF));
+        assert_eq!(sentencepiece_byte("<0x1>"), None);
+        assert_eq!(sentencepiece_byte("<0xZZ>"), None);
+        assert_eq!(sentencepiece_byte("hello"), None);
     }
 
     #[test]

@@ -86,6 +86,57 @@ pub(super) struct Sampling {
     pub(super) speculation: Speculation,
     #[command(flatten)]
     pub(super) early_exit: EarlyExit,
+    #[command(flatten)]
+    pub(super) constraint: Constraint,
+}
+
+/// What the reply must match, and what it records.
+#[derive(Args)]
+pub(super) struct Constraint {
+    /// The reply is one JSON object.
+    #[arg(long, conflicts_with_all = ["json_schema", "grammar", "regex"])]
+    pub(super) json_object: bool,
+    /// The reply is JSON valid under the JSON Schema in this file.
+    #[arg(long, conflicts_with_all = ["grammar", "regex"])]
+    pub(super) json_schema: Option<PathBuf>,
+    /// The reply matches the Lark grammar (llguidance's syntax) in this file.
+    #[arg(long, conflicts_with = "regex")]
+    pub(super) grammar: Option<PathBuf>,
+    /// The reply matches this regular expression.
+    #[arg(long)]
+    pub(super) regex: Option<String>,
+    /// Record each token's log-probability and this many likeliest alternatives (0..20).
+    #[arg(long)]
+    pub(super) logprobs: Option<usize>,
+    /// Add BIAS (-100..100) to token ID's logit: ID=BIAS (repeatable).
+    #[arg(long, value_parser = parse_bias)]
+    pub(super) logit_bias: Vec<(u32, f32)>,
+}
+
+fn parse_bias(s: &str) -> std::result::Result<(u32, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ID=BIAS"))?;
+    let id = id.trim().parse().map_err(|e| format!("token id {id:?}: {e}"))?;
+    let bias = bias.trim().parse().map_err(|e| format!("bias {bias:?}: {e}"))?;
+    Ok((id, bias))
+}
+
+impl Constraint {
+    pub(super) fn grammar(&self) -> Result<Option<Grammar>> {
+        let text = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|e| Error::BadOptions(format!("cannot read {}: {e}", path.display())))
+        };
+        Ok(if self.json_object {
+            Some(Grammar::JsonObject)
+        } else if let Some(path) = &self.json_schema {
+            let schema = serde_json::from_str(&text(path)?)
+                .map_err(|e| Error::BadOptions(format!("{} is not JSON: {e}", path.display())))?;
+            Some(Grammar::JsonSchema { schema })
+        } else if let Some(path) = &self.grammar {
+            Some(Grammar::Lark { grammar: text(path)? })
+        } else {
+            self.regex.as_ref().map(|regex| Grammar::Regex { regex: regex.clone() })
+        })
+    }
 }
 
 #[derive(Args)]
@@ -192,12 +243,15 @@ impl Sampling {
                 min_p: self.min_p,
                 repetition_penalty: self.repetition_penalty,
                 seed: self.seed,
+                logit_bias: self.constraint.logit_bias.iter().copied().collect(),
                 ..Default::default()
             },
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
             speculative: self.speculation.options()?,
             early_exit: self.early_exit.options()?,
+            grammar: self.constraint.grammar()?,
+            logprobs: self.constraint.logprobs,
         })
     }
 }

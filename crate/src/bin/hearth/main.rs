@@ -13,8 +13,8 @@ use hearth::analysis::bench::KernelFormat;
 use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
-    Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, KvOptions, Message, PromptPruneMethod,
-    PromptPruneOptions, Result, SamplerOptions, SpeculativeOptions, WeightFormat,
+    Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, Grammar, KvOptions, Message,
+    PromptPruneMethod, PromptPruneOptions, Result, SamplerOptions, SpeculativeOptions, WeightFormat,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -47,6 +47,9 @@ enum Command {
         prompt_file: Option<PathBuf>,
         #[command(flatten)]
         sampling: Sampling,
+        /// The prompt is one user message, in the model's chat template.
+        #[arg(long)]
+        chat: bool,
         /// Print token ids, text and timings as JSON.
         #[arg(long)]
         json: bool,
@@ -248,7 +251,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { common, prompt, prompt_file, sampling, json } => {
+        Command::Generate { common, prompt, prompt_file, sampling, chat, json } => {
             let prompt = match (prompt, prompt_file) {
                 (Some(p), _) => p,
                 (None, Some(path)) => hearth::engine::prompt_from_bytes(&read(&path)?)?.to_string(),
@@ -258,7 +261,11 @@ async fn run(cli: Cli) -> Result<()> {
             let (engine, _) = load(&common)?;
             let mut session = engine.session(&kv)?;
             sampling.speculation.attach(&common, &mut session)?;
-            let ids = engine.encode_prompt(&prompt)?;
+            let ids = if chat {
+                engine.encode_chat(&[Message { role: "user".into(), content: prompt.clone() }])?
+            } else {
+                engine.encode_prompt(&prompt)?
+            };
             let mut stdout = std::io::stdout();
             let generation = session
                 .generate(&ids, &sampling.options()?, |text, _| {
@@ -276,6 +283,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "text": generation.text,
                     "finish_reason": generation.finish_reason,
                     "timings": generation.stats,
+                    "logprobs": generation.logprobs,
                 });
                 println!("{out}");
             } else {

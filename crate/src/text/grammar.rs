@@ -1,0 +1,262 @@
+//! Constrained output: a JSON schema, any JSON object, a Lark grammar or a regular expression,
+//! compiled by [llguidance] against the model's vocabulary into a per-request
+//! [`TokenConstraint`] that says, before every token, which tokens may come next.
+//!
+//! The vocabulary's bytes come from our own tokenizer (not llguidance's tokenizer.json reader,
+//! which asserts on input a hostile file controls, and a panic would trap a browser): byte-level
+//! BPE maps each character back to its byte, SentencePiece turns `▁` into a space and `<0xXX>`
+//! into its byte, and special tokens are marked so that no grammar ever matches their text.
+//! The Lark syntax is llguidance's (docs/syntax.md upstream), not XGrammar's EBNF.
+//!
+//! Hostile schemas and grammars are bounded by llguidance's limits (fuel for the lexer, items
+//! per step, grammar size): compiling refuses with `bad_options`, a step over its budget stops
+//! the matcher with an error instead of running on.
+
+use std::sync::Arc;
+
+use llguidance::api::{ParserLimits, TopLevelGrammar};
+use llguidance::toktrie::{InferenceCapabilities, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::{Matcher, ParserFactory};
+use serde::{Deserialize, Serialize};
+
+use super::tokenizer::{Tokenizer, VocabKind};
+use crate::error::{Error, Result};
+
+/// What a reply must match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Grammar {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid under this JSON Schema (the keywords llguidance implements; others are
+    /// refused when compiled).
+    JsonSchema { schema: serde_json::Value },
+    /// A Lark grammar in llguidance's syntax.
+    Lark { grammar: String },
+    /// A regular expression the whole reply matches.
+    Regex { regex: String },
+}
+
+/// Largest grammar text accepted (a schema as JSON, a Lark grammar or a regex), before
+/// llguidance's own limits apply.
+pub const MAX_GRAMMAR_BYTES: usize = 1 << 20;
+
+impl Grammar {
+    fn top_level(&self) -> Result<TopLevelGrammar> {
+        let bytes = match self {
+            Grammar::JsonObject => 0,
+            Grammar::JsonSchema { schema } => serde_json::to_string(schema).map_or(usize::MAX, |s| s.len()),
+            Grammar::Lark { grammar } => grammar.len(),
+            Grammar::Regex { regex } => regex.len(),
+        };
+        if bytes > MAX_GRAMMAR_BYTES {
+            return Err(Error::BadOptions(format!(
+                "the grammar is {bytes} bytes, more than the {MAX_GRAMMAR_BYTES} accepted"
+            )));
+        }
+        Ok(match self {
+            Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
+            Grammar::JsonSchema { schema } => {
+                if !schema.is_object() && !schema.is_boolean() {
+                    return Err(Error::BadOptions("a JSON schema must be an object".into()));
+                }
+                TopLevelGrammar::from_json_schema(schema.clone())
+            }
+            Grammar::Lark { grammar } => TopLevelGrammar::from_lark(grammar.clone()),
+            Grammar::Regex { regex } => TopLevelGrammar::from_regex(regex),
+        })
+    }
+
+    /// What kind of grammar this is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Grammar::JsonObject => "JSON object",
+            Grammar::JsonSchema { .. } => "JSON schema",
+            Grammar::Lark { .. } => "Lark grammar",
+            Grammar::Regex { .. } => "regular expression",
+        }
+    }
+}
+
+/// The vocabulary as llguidance sees it: every token's bytes in a trie, and our tokenizer for
+/// the text a grammar forces.
+struct Vocabulary {
+    trie: TokTrie,
+    tokenizer: Tokenizer,
+}
+
+impl TokenizerEnv for Vocabulary {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        // Forced text is plain text: special-token text in it stays text.
+        self.tokenizer.encode(&String::from_utf8_lossy(s), false).unwrap_or_default()
+    }
+}
+
+/// Compiles grammars for one model: built once per loaded model (the token trie and the
+/// lexer's slices take tens of milliseconds), shared by its requests.
+pub struct GrammarCompiler {
+    factory: ParserFactory,
+    vocab: usize,
+    /// The end-of-generation id llguidance knows, and every id that ends generation.
+    eos: u32,
+    ends: Vec<u32>,
+}
+
+impl GrammarCompiler {
+    /// For `tokenizer`'s vocabulary, in logits of `vocab` entries (ids past the tokenizer's
+    /// are never allowed).
+    pub fn new(tokenizer: &Tokenizer, vocab: usize) -> Result<Self> {
+        let mut words = token_bytes(tokenizer)?;
+        words.resize(vocab.max(words.len()), Vec::new());
+        let info = TokRxInfo::new(words.len() as u32, tokenizer.eos());
+        let trie = TokTrie::from(&info, &words);
+        let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer: tokenizer.clone() });
+        let caps = InferenceCapabilities { ff_tokens: true, ..InferenceCapabilities::default() };
+        let mut factory = ParserFactory::new(&env, caps, &llguidance::earley::SlicedBiasComputer::general_slices())
+            .map_err(|e| Error::Tokenizer(format!("building the grammar vocabulary: {e}")))?;
+        factory.quiet();
+        *factory.limits_mut() = limits();
+        let (eos, ends) = (tokenizer.eos(), tokenizer.end_of_generation().to_vec());
+        Ok(GrammarCompiler { factory, vocab: words.len(), eos, ends })
+    }
+
+    /// A fresh constraint for one reply; `bad_options` naming the problem when the grammar
+    /// does not compile.
+    pub fn compile(&self, grammar: &Grammar) -> Result<TokenConstraint> {
+        let parser = self
+            .factory
+            .create_parser(grammar.top_level()?)
+            .map_err(|e| Error::BadOptions(format!("the {} does not compile: {}", grammar.kind(), first_line(&e))))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(Error::BadOptions(format!("the {} does not compile: {}", grammar.kind(), first_line(&e))));
+        }
+        Ok(TokenConstraint { matcher, vocab: self.vocab, allowed: Vec::new(), eos: self.eos, ends: self.ends.clone() })
+    }
+}
+
+/// llguidance's defaults, with errors kept short (they would quote the whole grammar).
+fn limits() -> ParserLimits {
+    ParserLimits { verbose_errors: false, ..ParserLimits::default() }
+}
+
+fn first_line(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    line.chars().take(300).collect()
+}
+
+/// One reply's grammar state: which tokens may come next, advanced by every token taken.
+pub struct TokenConstraint {
+    matcher: Matcher,
+    vocab: usize,
+    /// Scratch: the allowed set of the last mask, one bit per token.
+    allowed: Vec<u32>,
+    eos: u32,
+    /// Every end-of-generation id: each ends a complete reply as `eos` does.
+    ends: Vec<u32>,
+}
+
+impl TokenConstraint {
+    /// Sets the logits of every token the grammar does not allow next to -inf. Once the
+    /// grammar is complete only the end-of-generation token is left.
+    pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        self.allowed.clear();
+        if self.matcher.is_stopped() {
+            self.allowed.resize(self.vocab.div_ceil(32), 0);
+        } else {
+            let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failure(e))?;
+            self.allowed.extend_from_slice(mask.as_slice());
+            self.allowed.resize(self.vocab.div_ceil(32), 0);
+        }
+        // Wherever the grammar may end, every end-of-generation token may end it.
+        if self.matcher.is_stopped() || self.allows(self.eos) {
+            for &end in &self.ends {
+                if (end as usize) < self.vocab {
+                    self.allowed[end as usize / 32] |= 1 << (end % 32);
+                }
+            }
+        }
+        let mut any = false;
+        for (i, logit) in logits.iter_mut().enumerate() {
+            if i < self.vocab && self.allowed[i / 32] >> (i % 32) & 1 == 1 {
+                any = true;
+            } else {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        if !any {
+            return Err(Error::BadOptions("the grammar allows no token here".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `token` is allowed by the last [`Self::mask`].
+    pub fn allows(&self, token: u32) -> bool {
+        let i = token as usize;
+        self.allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1)
+    }
+
+    /// Advances past `token`, which the last mask allowed (an end-of-generation token ends
+    /// the grammar as its own end token does).
+    pub fn consume(&mut self, token: u32) -> Result<()> {
+        if self.matcher.is_stopped() {
+            return Ok(());
+        }
+        let token = if self.ends.contains(&token) { self.eos } else { token };
+        self.matcher.consume_token(token).map_err(|e| self.failure(e))
+    }
+
+    /// Tokens the grammar forces next (none when it leaves a choice), consumed already: the
+    /// caller feeds them to the model as they are.
+    pub fn forced(&mut self) -> Vec<u32> {
+        if self.matcher.is_stopped() {
+            return Vec::new();
+        }
+        self.matcher.consume_ff_tokens()
+    }
+
+    /// Takes back the last `n` tokens consumed.
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        self.matcher.rollback(n).map_err(|e| self.failure(e))
+    }
+
+    /// The grammar is complete here: ending now gives a whole match.
+    pub fn is_accepting(&mut self) -> bool {
+        self.matcher.is_accepting().unwrap_or(false)
+    }
+
+    /// The grammar admits nothing more (complete, or failed).
+    pub fn is_stopped(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+
+    fn failure(&self, e: impl std::fmt::Display) -> Error {
+        Error::BadOptions(format!("the grammar failed while generating: {}", first_line(&e)))
+    }
+}
+
+/// Every token's bytes as the detokenizer would write them; special tokens carry llguidance's
+/// marker byte first, so that no grammar matches them.
+pub fn token_bytes(tokenizer: &Tokenizer) -> Result<Vec<Vec<u8>>> {
+    if tokenizer.vocab_kind() == VocabKind::Other {
+        return Err(Error::BadOptions(
+            "constrained output needs a byte-level BPE or SentencePiece vocabulary; this tokenizer's decoder is neither"
+                .into(),
+        ));
+    }
+    Ok((0..tokenizer.vocab_size() as u32)
+        .map(|id| {
+            let bytes = tokenizer.token_bytes(id).unwrap_or_default();
+            if tokenizer.is_special(id) {
+                std::iter::once(TokTrie::SPECIAL_TOKEN_MARKER).chain(bytes).collect()
+            } else {
+                bytes
+            }
+        })
+        .collect())
+}
