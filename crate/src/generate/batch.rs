@@ -207,10 +207,7 @@ impl<'a, S: BorrowMut<Session>> Batch<'a, S> {
         options: &GenerateOptions,
         listener: Box<dyn Listener + 'a>,
     ) -> std::result::Result<u64, (S, Error)> {
-        let sampler = match self
-            .check(session.borrow(), &prompt, options)
-            .and_then(|_| Sampler::for_request(&self.engine, options))
-        {
+        let sampler = match self.check(session.borrow(), &prompt, options).and_then(|_| options.sampler(&self.engine)) {
             Ok(sampler) => sampler,
             Err(e) => return Err((session, e)),
         };

@@ -7,10 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::logprobs::{LogprobRecorder, TokenLogprob};
-use crate::generate::types::GenerateOptions;
 use crate::text::grammar::TokenConstraint;
 
 /// How to pick the next token. The defaults are greedy decoding.
@@ -109,19 +107,16 @@ impl Sampler {
         })
     }
 
-    /// The sampler a request asks for on `engine`: its options, its grammar compiled against
-    /// the model's vocabulary (`bad_options` when it does not compile), its log-probabilities.
-    pub fn for_request(engine: &Engine, options: &GenerateOptions) -> Result<Self> {
-        let vocab = engine.config().vocab;
-        if let Some(&id) = options.sampler.logit_bias.keys().find(|&&id| id as usize >= vocab) {
-            return Err(Error::BadOptions(format!("logit_bias names token {id}, outside the vocabulary of {vocab}")));
-        }
-        let mut sampler = Sampler::new(options.sampler.clone())?;
-        if let Some(grammar) = &options.grammar {
-            sampler.constraint = Some(engine.grammars()?.compile(grammar)?);
-        }
-        sampler.logprobs = LogprobRecorder::new(options.logprobs);
-        Ok(sampler)
+    /// Adds what the reply must match: a compiled grammar, advanced by every token chosen.
+    pub fn with_constraint(mut self, constraint: TokenConstraint) -> Self {
+        self.constraint = Some(constraint);
+        self
+    }
+
+    /// Records each chosen token's log-probability with `top` alternatives (`None`: nothing).
+    pub fn with_logprobs(mut self, top: Option<usize>) -> Self {
+        self.logprobs = LogprobRecorder::new(top);
+        self
     }
 
     /// Whether the choice can be made on the device (an argmax, nothing recorded): greedy

@@ -476,7 +476,7 @@ impl Session {
             Some(o) if o.method == SpeculativeMethod::SelfDraft => o.self_layers(self.engine.config().n_layers)?,
             _ => 0,
         };
-        let mut sampler = Sampler::for_request(&self.engine, options)?;
+        let mut sampler = options.sampler(&self.engine)?;
         let engine = Arc::clone(&self.engine);
         let tokenizer = engine.tokenizer();
         if listener.aborted() {

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::early_exit::EarlyExitOptions;
 use crate::generate::logprobs::{MAX_TOP_LOGPROBS, TokenLogprob};
-use crate::generate::sampler::SamplerOptions;
+use crate::generate::sampler::{Sampler, SamplerOptions};
 use crate::generate::speculative::SpeculativeOptions;
 use crate::kv_cache::KvCache;
 use crate::text::grammar::Grammar;
@@ -84,6 +85,20 @@ impl GenerateOptions {
             }
         }
         self.sampler.validate()
+    }
+
+    /// The sampler these options ask for on `engine`: its grammar compiled against the model's
+    /// vocabulary (`bad_options` when it does not compile), its log-probabilities.
+    pub fn sampler(&self, engine: &Engine) -> Result<Sampler> {
+        let vocab = engine.config().vocab;
+        if let Some(&id) = self.sampler.logit_bias.keys().find(|&&id| id as usize >= vocab) {
+            return Err(Error::BadOptions(format!("logit_bias names token {id}, outside the vocabulary of {vocab}")));
+        }
+        let mut sampler = Sampler::new(self.sampler.clone())?.with_logprobs(self.logprobs);
+        if let Some(grammar) = &self.grammar {
+            sampler = sampler.with_constraint(engine.grammars()?.compile(grammar)?);
+        }
+        Ok(sampler)
     }
 }
 
