@@ -4,6 +4,8 @@
 //! (`web/`) parse and produce these; `npm/src/wire.ts` is generated from them
 //! (`tests/wire_types.rs` fails when it is stale), so the package keeps no hand copy.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 #[cfg(not(target_arch = "wasm32"))]
 use ts_rs::TS;
@@ -15,6 +17,7 @@ use crate::generate::sampler::SamplerOptions;
 use crate::generate::speculative::SpeculativeOptions;
 use crate::generate::types::GenerateOptions;
 use crate::kv_cache::EvictionPolicy;
+use crate::text::grammar::Grammar;
 use crate::text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions};
 
 /// Generations an engine serves together at most. Each holds a KV cache of its own, and a
@@ -47,12 +50,20 @@ pub struct GenerateRequest {
     pub speculative: Option<SpeculativeOptions>,
     /// `{ layers, threshold, measure, shortlist }`, `layers` required.
     pub early_exit: Option<EarlyExitOptions>,
+    /// What the reply must match: `{type: "json_object"}`, `{type: "json_schema", schema}`,
+    /// `{type: "lark", grammar}` or `{type: "regex", regex}`.
+    pub grammar: Option<Grammar>,
+    /// Record each token's log-probability with this many alternatives (0..=20).
+    pub logprobs: Option<usize>,
+    /// `{ "token id": bias }`, each bias in -100..=100.
+    #[cfg_attr(not(target_arch = "wasm32"), ts(as = "Option<std::collections::HashMap<String, f32>>"))]
+    pub logit_bias: Option<BTreeMap<String, f32>>,
 }
 
 impl GenerateRequest {
     /// Every key, for the check of unknown keys (serde-wasm-bindgen reads only the fields it
     /// looks for, so `deny_unknown_fields` alone does not catch them there).
-    pub const FIELDS: [&'static str; 13] = [
+    pub const FIELDS: [&'static str; 16] = [
         "max_tokens",
         "temperature",
         "top_k",
@@ -66,9 +77,23 @@ impl GenerateRequest {
         "prune_method",
         "speculative",
         "early_exit",
+        "grammar",
+        "logprobs",
+        "logit_bias",
     ];
     pub const SPECULATIVE_FIELDS: [&'static str; 4] = ["method", "max_draft", "ngram", "draft_layers"];
     pub const EARLY_EXIT_FIELDS: [&'static str; 4] = ["layers", "threshold", "measure", "shortlist"];
+
+    /// The logit bias with its keys read as token ids.
+    fn logit_bias(&self) -> Result<BTreeMap<u32, f32>> {
+        let Some(bias) = &self.logit_bias else { return Ok(BTreeMap::new()) };
+        bias.iter()
+            .map(|(id, &b)| match id.parse::<u32>() {
+                Ok(id) => Ok((id, b)),
+                Err(_) => Err(Error::BadOptions(format!("logit_bias key {id:?} is not a token id"))),
+            })
+            .collect()
+    }
 
     /// The prompt pruning a chat asks for.
     pub fn prune(&self) -> PromptPruneOptions {
@@ -92,15 +117,15 @@ impl GenerateRequest {
                 min_p: self.min_p.unwrap_or(d.min_p),
                 repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
                 seed,
+                logit_bias: self.logit_bias()?,
                 ..d
             },
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
             speculative: self.speculative.clone(),
             early_exit: self.early_exit.clone(),
-            // The package does not send grammars or log-probability requests yet.
-            grammar: None,
-            logprobs: None,
+            grammar: self.grammar.clone(),
+            logprobs: self.logprobs,
         })
     }
 }

@@ -8,8 +8,8 @@ use hearth::quant::packed::FloatQuant;
 use hearth::text::prompt_pruning::DroppedSpan;
 use hearth::wire::{DraftInfo, EngineStats, GenerateRequest, MAX_STREAMS, ModelInfo, PruneWeightsRequest};
 use hearth::{
-    EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats, KvOptions,
-    PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
+    EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats, Grammar,
+    KvOptions, PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
 };
 use hearth::{TokenLogprob, TopLogprob};
 use ts_rs::{Config, TS};
@@ -59,6 +59,7 @@ fn generated() -> String {
     decl::<KvOptions>(&cfg, &mut out);
     decl::<SpeculativeOptions>(&cfg, &mut out);
     decl::<EarlyExitOptions>(&cfg, &mut out);
+    decl::<Grammar>(&cfg, &mut out);
     decl::<GenerateRequest>(&cfg, &mut out);
     decl::<LayerChoice>(&cfg, &mut out);
     decl::<PruneWeightsRequest>(&cfg, &mut out);

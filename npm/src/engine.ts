@@ -7,7 +7,7 @@ import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
 import { readModel } from "./loader.js";
-import { chatCompletion, chatStream, newCompletion, timingsOf, usageOf } from "./openai.js";
+import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, newCompletion, timingsOf, usageOf } from "./openai.js";
 import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
 import type { DraftInfo, EngineStats as CoreStats, GenerateRequest, Generation } from "./wire.js";
@@ -222,7 +222,7 @@ export class HearthEngine implements EngineApi {
     let input: { messages: ChatMessage[] };
     try {
       if (!request || !Array.isArray(request.messages)) throw new HearthError("bad_options", "messages must be an array");
-      options = generateRequest(request, ["messages", "stream", "signal"]);
+      options = { ...generateRequest(request, ["messages", "stream", "signal", ...OPENAI_KEYS]), ...constraintRequest(request) };
       if (this.seat.broken) throw this.seat.broken;
       if (!this.model && !this.gate.held) this.loaded(); // refuses now, not in the stream
       input = { messages: request.messages };

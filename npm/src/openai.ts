@@ -2,9 +2,84 @@
  * stream of chunks. */
 
 import { AsyncQueue } from "./queue.js";
-import { toHearthError } from "./errors.js";
-import type { Generation } from "./wire.js";
-import type { ChatCompletion, ChatCompletionChunk, FinishReason, Timings, Usage } from "./types.js";
+import { HearthError, toHearthError } from "./errors.js";
+import type { GenerateRequest, Generation, Grammar } from "./wire.js";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChoiceLogprobs,
+  FinishReason,
+  Timings,
+  Usage,
+} from "./types.js";
+
+/** The request's own OpenAI keys that this layer turns into the core's. */
+export const OPENAI_KEYS = ["response_format", "logprobs", "top_logprobs"] as const;
+
+/** `response_format`, `logprobs` and `top_logprobs` as the core's `grammar` and `logprobs`. */
+export function constraintRequest(request: ChatCompletionRequest): Pick<GenerateRequest, "grammar" | "logprobs"> {
+  const out: Pick<GenerateRequest, "grammar" | "logprobs"> = {};
+  const format = request.response_format as Record<string, unknown> | undefined;
+  if (format !== undefined) {
+    if (typeof format !== "object" || format === null) throw new HearthError("bad_options", "response_format must be an object");
+    const grammar = grammarOf(format);
+    if (grammar) out.grammar = grammar;
+  }
+  if (request.logprobs === true) out.logprobs = request.top_logprobs ?? 0;
+  else if (request.logprobs !== undefined && request.logprobs !== false) {
+    throw new HearthError("bad_options", "logprobs must be a boolean");
+  } else if (request.top_logprobs !== undefined) {
+    throw new HearthError("bad_options", "top_logprobs needs logprobs: true");
+  }
+  return out;
+}
+
+function grammarOf(format: Record<string, unknown>): Grammar | null {
+  const schemaOf = (schema: unknown): unknown => {
+    if (typeof schema !== "string") return schema;
+    try {
+      return JSON.parse(schema);
+    } catch (e) {
+      throw new HearthError("bad_options", `response_format schema is not JSON: ${(e as Error).message}`);
+    }
+  };
+  switch (format.type) {
+    case "text":
+      return null;
+    case "json_object":
+      return format.schema === undefined ? { type: "json_object" } : { type: "json_schema", schema: schemaOf(format.schema) };
+    case "json_schema": {
+      const spec = format.json_schema as { schema?: unknown } | undefined;
+      if (typeof spec !== "object" || spec === null || spec.schema === undefined) {
+        throw new HearthError("bad_options", "response_format json_schema needs json_schema: { name, schema }");
+      }
+      return { type: "json_schema", schema: schemaOf(spec.schema) };
+    }
+    case "grammar":
+      return { type: "lark", grammar: format.grammar as string };
+    case "regex":
+      return { type: "regex", regex: format.regex as string };
+    default:
+      throw new HearthError(
+        "bad_options",
+        `response_format type must be text, json_object, json_schema, grammar or regex, got ${JSON.stringify(format.type)}`,
+      );
+  }
+}
+
+/** The core's log-probabilities in OpenAI's shape. */
+export function logprobsOf(raw: Generation): ChoiceLogprobs | null {
+  if (!raw.logprobs) return null;
+  return {
+    content: raw.logprobs.map((t) => ({
+      token: t.text,
+      logprob: t.logprob,
+      bytes: Array.from(t.bytes),
+      top_logprobs: t.top_logprobs.map((a) => ({ token: a.text, logprob: a.logprob, bytes: Array.from(a.bytes) })),
+    })),
+  };
+}
 
 let completionCounter = 0;
 
@@ -38,7 +113,9 @@ export function chatCompletion(c: Completion, raw: Generation): ChatCompletion {
   return {
     ...c,
     object: "chat.completion",
-    choices: [{ index: 0, message: { role: "assistant", content: raw.text }, finish_reason: raw.finish_reason }],
+    choices: [
+      { index: 0, message: { role: "assistant", content: raw.text }, finish_reason: raw.finish_reason, logprobs: logprobsOf(raw) },
+    ],
     usage: usageOf(raw),
     timings: timingsOf(raw),
     ...prunedOf(raw),
@@ -75,7 +152,9 @@ export function chatStream(
   }, stop.signal)
     .then(
       (raw) => {
-        queue.push({ ...chunk(c, {}, raw.finish_reason), usage: usageOf(raw), timings: timingsOf(raw), ...prunedOf(raw) });
+        const last = chunk(c, {}, raw.finish_reason);
+        last.choices[0].logprobs = logprobsOf(raw);
+        queue.push({ ...last, usage: usageOf(raw), timings: timingsOf(raw), ...prunedOf(raw) });
         queue.close();
       },
       (e: unknown) => queue.close(toHearthError(e)),

@@ -29,6 +29,8 @@ export interface SamplingOptions {
   seed?: number;
   /** Generation ends before the first occurrence of any of these. */
   stop?: string | string[];
+  /** `{ "token id": bias }`: added to that token's logit, -100 (banned) to 100. */
+  logit_bias?: Record<string, number>;
   /** Draft tokens and check them together in one forward pass: greedy output is the same
    * token for token, sampled output follows the same distribution; faster when the answer
    * copies from the conversation (rewriting, fixing, extracting). */
@@ -55,9 +57,39 @@ export type EarlyExitOptions = Pick<wire.EarlyExitOptions, "layers"> & Partial<w
 /** How a chat prompt longer than its budget is shortened. */
 export type PruneMethod = wire.PromptPruneMethod;
 
+/** What the reply must match. `json_object` with a `schema` is WebLLM's spelling of a JSON
+ * schema (an object or its JSON text); `grammar` is a Lark grammar in llguidance's syntax
+ * (not GBNF or XGrammar's EBNF). */
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object"; schema?: object | string }
+  | { type: "json_schema"; json_schema: { name?: string; description?: string; schema: object; strict?: boolean } }
+  | { type: "grammar"; grammar: string }
+  | { type: "regex"; regex: string };
+
+/** One token's log-probability in OpenAI's shape: its text, its bytes and, with
+ * `top_logprobs`, the likeliest tokens there. The model's own log-softmax (before bias,
+ * grammar or temperature). */
+export interface LogprobToken {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+export interface ChoiceLogprobs {
+  content: LogprobToken[];
+}
+
 export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
   stream?: boolean;
+  /** Holds the reply to a JSON object, a JSON schema, a Lark grammar or a regex. */
+  response_format?: ResponseFormat;
+  /** Report each token's log-probability (`choices[0].logprobs`). */
+  logprobs?: boolean;
+  /** With `logprobs`: this many likeliest alternatives per token, 0..20. */
+  top_logprobs?: number;
   /** Most prompt tokens; when the conversation is longer, earlier messages lose their least
    * informative spans (never the system prompt or the latest user message). Default: the KV
    * capacity less the answer's tokens. */
@@ -97,7 +129,9 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: [{ index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason }];
+  choices: [
+    { index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason; logprobs: ChoiceLogprobs | null },
+  ];
   usage: Usage;
   timings: Timings;
   /** Present when the prompt was pruned. */
@@ -109,7 +143,16 @@ export interface ChatCompletionChunk {
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: [{ index: 0; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null }];
+  /** `logprobs`: every token's, on the last chunk (the text chunks follow the text, not the
+   * tokens). */
+  choices: [
+    {
+      index: 0;
+      delta: { role?: "assistant"; content?: string };
+      finish_reason: FinishReason | null;
+      logprobs?: ChoiceLogprobs | null;
+    },
+  ];
   /** On the last chunk only. */
   usage?: Usage;
   /** On the last chunk only. */

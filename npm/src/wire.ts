@@ -113,6 +113,12 @@ threshold: number, measure: ExitMeasure,
 shortlist: number, };
 
 /**
+ * What a reply must match. (The browser bindings refuse keys a variant does not have; serde's
+ * `deny_unknown_fields` would be lost on the generated TypeScript type.)
+ */
+export type Grammar = { "type": "json_object" } | { "type": "json_schema", schema: unknown, } | { "type": "lark", grammar: string, } | { "type": "regex", regex: string, };
+
+/**
  * Options of one generation, flat and snake_case, as the TypeScript layer sends them; every
  * field optional, unknown keys refused.
  */
@@ -132,7 +138,20 @@ speculative?: SpeculativeOptions,
 /**
  * `{ layers, threshold, measure, shortlist }`, `layers` required.
  */
-early_exit?: EarlyExitOptions, };
+early_exit?: EarlyExitOptions, 
+/**
+ * What the reply must match: `{type: "json_object"}`, `{type: "json_schema", schema}`,
+ * `{type: "lark", grammar}` or `{type: "regex", regex}`.
+ */
+grammar?: Grammar, 
+/**
+ * Record each token's log-probability with this many alternatives (0..=20).
+ */
+logprobs?: number, 
+/**
+ * `{ "token id": bias }`, each bias in -100..=100.
+ */
+logit_bias?: { [key in string]: number }, };
 
 /**
  * Which layers go.
@@ -214,17 +233,30 @@ acceptance_rate: number,
 /**
  * Layers run per decode step on average: fewer than the model's with early exit.
  */
-mean_layers: number, };
+mean_layers: number, 
+/**
+ * Time the grammar took (its masks and advancing it by each token), within the
+ * prefill and decode times; 0 without one.
+ */
+grammar_ms: number, };
 
 /**
  * An alternative token and its log-probability.
  */
-export type TopLogprob = { token: number, logprob: number, };
+export type TopLogprob = { token: number, text: string, bytes: Array<number>, logprob: number, };
 
 /**
  * One chosen token's log-probability and its likeliest alternatives, likeliest first.
  */
-export type TokenLogprob = { token: number, logprob: number, top_logprobs: Array<TopLogprob>, };
+export type TokenLogprob = { token: number, 
+/**
+ * The token's text (bytes that are part of a character show as U+FFFD).
+ */
+text: string, 
+/**
+ * The token's bytes, whole (OpenAI's `bytes`).
+ */
+bytes: Array<number>, logprob: number, top_logprobs: Array<TopLogprob>, };
 
 /**
  * The result of [`Session::generate`](crate::Session::generate).

@@ -151,8 +151,9 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         draft_tokens: 0,
                         accepted_tokens: 0,
                         mean_layers: engine.config().n_layers as f64,
+                        grammar_ms: self.sampler.constraint_ms(),
                     });
-                    let logprobs = self.sampler.take_logprobs(tokens.len());
+                    let logprobs = self.sampler.take_logprobs(tokens.len(), engine.tokenizer());
                     Generation { tokens, text, finish_reason, stats, pruned: None, logprobs }
                 })
             }

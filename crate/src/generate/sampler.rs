@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::generate::logprobs::{LogprobRecorder, TokenLogprob};
 use crate::text::grammar::TokenConstraint;
+use crate::text::tokenizer::Tokenizer;
 
 /// How to pick the next token. The defaults are greedy decoding.
 ///
@@ -88,6 +89,8 @@ pub struct Sampler {
     candidates: Vec<(u32, f32)>,
     /// What the reply must match, advanced by every token chosen.
     constraint: Option<TokenConstraint>,
+    /// Time spent in the grammar so far.
+    constraint_ms: f64,
     logprobs: LogprobRecorder,
 }
 
@@ -103,6 +106,7 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(seed),
             candidates: Vec::new(),
             constraint: None,
+            constraint_ms: 0.0,
             logprobs: LogprobRecorder::default(),
         })
     }
@@ -119,6 +123,11 @@ impl Sampler {
         self
     }
 
+    /// Milliseconds spent in the grammar (masks and advancing it) so far.
+    pub fn constraint_ms(&self) -> f64 {
+        self.constraint_ms
+    }
+
     /// Whether the choice can be made on the device (an argmax, nothing recorded): greedy
     /// options with no grammar and no log-probabilities.
     pub fn on_device(&self) -> bool {
@@ -126,8 +135,8 @@ impl Sampler {
     }
 
     /// The log-probabilities of the first `n` tokens chosen, when asked for.
-    pub fn take_logprobs(&mut self, n: usize) -> Option<Vec<TokenLogprob>> {
-        std::mem::take(&mut self.logprobs).finish(n)
+    pub fn take_logprobs(&mut self, n: usize, tokenizer: &Tokenizer) -> Option<Vec<TokenLogprob>> {
+        std::mem::take(&mut self.logprobs).finish(n, tokenizer)
     }
 
     /// Takes back the last `n` tokens chosen (the cache rolled back over them).
@@ -161,7 +170,9 @@ impl Sampler {
             self.logprobs.record(&raw, token);
         }
         if let Some(c) = &mut self.constraint {
+            let began = web_time::Instant::now();
             c.consume(token)?;
+            self.constraint_ms += began.elapsed().as_secs_f64() * 1e3;
         }
         Ok(token)
     }
@@ -173,10 +184,11 @@ impl Sampler {
                 *l += bias;
             }
         }
-        match &mut self.constraint {
-            Some(c) => c.mask(logits),
-            None => Ok(()),
-        }
+        let Some(c) = &mut self.constraint else { return Ok(()) };
+        let began = web_time::Instant::now();
+        let masked = c.mask(logits);
+        self.constraint_ms += began.elapsed().as_secs_f64() * 1e3;
+        masked
     }
 
     /// Speculative sampling (Leviathan et al., arXiv:2211.17192) of a token that a

@@ -616,8 +616,9 @@ impl Session {
             draft_tokens: drafted,
             accepted_tokens: accepted,
             mean_layers: exits.as_ref().and_then(Exits::mean_layers).unwrap_or(engine.config().n_layers as f64),
+            grammar_ms: sampler.constraint_ms(),
         });
-        let logprobs = sampler.take_logprobs(generated.len());
+        let logprobs = sampler.take_logprobs(generated.len(), tokenizer);
         Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None, logprobs })
     }
 }

@@ -147,6 +147,9 @@ pub struct GenerationStats {
     pub acceptance_rate: f64,
     /// Layers run per decode step on average: fewer than the model's with early exit.
     pub mean_layers: f64,
+    /// Time the grammar took (its masks and advancing it by each token), within the
+    /// prefill and decode times; 0 without one.
+    pub grammar_ms: f64,
 }
 
 /// What a generation's loop measured (a session's own or a batch's): [`GenerationStats`] is
@@ -164,6 +167,7 @@ pub(crate) struct Measured<'a> {
     pub draft_tokens: usize,
     pub accepted_tokens: usize,
     pub mean_layers: f64,
+    pub grammar_ms: f64,
 }
 
 impl GenerationStats {
@@ -188,6 +192,7 @@ impl GenerationStats {
             accepted_tokens: accepted,
             acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
             mean_layers: m.mean_layers,
+            grammar_ms: m.grammar_ms,
         }
     }
 }

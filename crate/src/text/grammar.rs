@@ -22,19 +22,37 @@ use serde::{Deserialize, Serialize};
 use super::tokenizer::{Tokenizer, VocabKind};
 use crate::error::{Error, Result};
 
-/// What a reply must match.
+/// What a reply must match. (The browser bindings refuse keys a variant does not have; serde's
+/// `deny_unknown_fields` would be lost on the generated TypeScript type.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(ts_rs::TS))]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Grammar {
     /// Any JSON object.
     JsonObject,
     /// JSON valid under this JSON Schema (the keywords llguidance implements; others are
     /// refused when compiled).
-    JsonSchema { schema: serde_json::Value },
+    JsonSchema {
+        #[cfg_attr(not(target_arch = "wasm32"), ts(type = "unknown"))]
+        schema: serde_json::Value,
+    },
     /// A Lark grammar in llguidance's syntax.
     Lark { grammar: String },
     /// A regular expression the whole reply matches.
     Regex { regex: String },
+}
+
+impl Grammar {
+    /// The keys an object of each `type` may have, for the bindings' check.
+    pub fn keys(kind: &str) -> Option<&'static [&'static str]> {
+        Some(match kind {
+            "json_object" => &["type"],
+            "json_schema" => &["type", "schema"],
+            "lark" => &["type", "grammar"],
+            "regex" => &["type", "regex"],
+            _ => return None,
+        })
+    }
 }
 
 /// Largest grammar text accepted (a schema as JSON, a Lark grammar or a regex), before

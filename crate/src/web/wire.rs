@@ -36,6 +36,20 @@ pub(super) fn generate_request(options: JsValue) -> Result<GenerateRequest, JsVa
         if let Some(early_exit) = nested("early_exit") {
             options_from_js::<EarlyExitOptions>(early_exit, &GenerateRequest::EARLY_EXIT_FIELDS)?;
         }
+        if let Some(grammar) = nested("grammar") {
+            let kind = js_sys::Reflect::get(&grammar, &JsValue::from_str("type")).ok().and_then(|t| t.as_string());
+            // An unknown type is refused by serde below, naming the known ones.
+            if let Some(keys) = kind.as_deref().and_then(Grammar::keys) {
+                let object =
+                    grammar.dyn_ref::<js_sys::Object>().ok_or_else(|| bad_options("grammar must be an object"))?;
+                for key in js_sys::Object::keys(object).iter() {
+                    let key = key.as_string().unwrap_or_default();
+                    if !keys.contains(&key.as_str()) {
+                        return Err(bad_options(format!("unknown grammar key `{key}` (known: {})", keys.join(", "))));
+                    }
+                }
+            }
+        }
     }
     options_from_js(options, &GenerateRequest::FIELDS)
 }

@@ -598,6 +598,72 @@ for (const [where, make] of engines) {
   });
 }
 
+// Structured output through the OpenAI surface: response_format (OpenAI's and WebLLM's
+// spellings, Lark, regex), logprobs with top_logprobs, logit_bias; bad ones refused.
+for (const [where, make] of engines) {
+  await check(`response_format, logprobs and logit_bias (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const schema = {
+      type: "object",
+      properties: { color: { enum: ["red", "green"] }, n: { type: "integer", minimum: 0, maximum: 9 } },
+      required: ["color", "n"],
+      additionalProperties: false,
+    };
+    const formats = [
+      { type: "json_schema", json_schema: { name: "pick", schema, strict: true } },
+      { type: "json_object", schema: JSON.stringify(schema) },
+    ] as const;
+    for (const [i, response_format] of formats.entries()) {
+      const request = { messages: hello, response_format, temperature: 1, seed: 7 + i, max_tokens: 60 };
+      const whole = await engine.chat.completions.create(request);
+      const content = whole.choices[0].message.content;
+      assert(whole.choices[0].finish_reason === "stop", `finished: ${whole.choices[0].finish_reason} ${content}`);
+      const value = JSON.parse(content) as { color: string; n: number };
+      assert(["red", "green"].includes(value.color) && Number.isInteger(value.n) && value.n >= 0 && value.n <= 9, content);
+      let streamed = "";
+      for await (const c of await engine.chat.completions.create({ ...request, stream: true })) streamed += c.choices[0].delta.content ?? "";
+      assert(streamed === content, `streamed ${streamed} vs whole ${content}`);
+    }
+    const regex = await engine.chat.completions.create({ messages: hello, response_format: { type: "regex", regex: "[0-9]{3}" }, temperature: 1, seed: 1 });
+    assert(/^[0-9]{3}$/.test(regex.choices[0].message.content), `regex: ${regex.choices[0].message.content}`);
+    const lark = await engine.chat.completions.create({ messages: hello, response_format: { type: "grammar", grammar: 'start: "yes" | "no"' }, temperature: 1, seed: 2 });
+    assert(["yes", "no"].includes(lark.choices[0].message.content), `lark: ${lark.choices[0].message.content}`);
+
+    const recorded = await engine.chat.completions.create({ messages: hello, max_tokens: 5, logprobs: true, top_logprobs: 2 });
+    const lps = recorded.choices[0].logprobs?.content ?? [];
+    assert(lps.length === recorded.usage.completion_tokens, `one record per token: ${lps.length}`);
+    for (const t of lps) {
+      assert(t.top_logprobs.length === 2 && Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6, "greedy takes the likeliest");
+      assert(Number.isFinite(t.logprob) && t.logprob <= 0 && Array.isArray(t.bytes), JSON.stringify(t));
+    }
+    assert(lps.map((t) => t.token).join("") === recorded.choices[0].message.content, "the tokens spell the reply");
+    const plain = await engine.chat.completions.create({ messages: hello, max_tokens: 5 });
+    assert(plain.choices[0].logprobs === null && plain.choices[0].message.content === recorded.choices[0].message.content, "recording changes nothing");
+
+    const greedy = await engine.generate("one two", { max_tokens: 3, temperature: 0 });
+    const banned = greedy.tokens[0];
+    const biased = await engine.generate("one two", { max_tokens: 3, temperature: 0, logit_bias: { [banned]: -100 } });
+    assert(!biased.tokens.includes(banned), `token ${banned} banned: ${biased.tokens}`);
+
+    const bad: [object, string][] = [
+      [{ response_format: { type: "xml" } }, "an unknown format"],
+      [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: 5 } } } }, "a schema that does not compile"],
+      [{ response_format: { type: "regex", regex: "(" } }, "a regex that does not compile"],
+      [{ response_format: { type: "json_object", extra: 1 } }, "an unknown key"],
+      [{ top_logprobs: 2 }, "top_logprobs without logprobs"],
+      [{ logprobs: true, top_logprobs: 21 }, "too many top_logprobs"],
+      [{ logit_bias: { "1": 101 } }, "a bias past 100"],
+      [{ logit_bias: { x: 1 } }, "a key that is not an id"],
+    ];
+    for (const [extra, what] of bad) {
+      await rejects(engine.chat.completions.create({ messages: hello, ...extra } as never), "bad_options", what);
+    }
+    const after = await engine.chat.completions.create({ messages: hello, max_tokens: 5 });
+    assert(after.choices[0].message.content === plain.choices[0].message.content, "the engine is as before");
+  });
+}
+
 // completions.create (OpenAI's legacy shape, for base models): the same text as generate,
 // streamed or whole, with usage; a stream left early aborts; bad requests are refused.
 for (const [where, make] of engines) {
