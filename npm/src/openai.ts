@@ -35,7 +35,25 @@ export function constraintRequest(request: ChatCompletionRequest): Pick<Generate
   return out;
 }
 
+/** The keys each `response_format` type takes. */
+const FORMAT_KEYS: Record<string, readonly string[]> = {
+  text: ["type"],
+  json_object: ["type", "schema"],
+  json_schema: ["type", "json_schema"],
+  grammar: ["type", "grammar"],
+  regex: ["type", "regex"],
+};
+const JSON_SCHEMA_KEYS = ["name", "description", "schema", "strict"];
+
+function refuseUnknown(object: object, known: readonly string[], what: string): void {
+  for (const key of Object.keys(object)) {
+    if (!known.includes(key)) throw new HearthError("bad_options", `unknown ${what} key ${JSON.stringify(key)} (known: ${known.join(", ")})`);
+  }
+}
+
 function grammarOf(format: Record<string, unknown>): Grammar | null {
+  const known = FORMAT_KEYS[format.type as string];
+  if (known) refuseUnknown(format, known, `response_format ${format.type as string}`);
   const schemaOf = (schema: unknown): unknown => {
     if (typeof schema !== "string") return schema;
     try {
@@ -54,6 +72,7 @@ function grammarOf(format: Record<string, unknown>): Grammar | null {
       if (typeof spec !== "object" || spec === null || spec.schema === undefined) {
         throw new HearthError("bad_options", "response_format json_schema needs json_schema: { name, schema }");
       }
+      refuseUnknown(spec, JSON_SCHEMA_KEYS, "json_schema");
       return { type: "json_schema", schema: schemaOf(spec.schema) };
     }
     case "grammar":

@@ -651,6 +651,7 @@ for (const [where, make] of engines) {
       [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: 5 } } } }, "a schema that does not compile"],
       [{ response_format: { type: "regex", regex: "(" } }, "a regex that does not compile"],
       [{ response_format: { type: "json_object", extra: 1 } }, "an unknown key"],
+      [{ response_format: { type: "json_schema", json_schema: { schema, extra: 1 } } }, "an unknown json_schema key"],
       [{ top_logprobs: 2 }, "top_logprobs without logprobs"],
       [{ logprobs: true, top_logprobs: 21 }, "too many top_logprobs"],
       [{ logit_bias: { "1": 101 } }, "a bias past 100"],
@@ -659,6 +660,8 @@ for (const [where, make] of engines) {
     for (const [extra, what] of bad) {
       await rejects(engine.chat.completions.create({ messages: hello, ...extra } as never), "bad_options", what);
     }
+    // The core's own check of a grammar's keys (generate passes options through to it).
+    await rejects(engine.generate("one", { grammar: { type: "regex", regex: "a", extra: 1 } } as never), "bad_options", "a grammar key");
     const after = await engine.chat.completions.create({ messages: hello, max_tokens: 5 });
     assert(after.choices[0].message.content === plain.choices[0].message.content, "the engine is as before");
   });
