@@ -167,6 +167,8 @@ fn bad_grammars_are_refused_and_change_nothing() {
         Grammar::JsonSchema { schema: json!({"type": 5}) },
         Grammar::JsonSchema { schema: json!([1, 2]) },
         Grammar::JsonSchema { schema: json!({"$ref": "#/definitions/nowhere"}) },
+        Grammar::JsonSchema { schema: nested(1000) },
+        Grammar::Regex { regex: "a".repeat(2 << 20) },
     ] {
         let options = GenerateOptions { grammar: Some(grammar.clone()), ..GenerateOptions::default() };
         let e = pollster::block_on(s.generate(&prompt, &options, |_, _| Control::Continue)).unwrap_err();
@@ -181,6 +183,25 @@ fn bad_grammars_are_refused_and_change_nothing() {
     assert!(matches!(speculative.validate(), Err(Error::BadOptions(_))));
     let again = generate(&mut s, &prompt, &GenerateOptions { max_tokens: 3, ..GenerateOptions::default() });
     assert_eq!(again.tokens, first.tokens);
+}
+
+/// An object schema nested `depth` levels deep.
+fn nested(depth: usize) -> Value {
+    let mut schema = json!({"type": "integer"});
+    for _ in 0..depth {
+        schema = json!({"type": "object", "properties": {"a": schema}, "required": ["a"]});
+    }
+    schema
+}
+
+#[test]
+fn schemas_up_to_the_depth_limit_compile() {
+    let engine = engine(3, DeviceKind::Cpu, WeightFormat::F32);
+    let grammars = engine.grammars().unwrap();
+    // `nested(n)` nests 2n + 1 levels (each object and its properties map).
+    assert!(grammars.compile(&Grammar::JsonSchema { schema: nested(20) }).is_ok());
+    let e = grammars.compile(&Grammar::JsonSchema { schema: nested(40) }).err().unwrap();
+    assert!(e.to_string().contains("levels deep"), "{e}");
 }
 
 /// Requests of one batch each follow their own grammar.

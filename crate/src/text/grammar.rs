@@ -55,6 +55,27 @@ impl Grammar {
     }
 }
 
+/// Deepest nesting of objects and arrays a JSON schema may have. Deserializing and compiling a
+/// schema recurse once per level, and a browser's wasm stack is small: a hostile schema nested
+/// thousands deep must be refused, not trap the engine.
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// How deeply `value`'s objects and arrays nest (a scalar is 0), counted without recursion.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
 /// Largest grammar text accepted (a schema as JSON, a Lark grammar or a regex), before
 /// llguidance's own limits apply.
 pub const MAX_GRAMMAR_BYTES: usize = 1 << 20;
@@ -77,6 +98,12 @@ impl Grammar {
             Grammar::JsonSchema { schema } => {
                 if !schema.is_object() && !schema.is_boolean() {
                     return Err(Error::BadOptions("a JSON schema must be an object".into()));
+                }
+                let depth = json_depth(schema);
+                if depth > MAX_SCHEMA_DEPTH {
+                    return Err(Error::BadOptions(format!(
+                        "the JSON schema nests {depth} levels deep, more than the {MAX_SCHEMA_DEPTH} accepted"
+                    )));
                 }
                 TopLevelGrammar::from_json_schema(schema.clone())
             }

@@ -38,7 +38,7 @@ use crate::generate::speculative::SpeculativeOptions;
 use crate::generate::types::{Control, GenerateOptions, Listener};
 use crate::kv_cache::{KvCache, KvOptions};
 use crate::load::WeightFormat;
-use crate::text::grammar::Grammar;
+use crate::text::grammar::{Grammar, MAX_SCHEMA_DEPTH};
 use crate::text::prompt_pruning::PromptPruneReport;
 use crate::text::template::Message;
 use crate::wire::{DraftInfo, EngineStats, GenerateRequest, KV_FIELDS, MAX_STREAMS, ModelInfo, PruneWeightsRequest};

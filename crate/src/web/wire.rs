@@ -37,6 +37,11 @@ pub(super) fn generate_request(options: JsValue) -> Result<GenerateRequest, JsVa
             options_from_js::<EarlyExitOptions>(early_exit, &GenerateRequest::EARLY_EXIT_FIELDS)?;
         }
         if let Some(grammar) = nested("grammar") {
+            // Deserializing recurses per level: a hostile depth would overflow the stack.
+            let depth = js_depth(&grammar, MAX_SCHEMA_DEPTH + 2)?;
+            if depth > MAX_SCHEMA_DEPTH + 1 {
+                return Err(bad_options(format!("the grammar nests more than {MAX_SCHEMA_DEPTH} levels deep")));
+            }
             let kind = js_sys::Reflect::get(&grammar, &JsValue::from_str("type")).ok().and_then(|t| t.as_string());
             // An unknown type is refused by serde below, naming the known ones.
             if let Some(keys) = kind.as_deref().and_then(Grammar::keys) {
@@ -52,6 +57,32 @@ pub(super) fn generate_request(options: JsValue) -> Result<GenerateRequest, JsVa
         }
     }
     options_from_js(options, &GenerateRequest::FIELDS)
+}
+
+/// How deeply `value`'s objects and arrays nest, counted without recursion and up to `limit`
+/// (deeper is reported as `limit + 1`); refused past a million values.
+fn js_depth(value: &JsValue, limit: usize) -> Result<usize, JsValue> {
+    let mut deepest = 0;
+    let mut seen = 0usize;
+    let mut stack = vec![(value.clone(), 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        seen += 1;
+        if seen > 1_000_000 {
+            return Err(bad_options("the grammar has more than a million values"));
+        }
+        if depth > limit {
+            return Ok(limit + 1);
+        }
+        let Some(object) = v.dyn_ref::<js_sys::Object>() else { continue };
+        if v.is_function() {
+            continue;
+        }
+        deepest = deepest.max(depth + 1);
+        for child in js_sys::Object::values(object).iter() {
+            stack.push((child, depth + 1));
+        }
+    }
+    Ok(deepest)
 }
 
 pub(super) fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
