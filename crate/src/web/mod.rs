@@ -414,34 +414,19 @@ impl WasmEngine {
         }
         let options = web.to_options().map_err(js_error)?;
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: false, pause };
-        let (promise, reply) = Reply::new();
         let alone = runs_alone(&options);
-        let signal = listener.signal.clone();
-        submit(
-            &self.state,
-            alone,
-            &signal,
-            Box::new(move |state, aborted| {
-                if aborted {
-                    return reply.settle::<()>(Err(Error::Aborted));
-                }
-                // The model is the one loaded at the request's turn.
-                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
-                if alone {
-                    return run_alone(state, reply, move |mut session| async move {
-                        let result = session.generate_with(&ids, &options, listener).await;
-                        (session, result)
-                    });
-                }
-                match lend(state) {
-                    Ok(lent) => {
-                        join(state, Join { session: lent, prompt: ids, options, listener, pruned: None, reply })
-                    }
-                    Err(e) => reply.fail(e),
-                }
-            }),
-        )?;
-        Ok(promise)
+        request(&self.state, alone, listener, move |state, listener, reply| {
+            if alone {
+                return run_alone(state, reply, move |mut session| async move {
+                    let result = session.generate_with(&ids, &options, listener).await;
+                    (session, result)
+                });
+            }
+            match lend(state) {
+                Ok(lent) => join(state, Join { session: lent, prompt: ids, options, listener, pruned: None, reply }),
+                Err(e) => reply.fail(e),
+            }
+        })
     }
 
     /// Answers a conversation (`[{role, content}]`) with the model's chat template, pruning the
@@ -460,51 +445,37 @@ impl WasmEngine {
         let web = generate_request(options)?;
         let (options, prune) = (web.to_options().map_err(js_error)?, web.prune());
         let listener = WebListener { on_text: Some(on_text), signal, on_cpu: false, pause };
-        let (promise, reply) = Reply::new();
         let alone = runs_alone(&options);
-        let signal = listener.signal.clone();
-        submit(
-            &self.state,
-            alone,
-            &signal,
-            Box::new(move |state, aborted| {
-                if aborted {
-                    return reply.settle::<()>(Err(Error::Aborted));
-                }
-                // The model is the one loaded at the request's turn.
-                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
-                if alone {
-                    return run_alone(state, reply, move |mut session| async move {
-                        let result = session.chat_with(&messages, &options, &prune, listener).await;
-                        (session, result)
-                    });
-                }
-                let lent = match lend(state) {
-                    Ok(lent) => lent,
-                    Err(e) => return reply.fail(e),
-                };
-                let state = Rc::clone(state);
-                wasm_bindgen_futures::spawn_local(async move {
-                    // Pruning may score the prompt first (passes of its own, between the batch's steps).
-                    let prompt = lent.session.chat_prompt(&messages, &options, &prune, &listener).await;
-                    match prompt {
-                        Ok(ChatStart::Ready { tokens, report }) => join(
-                            &state,
-                            Join { session: lent, prompt: tokens, options, listener, pruned: report, reply },
-                        ),
-                        Ok(ChatStart::Aborted(generation)) => {
-                            give_back(&state, lent);
-                            reply.settle(Ok(generation));
-                        }
-                        Err(e) => {
-                            give_back(&state, lent);
-                            reply.settle::<()>(Err(e));
-                        }
-                    }
+        request(&self.state, alone, listener, move |state, listener, reply| {
+            if alone {
+                return run_alone(state, reply, move |mut session| async move {
+                    let result = session.chat_with(&messages, &options, &prune, listener).await;
+                    (session, result)
                 });
-            }),
-        )?;
-        Ok(promise)
+            }
+            let lent = match lend(state) {
+                Ok(lent) => lent,
+                Err(e) => return reply.fail(e),
+            };
+            let state = Rc::clone(state);
+            wasm_bindgen_futures::spawn_local(async move {
+                // Pruning may score the prompt first (passes of its own, between the batch's steps).
+                let prompt = lent.session.chat_prompt(&messages, &options, &prune, &listener).await;
+                match prompt {
+                    Ok(ChatStart::Ready { tokens, report }) => {
+                        join(&state, Join { session: lent, prompt: tokens, options, listener, pruned: report, reply })
+                    }
+                    Ok(ChatStart::Aborted(generation)) => {
+                        give_back(&state, lent);
+                        reply.settle(Ok(generation));
+                    }
+                    Err(e) => {
+                        give_back(&state, lent);
+                        reply.settle::<()>(Err(e));
+                    }
+                }
+            });
+        })
     }
 
     /// The log-probability `ln p(ids[i] | ids[..i])` of every token after the first, in one
@@ -521,25 +492,13 @@ impl WasmEngine {
             ))));
         }
         let listener = WebListener { on_text: None, signal, on_cpu: false, pause: None };
-        let (promise, reply) = Reply::new();
-        let signal = listener.signal.clone();
-        submit(
-            &self.state,
-            true,
-            &signal,
-            Box::new(move |state, aborted| {
-                if aborted {
-                    return reply.settle::<()>(Err(Error::Aborted));
-                }
-                let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
-                run_alone(state, reply, move |session| async move {
-                    let result = session.surprisal_with(&ids, &listener).await;
-                    let logprobs = result.map(|s| s[1..].iter().map(|&nats| -nats).collect::<Vec<f32>>());
-                    (session, logprobs)
-                });
-            }),
-        )?;
-        Ok(promise)
+        request(&self.state, true, listener, move |state, listener, reply| {
+            run_alone(state, reply, move |session| async move {
+                let result = session.surprisal_with(&ids, &listener).await;
+                let logprobs = result.map(|s| s[1..].iter().map(|&nats| -nats).collect::<Vec<f32>>());
+                (session, logprobs)
+            });
+        })
     }
 
     /// Refuses with `busy` (naming what the caller is `doing`) while anything runs or waits:

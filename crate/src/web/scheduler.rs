@@ -138,6 +138,28 @@ pub(super) fn submit(state: &Rc<RefCell<State>>, alone: bool, signal: &JsValue, 
     Ok(())
 }
 
+/// A request's promise: the request waits its turn (see [`submit`]); then `start` gets its
+/// listener, told where the model loaded at that turn runs, and the reply to settle. Aborted
+/// while it waits, the promise rejects with `aborted`.
+pub(super) fn request(
+    state: &Rc<RefCell<State>>,
+    alone: bool,
+    listener: WebListener,
+    start: impl FnOnce(&Rc<RefCell<State>>, WebListener, Reply) + 'static,
+) -> Result<Promise, JsValue> {
+    let (promise, reply) = Reply::new();
+    let signal = listener.signal.clone();
+    let start = move |state: &Rc<RefCell<State>>, aborted: bool| {
+        if aborted {
+            return reply.settle::<()>(Err(Error::Aborted));
+        }
+        let listener = WebListener { on_cpu: runs_on_cpu(state), ..listener };
+        start(state, listener, reply)
+    };
+    submit(state, alone, &signal, Box::new(start))?;
+    Ok(promise)
+}
+
 /// Starts waiting requests in order while they fit.
 pub(super) fn next(state: &Rc<RefCell<State>>) {
     loop {
