@@ -83,14 +83,7 @@ fn hf_matches_reference(device: DeviceKind, model_type: &str) {
             _ => vec![],
         };
         for (suffix, len, scale, offset) in extras {
-            let (values, bytes) = random_encoded(&mut rng, len, scale, offset, Ty::F32);
-            tensors.push(StoredTensor {
-                name: format!("blk.{l}.{suffix}"),
-                shape: vec![len],
-                ty: Ty::F32,
-                values,
-                bytes,
-            });
+            tensors.push(random_vector(&mut rng, &format!("blk.{l}.{suffix}"), len, scale, offset));
         }
     }
     // Store query/key rows (and biases) as Hugging Face does; the reference then rotates halves.

@@ -283,6 +283,12 @@ pub fn ggml_round_trip(kind: &str, x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// An f32 vector of `len` values, `offset` plus noise of `scale` (a norm weight or a bias).
+pub fn random_vector(rng: &mut Rng, name: &str, len: usize, scale: f32, offset: f32) -> StoredTensor {
+    let (values, bytes) = random_encoded(rng, len, scale, offset, Ty::F32);
+    StoredTensor { name: name.to_string(), shape: vec![len], ty: Ty::F32, values, bytes }
+}
+
 /// The tiny model's weights with what Gemma 3 adds: an RMSNorm over each query and key head,
 /// and norms after attention and after the feed-forward block (tied embeddings, f32).
 pub fn gemma3_weights(c: &TinyConfig, seed: u64) -> Vec<StoredTensor> {
@@ -296,14 +302,7 @@ pub fn gemma3_weights(c: &TinyConfig, seed: u64) -> Vec<StoredTensor> {
             ("post_ffw_norm.weight", c.d_model, 0.2),
         ];
         for (suffix, len, scale) in extras {
-            let (values, bytes) = random_encoded(&mut rng, len, scale, 1.0, Ty::F32);
-            tensors.push(StoredTensor {
-                name: format!("blk.{l}.{suffix}"),
-                shape: vec![len],
-                ty: Ty::F32,
-                values,
-                bytes,
-            });
+            tensors.push(random_vector(&mut rng, &format!("blk.{l}.{suffix}"), len, scale, 1.0));
         }
     }
     tensors
