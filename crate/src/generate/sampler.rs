@@ -91,6 +91,8 @@ pub struct Sampler {
     constraint: Option<TokenConstraint>,
     /// Time spent in the grammar so far.
     constraint_ms: f64,
+    /// Scratch: a step's raw logits, kept for the log-probabilities.
+    raw: Vec<f32>,
     logprobs: LogprobRecorder,
 }
 
@@ -107,6 +109,7 @@ impl Sampler {
             candidates: Vec::new(),
             constraint: None,
             constraint_ms: 0.0,
+            raw: Vec::new(),
             logprobs: LogprobRecorder::default(),
         })
     }
@@ -139,14 +142,6 @@ impl Sampler {
         std::mem::take(&mut self.logprobs).finish(n, tokenizer)
     }
 
-    /// Takes back the last `n` tokens chosen (the cache rolled back over them).
-    pub fn rollback(&mut self, n: usize) -> Result<()> {
-        match &mut self.constraint {
-            Some(c) => c.rollback(n),
-            None => Ok(()),
-        }
-    }
-
     pub fn options(&self) -> &SamplerOptions {
         &self.options
     }
@@ -155,7 +150,12 @@ impl Sampler {
     /// The logits are modified in place. Fails only when the grammar does (its step budget
     /// spent, or no token left).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Result<u32> {
-        let raw = self.logprobs.is_on().then(|| logits.to_vec());
+        let recording = self.logprobs.is_on();
+        if recording {
+            // The raw logits, before bias, mask and penalty change them.
+            self.raw.clear();
+            self.raw.extend_from_slice(logits);
+        }
         self.constrain(logits)?;
         let token = match self.distribution(logits, history) {
             Some(token) => token,
@@ -166,8 +166,8 @@ impl Sampler {
                 draw(c, r, None)
             }
         };
-        if let Some(raw) = raw {
-            self.logprobs.record(&raw, token);
+        if recording {
+            self.logprobs.record(&self.raw, token);
         }
         if let Some(c) = &mut self.constraint {
             let began = web_time::Instant::now();

@@ -160,9 +160,12 @@ impl GrammarCompiler {
         let info = TokRxInfo::new(words.len() as u32, tokenizer.eos());
         let trie = TokTrie::from(&info, &words);
         let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer: tokenizer.clone() });
-        let caps = InferenceCapabilities { ff_tokens: true, ..InferenceCapabilities::default() };
-        let mut factory = ParserFactory::new(&env, caps, &llguidance::earley::SlicedBiasComputer::general_slices())
-            .map_err(|e| Error::Tokenizer(format!("building the grammar vocabulary: {e}")))?;
+        let mut factory = ParserFactory::new(
+            &env,
+            InferenceCapabilities::default(),
+            &llguidance::earley::SlicedBiasComputer::general_slices(),
+        )
+        .map_err(|e| Error::Tokenizer(format!("building the grammar vocabulary: {e}")))?;
         factory.quiet();
         *factory.limits_mut() = limits();
         let (eos, ends) = (tokenizer.eos(), tokenizer.end_of_generation().to_vec());
@@ -211,13 +214,11 @@ impl TokenConstraint {
     /// grammar is complete only the end-of-generation token is left.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
         self.allowed.clear();
-        if self.matcher.is_stopped() {
-            self.allowed.resize(self.vocab.div_ceil(32), 0);
-        } else {
+        if !self.matcher.is_stopped() {
             let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failure(e))?;
             self.allowed.extend_from_slice(mask.as_slice());
-            self.allowed.resize(self.vocab.div_ceil(32), 0);
         }
+        self.allowed.resize(self.vocab.div_ceil(32), 0);
         // Wherever the grammar may end, every end-of-generation token may end it.
         if self.matcher.is_stopped() || self.allows(self.eos) {
             for &end in &self.ends {
@@ -241,7 +242,7 @@ impl TokenConstraint {
     }
 
     /// Whether `token` is allowed by the last [`Self::mask`].
-    pub fn allows(&self, token: u32) -> bool {
+    fn allows(&self, token: u32) -> bool {
         let i = token as usize;
         self.allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1)
     }
@@ -254,30 +255,6 @@ impl TokenConstraint {
         }
         let token = if self.ends.contains(&token) { self.eos } else { token };
         self.matcher.consume_token(token).map_err(|e| self.failure(e))
-    }
-
-    /// Tokens the grammar forces next (none when it leaves a choice), consumed already: the
-    /// caller feeds them to the model as they are.
-    pub fn forced(&mut self) -> Vec<u32> {
-        if self.matcher.is_stopped() {
-            return Vec::new();
-        }
-        self.matcher.consume_ff_tokens()
-    }
-
-    /// Takes back the last `n` tokens consumed.
-    pub fn rollback(&mut self, n: usize) -> Result<()> {
-        self.matcher.rollback(n).map_err(|e| self.failure(e))
-    }
-
-    /// The grammar is complete here: ending now gives a whole match.
-    pub fn is_accepting(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
-    }
-
-    /// The grammar admits nothing more (complete, or failed).
-    pub fn is_stopped(&self) -> bool {
-        self.matcher.is_stopped()
     }
 
     fn failure(&self, e: impl std::fmt::Display) -> Error {
