@@ -8,6 +8,7 @@ cd "$root"
 pkg-scripts/setup.sh --web
 pkg-scripts/fetch-model.sh
 pkg-scripts/fetch-model.sh gemma3-270m
+pkg-scripts/fetch-model.sh qwen2.5-coder-0.5b
 
 # Mesa's lavapipe (Vulkan on the CPU) complains without a runtime dir; give it one.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"

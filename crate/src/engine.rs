@@ -19,6 +19,7 @@ use crate::text::grammar::GrammarCompiler;
 use crate::text::prompt_pruning::ChatPrompt;
 use crate::text::template::{ChatTemplate, Message, Rendered};
 use crate::text::tokenizer::Tokenizer;
+use crate::text::tools::Tool;
 
 pub struct Engine {
     model: Decoder,
@@ -145,15 +146,31 @@ impl Engine {
     /// assistant's reply begins. Message contents are always plain text: `<|im_start|>` typed
     /// by a user stays those characters, only the template's own text makes special tokens.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        Ok(self.chat_prompt(messages)?.tokens)
+        Ok(self.chat_prompt(messages, &[])?.tokens)
     }
 
-    /// [`Self::encode_chat`], knowing which message each token came from, for pruning.
-    pub fn chat_prompt(&self, messages: &[Message]) -> Result<ChatPrompt> {
+    /// [`Self::encode_chat`] with tools the reply may call, in the template when it takes
+    /// them, in the system prompt when it does not ([`crate::text::tools`]).
+    pub fn encode_chat_with_tools(&self, messages: &[Message], tools: &[Tool]) -> Result<Vec<u32>> {
+        Ok(self.chat_prompt(messages, tools)?.tokens)
+    }
+
+    /// [`Self::encode_chat_with_tools`], knowing which message each token came from, for pruning.
+    pub fn chat_prompt(&self, messages: &[Message], tools: &[Tool]) -> Result<ChatPrompt> {
         let template =
             self.template.as_ref().ok_or_else(|| Error::Template("the model file has no chat template".into()))?;
-        check_prompt_bytes(messages.iter().map(|m| m.content.len() + m.role.len()).sum())?;
-        let rendered = template.render_with_spans(messages, true)?;
+        let tools_text =
+            if tools.is_empty() { String::new() } else { serde_json::to_string(tools).unwrap_or_default() };
+        let calls = |m: &Message| m.tool_calls.as_ref().map_or(0, |c| serde_json::to_string(c).map_or(0, |s| s.len()));
+        check_prompt_bytes(
+            tools_text.len() + messages.iter().map(|m| m.content.len() + m.role.len() + calls(m)).sum::<usize>(),
+        )?;
+        // The tools are the app's, but their text lands outside every message's span: special
+        // tokens in it would be parsed as the template's own.
+        if self.tokenizer.encode(&tools_text, true)?.iter().any(|&id| self.tokenizer.is_special(id)) {
+            return Err(Error::BadOptions("a tool's definition contains special-token text".into()));
+        }
+        let rendered = template.render_with_spans(messages, tools, true)?;
         let content = content_ranges(messages, &rendered);
         let (tokens, offsets) = self.tokenizer.encode_chat(&rendered.text, &content)?;
         Ok(ChatPrompt::new(messages, rendered, tokens, offsets))

@@ -72,6 +72,7 @@ pub use text::grammar::Grammar;
 pub use text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions, PromptPruneReport};
 pub use text::template::Message;
 pub use text::tokenizer::{TextStream, Tokenizer};
+pub use text::tools::{FunctionCall, FunctionDef, Tool, ToolCall, ToolChoice};
 
 /// Re-exported so callers can name devices without depending on burn themselves.
 pub use burn::prelude::Device;

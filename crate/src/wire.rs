@@ -19,6 +19,7 @@ use crate::generate::types::GenerateOptions;
 use crate::kv_cache::EvictionPolicy;
 use crate::text::grammar::Grammar;
 use crate::text::prompt_pruning::{PromptPruneMethod, PromptPruneOptions};
+use crate::text::tools::{Tool, ToolChoice};
 
 /// Generations an engine serves together at most. Each holds a KV cache of its own, and a
 /// batched pass of 4 tokens costs about 1.8 times a pass of one on a 2-core CPU (more gain
@@ -58,12 +59,20 @@ pub struct GenerateRequest {
     /// `{ "token id": bias }`, each bias in -100..=100.
     #[cfg_attr(not(target_arch = "wasm32"), ts(as = "Option<std::collections::HashMap<String, f32>>"))]
     pub logit_bias: Option<BTreeMap<String, f32>>,
+    /// Functions the reply may call (OpenAI's `{type: "function", function: {name,
+    /// description, parameters}}`).
+    #[cfg_attr(not(target_arch = "wasm32"), ts(optional, as = "Option<Vec<Tool>>"))]
+    pub tools: Vec<Tool>,
+    /// `"none" | "auto" | "required" | {type: "function", function: {name}}` (default `auto`).
+    pub tool_choice: Option<ToolChoice>,
+    /// More than one call in a reply (default true).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl GenerateRequest {
     /// Every key, for the check of unknown keys (serde-wasm-bindgen reads only the fields it
     /// looks for, so `deny_unknown_fields` alone does not catch them there).
-    pub const FIELDS: [&'static str; 16] = [
+    pub const FIELDS: [&'static str; 19] = [
         "max_tokens",
         "temperature",
         "top_k",
@@ -80,6 +89,9 @@ impl GenerateRequest {
         "grammar",
         "logprobs",
         "logit_bias",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
     ];
     pub const SPECULATIVE_FIELDS: [&'static str; 4] = ["method", "max_draft", "ngram", "draft_layers"];
     pub const EARLY_EXIT_FIELDS: [&'static str; 4] = ["layers", "threshold", "measure", "shortlist"];
@@ -126,6 +138,9 @@ impl GenerateRequest {
             early_exit: self.early_exit.clone(),
             grammar: self.grammar.clone(),
             logprobs: self.logprobs,
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone().unwrap_or_default(),
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
         })
     }
 }

@@ -195,7 +195,7 @@ fn a_failed_or_aborted_prune_leaves_the_session_as_it_was() {
     assert!(matches!(&err, Error::BadOptions(m) if m.contains("never dropped")), "{err}");
     assert_eq!((session.history(), session.kv_cache().len()), (&history[..], len));
 
-    let total = engine.chat_prompt(&long_conversation()).unwrap().tokens.len();
+    let total = engine.chat_prompt(&long_conversation(), &[]).unwrap().tokens.len();
     let tight = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(total - 20) };
     // Asked before scoring's first chunk: stop there.
     let mut abort = Abort::at(1);
@@ -346,7 +346,7 @@ fn pruning_drops_the_message_not_the_same_text_elsewhere() {
     let engine = load(&with_template(&c, &f32_model(&c, 18).0, SMOLLM2_TEMPLATE), DeviceKind::Cpu).unwrap();
     let echo = "You are a helpful AI assistant";
     let messages = [Message::new("user", echo), Message::new("assistant", "ok"), Message::new("user", "q")];
-    let prompt = engine.chat_prompt(&messages).unwrap();
+    let prompt = engine.chat_prompt(&messages, &[]).unwrap();
     let tokenizer = engine.tokenizer();
     let full = tokenizer.decode(&prompt.tokens, false).unwrap();
     let echo_tokens = tokenizer.encode(echo, false).unwrap().len();

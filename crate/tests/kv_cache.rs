@@ -240,7 +240,7 @@ fn conversation() -> Vec<Message> {
 fn pruning_keeps_the_protected_part() {
     let (engine, _) = engine(76, DeviceKind::Cpu);
     let messages = conversation();
-    let prompt = engine.chat_prompt(&messages).unwrap();
+    let prompt = engine.chat_prompt(&messages, &[]).unwrap();
     let total = prompt.tokens.len();
     let protected = prompt.protected_tokens();
     assert!(protected < total);
@@ -309,7 +309,7 @@ fn chat_prunes_to_budget() {
     let (engine, _) = engine(77, DeviceKind::Cpu);
     let mut session = engine.session(&KvOptions::with_capacity(256)).unwrap();
     let messages = conversation();
-    let total = engine.chat_prompt(&messages).unwrap().tokens.len();
+    let total = engine.chat_prompt(&messages, &[]).unwrap().tokens.len();
     let prune = PromptPruneOptions { method: PromptPruneMethod::SelfInformation, budget: Some(total - 10) };
     let options = GenerateOptions { max_tokens: 4, ignore_eos: true, ..Default::default() };
     let g = pollster::block_on(session.chat(&messages, &options, &prune, |_, _| Control::Continue)).unwrap();

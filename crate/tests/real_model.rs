@@ -231,7 +231,7 @@ fn faster_decoding_changes_nothing(device: DeviceKind, max_tokens: usize) {
         "What are three good habits for staying healthy?",
     ]
     .iter()
-    .map(|text| engine.chat_prompt(&[Message::new("user", *text)]).unwrap().tokens)
+    .map(|text| engine.chat_prompt(&[Message::new("user", *text)], &[]).unwrap().tokens)
     .collect();
     let plain = GenerateOptions { max_tokens, ..GenerateOptions::default() };
     let fast = GenerateOptions { speculative: Some(SpeculativeOptions::default()), ..plain.clone() };

@@ -11,7 +11,7 @@ use hearth::{
     EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats, Grammar,
     KvOptions, PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
 };
-use hearth::{TokenLogprob, TopLogprob};
+use hearth::{FunctionCall, FunctionDef, TokenLogprob, Tool, ToolCall, ToolChoice, TopLogprob};
 use ts_rs::{Config, TS};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../npm/src/wire.ts");
@@ -60,6 +60,11 @@ fn generated() -> String {
     decl::<SpeculativeOptions>(&cfg, &mut out);
     decl::<EarlyExitOptions>(&cfg, &mut out);
     decl::<Grammar>(&cfg, &mut out);
+    decl::<FunctionDef>(&cfg, &mut out);
+    decl::<Tool>(&cfg, &mut out);
+    decl::<ToolChoice>(&cfg, &mut out);
+    decl::<FunctionCall>(&cfg, &mut out);
+    decl::<ToolCall>(&cfg, &mut out);
     decl::<GenerateRequest>(&cfg, &mut out);
     decl::<LayerChoice>(&cfg, &mut out);
     decl::<PruneWeightsRequest>(&cfg, &mut out);

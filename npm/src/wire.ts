@@ -48,7 +48,7 @@ export type ExitMeasure = "max-prob" | "margin";
 /**
  * Why generation ended.
  */
-export type FinishReason = "stop" | "length" | "context_full" | "aborted";
+export type FinishReason = "stop" | "length" | "context_full" | "aborted" | "tool_calls";
 
 /**
  * How big a session's cache is and how it evicts.
@@ -119,6 +119,47 @@ shortlist: number, };
 export type Grammar = { "type": "json_object" } | { "type": "json_schema", schema: unknown, } | { "type": "lark", grammar: string, } | { "type": "regex", regex: string, };
 
 /**
+ * A function's name, what it does, and the JSON schema of its arguments.
+ */
+export type FunctionDef = { name: string, description?: string, 
+/**
+ * A JSON schema of an object; `None`: any object.
+ */
+parameters?: unknown, 
+/**
+ * Accepted for OpenAI's shape; the arguments always follow the schema here.
+ */
+strict?: boolean, };
+
+/**
+ * A function the model may call (OpenAI's `{type: "function", function: {...}}`).
+ */
+export type Tool = { 
+/**
+ * Always `"function"`.
+ */
+type: string, function: FunctionDef, };
+
+/**
+ * Whether and which tool the reply calls (OpenAI's `tool_choice`).
+ */
+export type ToolChoice = "none" | "auto" | "required" | { type: "function", function: { name: string } };
+
+/**
+ * The function called and its arguments, a JSON text as the model wrote it.
+ */
+export type FunctionCall = { name: string, arguments: string, };
+
+/**
+ * A call the model made (OpenAI's `tool_calls[i]`).
+ */
+export type ToolCall = { id: string, 
+/**
+ * Always `"function"`.
+ */
+type: string, function: FunctionCall, };
+
+/**
  * Options of one generation, flat and snake_case, as the TypeScript layer sends them; every
  * field optional, unknown keys refused.
  */
@@ -151,7 +192,20 @@ logprobs?: number,
 /**
  * `{ "token id": bias }`, each bias in -100..=100.
  */
-logit_bias?: { [key in string]: number }, };
+logit_bias?: { [key in string]: number }, 
+/**
+ * Functions the reply may call (OpenAI's `{type: "function", function: {name,
+ * description, parameters}}`).
+ */
+tools?: Array<Tool>, 
+/**
+ * `"none" | "auto" | "required" | {type: "function", function: {name}}` (default `auto`).
+ */
+tool_choice?: ToolChoice, 
+/**
+ * More than one call in a reply (default true).
+ */
+parallel_tool_calls?: boolean, };
 
 /**
  * Which layers go.
@@ -269,7 +323,16 @@ pruned: PromptPruneReport | null,
 /**
  * Each token's log-probability, when asked for ([`GenerateOptions::logprobs`]).
  */
-logprobs?: Array<TokenLogprob> | null, };
+logprobs?: Array<TokenLogprob> | null, 
+/**
+ * The calls the reply made, when tools were offered; `text` then holds only what the
+ * model wrote before them.
+ */
+tool_calls?: Array<ToolCall> | null, 
+/**
+ * Why text that began a tool call is not one (cut by `max_tokens`, say).
+ */
+tool_call_error?: string | null, };
 
 /**
  * What a load reports about the model.

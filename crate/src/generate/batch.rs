@@ -136,7 +136,7 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
             Ok(finish_reason) => {
                 let tokens = self.out.generated.clone();
                 let listener = &mut *self.listener;
-                self.out.finish(engine.tokenizer(), finish_reason, listener).map(|text| {
+                self.out.finish(engine.tokenizer(), finish_reason, listener).map(|emitted| {
                     let decode_ms = (self.end_ms - self.first_token_ms).max(0.0);
                     let cache = self.session.borrow().kv_cache();
                     let stats = GenerationStats::measured(Measured {
@@ -154,7 +154,16 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         grammar_ms: self.sampler.constraint_ms(),
                     });
                     let logprobs = self.sampler.take_logprobs(tokens.len(), engine.tokenizer());
-                    Generation { tokens, text, finish_reason, stats, pruned: None, logprobs }
+                    Generation {
+                        tokens,
+                        text: emitted.text,
+                        finish_reason: emitted.finish_reason,
+                        stats,
+                        pruned: None,
+                        logprobs,
+                        tool_calls: emitted.tool_calls,
+                        tool_call_error: emitted.tool_call_error,
+                    }
                 })
             }
         };

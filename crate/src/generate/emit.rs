@@ -1,10 +1,22 @@
 //! What a chosen token becomes: streamed text (whole UTF-8 characters, stop strings held back
-//! until they are ruled out), and whether the generation ends with it. Shared by a session's
-//! own loop and by conversations decoded together ([`crate::generate::batch`]).
+//! until they are ruled out, tool calls taken out whole), and whether the generation ends with
+//! it. Shared by a session's own loop and by conversations decoded together
+//! ([`crate::generate::batch`]).
 
 use crate::error::Result;
 use crate::generate::types::{Control, FinishReason, GenerateOptions, Listener};
 use crate::text::tokenizer::{TextStream, Tokenizer};
+use crate::text::tools::{Piece, ToolCall, ToolCallScan, fnv};
+
+/// What a generation wrote, once it ended.
+pub(crate) struct Emitted {
+    /// The text (without tool calls, when tools were offered).
+    pub text: String,
+    /// `Stop` becomes `ToolCalls` when the reply called tools.
+    pub finish_reason: FinishReason,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_call_error: Option<String>,
+}
 
 /// One generation's output so far.
 pub(crate) struct Emitter {
@@ -15,6 +27,8 @@ pub(crate) struct Emitter {
     pub generated: Vec<u32>,
     stream: TextStream,
     stops: StopScan,
+    /// With tools offered: the calls found in the text, and the text passed on.
+    tools: Option<(ToolCallScan, String)>,
 }
 
 impl Emitter {
@@ -26,7 +40,36 @@ impl Emitter {
             generated: Vec::new(),
             stream: TextStream::new(),
             stops: StopScan::new(options.stop.clone()),
+            tools: options.tool_set().is_ok_and(|t| t.active()).then(|| {
+                let seed = prompt.iter().fold(0xcbf2_9ce4_8422_2325, |h, t| fnv(h, &t.to_le_bytes()));
+                (ToolCallScan::new(seed), String::new())
+            }),
         }
+    }
+
+    /// Passes `text` on: straight to the listener, or through the tool-call scan.
+    fn emit(
+        tools: &mut Option<(ToolCallScan, String)>,
+        text: &str,
+        token: u32,
+        listener: &mut dyn Listener,
+    ) -> Result<Control> {
+        let Some((scan, passed)) = tools else {
+            return if text.is_empty() { Ok(Control::Continue) } else { listener.on_text(text, token) };
+        };
+        for piece in scan.push(text) {
+            let control = match piece {
+                Piece::Text(text) => {
+                    passed.push_str(&text);
+                    listener.on_text(&text, token)?
+                }
+                Piece::Call(call) => listener.on_tool_call(&call)?,
+            };
+            if control == Control::Stop {
+                return Ok(Control::Stop);
+            }
+        }
+        Ok(Control::Continue)
     }
 
     /// Takes `token` (the listener hears its text): `Some` when the generation ends with it.
@@ -45,7 +88,7 @@ impl Emitter {
         self.history.push(token);
         let piece = self.stream.push(tokenizer, token)?;
         let (emit, stopped) = self.stops.push(&piece);
-        if !emit.is_empty() && listener.on_text(emit, token)? == Control::Stop {
+        if Self::emit(&mut self.tools, emit, token, listener)? == Control::Stop {
             return Ok(Some(FinishReason::Aborted));
         }
         if stopped {
@@ -58,22 +101,45 @@ impl Emitter {
     }
 
     /// Ends the generation: text held back (an unfinished character, a possible stop string)
-    /// goes to the listener unless it stopped or was aborted; returns the text.
+    /// goes to the listener unless it stopped or was aborted, and so does the text of a tool
+    /// call cut off before its end (with the reason), unless it was aborted.
     pub fn finish(
         mut self,
         tokenizer: &Tokenizer,
         reason: FinishReason,
         listener: &mut dyn Listener,
-    ) -> Result<String> {
+    ) -> Result<Emitted> {
+        let last = *self.generated.last().unwrap_or(&0);
         if !matches!(reason, FinishReason::Stop | FinishReason::Aborted) {
             let rest = self.stream.finish(tokenizer)?;
             let (emit, _) = self.stops.push(&rest);
             let emit = emit.to_string() + self.stops.flush();
-            if !emit.is_empty() {
-                listener.on_text(&emit, *self.generated.last().unwrap_or(&0))?;
+            Self::emit(&mut self.tools, &emit, last, listener)?;
+        }
+        let Some((mut scan, mut passed)) = self.tools.take() else {
+            return Ok(Emitted {
+                text: self.stops.into_text(),
+                finish_reason: reason,
+                tool_calls: None,
+                tool_call_error: None,
+            });
+        };
+        let (rest, tool_call_error) = scan.finish();
+        for piece in rest.into_iter().filter(|_| reason != FinishReason::Aborted) {
+            match piece {
+                Piece::Text(text) => {
+                    passed.push_str(&text);
+                    listener.on_text(&text, last)?;
+                }
+                Piece::Call(call) => {
+                    listener.on_tool_call(&call)?;
+                }
             }
         }
-        Ok(self.stops.into_text())
+        let calls = scan.calls().to_vec();
+        let finish_reason =
+            if reason == FinishReason::Stop && !calls.is_empty() { FinishReason::ToolCalls } else { reason };
+        Ok(Emitted { text: passed, finish_reason, tool_calls: (!calls.is_empty()).then_some(calls), tool_call_error })
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) enum ChatStart {
         tokens: Vec<u32>,
         report: Option<PromptPruneReport>,
     },
-    Aborted(Generation),
+    Aborted(Box<Generation>),
 }
 
 impl Engine {
@@ -199,7 +199,7 @@ impl Session {
     ) -> Result<Generation> {
         let (tokens, report) = match self.chat_prompt(messages, options, prune, &listener).await? {
             ChatStart::Ready { tokens, report } => (tokens, report),
-            ChatStart::Aborted(generation) => return Ok(generation),
+            ChatStart::Aborted(generation) => return Ok(*generation),
         };
         let mut generation = self.generate_with(&tokens, options, listener).await?;
         generation.stats.pruned_tokens = report.as_ref().map_or(0, |r| r.pruned_tokens);
@@ -219,7 +219,7 @@ impl Session {
     ) -> Result<ChatStart> {
         let start = Instant::now();
         options.validate()?;
-        let prompt = self.engine.chat_prompt(messages)?;
+        let prompt = self.engine.chat_prompt(messages, options.offered_tools())?;
         let budget = prune.budget_for(self.cache.capacity(), options.max_tokens)?;
         let continues = self.cache.evicted() > 0 && self.reusable(&prompt.tokens) > 0;
         if prompt.tokens.len() <= budget || prune.method == PromptPruneMethod::None || continues {
@@ -229,7 +229,13 @@ impl Session {
         let scores = match prune.method {
             PromptPruneMethod::SelfInformation => match self.score(&prompt.tokens, listener).await? {
                 Some(scores) => scores,
-                None => return Ok(ChatStart::Aborted(Generation::aborted(prompt.tokens.len(), &self.cache, start))),
+                None => {
+                    return Ok(ChatStart::Aborted(Box::new(Generation::aborted(
+                        prompt.tokens.len(),
+                        &self.cache,
+                        start,
+                    ))));
+                }
             },
             _ => Vec::new(),
         };
@@ -599,9 +605,8 @@ impl Session {
             // A verification failed halfway: what the cache holds is unknown.
             self.reset();
         }
-        let finish_reason = outcome?;
         let generated = out.generated.clone();
-        let text = out.finish(tokenizer, finish_reason, &mut listener)?;
+        let emitted = out.finish(tokenizer, outcome?, &mut listener)?;
 
         let total_ms = ms_since(start);
         let stats = GenerationStats::measured(Measured {
@@ -619,7 +624,16 @@ impl Session {
             grammar_ms: sampler.constraint_ms(),
         });
         let logprobs = sampler.take_logprobs(generated.len(), tokenizer);
-        Ok(Generation { tokens: generated, text, finish_reason, stats, pruned: None, logprobs })
+        Ok(Generation {
+            tokens: generated,
+            text: emitted.text,
+            finish_reason: emitted.finish_reason,
+            stats,
+            pruned: None,
+            logprobs,
+            tool_calls: emitted.tool_calls,
+            tool_call_error: emitted.tool_call_error,
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use crate::generate::speculative::SpeculativeOptions;
 use crate::kv_cache::KvCache;
 use crate::text::grammar::Grammar;
 use crate::text::prompt_pruning::PromptPruneReport;
+use crate::text::tools::{Tool, ToolCall, ToolChoice, ToolSet};
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,13 @@ pub struct GenerateOptions {
     /// Record each chosen token's log-probability and this many likeliest alternatives
     /// (0..=20); `None`: none.
     pub logprobs: Option<usize>,
+    /// Functions the reply may call ([`crate::text::tools`]): a chat shows them to the model;
+    /// the reply's calls come back in [`Generation::tool_calls`].
+    pub tools: Vec<Tool>,
+    /// Whether the reply may, must or must not call them (default `auto`).
+    pub tool_choice: ToolChoice,
+    /// More than one call in a reply (default true).
+    pub parallel_tool_calls: bool,
 }
 
 impl Default for GenerateOptions {
@@ -49,6 +57,9 @@ impl Default for GenerateOptions {
             early_exit: None,
             grammar: None,
             logprobs: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
         }
     }
 }
@@ -62,18 +73,25 @@ impl GenerateOptions {
         if self.stop.iter().any(String::is_empty) {
             return Err(Error::BadOptions("stop strings must not be empty".into()));
         }
+        self.tool_set()?;
         if let Some(speculative) = &self.speculative {
             speculative.validate()?;
             // Speculation checks drafts against the model's own choices, before any grammar,
             // bias or record: refused rather than half applied.
             let what = [
                 (self.grammar.is_some(), "a grammar"),
+                (self.tool_set()?.active(), "tools"),
                 (self.logprobs.is_some(), "logprobs"),
                 (!self.sampler.logit_bias.is_empty(), "logit_bias"),
             ];
             if let Some((_, what)) = what.iter().find(|(on, _)| *on) {
                 return Err(Error::BadOptions(format!("speculative decoding is not combined with {what}")));
             }
+        }
+        if self.grammar.is_some() && self.tool_set()?.active() {
+            return Err(Error::BadOptions(
+                "a grammar (response_format) is not combined with tools unless tool_choice is \"none\"".into(),
+            ));
         }
         if let Some(top) = self.logprobs.filter(|&top| top > MAX_TOP_LOGPROBS) {
             return Err(Error::BadOptions(format!("top_logprobs {top} must be at most {MAX_TOP_LOGPROBS}")));
@@ -95,10 +113,20 @@ impl GenerateOptions {
             return Err(Error::BadOptions(format!("logit_bias names token {id}, outside the vocabulary of {vocab}")));
         }
         let mut sampler = Sampler::new(self.sampler.clone())?.with_logprobs(self.logprobs);
-        if let Some(grammar) = &self.grammar {
-            sampler = sampler.with_constraint(engine.grammars()?.compile(grammar)?);
+        if let Some(grammar) = self.grammar.clone().or_else(|| self.tool_set().ok()?.grammar()) {
+            sampler = sampler.with_constraint(engine.grammars()?.compile(&grammar)?);
         }
         Ok(sampler)
+    }
+
+    /// The tools, checked.
+    pub fn tool_set(&self) -> Result<ToolSet<'_>> {
+        ToolSet::new(&self.tools, &self.tool_choice, self.parallel_tool_calls)
+    }
+
+    /// The tools a chat shows the model: none under `tool_choice: "none"`.
+    pub fn offered_tools(&self) -> &[Tool] {
+        if self.tool_choice == ToolChoice::None { &[] } else { &self.tools }
     }
 }
 
@@ -116,6 +144,8 @@ pub enum FinishReason {
     /// The caller asked to stop (the callback returned [`Control::Stop`] or the listener
     /// reported an abort).
     Aborted,
+    /// The reply called tools ([`Generation::tool_calls`]) and ended.
+    ToolCalls,
 }
 
 /// Timings and counts of one generation.
@@ -211,6 +241,13 @@ pub struct Generation {
     /// Each token's log-probability, when asked for ([`GenerateOptions::logprobs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// The calls the reply made, when tools were offered; `text` then holds only what the
+    /// model wrote before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Why text that began a tool call is not one (cut by `max_tokens`, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_error: Option<String>,
 }
 
 /// What the streaming callback wants next.
@@ -231,6 +268,13 @@ pub trait Listener {
     /// A new piece of text and the token that completed it. `Err` ends the generation with
     /// that error (a callback that threw is a failure, not a request to stop).
     fn on_text(&mut self, text: &str, token: u32) -> Result<Control>;
+
+    /// A tool call the reply made, whole, once its closing tag is written (its text never
+    /// reaches [`Self::on_text`]). The default drops it: it is in the result as well.
+    fn on_tool_call(&mut self, call: &ToolCall) -> Result<Control> {
+        let _ = call;
+        Ok(Control::Continue)
+    }
 
     /// Whether the caller wants the generation to end now.
     fn aborted(&self) -> bool {
@@ -272,6 +316,10 @@ impl<L: Listener + ?Sized> Listener for &mut L {
         (**self).on_text(text, token)
     }
 
+    fn on_tool_call(&mut self, call: &ToolCall) -> Result<Control> {
+        (**self).on_tool_call(call)
+    }
+
     fn aborted(&self) -> bool {
         (**self).aborted()
     }
@@ -307,6 +355,8 @@ impl Generation {
             stats,
             pruned: None,
             logprobs: None,
+            tool_calls: None,
+            tool_call_error: None,
         }
     }
 }

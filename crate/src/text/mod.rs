@@ -7,3 +7,4 @@ mod pre;
 pub mod prompt_pruning;
 pub mod template;
 pub mod tokenizer;
+pub mod tools;

@@ -467,7 +467,7 @@ impl WasmEngine {
                     }
                     Ok(ChatStart::Aborted(generation)) => {
                         give_back(&state, lent);
-                        reply.settle(Ok(generation));
+                        reply.settle(Ok(*generation));
                     }
                     Err(e) => {
                         give_back(&state, lent);

@@ -111,6 +111,14 @@ pub(super) struct Constraint {
     /// Add BIAS (-100..100) to token ID's logit: ID=BIAS (repeatable).
     #[arg(long, value_parser = parse_bias)]
     pub(super) logit_bias: Vec<(u32, f32)>,
+    /// Functions the reply may call: a JSON file holding an OpenAI tools array. With a chat
+    /// prompt the model sees them; the calls are printed (`tool_calls` with --json).
+    #[arg(long)]
+    pub(super) tools: Option<PathBuf>,
+    /// With --tools: auto (text or calls), none, required (at least one call) or a function's
+    /// name (calls of it only).
+    #[arg(long, default_value = "auto", requires = "tools")]
+    pub(super) tool_choice: String,
 }
 
 fn parse_bias(s: &str) -> std::result::Result<(u32, f32), String> {
@@ -136,6 +144,15 @@ impl Constraint {
         } else {
             self.regex.as_ref().map(|regex| Grammar::Regex { regex: regex.clone() })
         })
+    }
+
+    /// The tools of `--tools`, none without it.
+    pub(super) fn tools(&self) -> Result<Vec<Tool>> {
+        let Some(path) = &self.tools else { return Ok(Vec::new()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::BadOptions(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::BadOptions(format!("{} is not an OpenAI tools array: {e}", path.display())))
     }
 }
 
@@ -252,6 +269,9 @@ impl Sampling {
             early_exit: self.early_exit.options()?,
             grammar: self.constraint.grammar()?,
             logprobs: self.constraint.logprobs,
+            tools: self.constraint.tools()?,
+            tool_choice: ToolChoice::parse(&self.constraint.tool_choice),
+            parallel_tool_calls: true,
         })
     }
 }

@@ -425,7 +425,7 @@ pub(super) async fn prune_bench(common: &Common, items: &Path, keep: &[f64], lim
     let start = Instant::now();
     for (n, item) in items.iter().enumerate() {
         let messages = qa_messages(item);
-        let prompt = engine.chat_prompt(&messages)?;
+        let prompt = engine.chat_prompt(&messages, &[])?;
         let droppable = prompt.tokens.len() - prompt.protected_tokens();
         for (r, &(fraction, method)) in runs.iter().enumerate() {
             let budget = prompt.protected_tokens() + (droppable as f64 * fraction).round() as usize;

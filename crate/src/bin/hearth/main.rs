@@ -14,7 +14,7 @@ use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
     Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, Grammar, KvOptions, Message,
-    PromptPruneMethod, PromptPruneOptions, Result, SamplerOptions, SpeculativeOptions, WeightFormat,
+    PromptPruneMethod, PromptPruneOptions, Result, SamplerOptions, SpeculativeOptions, Tool, ToolChoice, WeightFormat,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -261,14 +261,17 @@ async fn run(cli: Cli) -> Result<()> {
             let (engine, _) = load(&common)?;
             let mut session = engine.session(&kv)?;
             sampling.speculation.attach(&common, &mut session)?;
+            let options = sampling.options()?;
             let ids = if chat {
-                engine.encode_chat(&[Message { role: "user".into(), content: prompt.clone() }])?
+                engine.encode_chat_with_tools(&[Message::new("user", prompt.clone())], options.offered_tools())?
+            } else if !options.tools.is_empty() {
+                return Err(Error::BadOptions("--tools needs --chat (the model must see the tools)".into()));
             } else {
                 engine.encode_prompt(&prompt)?
             };
             let mut stdout = std::io::stdout();
             let generation = session
-                .generate(&ids, &sampling.options()?, |text, _| {
+                .generate(&ids, &options, |text, _| {
                     if !json {
                         let _ = stdout.write_all(text.as_bytes());
                         let _ = stdout.flush();
@@ -284,10 +287,18 @@ async fn run(cli: Cli) -> Result<()> {
                     "finish_reason": generation.finish_reason,
                     "timings": generation.stats,
                     "logprobs": generation.logprobs,
+                    "tool_calls": generation.tool_calls,
+                    "tool_call_error": generation.tool_call_error,
                 });
                 println!("{out}");
             } else {
                 println!();
+                for call in generation.tool_calls.iter().flatten() {
+                    println!("tool call {}: {}({})", call.id, call.function.name, call.function.arguments);
+                }
+                if let Some(why) = &generation.tool_call_error {
+                    eprintln!("not a tool call: {why}");
+                }
             }
             Ok(())
         }
