@@ -10,7 +10,7 @@ import { readModel } from "./loader.js";
 import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, newCompletion, timingsOf, usageOf } from "./openai.js";
 import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
-import type { DraftInfo, EngineStats as CoreStats, GenerateRequest, Generation } from "./wire.js";
+import type { DraftInfo, EngineStats as CoreStats, GenerateRequest, Generation, ToolCall } from "./wire.js";
 import type {
   AdapterInfo,
   ChatCompletion,
@@ -166,18 +166,19 @@ export class HearthEngine implements EngineApi {
 
   /** One generation, handed to the core. `onText` gets each piece; an aborted signal takes
    * it out of line, or stops it between prefill chunks or within a token. */
-  private run(input: Input, request: GenerateRequest, onText: (text: string) => void, signal?: AbortSignal): Promise<Generation> {
+  private run(input: Input, request: GenerateRequest, onText: (text: string, call?: ToolCall) => void, signal?: AbortSignal): Promise<Generation> {
     return this.inTurn(signal, () => this.generateNow(input, request, onText, signal));
   }
 
-  private async generateNow(input: Input, request: GenerateRequest, onText: (text: string) => void, signal?: AbortSignal): Promise<Generation> {
+  private async generateNow(input: Input, request: GenerateRequest, onText: (text: string, call?: ToolCall) => void, signal?: AbortSignal): Promise<Generation> {
     if (signal?.aborted) throw abortError();
     const wasm = this.loaded();
     let thrown: { error: unknown } | null = null;
-    const onPiece = (text: string) => {
+    // The core passes a whole tool call as the third argument (its text is empty).
+    const onPiece = (text: string, _token?: number, call?: ToolCall) => {
       if (signal?.aborted) return false;
       try {
-        onText(text);
+        onText(text, call);
       } catch (error) {
         thrown = { error };
         throw error;
@@ -209,7 +210,9 @@ export class HearthEngine implements EngineApi {
     try {
       const request = generateRequest(options, ["signal", "onText"]);
       if (typeof prompt !== "string") throw new HearthError("bad_prompt", "the prompt must be a string");
-      const raw = await this.run({ prompt }, request, (t) => options.onText?.(t), options.signal);
+      const raw = await this.run({ prompt }, request, (t, call) => {
+        if (!call) options.onText?.(t);
+      }, options.signal);
       return { text: raw.text, tokens: raw.tokens, finish_reason: raw.finish_reason, usage: usageOf(raw), timings: timingsOf(raw) };
     } catch (e) {
       throw toHearthError(e);

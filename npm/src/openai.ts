@@ -3,7 +3,7 @@
 
 import { AsyncQueue } from "./queue.js";
 import { HearthError, toHearthError } from "./errors.js";
-import type { GenerateRequest, Generation, Grammar } from "./wire.js";
+import type { GenerateRequest, Generation, Grammar, ToolCall } from "./wire.js";
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -128,13 +128,17 @@ export function newCompletion(model: string): Completion {
   return { id: `chatcmpl-hearth-${++completionCounter}`, created: Math.floor(Date.now() / 1000), model };
 }
 
+/** The reply as OpenAI's message: with calls, `content` is null when no text came before them. */
+function messageOf(raw: Generation): ChatCompletion["choices"][0]["message"] {
+  if (!raw.tool_calls?.length) return { role: "assistant", content: raw.text };
+  return { role: "assistant", content: raw.text === "" ? null : raw.text, tool_calls: raw.tool_calls };
+}
+
 export function chatCompletion(c: Completion, raw: Generation): ChatCompletion {
   return {
     ...c,
     object: "chat.completion",
-    choices: [
-      { index: 0, message: { role: "assistant", content: raw.text }, finish_reason: raw.finish_reason, logprobs: logprobsOf(raw) },
-    ],
+    choices: [{ index: 0, message: messageOf(raw), finish_reason: raw.finish_reason, logprobs: logprobsOf(raw) }],
     usage: usageOf(raw),
     timings: timingsOf(raw),
     ...prunedOf(raw),
@@ -152,7 +156,7 @@ export function chatStream(
   c: Completion,
   outer: AbortSignal | undefined,
   pauses: WeakMap<AbortSignal, () => Promise<void>>,
-  run: (onText: (text: string) => void, signal: AbortSignal) => Promise<Generation>,
+  run: (onText: (text: string, call?: ToolCall) => void, signal: AbortSignal) => Promise<Generation>,
 ): AsyncIterable<ChatCompletionChunk> {
   const stop = new AbortController();
   const forward = () => stop.abort();
@@ -165,8 +169,10 @@ export function chatStream(
   if (outer?.aborted) stop.abort();
   outer?.addEventListener("abort", forward, { once: true });
   let first = true;
-  run((text) => {
-    queue.push(chunk(c, first ? { role: "assistant", content: text } : { content: text }, null));
+  let calls = 0;
+  run((text, call) => {
+    const delta = call ? { tool_calls: [{ index: calls++, ...call }] } : { content: text };
+    queue.push(chunk(c, first ? { role: "assistant", ...delta } : delta, null));
     first = false;
   }, stop.signal)
     .then(

@@ -4,14 +4,25 @@
  */
 
 import type * as wire from "./wire.js";
-import type { DraftInfo, FinishReason, ModelInfo, WeightFormat } from "./wire.js";
+import type { DraftInfo, FinishReason, ModelInfo, ToolCall, WeightFormat } from "./wire.js";
 
-export type Role = "system" | "user" | "assistant";
+export type Role = "system" | "user" | "assistant" | "tool";
 
+/** A turn of the conversation, in OpenAI's shape: an assistant turn may carry the calls it
+ * made (`content` null or text), a `tool` turn the result of the call `tool_call_id` names. */
 export interface ChatMessage {
   role: Role;
-  content: string;
+  content: string | null;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+  name?: string;
 }
+
+/** A function the model may call, its call, and whether it must: OpenAI's shapes. */
+export type { Tool, ToolCall, ToolChoice, FunctionDef, FunctionCall } from "./wire.js";
+
+/** A call as a stream sends it: whole, in one chunk, with its place among the reply's calls. */
+export type ToolCallDelta = ToolCall & { index: number };
 
 /** How to pick tokens and when to stop. Every field is optional; the default is greedy. */
 export interface SamplingOptions {
@@ -90,6 +101,15 @@ export interface ChatCompletionRequest extends SamplingOptions {
   logprobs?: boolean;
   /** With `logprobs`: this many likeliest alternatives per token, 0..20. */
   top_logprobs?: number;
+  /** Functions the model may call. A template that writes tool calls (Qwen 2.5's) gets them;
+   * any other model gets them in its system prompt, in the Hermes format. */
+  tools?: wire.Tool[];
+  /** `"auto"` (default: text, or calls once the model starts one), `"none"` (the tools are
+   * not shown), `"required"` (calls only), or `{type: "function", function: {name}}`. A
+   * call's name is one of the tools and its arguments follow that tool's schema. */
+  tool_choice?: wire.ToolChoice;
+  /** More than one call in a reply (default true). */
+  parallel_tool_calls?: boolean;
   /** Most prompt tokens; when the conversation is longer, earlier messages lose their least
    * informative spans (never the system prompt or the latest user message). Default: the KV
    * capacity less the answer's tokens. */
@@ -106,7 +126,7 @@ export type StreamingChatCompletionRequest = ChatCompletionRequest & { stream: t
 export type NonStreamingChatCompletionRequest = ChatCompletionRequest & { stream?: false };
 
 /** Why generation ended: `stop` (end of turn or a stop string), `length` (max_tokens),
- * `context_full` (the KV cache is full), `aborted`. */
+ * `context_full` (the KV cache is full), `aborted`, `tool_calls` (the reply called tools). */
 export type { FinishReason } from "./wire.js";
 
 export interface Usage {
@@ -130,7 +150,13 @@ export interface ChatCompletion {
   created: number;
   model: string;
   choices: [
-    { index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason; logprobs: ChoiceLogprobs | null },
+    {
+      index: 0;
+      /** `content` is null when the reply is only tool calls. */
+      message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
+      finish_reason: FinishReason;
+      logprobs: ChoiceLogprobs | null;
+    },
   ];
   usage: Usage;
   timings: Timings;
@@ -148,7 +174,7 @@ export interface ChatCompletionChunk {
   choices: [
     {
       index: 0;
-      delta: { role?: "assistant"; content?: string };
+      delta: { role?: "assistant"; content?: string; tool_calls?: ToolCallDelta[] };
       finish_reason: FinishReason | null;
       logprobs?: ChoiceLogprobs | null;
     },

@@ -4,7 +4,7 @@
  * package's public API, as in any outside project.
  */
 import { HearthError, WorkerEngine, isModelCached } from "hearth";
-import type { ChatMessage, EngineStats, FinishReason, LoadProgress, ModelInfo, PruneReport, Timings, Usage } from "hearth";
+import type { ChatMessage, EngineStats, FinishReason, LoadProgress, ModelInfo, PruneReport, Timings, ToolCall, Usage } from "hearth";
 import { formatBytes, formatMs, formatProgress, formatRate } from "./format.js";
 import { MessageView } from "./messages.js";
 import { SettingsError, loadChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
@@ -16,6 +16,7 @@ import "./style.css";
 const SERVED_MODELS = [
   { button: "load-default", file: "models/SmolLM2-135M-Instruct.Q4_1.gguf", label: "SmolLM2-135M-Instruct" },
   { button: "load-gemma3", file: "models/gemma-3-270m-q4_k_m.gguf", label: "Gemma 3 270M (base)" },
+  { button: "load-qwen", file: "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", label: "Qwen2.5-Coder-0.5B-Instruct" },
 ];
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -278,7 +279,7 @@ async function reply(): Promise<void> {
   const live = new LiveStats();
   try {
     // Chat chunks carry `delta.content`, completion chunks `text`: both end with a finish.
-    type Piece = { text?: string; finish: FinishReason | null; usage?: Usage; timings?: Timings; pruned?: PruneReport };
+    type Piece = { text?: string; calls?: ToolCall[]; finish: FinishReason | null; usage?: Usage; timings?: Timings; pruned?: PruneReport };
     let pieces: AsyncIterable<Piece>;
     if (completionMode()) {
       // Completion mode continues the latest text sent, on its own.
@@ -289,13 +290,16 @@ async function reply(): Promise<void> {
       const stream = await engine.chat.completions.create({
         messages,
         ...settings.sampling,
+        ...settings.structure,
         prune_budget: settings.prune_budget,
         prune_method: settings.prune_method,
         stream: true,
         signal: controller.signal,
       });
+      view.json = settings.structure.response_format !== undefined;
       pieces = mapStream(stream, (c) => ({
         text: c.choices[0].delta.content,
+        calls: c.choices[0].delta.tool_calls,
         finish: c.choices[0].finish_reason,
         usage: c.usage,
         timings: c.timings,
@@ -305,6 +309,12 @@ async function reply(): Promise<void> {
     for await (const chunk of pieces) {
       if (chunk.text) {
         view.append(chunk.text);
+        live.piece();
+        scrollToEnd();
+      }
+      for (const { index: _, ...call } of (chunk.calls ?? []) as (ToolCall & { index?: number })[]) {
+        view.addToolCall(call);
+        turn.message.tool_calls = [...(turn.message.tool_calls ?? []), call];
         live.piece();
         scrollToEnd();
       }
@@ -327,7 +337,7 @@ async function reply(): Promise<void> {
     // A reply that failed or was stopped before its first token is not part of the conversation;
     // a failed one stays on the page with its reason.
     const state = view.el.dataset.state;
-    if (!view.content && state !== "done") {
+    if (!view.content && !turn.message.tool_calls && state !== "done") {
       turns = turns.filter((t) => t !== turn);
       if (state === "stopped") view.el.remove();
     }

@@ -1,5 +1,5 @@
 /** The conversation as the page shows it: one `<article>` per message. */
-import type { FinishReason, PruneReport, Timings, Usage } from "hearth";
+import type { FinishReason, PruneReport, Timings, ToolCall, Usage } from "hearth";
 import { formatMs, formatRate } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
 
@@ -10,6 +10,7 @@ const FINISH_TEXT: Record<FinishReason, string> = {
   length: "reached max tokens",
   context_full: "the KV cache is full",
   aborted: "stopped",
+  tool_calls: "",
 };
 
 export class MessageView {
@@ -18,6 +19,9 @@ export class MessageView {
   private readonly meta: HTMLElement;
   private text = "";
   private frame = 0;
+  private calls = 0;
+  /** The reply was asked to be JSON: shown formatted once it parses. */
+  json = false;
 
   constructor(container: HTMLElement, role: "user" | "assistant", text = "") {
     this.el = document.createElement("article");
@@ -73,7 +77,7 @@ export class MessageView {
       parts.push(`first token ${formatMs(timings.time_to_first_token_ms)}`);
       parts.push(formatRate(timings.decode_tokens_per_s));
     }
-    if (!this.text) parts.unshift("the model ended its turn without text");
+    if (!this.text && this.calls === 0) parts.unshift("the model ended its turn without text");
     this.meta.textContent = parts.join(" · ");
   }
 
@@ -109,7 +113,37 @@ export class MessageView {
     this.el.append(details);
   }
 
+  /** A tool call the reply made, as a card: the function and its arguments. */
+  addToolCall(call: ToolCall): void {
+    this.calls += 1;
+    const card = document.createElement("section");
+    card.className = "tool-call";
+    const title = document.createElement("h3");
+    title.textContent = `Tool call: ${call.function.name}`;
+    const args = document.createElement("pre");
+    args.textContent = pretty(call.function.arguments) ?? call.function.arguments;
+    card.append(title, args);
+    this.meta.before(card);
+  }
+
   private render(): void {
-    this.body.innerHTML = renderMarkdown(this.text);
+    const formatted = this.json && this.el.dataset.state !== "streaming" ? pretty(this.text) : null;
+    if (formatted === null) {
+      this.body.innerHTML = renderMarkdown(this.text);
+      return;
+    }
+    const pre = document.createElement("pre");
+    pre.className = "json";
+    pre.textContent = formatted;
+    this.body.replaceChildren(pre);
+  }
+}
+
+/** `text` indented, when it is JSON. */
+function pretty(text: string): string | null {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return null;
   }
 }

@@ -2,11 +2,13 @@
  * The settings form: what it holds, checked before a request is sent, and kept in
  * localStorage so a reload keeps them.
  */
-import type { DeviceChoice, KvPolicy, LoadOptions, PruneMethod, SamplingOptions } from "hearth";
+import type { ChatCompletionRequest, DeviceChoice, KvPolicy, LoadOptions, PruneMethod, SamplingOptions } from "hearth";
 
 export interface Settings {
   system: string;
   sampling: SamplingOptions;
+  /** What the reply must be, and the tools it may call (chat only). */
+  structure: Pick<ChatCompletionRequest, "response_format" | "tools" | "tool_choice">;
   prune_budget?: number;
   prune_method: PruneMethod;
   /** Applied when a model loads. */
@@ -40,6 +42,32 @@ function number(form: HTMLFormElement, name: string, label: string, integer: boo
 
 export class SettingsError extends Error {}
 
+/** A JSON field: its value, or an error naming the field. */
+function json(form: HTMLFormElement, name: string, label: string): unknown {
+  try {
+    return JSON.parse(field(form, name).value);
+  } catch (e) {
+    throw new SettingsError(`${label} is not JSON: ${(e as Error).message}`);
+  }
+}
+
+function structure(form: HTMLFormElement): Settings["structure"] {
+  const out: Settings["structure"] = {};
+  const format = field(form, "response_format").value;
+  if (format === "json_object") out.response_format = { type: "json_object" };
+  if (format === "json_schema") {
+    out.response_format = { type: "json_schema", json_schema: { name: "reply", schema: json(form, "json_schema", "The JSON schema") as object } };
+  }
+  const choice = field(form, "tool_choice").value;
+  if (choice !== "off") {
+    const tools = json(form, "tools", "The tools");
+    if (!Array.isArray(tools)) throw new SettingsError("The tools must be a JSON array of OpenAI function tools");
+    out.tools = tools as NonNullable<Settings["structure"]["tools"]>;
+    out.tool_choice = choice as "auto" | "required";
+  }
+  return out;
+}
+
 /** The form's values; throws `SettingsError` naming the first bad field. */
 export function readSettings(form: HTMLFormElement): Settings {
   const sampling: SamplingOptions = {
@@ -53,6 +81,7 @@ export function readSettings(form: HTMLFormElement): Settings {
   return {
     system: field(form, "system").value.trim(),
     sampling,
+    structure: structure(form),
     prune_budget: number(form, "prune_budget", "Prune budget", true),
     prune_method: field(form, "prune_method").value as PruneMethod,
     load: {

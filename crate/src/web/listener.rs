@@ -27,6 +27,17 @@ impl Listener for WebListener {
         }
     }
 
+    /// A whole call goes to the same callback, as its third argument (the text is empty).
+    fn on_tool_call(&mut self, call: &ToolCall) -> crate::error::Result<Control> {
+        let Some(on_text) = &self.on_text else { return Ok(Control::Continue) };
+        let call = to_js(call).map_err(|e| Error::Callback(js_message(&e)))?;
+        match on_text.call3(&JsValue::NULL, &JsValue::from_str(""), &JsValue::UNDEFINED, &call) {
+            Ok(v) if v == JsValue::FALSE => Ok(Control::Stop),
+            Ok(_) => Ok(Control::Continue),
+            Err(thrown) => Err(Error::Callback(js_message(&thrown))),
+        }
+    }
+
     fn aborted(&self) -> bool {
         is_aborted(&self.signal)
     }

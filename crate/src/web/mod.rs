@@ -41,6 +41,7 @@ use crate::load::WeightFormat;
 use crate::text::grammar::{Grammar, MAX_SCHEMA_DEPTH};
 use crate::text::prompt_pruning::PromptPruneReport;
 use crate::text::template::Message;
+use crate::text::tools::ToolCall;
 use crate::wire::{DraftInfo, EngineStats, GenerateRequest, KV_FIELDS, MAX_STREAMS, ModelInfo, PruneWeightsRequest};
 
 mod errors;
@@ -429,9 +430,11 @@ impl WasmEngine {
         })
     }
 
-    /// Answers a conversation (`[{role, content}]`) with the model's chat template, pruning the
-    /// prompt to `prune_budget` tokens when it is longer (see [`Self::generate`]). Resolves to
-    /// `{tokens, text, finish_reason, stats, pruned}`.
+    /// Answers a conversation (`[{role, content}]`, OpenAI's tool turns too) with the model's
+    /// chat template, pruning the prompt to `prune_budget` tokens when it is longer (see
+    /// [`Self::generate`]). With `tools`, each call the reply makes reaches `on_text` whole, as
+    /// its third argument (the text empty). Resolves to `{tokens, text, finish_reason, stats,
+    /// pruned, tool_calls}`.
     pub fn chat(
         &self,
         messages: JsValue,

@@ -36,6 +36,12 @@ pub(super) fn generate_request(options: JsValue) -> Result<GenerateRequest, JsVa
         if let Some(early_exit) = nested("early_exit") {
             options_from_js::<EarlyExitOptions>(early_exit, &GenerateRequest::EARLY_EXIT_FIELDS)?;
         }
+        if let Some(tools) = nested("tools") {
+            // A parameter schema sits three levels down: the list, the tool, its function.
+            if js_depth(&tools, MAX_SCHEMA_DEPTH + 5)? > MAX_SCHEMA_DEPTH + 4 {
+                return Err(bad_options(format!("a tool's parameters nest more than {MAX_SCHEMA_DEPTH} levels deep")));
+            }
+        }
         if let Some(grammar) = nested("grammar") {
             // Deserializing recurses per level: a hostile depth would overflow the stack.
             let depth = js_depth(&grammar, MAX_SCHEMA_DEPTH + 2)?;

@@ -9,6 +9,7 @@ pub(super) async fn bench(
     gen_tokens: usize,
     runs: usize,
     speculation: &Speculation,
+    grammar: Option<Grammar>,
 ) -> Result<()> {
     let speculative = speculation.options()?;
     if runs == 0 || prompt_tokens == 0 || gen_tokens == 0 {
@@ -58,10 +59,38 @@ pub(super) async fn bench(
         }
         _ => None,
     };
-    let median = |f: &dyn Fn(&hearth::GenerationStats) -> f64| {
+    let median_of = |results: &[hearth::GenerationStats], f: &dyn Fn(&hearth::GenerationStats) -> f64| {
         let mut v: Vec<f64> = results.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
+    };
+    let median = |f: &dyn Fn(&hearth::GenerationStats) -> f64| median_of(&results, f);
+    // The same runs under the grammar, after the free ones in the same process: decoding
+    // stops where the grammar ends (an end-of-generation token is all it allows then).
+    let constrained = match grammar {
+        None => None,
+        Some(grammar) => {
+            let kind = grammar.kind();
+            let options = GenerateOptions { grammar: Some(grammar), ignore_eos: false, ..options.clone() };
+            // The first constrained run builds the grammar's vocabulary and parser: timed apart.
+            session.reset();
+            let first = session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats;
+            let mut under = Vec::new();
+            for _ in 0..runs {
+                session.reset();
+                under.push(session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats);
+            }
+            let rate = median_of(&under, &|s| s.decode_tokens_per_s);
+            let free = median(&|s| s.decode_tokens_per_s);
+            Some(json!({
+                "grammar": kind,
+                "first_run_grammar_ms": first.grammar_ms,
+                "generated_tokens": median_of(&under, &|s| s.generated_tokens as f64),
+                "decode_tokens_per_s": rate,
+                "vs_free": if free > 0.0 { rate / free } else { 0.0 },
+                "grammar_ms_per_token": median_of(&under, &|s| s.grammar_ms / s.generated_tokens.max(1) as f64),
+            }))
+        }
     };
     let device_memory = engine.device().memory_pool_usage();
     let out = json!({
@@ -82,6 +111,7 @@ pub(super) async fn bench(
         "early_exit": options.early_exit,
         "mean_layers": median(&|s| s.mean_layers),
         "decode_split_ms_per_token": split,
+        "constrained": constrained,
         "cpu_isa": (common.device == "cpu").then(|| hearth::backend::cpu::Isa::best().name()),
         "cpu_threads": (common.device == "cpu").then(hearth::backend::cpu::threads),
         "peak_host_memory_bytes": peak_rss_bytes(),

@@ -235,6 +235,10 @@ enum Command {
         /// (comma-separated, e.g. 1,2,4,8); prints the aggregate and per-stream decode speed.
         #[arg(long, value_delimiter = ',')]
         streams: Vec<usize>,
+        /// With a constraint (--json-object, --json-schema, --grammar, --regex): the same runs
+        /// again under it (stopping where the grammar ends), reported beside the free ones.
+        #[command(flatten)]
+        constraint: Constraint,
     },
 }
 
@@ -385,8 +389,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench { common, prompt_tokens, gen_tokens, runs, streams, .. } if !streams.is_empty() => {
             bench_streams(&common, prompt_tokens, gen_tokens, runs, &streams).await
         }
-        Command::Bench { common, prompt_tokens, gen_tokens, runs, speculation, .. } => {
-            bench(&common, prompt_tokens, gen_tokens, runs, &speculation).await
+        Command::Bench { common, prompt_tokens, gen_tokens, runs, speculation, constraint, .. } => {
+            let grammar = constraint.grammar()?;
+            bench(&common, prompt_tokens, gen_tokens, runs, &speculation, grammar).await
         }
     }
 }
