@@ -16,8 +16,8 @@ const RENDER_FUEL: u64 = 5_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
-    /// `null` reads as empty (OpenAI's assistant turns that only call tools).
-    #[serde(default, deserialize_with = "null_as_empty")]
+    /// Required; `null` reads as empty (OpenAI's assistant turns that only call tools).
+    #[serde(deserialize_with = "null_as_empty")]
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
