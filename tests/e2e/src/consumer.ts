@@ -38,7 +38,8 @@ export async function consumer(worker: Worker, file: File): Promise<void> {
     const report: PruneReport | undefined = done.pruned;
     const policy: KvPolicy = info.kv_policy;
     void [dropped, report, policy, done.timings.evicted_tokens, done.timings.pruned_tokens];
-    const text: string = done.choices[0].message.content;
+    // OpenAI types it `string | null` (null when the reply is only tool calls).
+    const text: string = done.choices[0].message.content ?? "";
     const usage: Usage = done.usage;
     const stream: AsyncIterable<ChatCompletionChunk> = await engine.chat.completions.create({
       messages: [{ role: "user", content: text }],

@@ -617,7 +617,7 @@ for (const [where, make] of engines) {
     for (const [i, response_format] of formats.entries()) {
       const request = { messages: hello, response_format, temperature: 1, seed: 7 + i, max_tokens: 60 };
       const whole = await engine.chat.completions.create(request);
-      const content = whole.choices[0].message.content;
+      const content = whole.choices[0].message.content ?? "";
       assert(whole.choices[0].finish_reason === "stop", `finished: ${whole.choices[0].finish_reason} ${content}`);
       const value = JSON.parse(content) as { color: string; n: number };
       assert(["red", "green"].includes(value.color) && Number.isInteger(value.n) && value.n >= 0 && value.n <= 9, content);
@@ -626,9 +626,9 @@ for (const [where, make] of engines) {
       assert(streamed === content, `streamed ${streamed} vs whole ${content}`);
     }
     const regex = await engine.chat.completions.create({ messages: hello, response_format: { type: "regex", regex: "[0-9]{3}" }, temperature: 1, seed: 1 });
-    assert(/^[0-9]{3}$/.test(regex.choices[0].message.content), `regex: ${regex.choices[0].message.content}`);
+    assert(/^[0-9]{3}$/.test(regex.choices[0].message.content ?? ""), `regex: ${regex.choices[0].message.content}`);
     const lark = await engine.chat.completions.create({ messages: hello, response_format: { type: "grammar", grammar: 'start: "yes" | "no"' }, temperature: 1, seed: 2 });
-    assert(["yes", "no"].includes(lark.choices[0].message.content), `lark: ${lark.choices[0].message.content}`);
+    assert(["yes", "no"].includes(lark.choices[0].message.content ?? ""), `lark: ${lark.choices[0].message.content}`);
 
     const recorded = await engine.chat.completions.create({ messages: hello, max_tokens: 5, logprobs: true, top_logprobs: 2 });
     const lps = recorded.choices[0].logprobs?.content ?? [];
