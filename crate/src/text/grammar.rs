@@ -136,8 +136,12 @@ impl TokenizerEnv for Vocabulary {
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        // Forced text is plain text: special-token text in it stays text.
-        self.tokenizer.encode(&String::from_utf8_lossy(s), false).unwrap_or_default()
+        // Forced text is plain text: special-token text in it stays text. llguidance indexes
+        // its tables with these ids unchecked: an id outside the trie (a hostile tokenizer's
+        // added token past its count, say) must never reach it, so such text is tokenized
+        // greedily over the trie instead.
+        let ids = self.tokenizer.encode(&String::from_utf8_lossy(s), false).unwrap_or_default();
+        if ids.iter().all(|&id| id < self.trie.vocab_size() as u32) { ids } else { self.trie.greedy_tokenize(s) }
     }
 }
 
@@ -157,6 +161,13 @@ impl GrammarCompiler {
     pub fn new(tokenizer: &Tokenizer, vocab: usize) -> Result<Self> {
         let mut words = token_bytes(tokenizer)?;
         words.resize(vocab.max(words.len()), Vec::new());
+        if tokenizer.eos() as usize >= words.len() {
+            return Err(Error::BadOptions(format!(
+                "the end-of-generation token {} is outside the vocabulary of {}",
+                tokenizer.eos(),
+                words.len()
+            )));
+        }
         let info = TokRxInfo::new(words.len() as u32, tokenizer.eos());
         let trie = TokTrie::from(&info, &words);
         let env: TokEnv = Arc::new(Vocabulary { trie, tokenizer: tokenizer.clone() });
