@@ -116,7 +116,7 @@ export class HearthEngine implements EngineApi {
       const wasm = await this.seat.ready(placement.device === "webgpu");
       const bytes = await readModel(source, options);
       if (options.signal?.aborted) throw abortError();
-      const weights = options.weights ?? "int4";
+      const weights = weightsOf(options.weights);
       const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
       let info: ModelInfo;
       try {
@@ -146,7 +146,7 @@ export class HearthEngine implements EngineApi {
       if (options.signal?.aborted) throw abortError();
       const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
       try {
-        return wasm.load_draft(bytes, options.weights ?? "int4", progress) as DraftInfo | null;
+        return wasm.load_draft(bytes, weightsOf(options.weights), progress) as DraftInfo | null;
       } catch (e) {
         throw this.seat.failure(e);
       }
@@ -260,7 +260,8 @@ export class HearthEngine implements EngineApi {
 
   async tokenize(text: string, options: { parseSpecial?: boolean } = {}): Promise<number[]> {
     try {
-      return Array.from(this.loaded().tokenize(text, options.parseSpecial ?? false));
+      if (typeof text !== "string") throw new HearthError("bad_prompt", "the text must be a string");
+      return Array.from(this.loaded().tokenize(text, options.parseSpecial === true));
     } catch (e) {
       throw this.seat.failure(e);
     }
@@ -313,4 +314,12 @@ export class HearthEngine implements EngineApi {
       throw this.seat.failure(e);
     }
   }
+}
+
+/** `weights` as the core takes it: a string (wasm-bindgen's glue writes whatever it is given
+ * into the core's memory as one, and a value that is not a string corrupts its heap). */
+function weightsOf(weights: unknown): string {
+  if (weights === undefined) return "int4";
+  if (typeof weights !== "string") throw new HearthError("bad_options", `weights must be a string, got ${JSON.stringify(weights) ?? typeof weights}`);
+  return weights;
 }

@@ -1,7 +1,7 @@
 // Serves the built hardening page with the tiny test models and drives it in Debian's
 // Chromium (WebGPU on SwiftShader); fails if any check fails. With --report it only prints
 // what passed and failed (to run the same checks against an older package).
-// Usage: node run-hardening.mjs FIXTURES_DIR [--report] [--only NAME] [--big] [--tool-fuzz]
+// Usage: node run-hardening.mjs FIXTURES_DIR [--report] [--only NAME] [--big]
 import { writeFileSync } from "node:fs";
 import { launch, serve } from "./chromium.mjs";
 
@@ -10,8 +10,6 @@ const fixtures = args[0];
 const report = args.includes("--report");
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
 const big = args.includes("--big");
-// Tools in the fuzz's requests: they trap the engine today (a known bug, not yet found).
-const toolFuzz = args.includes("--tool-fuzz");
 // A server's HTML fallback page under a model's name.
 writeFileSync(`${fixtures}/fallback.gguf`, "<!DOCTYPE html><html><body>Not here</body></html>\n");
 const server = await serve([`/fixtures=${fixtures}`]);
@@ -23,7 +21,7 @@ try {
   // After a crash on purpose, callbacks the dead instance scheduled are refused by the glue.
   const expected = "Cannot invoke closure from previous WASM instance";
   page.on("pageerror", (e) => e.message !== expected && errors.push(`pageerror: ${e.message}`));
-  const query = (only ? `&only=${encodeURIComponent(only)}` : "") + (big ? "&big=1&limit=3000" : "") + (toolFuzz ? "&toolfuzz=1" : "");
+  const query = (only ? `&only=${encodeURIComponent(only)}` : "") + (big ? "&big=1&limit=3000" : "");
   await page.goto(`${server.origin}/hardening.html?fixtures=/fixtures${query}`);
   await page.waitForFunction(() => /^(done|failed)/.test(document.getElementById("status")?.textContent ?? ""), null, {
     timeout: 2_400_000,
