@@ -5,6 +5,7 @@
  */
 
 import { HearthError, toHearthError } from "./errors.js";
+import { constraintRequest } from "./openai.js";
 import { AsyncQueue } from "./queue.js";
 import type {
   CompletionRequest,
@@ -36,10 +37,12 @@ function create(engine: Generator, request: CompletionRequest): Promise<TextComp
   let options: GenerateOptions;
   try {
     if (!request || typeof request !== "object") throw new HearthError("bad_options", "the request must be an object");
-    const { prompt: p, stream: _stream, signal: _signal, ...rest } = request;
+    const { prompt: p, stream: _stream, signal: _signal, response_format, ...rest } = request;
     if (typeof p !== "string") throw new HearthError("bad_prompt", "prompt must be a string");
     prompt = p;
-    options = rest;
+    // `response_format` as the chat's: the core's grammar (passed through `generate`).
+    const { grammar } = response_format === undefined ? {} : constraintRequest({ messages: [], response_format });
+    options = grammar ? ({ ...rest, grammar } as GenerateOptions) : rest;
   } catch (e) {
     return Promise.reject(toHearthError(e));
   }

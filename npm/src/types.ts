@@ -191,6 +191,9 @@ export interface ChatCompletionChunk {
 export interface CompletionRequest extends SamplingOptions {
   prompt: string;
   stream?: boolean;
+  /** Holds the continuation to a JSON object, a JSON schema, a Lark grammar or a regex, as
+   * in `chat.completions.create`. */
+  response_format?: ResponseFormat;
   /** Aborting stops the prefill between chunks, or generation within one token; the call (or
    * the stream) then rejects with an `AbortError`. Leaving a `for await` early aborts too. */
   signal?: AbortSignal;

@@ -786,6 +786,14 @@ for (const [where, make] of engines) {
     for await (const _ of long) break;
     const after = await engine.completions.create({ prompt: "one two", max_tokens: 6, temperature: 0 });
     assert(after.choices[0].text === want.text, "usable after a stream left early");
+    // response_format holds a continuation as it holds a chat reply, streamed or whole.
+    const held = { prompt: "one two", max_tokens: 20, temperature: 1, seed: 4, response_format: { type: "regex", regex: "[0-9]{3}" } } as const;
+    const digits = await engine.completions.create(held);
+    assert(/^[0-9]{3}$/.test(digits.choices[0].text) && digits.choices[0].finish_reason === "stop", `regex: ${JSON.stringify(digits.choices[0])}`);
+    let heldText = "";
+    for await (const chunk of await engine.completions.create({ ...held, stream: true })) heldText += chunk.choices[0].text;
+    assert(heldText === digits.choices[0].text, `streamed ${heldText} vs whole ${digits.choices[0].text}`);
+    await rejects(engine.completions.create({ prompt: "x", response_format: { type: "xml" } } as never), "bad_options", "an unknown format");
     await rejects(engine.completions.create({ prompt: 5 } as never), "bad_prompt", "a prompt that is not a string");
     await rejects(engine.completions.create({ prompt: "x", echo: true } as never), "bad_options", "an unknown option");
     await rejects(engine.completions.create({ prompt: "" }), "bad_prompt", "an empty prompt");
