@@ -154,16 +154,7 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         grammar_ms: self.sampler.constraint_ms(),
                     });
                     let logprobs = self.sampler.take_logprobs(tokens.len(), engine.tokenizer());
-                    Generation {
-                        tokens,
-                        text: emitted.text,
-                        finish_reason: emitted.finish_reason,
-                        stats,
-                        pruned: None,
-                        logprobs,
-                        tool_calls: emitted.tool_calls,
-                        tool_call_error: emitted.tool_call_error,
-                    }
+                    emitted.into_generation(tokens, stats, logprobs)
                 })
             }
         };

@@ -4,7 +4,8 @@
 //! ([`crate::generate::batch`]).
 
 use crate::error::Result;
-use crate::generate::types::{Control, FinishReason, GenerateOptions, Listener};
+use crate::generate::logprobs::TokenLogprob;
+use crate::generate::types::{Control, FinishReason, GenerateOptions, Generation, GenerationStats, Listener};
 use crate::text::tokenizer::{TextStream, Tokenizer};
 use crate::text::tools::{Piece, ToolCall, ToolCallScan, fnv};
 
@@ -16,6 +17,27 @@ pub(crate) struct Emitted {
     pub finish_reason: FinishReason,
     pub tool_calls: Option<Vec<ToolCall>>,
     pub tool_call_error: Option<String>,
+}
+
+impl Emitted {
+    /// The generation this output ends: one place for a session's loop and a batch's.
+    pub fn into_generation(
+        self,
+        tokens: Vec<u32>,
+        stats: GenerationStats,
+        logprobs: Option<Vec<TokenLogprob>>,
+    ) -> Generation {
+        Generation {
+            tokens,
+            text: self.text,
+            finish_reason: self.finish_reason,
+            stats,
+            pruned: None,
+            logprobs,
+            tool_calls: self.tool_calls,
+            tool_call_error: self.tool_call_error,
+        }
+    }
 }
 
 /// One generation's output so far.

@@ -624,16 +624,7 @@ impl Session {
             grammar_ms: sampler.constraint_ms(),
         });
         let logprobs = sampler.take_logprobs(generated.len(), tokenizer);
-        Ok(Generation {
-            tokens: generated,
-            text: emitted.text,
-            finish_reason: emitted.finish_reason,
-            stats,
-            pruned: None,
-            logprobs,
-            tool_calls: emitted.tool_calls,
-            tool_call_error: emitted.tool_call_error,
-        })
+        Ok(emitted.into_generation(generated, stats, logprobs))
     }
 }
 

@@ -356,16 +356,21 @@ mod tests {
         assert!(matches!(t.render(&[Message::new("user", "a")], &[], false), Err(Error::Template(_))));
     }
 
+    /// A call of `f` with `{"x": 1}`.
+    fn call_f() -> crate::text::tools::ToolCall {
+        crate::text::tools::ToolCall {
+            id: "call_1".into(),
+            kind: "function".into(),
+            function: crate::text::tools::FunctionCall { name: "f".into(), arguments: "{\"x\": 1}".into() },
+        }
+    }
+
     #[test]
     fn a_template_without_tools_gets_them_in_the_system_prompt() {
         let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").unwrap();
         assert_eq!(t.tool_style(), ToolStyle::SystemPrompt);
         let tool = Tool::function("f", "does f", serde_json::json!({"type": "object"}));
-        let call = crate::text::tools::ToolCall {
-            id: "call_1".into(),
-            kind: "function".into(),
-            function: crate::text::tools::FunctionCall { name: "f".into(), arguments: "{\"x\": 1}".into() },
-        };
+        let call = call_f();
         let mut asked = Message::new("assistant", "");
         asked.tool_calls = Some(vec![call]);
         let messages = [Message::new("user", "q"), asked, Message::new("tool", "r1"), Message::new("tool", "r2")];
@@ -391,11 +396,7 @@ mod tests {
         let source = "{% if tools %}{% for t in tools %}{{ t | tojson }}{% endfor %} Reply with <tool_call>.{% endif %}{% for m in messages %}[{{ m.role }}:{{ m.content }}{% for c in m.tool_calls or [] %}{{ c.function.arguments | tojson }}{% endfor %}]{% endfor %}";
         let t = ChatTemplate::new(source, "", "").unwrap();
         assert_eq!(t.tool_style(), ToolStyle::Template);
-        let call = crate::text::tools::ToolCall {
-            id: "c".into(),
-            kind: "function".into(),
-            function: crate::text::tools::FunctionCall { name: "f".into(), arguments: "{\"x\": 1}".into() },
-        };
+        let call = call_f();
         let mut asked = Message::new("assistant", "");
         asked.tool_calls = Some(vec![call]);
         // The arguments reach the template as an object, not as OpenAI's JSON text.

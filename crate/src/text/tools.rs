@@ -256,10 +256,6 @@ impl<'a> ToolSet<'a> {
         let grammar = format!("{start}call: \"{CALL_OPEN}\\n\" body \"\\n{CALL_CLOSE}\"\nbody: %json {body}\n");
         Some(Grammar::Lark { grammar })
     }
-
-    pub fn tools(&self) -> &[Tool] {
-        self.tools
-    }
 }
 
 /// The system prompt's addition that teaches a model without tools in its template the Hermes
