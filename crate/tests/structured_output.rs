@@ -317,3 +317,50 @@ fn smollm2_replies_validate_against_json_schemas() {
     let g = chat(&engine, "What is the capital of France? Answer in JSON.", &object);
     assert!(serde_json::from_str::<Value>(&g.text).unwrap().is_object(), "{:?}", g.text);
 }
+
+/// What a grammar forces goes in with the token before it, in one pass: the reply still
+/// follows the grammar, each forced token's log-probability is the one a step would give
+/// (teacher-forced scoring of the whole reply), and the cache ends as steps would leave it,
+/// also when a stop string lands among forced tokens (the next turn reuses it and matches a
+/// fresh session).
+#[test]
+fn forced_tokens_go_in_one_pass_and_leave_the_cache_as_steps_would() {
+    let regex = r#"\{"answer": "[a-z]{2,4}", "done": (true|false)\}"#;
+    for device in [DeviceKind::Cpu, DeviceKind::Wgpu] {
+        let engine = engine(3, device, WeightFormat::F32);
+        let prompt = tokens(9, 4);
+        for stop in [vec![], vec!["done".to_string()]] {
+            let mut options = sampled(5, Grammar::Regex { regex: regex.into() });
+            options.logprobs = Some(3);
+            options.stop = stop.clone();
+            let mut s = session(&engine);
+            let g = generate(&mut s, &prompt, &options);
+            assert_eq!(g.finish_reason, FinishReason::Stop, "{device:?}: {:?}", g.text);
+            let body = g.text.strip_prefix(r#"{"answer": ""#).unwrap_or_else(|| panic!("{:?}", g.text));
+            let (word, rest) = body.split_once('"').unwrap();
+            assert!((2..=4).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_lowercase()), "{:?}", g.text);
+            if stop.is_empty() {
+                assert!(rest == r#", "done": true}"# || rest == r#", "done": false}"#, "{:?}", g.text);
+            } else {
+                assert_eq!(rest, ", \"", "cut before the stop string");
+            }
+            // `{` is chosen, `"answer": "` and `", "done": ` are forced.
+            assert!(g.stats.forced_tokens >= 8, "{device:?}: {} forced of {}", g.stats.forced_tokens, g.tokens.len());
+            let all: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
+            let surprisal = pollster::block_on(session(&engine).surprisal(&all)).unwrap();
+            let lps = g.logprobs.as_ref().unwrap();
+            assert_eq!(lps.len(), g.tokens.len());
+            for (j, lp) in lps.iter().enumerate() {
+                let want = -surprisal[prompt.len() + j];
+                assert!((lp.logprob - want).abs() < 1e-4, "{device:?} token {j}: {} vs {want}", lp.logprob);
+            }
+            let next: Vec<u32> = all.iter().copied().chain(tokens(4, 9)).collect();
+            let plain = GenerateOptions { max_tokens: 6, ignore_eos: true, ..GenerateOptions::default() };
+            let again = generate(&mut s, &next, &plain);
+            // As after steps: every token kept was fed, but one that completed a stop string.
+            let fed = all.len() - usize::from(!stop.is_empty());
+            assert_eq!(again.stats.reused_tokens, fed, "{device:?}");
+            assert_eq!(again.tokens, generate(&mut session(&engine), &next, &plain).tokens, "{device:?} stop {stop:?}");
+        }
+    }
+}

@@ -292,7 +292,12 @@ mean_layers: number,
  * Time the grammar took (its masks and advancing it by each token), within the
  * prefill and decode times; 0 without one.
  */
-grammar_ms: number, };
+grammar_ms: number, 
+/**
+ * Generated tokens the grammar forced, fed to the model in one pass with the token
+ * before them instead of a step each.
+ */
+forced_tokens: number, };
 
 /**
  * An alternative token and its log-probability.

@@ -152,6 +152,7 @@ impl<S: BorrowMut<Session>> Entry<'_, S> {
                         accepted_tokens: 0,
                         mean_layers: engine.config().n_layers as f64,
                         grammar_ms: self.sampler.constraint_ms(),
+                        forced_tokens: 0,
                     });
                     let logprobs = self.sampler.take_logprobs(tokens.len(), engine.tokenizer());
                     emitted.into_generation(tokens, stats, logprobs)

@@ -177,6 +177,27 @@ impl Sampler {
         Ok(token)
     }
 
+    /// The tokens the grammar forces next, at most `limit`, taken as chosen (the caller
+    /// feeds them to the model in one pass); empty without a grammar.
+    pub fn forced(&mut self, limit: usize) -> Result<Vec<u32>> {
+        let Some(c) = &mut self.constraint else { return Ok(Vec::new()) };
+        let began = web_time::Instant::now();
+        let forced = c.forced(limit);
+        self.constraint_ms += began.elapsed().as_secs_f64() * 1e3;
+        forced
+    }
+
+    /// Whether [`Self::record`] wants the logits of tokens chosen without sampling.
+    pub fn records(&self) -> bool {
+        self.logprobs.is_on()
+    }
+
+    /// Records the log-probability of `token`, taken without sampling (a forced token), from
+    /// the raw `logits` of its step.
+    pub fn record(&mut self, logits: &[f32], token: u32) {
+        self.logprobs.record(logits, token);
+    }
+
     /// Logit bias, then the grammar's mask.
     fn constrain(&mut self, logits: &mut [f32]) -> Result<()> {
         for (&id, &bias) in &self.options.logit_bias {

@@ -444,6 +444,38 @@ impl Session {
         Ok(logits)
     }
 
+    /// Feeds `token` and the tokens the grammar forced after it (`forced`, already taken by
+    /// `sampler`) in one pass, in a tentative span as a speculative pass is, so that a stop
+    /// among them takes the rest back: returns the token chosen after the last. `history` is
+    /// every token up to `token`. When log-probabilities are recorded, each forced token's
+    /// comes from its own row, as a step would have given it.
+    async fn forced_pass(&mut self, token: u32, forced: &[u32], sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+        let mut run = Vec::with_capacity(forced.len() + 1);
+        run.push(token);
+        run.extend_from_slice(forced);
+        let rows = if sampler.records() { Logits::All } else { Logits::Last };
+        self.cache.tentative();
+        let logits = match self.engine.model().forward(&run, &mut self.cache, rows) {
+            Ok(logits) => logits,
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
+        self.history.extend_from_slice(&run);
+        let seen = [history, forced].concat();
+        if !sampler.records() {
+            return pick(logits, sampler, &seen).await;
+        }
+        let vocab = logits.dims()[1];
+        let mut rows = read_f32(logits).await?;
+        let (forced_rows, last) = rows.split_at_mut(forced.len() * vocab);
+        for (row, &t) in forced_rows.chunks_exact(vocab).zip(forced) {
+            sampler.record(row, t);
+        }
+        sampler.sample(last, &seen)
+    }
+
     /// Records that the batched step ([`crate::generate::batch`]) fed `token` to this session's cache.
     pub(crate) fn fed(&mut self, token: u32) {
         self.history.push(token);
@@ -505,7 +537,7 @@ impl Session {
         let mut prefill_ms = 0.0;
         let mut first_token_ms = 0.0;
         let mut speculator = options.speculative.as_ref().map(Speculator::new);
-        let (mut drafted, mut accepted) = (0, 0);
+        let (mut drafted, mut accepted, mut forced_tokens) = (0, 0, 0);
         let mut exits = options.early_exit.clone().map(Exits::new);
         // Tokens chosen and not yet taken, in order. After a verification pass every one but
         // the last is already in the cache, in a tentative span whose rejected tail is still
@@ -549,6 +581,18 @@ impl Session {
                     None => Proposal::none(),
                 };
                 let draft = &proposal.tokens;
+                if draft.is_empty() && exits.is_none() {
+                    // What the grammar forces after `token` goes in with it, in one pass.
+                    let forced = sampler.forced(room.min(self.prefill_chunk().saturating_sub(1)))?;
+                    if !forced.is_empty() {
+                        let next = self.forced_pass(token, &forced, &mut sampler, &out.history).await?;
+                        forced_tokens += forced.len();
+                        rejected = Some(0);
+                        ahead.extend(&forced);
+                        ahead.push_back(next);
+                        continue;
+                    }
+                }
                 // The pass alone: a draft model's guesses are timed on their own.
                 let step_start = Instant::now();
                 if draft.is_empty() {
@@ -622,6 +666,7 @@ impl Session {
             accepted_tokens: accepted,
             mean_layers: exits.as_ref().and_then(Exits::mean_layers).unwrap_or(engine.config().n_layers as f64),
             grammar_ms: sampler.constraint_ms(),
+            forced_tokens,
         });
         let logprobs = sampler.take_logprobs(generated.len(), tokenizer);
         Ok(emitted.into_generation(generated, stats, logprobs))

@@ -180,6 +180,9 @@ pub struct GenerationStats {
     /// Time the grammar took (its masks and advancing it by each token), within the
     /// prefill and decode times; 0 without one.
     pub grammar_ms: f64,
+    /// Generated tokens the grammar forced, fed to the model in one pass with the token
+    /// before them instead of a step each.
+    pub forced_tokens: usize,
 }
 
 /// What a generation's loop measured (a session's own or a batch's): [`GenerationStats`] is
@@ -198,6 +201,7 @@ pub(crate) struct Measured<'a> {
     pub accepted_tokens: usize,
     pub mean_layers: f64,
     pub grammar_ms: f64,
+    pub forced_tokens: usize,
 }
 
 impl GenerationStats {
@@ -223,6 +227,7 @@ impl GenerationStats {
             acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
             mean_layers: m.mean_layers,
             grammar_ms: m.grammar_ms,
+            forced_tokens: m.forced_tokens,
         }
     }
 }

@@ -140,8 +140,11 @@ impl TokenizerEnv for Vocabulary {
         // its tables with these ids unchecked: an id outside the trie (a hostile tokenizer's
         // added token past its count, say) must never reach it, so such text is tokenized
         // greedily over the trie instead.
+        // The ids must also spell `s` exactly (a SentencePiece normalizer may add a space):
+        // otherwise the greedy tokenization stands in as well.
         let ids = self.tokenizer.encode(&String::from_utf8_lossy(s), false).unwrap_or_default();
-        if ids.iter().all(|&id| id < self.trie.vocab_size() as u32) { ids } else { self.trie.greedy_tokenize(s) }
+        let inside = ids.iter().all(|&id| id < self.trie.vocab_size() as u32);
+        if inside && self.trie.decode_raw(&ids) == s { ids } else { self.trie.greedy_tokenize(s) }
     }
 }
 
@@ -266,6 +269,25 @@ impl TokenConstraint {
         }
         let token = if self.ends.contains(&token) { self.eos } else { token };
         self.matcher.consume_token(token).map_err(|e| self.failure(e))
+    }
+
+    /// Takes the tokens the grammar forces next (at most `limit`), as the tokenizer would
+    /// write their text, and advances past them: the caller feeds them to the model in one
+    /// pass instead of a step each. Empty when nothing is forced, or once the grammar ended.
+    pub fn forced(&mut self, limit: usize) -> Result<Vec<u32>> {
+        if limit == 0 || self.matcher.is_stopped() {
+            return Ok(Vec::new());
+        }
+        let mut tokens = self.matcher.compute_ff_tokens();
+        if let Some(e) = self.matcher.get_error() {
+            return Err(self.failure(e));
+        }
+        tokens.truncate(limit);
+        // Each is checked as it is taken: a tokenization the grammar would not accept token
+        // by token is cut where it stops agreeing, and the rest is left to the mask.
+        let taken = self.matcher.try_consume_tokens(&tokens).map_err(|e| self.failure(e))?;
+        tokens.truncate(taken);
+        Ok(tokens)
     }
 
     fn failure(&self, e: impl std::fmt::Display) -> Error {
