@@ -364,3 +364,23 @@ fn forced_tokens_go_in_one_pass_and_leave_the_cache_as_steps_would() {
         }
     }
 }
+
+/// On a GPU a greedy constrained step masks on the device and reads one id back: it chooses
+/// the tokens the host's mask does (the host masks when log-probabilities are recorded).
+#[test]
+fn the_device_mask_chooses_as_the_host_mask() {
+    let engine = engine(3, DeviceKind::Wgpu, WeightFormat::F32);
+    let prompt = tokens(9, 4);
+    let grammars = [
+        Grammar::Regex { regex: "[0-9]{2,4}-(yes|no)".into() },
+        Grammar::JsonSchema { schema: schemas()[0].clone() },
+        Grammar::JsonSchema { schema: schemas()[5].clone() },
+    ];
+    for grammar in grammars {
+        let options = GenerateOptions { max_tokens: 40, grammar: Some(grammar), ..GenerateOptions::default() };
+        let on_device = generate(&mut session(&engine), &prompt, &options);
+        let on_host = generate(&mut session(&engine), &prompt, &GenerateOptions { logprobs: Some(0), ..options });
+        assert_eq!(on_device.tokens, on_host.tokens, "{:?}", on_host.text);
+        assert_eq!(on_device.finish_reason, on_host.finish_reason);
+    }
+}

@@ -6,4 +6,5 @@ pub mod cpu;
 pub mod device;
 pub mod host;
 pub mod kernels;
+pub(crate) mod mask;
 pub(crate) mod readback;

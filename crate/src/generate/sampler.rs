@@ -187,6 +187,34 @@ impl Sampler {
         forced
     }
 
+    /// Whether the grammar's mask can be applied on the device and the choice made there
+    /// ([`Self::allowed`], then [`Self::take`]): greedy options with a grammar, nothing
+    /// recorded, no bias.
+    pub fn masks_on_device(&self) -> bool {
+        self.options.is_greedy() && self.constraint.is_some() && !self.logprobs.is_on()
+    }
+
+    /// The grammar's allowed set for the next token, as a bitmask ([`TokenConstraint::allowed`]).
+    pub fn allowed(&mut self) -> Result<Vec<u32>> {
+        let Some(c) = &mut self.constraint else {
+            return Err(Error::BadOptions("no grammar to mask with".into()));
+        };
+        let began = web_time::Instant::now();
+        let words = c.allowed().map(<[u32]>::to_vec);
+        self.constraint_ms += began.elapsed().as_secs_f64() * 1e3;
+        words
+    }
+
+    /// Takes `token`, chosen on the device under [`Self::allowed`]'s mask: the grammar
+    /// advances past it.
+    pub fn take(&mut self, token: u32) -> Result<()> {
+        let Some(c) = &mut self.constraint else { return Ok(()) };
+        let began = web_time::Instant::now();
+        let taken = c.consume(token);
+        self.constraint_ms += began.elapsed().as_secs_f64() * 1e3;
+        taken
+    }
+
     /// Whether [`Self::record`] wants the logits of tokens chosen without sampling.
     pub fn records(&self) -> bool {
         self.logprobs.is_on()

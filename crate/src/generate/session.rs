@@ -7,8 +7,10 @@ use std::sync::Arc;
 use burn::prelude::*;
 use web_time::Instant;
 
+use crate::backend::device::is_cube;
 use crate::backend::host::{self, top_k};
-use crate::backend::readback::{read_f32, read_ids, settle, token_logprobs};
+use crate::backend::mask::apply_bitmask;
+use crate::backend::readback::{execution_error, read_f32, read_ids, settle, token_logprobs};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::generate::early_exit::{EarlyExitOptions, Exits, confidence};
@@ -678,6 +680,15 @@ impl Session {
 pub(crate) async fn pick(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
     if sampler.on_device() {
         return Ok(read_ids(logits.argmax(1)).await?[0]);
+    }
+    if sampler.masks_on_device() && is_cube(&logits.device()) {
+        // The pass queued so far goes to the GPU first, and the grammar's mask is computed
+        // while it runs; then the mask goes up and one id comes down.
+        logits.device().flush().map_err(execution_error)?;
+        let allowed = sampler.allowed()?;
+        let token = read_ids(apply_bitmask(logits, &allowed).argmax(1)).await?[0];
+        sampler.take(token)?;
+        return Ok(token);
     }
     let mut logits = read_f32(logits).await?;
     sampler.sample(&mut logits, history)

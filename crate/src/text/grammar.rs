@@ -227,12 +227,30 @@ impl TokenConstraint {
     /// Sets the logits of every token the grammar does not allow next to -inf. Once the
     /// grammar is complete only the end-of-generation token is left.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        let allowed = self.allowed()?;
+        for (i, logit) in logits.iter_mut().enumerate() {
+            if !allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1) {
+                *logit = f32::NEG_INFINITY;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens the grammar allows next, one bit each (bit `i % 32` of word `i / 32`), for
+    /// a mask applied elsewhere (on the device). Once the grammar is complete only the
+    /// end-of-generation tokens are left; an error when no token is.
+    pub fn allowed(&mut self) -> Result<&[u32]> {
         self.allowed.clear();
         if !self.matcher.is_stopped() {
             let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failure(e))?;
             self.allowed.extend_from_slice(mask.as_slice());
         }
         self.allowed.resize(self.vocab.div_ceil(32), 0);
+        if self.vocab % 32 != 0 {
+            // Nothing past the vocabulary.
+            let last = self.allowed.len() - 1;
+            self.allowed[last] &= (1u32 << (self.vocab % 32)) - 1;
+        }
         // Wherever the grammar may end, every end-of-generation token may end it.
         if self.matcher.is_stopped() || self.allows(self.eos) {
             for &end in &self.ends {
@@ -241,21 +259,13 @@ impl TokenConstraint {
                 }
             }
         }
-        let mut any = false;
-        for (i, logit) in logits.iter_mut().enumerate() {
-            if i < self.vocab && self.allowed[i / 32] >> (i % 32) & 1 == 1 {
-                any = true;
-            } else {
-                *logit = f32::NEG_INFINITY;
-            }
-        }
-        if !any {
+        if self.allowed.iter().all(|&w| w == 0) {
             return Err(Error::BadOptions("the grammar allows no token here".into()));
         }
-        Ok(())
+        Ok(&self.allowed)
     }
 
-    /// Whether `token` is allowed by the last [`Self::mask`].
+    /// Whether `token` is allowed by the last [`Self::allowed`].
     fn allows(&self, token: u32) -> bool {
         let i = token as usize;
         self.allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1)
