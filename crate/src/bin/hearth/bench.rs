@@ -71,24 +71,55 @@ pub(super) async fn bench(
         None => None,
         Some(grammar) => {
             let kind = grammar.kind();
-            let options = GenerateOptions { grammar: Some(grammar), ignore_eos: false, ..options.clone() };
-            // The first constrained run builds the grammar's vocabulary and parser: timed apart.
+            // The vocabulary (once per model) and the first parser, timed apart.
+            let began = std::time::Instant::now();
+            let compiler = engine.grammars()?;
+            let vocabulary_ms = began.elapsed().as_secs_f64() * 1e3;
+            let began = std::time::Instant::now();
+            compiler.compile(&grammar)?;
+            let first_parser_ms = began.elapsed().as_secs_f64() * 1e3;
+            let options = GenerateOptions { grammar: Some(grammar.clone()), ignore_eos: false, ..options.clone() };
+            // The first constrained run fills the lexer's caches: timed apart.
             session.reset();
             let first = session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats;
             let mut under = Vec::new();
+            let mut tokens = Vec::new();
             for _ in 0..runs {
                 session.reset();
-                under.push(session.generate(&prompt, &options, |_, _| Control::Continue).await?.stats);
+                let g = session.generate(&prompt, &options, |_, _| Control::Continue).await?;
+                under.push(g.stats);
+                tokens = g.tokens;
             }
             let rate = median_of(&under, &|s| s.decode_tokens_per_s);
             let free = median(&|s| s.decode_tokens_per_s);
+            let began = std::time::Instant::now();
+            let mut constraint = compiler.compile(&grammar)?;
+            let parser_ms = began.elapsed().as_secs_f64() * 1e3;
+            // Each position's mask alone, replayed over the last run's tokens (forced ones
+            // included, which the run itself took without a mask).
+            let mut masks = Vec::with_capacity(tokens.len());
+            for &token in &tokens {
+                let began = std::time::Instant::now();
+                constraint.allowed()?;
+                masks.push(began.elapsed().as_secs_f64() * 1e3);
+                constraint.consume(token)?;
+            }
+            masks.sort_by(f64::total_cmp);
+            let quantile = |q: f64| masks.get(((masks.len() as f64 * q) as usize).min(masks.len().saturating_sub(1)));
             Some(json!({
                 "grammar": kind,
+                "vocabulary_build_ms": vocabulary_ms,
+                "first_parser_build_ms": first_parser_ms,
+                "parser_build_ms": parser_ms,
                 "first_run_grammar_ms": first.grammar_ms,
                 "generated_tokens": median_of(&under, &|s| s.generated_tokens as f64),
+                "forced_tokens": median_of(&under, &|s| s.forced_tokens as f64),
                 "decode_tokens_per_s": rate,
                 "vs_free": if free > 0.0 { rate / free } else { 0.0 },
                 "grammar_ms_per_token": median_of(&under, &|s| s.grammar_ms / s.generated_tokens.max(1) as f64),
+                "mask_ms_median": quantile(0.5),
+                "mask_ms_p99": quantile(0.99),
+                "mask_ms_max": masks.last(),
             }))
         }
     };
