@@ -11,6 +11,7 @@ cd "$root"
 pkg-scripts/setup.sh --web
 pkg-scripts/fetch-model.sh
 pkg-scripts/fetch-model.sh gemma3-270m  # the chat page's base-model test
+pkg-scripts/fetch-model.sh qwen2.5-coder-0.5b  # the chat page's tools test
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 port=$((20000 + RANDOM % 20000))

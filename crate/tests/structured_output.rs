@@ -1,6 +1,6 @@
 //! Constrained output (JSON schemas, Lark grammars, regular expressions), logit bias and
 //! log-probabilities, on tiny random models (every byte is a token of their vocabulary, so any
-//! grammar can be written) and on SmolLM2.
+//! grammar can be written) and on SmolLM2 and Qwen2.5-Coder-0.5B.
 
 mod common;
 
@@ -278,10 +278,11 @@ fn logit_bias_bans_and_forces() {
     assert!(matches!(e, Error::BadOptions(_)), "{e}");
 }
 
-fn smollm2() -> Arc<Engine> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let bytes =
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run pkg-scripts/fetch-model.sh", path.display()));
+/// A real model from `models/`, fetched by `pkg-scripts/fetch-model.sh [name]`.
+fn real(file: &str, fetch: &str) -> Arc<Engine> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(file);
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}: run pkg-scripts/fetch-model.sh {fetch}", path.display()));
     Arc::new(Engine::from_gguf(&bytes, &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap())
 }
 
@@ -290,32 +291,36 @@ fn chat(engine: &Arc<Engine>, question: &str, options: &GenerateOptions) -> Gene
     generate(&mut session(engine), &ids, options)
 }
 
-/// On SmolLM2 (fetched by pkg-scripts/fetch-model.sh): every schema's greedy and sampled
-/// chat replies parse and validate.
+/// On SmolLM2 and Qwen2.5-Coder-0.5B: every schema's greedy and sampled chat replies parse
+/// and validate, and any-JSON-object replies are objects.
 #[test]
-fn smollm2_replies_validate_against_json_schemas() {
-    let engine = smollm2();
-    for (i, schema) in schemas().into_iter().enumerate() {
-        for seed in [None, Some(1)] {
-            let sampler = match seed {
-                None => SamplerOptions::default(),
-                Some(seed) => SamplerOptions { temperature: 0.8, seed: Some(seed), ..SamplerOptions::default() },
-            };
-            let options = GenerateOptions {
-                max_tokens: 80,
-                sampler,
-                grammar: Some(Grammar::JsonSchema { schema: schema.clone() }),
-                ..GenerateOptions::default()
-            };
-            let g = chat(&engine, "Describe a person, a color, a few small numbers or a word, as JSON.", &options);
-            assert_eq!(g.finish_reason, FinishReason::Stop, "schema {i}: {:?}", g.text);
-            let v: Value = serde_json::from_str(&g.text).unwrap_or_else(|e| panic!("schema {i}: {e}: {:?}", g.text));
-            assert!(valid(&v, &schema), "schema {i}: {v}");
+fn real_models_reply_valid_json_under_each_schema() {
+    let models = [("SmolLM2-135M-Instruct.Q4_1.gguf", ""), ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b")];
+    for (file, fetch) in models {
+        let engine = real(file, fetch);
+        for (i, schema) in schemas().into_iter().enumerate() {
+            for seed in [None, Some(1)] {
+                let sampler = match seed {
+                    None => SamplerOptions::default(),
+                    Some(seed) => SamplerOptions { temperature: 0.8, seed: Some(seed), ..SamplerOptions::default() },
+                };
+                let options = GenerateOptions {
+                    max_tokens: 80,
+                    sampler,
+                    grammar: Some(Grammar::JsonSchema { schema: schema.clone() }),
+                    ..GenerateOptions::default()
+                };
+                let g = chat(&engine, "Describe a person, a color, a few small numbers or a word, as JSON.", &options);
+                assert_eq!(g.finish_reason, FinishReason::Stop, "{file} schema {i}: {:?}", g.text);
+                let v: Value =
+                    serde_json::from_str(&g.text).unwrap_or_else(|e| panic!("{file} schema {i}: {e}: {:?}", g.text));
+                assert!(valid(&v, &schema), "{file} schema {i}: {v}");
+            }
         }
+        let object = GenerateOptions { max_tokens: 80, grammar: Some(Grammar::JsonObject), ..GenerateOptions::default() };
+        let g = chat(&engine, "What is the capital of France? Answer in JSON.", &object);
+        assert!(serde_json::from_str::<Value>(&g.text).unwrap().is_object(), "{file}: {:?}", g.text);
     }
-    let object = GenerateOptions { max_tokens: 80, grammar: Some(Grammar::JsonObject), ..GenerateOptions::default() };
-    let g = chat(&engine, "What is the capital of France? Answer in JSON.", &object);
-    assert!(serde_json::from_str::<Value>(&g.text).unwrap().is_object(), "{:?}", g.text);
 }
 
 /// What a grammar forces goes in with the token before it, in one pass: the reply still

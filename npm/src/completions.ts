@@ -8,6 +8,7 @@ import { HearthError, toHearthError } from "./errors.js";
 import { constraintRequest } from "./openai.js";
 import { AsyncQueue } from "./queue.js";
 import type {
+  ChoiceLogprobs,
   CompletionRequest,
   Completions,
   FinishReason,
@@ -37,12 +38,13 @@ function create(engine: Generator, request: CompletionRequest): Promise<TextComp
   let options: GenerateOptions;
   try {
     if (!request || typeof request !== "object") throw new HearthError("bad_options", "the request must be an object");
-    const { prompt: p, stream: _stream, signal: _signal, response_format, ...rest } = request;
+    const { prompt: p, stream: _stream, signal: _signal, response_format, logprobs, top_logprobs, ...rest } = request;
     if (typeof p !== "string") throw new HearthError("bad_prompt", "prompt must be a string");
     prompt = p;
-    // `response_format` as the chat's: the core's grammar (passed through `generate`).
-    const { grammar } = response_format === undefined ? {} : constraintRequest({ messages: [], response_format });
-    options = grammar ? ({ ...rest, grammar } as GenerateOptions) : rest;
+    // `response_format` and `logprobs` as the chat's: the core's grammar and logprobs (passed
+    // through `generate`).
+    const constraint = constraintRequest({ messages: [], response_format, logprobs, top_logprobs });
+    options = { ...rest, ...constraint } as GenerateOptions;
   } catch (e) {
     return Promise.reject(toHearthError(e));
   }
@@ -51,13 +53,14 @@ function create(engine: Generator, request: CompletionRequest): Promise<TextComp
     object: "text_completion" as const,
     created,
     model: engine.modelName(),
-    choices: [{ index: 0 as const, text, finish_reason: finish, logprobs: null }] as [
-      { index: 0; text: string; finish_reason: FinishReason | null; logprobs: null },
+    choices: [{ index: 0 as const, text, finish_reason: finish, logprobs: null as ChoiceLogprobs | null }] as [
+      { index: 0; text: string; finish_reason: FinishReason | null; logprobs: ChoiceLogprobs | null },
     ],
   });
   if (!request.stream) {
     return engine.generate(prompt, { ...options, signal: request.signal }).then((r) => {
       const base = shape(r.text, r.finish_reason);
+      base.choices[0].logprobs = r.logprobs;
       return { ...base, choices: base.choices as TextCompletion["choices"], usage: r.usage, timings: r.timings };
     });
   }
@@ -72,7 +75,9 @@ function create(engine: Generator, request: CompletionRequest): Promise<TextComp
     .generate(prompt, { ...options, signal: stop.signal, onText: (text) => queue.push(shape(text, null)) })
     .then(
       (r) => {
-        queue.push({ ...shape("", r.finish_reason), usage: r.usage, timings: r.timings });
+        const last = shape("", r.finish_reason);
+        last.choices[0].logprobs = r.logprobs;
+        queue.push({ ...last, usage: r.usage, timings: r.timings });
         queue.close();
       },
       (e: unknown) => queue.close(toHearthError(e)),

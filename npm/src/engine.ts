@@ -7,7 +7,7 @@ import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
 import { readModel } from "./loader.js";
-import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, newCompletion, timingsOf, usageOf } from "./openai.js";
+import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, logprobsOf, newCompletion, timingsOf, usageOf } from "./openai.js";
 import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
 import type { DraftInfo, EngineStats as CoreStats, GenerateRequest, Generation, ToolCall } from "./wire.js";
@@ -213,7 +213,10 @@ export class HearthEngine implements EngineApi {
       const raw = await this.run({ prompt }, request, (t, call) => {
         if (!call) options.onText?.(t);
       }, options.signal);
-      return { text: raw.text, tokens: raw.tokens, finish_reason: raw.finish_reason, usage: usageOf(raw), timings: timingsOf(raw) };
+      return {
+        text: raw.text, tokens: raw.tokens, finish_reason: raw.finish_reason, usage: usageOf(raw), timings: timingsOf(raw),
+        logprobs: logprobsOf(raw),
+      };
     } catch (e) {
       throw toHearthError(e);
     }

@@ -194,6 +194,11 @@ export interface CompletionRequest extends SamplingOptions {
   /** Holds the continuation to a JSON object, a JSON schema, a Lark grammar or a regex, as
    * in `chat.completions.create`. */
   response_format?: ResponseFormat;
+  /** Report each token's log-probability (`choices[0].logprobs`, in the chat's shape; a
+   * stream sends them on its last chunk). */
+  logprobs?: boolean;
+  /** With `logprobs`: this many likeliest alternatives per token, 0..20. */
+  top_logprobs?: number;
   /** Aborting stops the prefill between chunks, or generation within one token; the call (or
    * the stream) then rejects with an `AbortError`. Leaving a `for await` early aborts too. */
   signal?: AbortSignal;
@@ -207,7 +212,7 @@ export interface TextCompletion {
   object: "text_completion";
   created: number;
   model: string;
-  choices: [{ index: 0; text: string; finish_reason: FinishReason; logprobs: null }];
+  choices: [{ index: 0; text: string; finish_reason: FinishReason; logprobs: ChoiceLogprobs | null }];
   usage: Usage;
   timings: Timings;
 }
@@ -218,7 +223,7 @@ export interface TextCompletionChunk {
   object: "text_completion";
   created: number;
   model: string;
-  choices: [{ index: 0; text: string; finish_reason: FinishReason | null; logprobs: null }];
+  choices: [{ index: 0; text: string; finish_reason: FinishReason | null; logprobs: ChoiceLogprobs | null }];
   usage?: Usage;
   timings?: Timings;
 }
@@ -321,6 +326,12 @@ export type EngineStats = Omit<wire.EngineStats, "cpu_isa"> & {
 };
 
 export interface GenerateOptions extends SamplingOptions {
+  /** What the continuation must match: the core's grammar (`{type: "json_object"}`,
+   * `{type: "json_schema", schema}`, `{type: "lark", grammar}` or `{type: "regex", regex}`). */
+  grammar?: wire.Grammar;
+  /** Record each token's log-probability with this many likeliest alternatives (0..20):
+   * `logprobs` in the result. */
+  logprobs?: number;
   /** Aborting stops the prefill between chunks, or generation within one token; the call then
    * rejects with an `AbortError`. */
   signal?: AbortSignal;
@@ -335,6 +346,8 @@ export interface GenerateResult {
   finish_reason: FinishReason;
   usage: Usage;
   timings: Timings;
+  /** Each token's log-probability, when `logprobs` asked for them (OpenAI's shape). */
+  logprobs: ChoiceLogprobs | null;
 }
 
 export interface ChatCompletions {

@@ -1,6 +1,7 @@
 // Runs bench.html for hearth on the CPU (wasm simd128), hearth on WebGPU and wllama (one
 // thread, CPU) in Debian's Chromium, one fresh browser each, and prints the three rows and
-// hearth's ratios over wllama; the CPU row also measures 1, 2 and 4 concurrent streams. Usage: node bench.mjs BASE_URL MODEL_URL
+// hearth's ratios over wllama; the CPU row also measures 1, 2 and 4 concurrent streams, and both
+// hearth rows the same run under a JSON schema. Usage: node bench.mjs BASE_URL MODEL_URL
 import { chromium } from "playwright-core";
 
 const [base, model] = process.argv.slice(2);
@@ -10,7 +11,8 @@ const rows = { wllama: () => "engine=wllama" };
 // The CPU row also serves 1, 2 and 4 concurrent streams on one engine.
 for (const device of ["cpu", "webgpu"]) {
   const streams = device === "cpu" ? "&streams=1,2,4" : "";
-  rows[`hearth-${device}`] = () => `engine=hearth&device=${device}&teacher=${results.wllama.ids.join(",")}${streams}`;
+  rows[`hearth-${device}`] = () =>
+    `engine=hearth&device=${device}&teacher=${results.wllama.ids.join(",")}${streams}&schema=/tests/bench/reply_schema.json`;
 }
 for (const [engine, queryOf] of Object.entries(rows)) {
   const query = queryOf();
@@ -42,6 +44,12 @@ console.log(JSON.stringify({
   hearth_cpu_over_wllama: over(results["hearth-cpu"]),
   hearth_webgpu_over_wllama: over(results["hearth-webgpu"]),
   hearth_cpu_streams: results["hearth-cpu"].streams,
+  // The same run under a JSON schema (tests/bench/reply_schema.json), in the same page.
+  hearth_under_schema: Object.fromEntries(["cpu", "webgpu"].map((d) => {
+    const c = results[`hearth-${d}`].constrained;
+    return [d, c && { decode_tokens_per_s: c.decode_tokens_per_s, vs_free: c.vs_free, forced_tokens: c.forced_tokens,
+      grammar_ms_per_token: c.grammar_ms_per_token, first_run_ms: c.first_run_ms, parses_or_was_cut: c.parses_or_was_cut }];
+  })),
   same_text: results["hearth-cpu"].text === w.text && results["hearth-webgpu"].text === w.text,
   // Where the greedy texts part, when they do (llama.cpp's 8-bit activations move logits by
   // up to ~1, enough to flip a near-tie; hearth's CPU and WebGPU rows do not quantize them).

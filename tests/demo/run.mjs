@@ -5,7 +5,9 @@
 // loads SmolLM2, answers "What is the capital of Japan?" at temperature 0 as it streams (and,
 // without WebGPU, a copying request the same with prompt lookup as without), stops
 // a long answer, regenerates with a changed setting and clears; then loads the base model Gemma
-// 3 270M from its own button, in completion mode, and continues a sentence as llama.cpp does.
+// 3 270M from its own button, in completion mode, and continues a sentence as llama.cpp does;
+// and loads Qwen2.5-Coder-0.5B from its button, answers in the JSON schema reply format (shown
+// formatted) and, with tools required, calls the example tool (shown as a card).
 // Fails on any page error.
 // Usage: node run.mjs SCREENSHOT_DIR
 import { spawn } from "node:child_process";
@@ -266,17 +268,24 @@ async function noWebGpu() {
   await context.close();
 }
 
+/** A fresh page that loads a model served beside the default from its `button`, with
+ * `settings` set first. */
+async function loadFrom(button, settings) {
+  const errors = [];
+  const context = await browser.newContext();
+  const page = await open(context, errors);
+  await page.waitForSelector(`${button}:not([hidden])`, { timeout: 30_000 });
+  await setSettings(page, false, settings);
+  await page.click(button);
+  await page.waitForSelector("body[data-status=ready]", { timeout: LOAD_MS });
+  return { errors, context, page };
+}
+
 /** A base model (no chat template): Gemma 3 270M, served beside the default, loads from its
  * button; the page says it continues text, and greedy continues "Water boils at a temperature
  * of" with llama.cpp's " 100 degrees Celsius". */
 async function baseModel() {
-  const errors = [];
-  const context = await browser.newContext();
-  const page = await open(context, errors);
-  await page.waitForSelector("#load-gemma3:not([hidden])", { timeout: 30_000 });
-  await setSettings(page, false, { temperature: "0", max_tokens: "8" });
-  await page.click("#load-gemma3");
-  await page.waitForSelector("body[data-status=ready]", { timeout: LOAD_MS });
+  const { errors, context, page } = await loadFrom("#load-gemma3", { temperature: "0", max_tokens: "8" });
   const notice = await page.textContent("#notice");
   check(/completion mode/.test(notice), `base model: notice ${notice}`);
   const reply = await ask(page, "Water boils at a temperature of");
@@ -289,7 +298,43 @@ async function baseModel() {
   await context.close();
 }
 
+/** A tool-capable model: Qwen2.5-Coder-0.5B-Instruct loads from its button. With the JSON
+ * schema reply format (the page's example schema: a name and an age) the reply parses, follows
+ * the schema and shows formatted; with tools required, the reply is a call of the example's
+ * get_weather, shown as a card whose arguments follow its parameters. */
+async function toolsModel() {
+  const { errors, context, page } = await loadFrom("#load-qwen", { temperature: "0", max_tokens: "80" });
+  await page.selectOption("#settings [name=response_format]", "json_schema");
+  const reply = await ask(page, "Invent a person for a story: give a name and an age.");
+  const streamed = await streamedLengths(reply);
+  check(streamed.state === "done", `tools model: the JSON reply ended as ${streamed.state}`);
+  const shown = await reply.locator(".body pre.json").textContent({ timeout: 10_000 });
+  const person = JSON.parse(shown);
+  check(typeof person.name === "string" && Number.isInteger(person.age) && person.age >= 0, `tools model: ${shown}`);
+  check(shown.includes('\n  "age"'), `tools model: the JSON is not shown formatted: ${shown}`);
+
+  await page.click("#clear");
+  await page.waitForFunction(() => document.querySelectorAll(".msg").length === 0);
+  await page.selectOption("#settings [name=response_format]", "text");
+  await page.selectOption("#settings [name=tool_choice]", "required");
+  const asked = await ask(page, "What is the weather in Paris right now?");
+  const called = await streamedLengths(asked);
+  check(called.state === "done", `tools model: the call ended as ${called.state}`);
+  const card = asked.locator(".tool-call").first();
+  const title = await card.locator("h3").textContent({ timeout: 10_000 });
+  check(title === "Tool call: get_weather", `tools model: card ${title}`);
+  const args = JSON.parse(await card.locator("pre").textContent());
+  check(typeof args.city === "string" && (args.unit === undefined || ["celsius", "fahrenheit"].includes(args.unit)),
+    `tools model: arguments ${JSON.stringify(args)}`);
+  check(Object.keys(args).every((k) => k === "city" || k === "unit"), `tools model: arguments ${JSON.stringify(args)}`);
+  check(errors.length === 0, `tools model: the page logged errors:\n${errors.join("\n")}`);
+  console.log(`tools model: ${await page.textContent("#model-name")}; JSON: ${JSON.stringify(person)}; call: get_weather(${JSON.stringify(args)})`);
+  await page.screenshot({ path: `${shots}/demo-tools.png` });
+  await context.close();
+}
+
 try {
+  await toolsModel();
   await baseModel();
   await noWebGpu();
   const results = [];

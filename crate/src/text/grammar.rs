@@ -76,6 +76,20 @@ pub fn json_depth(value: &serde_json::Value) -> usize {
     deepest
 }
 
+/// The whitespace JSON may have between its tokens under a schema (and in tool calls): none,
+/// a space, or a new line indented by up to 24 spaces. JSON's own (any run of spaces, tabs and
+/// newlines anywhere) lets a model wander in it until `max_tokens`: Qwen2.5-Coder-0.5B, greedy,
+/// wrote spaces after `"xs":` for 80 tokens.
+pub(crate) const JSON_WHITESPACE: &str = "( |\n {0,24})?";
+
+/// `schema` with [`JSON_WHITESPACE`] as its whitespace, unless it says its own (`x-guidance`).
+pub(crate) fn bounded_whitespace(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance").or_insert_with(|| serde_json::json!({ "whitespace_pattern": JSON_WHITESPACE }));
+    }
+    schema
+}
+
 /// Largest grammar text accepted (a schema as JSON, a Lark grammar or a regex), before
 /// llguidance's own limits apply.
 pub const MAX_GRAMMAR_BYTES: usize = 1 << 20;
@@ -94,7 +108,9 @@ impl Grammar {
             )));
         }
         Ok(match self {
-            Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
+            Grammar::JsonObject => {
+                TopLevelGrammar::from_json_schema(bounded_whitespace(serde_json::json!({"type": "object"})))
+            }
             Grammar::JsonSchema { schema } => {
                 if !schema.is_object() && !schema.is_boolean() {
                     return Err(Error::BadOptions("a JSON schema must be an object".into()));
@@ -105,7 +121,7 @@ impl Grammar {
                         "the JSON schema nests {depth} levels deep, more than the {MAX_SCHEMA_DEPTH} accepted"
                     )));
                 }
-                TopLevelGrammar::from_json_schema(schema.clone())
+                TopLevelGrammar::from_json_schema(bounded_whitespace(schema.clone()))
             }
             Grammar::Lark { grammar } => TopLevelGrammar::from_lark(grammar.clone()),
             Grammar::Regex { regex } => TopLevelGrammar::from_regex(regex),

@@ -17,7 +17,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::grammar::{Grammar, MAX_SCHEMA_DEPTH, json_depth};
+use super::grammar::{Grammar, MAX_SCHEMA_DEPTH, bounded_whitespace, json_depth};
 use crate::error::{Error, Result};
 
 /// The tag before a call's JSON, and after it.
@@ -25,10 +25,6 @@ pub const CALL_OPEN: &str = "<tool_call>";
 pub const CALL_CLOSE: &str = "</tool_call>";
 /// The fence before a call written as a JSON code block.
 const FENCE: &str = "```json\n";
-
-/// The whitespace a call's JSON may have between its tokens: none, a space, or a new line
-/// indented by up to 12 spaces.
-const CALL_WHITESPACE: &str = "( |\n {0,12})?";
 
 /// Most tools one request may offer (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
@@ -238,10 +234,9 @@ impl<'a> ToolSet<'a> {
                 })
             })
             .collect();
-        let mut body = if bodies.len() == 1 { bodies[0].clone() } else { json!({ "anyOf": bodies }) };
-        // Whitespace as models write calls, compact or indented, and no more: JSON's own
-        // (any run of spaces, tabs and newlines anywhere) lets a sampled call wander in it.
-        body["x-guidance"] = json!({ "whitespace_pattern": CALL_WHITESPACE });
+        let body = if bodies.len() == 1 { bodies[0].clone() } else { json!({ "anyOf": bodies }) };
+        // Whitespace as models write calls, compact or indented, and no more.
+        let body = bounded_whitespace(body);
         let more = if self.parallel { " (\"\\n\" call)*" } else { "" };
         // Under `auto`, a reply that opens with a JSON object (bare, or in a ```json fence, as
         // Qwen's coder models write calls) is a call too: free text may not begin that way.

@@ -607,3 +607,30 @@ async fn the_real_model_runs_on_the_cpu() {
     let bad = err_message(engine.load(&file(&model_bytes().await), "int4", kv(64), None, "gpu").unwrap_err());
     assert!(bad.starts_with("bad_options: device must be"), "{bad}");
 }
+
+/// A constrained greedy reply on WebGPU masks on the device (the allowed set goes up as a
+/// bitmask, one id comes back a step): it parses under its schema and chooses the tokens the
+/// host's mask chooses (the host masks when log-probabilities are recorded).
+#[wasm_bindgen_test]
+async fn constrained_greedy_on_webgpu_masks_on_the_device() {
+    let engine = engine().await;
+    engine.load(&file(&model_bytes().await), "int4", kv(256), None, "webgpu").unwrap();
+    let prompt = engine.tokenize("A person, as JSON:", false).unwrap();
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+        "required": ["name", "age"],
+        "additionalProperties": false,
+    });
+    let options = json!({"max_tokens": 40, "grammar": {"type": "json_schema", "schema": schema}});
+    let on_device = generate(&engine, &prompt, options.clone(), None).await.unwrap();
+    let mut recorded = options;
+    recorded["logprobs"] = json!(0);
+    engine.reset().unwrap();
+    let on_host = generate(&engine, &prompt, recorded, None).await.unwrap();
+    assert_eq!(on_device["tokens"], on_host["tokens"], "{on_device} vs {on_host}");
+    let text = on_device["text"].as_str().unwrap();
+    let person: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(person["name"].is_string() && person["age"].is_u64(), "{person}");
+    console_log!("WebGPU constrained greedy: {text}");
+}

@@ -793,6 +793,21 @@ for (const [where, make] of engines) {
     let heldText = "";
     for await (const chunk of await engine.completions.create({ ...held, stream: true })) heldText += chunk.choices[0].text;
     assert(heldText === digits.choices[0].text, `streamed ${heldText} vs whole ${digits.choices[0].text}`);
+    // logprobs in the chat's shape, whole and streamed (on the last chunk) alike.
+    const scored = { prompt: "one two", max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 2 } as const;
+    const lpWhole = await engine.completions.create(scored);
+    const records = lpWhole.choices[0].logprobs?.content ?? [];
+    assert(lpWhole.choices[0].text === want.text.slice(0, lpWhole.choices[0].text.length), "recording changes nothing");
+    assert(records.length === lpWhole.usage.completion_tokens && records.map((t) => t.token).join("") === lpWhole.choices[0].text,
+      `one record per token: ${JSON.stringify(records)}`);
+    assert(records.every((t) => t.top_logprobs.length === 2 && Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6), "greedy takes the likeliest");
+    let lpStreamed: unknown = null;
+    for await (const chunk of await engine.completions.create({ ...scored, stream: true })) {
+      if (chunk.choices[0].logprobs) lpStreamed = chunk.choices[0].logprobs;
+    }
+    assert(JSON.stringify(lpStreamed) === JSON.stringify(lpWhole.choices[0].logprobs), "streamed logprobs are the whole's");
+    assert(whole.choices[0].logprobs === null, "no logprobs unless asked");
+    await rejects(engine.completions.create({ prompt: "x", top_logprobs: 2 }), "bad_options", "top_logprobs without logprobs");
     await rejects(engine.completions.create({ prompt: "x", response_format: { type: "xml" } } as never), "bad_options", "an unknown format");
     await rejects(engine.completions.create({ prompt: 5 } as never), "bad_prompt", "a prompt that is not a string");
     await rejects(engine.completions.create({ prompt: "x", echo: true } as never), "bad_options", "an unknown option");
