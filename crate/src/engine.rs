@@ -73,7 +73,12 @@ impl Engine {
 
     /// Loads a GGUF file's model, tokenizer and chat template onto `device`.
     pub fn from_gguf(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
-        let file = GgufFile::parse(bytes)?;
+        Self::from_gguf_shards(&[bytes], device, weights)
+    }
+
+    /// [`Self::from_gguf`] for a model split in several files (all of them, in any order).
+    pub fn from_gguf_shards(files: &[&[u8]], device: &Device, weights: WeightFormat) -> Result<Self> {
+        let file = GgufFile::parse_shards(files)?;
         let parts = ModelParts::from_gguf(&file)?;
         Prepared::new(parts, Source::Gguf(file), device, weights)?.upload(device, &mut |_, _| {})
     }
@@ -91,15 +96,24 @@ impl Engine {
 
     /// Parses and checks a GGUF file or a burnpack for `device` without uploading anything.
     pub fn prepare<'a>(bytes: &'a [u8], device: &Device, weights: WeightFormat) -> Result<Prepared<'a>> {
-        if burnpack::is_burnpack(bytes) {
-            // The pack reader keeps its own copy of the bytes.
-            Limits::of(device).check_host(|| "reading this .bpk file".into(), bytes.len() as u64)?;
-            let (parts, tensors) = burnpack::parse(bytes)?;
-            Prepared::new(parts, Source::Pack(tensors), device, weights)
-        } else {
-            let file = GgufFile::parse(bytes)?;
-            let parts = ModelParts::from_gguf(&file)?;
-            Prepared::new(parts, Source::Gguf(file), device, weights)
+        Self::prepare_files(&[bytes], device, weights)
+    }
+
+    /// [`Self::prepare`] for a model in one file or split in several (every shard of a
+    /// `gguf-split` model, in any order: [`crate::format::split`]).
+    pub fn prepare_files<'a>(files: &[&'a [u8]], device: &Device, weights: WeightFormat) -> Result<Prepared<'a>> {
+        match files {
+            [bytes] if burnpack::is_burnpack(bytes) => {
+                // The pack reader keeps its own copy of the bytes.
+                Limits::of(device).check_host(|| "reading this .bpk file".into(), bytes.len() as u64)?;
+                let (parts, tensors) = burnpack::parse(bytes)?;
+                Prepared::new(parts, Source::Pack(tensors), device, weights)
+            }
+            _ => {
+                let file = GgufFile::parse_shards(files)?;
+                let parts = ModelParts::from_gguf(&file)?;
+                Prepared::new(parts, Source::Gguf(file), device, weights)
+            }
         }
     }
 

@@ -180,9 +180,11 @@ pub struct TensorInfo {
     /// Row-major shape (outermost first), i.e. ggml's `ne` reversed.
     pub shape: Vec<usize>,
     pub dtype: GgmlType,
-    /// Absolute offset of the first byte in the file.
+    /// Absolute offset of the first byte in its file.
     pub offset: usize,
     pub byte_len: usize,
+    /// Which file of a split model holds it (0 for a whole file).
+    pub shard: usize,
 }
 
 impl TensorInfo {
@@ -191,12 +193,14 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file borrowing its bytes.
+/// A parsed GGUF file borrowing its bytes (or a split model's files, joined: see
+/// [`super::split`]).
 pub struct GgufFile<'a> {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
-    bytes: &'a [u8],
+    /// The bytes of each file; a tensor's `shard` picks one.
+    pub(super) files: Vec<&'a [u8]>,
 }
 
 impl<'a> GgufFile<'a> {
@@ -293,6 +297,7 @@ impl<'a> GgufFile<'a> {
                         dtype,
                         offset: start as usize,
                         byte_len: byte_len as usize,
+                        shard: 0,
                     });
                 }
                 _ => {
@@ -305,7 +310,7 @@ impl<'a> GgufFile<'a> {
                 }
             }
         }
-        Ok(Self { version, metadata, tensors, bytes })
+        Ok(Self { version, metadata, tensors, files: vec![bytes] })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -318,7 +323,7 @@ impl<'a> GgufFile<'a> {
 
     /// The raw bytes of a tensor, as stored.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &'a [u8] {
-        &self.bytes[info.offset..info.offset + info.byte_len]
+        &self.files[info.shard][info.offset..info.offset + info.byte_len]
     }
 }
 

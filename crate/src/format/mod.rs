@@ -2,3 +2,4 @@
 //! here (what a tensor means is [`crate::load`]'s business).
 
 pub mod gguf;
+pub mod split;

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod files;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use web_time::Instant;
 
 use args::*;
 use bench::*;
+use files::ModelFiles;
 
 #[derive(Parser)]
 #[command(
@@ -405,7 +407,8 @@ fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
         let dir = HfDir::read(&common.model)?;
         Engine::from_hf(dir.files(), &device, weights)?
     } else {
-        Engine::from_file_bytes(&read(&common.model)?, &device, weights)?
+        let files = ModelFiles::open(&common.model)?;
+        Engine::prepare_files(&files.slices(), &device, weights)?.upload(&device, &mut |_, _| files.release())?
     };
     Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
 }
