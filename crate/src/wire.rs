@@ -234,6 +234,14 @@ pub struct EngineStats {
     #[cfg_attr(not(target_arch = "wasm32"), ts(type = "\"webgpu\" | \"cpu\" | null"))]
     pub device: Option<&'static str>,
     pub cpu_isa: &'static str,
+    /// The size wasm memory has grown to (it never shrinks), in bytes.
+    pub wasm_memory_bytes: Option<u64>,
+    /// Of that, what is allocated now: the model's host-side parts, the cache on the CPU
+    /// path, and everything else; the rest is free blocks a next load reuses.
+    pub host_allocated_bytes: Option<u64>,
+    /// What a load may still allocate (the address space less what is allocated now): the
+    /// figure loads are checked against.
+    pub host_bytes_left: Option<u64>,
 }
 
 /// What loading a draft model reports.

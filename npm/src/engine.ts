@@ -49,6 +49,9 @@ const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
   device_memory_reserved_bytes: null,
   max_buffer_bytes: null,
   device_lost: false,
+  wasm_memory_bytes: null,
+  host_allocated_bytes: null,
+  host_bytes_left: null,
   device: null,
 };
 

@@ -380,7 +380,21 @@ max_buffer_bytes: number | null, device_lost: boolean,
 /**
  * Where the model runs.
  */
-device: "webgpu" | "cpu" | null, cpu_isa: string, };
+device: "webgpu" | "cpu" | null, cpu_isa: string, 
+/**
+ * The size wasm memory has grown to (it never shrinks), in bytes.
+ */
+wasm_memory_bytes: number | null, 
+/**
+ * Of that, what is allocated now: the model's host-side parts, the cache on the CPU
+ * path, and everything else; the rest is free blocks a next load reuses.
+ */
+host_allocated_bytes: number | null, 
+/**
+ * What a load may still allocate (the address space less what is allocated now): the
+ * figure loads are checked against.
+ */
+host_bytes_left: number | null, };
 
 /**
  * What loading a draft model reports.

@@ -141,13 +141,12 @@ impl Limits {
     }
 }
 
-/// wasm32 addresses 4 GiB: what the memory has not grown into yet is what is left. Memory
-/// already grown may hold free blocks too (a model loaded before), so near the limit this
-/// may refuse a load that would just have fitted; it never lets one through that cannot.
+/// wasm32 addresses 4 GiB: what the allocator can still give of it, free blocks of memory
+/// already grown included ([`super::host_memory::bytes_left`]), so that a model unloaded
+/// leaves room for the next.
 #[cfg(target_arch = "wasm32")]
 fn host_bytes_left() -> u64 {
-    const PAGE: u64 = 65_536;
-    (1u64 << 32).saturating_sub(core::arch::wasm32::memory_size(0) as u64 * PAGE)
+    super::host_memory::bytes_left()
 }
 
 /// Natively, what the kernel says is available (Linux `MemAvailable`), so that an absurd

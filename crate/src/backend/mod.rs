@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod device;
 pub mod host;
+pub mod host_memory;
 pub mod kernels;
 pub(crate) mod mask;
 pub(crate) mod readback;

@@ -29,6 +29,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::analysis::weight_pruning::WeightPruneOptions;
 use crate::backend::device::{Limits, WGPU_TASKS_PER_SUBMIT};
+use crate::backend::host_memory;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::generate::batch::Batch;
@@ -556,6 +557,9 @@ impl WasmEngine {
             device_lost: lost,
             device: state.engine.as_deref().map(device_name),
             cpu_isa: crate::backend::cpu::Isa::best().name(),
+            wasm_memory_bytes: host_memory::wasm_memory_bytes(),
+            host_allocated_bytes: Some(host_memory::live_bytes()),
+            host_bytes_left: Some(host_memory::bytes_left()),
         })
     }
 

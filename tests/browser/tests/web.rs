@@ -634,3 +634,33 @@ async fn constrained_greedy_on_webgpu_masks_on_the_device() {
     assert!(person["name"].is_string() && person["age"].is_u64(), "{person}");
     console_log!("WebGPU constrained greedy: {text}");
 }
+
+/// wasm memory never shrinks, yet an unloaded model's memory is free for the next load:
+/// `host_bytes_left` (what loads are checked against) falls by about the model's host memory
+/// on a CPU load and comes back on unload, while the memory stays grown.
+#[wasm_bindgen_test]
+async fn unloading_gives_the_memory_back_to_the_next_load() {
+    const MB: u64 = 1 << 20;
+    let bytes = model_bytes().await;
+    let engine = engine().await;
+    let stat = |key: &str| from_js(engine.stats().unwrap())[key].as_u64().unwrap();
+    let before = stat("host_bytes_left");
+    for round in 0..2 {
+        engine.load(&file(&bytes), "int4", kv(256), None, "cpu").unwrap();
+        let loaded = stat("host_bytes_left");
+        let weights = stat("weight_bytes");
+        assert!(before - loaded >= weights, "round {round}: {before} left before, {loaded} loaded, weights {weights}");
+        let grown = stat("wasm_memory_bytes");
+        engine.unload().unwrap();
+        let after = stat("host_bytes_left");
+        assert!(after + 16 * MB >= before, "round {round}: {before} left before the load, {after} after unloading");
+        assert_eq!(stat("wasm_memory_bytes"), grown, "wasm memory does not shrink");
+        console_log!(
+            "round {round}: left {} MB, loaded {} MB, unloaded {} MB; memory {} MB",
+            before / MB,
+            loaded / MB,
+            after / MB,
+            grown / MB
+        );
+    }
+}
