@@ -1,0 +1,99 @@
+"""Writes a GGUF of a real model's shapes with random weights (speed and memory need no trained
+weights): Qwen2.5-3B (qwen2, 36 layers, d_model 2048, FFN 11008, 16 query / 2 KV heads of 128,
+vocab 151,936, tied) or Qwen2.5-1.5B (28 layers, d_model 1536, FFN 8960, 12 / 2 heads, untied),
+every matrix Q4_0, the tokenizer and chat template copied from Qwen2.5-Coder-0.5B (the same
+vocabulary). Optionally split in N shards as llama.cpp's gguf-split names them.
+
+Usage: python write_big_model.py SHAPE TOKENIZER_GGUF OUT.gguf [--split N]
+Never commit the output: pkg-scripts/bench/big-models.sh writes it under models/.
+"""
+
+import argparse
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+SHAPES = {
+    "qwen2.5-3b": dict(layers=36, d=2048, ffn=11008, heads=16, kv_heads=2, head_dim=128, tied=True),
+    "qwen2.5-1.5b": dict(layers=28, d=1536, ffn=8960, heads=12, kv_heads=2, head_dim=128, tied=False),
+}
+VOCAB = 151_936
+BLOCK, BLOCK_BYTES = 32, 18  # Q4_0: an f16 scale and 16 bytes of 4-bit codes
+
+
+def q4_0(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.ndarray:
+    """Random Q4_0 blocks of a [rows, cols] matrix: codes uniform, every block's scale `scale`."""
+    blocks = rng.integers(0, 256, size=(rows * cols // BLOCK, BLOCK_BYTES), dtype=np.uint8)
+    blocks[:, :2] = np.frombuffer(np.float16(scale).tobytes(), dtype=np.uint8)
+    return blocks.reshape(rows, cols // BLOCK * BLOCK_BYTES)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("shape", choices=SHAPES)
+    p.add_argument("tokenizer")
+    p.add_argument("out")
+    p.add_argument("--split", type=int, default=1)
+    a = p.parse_args()
+    s = SHAPES[a.shape]
+    rng = np.random.default_rng(7)
+    source = gguf.GGUFReader(a.tokenizer)
+
+    # Embedding, 12 tensors a layer, the head when untied, the final norm.
+    total = 1 + 12 * s["layers"] + (0 if s["tied"] else 1) + 1
+    # Split: the writer names the shards from OUT as gguf-split does (OUT-00001-of-0000N.gguf).
+    per_shard = -(-total // a.split) if a.split > 1 else 0
+    w = gguf.GGUFWriter(Path(a.out), "qwen2", split_max_tensors=per_shard)
+    w.add_name(f"random {a.shape}")
+    w.add_block_count(s["layers"])
+    w.add_context_length(32768)
+    w.add_embedding_length(s["d"])
+    w.add_feed_forward_length(s["ffn"])
+    w.add_head_count(s["heads"])
+    w.add_head_count_kv(s["kv_heads"])
+    w.add_rope_freq_base(1_000_000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template"):
+        f = source.fields[key]
+        w.add_string(key, bytes(f.parts[f.data[0]]).decode())
+    tokens = source.fields["tokenizer.ggml.tokens"]
+    w.add_token_list([bytes(tokens.parts[i]).decode() for i in tokens.data])
+    types = source.fields["tokenizer.ggml.token_type"]
+    w.add_token_types([int(types.parts[i][0]) for i in types.data])
+    merges = source.fields["tokenizer.ggml.merges"]
+    w.add_token_merges([bytes(merges.parts[i]).decode() for i in merges.data])
+    for key in ("eos_token_id", "padding_token_id", "bos_token_id"):
+        f = source.fields[f"tokenizer.ggml.{key}"]
+        w.add_uint32(f"tokenizer.ggml.{key}", int(f.parts[f.data[0]][0]))
+    w.add_bool("tokenizer.ggml.add_bos_token", False)
+
+    d, ffn, hd = s["d"], s["ffn"], s["head_dim"]
+    q, kv = s["heads"] * hd, s["kv_heads"] * hd
+    tensors = [("token_embd.weight", VOCAB, d)]
+    for i in range(s["layers"]):
+        b = f"blk.{i}"
+        tensors += [(f"{b}.attn_q.weight", q, d), (f"{b}.attn_k.weight", kv, d), (f"{b}.attn_v.weight", kv, d),
+                    (f"{b}.attn_output.weight", d, q), (f"{b}.ffn_gate.weight", ffn, d),
+                    (f"{b}.ffn_up.weight", ffn, d), (f"{b}.ffn_down.weight", d, ffn)]
+    if not s["tied"]:
+        tensors.append(("output.weight", VOCAB, d))
+    for name, rows, cols in tensors:
+        # Scale so a row's dot product with a unit activation stays about unit.
+        w.add_tensor(name, q4_0(rng, rows, cols, 1.0 / (4.0 * np.sqrt(cols))),
+                     raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+        if name.endswith("attn_v.weight"):
+            i = name.split(".")[1]
+            for bias, n in (("attn_q", q), ("attn_k", kv), ("attn_v", kv)):
+                w.add_tensor(f"blk.{i}.{bias}.bias", (rng.standard_normal(n) * 0.02).astype(np.float32))
+            w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
+            w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=False)
+    w.close()
+
+
+if __name__ == "__main__":
+    main()
