@@ -4,6 +4,7 @@
 //! - `tiny.gguf`: the tests' tiny Llama with a ChatML template and a context of 2^24 (so that
 //!   a KV cache past the device's limits can be asked for), whose output head gives the three
 //!   special tokens a logit of exactly 0, so that greedy decoding never ends by itself.
+//! - `tiny-split-0000N-of-00003.gguf`: the same model in three shards, as gguf-split writes them.
 //! - `tiny.bpk`: the same model converted, for the mutation fuzz of `.bpk` files.
 //! - `wide.gguf`: one layer with 64 query heads per key/value head, for heavy hitters at a
 //!   large capacity.
@@ -36,6 +37,9 @@ fn main() {
     head.bytes = head.values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let gguf = tiny_gguf(&c, &tensors);
     write(&out, "tiny.gguf", &gguf);
+    for (i, shard) in write_gguf_shards(tiny_metadata(&c), &tensors, 3).iter().enumerate() {
+        write(&out, &format!("tiny-split-{:05}-of-00003.gguf", i + 1), shard);
+    }
     let file = GgufFile::parse(&gguf).expect("the tiny model parses");
     let pack = burnpack::write(&ModelParts::from_gguf(&file).expect("its parts"), &file).expect("it converts");
     write(&out, "tiny.bpk", &pack);

@@ -16,22 +16,8 @@ fn model() -> (Vec<StoredTensor>, Vec<u8>) {
     (tensors, whole)
 }
 
-/// `tensors` in `count` shards as gguf-split writes them: the model's metadata in the first,
-/// the split keys in each, the tensors in order, about as many in each.
 fn shards(tensors: &[StoredTensor], count: usize) -> Vec<Vec<u8>> {
-    let c = TinyConfig::new();
-    let per = tensors.len().div_ceil(count);
-    tensors
-        .chunks(per)
-        .enumerate()
-        .map(|(no, part)| {
-            let mut metadata = if no == 0 { tiny_metadata(&c) } else { Vec::new() };
-            metadata.push(("split.no", Kv::U32(no as u32)));
-            metadata.push(("split.count", Kv::U32(count as u32)));
-            metadata.push(("split.tensors.count", Kv::U32(tensors.len() as u32)));
-            write_gguf(&metadata, part)
-        })
-        .collect()
+    write_gguf_shards(tiny_metadata(&TinyConfig::new()), tensors, count)
 }
 
 fn greedy(engine: Engine) -> Vec<u32> {

@@ -295,7 +295,8 @@ fn chat(engine: &Arc<Engine>, question: &str, options: &GenerateOptions) -> Gene
 /// and validate, and any-JSON-object replies are objects.
 #[test]
 fn real_models_reply_valid_json_under_each_schema() {
-    let models = [("SmolLM2-135M-Instruct.Q4_1.gguf", ""), ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b")];
+    let models =
+        [("SmolLM2-135M-Instruct.Q4_1.gguf", ""), ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b")];
     for (file, fetch) in models {
         let engine = real(file, fetch);
         for (i, schema) in schemas().into_iter().enumerate() {
@@ -317,7 +318,8 @@ fn real_models_reply_valid_json_under_each_schema() {
                 assert!(valid(&v, &schema), "{file} schema {i}: {v}");
             }
         }
-        let object = GenerateOptions { max_tokens: 80, grammar: Some(Grammar::JsonObject), ..GenerateOptions::default() };
+        let object =
+            GenerateOptions { max_tokens: 80, grammar: Some(Grammar::JsonObject), ..GenerateOptions::default() };
         let g = chat(&engine, "What is the capital of France? Answer in JSON.", &object);
         assert!(serde_json::from_str::<Value>(&g.text).unwrap().is_object(), "{file}: {:?}", g.text);
     }

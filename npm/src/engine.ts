@@ -6,7 +6,7 @@ import { DEVICES, resolveDevice } from "./device.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
-import { readModel } from "./loader.js";
+import { readModel, readModelFiles } from "./loader.js";
 import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, logprobsOf, newCompletion, timingsOf, usageOf } from "./openai.js";
 import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
@@ -26,6 +26,7 @@ import type {
   GenerateResult,
   LoadOptions,
   ModelInfo,
+  ModelFiles,
   ModelSource,
 } from "./types.js";
 
@@ -106,7 +107,7 @@ export class HearthEngine implements EngineApi {
     }
   }
 
-  async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
+  async load(source: ModelFiles, options: LoadOptions = {}): Promise<ModelInfo> {
     const requested = options.device ?? "auto";
     return this.holding("load a model", async () => {
       const kv = kvRequest(options);
@@ -117,7 +118,9 @@ export class HearthEngine implements EngineApi {
       const placement = await resolveDevice(requested);
       if (placement.adapter) this.adapter = placement.adapter;
       const wasm = await this.seat.ready(placement.device === "webgpu");
-      const bytes = await readModel(source, options);
+      const files = await readModelFiles(source, options);
+      // One file as itself; a split model's shards as an array (the core joins them).
+      const bytes = files.length === 1 ? files[0] : files;
       if (options.signal?.aborted) throw abortError();
       const weights = weightsOf(options.weights);
       const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });

@@ -1,7 +1,7 @@
 /** Model bytes from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer. */
 
 import { HearthError, abortError } from "./errors.js";
-import type { LoadProgress, ModelSource } from "./types.js";
+import type { LoadProgress, ModelFiles, ModelSource } from "./types.js";
 
 /** Cache Storage bucket for downloaded models. */
 export const CACHE_NAME = "hearth-models-v1";
@@ -123,6 +123,54 @@ export async function readModel(
     }
   }
   return bytes;
+}
+
+/** Most shards downloaded at once. */
+const PARALLEL_SHARDS = 3;
+
+/** The URLs of every shard of a split model, given its first shard's (named as gguf-split
+ * names them: `name-00001-of-00003.gguf`); null for any other URL. */
+export function shardUrls(first: string | URL): string[] | null {
+  const url = new URL(absoluteUrl(first));
+  const m = /^(.*)-00001-of-(\d{5})\.gguf$/.exec(url.pathname);
+  if (!m) return null;
+  const count = Number(m[2]);
+  if (count < 2) return null;
+  return Array.from({ length: count }, (_, i) => {
+    const shard = new URL(url.href);
+    shard.pathname = `${m[1]}-${String(i + 1).padStart(5, "0")}-of-${m[2]}.gguf`;
+    return shard.href;
+  });
+}
+
+/** Reads a model's files: one source, a list of them (every shard of a split model), or the
+ * URL of a first shard (its siblings are read too). Shards download a few at a time, each
+ * cached on its own, with one progress over them all. */
+export async function readModelFiles(
+  source: ModelFiles,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+): Promise<Uint8Array[]> {
+  const list: readonly ModelSource[] = Array.isArray(source)
+    ? source
+    : ((typeof source === "string" || source instanceof URL) && shardUrls(source)) || [source as ModelSource];
+  if (list.length === 0) throw new HearthError("bad_options", "a model needs at least one file");
+  if (list.length === 1) return [await readModel(list[0], options)];
+  const seen = list.map(() => ({ loaded: 0, total: null as number | null }));
+  const report = (i: number, p: LoadProgress) => {
+    seen[i] = { loaded: p.loaded, total: p.total };
+    const totals = seen.map((s) => s.total);
+    const total = totals.every((t) => t !== null) ? totals.reduce((a, t) => a + (t ?? 0), 0) : null;
+    options.onProgress?.({ stage: p.stage, loaded: seen.reduce((a, s) => a + s.loaded, 0), total });
+  };
+  const out: Uint8Array[] = new Array(list.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < list.length; i = next++) {
+      out[i] = await readModel(list[i], { ...options, onProgress: (p) => report(i, p) });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_SHARDS, list.length) }, worker));
+  return out;
 }
 
 /** Removes a model downloaded from `url` from Cache Storage; true if it was there. */

@@ -22,6 +22,7 @@ import type {
   LoadOptions,
   LoadProgress,
   ModelInfo,
+  ModelFiles,
   ModelSource,
 } from "./types.js";
 
@@ -32,7 +33,7 @@ export type PlainGenerateOptions = Omit<GenerateOptions, "onText" | "signal">;
 export type PlainChatRequest = Omit<ChatCompletionRequest, "signal">;
 
 export type Request =
-  | { id: number; type: "load"; source: ModelSource; options: PlainLoadOptions }
+  | { id: number; type: "load"; source: ModelFiles; options: PlainLoadOptions }
   | { id: number; type: "load-draft"; source: ModelSource | null; options: PlainDraftLoadOptions }
   | { id: number; type: "generate"; prompt: string; options: PlainGenerateOptions }
   | { id: number; type: "chat"; request: PlainChatRequest }

@@ -240,6 +240,10 @@ export type { WeightFormat } from "./wire.js";
 export { WEIGHT_FORMATS, KV_POLICIES } from "./wire.js";
 
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
+/** A model in one file, or split in several (llama.cpp's `gguf-split` shards, in any order):
+ * a list of sources, or the URL of the first shard (`…-00001-of-00003.gguf`), whose siblings
+ * are then fetched beside it. */
+export type ModelFiles = ModelSource | readonly ModelSource[];
 
 export type LoadStage = "fetch" | "cache" | "upload" | "ready";
 
@@ -364,7 +368,7 @@ export interface ChatCompletions {
  * (`engine_crashed`) or a lost GPU (`device_lost`) every call rejects with that kind until a
  * `load` starts the engine afresh; no call hangs. */
 export interface EngineApi {
-  load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  load(source: ModelFiles, options?: LoadOptions): Promise<ModelInfo>;
   /** Loads a draft model for `speculative: { method: "draft" }` onto the loaded model's
    * device (replacing any draft before; `null` removes it). It must share the model's
    * vocabulary token for token, else `bad_options` and the draft before stays. A later `load`

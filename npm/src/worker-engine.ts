@@ -18,6 +18,7 @@ import type {
   GenerateResult,
   LoadOptions,
   LoadProgress,
+  ModelFiles,
   ModelInfo,
   ModelSource,
 } from "./types.js";
@@ -27,6 +28,13 @@ import type {
 function posted<S extends ModelSource | null>(source: S): [S | string, Transferable[]] {
   const transfer: Transferable[] = source instanceof ArrayBuffer ? [source] : source instanceof Uint8Array ? [source.buffer] : [];
   return [source instanceof URL ? source.href : source, transfer];
+}
+
+/** [`posted`] for a model's files: each source as it crosses, every buffer moved. */
+function postedFiles(source: ModelFiles): [ModelFiles, Transferable[]] {
+  if (!Array.isArray(source)) return posted(source as ModelSource);
+  const each = (source as readonly ModelSource[]).map((s) => posted(s));
+  return [each.map(([s]) => s), each.flatMap(([, t]) => t)];
 }
 
 /** A request without its id (each request variant minus `id`). */
@@ -207,9 +215,9 @@ export class WorkerEngine implements EngineApi {
     }
   }
 
-  async load(source: ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
+  async load(source: ModelFiles, options: LoadOptions = {}): Promise<ModelInfo> {
     const { onProgress, signal, ...plain } = options;
-    const [src, transfer] = posted(source);
+    const [src, transfer] = postedFiles(source);
     const info = (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
     this.modelName = info.name;
     return info;

@@ -39,14 +39,14 @@ mod tests {
         for kind in [DeviceKind::Cpu, DeviceKind::Wgpu] {
             let device = kind.device().unwrap();
             let t = Tensor::<2>::from_data(TensorData::new(logits.clone(), [2, vocab]), &device);
-            let got = apply_bitmask(t, &words).into_data().to_vec::<f32>().unwrap();
+            let got = apply_bitmask(t, &words).into_data().try_to_vec::<f32>().unwrap();
             for (i, (&g, &l)) in got.iter().zip(&logits).enumerate() {
                 let want = if allowed(i % vocab) { l } else { f32::NEG_INFINITY };
                 assert_eq!(g, want, "{kind:?} row {} token {}", i / vocab, i % vocab);
             }
             // Too few words: the tokens past them are banned.
             let t = Tensor::<2>::from_data(TensorData::new(logits.clone(), [2, vocab]), &device);
-            let got = apply_bitmask(t, &words[..1]).into_data().to_vec::<f32>().unwrap();
+            let got = apply_bitmask(t, &words[..1]).into_data().try_to_vec::<f32>().unwrap();
             assert!(got[32..vocab].iter().all(|&g| g == f32::NEG_INFINITY), "{kind:?}");
             assert_eq!(got[31], logits[31], "{kind:?}");
         }

@@ -75,9 +75,9 @@ impl<'a> GgufFile<'a> {
         }
         let mut shards = by_index.into_iter().map(|f| f.expect("every index filled once"));
         let mut joined = shards.next().expect("at least two shards");
-        let expected = joined.get(SPLIT_TENSORS).map(|v| {
-            v.as_u64().ok_or_else(|| Error::malformed(format!("{SPLIT_TENSORS} is {v:?}, not a count")))
-        });
+        let expected = joined
+            .get(SPLIT_TENSORS)
+            .map(|v| v.as_u64().ok_or_else(|| Error::malformed(format!("{SPLIT_TENSORS} is {v:?}, not a count"))));
         let mut names: HashSet<String> = joined.tensors.iter().map(|t| t.name.clone()).collect();
         for (shard, file) in shards.enumerate().map(|(i, f)| (i + 1, f)) {
             for mut info in file.tensors {

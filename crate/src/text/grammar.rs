@@ -245,7 +245,7 @@ impl TokenConstraint {
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
         let allowed = self.allowed()?;
         for (i, logit) in logits.iter_mut().enumerate() {
-            if !allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1) {
+            if allowed.get(i / 32).is_none_or(|w| w >> (i % 32) & 1 == 0) {
                 *logit = f32::NEG_INFINITY;
             }
         }
@@ -262,7 +262,7 @@ impl TokenConstraint {
             self.allowed.extend_from_slice(mask.as_slice());
         }
         self.allowed.resize(self.vocab.div_ceil(32), 0);
-        if self.vocab % 32 != 0 {
+        if !self.vocab.is_multiple_of(32) {
             // Nothing past the vocabulary.
             let last = self.allowed.len() - 1;
             self.allowed[last] &= (1u32 << (self.vocab % 32)) - 1;

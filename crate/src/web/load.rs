@@ -3,15 +3,16 @@
 
 use super::*;
 
-/// A model file parsed and checked for `device`, its KV cache `kv` included: what a load
-/// checks before it drops the model loaded now.
+/// A model's files (one, or every shard of a split model) parsed and checked for `device`,
+/// its KV cache `kv` included: what a load checks before it drops the model loaded now.
 pub(super) fn prepare_model<'a>(
-    bytes: &'a [u8],
+    files: &'a [Vec<u8>],
     device: &Device,
     weights: WeightFormat,
     kv: &KvOptions,
 ) -> crate::error::Result<crate::engine::Prepared<'a>> {
-    let prepared = Engine::prepare(bytes, device, weights)?;
+    let files: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let prepared = Engine::prepare_files(&files, device, weights)?;
     KvCache::plan(prepared.config(), kv, &Limits::of(device))?;
     Ok(prepared)
 }
@@ -28,19 +29,52 @@ pub(super) fn reporter(progress: Option<Function>) -> impl FnMut(usize, usize) {
 /// The bytes of a model, copied into wasm memory only after checking that they fit: a copy
 /// that cannot be allocated would abort the instance.
 pub(super) fn model_bytes(bytes: &Uint8Array, device: &Device) -> Result<Vec<u8>, JsValue> {
-    let len = bytes.length() as usize;
+    Ok(copy_in(std::slice::from_ref(bytes), device)?.pop().expect("one file"))
+}
+
+/// A model's files as the bindings take them: one `Uint8Array`, or an array of them (every
+/// shard of a split model, in any order), copied into wasm memory after checking that all fit.
+pub(super) fn model_files(files: &JsValue, device: &Device) -> Result<Vec<Vec<u8>>, JsValue> {
+    let bad = |m: &str| js_error(Error::BadOptions(m.into()));
+    let arrays: Vec<Uint8Array> = if let Some(one) = files.dyn_ref::<Uint8Array>() {
+        vec![one.clone()]
+    } else if let Some(list) = files.dyn_ref::<js_sys::Array>() {
+        if list.length() == 0 || list.length() as usize > crate::format::split::MAX_SHARDS {
+            return Err(bad("a split model is 1 to 99999 files"));
+        }
+        list.iter()
+            .map(|v| v.dyn_into::<Uint8Array>().map_err(|_| bad("every file of a split model must be a Uint8Array")))
+            .collect::<Result<_, _>>()?
+    } else {
+        return Err(bad("the model must be a Uint8Array, or an array of them (a split model's files)"));
+    };
+    copy_in(&arrays, device)
+}
+
+/// Copies `arrays` into wasm memory once all of them are known to fit.
+fn copy_in(arrays: &[Uint8Array], device: &Device) -> Result<Vec<Vec<u8>>, JsValue> {
+    let total: u64 = arrays.iter().map(|a| a.length() as u64).sum();
+    let what = || match arrays {
+        [_] => format!("a model file of {total} bytes"),
+        _ => format!("a model of {} files, {total} bytes", arrays.len()),
+    };
     let limits = Limits::of(device);
-    limits.check_host(|| format!("a model file of {len} bytes"), len as u64).map_err(js_error)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| {
-        js_error(Error::ResourceLimit {
-            what: format!("a model file of {len} bytes"),
-            needed: len as u64,
-            limit: crate::backend::device::HOST_MEMORY_LIMIT,
-            allowed: limits.host_bytes_left,
-        })
-    })?;
-    out.resize(len, 0);
-    bytes.copy_to(&mut out);
+    limits.check_host(what, total).map_err(js_error)?;
+    let mut out = Vec::with_capacity(arrays.len());
+    for a in arrays {
+        let len = a.length() as usize;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len).map_err(|_| {
+            js_error(Error::ResourceLimit {
+                what: what(),
+                needed: total,
+                limit: crate::backend::device::HOST_MEMORY_LIMIT,
+                allowed: limits.host_bytes_left,
+            })
+        })?;
+        bytes.resize(len, 0);
+        a.copy_to(&mut bytes);
+        out.push(bytes);
+    }
     Ok(out)
 }

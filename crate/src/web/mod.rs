@@ -169,7 +169,8 @@ impl WasmEngine {
         }))
     }
 
-    /// Loads a GGUF file or a `.bpk` record from its bytes, replacing any model loaded before.
+    /// Loads a GGUF file or a `.bpk` record from its bytes (a `Uint8Array`, or an array of them:
+    /// every shard of a `gguf-split` model, in any order), replacing any model loaded before.
     /// `weights` is `"int4"`, `"f32"` or a ggml format to quantize floats to (`"q4_0"`, `"q4_1"`,
     /// `"q8_0"`, `"q2_k"` .. `"q6_k"`); `kv` is `{capacity, capacity_bytes, policy, sinks,
     /// recent}` (all optional); `progress(uploaded, total)` is called per tensor; `device` is
@@ -181,15 +182,15 @@ impl WasmEngine {
     /// loaded and its conversation intact. Refused with `busy` while a generation runs.
     pub fn load(
         &self,
-        bytes: &Uint8Array,
+        files: &JsValue,
         weights: &str,
         kv: JsValue,
         progress: Option<Function>,
         device: &str,
     ) -> Result<JsValue, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
-        let bytes = model_bytes(bytes, &device)?;
-        let prepared = prepare_model(&bytes, &device, weights, &kv).map_err(js_error)?;
+        let files = model_files(files, &device)?;
+        let prepared = prepare_model(&files, &device, weights, &kv).map_err(js_error)?;
         self.drop_model().map_err(js_error)?;
         let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
         self.finish_load(loaded, kv, weights)
@@ -204,7 +205,7 @@ impl WasmEngine {
     /// settles, everything else is `busy`.
     pub fn load_pruned(
         &self,
-        bytes: &Uint8Array,
+        files: &JsValue,
         weights: &str,
         kv: JsValue,
         progress: Option<Function>,
@@ -216,13 +217,13 @@ impl WasmEngine {
         let calibration = request.calibration().map_err(js_error)?.map(str::to_string);
         let PruneWeightsRequest { layers, heads, ffn, .. } = request;
         let prune = WeightPruneOptions { layers, heads, ffn };
-        let bytes = model_bytes(bytes, &device)?;
+        let files = model_files(files, &device)?;
         // Loading from here on: everything else is busy until the promise settles.
         self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
         let this = WasmEngine { state: Rc::clone(&self.state) };
         Ok(future_to_promise(async move {
             let loaded = async {
-                let prepared = prepare_model(&bytes, &device, weights, &kv)?;
+                let prepared = prepare_model(&files, &device, weights, &kv)?;
                 prune.check(prepared.config())?;
                 this.drop_model()?;
                 let mut report = reporter(progress);

@@ -18,6 +18,25 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend(s.as_bytes());
 }
 
+/// `tensors` in `count` shards as llama.cpp's gguf-split writes them: `metadata` in the first,
+/// the split keys (`split.no`, `split.count`, `split.tensors.count`) in each, the tensors in
+/// order, about as many in each.
+pub fn write_gguf_shards(metadata: Vec<(&str, Kv)>, tensors: &[StoredTensor], count: usize) -> Vec<Vec<u8>> {
+    let per = tensors.len().div_ceil(count);
+    let mut metadata = Some(metadata);
+    tensors
+        .chunks(per)
+        .enumerate()
+        .map(|(no, part)| {
+            let mut kv = metadata.take().unwrap_or_default();
+            kv.push(("split.no", Kv::U32(no as u32)));
+            kv.push(("split.count", Kv::U32(count as u32)));
+            kv.push(("split.tensors.count", Kv::U32(tensors.len() as u32)));
+            write_gguf(&kv, part)
+        })
+        .collect()
+}
+
 /// Writes a GGUF v3 file (spec: ggml/docs/gguf.md) with alignment 32.
 pub fn write_gguf(metadata: &[(&str, Kv)], tensors: &[StoredTensor]) -> Vec<u8> {
     let mut out = Vec::new();

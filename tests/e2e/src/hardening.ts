@@ -4,7 +4,7 @@
 // the page and fails on any failed check. The models are tiny random ones written by
 // `cargo run --example test_models` and served under ?fixtures=URL.
 import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testPanic, isModelCached } from "hearth";
-import type { ChatCompletionChunk, ChatMessage, EngineApi, EngineStats, LoadOptions } from "hearth";
+import type { ChatCompletionChunk, ChatMessage, EngineApi, EngineStats, LoadOptions, ModelFiles } from "hearth";
 
 interface Check {
   name: string;
@@ -125,6 +125,48 @@ async function until(engine: EngineApi, test: (s: EngineStats) => boolean, what:
 
 /** A text the tiny byte-level tokenizer makes about `n` tokens of. */
 const longText = (n: number) => "abcdefghij klmnopqrs tuvwxyz. ".repeat(Math.ceil(n / 30)).slice(0, n);
+
+// A split model (gguf-split shards): loads from its shards' URLs, from the first shard's URL
+// alone, and from their bytes in any order, with one progress over the downloads, and answers
+// as the whole file does; an incomplete or mixed set is refused and leaves the model loaded.
+const shardNames = [1, 2, 3].map((i) => `tiny-split-0000${i}-of-00003.gguf`);
+const shards = await Promise.all(shardNames.map(fetchBytes));
+for (const [where, make] of engines) {
+  await check(`a split model loads from its shards (${where})`, async () => {
+    const engine = make();
+    await engine.load(copy(tiny));
+    const want = (await chat(engine, hello)).choices[0].message.content;
+    const urls = shardNames.map((n) => new URL(`${fixtures}/${n}`, location.href).href);
+    const sources: [string, ModelFiles][] = [
+      ["the shards' URLs", urls],
+      ["the first shard's URL", urls[0]],
+      ["the shards' bytes, out of order", [copy(shards[2]), copy(shards[0]), copy(shards[1])]],
+    ];
+    for (const [what, source] of sources) {
+      const seen: number[] = [];
+      const info = await engine.load(source, { cache: false, onProgress: (p) => { if (p.stage === "fetch") seen.push(p.loaded); } });
+      assert(info.n_layers > 0, what);
+      const got = (await chat(engine, hello)).choices[0].message.content;
+      assert(got === want, `${what}: ${JSON.stringify(got)} vs the whole file's ${JSON.stringify(want)}`);
+      if (typeof source === "string" || (Array.isArray(source) && typeof source[0] === "string")) {
+        const total = shards.reduce((a, b) => a + b.length, 0);
+        assert(seen.at(-1) === total, `${what}: progress ended at ${seen.at(-1)} of ${total}`);
+      }
+    }
+    const bad: [ModelFiles, string][] = [
+      [[copy(shards[0]), copy(shards[2])], "a missing shard"],
+      [[copy(shards[0]), copy(shards[1]), copy(tiny)], "a whole model among shards"],
+      [[copy(shards[0]), copy(shards[1]), copy(shards[1])], "a shard twice"],
+      [copy(shards[1]), "a later shard alone"],
+      [[], "no file"],
+    ];
+    for (const [source, what] of bad) {
+      await rejects(engine.load(source), Array.isArray(source) && source.length === 0 ? "bad_options" : "model_load", what);
+      const still = (await chat(engine, hello)).choices[0].message.content;
+      assert(still === want, `${what}: the loaded model changed`);
+    }
+  });
+}
 
 // 2. A load that fails its checks leaves the model loaded before, and its conversation.
 for (const [where, make] of engines) {
