@@ -81,7 +81,7 @@ const engine = new WorkerEngine(new Worker(new URL("./worker.ts", import.meta.ur
 let status: Status = "idle";
 let model: ModelInfo | null = null;
 /** What the loaded model came from and the KV settings it loaded with, for reloads. */
-let loaded: { source: string | File; options: Settings["load"] } | null = null;
+let loaded: { source: string | File | File[]; options: Settings["load"] } | null = null;
 let turns: Turn[] = [];
 let loadAbort: AbortController | null = null;
 let replyAbort: AbortController | null = null;
@@ -165,7 +165,7 @@ function onProgress(p: LoadProgress): void {
   ui.progress.dataset.stage = p.stage;
 }
 
-async function loadModel(source: string | File): Promise<void> {
+async function loadModel(source: string | File | File[]): Promise<void> {
   let settings: Settings;
   try {
     settings = readSettings(ui.settings);
@@ -243,12 +243,16 @@ function completionMode(): boolean {
   return model !== null && !model.has_chat_template;
 }
 
-function loadFile(file: File): void {
-  if (!/\.(gguf|bpk)$/i.test(file.name)) {
-    showNotice(`${file.name} is not a .gguf (or .bpk) model file.`);
+/** Loads the chosen or dropped files: one model file, or every shard of a split one. */
+function loadFiles(list: FileList | null | undefined): void {
+  const files = Array.from(list ?? []);
+  if (files.length === 0) return;
+  const bad = files.find((f) => !/\.(gguf|bpk)$/i.test(f.name));
+  if (bad) {
+    showNotice(`${bad.name} is not a .gguf (or .bpk) model file.`);
     return;
   }
-  void loadModel(file);
+  void loadModel(files.length === 1 ? files[0] : files);
 }
 
 // ---- Chat ----
@@ -523,9 +527,9 @@ function wire(): void {
     if (status !== "loading" && status !== "generating") void loadModel(ui.modelUrl.value.trim());
   });
   ui.modelFile.addEventListener("change", () => {
-    const file = ui.modelFile.files?.[0];
+    const files = ui.modelFile.files;
+    loadFiles(files);
     ui.modelFile.value = "";
-    if (file) loadFile(file);
   });
   ui.loadCancel.addEventListener("click", () => loadAbort?.abort());
   document.addEventListener("dragover", (e) => {
@@ -539,8 +543,7 @@ function wire(): void {
   document.addEventListener("drop", (e) => {
     e.preventDefault();
     document.body.classList.remove("dragging");
-    const file = e.dataTransfer?.files[0];
-    if (file && status !== "loading" && status !== "generating") loadFile(file);
+    if (status !== "loading" && status !== "generating") loadFiles(e.dataTransfer?.files);
   });
 
   ui.settingsToggle.addEventListener("click", () => toggleSide(!ui.side.classList.contains("open")));
