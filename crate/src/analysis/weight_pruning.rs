@@ -487,7 +487,8 @@ impl Prepared<'_> {
         let (model, pruning) = with_parts(self.source.tensors(), config, |tensors| -> Result<_> {
             let pruning = WeightCut::choose(config, prune, measured.as_ref(), tensors)?;
             let pruned = PrunedWeights::new(tensors, config, pruning.clone());
-            let model = Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress), weights, device)?;
+            let model =
+                Decoder::load(&pruning.config(config), &Counted::new(&pruned, progress, device), weights, device)?;
             Ok((model, pruning))
         })?;
         let name = pruning.name(config, &self.name);

@@ -221,10 +221,15 @@ impl Embedding {
             false => {
                 let p = format.pack(source, name, rows, cols, fallback)?;
                 let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
-                (0..rows)
-                    .step_by(per_part)
-                    .map(|r| Table::Quant(QuantMatrix::upload(&p.row_range(r..(r + per_part).min(rows)), device)))
-                    .collect()
+                if per_part >= rows {
+                    // One buffer: no copy of the rows first (a 152k-token table is 136 MB).
+                    vec![Table::Quant(QuantMatrix::upload(&p, device))]
+                } else {
+                    (0..rows)
+                        .step_by(per_part)
+                        .map(|r| Table::Quant(QuantMatrix::upload(&p.row_range(r..(r + per_part).min(rows)), device)))
+                        .collect()
+                }
             }
         };
         Ok(Self { parts })

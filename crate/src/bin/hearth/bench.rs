@@ -16,7 +16,10 @@ pub(super) async fn bench(
         return Err(Error::BadOptions("--runs, --prompt-tokens and --gen-tokens must be at least 1".into()));
     }
     let kv = KvOptions { capacity: Some(common.kv_capacity.unwrap_or(prompt_tokens + gen_tokens)), ..common.kv()? };
+    hearth::backend::host_memory::reset_peak();
     let (engine, load_ms) = load(common)?;
+    // Heap only: a mapped model file is not in it.
+    let load_peak_allocated = hearth::backend::host_memory::peak_bytes();
     let mut session = engine.session(&kv)?;
     speculation.attach(common, &mut session)?;
     // A prompt of natural text, repeated to the requested length.
@@ -146,6 +149,7 @@ pub(super) async fn bench(
         "cpu_isa": (common.device == "cpu").then(|| hearth::backend::cpu::Isa::best().name()),
         "cpu_threads": (common.device == "cpu").then(hearth::backend::cpu::threads),
         "peak_host_memory_bytes": peak_rss_bytes(),
+        "load_peak_allocated_bytes": load_peak_allocated,
         "device_memory_in_use_bytes": device_memory.as_ref().map(|m| m.bytes_in_use),
         "device_memory_reserved_bytes": device_memory.as_ref().map(|m| m.bytes_reserved),
     });
