@@ -80,13 +80,13 @@ impl Engine {
     pub fn from_gguf_shards(files: &[&[u8]], device: &Device, weights: WeightFormat) -> Result<Self> {
         let file = GgufFile::parse_shards(files)?;
         let parts = ModelParts::from_gguf(&file)?;
-        Prepared::new(parts, Source::Gguf(file), device, weights)?.upload(device, &mut |_, _| {})
+        Prepared::new(parts, Source::Gguf(file), weights, &Limits::of(device), 0)?.upload(device, &mut |_, _| {})
     }
 
     /// Loads a pre-quantized model written by [`crate::load::burnpack::write`] (`hearth convert`).
     pub fn from_burnpack(bytes: &[u8], device: &Device, weights: WeightFormat) -> Result<Self> {
         let (parts, tensors) = burnpack::parse(bytes)?;
-        Prepared::new(parts, Source::Pack(tensors), device, weights)?.upload(device, &mut |_, _| {})
+        Prepared::new(parts, Source::Pack(tensors), weights, &Limits::of(device), 0)?.upload(device, &mut |_, _| {})
     }
 
     /// Loads a GGUF file or a burnpack, told apart by their magic numbers.
@@ -102,17 +102,23 @@ impl Engine {
     /// [`Self::prepare`] for a model in one file or split in several (every shard of a
     /// `gguf-split` model, in any order: [`crate::format::split`]).
     pub fn prepare_files<'a>(files: &[&'a [u8]], device: &Device, weights: WeightFormat) -> Result<Prepared<'a>> {
+        Self::prepare_within(files, weights, &Limits::of(device))
+    }
+
+    /// [`Self::prepare_files`] checked against `limits` (a device's, with room a caller is
+    /// about to free: the model loaded now).
+    pub fn prepare_within<'a>(files: &[&'a [u8]], weights: WeightFormat, limits: &Limits) -> Result<Prepared<'a>> {
         match files {
             [bytes] if burnpack::is_burnpack(bytes) => {
                 // The pack reader keeps its own copy of the bytes.
-                Limits::of(device).check_host(|| "reading this .bpk file".into(), bytes.len() as u64)?;
+                limits.check_host(|| "reading this .bpk file".into(), bytes.len() as u64)?;
                 let (parts, tensors) = burnpack::parse(bytes)?;
-                Prepared::new(parts, Source::Pack(tensors), device, weights)
+                Prepared::new(parts, Source::Pack(tensors), weights, limits, 0)
             }
             _ => {
                 let file = GgufFile::parse_shards(files)?;
                 let parts = ModelParts::from_gguf(&file)?;
-                Prepared::new(parts, Source::Gguf(file), device, weights)
+                Prepared::new(parts, Source::Gguf(file), weights, limits, 0)
             }
         }
     }
@@ -120,7 +126,7 @@ impl Engine {
     /// Loads a Hugging Face model directory's files onto `device`.
     pub fn from_hf(files: HfFiles<'_>, device: &Device, weights: WeightFormat) -> Result<Self> {
         let (parts, tensors) = hf::parse(files)?;
-        Prepared::new(parts, Source::Hf(tensors), device, weights)?.upload(device, &mut |_, _| {})
+        Prepared::new(parts, Source::Hf(tensors), weights, &Limits::of(device), 0)?.upload(device, &mut |_, _| {})
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -215,7 +221,15 @@ fn content_ranges(messages: &[Message], rendered: &Rendered) -> Vec<std::ops::Ra
 }
 
 impl<'a> Prepared<'a> {
-    fn new(parts: ModelParts, source: Source<'a>, device: &Device, weights: WeightFormat) -> Result<Self> {
+    /// Checks `source` against `limits`, with `window` bytes of it held in memory besides
+    /// what the upload needs (a streamed load's part).
+    pub(crate) fn new(
+        parts: ModelParts,
+        source: Source<'a>,
+        weights: WeightFormat,
+        limits: &Limits,
+        window: u64,
+    ) -> Result<Self> {
         let ModelParts { config, tokenizer, chat_template, name } = parts;
         let template = match chat_template {
             Some(source) => {
@@ -224,7 +238,7 @@ impl<'a> Prepared<'a> {
             }
             None => None,
         };
-        with_parts(source.tensors(), &config, |tensors| checks::check(&config, tensors, weights, &Limits::of(device)))?;
+        with_parts(source.tensors(), &config, |tensors| checks::check(&config, tensors, weights, limits, window))?;
         Ok(Self { config, tokenizer, template, name, source, weights })
     }
 
@@ -285,6 +299,17 @@ impl<'a> Counted<'a> {
     pub(crate) fn new(inner: &'a dyn TensorSource, progress: &'a mut dyn FnMut(usize, usize), device: &Device) -> Self {
         let progress = std::cell::RefCell::new(progress);
         Self { inner, done: 0.into(), total: inner.tensor_count(), progress, device: device.clone() }
+    }
+
+    /// Counting from `done` tensors already loaded (by the stages before, in a streamed load).
+    pub(crate) fn from(self, done: usize) -> Self {
+        self.done.set(done.min(self.total));
+        self
+    }
+
+    /// Tensors reported so far.
+    pub(crate) fn done(&self) -> usize {
+        self.done.get()
     }
 
     fn tick(&self) {

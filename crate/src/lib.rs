@@ -46,6 +46,8 @@ pub mod model;
 
 pub mod engine;
 
+pub mod streamed;
+
 pub mod generate;
 
 pub mod analysis;

@@ -441,22 +441,45 @@ fn a_model_past_the_limits_is_refused_before_upload() {
     let bytes = tiny_gguf(&c, &f32_model(&c, 23).0);
     let file = GgufFile::parse(&bytes).unwrap();
     let config = ModelParts::from_gguf(&file).unwrap().config;
-    let roomy = Limits { max_buffer_bytes: u64::MAX, max_workgroups: 65_535, host_bytes_left: u64::MAX };
+    let roomy = Limits {
+        max_buffer_bytes: u64::MAX,
+        max_workgroups: 65_535,
+        host_bytes_left: u64::MAX,
+        weights_on_host: false,
+    };
     for format in [WeightFormat::F32, WeightFormat::Int4] {
-        checks::check(&config, &file, format, &roomy).unwrap();
+        checks::check(&config, &file, format, &roomy, 0).unwrap();
     }
     // The fused f32 gate/up matrix is 192 x 64 x 4 = 49,152 bytes; packed in 4 bits far less.
     let small_buffers = Limits { max_buffer_bytes: 40_000, ..roomy };
-    let err = checks::check(&config, &file, WeightFormat::F32, &small_buffers).unwrap_err();
+    let err = checks::check(&config, &file, WeightFormat::F32, &small_buffers, 0).unwrap_err();
     assert!(err.to_string().contains("maxStorageBufferBindingSize") && err.to_string().contains("ffn_gate"), "{err}");
     assert_eq!(err.kind(), "resource_limit");
-    checks::check(&config, &file, WeightFormat::Int4, &small_buffers).unwrap();
+    checks::check(&config, &file, WeightFormat::Int4, &small_buffers, 0).unwrap();
     // The f32 embedding (262 x 64 x 4 = 67,072 bytes) is past 60,000 but splits; not below one
     // row of 256 bytes.
-    checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 60_000, ..roomy }).unwrap();
-    let err = checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 200, ..roomy }).unwrap_err();
+    checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 60_000, ..roomy }, 0).unwrap();
+    let err =
+        checks::check(&config, &file, WeightFormat::F32, &Limits { max_buffer_bytes: 200, ..roomy }, 0).unwrap_err();
     assert!(err.to_string().contains("token_embd"), "{err}");
     let little_memory = Limits { host_bytes_left: 100_000, ..roomy };
-    let err = checks::check(&config, &file, WeightFormat::F32, &little_memory).unwrap_err();
+    let err = checks::check(&config, &file, WeightFormat::F32, &little_memory, 0).unwrap_err();
     assert!(matches!(err, Error::ResourceLimit { .. }), "{err}");
+    // On the CPU path every weight stays in host memory: int4 weights that pass in passing
+    // do not fit once all of them count, nor does a streamed load's window past what is left.
+    let int4_host = Limits { host_bytes_left: 130_000, ..roomy };
+    checks::check(&config, &file, WeightFormat::Int4, &int4_host, 0).unwrap();
+    let err = checks::check(&config, &file, WeightFormat::Int4, &int4_host, 20_000).unwrap_err();
+    assert_eq!(err.kind(), "resource_limit");
+    let err = checks::check(&config, &file, WeightFormat::Int4, &Limits { weights_on_host: true, ..int4_host }, 0)
+        .unwrap_err();
+    assert_eq!(err.kind(), "resource_limit", "{err}");
+    checks::check(
+        &config,
+        &file,
+        WeightFormat::Int4,
+        &Limits { weights_on_host: true, ..int4_host }.freeing(1 << 20),
+        0,
+    )
+    .unwrap();
 }

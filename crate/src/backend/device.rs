@@ -80,6 +80,9 @@ pub struct Limits {
     /// Host memory that loading may still allocate: what wasm32's 4 GiB address space has
     /// left, or natively what the operating system reports as available.
     pub host_bytes_left: u64,
+    /// Whether the model's weights live in host memory (the CPU path), so that loading needs
+    /// room for all of them there, not only for one matrix in passing.
+    pub weights_on_host: bool,
 }
 
 /// The name the limits of a GPU buffer go by in errors.
@@ -101,10 +104,19 @@ impl Limits {
                     max_buffer_bytes: p.memory.max_page_size,
                     max_workgroups: p.hardware.max_cube_count.0,
                     host_bytes_left,
+                    weights_on_host: false,
                 }
             }
-            Prim::Flex(_) => Self { max_buffer_bytes: u64::MAX, max_workgroups: u32::MAX, host_bytes_left },
+            Prim::Flex(_) => {
+                Self { max_buffer_bytes: u64::MAX, max_workgroups: u32::MAX, host_bytes_left, weights_on_host: true }
+            }
         }
+    }
+
+    /// These limits once `bytes` more of host memory are free (the model loaded now, which a
+    /// load replaces: so that B loads in place of A whenever B fits alone).
+    pub fn freeing(self, bytes: u64) -> Self {
+        Self { host_bytes_left: self.host_bytes_left.saturating_add(bytes), ..self }
     }
 
     /// Fails unless one device buffer of `bytes` fits.

@@ -206,7 +206,14 @@ pub struct GgufFile<'a> {
 impl<'a> GgufFile<'a> {
     /// Parses the header, metadata and tensor table, checking every tensor's extent.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut ran_out = false;
+        Self::parse_within(bytes, bytes.len() as u64, &mut ran_out)
+    }
+
+    /// Parses what `bytes`, the first bytes of a file of `file_len`, hold of it; sets `ran_out`
+    /// when the header goes on past them.
+    fn parse_within(bytes: &'a [u8], file_len: u64, ran_out: &mut bool) -> Result<Self> {
+        let mut r = Reader { bytes, pos: 0, file_len, ran_out };
         let magic: [u8; 4] = r.take(4, "header")?.try_into().unwrap();
         if &magic != MAGIC {
             return Err(Error::BadMagic { found: magic });
@@ -261,7 +268,6 @@ impl<'a> GgufFile<'a> {
         }
 
         let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
-        let file_len = bytes.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, ne, ty, offset) in raw {
             let dtype = GgmlType::from_id(ty)
@@ -321,30 +327,70 @@ impl<'a> GgufFile<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw bytes of a tensor, as stored.
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> &'a [u8] {
-        &self.files[info.shard][info.offset..info.offset + info.byte_len]
+    /// The raw bytes of a tensor, as stored; an error for a header read without its tensors
+    /// ([`Self::parse_header`]).
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&'a [u8]> {
+        self.files
+            .get(info.shard)
+            .and_then(|file| file.get(info.offset..info.offset + info.byte_len))
+            .ok_or_else(|| Error::malformed(format!("tensor {}: its bytes were not read", info.name)))
+    }
+
+    /// Whether the files' bytes are here, not only their headers.
+    pub fn holds_data(&self) -> bool {
+        !self.files.is_empty()
     }
 }
 
-/// A cursor over the file that checks every read against the end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+impl GgufFile<'static> {
+    /// The header, metadata and tensor table of a file of `file_len` bytes from its first
+    /// bytes, for a load that reads the tensors later, in slices: every extent is checked
+    /// against `file_len`. `Ok(None)` when the header goes on past `prefix`: read more of the
+    /// file and call again.
+    pub fn parse_header(prefix: &[u8], file_len: u64) -> Result<Option<Self>> {
+        let mut ran_out = false;
+        match GgufFile::parse_within(prefix, file_len, &mut ran_out) {
+            Ok(file) => Ok(Some(GgufFile {
+                version: file.version,
+                metadata: file.metadata,
+                tensors: file.tensors,
+                files: Vec::new(),
+            })),
+            Err(_) if ran_out => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
+/// A cursor over the file's first bytes (all of them, or a header's worth) that checks every
+/// read against the end.
+struct Reader<'a, 'r> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// The whole file's length: `bytes` may be only its beginning.
+    file_len: u64,
+    /// Set when a read went past `bytes` but not past the file.
+    ran_out: &'r mut bool,
+}
+
+impl<'a> Reader<'a, '_> {
     fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
+    /// What is left of the whole file.
+    fn file_remaining(&self) -> u64 {
+        self.file_len.saturating_sub(self.pos as u64)
+    }
+
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() {
+            *self.ran_out = n as u64 <= self.file_remaining();
             return Err(Error::Truncated {
                 what: what.to_string(),
                 offset: self.pos as u64,
                 end: self.pos as u64 + n as u64,
-                file_len: self.bytes.len() as u64,
+                file_len: self.file_len,
             });
         }
         let out = &self.bytes[self.pos..self.pos + n];
@@ -354,12 +400,12 @@ impl<'a> Reader<'a> {
 
     /// Refuses a count whose entries could not possibly fit in the rest of the file.
     fn check_count(&self, count: u64, min_entry_bytes: u64, what: &str) -> Result<()> {
-        if count.saturating_mul(min_entry_bytes) > self.remaining() as u64 {
+        if count.saturating_mul(min_entry_bytes) > self.file_remaining() {
             return Err(Error::Truncated {
                 what: format!("{what} {count}"),
                 offset: self.pos as u64,
                 end: (self.pos as u64).saturating_add(count.saturating_mul(min_entry_bytes)),
-                file_len: self.bytes.len() as u64,
+                file_len: self.file_len,
             });
         }
         Ok(())
@@ -414,7 +460,9 @@ impl<'a> Reader<'a> {
                     _ => return Err(Error::malformed(format!("metadata {key}: unknown array element type {elem_ty}"))),
                 };
                 self.check_count(len, min_elem, key)?;
-                let mut items = Vec::with_capacity(len as usize);
+                // Reserved for what the bytes in hand can hold: the rest of a file being
+                // streamed may be gigabytes.
+                let mut items = Vec::with_capacity((len as usize).min(self.remaining() / min_elem as usize));
                 for _ in 0..len {
                     items.push(self.value(elem_ty, key, depth + 1)?);
                 }

@@ -44,8 +44,18 @@ impl<'a> GgufFile<'a> {
     pub fn parse_shards(files: &[&'a [u8]]) -> Result<Self> {
         let mut parsed = Vec::with_capacity(files.len());
         for (i, bytes) in files.iter().enumerate() {
-            let file = GgufFile::parse(bytes).map_err(|e| in_file(i, files.len(), e))?;
-            let place = split_of(&file).map_err(|e| in_file(i, files.len(), e))?;
+            parsed.push(GgufFile::parse(bytes).map_err(|e| in_file(i, files.len(), e))?);
+        }
+        Self::join(parsed)
+    }
+
+    /// One model from its files parsed one by one (whole, or their headers alone: see
+    /// [`GgufFile::parse_header`]), with the checks of [`Self::parse_shards`].
+    pub fn join(files: Vec<GgufFile<'a>>) -> Result<Self> {
+        let count = files.len();
+        let mut parsed = Vec::with_capacity(count);
+        for (i, file) in files.into_iter().enumerate() {
+            let place = split_of(&file).map_err(|e| in_file(i, count, e))?;
             parsed.push((place, file));
         }
         match parsed.as_slice() {
@@ -53,7 +63,6 @@ impl<'a> GgufFile<'a> {
             [(None, _)] => return Ok(parsed.pop().expect("one file").1),
             _ => {}
         }
-        let count = files.len();
         let mut by_index: Vec<Option<GgufFile<'a>>> = (0..count).map(|_| None).collect();
         for (i, (place, file)) in parsed.into_iter().enumerate() {
             let Some((no, of)) = place else {

@@ -1,19 +1,29 @@
 //! GGUF files as a [`TensorSource`]: tensors dequantized to f32 or packed as stored, with the
 //! query and key rows that GGUF keeps in llama.cpp's halves order put back in pairs.
 
+use std::collections::HashMap;
+
 use super::{HostTensor, TensorSource, halves_to_pairs, pair_source, rope_heads_of};
 use crate::config::Architecture;
 use crate::error::{Error, Result};
-use crate::format::gguf::{GgmlType, GgufFile, Value};
+use crate::format::gguf::{GgmlType, GgufFile, TensorInfo, Value};
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
 
 /// Reads and dequantizes a tensor to f32, rows as stored.
 pub fn tensor(file: &GgufFile, name: &str) -> Result<HostTensor> {
-    let info = file.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
-    let bytes = file.tensor_bytes(info);
+    let info = info(file, name)?;
+    Ok(dequantized(info, file.tensor_bytes(info)?))
+}
+
+fn info<'f>(file: &'f GgufFile, name: &str) -> Result<&'f TensorInfo> {
+    file.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+}
+
+/// `bytes`, the data of `info`, as f32.
+fn dequantized(info: &TensorInfo, bytes: &[u8]) -> HostTensor {
     let mut data = vec![0.0f32; info.numel()];
     crate::quant::dequantize(info.dtype, bytes, &mut data);
-    Ok(HostTensor { name: name.to_string(), shape: info.shape.clone(), data })
+    HostTensor { name: info.name.clone(), shape: info.shape.clone(), data }
 }
 
 impl TensorSource for GgufFile<'_> {
@@ -22,11 +32,8 @@ impl TensorSource for GgufFile<'_> {
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
-        let t = tensor(self, name)?;
-        match gguf_halves_heads(self, name) {
-            Some(heads) => halves_to_pairs(t, heads),
-            None => Ok(t),
-        }
+        let info = info(self, name)?;
+        in_pairs(self, name, dequantized(info, self.tensor_bytes(info)?))
     }
 
     fn tensor_count(&self) -> usize {
@@ -60,43 +67,113 @@ impl TensorSource for GgufFile<'_> {
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
-        let info = self.tensor_info(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
-        match (info.dtype, &info.shape[..]) {
-            (
-                GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q5_0
-                | GgmlType::Q5_1
-                | GgmlType::Q8_0
-                | GgmlType::Q2_K
-                | GgmlType::Q3_K
-                | GgmlType::Q4_K
-                | GgmlType::Q5_K
-                | GgmlType::Q6_K
-                | GgmlType::F16
-                | GgmlType::BF16
-                | GgmlType::F32,
-                &[rows, cols],
-            ) => {
-                let p = PackedMatrix::from_gguf(name, info.dtype, self.tensor_bytes(info), rows, cols)?;
-                match gguf_halves_heads(self, name) {
-                    Some(heads) if rows.is_multiple_of(2 * heads) => {
-                        Ok(Some(p.reorder_rows(|r| pair_source(r, rows / heads))))
-                    }
-                    Some(heads) => Err(Error::TensorShape {
-                        tensor: name.into(),
-                        expected: vec![heads, cols],
-                        found: vec![rows, cols],
-                    }),
-                    None => Ok(Some(p)),
+        let info = info(self, name)?;
+        packed(self, info, || self.tensor_bytes(info))
+    }
+}
+
+/// A tensor as the decoder reads it: query and key rows in pairs.
+fn in_pairs(file: &GgufFile, name: &str, t: HostTensor) -> Result<HostTensor> {
+    match gguf_halves_heads(file, name) {
+        Some(heads) => halves_to_pairs(t, heads),
+        None => Ok(t),
+    }
+}
+
+/// `info`'s matrix packed as stored, its bytes read by `bytes` only when it is one.
+fn packed<'b>(
+    file: &GgufFile,
+    info: &TensorInfo,
+    bytes: impl FnOnce() -> Result<&'b [u8]>,
+) -> Result<Option<PackedMatrix>> {
+    let name = info.name.as_str();
+    match (info.dtype, &info.shape[..]) {
+        (
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::F32,
+            &[rows, cols],
+        ) => {
+            let p = PackedMatrix::from_gguf(name, info.dtype, bytes()?, rows, cols)?;
+            match gguf_halves_heads(file, name) {
+                Some(heads) if rows.is_multiple_of(2 * heads) => {
+                    Ok(Some(p.reorder_rows(|r| pair_source(r, rows / heads))))
                 }
+                Some(heads) => Err(Error::TensorShape {
+                    tensor: name.into(),
+                    expected: vec![heads, cols],
+                    found: vec![rows, cols],
+                }),
+                None => Ok(Some(p)),
             }
-            (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, _) => Ok(None),
-            (other, _) => Err(Error::UnsupportedTensorType {
-                tensor: name.into(),
-                dtype: format!("{} as a packed matrix", other.name()),
-            }),
         }
+        (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, _) => Ok(None),
+        (other, _) => Err(Error::UnsupportedTensorType {
+            tensor: name.into(),
+            dtype: format!("{} as a packed matrix", other.name()),
+        }),
+    }
+}
+
+/// A streamed model's tensors: the header answers for all of them, and the bytes of those a
+/// load has read so far ([`crate::model::Stage`]'s) are in `window`, by name.
+pub struct Windowed<'f> {
+    pub file: &'f GgufFile<'f>,
+    pub window: &'f HashMap<String, Vec<u8>>,
+}
+
+impl Windowed<'_> {
+    fn bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
+        match self.window.get(&info.name) {
+            Some(bytes) if bytes.len() == info.byte_len => Ok(bytes),
+            _ => Err(Error::malformed(format!("tensor {} was read before its bytes", info.name))),
+        }
+    }
+}
+
+impl TensorSource for Windowed<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.file.contains(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        let info = info(self.file, name)?;
+        in_pairs(self.file, name, dequantized(info, self.bytes(info)?))
+    }
+
+    fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
+        let info = info(self.file, name)?;
+        packed(self.file, info, || self.bytes(info))
+    }
+
+    fn tensor_count(&self) -> usize {
+        self.file.tensor_count()
+    }
+
+    fn shape(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        self.file.shape(name)
+    }
+
+    fn stored_format(&self, name: &str) -> Result<Option<(QuantFormat, Scales)>> {
+        self.file.stored_format(name)
+    }
+
+    fn holds_quantized(&self) -> bool {
+        self.file.holds_quantized()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.file.names()
     }
 }
 

@@ -154,6 +154,12 @@ pub struct ModelParts {
 
 impl ModelParts {
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        Self::from_gguf_with(file, file)
+    }
+
+    /// [`Self::from_gguf`] with the few tensors a config reads (RoPE's scaling factors) taken
+    /// from `tensors`: a streamed load has only the header of `file` in memory.
+    pub fn from_gguf_with(file: &GgufFile, tensors: &dyn TensorSource) -> Result<Self> {
         let mut config = crate::config::RawConfig::from_gguf(&file.metadata)?.resolve()?;
         // llama.cpp's converter stores Llama 3's RoPE scaling as per-frequency divisors.
         if file.tensor_info(ROPE_FREQS).is_some() {
@@ -163,7 +169,7 @@ impl ModelParts {
                     config.rope_scaling
                 )));
             }
-            let t = file.tensor(ROPE_FREQS)?.expect_shape(&[config.head_dim() / 2])?;
+            let t = tensors.tensor(ROPE_FREQS)?.expect_shape(&[config.head_dim() / 2])?;
             config.rope_scaling = RopeScaling::Factors(t.data);
             config.rope_scaling.validate(config.head_dim())?;
         }
@@ -176,8 +182,8 @@ impl ModelParts {
                 let key = |k: &str| file.get(&format!("{arch}.rope.scaling.{k}"));
                 let original = key("original_context_length").and_then(Value::as_u64);
                 config.rope_scaling = RopeScaling::LongRope {
-                    short: file.tensor(ROPE_FACTORS_SHORT)?.expect_shape(&pairs)?.data,
-                    long: file.tensor(ROPE_FACTORS_LONG)?.expect_shape(&pairs)?.data,
+                    short: tensors.tensor(ROPE_FACTORS_SHORT)?.expect_shape(&pairs)?.data,
+                    long: tensors.tensor(ROPE_FACTORS_LONG)?.expect_shape(&pairs)?.data,
                     original_context: original.map_or(config.context_length, |o| o as usize),
                     attn_factor: key("attn_factor").and_then(Value::as_f64).unwrap_or(1.0) as f32,
                 };

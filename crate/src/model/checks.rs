@@ -12,8 +12,15 @@ use crate::quant::packed::{QuantFormat, Scales, fusable_formats};
 
 /// Checks, before anything is allocated, that `source` has every tensor a model of `c` needs
 /// in the right shape, nothing the model would silently ignore, and that every device buffer
-/// and the host memory the upload needs fit `limits`.
-pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, limits: &Limits) -> Result<()> {
+/// and the host memory the upload needs fit `limits`: the largest matrix in passing, `window`
+/// bytes of the file held besides (a streamed load's part), and on the CPU path every weight.
+pub fn check(
+    c: &ModelConfig,
+    source: &dyn TensorSource,
+    format: WeightFormat,
+    limits: &Limits,
+    window: u64,
+) -> Result<()> {
     let tied = !source.contains("output.weight");
     let table = tensor_table(c, tied);
     for spec in &table {
@@ -40,6 +47,8 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
 
     // One device buffer (two when packed: codes and parameters) per fused matrix.
     let mut largest_host = 0u64;
+    // What the packed (or dense) weights hold once loaded.
+    let mut resident = 0u64;
     let groups = std::iter::once(vec!["token_embd.weight".to_string()])
         .chain(
             (0..c.n_layers)
@@ -85,6 +94,7 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
         };
         let bytes = if dense {
             let bytes = rows * cols * 4;
+            resident += rows * cols.next_multiple_of(BLOCK as u64) * 4;
             check(rows * cols.next_multiple_of(BLOCK as u64) * 4)?;
             // The parts, their fused copy, and the upload's own.
             3 * bytes
@@ -93,6 +103,7 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
             let widest = stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
             let (codes, all) = packed(widest, stored[0].1, rows);
             check(codes)?;
+            resident += all;
             let mut floats = 0;
             for (s, &kept) in specs.iter().zip(&stored) {
                 floats += from_floats(s, kept)?;
@@ -107,11 +118,16 @@ pub fn check(c: &ModelConfig, source: &dyn TensorSource, format: WeightFormat, l
                     || format!("the matrix {} ({} x {cols}, {})", s.name, s.shape[0], format.name()),
                     codes,
                 )?;
+                resident += all;
                 bytes += from_floats(s, (f, scales))? + 2 * all;
             }
             bytes
         };
         largest_host = largest_host.max(bytes);
     }
-    limits.check_host(|| format!("loading this model with {} weights", format.name()), largest_host)
+    let resident = if limits.weights_on_host { resident } else { 0 };
+    limits.check_host(
+        || format!("loading this model with {} weights", format.name()),
+        largest_host.saturating_add(window).saturating_add(resident),
+    )
 }

@@ -15,10 +15,12 @@
 pub mod checks;
 mod linear;
 pub mod passes;
+mod stages;
 
 use burn::prelude::*;
 
 pub use linear::{Embedding, Fuse, Linear};
+pub use stages::{Stage, Stages};
 
 use crate::backend::cpu::profile::{self, Part};
 use crate::backend::device::Limits;
@@ -31,7 +33,6 @@ use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::load::TensorSource;
 use crate::load::WeightFormat;
-use crate::quant::packed::QuantFormat;
 use linear::upload;
 use passes::MAX_PASS_TOKENS;
 
@@ -285,26 +286,11 @@ impl Decoder {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Self> {
-        let c = config;
-        // The embedding falls back to 8 bits (the table the logits are read from when tied
-        // deserves more precision than the blocks), an untied head to 4.
-        let embedding = Embedding::load(source, "token_embd.weight", c, QuantFormat::Q8, format, device)?;
-        let blocks = (0..c.n_layers).map(|i| Block::load(source, c, i, format, device)).collect::<Result<_>>()?;
-        let norm = load_norm(source, "output_norm.weight", c.d_model, device)?;
-        let output = match source.contains("output.weight") {
-            true => Some(Embedding::load(source, "output.weight", c, QuantFormat::Q4, format, device)?),
-            false => None,
-        };
-        Ok(Self {
-            config: c.clone(),
-            embedding,
-            blocks,
-            norm,
-            output,
-            format,
-            device: device.clone(),
-            limits: Limits::of(device),
-        })
+        let mut stages = Stages::new(config, format, device);
+        for stage in Stage::all(config) {
+            stages.load(stage, source)?;
+        }
+        stages.finish()
     }
 
     pub fn config(&self) -> &ModelConfig {
