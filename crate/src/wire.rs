@@ -242,6 +242,10 @@ pub struct EngineStats {
     /// What a load may still allocate (the address space less what is allocated now): the
     /// figure loads are checked against.
     pub host_bytes_left: Option<u64>,
+    /// The most host memory allocated at once during the last load that succeeded: the file's
+    /// bytes it held (a part of the model at a time when streamed), the weights on the CPU
+    /// path, and what converting them took.
+    pub load_peak_bytes: Option<u64>,
 }
 
 /// What loading a draft model reports.

@@ -6,7 +6,7 @@ import { DEVICES, resolveDevice } from "./device.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
-import { readModel, readModelFiles } from "./loader.js";
+import { isGguf, openModelFiles, readModel } from "./loader.js";
 import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, logprobsOf, newCompletion, timingsOf, usageOf } from "./openai.js";
 import { LoadGate } from "./load-gate.js";
 import { generateRequest, kvRequest, tokenIds } from "./options.js";
@@ -53,6 +53,7 @@ const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
   wasm_memory_bytes: null,
   host_allocated_bytes: null,
   host_bytes_left: null,
+  load_peak_bytes: null,
   device: null,
 };
 
@@ -118,18 +119,26 @@ export class HearthEngine implements EngineApi {
       const placement = await resolveDevice(requested);
       if (placement.adapter) this.adapter = placement.adapter;
       const wasm = await this.seat.ready(placement.device === "webgpu");
-      const files = await readModelFiles(source, options);
-      // One file as itself; a split model's shards as an array (the core joins them).
-      const bytes = files.length === 1 ? files[0] : files;
+      const files = await openModelFiles(source, options);
       if (options.signal?.aborted) throw abortError();
       const weights = weightsOf(options.weights);
       const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
+      // GGUF files stream: the core reads them a part at a time. A pruned load runs the whole
+      // model first and a .bpk is read whole: their bytes are copied in.
+      const streamed = options.prune_weights === undefined && (await Promise.all(files.map(isGguf))).every((g) => g);
       let info: ModelInfo;
       try {
-        // The core checks the file and the options before it drops the model loaded now.
-        info = (options.prune_weights === undefined
-          ? wasm.load(bytes, weights, kv, progress, placement.device)
-          : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, options.prune_weights)) as ModelInfo;
+        // The core checks the files and the options before it drops the model loaded now.
+        if (streamed) {
+          info = (await wasm.load_stream(files.length === 1 ? files[0] : files, weights, kv, progress, placement.device)) as ModelInfo;
+        } else {
+          const whole = await Promise.all(files.map((f) => f.read(0, f.size)));
+          // One file as itself; a split model's shards as an array (the core joins them).
+          const bytes = whole.length === 1 ? whole[0] : whole;
+          info = (options.prune_weights === undefined
+            ? wasm.load(bytes, weights, kv, progress, placement.device)
+            : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, options.prune_weights)) as ModelInfo;
+        }
       } catch (e) {
         throw this.seat.failure(e);
       }

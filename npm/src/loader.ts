@@ -1,4 +1,6 @@
-/** Model bytes from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer. */
+/** Model bytes from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer:
+ * whole (`readModel`), or as files the core reads in slices (`openModelFiles`), so that wasm
+ * memory never holds a whole model file. */
 
 import { HearthError, abortError } from "./errors.js";
 import type { LoadProgress, ModelFiles, ModelSource } from "./types.js";
@@ -150,11 +152,21 @@ export async function readModelFiles(
   source: ModelFiles,
   options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
 ): Promise<Uint8Array[]> {
+  return eachFile(source, options, readModel);
+}
+
+/** `open` over each file of a model (one, a list, or a first shard's siblings too): a few at a
+ * time, with one progress over them all. */
+async function eachFile<T>(
+  source: ModelFiles,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal },
+  open: (s: ModelSource, o: typeof options) => Promise<T>,
+): Promise<T[]> {
   const list: readonly ModelSource[] = Array.isArray(source)
     ? source
     : ((typeof source === "string" || source instanceof URL) && shardUrls(source)) || [source as ModelSource];
   if (list.length === 0) throw new HearthError("bad_options", "a model needs at least one file");
-  if (list.length === 1) return [await readModel(list[0], options)];
+  if (list.length === 1) return [await open(list[0], options)];
   const seen = list.map(() => ({ loaded: 0, total: null as number | null }));
   const report = (i: number, p: LoadProgress) => {
     seen[i] = { loaded: p.loaded, total: p.total };
@@ -162,11 +174,11 @@ export async function readModelFiles(
     const total = totals.every((t) => t !== null) ? totals.reduce((a, t) => a + (t ?? 0), 0) : null;
     options.onProgress?.({ stage: p.stage, loaded: seen.reduce((a, s) => a + s.loaded, 0), total });
   };
-  const out: Uint8Array[] = new Array(list.length);
+  const out: T[] = new Array(list.length);
   let next = 0;
   const worker = async () => {
     for (let i = next++; i < list.length; i = next++) {
-      out[i] = await readModel(list[i], { ...options, onProgress: (p) => report(i, p) });
+      out[i] = await open(list[i], { ...options, onProgress: (p) => report(i, p) });
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_SHARDS, list.length) }, worker));
@@ -183,4 +195,144 @@ export async function deleteCachedModel(url: string | URL): Promise<boolean> {
 export async function isModelCached(url: string | URL): Promise<boolean> {
   if (!hasCacheStorage()) return false;
   return (await (await caches.open(CACHE_NAME)).match(absoluteUrl(url))) !== undefined;
+}
+
+/** A model file the core reads in slices (`WasmEngine.load_stream`): `read` resolves to a
+ * `Uint8Array` of exactly `length` bytes. */
+export interface SlicedFile {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+function blobFile(blob: Blob, signal: AbortSignal | undefined): SlicedFile {
+  return {
+    size: blob.size,
+    async read(offset: number, length: number) {
+      if (signal?.aborted) throw abortError();
+      return new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer());
+    },
+  };
+}
+
+function bufferFile(bytes: Uint8Array): SlicedFile {
+  return { size: bytes.length, read: async (offset, length) => bytes.subarray(offset, offset + length) };
+}
+
+/** A downloaded body as a Blob (the browser may keep a large one on disk), with progress. */
+async function bodyBlob(
+  response: Response,
+  onProgress: ((p: LoadProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Blob> {
+  const header = response.headers.get("content-length");
+  const total = header !== null && /^\d+$/.test(header) ? Number(header) : null;
+  if (!response.body) {
+    const blob = await response.blob();
+    onProgress?.({ stage: "fetch", loaded: blob.size, total: blob.size });
+    return blob;
+  }
+  const reader = response.body.getReader();
+  // Gathered in Blobs of ~64 MB, so the pieces need not stay in the JS heap until the end.
+  const blobs: Blob[] = [];
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let loaded = 0;
+  for (;;) {
+    if (signal?.aborted) {
+      await reader.cancel();
+      throw abortError();
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending.push(value);
+    pendingBytes += value.length;
+    loaded += value.length;
+    if (pendingBytes >= 64 << 20) {
+      blobs.push(new Blob(pending as BlobPart[]));
+      pending = [];
+      pendingBytes = 0;
+    }
+    onProgress?.({ stage: "fetch", loaded, total });
+  }
+  blobs.push(new Blob(pending as BlobPart[]));
+  return new Blob(blobs);
+}
+
+/** The first bytes of a Blob. */
+async function head(blob: Blob, n = 64): Promise<Uint8Array> {
+  return new Uint8Array(await blob.slice(0, n).arrayBuffer());
+}
+
+/** Opens a model source to be read in slices. URLs are served from Cache Storage when cached
+ * (and stored there after a download) unless `cache` is false; a download is kept as a Blob,
+ * outside wasm memory. */
+export async function openModel(
+  source: ModelSource,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+): Promise<SlicedFile> {
+  const { onProgress, signal } = options;
+  if (signal?.aborted) throw abortError();
+  if (source instanceof Uint8Array) return bufferFile(source);
+  if (source instanceof ArrayBuffer) return bufferFile(new Uint8Array(source));
+  if (typeof Blob !== "undefined" && source instanceof Blob) {
+    onProgress?.({ stage: "fetch", loaded: source.size, total: source.size });
+    return blobFile(source, signal);
+  }
+  if (typeof source !== "string" && !(source instanceof URL)) {
+    throw new HearthError("bad_options", "a model source is a URL, an ArrayBuffer, a Uint8Array, a Blob or a File");
+  }
+  const url = absoluteUrl(source);
+  const useCache = (options.cache ?? true) && hasCacheStorage();
+  if (useCache) {
+    const cache = await caches.open(CACHE_NAME);
+    const hit = await cache.match(url);
+    if (hit) {
+      const blob = await hit.blob();
+      if (looksLikeModel(await head(blob))) {
+        onProgress?.({ stage: "cache", loaded: blob.size, total: blob.size });
+        return blobFile(blob, signal);
+      }
+      // Stored by an older version that cached whatever came back: drop it and download.
+      await cache.delete(url);
+    }
+  }
+  let response: Response;
+  try {
+    response = await fetch(url, { signal });
+  } catch (e) {
+    if (signal?.aborted) throw abortError();
+    throw new HearthError("network", `could not fetch ${url}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (!response.ok) throw new HearthError("network", `could not fetch ${url}: HTTP ${response.status}`);
+  const blob = await bodyBlob(response, onProgress, signal);
+  const length = response.headers.get("content-length");
+  const encoded = (response.headers.get("content-encoding") ?? "identity") !== "identity";
+  if (length !== null && /^\d+$/.test(length) && !encoded && Number(length) !== blob.size) {
+    throw new HearthError("network", `${url}: the download ended after ${blob.size} of ${length} bytes`);
+  }
+  const first = await head(blob);
+  if (!looksLikeModel(first)) throw notAModel(url, first, response.headers.get("content-type"));
+  if (useCache) {
+    const headers = { "content-type": "application/octet-stream", "content-length": String(blob.size) };
+    try {
+      await (await caches.open(CACHE_NAME)).put(url, new Response(blob, { headers }));
+    } catch {
+      // A full or unavailable cache only costs the next load a download.
+    }
+  }
+  return blobFile(blob, signal);
+}
+
+/** `readModelFiles`'s sources opened to be read in slices, with the same progress. */
+export async function openModelFiles(
+  source: ModelFiles,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+): Promise<SlicedFile[]> {
+  return eachFile(source, options, openModel);
+}
+
+/** Whether a sliced file is a GGUF file (the only format read in slices). */
+export async function isGguf(file: SlicedFile): Promise<boolean> {
+  const magic = await file.read(0, Math.min(4, file.size));
+  return String.fromCharCode(...magic) === "GGUF";
 }

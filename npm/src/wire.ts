@@ -394,7 +394,13 @@ host_allocated_bytes: number | null,
  * What a load may still allocate (the address space less what is allocated now): the
  * figure loads are checked against.
  */
-host_bytes_left: number | null, };
+host_bytes_left: number | null, 
+/**
+ * The most host memory allocated at once during the last load that succeeded: the file's
+ * bytes it held (a part of the model at a time when streamed), the weights on the CPU
+ * path, and what converting them took.
+ */
+load_peak_bytes: number | null, };
 
 /**
  * What loading a draft model reports.

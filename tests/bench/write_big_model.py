@@ -1,8 +1,11 @@
 """Writes a GGUF of a real model's shapes with random weights (speed and memory need no trained
 weights): Qwen2.5-3B (qwen2, 36 layers, d_model 2048, FFN 11008, 16 query / 2 KV heads of 128,
-vocab 151,936, tied) or Qwen2.5-1.5B (28 layers, d_model 1536, FFN 8960, 12 / 2 heads, untied),
-every matrix Q4_0, the tokenizer and chat template copied from Qwen2.5-Coder-0.5B (the same
-vocabulary). Optionally split in N shards as llama.cpp's gguf-split names them.
+vocab 151,936, tied), Qwen2.5-1.5B (28 layers, d_model 1536, FFN 8960, 12 / 2 heads, untied) or
+Llama-3.2-3B (llama, 28 layers, d_model 3072, FFN 8192, 24 / 8 heads of 128, tied, with a
+`rope_freqs.weight` as llama.cpp writes Llama 3's; its vocabulary is Qwen's 151,936 tokens, not
+Llama 3's 128,256, as no Llama tokenizer is reachable here), every matrix Q4_0, the tokenizer and
+chat template copied from Qwen2.5-Coder-0.5B. Optionally split in N shards as llama.cpp's
+gguf-split names them.
 
 Usage: python write_big_model.py SHAPE TOKENIZER_GGUF OUT.gguf [--split N]
 Never commit the output: pkg-scripts/bench/big-models.sh writes it under models/.
@@ -17,6 +20,7 @@ import numpy as np
 SHAPES = {
     "qwen2.5-3b": dict(layers=36, d=2048, ffn=11008, heads=16, kv_heads=2, head_dim=128, tied=True),
     "qwen2.5-1.5b": dict(layers=28, d=1536, ffn=8960, heads=12, kv_heads=2, head_dim=128, tied=False),
+    "llama-3.2-3b": dict(layers=28, d=3072, ffn=8192, heads=24, kv_heads=8, head_dim=128, tied=True, arch="llama"),
 }
 VOCAB = 151_936
 BLOCK, BLOCK_BYTES = 32, 18  # Q4_0: an f16 scale and 16 bytes of 4-bit codes
@@ -41,10 +45,12 @@ def main() -> None:
     source = gguf.GGUFReader(a.tokenizer)
 
     # Embedding, 12 tensors a layer, the head when untied, the final norm.
-    total = 1 + 12 * s["layers"] + (0 if s["tied"] else 1) + 1
+    arch = s.get("arch", "qwen2")
+    biases = arch == "qwen2"
+    total = 1 + (12 if biases else 9) * s["layers"] + (0 if s["tied"] else 1) + 1 + (arch == "llama")
     # Split: the writer names the shards from OUT as gguf-split does (OUT-00001-of-0000N.gguf).
     per_shard = -(-total // a.split) if a.split > 1 else 0
-    w = gguf.GGUFWriter(Path(a.out), "qwen2", split_max_tensors=per_shard)
+    w = gguf.GGUFWriter(Path(a.out), arch, split_max_tensors=per_shard)
     w.add_name(f"random {a.shape}")
     w.add_block_count(s["layers"])
     w.add_context_length(32768)
@@ -52,7 +58,10 @@ def main() -> None:
     w.add_feed_forward_length(s["ffn"])
     w.add_head_count(s["heads"])
     w.add_head_count_kv(s["kv_heads"])
-    w.add_rope_freq_base(1_000_000.0)
+    w.add_rope_freq_base(500_000.0 if arch == "llama" else 1_000_000.0)
+    if arch == "llama":
+        w.add_key_length(s["head_dim"])
+        w.add_value_length(s["head_dim"])
     w.add_layer_norm_rms_eps(1e-6)
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template"):
         f = source.fields[key]
@@ -84,11 +93,14 @@ def main() -> None:
                      raw_dtype=gguf.GGMLQuantizationType.Q4_0)
         if name.endswith("attn_v.weight"):
             i = name.split(".")[1]
-            for bias, n in (("attn_q", q), ("attn_k", kv), ("attn_v", kv)):
+            for bias, n in (("attn_q", q), ("attn_k", kv), ("attn_v", kv)) if biases else ():
                 w.add_tensor(f"blk.{i}.{bias}.bias", (rng.standard_normal(n) * 0.02).astype(np.float32))
             w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, dtype=np.float32))
             w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, dtype=np.float32))
     w.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+    if arch == "llama":
+        # Llama 3's RoPE scaling as llama.cpp's converter stores it: a divisor per frequency.
+        w.add_tensor("rope_freqs.weight", np.linspace(1.0, 8.0, hd // 2).astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file(progress=False)

@@ -3,17 +3,18 @@
 
 use super::*;
 
-/// A model's files (one, or every shard of a split model) parsed and checked for `device`,
-/// its KV cache `kv` included: what a load checks before it drops the model loaded now.
+/// A model's files (one, or every shard of a split model) parsed and checked, its KV cache
+/// `kv` included, against `limits` (a device's): what a load checks before it drops the
+/// model loaded now.
 pub(super) fn prepare_model<'a>(
     files: &'a [Vec<u8>],
-    device: &Device,
     weights: WeightFormat,
     kv: &KvOptions,
+    limits: &Limits,
 ) -> crate::error::Result<crate::engine::Prepared<'a>> {
     let files: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
-    let prepared = Engine::prepare_files(&files, device, weights)?;
-    KvCache::plan(prepared.config(), kv, &Limits::of(device))?;
+    let prepared = Engine::prepare_within(&files, weights, limits)?;
+    KvCache::plan(prepared.config(), kv, limits)?;
     Ok(prepared)
 }
 

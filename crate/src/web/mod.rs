@@ -51,6 +51,7 @@ mod gpu;
 mod listener;
 mod load;
 mod scheduler;
+mod stream;
 mod wire;
 
 use errors::*;
@@ -190,7 +191,8 @@ impl WasmEngine {
     ) -> Result<JsValue, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let files = model_files(files, &device)?;
-        let prepared = prepare_model(&files, &device, weights, &kv).map_err(js_error)?;
+        let limits = Limits::of(&device).freeing(self.freed_by_drop());
+        let prepared = prepare_model(&files, weights, &kv, &limits).map_err(js_error)?;
         self.drop_model().map_err(js_error)?;
         let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
         self.finish_load(loaded, kv, weights)
@@ -223,7 +225,8 @@ impl WasmEngine {
         let this = WasmEngine { state: Rc::clone(&self.state) };
         Ok(future_to_promise(async move {
             let loaded = async {
-                let prepared = prepare_model(&files, &device, weights, &kv)?;
+                let limits = Limits::of(&device).freeing(this.freed_by_drop());
+                let prepared = prepare_model(&files, weights, &kv, &limits)?;
                 prune.check(prepared.config())?;
                 this.drop_model()?;
                 let mut report = reporter(progress);
@@ -252,7 +255,17 @@ impl WasmEngine {
         if state.loading {
             return Err(busy("another load is in progress"));
         }
+        host_memory::reset_peak();
         Ok((device, weights, kv))
+    }
+
+    /// Host memory that dropping the model loaded now gives back: its weights on the CPU
+    /// path (on a GPU they are in device memory). A load counts it as free, so that model B
+    /// replaces model A whenever B fits alone.
+    fn freed_by_drop(&self) -> u64 {
+        let state = self.state.try_borrow().ok();
+        let engine = state.as_ref().and_then(|s| s.engine.as_ref());
+        engine.filter(|e| !crate::backend::device::is_cube(e.device())).map_or(0, |e| e.model().weight_bytes() as u64)
     }
 
     /// Drops the model loaded now (its file's successor has passed its checks) and marks a
@@ -308,6 +321,7 @@ impl WasmEngine {
             max_streams: MAX_STREAMS,
         };
         state.engine = Some(engine);
+        state.load_peak = Some(host_memory::peak_bytes());
         state.kv = kv;
         state.session = Some(session);
         to_js(&info)
@@ -561,6 +575,7 @@ impl WasmEngine {
             wasm_memory_bytes: host_memory::wasm_memory_bytes(),
             host_allocated_bytes: Some(host_memory::live_bytes()),
             host_bytes_left: Some(host_memory::bytes_left()),
+            load_peak_bytes: state.load_peak,
         })
     }
 

@@ -31,6 +31,8 @@ pub(super) struct State {
     pub(super) waiting: VecDeque<Waiting>,
     /// The next waiting request's ticket.
     pub(super) tickets: u64,
+    /// The most host memory allocated at once during the last load that succeeded.
+    pub(super) load_peak: Option<u64>,
 }
 
 impl State {
@@ -46,6 +48,7 @@ impl State {
             loading: false,
             waiting: VecDeque::new(),
             tickets: 0,
+            load_peak: None,
         }
     }
 

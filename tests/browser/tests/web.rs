@@ -664,3 +664,94 @@ async fn unloading_gives_the_memory_back_to_the_next_load() {
         );
     }
 }
+
+/// A file read in slices (`{size, read(offset, length)}`), as the package makes of a `Blob`,
+/// over a JS copy of `bytes`; reads from `short_from` on come back a byte short.
+fn sliced(bytes: &[u8], short_from: Option<usize>) -> JsValue {
+    let read = Function::new_with_args(
+        "offset, length",
+        "const short = this.shortFrom !== null && offset >= this.shortFrom ? 1 : 0;
+         return Promise.resolve(this.bytes.slice(offset, offset + length - short));",
+    );
+    let file = js_sys::Object::new();
+    let short = short_from.map_or(JsValue::NULL, |at| (at as f64).into());
+    for (key, value) in [
+        ("size", JsValue::from(bytes.len() as f64)),
+        ("bytes", Uint8Array::from(bytes).into()),
+        ("shortFrom", short),
+        ("read", read.into()),
+    ] {
+        Reflect::set(&file, &key.into(), &value).unwrap();
+    }
+    file.into()
+}
+
+/// A streamed load answers as the whole file does, on the CPU and on WebGPU, holding only a
+/// part of the file in wasm memory; a tensor short of its bytes fails the load after the old
+/// model is gone (and says so), and the next load works; a header fault keeps the old model.
+#[wasm_bindgen_test]
+async fn a_streamed_load_holds_a_part_of_the_file_and_answers_as_the_whole() {
+    const MB: u64 = 1 << 20;
+    let bytes = model_bytes().await;
+    let file_len = bytes.len() as u64;
+    let engine = engine().await;
+    let stat = |key: &str| from_js(engine.stats().unwrap())[key].as_u64();
+    let prompt = engine_prompt(&engine, &bytes).await;
+    // The largest part a streamed load reads at once.
+    let mut parts = std::collections::HashMap::new();
+    for t in &hearth::format::gguf::GgufFile::parse(&bytes).unwrap().tensors {
+        *parts.entry(hearth::model::Stage::of(&t.name)).or_insert(0u64) += t.byte_len as u64;
+    }
+    let largest = parts.values().copied().max().unwrap();
+    let options = json!({"max_tokens": 8, "ignore_eos": true});
+    for device in ["cpu", "webgpu"] {
+        engine.unload().unwrap();
+        let before = stat("host_allocated_bytes").unwrap();
+        engine.load(&file(&bytes), "int4", kv(256), None, device).unwrap();
+        let whole_peak = stat("load_peak_bytes").unwrap() - before;
+        let want = generate(&engine, &prompt, options.clone(), None).await.unwrap();
+        engine.unload().unwrap();
+        let before = stat("host_allocated_bytes").unwrap();
+        let load = engine.load_stream(&sliced(&bytes, None), "int4", kv(256), None, device).unwrap();
+        JsFuture::from(load).await.unwrap();
+        let peak = stat("load_peak_bytes").unwrap() - before;
+        let weights = stat("weight_bytes").unwrap();
+        let got = generate(&engine, &prompt, options.clone(), None).await.unwrap();
+        assert_eq!(got["tokens"], want["tokens"], "{device}: streamed and whole loads answer alike");
+        console_log!(
+            "{device}: load peak {} MB whole, {} MB streamed, of a {} MB file ({} MB of weights, largest part {} MB)",
+            whole_peak / MB,
+            peak / MB,
+            file_len / MB,
+            weights / MB,
+            largest / MB
+        );
+        assert!(peak < whole_peak, "{device}: streamed {peak} vs whole {whole_peak}");
+        // The weights themselves are in wasm memory on the CPU path only; on WebGPU a load holds
+        // the tokenizer and one part (here the embedding, a third of the file) with its packed
+        // and reordered copies.
+        match device {
+            "cpu" => assert!(peak < weights + file_len / 3, "cpu: a streamed load peaked at {peak} bytes"),
+            _ => assert!(peak < 4 * largest + 24 * MB, "webgpu: a streamed load peaked at {peak} bytes"),
+        }
+    }
+    // A tensor short of its bytes: found after the old model is dropped, and said so.
+    let load = engine.load_stream(&sliced(&bytes, Some(bytes.len() / 2)), "int4", kv(256), None, "cpu").unwrap();
+    let e = message(JsFuture::from(load).await.unwrap_err());
+    assert!(e.starts_with("model_load") && e.contains("already dropped"), "{e}");
+    assert_eq!(from_js(engine.stats().unwrap())["loaded"], json!(false));
+    let load = engine.load_stream(&sliced(&bytes, None), "int4", kv(256), None, "cpu").unwrap();
+    JsFuture::from(load).await.expect("the next load works");
+    // A header past the file's end: refused before the model is dropped.
+    let load = engine.load_stream(&sliced(&bytes[..4096], None), "int4", kv(256), None, "cpu").unwrap();
+    let e = message(JsFuture::from(load).await.unwrap_err());
+    assert!(e.starts_with("model_load"), "{e}");
+    let still = generate(&engine, &prompt, options, None).await.unwrap();
+    assert_eq!(still["tokens"].as_array().map(Vec::len), Some(8), "the model loaded before still answers");
+}
+
+/// The prompt of the streamed-load test, tokenized by the model.
+async fn engine_prompt(engine: &WasmEngine, bytes: &[u8]) -> Vec<u32> {
+    engine.load(&file(bytes), "int4", kv(256), None, "cpu").unwrap();
+    engine.tokenize("The capital of France is", false).unwrap()
+}

@@ -1083,6 +1083,9 @@ await check("fuzz: 600 random calls with hostile options, grammars and mutated f
   ];
   // Tools, sensible and hostile, from a generator of their own.
   const toolRand = xorshift(20261207);
+  // Split sets, streamed like every GGUF: whole, out of order, a shard missing, a foreign file
+  // among them, a shard mutated (from their own generator, so the other calls stay as they were).
+  const splitRand = xorshift(20261208);
   const anyTool = <T>(items: readonly T[]): T => items[Math.floor(toolRand() * items.length)];
   const fn = (name: unknown, parameters?: unknown) => ({ type: "function", function: { name, parameters } });
   const pickTool = fn("pick", { type: "object", properties: { n: { type: "integer", minimum: 0, maximum: 9 } }, required: ["n"] });
@@ -1151,7 +1154,17 @@ await check("fuzz: 600 random calls with hostile options, grammars and mutated f
     let call: [string, () => Promise<unknown>];
     const r = rand();
     if (r < 0.16) {
-      const bytes = pick([tiny, tiny, tinyPack, mutate(tiny), mutate(tinyPack), mutate(tinyPack), new Uint8Array(0)]);
+      let bytes: Uint8Array | Uint8Array[] = pick([tiny, tiny, tinyPack, mutate(tiny), mutate(tinyPack), mutate(tinyPack), new Uint8Array(0)]);
+      if (splitRand() < 0.2) {
+        const sets = [
+          () => [shards[2], shards[0], shards[1]],
+          () => [shards[0], shards[2]],
+          () => [shards[0], shards[1], tiny],
+          () => [shards[0], mutate(shards[1]), shards[2]],
+          () => [mutate(shards[0]), shards[1], shards[2]],
+        ];
+        bytes = sets[Math.floor(splitRand() * sets.length)]();
+      }
       const kv: Record<string, unknown> = {};
       if (rand() < 0.5) kv.kv_capacity = value([16, 64, 300, 4096, 1 << 22, 1 << 24]);
       if (rand() < 0.4) kv.kv_policy = value(["sinks-window", "heavy-hitters", "none", "lru"]);
@@ -1165,7 +1178,8 @@ await check("fuzz: 600 random calls with hostile options, grammars and mutated f
         kv.prune_weights = pruneRand() < 0.8 ? cut : any([{}, null, 1, { calibration: "" }, { calibration: longText(50) }]);
       }
       const what = kv.prune_weights === undefined ? "load" : "pruned load";
-      call = [what, () => engine.load(copy(bytes), { ...kv, signal: controller.signal } as never)];    } else if (r < 0.5) {
+      const source = Array.isArray(bytes) ? bytes.map(copy) : copy(bytes);
+      call = [what, () => engine.load(source, { ...kv, signal: controller.signal } as never)];    } else if (r < 0.5) {
       const options: Record<string, unknown> = { max_tokens: pick([1, 2, 4, 8]) };
       lastOptions = options;
       const sensible: Record<string, unknown[]> = {
