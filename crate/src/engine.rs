@@ -366,4 +366,8 @@ impl TensorSource for Counted<'_> {
     fn holds_quantized(&self) -> bool {
         self.inner.holds_quantized()
     }
+
+    fn release(&self, name: &str) {
+        self.inner.release(name)
+    }
 }

@@ -110,13 +110,13 @@ impl StreamedLoad {
     /// buffer. `config` holds the bytes of [`Headers::config_reads`].
     pub fn new(
         headers: Headers,
-        config: &HashMap<String, Vec<u8>>,
+        config: HashMap<String, Vec<u8>>,
         device: &Device,
         weights: WeightFormat,
         limits: &Limits,
     ) -> Result<Self> {
         let file = &headers.file;
-        let parts = ModelParts::from_gguf_with(file, &Windowed { file, window: config })?;
+        let parts = ModelParts::from_gguf_with(file, &Windowed::new(file, config))?;
         let mut plan: Vec<(Stage, Vec<Read>)> = Stage::all(&parts.config).into_iter().map(|s| (s, vec![])).collect();
         for info in &file.tensors {
             let stage = Stage::of(&info.name);
@@ -150,10 +150,11 @@ impl StreamedLoad {
     }
 
     /// Loads the next stage onto `device` from `window`, the bytes of its reads by tensor
-    /// name, calling `progress(tensors_loaded, tensors_total)` after each tensor.
+    /// name (each dropped once packed), calling `progress(tensors_loaded, tensors_total)`
+    /// after each tensor.
     pub fn load_next(
         &mut self,
-        window: &HashMap<String, Vec<u8>>,
+        window: HashMap<String, Vec<u8>>,
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<()> {
@@ -176,7 +177,7 @@ impl StreamedLoad {
         let Source::Gguf(file) = &self.prepared.source else {
             return Err(Error::BadOptions("a streamed load reads GGUF files".into()));
         };
-        let source = Windowed { file, window };
+        let source = Windowed::new(file, window);
         let config = self.prepared.config.clone();
         let done = with_parts(&source, &config, |tensors| -> Result<usize> {
             let counted = Counted::new(tensors, progress, device).from(self.done);

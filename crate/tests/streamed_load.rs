@@ -68,7 +68,7 @@ fn stream_with(
             .collect()
     };
     let config = read(&headers.config_reads(), false);
-    let mut load = StreamedLoad::new(headers, &config, &device, weights, &Limits::of(&device))?;
+    let mut load = StreamedLoad::new(headers, config, &device, weights, &Limits::of(&device))?;
     let mut most_held = 0;
     let mut reported = Vec::new();
     let mut stage = 0;
@@ -78,7 +78,7 @@ fn stream_with(
         let held: u64 = window.values().map(|b| b.len() as u64).sum();
         assert!(held <= load.window_bytes(), "a part of {held} bytes, past the window of {}", load.window_bytes());
         most_held = most_held.max(held);
-        load.load_next(&window, &device, &mut |done, total| reported.push((done, total)))?;
+        load.load_next(window, &device, &mut |done, total| reported.push((done, total)))?;
     }
     assert!(reported.windows(2).all(|w| w[0].0 <= w[1].0), "progress only grows: {reported:?}");
     let engine = load.finish()?;
@@ -195,8 +195,8 @@ fn headers_and_parts_in_pieces_fail_typed() {
         .map(|r| (r.name.clone(), bytes[r.offset as usize..(r.offset + r.len) as usize].to_vec()))
         .collect();
     assert_eq!(config.len(), 1, "rope_freqs.weight is read before the checks");
-    let mut load = StreamedLoad::new(headers, &config, &device, WeightFormat::Int4, &Limits::of(&device)).unwrap();
-    let e = load.load_next(&HashMap::new(), &device, &mut |_, _| {}).unwrap_err();
+    let mut load = StreamedLoad::new(headers, config, &device, WeightFormat::Int4, &Limits::of(&device)).unwrap();
+    let e = load.load_next(HashMap::new(), &device, &mut |_, _| {}).unwrap_err();
     assert_eq!(e.kind(), "model_load", "{e}");
     assert!(load.next_reads().unwrap().iter().any(|r| r.name == "token_embd.weight"), "the failed part is next still");
 }

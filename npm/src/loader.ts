@@ -304,23 +304,78 @@ export async function openModel(
     throw new HearthError("network", `could not fetch ${url}: ${e instanceof Error ? e.message : String(e)}`);
   }
   if (!response.ok) throw new HearthError("network", `could not fetch ${url}: HTTP ${response.status}`);
-  const blob = await bodyBlob(response, onProgress, signal);
   const length = response.headers.get("content-length");
   const encoded = (response.headers.get("content-encoding") ?? "identity") !== "identity";
-  if (length !== null && /^\d+$/.test(length) && !encoded && Number(length) !== blob.size) {
+  const expected = length !== null && /^\d+$/.test(length) && !encoded ? Number(length) : null;
+  if (useCache && response.body) {
+    const stored = await downloadToCache(url, response, expected, onProgress, signal);
+    if (stored) return blobFile(stored, signal);
+    // A full or unavailable cache: download again, into memory.
+    response = await fetch(url, { signal });
+  }
+  const blob = await bodyBlob(response, onProgress, signal);
+  if (expected !== null && expected !== blob.size) {
     throw new HearthError("network", `${url}: the download ended after ${blob.size} of ${length} bytes`);
   }
   const first = await head(blob);
   if (!looksLikeModel(first)) throw notAModel(url, first, response.headers.get("content-type"));
-  if (useCache) {
-    const headers = { "content-type": "application/octet-stream", "content-length": String(blob.size) };
-    try {
-      await (await caches.open(CACHE_NAME)).put(url, new Response(blob, { headers }));
-    } catch {
-      // A full or unavailable cache only costs the next load a download.
-    }
-  }
   return blobFile(blob, signal);
+}
+
+/** Streams a download into Cache Storage (counting it, and checking that it starts like a
+ * model) and returns the cached body: a Blob the browser keeps on disk, so a model of
+ * gigabytes is never in memory whole (a Blob gathered in memory past the browser's blob
+ * storage became unreadable mid-load in Chromium). `null` when the cache refused it. */
+async function downloadToCache(
+  url: string,
+  response: Response,
+  expected: number | null,
+  onProgress: ((p: LoadProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
+): Promise<Blob | null> {
+  let loaded = 0;
+  let first = new Uint8Array(0);
+  let refused: HearthError | null = null;
+  const counted = response.body!.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        if (first.length < 64) {
+          const joined = new Uint8Array(first.length + chunk.length);
+          joined.set(first);
+          joined.set(chunk, first.length);
+          first = joined.subarray(0, 64);
+          if (first.length >= 4 && !looksLikeModel(first)) {
+            refused = notAModel(url, first, response.headers.get("content-type"));
+            controller.error(refused);
+            return;
+          }
+        }
+        loaded += chunk.length;
+        onProgress?.({ stage: "fetch", loaded, total: expected });
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  const cache = await caches.open(CACHE_NAME);
+  const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+  try {
+    await cache.put(url, new Response(counted, { headers }));
+  } catch (e) {
+    await cache.delete(url).catch(() => false);
+    if (signal?.aborted) throw abortError();
+    if (refused) throw refused;
+    if (loaded > 0 && expected !== null && loaded < expected) {
+      throw new HearthError("network", `${url}: the download ended after ${loaded} of ${expected} bytes`);
+    }
+    return null;
+  }
+  if ((expected !== null && loaded !== expected) || !looksLikeModel(first)) {
+    await cache.delete(url);
+    if (!looksLikeModel(first)) throw notAModel(url, first, response.headers.get("content-type"));
+    throw new HearthError("network", `${url}: the download ended after ${loaded} of ${expected} bytes`);
+  }
+  const hit = await cache.match(url);
+  return hit ? hit.blob() : null;
 }
 
 /** `readModelFiles`'s sources opened to be read in slices, with the same progress. */

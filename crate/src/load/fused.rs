@@ -136,6 +136,10 @@ impl TensorSource for Unfused<'_> {
         self.inner.holds_quantized()
     }
 
+    fn release(&self, name: &str) {
+        self.inner.release(&self.stored(name))
+    }
+
     fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for name in self.inner.names() {

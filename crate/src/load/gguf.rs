@@ -1,6 +1,7 @@
 //! GGUF files as a [`TensorSource`]: tensors dequantized to f32 or packed as stored, with the
 //! query and key rows that GGUF keeps in llama.cpp's halves order put back in pairs.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::{HostTensor, TensorSource, halves_to_pairs, pair_source, rope_heads_of};
@@ -126,16 +127,23 @@ fn packed<'b>(
 }
 
 /// A streamed model's tensors: the header answers for all of them, and the bytes of those a
-/// load has read so far ([`crate::model::Stage`]'s) are in `window`, by name.
+/// load has read so far ([`crate::model::Stage`]'s) are in the window, by name, each dropped
+/// once the loader has packed it ([`TensorSource::release`]).
 pub struct Windowed<'f> {
-    pub file: &'f GgufFile<'f>,
-    pub window: &'f HashMap<String, Vec<u8>>,
+    file: &'f GgufFile<'f>,
+    window: RefCell<HashMap<String, Vec<u8>>>,
 }
 
-impl Windowed<'_> {
-    fn bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
-        match self.window.get(&info.name) {
-            Some(bytes) if bytes.len() == info.byte_len => Ok(bytes),
+impl<'f> Windowed<'f> {
+    pub fn new(file: &'f GgufFile<'f>, window: HashMap<String, Vec<u8>>) -> Self {
+        Self { file, window: RefCell::new(window) }
+    }
+
+    /// `f` of the bytes of `info`.
+    fn with_bytes<R>(&self, info: &TensorInfo, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let window = self.window.borrow();
+        match window.get(&info.name) {
+            Some(bytes) if bytes.len() == info.byte_len => f(bytes),
             _ => Err(Error::malformed(format!("tensor {} was read before its bytes", info.name))),
         }
     }
@@ -148,12 +156,22 @@ impl TensorSource for Windowed<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         let info = info(self.file, name)?;
-        in_pairs(self.file, name, dequantized(info, self.bytes(info)?))
+        in_pairs(self.file, name, self.with_bytes(info, |bytes| Ok(dequantized(info, bytes)))?)
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
         let info = info(self.file, name)?;
-        packed(self.file, info, || self.bytes(info))
+        match info.dtype {
+            // Floats that are not matrices are read by `tensor`, untouched here.
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if info.shape.len() != 2 => Ok(None),
+            _ => self.with_bytes(info, |bytes| packed(self.file, info, || Ok(bytes))),
+        }
+    }
+
+    fn release(&self, name: &str) {
+        if let Ok(mut window) = self.window.try_borrow_mut() {
+            window.remove(name);
+        }
     }
 
     fn tensor_count(&self) -> usize {

@@ -82,6 +82,10 @@ pub trait TensorSource {
     fn names(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The loader has read all it needs of `name`: a source holding its bytes only for the
+    /// load (a streamed load's window) may drop them now.
+    fn release(&self, _name: &str) {}
 }
 
 /// The heads of a query or key projection (weight or bias) whose rows [`halves_to_pairs`]

@@ -66,18 +66,24 @@ impl Linear {
                 Self::Dense(upload::<2>(t, device).transpose())
             }
             packed => {
-                let parts = names
+                let mut parts = names
                     .iter()
                     .map(|&(name, rows)| packed.pack(source, name, rows, d_in, QuantFormat::Q4))
                     .collect::<Result<Vec<_>>>()?;
+                // What the source held of them is not needed past here (a streamed load frees it).
+                for &(name, _) in names {
+                    source.release(name);
+                }
                 if !PackedMatrix::fusable(&parts.iter().collect::<Vec<_>>()) {
                     return Ok(Self::Parts(parts.iter().map(|p| QuantMatrix::upload(p, device)).collect(), fuse));
                 }
-                let fused = match (fuse, &parts[..]) {
-                    (_, [one]) => one.clone(),
-                    (Fuse::Interleave, [a, b]) => PackedMatrix::interleave_rows(a, b),
+                let fused = match (fuse, parts.len()) {
+                    (_, 1) => parts.pop().expect("one part"),
+                    (Fuse::Interleave, 2) => PackedMatrix::interleave_rows(&parts[0], &parts[1]),
                     _ => PackedMatrix::concat_rows(&parts.iter().collect::<Vec<_>>()),
                 };
+                // The parts are in `fused` now: one copy of the matrix, not two, while it uploads.
+                drop(parts);
                 Self::Quant(QuantMatrix::upload(&fused, device))
             }
         })
@@ -220,6 +226,7 @@ impl Embedding {
             }
             false => {
                 let p = format.pack(source, name, rows, cols, fallback)?;
+                source.release(name);
                 let per_part = limits.rows_per_buffer((p.blocks_per_row() * p.format.words_per_block() * 4) as u64);
                 if per_part >= rows {
                     // One buffer: no copy of the rows first (a 152k-token table is 136 MB).

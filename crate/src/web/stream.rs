@@ -112,7 +112,7 @@ pub(super) async fn prepare_stream(
     }
     let headers = Headers::join(headers)?;
     let config = read_window(files, &headers.config_reads()).await?;
-    let load = StreamedLoad::new(headers, &config, device, weights, limits)?;
+    let load = StreamedLoad::new(headers, config, device, weights, limits)?;
     KvCache::plan(load.config(), kv, limits)?;
     Ok(load)
 }
@@ -169,7 +169,7 @@ impl WasmEngine {
                 let mut report = reporter(progress);
                 while let Some(reads) = load.next_reads().map(<[Read]>::to_vec) {
                     let window = read_window(&files, &reads).await.map_err(after_drop)?;
-                    load.load_next(&window, &device, &mut report).map_err(after_drop)?;
+                    load.load_next(window, &device, &mut report).map_err(after_drop)?;
                 }
                 load.finish().map(Arc::new)
             };
