@@ -364,7 +364,9 @@ async function downloadToCache(
     await cache.delete(url).catch(() => false);
     if (signal?.aborted) throw abortError();
     if (refused) throw refused;
-    if (loaded > 0 && expected !== null && loaded < expected) {
+    // Out of quota (a private window keeps the cache in memory): the caller downloads anew.
+    const quota = e instanceof DOMException && e.name === "QuotaExceededError";
+    if (!quota && expected !== null && loaded < expected) {
       throw new HearthError("network", `${url}: the download ended after ${loaded} of ${expected} bytes`);
     }
     return null;

@@ -1,11 +1,17 @@
 // Runs big.html in Debian's Chromium for each device given, one fresh browser each, and prints a
 // JSON row per load. Usage: node big.mjs BASE_URL DEVICES(cpu,webgpu) MODEL_URL[,MODEL_URL...]
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const [base, devices, models] = process.argv.slice(2);
 const rows = [];
 for (const device of devices.split(",")) {
-  const browser = await chromium.launch({
+  // A profile on disk, as a user's: Playwright's default context is a private one, whose Cache
+  // Storage and Blobs live in memory and gave out (NotReadableError) past one 1.7 GB model.
+  const profile = mkdtempSync(join(tmpdir(), "hearth-big-"));
+  const browser = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
     headless: true,
     args: ["--enable-unsafe-webgpu", "--no-sandbox", "--no-first-run", "--disable-background-networking",
@@ -24,6 +30,7 @@ for (const device of devices.split(",")) {
     }
   } finally {
     await browser.close();
+    rmSync(profile, { recursive: true, force: true });
   }
 }
 console.log(JSON.stringify(rows, null, 2));
