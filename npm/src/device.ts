@@ -83,3 +83,14 @@ export async function resolveDevice(requested: DeviceChoice): Promise<Resolved> 
   }
   return { device: "webgpu", reason: `hardware WebGPU adapter (${name || "unnamed"})`, adapter };
 }
+
+/** Where a load with `device` (default `"auto"`) would run, and why, without loading
+ * anything: for a page to say so before it loads. Rejects as `load` would for a forced
+ * `"webgpu"` the browser cannot give. */
+export async function chooseDevice(device: DeviceChoice = "auto"): Promise<{ device: "webgpu" | "cpu"; reason: string }> {
+  if (!(DEVICES as readonly string[]).includes(device)) {
+    throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(device)}`);
+  }
+  const { device: chosen, reason } = await resolveDevice(device);
+  return { device: chosen, reason };
+}

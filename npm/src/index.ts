@@ -15,6 +15,7 @@
 
 export { HearthEngine, testPanic as __testPanic } from "./engine.js";
 export { WorkerEngine } from "./worker-engine.js";
+export { chooseDevice } from "./device.js";
 export { ERROR_KINDS, HearthError } from "./errors.js";
 export type { ErrorKind } from "./errors.js";
 export { deleteCachedModel, isModelCached, CACHE_NAME } from "./loader.js";

@@ -129,6 +129,9 @@ async function steps(name, page, phone, errors) {
   const modelName = await page.textContent("#model-name");
   check(/int4/.test(modelName) && /CPU/.test(modelName), `${name}: model name ${modelName}`);
   // SwiftShader is a software adapter: `auto` runs on the CPU and says why.
+  // The load panel said where the model would run: auto beside SwiftShader picks the CPU.
+  const where = await page.textContent("#where");
+  check(/on your CPU \(the WebGPU adapter is a software/.test(where), `${name}: the load panel said ${where}`);
   const device = await page.textContent("#stat-device");
   check(/^CPU \(simd128\): .*software/.test(device), `${name}: device ${device}`);
   log(`loaded ${modelName}; device ${device}`);

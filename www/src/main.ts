@@ -3,8 +3,8 @@
  * and shows what the engine measured. Everything the engine does goes through the `hearth`
  * package's public API, as in any outside project.
  */
-import { HearthError, WorkerEngine, isModelCached } from "hearth";
-import type { ChatMessage, EngineStats, FinishReason, LoadProgress, ModelInfo, PruneReport, Timings, ToolCall, Usage } from "hearth";
+import { HearthError, WorkerEngine, chooseDevice, isModelCached } from "hearth";
+import type { ChatMessage, DeviceChoice, EngineStats, FinishReason, LoadProgress, ModelInfo, PruneReport, Timings, ToolCall, Usage } from "hearth";
 import { formatBytes, formatMs, formatProgress, formatRate } from "./format.js";
 import { MessageView } from "./messages.js";
 import { SettingsError, loadChanged, readSettings, restoreSettings, saveSettings } from "./settings.js";
@@ -31,6 +31,7 @@ const ui = {
   settingsToggle: $<HTMLButtonElement>("settings-toggle"),
   notice: $("notice"),
   modelPanel: $("model-panel"),
+  where: $("where"),
   served: SERVED_MODELS.map((m) => ({ ...m, el: $<HTMLButtonElement>(m.button) })),
   urlForm: $<HTMLFormElement>("url-form"),
   modelUrl: $<HTMLInputElement>("model-url"),
@@ -213,6 +214,20 @@ async function loadModel(source: string | File | File[]): Promise<void> {
     ui.progress.hidden = true;
     updateReloadButton();
     await refreshStats();
+  }
+}
+
+/** Says in the load panel where a load with the chosen device setting would run, and why. */
+async function showWhere(): Promise<void> {
+  const choice = (ui.settings.elements.namedItem("device") as HTMLSelectElement | null)?.value ?? "auto";
+  try {
+    const { device, reason } = await chooseDevice(choice as DeviceChoice);
+    ui.where.textContent =
+      device === "webgpu"
+        ? `The model will run in this page on your GPU (WebGPU: ${reason})`
+        : `The model will run in this page on your CPU (${reason === "requested" ? "as set" : reason})`;
+  } catch (e) {
+    ui.where.textContent = `The model cannot run on WebGPU here (${e instanceof Error ? e.message : String(e)})`;
   }
 }
 
@@ -549,6 +564,9 @@ function wire(): void {
   ui.settingsToggle.addEventListener("click", () => toggleSide(!ui.side.classList.contains("open")));
   ui.sideClose.addEventListener("click", () => toggleSide(false));
   ui.settings.addEventListener("submit", (e) => e.preventDefault());
+  ui.settings.addEventListener("change", (e) => {
+    if ((e.target as HTMLElement | null)?.getAttribute("name") === "device") void showWhere();
+  });
   ui.settings.addEventListener("input", () => {
     saveSettings(ui.settings);
     updateReloadButton();
@@ -563,6 +581,7 @@ async function main(): Promise<void> {
   wire();
   setStatus("idle");
   updateReloadButton();
+  await showWhere();
   await offerServedModels();
   const requested = new URLSearchParams(location.search).get("model");
   if (requested) {
