@@ -2,7 +2,9 @@
 """A static file server for hearth's pages, tests and models, bound to 127.0.0.1.
 
 Adds the headers the pages need: CORS (tests fetch the model from another port), the right
-type for .wasm and .mjs, and no caching of HTML. `--mount /models=models` serves another
+type for .wasm and .mjs, no caching of HTML, and cross-origin isolation (COOP same-origin,
+COEP require-corp, and CORP on everything served), which a page needs for SharedArrayBuffer
+and so for wasm threads. `--mount /models=models` serves another
 directory under a path. Usage: serve.py DIR [--port N] [--mount /PREFIX=DIR ...]
 """
 import argparse
@@ -36,6 +38,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def end_headers(self):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         if self.path.endswith((".html", "/")):
             self.send_header("Cache-Control", "no-store")
         super().end_headers()

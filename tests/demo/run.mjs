@@ -129,6 +129,8 @@ async function steps(name, page, phone, errors) {
   const modelName = await page.textContent("#model-name");
   check(/int4/.test(modelName) && /CPU/.test(modelName), `${name}: model name ${modelName}`);
   // SwiftShader is a software adapter: `auto` runs on the CPU and says why.
+  // serve.py (so demo.sh) isolates the page: what wasm threads will need.
+  check(await page.evaluate(() => crossOriginIsolated), `${name}: the page is not cross-origin isolated`);
   // The load panel said where the model would run: auto beside SwiftShader picks the CPU.
   const where = await page.textContent("#where");
   check(/on your CPU \(the WebGPU adapter is a software/.test(where), `${name}: the load panel said ${where}`);
