@@ -59,10 +59,13 @@ pub struct StreamedLoad {
     stages: Stages,
     /// The file's tensors of each stage, in loading order.
     plan: Vec<(Stage, Vec<Read>)>,
-    /// Stages loaded.
-    at: usize,
     /// Tensors reported to `progress`.
     done: usize,
+}
+
+/// The most bytes of the file one stage of `plan` reads.
+fn largest_part(plan: &[(Stage, Vec<Read>)]) -> u64 {
+    plan.iter().map(|(_, reads)| reads.iter().map(|r| r.len).sum::<u64>()).max().unwrap_or(0)
 }
 
 /// A model's file headers, joined: one file, or every shard of a split model.
@@ -129,10 +132,9 @@ impl StreamedLoad {
         for (_, reads) in &mut plan {
             reads.sort_by_key(|r| (r.file, r.offset));
         }
-        let window = plan.iter().map(|(_, reads)| reads.iter().map(|r| r.len).sum::<u64>()).max().unwrap_or(0);
-        let prepared = Prepared::new(parts, Source::Gguf(file), weights, limits, window)?;
+        let prepared = Prepared::new(parts, Source::Gguf(file), weights, limits, largest_part(&plan))?;
         let stages = Stages::new(prepared.config(), weights, device);
-        Ok(Self { prepared, stages, plan, at: 0, done: 0 })
+        Ok(Self { prepared, stages, plan, done: 0 })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -141,12 +143,18 @@ impl StreamedLoad {
 
     /// The most bytes of the file one stage holds in memory.
     pub fn window_bytes(&self) -> u64 {
-        self.plan.iter().map(|(_, reads)| reads.iter().map(|r| r.len).sum::<u64>()).max().unwrap_or(0)
+        largest_part(&self.plan)
+    }
+
+    /// The next stage and its reads, in file order; `None` once every stage is loaded.
+    fn next(&self) -> Option<&(Stage, Vec<Read>)> {
+        let stage = self.stages.next()?;
+        self.plan.iter().find(|(s, _)| *s == stage)
     }
 
     /// The reads of the next stage, in file order; `None` once every stage is loaded.
     pub fn next_reads(&self) -> Option<&[Read]> {
-        self.plan.get(self.at).map(|(_, reads)| reads.as_slice())
+        self.next().map(|(_, reads)| reads.as_slice())
     }
 
     /// Loads the next stage onto `device` from `window`, the bytes of its reads by tensor
@@ -158,7 +166,7 @@ impl StreamedLoad {
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<()> {
-        let Some((stage, reads)) = self.plan.get(self.at) else {
+        let Some((stage, reads)) = self.next() else {
             return Err(Error::BadOptions("every stage of this model is loaded".into()));
         };
         for r in reads {
@@ -177,15 +185,14 @@ impl StreamedLoad {
         let Source::Gguf(file) = &self.prepared.source else {
             return Err(Error::BadOptions("a streamed load reads GGUF files".into()));
         };
+        let stage = *stage;
         let source = Windowed::new(file, window);
-        let config = self.prepared.config.clone();
-        let done = with_parts(&source, &config, |tensors| -> Result<usize> {
+        let done = with_parts(&source, &self.prepared.config, |tensors| -> Result<usize> {
             let counted = Counted::new(tensors, progress, device).from(self.done);
-            self.stages.load(*stage, &counted)?;
+            self.stages.load(stage, &counted)?;
             Ok(counted.done())
         })?;
         self.done = done;
-        self.at += 1;
         Ok(())
     }
 

@@ -138,14 +138,13 @@ impl<'f> Windowed<'f> {
     pub fn new(file: &'f GgufFile<'f>, window: HashMap<String, Vec<u8>>) -> Self {
         Self { file, window: RefCell::new(window) }
     }
+}
 
-    /// `f` of the bytes of `info`.
-    fn with_bytes<R>(&self, info: &TensorInfo, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        let window = self.window.borrow();
-        match window.get(&info.name) {
-            Some(bytes) if bytes.len() == info.byte_len => f(bytes),
-            _ => Err(Error::malformed(format!("tensor {} was read before its bytes", info.name))),
-        }
+/// The bytes of `info` in `window`.
+fn in_window<'w>(window: &'w HashMap<String, Vec<u8>>, info: &TensorInfo) -> Result<&'w [u8]> {
+    match window.get(&info.name) {
+        Some(bytes) if bytes.len() == info.byte_len => Ok(bytes),
+        _ => Err(Error::malformed(format!("tensor {} was read before its bytes", info.name))),
     }
 }
 
@@ -156,16 +155,14 @@ impl TensorSource for Windowed<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         let info = info(self.file, name)?;
-        in_pairs(self.file, name, self.with_bytes(info, |bytes| Ok(dequantized(info, bytes)))?)
+        let t = dequantized(info, in_window(&self.window.borrow(), info)?);
+        in_pairs(self.file, name, t)
     }
 
     fn packed(&self, name: &str) -> Result<Option<PackedMatrix>> {
         let info = info(self.file, name)?;
-        match info.dtype {
-            // Floats that are not matrices are read by `tensor`, untouched here.
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 if info.shape.len() != 2 => Ok(None),
-            _ => self.with_bytes(info, |bytes| packed(self.file, info, || Ok(bytes))),
-        }
+        let window = self.window.borrow();
+        packed(self.file, info, || in_window(&window, info))
     }
 
     fn release(&self, name: &str) {

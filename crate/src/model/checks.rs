@@ -94,8 +94,9 @@ pub fn check(
         };
         let bytes = if dense {
             let bytes = rows * cols * 4;
-            resident += rows * cols.next_multiple_of(BLOCK as u64) * 4;
-            check(rows * cols.next_multiple_of(BLOCK as u64) * 4)?;
+            let padded = rows * cols.next_multiple_of(BLOCK as u64) * 4;
+            resident += padded;
+            check(padded)?;
             // The parts, their fused copy, and the upload's own.
             3 * bytes
         } else if fusable_formats(&stored) {

@@ -191,8 +191,7 @@ impl WasmEngine {
     ) -> Result<JsValue, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let files = model_files(files, &device)?;
-        let limits = Limits::of(&device).freeing(self.freed_by_drop());
-        let prepared = prepare_model(&files, weights, &kv, &limits).map_err(js_error)?;
+        let prepared = prepare_model(&files, weights, &kv, &self.load_limits(&device)).map_err(js_error)?;
         self.drop_model().map_err(js_error)?;
         let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
         self.finish_load(loaded, kv, weights)
@@ -220,22 +219,37 @@ impl WasmEngine {
         let PruneWeightsRequest { layers, heads, ffn, .. } = request;
         let prune = WeightPruneOptions { layers, heads, ffn };
         let files = model_files(files, &device)?;
-        // Loading from here on: everything else is busy until the promise settles.
+        self.load_async(kv, weights, async move |this, kv| {
+            let prepared = prepare_model(&files, weights, kv, &this.load_limits(&device))?;
+            prune.check(prepared.config())?;
+            this.drop_model()?;
+            let mut report = reporter(progress);
+            let (engine, _) = prepared.upload_pruned(&device, &prune, calibration.as_deref(), &mut report).await?;
+            Ok(Arc::new(engine))
+        })
+    }
+
+    /// Runs `load` (given this engine and the cache options) as a promise: from the call until
+    /// it settles, everything else is `busy`; then its engine is put in place, or its error
+    /// returned.
+    fn load_async(
+        &self,
+        kv: KvOptions,
+        weights: WeightFormat,
+        load: impl AsyncFnOnce(Rc<WasmEngine>, &KvOptions) -> crate::error::Result<Arc<Engine>> + 'static,
+    ) -> Result<Promise, JsValue> {
         self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
-        let this = WasmEngine { state: Rc::clone(&self.state) };
+        let this = Rc::new(WasmEngine { state: Rc::clone(&self.state) });
         Ok(future_to_promise(async move {
-            let loaded = async {
-                let limits = Limits::of(&device).freeing(this.freed_by_drop());
-                let prepared = prepare_model(&files, weights, &kv, &limits)?;
-                prune.check(prepared.config())?;
-                this.drop_model()?;
-                let mut report = reporter(progress);
-                let (engine, _) = prepared.upload_pruned(&device, &prune, calibration.as_deref(), &mut report).await?;
-                Ok(Arc::new(engine))
-            };
-            let loaded = loaded.await;
+            let loaded = load(Rc::clone(&this), &kv).await;
             this.finish_load(loaded, kv, weights)
         }))
+    }
+
+    /// The limits a load is checked against: the device's, counting what dropping the model
+    /// loaded now gives back.
+    fn load_limits(&self, device: &Device) -> Limits {
+        Limits::of(device).freeing(self.freed_by_drop())
     }
 
     /// Parses a load's options and refuses while anything runs or loads.

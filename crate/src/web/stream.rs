@@ -159,22 +159,15 @@ impl WasmEngine {
     ) -> Result<Promise, JsValue> {
         let (device, weights, kv) = self.load_options(weights, kv, device)?;
         let files = JsFile::list(files)?;
-        self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
-        let this = WasmEngine { state: Rc::clone(&self.state) };
-        Ok(future_to_promise(async move {
-            let loaded = async {
-                let limits = Limits::of(&device).freeing(this.freed_by_drop());
-                let mut load = prepare_stream(&files, &device, weights, &kv, &limits).await?;
-                this.drop_model()?;
-                let mut report = reporter(progress);
-                while let Some(reads) = load.next_reads().map(<[Read]>::to_vec) {
-                    let window = read_window(&files, &reads).await.map_err(after_drop)?;
-                    load.load_next(window, &device, &mut report).map_err(after_drop)?;
-                }
-                load.finish().map(Arc::new)
-            };
-            let loaded = loaded.await;
-            this.finish_load(loaded, kv, weights)
-        }))
+        self.load_async(kv, weights, async move |this, kv| {
+            let mut load = prepare_stream(&files, &device, weights, kv, &this.load_limits(&device)).await?;
+            this.drop_model()?;
+            let mut report = reporter(progress);
+            while let Some(reads) = load.next_reads().map(<[Read]>::to_vec) {
+                let window = read_window(&files, &reads).await.map_err(after_drop)?;
+                load.load_next(window, &device, &mut report).map_err(after_drop)?;
+            }
+            load.finish().map(Arc::new)
+        })
     }
 }
