@@ -88,9 +88,14 @@ export async function resolveDevice(requested: DeviceChoice): Promise<Resolved> 
  * anything: for a page to say so before it loads. Rejects as `load` would for a forced
  * `"webgpu"` the browser cannot give. */
 export async function chooseDevice(device: DeviceChoice = "auto"): Promise<{ device: "webgpu" | "cpu"; reason: string }> {
-  if (!(DEVICES as readonly string[]).includes(device)) {
-    throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(device)}`);
-  }
+  checkDevice(device);
   const { device: chosen, reason } = await resolveDevice(device);
   return { device: chosen, reason };
+}
+
+/** Refuses a device choice that is not one of `DEVICES` (`bad_options`). */
+export function checkDevice(device: unknown): asserts device is DeviceChoice {
+  if (!(DEVICES as readonly unknown[]).includes(device)) {
+    throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(device)}`);
+  }
 }

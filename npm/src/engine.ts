@@ -2,7 +2,7 @@
 
 import type { WasmEngine } from "../wasm/hearth.js";
 import { completions } from "./completions.js";
-import { DEVICES, resolveDevice } from "./device.js";
+import { checkDevice, resolveDevice } from "./device.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses } from "./instance.js";
 import { InstanceSeat } from "./seat.js";
@@ -112,9 +112,7 @@ export class HearthEngine implements EngineApi {
     const requested = options.device ?? "auto";
     return this.holding("load a model", async () => {
       const kv = kvRequest(options);
-      if (!(DEVICES as readonly string[]).includes(requested)) {
-        throw new HearthError("bad_options", `device must be one of ${DEVICES.join(", ")}, got ${JSON.stringify(requested)}`);
-      }
+      checkDevice(requested);
       if (options.signal?.aborted) throw abortError();
       const placement = await resolveDevice(requested);
       if (placement.adapter) this.adapter = placement.adapter;

@@ -1,6 +1,6 @@
-/** Model bytes from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer:
- * whole (`readModel`), or as files the core reads in slices (`openModelFiles`), so that wasm
- * memory never holds a whole model file. */
+/** Model files from a URL (with progress, abort and the Cache API), a Blob or File, or a buffer,
+ * opened to be read in slices (`openModelFiles`: the core reads them a part at a time, so that
+ * wasm memory never holds a whole model file), or read whole (`readModel`). */
 
 import { HearthError, abortError } from "./errors.js";
 import type { LoadProgress, ModelFiles, ModelSource } from "./types.js";
@@ -33,100 +33,6 @@ function absoluteUrl(source: string | URL): string {
   return new URL(String(source), base).href;
 }
 
-async function readBody(
-  response: Response,
-  stage: "fetch" | "cache",
-  onProgress: ((p: LoadProgress) => void) | undefined,
-  signal: AbortSignal | undefined,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const header = response.headers.get("content-length");
-  const total = header !== null && /^\d+$/.test(header) ? Number(header) : null;
-  if (!response.body) {
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    onProgress?.({ stage, loaded: bytes.length, total: bytes.length });
-    return bytes;
-  }
-  const reader = response.body.getReader();
-  const parts: Uint8Array[] = [];
-  let loaded = 0;
-  for (;;) {
-    if (signal?.aborted) {
-      await reader.cancel();
-      throw abortError();
-    }
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    loaded += value.length;
-    onProgress?.({ stage, loaded, total });
-  }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return bytes;
-}
-
-/** Reads a model from any source. URLs are served from Cache Storage when cached (and
- * stored there after a download) unless `cache` is false. */
-export async function readModel(
-  source: ModelSource,
-  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
-): Promise<Uint8Array> {
-  const { onProgress, signal } = options;
-  if (signal?.aborted) throw abortError();
-  if (source instanceof Uint8Array) return source;
-  if (source instanceof ArrayBuffer) return new Uint8Array(source);
-  if (typeof Blob !== "undefined" && source instanceof Blob) {
-    const bytes = new Uint8Array(await source.arrayBuffer());
-    onProgress?.({ stage: "fetch", loaded: bytes.length, total: bytes.length });
-    return bytes;
-  }
-  if (typeof source !== "string" && !(source instanceof URL)) {
-    throw new HearthError("bad_options", "a model source is a URL, an ArrayBuffer, a Uint8Array, a Blob or a File");
-  }
-  const url = absoluteUrl(source);
-  const useCache = (options.cache ?? true) && hasCacheStorage();
-  if (useCache) {
-    const cache = await caches.open(CACHE_NAME);
-    const hit = await cache.match(url);
-    if (hit) {
-      const bytes = await readBody(hit, "cache", onProgress, signal);
-      if (looksLikeModel(bytes)) return bytes;
-      // Stored by an older version that cached whatever came back: drop it and download.
-      await cache.delete(url);
-    }
-  }
-  let response: Response;
-  try {
-    response = await fetch(url, { signal });
-  } catch (e) {
-    if (signal?.aborted) throw abortError();
-    throw new HearthError("network", `could not fetch ${url}: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  if (!response.ok) throw new HearthError("network", `could not fetch ${url}: HTTP ${response.status}`);
-  const bytes = await readBody(response, "fetch", onProgress, signal);
-  // Content-Length counts encoded bytes; it is the body's length only without an encoding.
-  const length = response.headers.get("content-length");
-  const encoded = (response.headers.get("content-encoding") ?? "identity") !== "identity";
-  if (length !== null && /^\d+$/.test(length) && !encoded && Number(length) !== bytes.length) {
-    throw new HearthError("network", `${url}: the download ended after ${bytes.length} of ${length} bytes`);
-  }
-  if (!looksLikeModel(bytes)) throw notAModel(url, bytes, response.headers.get("content-type"));
-  if (useCache) {
-    const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.length) };
-    try {
-      // The Response takes its own copy of the body; no second copy is needed here.
-      await (await caches.open(CACHE_NAME)).put(url, new Response(bytes, { headers }));
-    } catch {
-      // A full or unavailable cache only costs the next load a download.
-    }
-  }
-  return bytes;
-}
-
 /** Most shards downloaded at once. */
 const PARALLEL_SHARDS = 3;
 
@@ -143,46 +49,6 @@ export function shardUrls(first: string | URL): string[] | null {
     shard.pathname = `${m[1]}-${String(i + 1).padStart(5, "0")}-of-${m[2]}.gguf`;
     return shard.href;
   });
-}
-
-/** Reads a model's files: one source, a list of them (every shard of a split model), or the
- * URL of a first shard (its siblings are read too). Shards download a few at a time, each
- * cached on its own, with one progress over them all. */
-export async function readModelFiles(
-  source: ModelFiles,
-  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
-): Promise<Uint8Array[]> {
-  return eachFile(source, options, readModel);
-}
-
-/** `open` over each file of a model (one, a list, or a first shard's siblings too): a few at a
- * time, with one progress over them all. */
-async function eachFile<T>(
-  source: ModelFiles,
-  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal },
-  open: (s: ModelSource, o: typeof options) => Promise<T>,
-): Promise<T[]> {
-  const list: readonly ModelSource[] = Array.isArray(source)
-    ? source
-    : ((typeof source === "string" || source instanceof URL) && shardUrls(source)) || [source as ModelSource];
-  if (list.length === 0) throw new HearthError("bad_options", "a model needs at least one file");
-  if (list.length === 1) return [await open(list[0], options)];
-  const seen = list.map(() => ({ loaded: 0, total: null as number | null }));
-  const report = (i: number, p: LoadProgress) => {
-    seen[i] = { loaded: p.loaded, total: p.total };
-    const totals = seen.map((s) => s.total);
-    const total = totals.every((t) => t !== null) ? totals.reduce((a, t) => a + (t ?? 0), 0) : null;
-    options.onProgress?.({ stage: p.stage, loaded: seen.reduce((a, s) => a + s.loaded, 0), total });
-  };
-  const out: T[] = new Array(list.length);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < list.length; i = next++) {
-      out[i] = await open(list[i], { ...options, onProgress: (p) => report(i, p) });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(PARALLEL_SHARDS, list.length) }, worker));
-  return out;
 }
 
 /** Removes a model downloaded from `url` from Cache Storage; true if it was there. */
@@ -221,11 +87,10 @@ function bufferFile(bytes: Uint8Array): SlicedFile {
 /** A downloaded body as a Blob (the browser may keep a large one on disk), with progress. */
 async function bodyBlob(
   response: Response,
+  total: number | null,
   onProgress: ((p: LoadProgress) => void) | undefined,
   signal: AbortSignal | undefined,
 ): Promise<Blob> {
-  const header = response.headers.get("content-length");
-  const total = header !== null && /^\d+$/.test(header) ? Number(header) : null;
   if (!response.body) {
     const blob = await response.blob();
     onProgress?.({ stage: "fetch", loaded: blob.size, total: blob.size });
@@ -313,7 +178,7 @@ export async function openModel(
     // A full or unavailable cache: download again, into memory.
     response = await fetch(url, { signal });
   }
-  const blob = await bodyBlob(response, onProgress, signal);
+  const blob = await bodyBlob(response, expected, onProgress, signal);
   if (expected !== null && expected !== blob.size) {
     throw new HearthError("network", `${url}: the download ended after ${blob.size} of ${length} bytes`);
   }
@@ -380,12 +245,44 @@ async function downloadToCache(
   return hit ? hit.blob() : null;
 }
 
-/** `readModelFiles`'s sources opened to be read in slices, with the same progress. */
+/** Opens a model's files: one source, a list of them (every shard of a split model), or the
+ * URL of a first shard (its siblings are opened too). Shards download a few at a time, each
+ * cached on its own, with one progress over them all. */
 export async function openModelFiles(
   source: ModelFiles,
   options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
 ): Promise<SlicedFile[]> {
-  return eachFile(source, options, openModel);
+  const list: readonly ModelSource[] = Array.isArray(source)
+    ? source
+    : ((typeof source === "string" || source instanceof URL) && shardUrls(source)) || [source as ModelSource];
+  if (list.length === 0) throw new HearthError("bad_options", "a model needs at least one file");
+  if (list.length === 1) return [await openModel(list[0], options)];
+  const seen = list.map(() => ({ loaded: 0, total: null as number | null }));
+  const report = (i: number, p: LoadProgress) => {
+    seen[i] = { loaded: p.loaded, total: p.total };
+    const totals = seen.map((s) => s.total);
+    const total = totals.every((t) => t !== null) ? totals.reduce((a, t) => a + (t ?? 0), 0) : null;
+    options.onProgress?.({ stage: p.stage, loaded: seen.reduce((a, s) => a + s.loaded, 0), total });
+  };
+  const out: SlicedFile[] = new Array(list.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < list.length; i = next++) {
+      out[i] = await openModel(list[i], { ...options, onProgress: (p) => report(i, p) });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_SHARDS, list.length) }, worker));
+  return out;
+}
+
+/** Reads a model file whole (a draft model, a `.bpk`, a pruned load), opened as `openModel`
+ * opens it. */
+export async function readModel(
+  source: ModelSource,
+  options: { cache?: boolean; onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+): Promise<Uint8Array> {
+  const file = await openModel(source, options);
+  return file.read(0, file.size);
 }
 
 /** Whether a sliced file is a GGUF file (the only format read in slices). */

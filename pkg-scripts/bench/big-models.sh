@@ -59,14 +59,7 @@ print(json.dumps([{
 } for m, r in zip(models, runs)], indent=2))
 PY
 [ "${BROWSER:-1}" = 1 ] || exit 0
-pkg-scripts/setup.sh --web >&2
-[ -f pkg/dist/index.js ] || pkg-scripts/build-npm.sh >&2
-(cd tests/bench && npm ci --no-audit --no-fund --loglevel=error) >&2
-port=$((20000 + RANDOM % 20000))
-python3 pkg-scripts/serve.py . --port "$port" > /dev/null &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-sleep 1
+source pkg-scripts/lib/serve-pages.sh
 url() { echo "http://127.0.0.1:$port/models/$(basename "$1")"; }
 small="$(url "$tokenizer")"
 list=()
