@@ -5,7 +5,8 @@ Adds the headers the pages need: CORS (tests fetch the model from another port),
 type for .wasm and .mjs, no caching of HTML, and cross-origin isolation (COOP same-origin,
 COEP require-corp, and CORP on everything served), which a page needs for SharedArrayBuffer
 and so for wasm threads. `--mount /models=models` serves another
-directory under a path. Usage: serve.py DIR [--port N] [--mount /PREFIX=DIR ...]
+directory under a path; a request with `isolate=0` in its query is served without COOP and
+COEP. Usage: serve.py DIR [--port N] [--mount /PREFIX=DIR ...]
 """
 import argparse
 import functools
@@ -38,8 +39,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def end_headers(self):
         self.send_header("Access-Control-Allow-Origin", "*")
         self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        # `?isolate=0` on a page: served without isolation (tests of the one-thread fallback).
+        if "isolate=0" not in self.path:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         if self.path.endswith((".html", "/")):
             self.send_header("Cache-Control", "no-store")
         super().end_headers()

@@ -44,6 +44,8 @@ done
 
 if $web; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  # The threaded artifact builds std from source with atomics (build-npm.sh).
+  rustup component list --installed | grep -q "^rust-src" || rustup component add rust-src
   # wasm-bindgen-cli must match the wasm-bindgen crate exactly.
   want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$root/Cargo.lock")
   have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser tests: the wasm API's tests in headless Chromium on WebGPU (tests/browser, run by
 # wasm-bindgen-test-runner), then the packed npm package in an outside Vite project (tests/e2e): type-checked, built, driven
-# through its worker by Playwright, and put through the hardening page (races, aborts, crashes,
+# through its worker by Playwright, its threaded artifact checked (the same greedy text on 1, 2
+# and 4 threads, abort, unload, crash recovery, the fallback without isolation), and put through the hardening page (races, aborts, crashes,
 # limits and a 600-call fuzz on tiny random models written here), then the chat page (www/)
 # built on the same package and driven like a user by Playwright (tests/demo). The model is
 # served from 127.0.0.1.
@@ -38,6 +39,7 @@ npm install --no-save --no-audit --no-fund --loglevel=error ./hearth-*.tgz
 npx tsc --noEmit
 npx vite build
 node run.mjs "$model_url" ../artifacts
+node run-threads.mjs "$model_url"
 node run-hardening.mjs "$fixtures"
 
 cd "$root"

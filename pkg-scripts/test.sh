@@ -19,6 +19,8 @@ python3 pkg-scripts/check-imports.py
 # Lints and docs: clippy on every target natively and on the wasm library, rustdoc's links.
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p hearth --lib --target wasm32-unknown-unknown --locked -- -D warnings
+# The library without the GPU path, as the threaded wasm artifact builds it (build-npm.sh).
+cargo clippy -p hearth --lib --no-default-features --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p hearth --locked
 # cargo-nextest, where the machine has it, runs each test in its own process over every core
 # across all test binaries (the long wgpu tests of one binary overlap the others' instead of

@@ -203,6 +203,9 @@ pub struct ModelInfo {
     pub device: &'static str,
     /// The CPU kernels' SIMD level in this build (`"simd128"` or `"scalar"`).
     pub cpu_isa: &'static str,
+    /// Threads the model computes on: the CPU path's pool (the threaded artifact's workers and
+    /// the engine's own thread); 1 on WebGPU.
+    pub threads: usize,
     /// Generations served together at most (more wait their turn).
     pub max_streams: usize,
 }
@@ -234,6 +237,8 @@ pub struct EngineStats {
     #[cfg_attr(not(target_arch = "wasm32"), ts(type = "\"webgpu\" | \"cpu\" | null"))]
     pub device: Option<&'static str>,
     pub cpu_isa: &'static str,
+    /// Threads the loaded model computes on (as [`ModelInfo::threads`]).
+    pub threads: Option<usize>,
     /// The size wasm memory has grown to (it never shrinks), in bytes.
     pub wasm_memory_bytes: Option<u64>,
     /// Of that, what is allocated now: the model's host-side parts, the cache on the CPU

@@ -4,7 +4,8 @@ import type { WasmEngine } from "../wasm/hearth.js";
 import { completions } from "./completions.js";
 import { checkDevice, resolveDevice } from "./device.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
-import { pauses } from "./instance.js";
+import { pauses, threadedStarted } from "./instance.js";
+import { type ThreadPlan, threadPlan } from "./threads.js";
 import { InstanceSeat } from "./seat.js";
 import { isGguf, openModelFiles, readModel } from "./loader.js";
 import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, logprobsOf, newCompletion, timingsOf, usageOf } from "./openai.js";
@@ -55,6 +56,7 @@ const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
   host_bytes_left: null,
   load_peak_bytes: null,
   device: null,
+  threads: null,
 };
 
 export class HearthEngine implements EngineApi {
@@ -116,35 +118,60 @@ export class HearthEngine implements EngineApi {
       if (options.signal?.aborted) throw abortError();
       const placement = await resolveDevice(requested);
       if (placement.adapter) this.adapter = placement.adapter;
-      const wasm = await this.seat.ready(placement.device === "webgpu");
-      const files = await openModelFiles(source, options);
-      if (options.signal?.aborted) throw abortError();
-      const weights = weightsOf(options.weights);
-      const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
-      // GGUF files stream: the core reads them a part at a time. A pruned load runs the whole
-      // model first and a .bpk is read whole: their bytes are copied in.
-      const streamed = options.prune_weights === undefined && (await Promise.all(files.map(isGguf))).every((g) => g);
+      const plan = placement.device === "cpu" ? threadPlan(options.threads) : { threads: 1, reason: "" };
+      const wasm = await this.seatFor(placement.device, plan);
       let info: ModelInfo;
       try {
-        // The core checks the files and the options before it drops the model loaded now.
-        if (streamed) {
-          info = (await wasm.load_stream(files.length === 1 ? files[0] : files, weights, kv, progress, placement.device)) as ModelInfo;
-        } else {
-          const whole = await Promise.all(files.map((f) => f.read(0, f.size)));
-          // One file as itself; a split model's shards as an array (the core joins them).
-          const bytes = whole.length === 1 ? whole[0] : whole;
-          info = (options.prune_weights === undefined
-            ? wasm.load(bytes, weights, kv, progress, placement.device)
-            : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, options.prune_weights)) as ModelInfo;
+        const files = await openModelFiles(source, options);
+        if (options.signal?.aborted) throw abortError();
+        const weights = weightsOf(options.weights);
+        const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
+        // GGUF files stream: the core reads them a part at a time. A pruned load runs the whole
+        // model first and a .bpk is read whole: their bytes are copied in.
+        const streamed = options.prune_weights === undefined && (await Promise.all(files.map(isGguf))).every((g) => g);
+        try {
+          // The core checks the files and the options before it drops the model loaded now.
+          if (streamed) {
+            info = (await wasm.load_stream(files.length === 1 ? files[0] : files, weights, kv, progress, placement.device)) as ModelInfo;
+          } else {
+            const whole = await Promise.all(files.map((f) => f.read(0, f.size)));
+            // One file as itself; a split model's shards as an array (the core joins them).
+            const bytes = whole.length === 1 ? whole[0] : whole;
+            info = (options.prune_weights === undefined
+              ? wasm.load(bytes, weights, kv, progress, placement.device)
+              : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, options.prune_weights)) as ModelInfo;
+          }
+        } catch (e) {
+          throw this.seat.failure(e);
         }
       } catch (e) {
-        throw this.seat.failure(e);
+        this.seat.settle(false);
+        throw e;
       }
+      this.seat.settle(true);
       this.model = info;
-      this.deviceReason = placement.reason;
+      this.deviceReason = plan.reason ? `${placement.reason}; ${plan.reason}` : placement.reason;
       options.onProgress?.({ stage: "ready", loaded: info.weight_bytes, total: info.weight_bytes });
       return info;
     });
+  }
+
+  /** The wasm engine a load on `device` runs on: the threaded artifact's when `plan` asks for
+   * threads and it starts (with its pool at `plan.threads`), else the default one's, with
+   * `plan` saying so. */
+  private async seatFor(device: "webgpu" | "cpu", plan: ThreadPlan): Promise<WasmEngine> {
+    if (plan.threads > 1) {
+      try {
+        const wasm = await this.seat.ready(false, "threads");
+        await threadedStarted()!.setThreads(plan.threads);
+        return wasm;
+      } catch (e) {
+        this.seat.settle(false);
+        plan.reason = `1 thread: the threaded build could not start (${toHearthError(e).message})`;
+        plan.threads = 1;
+      }
+    }
+    return this.seat.ready(device === "webgpu", "single");
   }
 
   async loadDraft(source: ModelSource | null, options: DraftLoadOptions = {}): Promise<DraftInfo | null> {
@@ -308,6 +335,20 @@ export class HearthEngine implements EngineApi {
     } catch (e) {
       throw this.seat.failure(e);
     }
+  }
+
+  /** Panics the core this engine is on (tests of crash recovery).
+   * @internal */
+  async testPanic(): Promise<void> {
+    await this.seat.testPanic();
+  }
+
+  /** Makes a thread of the threaded artifact's pool panic at its next job (tests).
+   * @internal */
+  testPoolPanic(): void {
+    const core = threadedStarted();
+    if (!core) throw new HearthError("bad_options", "the threaded build is not running");
+    core.testPoolPanic();
   }
 
   async resetChat(): Promise<void> {

@@ -9,6 +9,7 @@ import type { LoadOptions } from "./types.js";
 /** Every key a load takes: the core's (weights, the KV cache, pruning) and this layer's. */
 const LOAD_KEYS: readonly string[] = [
   "device",
+  "threads",
   "weights",
   "kv_capacity",
   "kv_policy",

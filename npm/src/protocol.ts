@@ -45,6 +45,8 @@ export type Request =
   | { id: number; type: "unload" }
   /** Panics the wasm core (tests of crash recovery only). */
   | { id: number; type: "test-panic" }
+  /** Panics a thread of the threaded artifact's pool (tests of crash recovery only). */
+  | { id: number; type: "test-pool-panic" }
   | { id: number; type: "abort"; target: number }
   /** The page received one `text` or `chunk` of request `target`. */
   | { id: number; type: "ack"; target: number };
@@ -64,4 +66,7 @@ export type Response =
   | { id: number; type: "error"; error: SerializedError }
   | { id: number; type: "progress"; progress: LoadProgress }
   | { id: number; type: "text"; text: string }
-  | { id: number; type: "chunk"; chunk: ChatCompletionChunk };
+  | { id: number; type: "chunk"; chunk: ChatCompletionChunk }
+  /** The worker's threaded instance died and cannot be replaced in the worker (its memory is
+   * shared with its pool): the page replaces the worker. */
+  | { id: 0; type: "crashed"; error: SerializedError };

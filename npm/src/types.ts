@@ -265,6 +265,10 @@ export interface LoadOptions {
   device?: DeviceChoice;
   /** "int4" (packed, default) or "f32". */
   weights?: WeightFormat;
+  /** Threads the CPU path computes on (1 to 64). Default: every logical core up to 4, half of
+   * them beyond, at most 8. More than 1 needs the worker engine on a cross-origin isolated
+   * page; elsewhere the model runs on one thread and `stats().device_reason` says why. */
+  threads?: number;
   /** KV cache size in tokens (default: the model's context or 2048, whichever is smaller). */
   kv_capacity?: number;
   /** What a full KV cache evicts (default "sinks-window": the first `kv_sinks` tokens and the

@@ -352,6 +352,11 @@ weights: WeightFormat, weight_bytes: number, has_chat_template: boolean, device:
  */
 cpu_isa: string, 
 /**
+ * Threads the model computes on: the CPU path's pool (the threaded artifact's workers and
+ * the engine's own thread); 1 on WebGPU.
+ */
+threads: number, 
+/**
  * Generations served together at most (more wait their turn).
  */
 max_streams: number, };
@@ -381,6 +386,10 @@ max_buffer_bytes: number | null, device_lost: boolean,
  * Where the model runs.
  */
 device: "webgpu" | "cpu" | null, cpu_isa: string, 
+/**
+ * Threads the loaded model computes on (as [`ModelInfo::threads`]).
+ */
+threads: number | null, 
 /**
  * The size wasm memory has grown to (it never shrinks), in bytes.
  */

@@ -37,6 +37,9 @@ function postedFiles(source: ModelFiles): [ModelFiles, Transferable[]] {
   return [each.map(([s]) => s), each.flatMap(([, t]) => t)];
 }
 
+/** Requests that need a loaded model. */
+const NEEDS_MODEL = new Set<string>(["generate", "chat", "tokenize", "detokenize", "score", "load-draft"]);
+
 /** A request without its id (each request variant minus `id`). */
 type Body = Request extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -93,8 +96,12 @@ export class WorkerEngine implements EngineApi {
     worker.addEventListener("messageerror", () => died("a message could not be read"));
   }
 
+  /** The crash that replaced the worker, until the next load succeeds. */
+  private crash: HearthError | null = null;
+
   /** Rejects every pending call; the worker is dropped and (with a factory) replaced next time. */
   private crashed(error: HearthError): void {
+    this.crash = error;
     this.worker?.terminate();
     this.worker = null;
     if (!this.spawn) this.dead = error;
@@ -110,6 +117,10 @@ export class WorkerEngine implements EngineApi {
 
   private receive(msg: Response): void {
     if (typeof msg !== "object" || msg === null) return;
+    if (msg.type === "crashed") {
+      this.crashed(deserializeError(msg.error));
+      return;
+    }
     const p = this.pending.get(msg.id);
     if (!p) return;
     switch (msg.type) {
@@ -165,6 +176,8 @@ export class WorkerEngine implements EngineApi {
     const id = this.nextId++;
     const result = new Promise<ResultValue>((resolve, reject) => {
       if (signal?.aborted) return reject(abortError());
+      // After a crash, what needs the model fails as it did in the worker, until a load.
+      if (this.crash && NEEDS_MODEL.has(body.type)) return reject(this.crash);
       let worker: Worker;
       try {
         worker = this.live();
@@ -220,6 +233,7 @@ export class WorkerEngine implements EngineApi {
     const [src, transfer] = postedFiles(source);
     const info = (await this.call({ type: "load", source: src, options: plain }, { onProgress }, signal, transfer)) as ModelInfo;
     this.modelName = info.name;
+    this.crash = null;
     return info;
   }
 
@@ -280,7 +294,9 @@ export class WorkerEngine implements EngineApi {
   }
 
   async stats(): Promise<EngineStats> {
-    return (await this.call({ type: "stats" })) as EngineStats;
+    const stats = (await this.call({ type: "stats" })) as EngineStats;
+    // A worker replaced after a crash knows nothing of it: the page does, until the next load.
+    return this.crash ? { ...stats, crashed: true } : stats;
   }
 
   async resetChat(): Promise<void> {
@@ -289,6 +305,12 @@ export class WorkerEngine implements EngineApi {
 
   async unload(): Promise<void> {
     await this.call({ type: "unload" });
+  }
+
+  /** Makes a thread of the worker's pool panic at its next job, for tests of crash recovery.
+   * @internal */
+  async testPoolPanic(): Promise<void> {
+    await this.call({ type: "test-pool-panic" });
   }
 
   /** Panics the wasm core inside the worker, for tests of crash recovery.

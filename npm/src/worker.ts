@@ -4,7 +4,8 @@
  * `new Worker(new URL("hearth/worker", import.meta.url), { type: "module" })`.
  */
 
-import { HearthEngine, pauses, testPanic } from "./engine.js";
+import { HearthEngine, pauses } from "./engine.js";
+import { threaded } from "./instance.js";
 import { HearthError, serializeError } from "./errors.js";
 import type { Request, Response } from "./protocol.js";
 import type { ChatCompletionChunk } from "./types.js";
@@ -17,6 +18,8 @@ interface WorkerScope {
 const scope = globalThis as unknown as WorkerScope;
 const engine = new HearthEngine();
 const aborts = new Map<number, AbortController>();
+// The threaded instance cannot be replaced here: the page replaces this worker (and its pool).
+threaded.onDeath = (error) => post({ id: 0, type: "crashed", error: serializeError(error) });
 /** Per generation: pieces sent that the page has not acknowledged, and the step waiting. */
 const windows = new Map<number, { unacked: number; resume: (() => void) | null }>();
 
@@ -108,7 +111,10 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
       await engine.unload();
       return { id, type: "result", value: null };
     case "test-panic":
-      testPanic();
+      await engine.testPanic();
+      return { id, type: "result", value: null };
+    case "test-pool-panic":
+      engine.testPoolPanic();
       return { id, type: "result", value: null };
     default:
       throw new HearthError("bad_options", `unknown request ${JSON.stringify((req as { type?: unknown }).type)}`);

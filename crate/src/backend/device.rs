@@ -3,10 +3,10 @@
 
 use std::str::FromStr;
 
-use burn::backend::{DispatchDevice, Flex};
+use burn::backend::Flex;
 use burn::prelude::*;
-use burn_cubecl::CubeBackend;
-use burn_cubecl::tensor::CubeTensor;
+#[cfg(feature = "gpu")]
+use burn_cubecl::{CubeBackend, tensor::CubeTensor};
 use burn_flex::FlexTensor;
 
 use crate::error::{Error, Result};
@@ -50,12 +50,17 @@ impl DeviceKind {
     pub fn device(self) -> Result<Device> {
         match self {
             Self::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "gpu")]
             Self::Wgpu => wgpu_device(),
+            #[cfg(not(feature = "gpu"))]
+            Self::Wgpu => {
+                Err(Error::Device("this build of hearth has no GPU path (built without the `gpu` feature)".into()))
+            }
         }
     }
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(all(not(target_family = "wasm"), feature = "gpu"))]
 fn wgpu_device() -> Result<Device> {
     use std::sync::OnceLock;
     static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
@@ -98,6 +103,7 @@ impl Limits {
     pub fn of(device: &Device) -> Self {
         let host_bytes_left = host_bytes_left();
         match float(burn::tensor::Tensor::<1>::zeros([1], device)) {
+            #[cfg(feature = "gpu")]
             Prim::Cube(t) => {
                 let p = t.client.properties();
                 Self {
@@ -176,29 +182,36 @@ fn host_bytes_left() -> u64 {
 /// Where a tensor's data lives, with its backend primitive.
 #[allow(clippy::large_enum_variant)] // short-lived, or one per weight matrix
 pub(crate) enum Prim {
+    #[cfg(feature = "gpu")]
     Cube(CubeTensor),
     Flex(FlexTensor),
 }
 
 /// Whether `device` runs cubecl kernels (a GPU), as opposed to the CPU path.
 pub(crate) fn is_cube(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+    #[cfg(feature = "gpu")]
+    return matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_));
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// The primitive behind a float tensor.
 pub(crate) fn float<const D: usize>(t: Tensor<D>) -> Prim {
+    #[cfg(feature = "gpu")]
     if is_cube(&t.device()) {
-        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
-    } else {
-        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+        return Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"));
     }
+    Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
 }
 
 /// The primitive behind an int tensor.
 pub(crate) fn int<const D: usize>(t: Tensor<D, Int>) -> Prim {
+    #[cfg(feature = "gpu")]
     if is_cube(&t.device()) {
-        Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"))
-    } else {
-        Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
+        return Prim::Cube(t.try_into_primitive::<CubeBackend>().expect("a tensor on a cubecl device"));
     }
+    Prim::Flex(t.try_into_primitive::<Flex>().expect("a tensor on the Flex device"))
 }

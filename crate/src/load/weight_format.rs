@@ -56,7 +56,7 @@ impl WeightFormat {
     /// Whether matrices on `device` are dense f32 tensors for burn's matmul: f32 weights on the
     /// CPU (on a cubecl device they are F32 codes, see [`Self::F32`]).
     pub(crate) fn dense_on(self, device: &Device) -> bool {
-        self == Self::F32 && !matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+        self == Self::F32 && !crate::backend::device::is_cube(device)
     }
 
     /// How matrix `name` (`[rows, cols]`, its role's quantized format `fallback`) is packed.

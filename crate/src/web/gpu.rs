@@ -35,6 +35,7 @@ pub(super) fn note_device_lost(e: &Error) {
 }
 
 /// Whether this global (window or worker) exposes `navigator.gpu`.
+#[cfg(feature = "gpu")]
 pub(super) fn has_webgpu() -> bool {
     let global = js_sys::global();
     Reflect::get(&global, &"navigator".into())
@@ -62,4 +63,9 @@ pub(super) fn on_webgpu(engine: &Engine) -> bool {
 /// What the page calls the device an engine runs on.
 pub(super) fn device_name(engine: &Engine) -> &'static str {
     if on_webgpu(engine) { "webgpu" } else { "cpu" }
+}
+
+/// Threads `engine` computes on: the CPU path's pool, or the one thread that drives WebGPU.
+pub(super) fn compute_threads(engine: &Engine) -> usize {
+    if on_webgpu(engine) { 1 } else { crate::backend::cpu::threads() }
 }

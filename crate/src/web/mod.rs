@@ -28,7 +28,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::analysis::weight_pruning::WeightPruneOptions;
-use crate::backend::device::{Limits, WGPU_TASKS_PER_SUBMIT};
+use crate::backend::device::Limits;
+#[cfg(feature = "gpu")]
+use crate::backend::device::WGPU_TASKS_PER_SUBMIT;
 use crate::backend::host_memory;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -52,6 +54,8 @@ mod listener;
 mod load;
 mod scheduler;
 mod stream;
+#[cfg(target_feature = "atomics")]
+mod threads;
 mod wire;
 
 use errors::*;
@@ -84,6 +88,8 @@ fn run_constructors() {
 #[wasm_bindgen(start)]
 fn start() {
     run_constructors();
+    // tokenizers would hand batch work to rayon, whose threads this module cannot start.
+    tokenizers::utils::parallelism::set_parallelism(false);
 }
 
 thread_local! {
@@ -148,6 +154,10 @@ impl WasmEngine {
         })?;
         Ok(future_to_promise(async move {
             if start {
+                #[cfg(not(feature = "gpu"))]
+                let result: Result<Device, String> =
+                    Err("this build of hearth is the threaded CPU one, without WebGPU".to_string());
+                #[cfg(feature = "gpu")]
                 let result = if has_webgpu() {
                     Device::wgpu_options()
                         .tasks_max(WGPU_TASKS_PER_SUBMIT)
@@ -332,6 +342,7 @@ impl WasmEngine {
             has_chat_template: engine.has_chat_template(),
             device: device_name(&engine),
             cpu_isa: crate::backend::cpu::Isa::best().name(),
+            threads: compute_threads(&engine),
             max_streams: MAX_STREAMS,
         };
         state.engine = Some(engine);
@@ -586,6 +597,7 @@ impl WasmEngine {
             device_lost: lost,
             device: state.engine.as_deref().map(device_name),
             cpu_isa: crate::backend::cpu::Isa::best().name(),
+            threads: state.engine.as_deref().map(compute_threads),
             wasm_memory_bytes: host_memory::wasm_memory_bytes(),
             host_allocated_bytes: Some(host_memory::live_bytes()),
             host_bytes_left: Some(host_memory::bytes_left()),

@@ -5,8 +5,8 @@
 //! run every level the machine has against the scalar reference of the same arithmetic.
 
 pub mod attention;
-#[cfg(not(target_family = "wasm"))]
-mod pool;
+#[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
+pub(crate) mod pool;
 pub mod profile;
 pub mod qgemm;
 pub(crate) mod scratch;
@@ -69,20 +69,20 @@ impl Isa {
     }
 }
 
-/// Threads the CPU kernels use: the persistent pool's and the caller's (one in a browser:
-/// this wasm build has no threads).
+/// Threads the CPU kernels use: the persistent pool's and the caller's (one in the default
+/// wasm artifact, which has no threads).
 pub fn threads() -> usize {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
     return pool::threads();
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     1
 }
 
 /// Runs `task(i)` for every `i` in `0..n`, over the pool's threads when there are several.
 pub(crate) fn for_each(n: usize, task: impl Fn(usize) + Sync) {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(any(not(target_family = "wasm"), target_feature = "atomics"))]
     pool::run(n, &task);
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     (0..n).for_each(task);
 }
 

@@ -6,10 +6,19 @@
 //! machine; here a worker spins for a short while after each job (as ggml's thread pool does)
 //! and parks only when no job came for [`SPIN`], so a generation runs without system calls and
 //! an idle engine costs nothing.
+//!
+//! In the threaded wasm artifact (wasm32 with atomics) nothing here can start a thread: each
+//! worker is a Web Worker the page's JavaScript starts, instantiating this module on the same
+//! shared memory and calling [`enter_as_worker`], which never returns. [`set_threads`] says how
+//! many of them take part. A worker that traps (a panic, with `panic = "abort"`) cannot tell
+//! Rust; its JavaScript sets the flag at [`poison_flag`], and a caller waiting for a job it
+//! would never finish panics instead of waiting forever.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use web_time::Instant;
 
 /// How long an idle worker keeps spinning before it parks.
 const SPIN: Duration = Duration::from_millis(2);
@@ -55,7 +64,14 @@ struct Pool {
     sleepers: AtomicUsize,
     /// One job at a time: a second caller waits for the first.
     busy: Mutex<()>,
-    workers: usize,
+    /// Workers that take part in jobs: natively every one started; in wasm what
+    /// [`set_threads`] asked for (workers that are not there yet leave their share to the
+    /// others, since the caller takes tasks too).
+    active: AtomicUsize,
+    /// Workers that have entered the pool, each numbered in order.
+    entered: AtomicUsize,
+    /// Nonzero once a worker has trapped (set from JavaScript in wasm).
+    poisoned: AtomicU32,
 }
 
 thread_local! {
@@ -64,11 +80,63 @@ thread_local! {
     static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Threads that compute: the caller and the workers. `HEARTH_THREADS` overrides the count.
+/// Threads that compute: the caller and the workers. `HEARTH_THREADS` overrides the count
+/// natively; in wasm it is what [`set_threads`] asked for.
 pub fn threads() -> usize {
-    pool().workers + 1
+    pool().active.load(Ordering::Relaxed) + 1
 }
 
+/// Sets how many threads compute (at least 1): the caller and `threads - 1` workers, which
+/// JavaScript starts and sends to [`enter_as_worker`].
+#[cfg(target_family = "wasm")]
+pub fn set_threads(threads: usize) {
+    pool().active.store(threads.max(1) - 1, Ordering::Relaxed);
+}
+
+/// The address of the flag a worker's JavaScript sets (to 1, with `Atomics.store`) when its
+/// worker traps.
+#[cfg(target_family = "wasm")]
+pub fn poison_flag() -> usize {
+    &pool().poisoned as *const AtomicU32 as usize
+}
+
+/// Makes the next worker to take a job panic (tests of a worker's trap).
+#[cfg(target_family = "wasm")]
+pub fn panic_in_worker() {
+    PANIC_NEXT.store(true, Ordering::Relaxed);
+}
+
+#[cfg(target_family = "wasm")]
+static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
+
+/// Runs this thread as one of the pool's workers, forever.
+#[cfg(target_family = "wasm")]
+pub fn enter_as_worker() -> ! {
+    let pool = pool();
+    let index = pool.entered.fetch_add(1, Ordering::SeqCst);
+    worker(pool, index)
+}
+
+fn new_pool() -> &'static Pool {
+    Box::leak(Box::new(Pool {
+        epoch: AtomicU64::new(0),
+        current: Mutex::new(None),
+        wake: Condvar::new(),
+        sleepers: AtomicUsize::new(0),
+        busy: Mutex::new(()),
+        active: AtomicUsize::new(0),
+        entered: AtomicUsize::new(0),
+        poisoned: AtomicU32::new(0),
+    }))
+}
+
+#[cfg(target_family = "wasm")]
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(new_pool)
+}
+
+#[cfg(not(target_family = "wasm"))]
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
@@ -77,49 +145,60 @@ fn pool() -> &'static Pool {
             .and_then(|s| s.parse::<usize>().ok())
             .filter(|&n| n >= 1)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
-            epoch: AtomicU64::new(0),
-            current: Mutex::new(None),
-            wake: Condvar::new(),
-            sleepers: AtomicUsize::new(0),
-            busy: Mutex::new(()),
-            workers: threads - 1,
-        }));
-        let started = (0..pool.workers)
-            .filter(|i| std::thread::Builder::new().name(format!("hearth-cpu-{i}")).spawn(move || worker(pool)).is_ok())
+        let pool = new_pool();
+        let started = (0..threads - 1)
+            .filter(|&i| {
+                let spawned =
+                    std::thread::Builder::new().name(format!("hearth-cpu-{i}")).spawn(move || worker(pool, i));
+                spawned.is_ok()
+            })
             .count();
-        if started < pool.workers {
+        if started < threads - 1 {
             // Threads that did not start leave their share to the others: jobs still finish,
             // as the caller takes tasks too.
             log::warn!("hearth: not every CPU worker thread could start");
         }
+        pool.entered.store(started, Ordering::Relaxed);
+        pool.active.store(threads - 1, Ordering::Relaxed);
         pool
     })
 }
 
-fn worker(pool: &'static Pool) {
+fn worker(pool: &'static Pool, index: usize) -> ! {
     IN_POOL.with(|f| f.set(true));
     let mut seen = 0u64;
     loop {
+        // A worker left out by `set_threads` parks at once rather than spinning for jobs it
+        // will not take.
+        let taking = index < pool.active.load(Ordering::Relaxed);
         let since = Instant::now();
         let mut spins = 0u32;
-        while pool.epoch.load(Ordering::Acquire) == seen {
+        while taking && pool.epoch.load(Ordering::Acquire) == seen {
             std::hint::spin_loop();
             spins += 1;
             if spins.is_multiple_of(1024) && since.elapsed() > SPIN {
-                let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
-                pool.sleepers.fetch_add(1, Ordering::SeqCst);
-                let _guard = pool
-                    .wake
-                    .wait_while(guard, |_| pool.epoch.load(Ordering::Acquire) == seen)
-                    .unwrap_or_else(|e| e.into_inner());
-                pool.sleepers.fetch_sub(1, Ordering::SeqCst);
                 break;
             }
         }
+        if pool.epoch.load(Ordering::Acquire) == seen {
+            let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+            pool.sleepers.fetch_add(1, Ordering::SeqCst);
+            let _guard = pool
+                .wake
+                .wait_while(guard, |_| pool.epoch.load(Ordering::Acquire) == seen)
+                .unwrap_or_else(|e| e.into_inner());
+            pool.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
         seen = pool.epoch.load(Ordering::Acquire);
+        if index >= pool.active.load(Ordering::Relaxed) {
+            continue;
+        }
         let job = pool.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(job) = job {
+            #[cfg(target_family = "wasm")]
+            if PANIC_NEXT.swap(false, Ordering::Relaxed) {
+                panic!("hearth: panic requested in a CPU worker thread");
+            }
             job.work();
         }
     }
@@ -129,7 +208,10 @@ fn worker(pool: &'static Pool) {
 /// all are done.
 pub fn run(tasks: usize, task: &(dyn Fn(usize) + Sync)) {
     let pool = pool();
-    if tasks <= 1 || pool.workers == 0 || IN_POOL.with(|f| f.get()) {
+    if pool.poisoned.load(Ordering::Relaxed) != 0 {
+        panic!("a CPU worker thread crashed");
+    }
+    if tasks <= 1 || pool.active.load(Ordering::Relaxed) == 0 || IN_POOL.with(|f| f.get()) {
         (0..tasks).for_each(task);
         return;
     }
@@ -152,8 +234,14 @@ pub fn run(tasks: usize, task: &(dyn Fn(usize) + Sync)) {
         pool.wake.notify_all();
     }
     job.work();
+    let mut spins = 0u32;
     while job.done.load(Ordering::Acquire) < tasks {
         std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        // A worker that trapped holds its task forever.
+        if spins.is_multiple_of(1024) && pool.poisoned.load(Ordering::Relaxed) != 0 {
+            panic!("a CPU worker thread crashed");
+        }
     }
     // Workers that still hold the job find no task left: drop it from the slot.
     *pool.current.lock().unwrap_or_else(|e| e.into_inner()) = None;

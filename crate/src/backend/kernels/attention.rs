@@ -8,15 +8,21 @@
 //! head's output dimensions.
 
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use super::{Prim, cube_float, flex_f32, flex_float};
+#[cfg(feature = "gpu")]
+use super::cube_float;
+use super::{Prim, flex_f32, flex_float};
 use crate::config::Heads;
 
+#[cfg(feature = "gpu")]
 /// Threads per cube.
 const THREADS: u32 = 64;
+#[cfg(feature = "gpu")]
 /// Keys scored per pass; their scores live in shared memory.
 const CHUNK: u32 = 256;
 
@@ -31,15 +37,17 @@ pub fn attention(
     window: Option<usize>,
 ) -> Tensor<2> {
     let [m, d] = q.dims();
-    let Heads { n_heads, n_kv_heads, head_dim } = heads;
+    let Heads { n_heads, head_dim, .. } = heads;
     assert_eq!(d, n_heads * head_dim, "attention: query width");
     let capacity = k_cache.dims()[1];
     assert!(slot + m <= capacity, "attention: past the cache");
-    let scale = 1.0 / (head_dim as f32).sqrt();
     // No token sees more than the whole cache: a window at least that long is no window.
     let window = window.filter(|&w| w < capacity);
     match (super::float(q), super::float(k_cache.clone()), super::float(v_cache.clone())) {
+        #[cfg(feature = "gpu")]
         (Prim::Cube(q), Prim::Cube(k), Prim::Cube(v)) => {
+            let n_kv_heads = heads.n_kv_heads;
+            let scale = 1.0 / (head_dim as f32).sqrt();
             let q = burn_cubecl::kernel::into_contiguous(q);
             let client = q.client.clone();
             let out = empty_device_contiguous_dtype(client.clone(), q.device.clone(), [m, d].into(), q.dtype);
@@ -77,6 +85,7 @@ pub fn attention(
             );
             flex_float(FlexTensor::from_data(TensorData::new(out, [m, d])))
         }
+        #[cfg(feature = "gpu")]
         _ => panic!("attention: tensors on different devices"),
     }
 }
@@ -108,6 +117,7 @@ pub fn scores_qk(q: Tensor<3>, k: Tensor<3>) -> Tensor<3> {
     Tensor::cat(parts, 1)
 }
 
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

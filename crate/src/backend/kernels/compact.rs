@@ -3,9 +3,12 @@
 //! R(p - d) k`), so the kept tokens sit at contiguous RoPE positions.
 
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
+#[cfg(feature = "gpu")]
+use super::cube_float;
+use super::{Prim, flex_f32, flex_float, flex_words};
 
 /// `keep: [kept]` ascending rows: row `keep[i]` moves to row `i`; `cos, sin: [positions,
 /// head_dim]` (see [`crate::KvCache`]); caches `[n_kv_heads, rows, head_dim]`, rewritten in
@@ -20,12 +23,14 @@ pub fn compact_kv(
     k_cache: &mut Tensor<3>,
     v_cache: &mut Tensor<3>,
 ) {
+    #[cfg(feature = "gpu")]
     let kept = keep.dims()[0];
     let [heads, capacity, head_dim] = k_cache.dims();
     let (keep, cos, sin) = (super::int(keep.clone()), super::float(cos.clone()), super::float(sin.clone()));
     k_cache.inplace(|k| {
         let mut k_out = None;
         v_cache.inplace(|v| match (&keep, &cos, &sin, super::float(k), super::float(v)) {
+            #[cfg(feature = "gpu")]
             (Prim::Cube(keep), Prim::Cube(cos), Prim::Cube(sin), Prim::Cube(k), Prim::Cube(v)) => {
                 // One thread per (head, rotation pair), walking the slots upwards: a slot is
                 // read before any thread writes it, since every source is at or above its target.
@@ -70,12 +75,14 @@ pub fn compact_kv(
                 k_out = Some(flex_float(k));
                 flex_float(v)
             }
+            #[cfg(feature = "gpu")]
             _ => panic!("compact_kv: tensors on different devices"),
         });
         k_out.expect("the value cache was written")
     });
 }
 
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

@@ -1,20 +1,25 @@
 //! A plain copy of 32-bit words: the bandwidth yardstick for the matmul kernels.
 
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::CubeDim;
 
 use super::{Prim, flex_words};
 
+#[cfg(feature = "gpu")]
 /// Threads per cube; each copies [`WORDS_PER_THREAD`] consecutive words.
 const THREADS: u32 = 256;
+#[cfg(feature = "gpu")]
 const WORDS_PER_THREAD: u32 = 4;
 
 /// A copy of `words`, through a kernel on cubecl devices and `memcpy` on the CPU.
 pub fn copy_words(words: &Tensor<1, Int>) -> Tensor<1, Int> {
     let n = words.dims()[0];
     match super::int(words.clone()) {
+        #[cfg(feature = "gpu")]
         Prim::Cube(src) => {
             let client = src.client.clone();
             let out = empty_device_contiguous_dtype(client.clone(), src.device.clone(), [n].into(), src.dtype);
@@ -36,6 +41,7 @@ pub fn copy_words(words: &Tensor<1, Int>) -> Tensor<1, Int> {
     }
 }
 
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

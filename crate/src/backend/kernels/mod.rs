@@ -12,24 +12,26 @@ pub mod rope;
 
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn_cubecl::CubeBackend;
-
-use burn_cubecl::tensor::CubeTensor;
+#[cfg(feature = "gpu")]
+use burn_cubecl::{CubeBackend, tensor::CubeTensor};
 use burn_flex::FlexTensor;
 
 pub(crate) use super::device::{Prim, float, int};
 
+#[cfg(feature = "gpu")]
 /// WebGPU's guaranteed `maxComputeWorkgroupsPerDimension` (what SwiftShader and most mobile
 /// adapters offer).
 pub(crate) const MAX_WORKGROUPS: u32 = 65_535;
 
 /// `cubes` workgroups of a kernel that indexes by `ABSOLUTE_POS` (and bounds-checks it), laid
 /// out over x and y so that neither dimension passes [`MAX_WORKGROUPS`].
+#[cfg(feature = "gpu")]
 pub(crate) fn grid(cubes: u32) -> cubecl::prelude::CubeCount {
     let y = cubes.div_ceil(MAX_WORKGROUPS).max(1);
     cubecl::prelude::CubeCount::Static(cubes.div_ceil(y), y, 1)
 }
 
+#[cfg(feature = "gpu")]
 pub(crate) fn cube_float<const D: usize>(t: CubeTensor) -> Tensor<D> {
     Tensor::from_primitive::<CubeBackend>(t)
 }

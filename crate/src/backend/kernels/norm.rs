@@ -1,13 +1,18 @@
 //! RMSNorm in one dispatch: `y = x / sqrt(mean(x²) + eps) * g`, row by row.
 
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use super::{Prim, cube_float, flex_f32, flex_float};
+#[cfg(feature = "gpu")]
+use super::cube_float;
+use super::{Prim, flex_f32, flex_float};
 use crate::backend::cpu::scratch;
 
+#[cfg(feature = "gpu")]
 /// Threads that share one row.
 const THREADS: u32 = 64;
 
@@ -15,6 +20,7 @@ const THREADS: u32 = 64;
 pub fn rms_norm(x: Tensor<2>, g: &Tensor<1>, eps: f32) -> Tensor<2> {
     let [m, d] = x.dims();
     match (super::float(x), super::float(g.clone())) {
+        #[cfg(feature = "gpu")]
         (Prim::Cube(x), Prim::Cube(g)) => {
             let x = burn_cubecl::kernel::into_contiguous(x);
             let client = x.client.clone();
@@ -45,10 +51,12 @@ pub fn rms_norm(x: Tensor<2>, g: &Tensor<1>, eps: f32) -> Tensor<2> {
             scratch::give(x);
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, d])))
         }
+        #[cfg(feature = "gpu")]
         _ => panic!("rms_norm: input and weight on different devices"),
     }
 }
 
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

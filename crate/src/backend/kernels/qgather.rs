@@ -1,13 +1,16 @@
 //! Rows of a packed matrix, dequantized: the token embedding lookup without an f32 table.
 
 use burn::prelude::*;
-use burn::tensor::DType;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::CubeDim;
 
+#[cfg(feature = "gpu")]
+use super::cube_float;
 use super::qmatmul::QuantMatrix;
-use super::{Prim, cube_float, flex_float, flex_words};
+use super::{Prim, flex_float, flex_words};
 use crate::backend::cpu::qgemm::block_index;
 use crate::quant::BLOCK;
 use crate::quant::packed::{QuantFormat, SUPER, Scales};
@@ -24,10 +27,15 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
         super::int(w.params().clone()),
         super::int(w.supers().clone()),
     ) {
+        #[cfg(feature = "gpu")]
         (Prim::Cube(ids), Prim::Cube(codes), Prim::Cube(params), Prim::Cube(supers)) => {
             let client = ids.client.clone();
-            let out =
-                empty_device_contiguous_dtype(client.clone(), ids.device.clone(), [seq, w.cols].into(), DType::F32);
+            let out = empty_device_contiguous_dtype(
+                client.clone(),
+                ids.device.clone(),
+                [seq, w.cols].into(),
+                burn::tensor::DType::F32,
+            );
             let total = (seq * w.cols) as u32;
             let cube_dim = CubeDim::new_1d(256);
             cube::qgather_kernel::launch(
@@ -73,6 +81,7 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
             }
             flex_float(FlexTensor::from_data(TensorData::new(out, [seq, w.cols])))
         }
+        #[cfg(feature = "gpu")]
         _ => panic!("qgather: ids and matrix on different devices"),
     }
 }
@@ -102,6 +111,7 @@ fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

@@ -8,17 +8,21 @@
 //! on CPU-backed adapters (lavapipe, SwiftShader) and coalesced on GPUs. On the CPU (Flex) the
 //! matrix is row-tiled for [`crate::backend::cpu::qgemm`].
 
-use burn::backend::DispatchDevice;
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use super::{Prim, cube_float, flex_f32, flex_float, flex_words};
+#[cfg(feature = "gpu")]
+use super::cube_float;
+use super::{Prim, flex_f32, flex_float, flex_words};
 use crate::backend::cpu::Isa;
 use crate::backend::cpu::qgemm::{self as cpu, QuantRows, qgemm};
 use crate::config::Activation;
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
+#[cfg(feature = "gpu")]
 pub use cube::{f16_to_f32, float_code};
 
 /// Output rows one thread computes.
@@ -65,10 +69,7 @@ fn words_tensor(words: impl Iterator<Item = u32>, device: &Device) -> Tensor<1, 
 
 impl QuantMatrix {
     pub fn upload(p: &PackedMatrix, device: &Device) -> Self {
-        let layout = match device.as_dispatch() {
-            DispatchDevice::Cube(_) => Layout::BlockInterleaved,
-            _ => Layout::RowTiled,
-        };
+        let layout = if crate::backend::device::is_cube(device) { Layout::BlockInterleaved } else { Layout::RowTiled };
         let (codes, params, supers) = match layout {
             Layout::RowTiled => {
                 let t = crate::backend::cpu::qgemm::tile_rows(p);
@@ -187,11 +188,13 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
         _ => None,
     };
     match (super::float(x), super::int(w.codes.clone()), super::int(w.params.clone()), super::int(w.supers.clone())) {
+        #[cfg(feature = "gpu")]
         (Prim::Cube(x), Prim::Cube(codes), Prim::Cube(params), Prim::Cube(supers)) => {
             let x = burn_cubecl::kernel::into_contiguous(x);
             let client = x.client.clone();
             let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), [m, out_cols].into(), x.dtype);
             let residual = match residual {
+                #[cfg(feature = "gpu")]
                 Some(Prim::Cube(r)) => burn_cubecl::kernel::into_contiguous(r),
                 // Unused by the kernel, but every binding needs a buffer.
                 _ => empty_device_contiguous_dtype(client.clone(), x.device.clone(), [1].into(), x.dtype),
@@ -235,6 +238,7 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
             let rows = w.rows_view(flex_words(&codes), flex_words(&params), flex_words(&supers));
             let residual = residual.map(|r| match r {
                 Prim::Flex(r) => r,
+                #[cfg(feature = "gpu")]
                 Prim::Cube(_) => panic!("qmatmul: residual on another device"),
             });
             let mut y = crate::backend::cpu::scratch::take(m * out_cols);
@@ -254,10 +258,12 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
             }
             flex_float(FlexTensor::from_data(TensorData::new(y, [m, out_cols])))
         }
+        #[cfg(feature = "gpu")]
         _ => panic!("qmatmul: activations and weights on different devices"),
     }
 }
 
+#[cfg(feature = "gpu")]
 /// The kernels' name for a matrix's float codes: 0 none (integer codes), 1 IEEE half, 2
 /// bfloat16, 3 f32 (one a word).
 pub(crate) fn float_kind(format: QuantFormat) -> u32 {
@@ -270,6 +276,7 @@ pub(crate) fn float_kind(format: QuantFormat) -> u32 {
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

@@ -5,11 +5,15 @@
 //! sliding-window layer keeps only its latest slots, from row 0 of its buffer.
 
 use burn::prelude::*;
+#[cfg(feature = "gpu")]
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_flex::FlexTensor;
+#[cfg(feature = "gpu")]
 use cubecl::prelude::CubeDim;
 
-use super::{Prim, cube_float, flex_f32, flex_float};
+#[cfg(feature = "gpu")]
+use super::cube_float;
+use super::{Prim, flex_f32, flex_float};
 use crate::config::Heads;
 
 /// Where the first token of a chunk goes.
@@ -56,6 +60,7 @@ pub fn rope_store(
     k_cache.inplace(|k| {
         let mut k_out = None;
         v_cache.inplace(|v| match (&qkv, &cos, &sin, super::float(k), super::float(v)) {
+            #[cfg(feature = "gpu")]
             (Prim::Cube(qkv), Prim::Cube(cos), Prim::Cube(sin), Prim::Cube(k), Prim::Cube(v)) => {
                 let qkv = burn_cubecl::kernel::into_contiguous(qkv.clone());
                 let client = qkv.client.clone();
@@ -106,16 +111,19 @@ pub fn rope_store(
                 k_out = Some(flex_float(k));
                 flex_float(v)
             }
+            #[cfg(feature = "gpu")]
             _ => panic!("rope_store: tensors on different devices"),
         });
         k_out.expect("the value cache was written")
     });
+    #[allow(irrefutable_let_patterns)] // without the `gpu` feature, Flex is all there is
     if let Prim::Flex(qkv) = qkv {
         crate::backend::cpu::scratch::give(qkv);
     }
     q_out.expect("the queries were written")
 }
 
+#[cfg(feature = "gpu")]
 mod cube {
     use cubecl::prelude::*;
 

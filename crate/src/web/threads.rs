@@ -1,0 +1,48 @@
+//! The threaded artifact's side of its worker pool (wasm32 built with atomics, no WebGPU).
+//!
+//! JavaScript starts the pool: it instantiates this module on the engine's worker, then starts
+//! a Web Worker per extra thread that instantiates the same module on the same shared memory
+//! and calls [`pool_worker`], which never returns. Blocking (a pool wait, a contended lock)
+//! traps on a page's main thread, so this artifact runs only inside a worker.
+
+use wasm_bindgen::prelude::*;
+
+use crate::backend::cpu::pool;
+
+/// The shared memory, for the pool's workers to instantiate the module on.
+#[wasm_bindgen]
+pub fn threads_memory() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// The compiled module, for the pool's workers.
+#[wasm_bindgen]
+pub fn threads_module() -> JsValue {
+    wasm_bindgen::module()
+}
+
+/// Sets how many threads the CPU kernels use from the next call on (at least 1): this one and
+/// `threads - 1` of the pool's workers (those not started yet leave their share to the others).
+#[wasm_bindgen]
+pub fn set_threads(threads: usize) {
+    pool::set_threads(threads);
+}
+
+/// Where a worker's JavaScript stores 1 (`Atomics.store` on an `Int32Array`, at this byte
+/// address / 4) when its worker traps, so that the engine panics instead of waiting for it.
+#[wasm_bindgen]
+pub fn pool_poison_flag() -> usize {
+    pool::poison_flag()
+}
+
+/// Runs the calling Web Worker as one of the pool's threads, forever.
+#[wasm_bindgen]
+pub fn pool_worker() {
+    pool::enter_as_worker()
+}
+
+/// Panics on a pool worker, so that tests can check that the engine survives a worker's trap.
+#[wasm_bindgen(js_name = "__testPoolPanic")]
+pub fn test_pool_panic() {
+    crate::backend::cpu::pool::panic_in_worker();
+}
