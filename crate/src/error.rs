@@ -90,6 +90,11 @@ pub enum Error {
     #[error("the text callback failed: {0}")]
     Callback(String),
 
+    /// The GPU computed a known product or attention step wrong (a driver that reports what it
+    /// cannot do): the model is not run there ([`crate::backend::selfcheck`]).
+    #[error("the GPU adapter is unusable: {0}")]
+    DeviceUnusable(String),
+
     /// A file could not be read (native edges only; the core reads bytes).
     #[error("{path}: {source}")]
     Io { path: String, source: std::sync::Arc<std::io::Error> },
@@ -98,7 +103,7 @@ pub enum Error {
 impl Error {
     /// Every [`Self::kind`], in a stable order: the TypeScript package's error kinds are
     /// generated from it.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "model_load",
         "tokenizer",
         "template",
@@ -111,6 +116,7 @@ impl Error {
         "device_lost",
         "resource_limit",
         "callback",
+        "device_unusable",
     ];
 
     /// A stable tag for the error's category, for bindings and JSON output.
@@ -136,6 +142,7 @@ impl Error {
             Error::DeviceLost(_) => "device_lost",
             Error::ResourceLimit { .. } => "resource_limit",
             Error::Callback(_) => "callback",
+            Error::DeviceUnusable(_) => "device_unusable",
         }
     }
 
@@ -179,6 +186,7 @@ mod tests {
             Error::DeviceLost(s()),
             Error::ResourceLimit { what: s(), needed: 2, limit: "l", allowed: 1 },
             Error::Callback(s()),
+            Error::DeviceUnusable(s()),
             Error::Io { path: s(), source: std::sync::Arc::new(std::io::Error::other("x")) },
         ];
         let mut seen: Vec<&str> = every.iter().map(Error::kind).collect();

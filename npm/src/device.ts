@@ -3,6 +3,7 @@
  * a shader interpreter, far slower than the CPU path itself, so `auto` treats it as none. */
 
 import { HearthError } from "./errors.js";
+import { threadPlan } from "./threads.js";
 import type { AdapterInfo, DeviceChoice } from "./types.js";
 
 /** The part of WebGPU's API this package touches (TypeScript's DOM types do not include WebGPU). */
@@ -84,13 +85,19 @@ export async function resolveDevice(requested: DeviceChoice): Promise<Resolved> 
   return { device: "webgpu", reason: `hardware WebGPU adapter (${name || "unnamed"})`, adapter };
 }
 
-/** Where a load with `device` (default `"auto"`) would run, and why, without loading
- * anything: for a page to say so before it loads. Rejects as `load` would for a forced
- * `"webgpu"` the browser cannot give. */
-export async function chooseDevice(device: DeviceChoice = "auto"): Promise<{ device: "webgpu" | "cpu"; reason: string }> {
+/** Where a load with `device` (default `"auto"`) and `threads` would run, on how many threads,
+ * and why, without loading anything: for a page to say so before it loads. `worker` (default
+ * true): for the worker engine (the in-page engine runs the CPU path on one thread). Rejects as
+ * `load` would for a forced `"webgpu"` the browser cannot give. */
+export async function chooseDevice(
+  device: DeviceChoice = "auto",
+  options: { threads?: number; worker?: boolean } = {},
+): Promise<{ device: "webgpu" | "cpu"; threads: number; reason: string }> {
   checkDevice(device);
   const { device: chosen, reason } = await resolveDevice(device);
-  return { device: chosen, reason };
+  if (chosen === "webgpu") return { device: chosen, threads: 1, reason };
+  const plan = threadPlan(options.threads, options.worker ?? true);
+  return { device: chosen, threads: plan.threads, reason: `${reason}; ${plan.reason}` };
 }
 
 /** Refuses a device choice that is not one of `DEVICES` (`bad_options`). */

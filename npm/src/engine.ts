@@ -31,7 +31,7 @@ import type {
   ModelSource,
 } from "./types.js";
 
-export { pauses, testPanic } from "./instance.js";
+export { pauses, testBreakGpuSelfCheck, testPanic } from "./instance.js";
 
 type Input = { prompt: string } | { messages: ChatMessage[] };
 
@@ -116,10 +116,21 @@ export class HearthEngine implements EngineApi {
       const kv = kvRequest(options);
       checkDevice(requested);
       if (options.signal?.aborted) throw abortError();
-      const placement = await resolveDevice(requested);
+      let placement = await resolveDevice(requested);
       if (placement.adapter) this.adapter = placement.adapter;
-      const plan = placement.device === "cpu" ? threadPlan(options.threads) : { threads: 1, reason: "" };
-      const wasm = await this.seatFor(placement.device, plan);
+      let plan = placement.device === "cpu" ? threadPlan(options.threads) : { threads: 1, reason: "" };
+      let wasm: WasmEngine;
+      try {
+        wasm = await this.seatFor(placement.device, plan);
+      } catch (e) {
+        // An adapter that failed the core's self-check (wrong results on known products) is
+        // not used: `auto` runs on the CPU instead; a forced "webgpu" is refused.
+        const error = toHearthError(e);
+        if (error.kind !== "device_unusable" || requested !== "auto") throw error;
+        placement = { ...placement, device: "cpu", reason: `the WebGPU adapter failed hearth's self-check (${error.message})` };
+        plan = threadPlan(options.threads);
+        wasm = await this.seatFor("cpu", plan);
+      }
       let info: ModelInfo;
       try {
         const files = await openModelFiles(source, options);

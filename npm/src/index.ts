@@ -13,7 +13,7 @@
  * offers the same API.
  */
 
-export { HearthEngine, testPanic as __testPanic } from "./engine.js";
+export { HearthEngine, testBreakGpuSelfCheck as __testBreakGpuSelfCheck, testPanic as __testPanic } from "./engine.js";
 export { WorkerEngine } from "./worker-engine.js";
 export { chooseDevice } from "./device.js";
 export { ERROR_KINDS, HearthError } from "./errors.js";

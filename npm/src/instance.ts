@@ -1,7 +1,13 @@
 /** The wasm instances of this realm (page or worker): loaded once each, shared by its engines,
  * replaced after a crash or a lost device. */
 
-import initWasm, { WasmEngine, __testPanic, __wbg_reset_state_async, set_panic_handler } from "../wasm/hearth.js";
+import initWasm, {
+  WasmEngine,
+  __testBreakGpuSelfCheck,
+  __testPanic,
+  __wbg_reset_state_async,
+  set_panic_handler,
+} from "../wasm/hearth.js";
 import { HearthError, isTrap, toHearthError } from "./errors.js";
 import { type ThreadedCore, startThreaded } from "./threads.js";
 
@@ -84,6 +90,10 @@ export class Instance {
     }
     const epoch = this.epoch;
     if (webgpu) {
+      if (breakGpu && this.artifact === "single" && !this.device) {
+        breakGpu = false;
+        __testBreakGpuSelfCheck();
+      }
       // One WebGPU initialization per instance; engines created at the same time share it.
       this.device ??= (new core.WasmEngine() as WasmEngine).init().catch((e: unknown) => {
         this.device = null;
@@ -172,6 +182,15 @@ export function threadedStarted(): ThreadedCore | null {
  * `break` from the page then lands within a token, however fast tokens come).
  * @internal */
 export const pauses = new WeakMap<AbortSignal, () => Promise<void>>();
+
+let breakGpu = false;
+
+/** Makes the next WebGPU initialization in this realm see a wrong result in the core's
+ * self-check (tests of `device_unusable` and the fallback to the CPU).
+ * @internal */
+export function testBreakGpuSelfCheck(): void {
+  breakGpu = true;
+}
 
 /** Panics the default artifact's core on purpose, so that tests can check recovery from a
  * crashed engine.

@@ -32,22 +32,23 @@ const ATOMIC_MODULE = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 4, 1, 96, 0, 0, 3, 2, 1, 0, 5, 4, 1, 3, 1, 1, 10, 11, 1, 9, 0, 65, 0, 254, 16, 2, 0, 26, 11,
 ]);
 
-/** Why the threaded artifact cannot run here, or null where it can. */
-export function threadsUnavailable(): string | null {
+/** Why the threaded artifact cannot run here, or null where it can. `forWorker`: asked by a
+ * page for the worker engine it runs (the page itself may not wait for threads; its worker may). */
+export function threadsUnavailable(forWorker = false): string | null {
   const g = globalThis as unknown as {
     WorkerGlobalScope?: abstract new () => unknown;
     crossOriginIsolated?: boolean;
     SharedArrayBuffer?: unknown;
     Worker?: unknown;
   };
-  if (!g.WorkerGlobalScope || !(globalThis instanceof g.WorkerGlobalScope)) {
+  if (!forWorker && (!g.WorkerGlobalScope || !(globalThis instanceof g.WorkerGlobalScope))) {
     return "the engine runs on the page's main thread, where threads cannot wait (use the worker engine)";
   }
   if (g.crossOriginIsolated !== true) {
     return "the page is not cross-origin isolated (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)";
   }
   if (typeof g.SharedArrayBuffer !== "function") return "this browser has no SharedArrayBuffer";
-  if (typeof g.Worker !== "function") return "this browser cannot start workers from a worker";
+  if (!forWorker && typeof g.Worker !== "function") return "this browser cannot start workers from a worker";
   try {
     new MessageChannel().port1.postMessage(new SharedArrayBuffer(4));
     if (!WebAssembly.validate(ATOMIC_MODULE)) return "this browser's WebAssembly has no threads";
@@ -112,7 +113,7 @@ export interface ThreadPlan {
 
 /** The plan for a CPU load asking for `threads` (the `threads` load option; default
  * [`defaultThreads`]): one thread where the threaded artifact cannot run, saying why. */
-export function threadPlan(threads: unknown): ThreadPlan {
+export function threadPlan(threads: unknown, forWorker = false): ThreadPlan {
   if (threads !== undefined && (typeof threads !== "number" || !Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS)) {
     throw new HearthError("bad_options", `threads must be an integer from 1 to ${MAX_THREADS}, got ${JSON.stringify(threads) ?? typeof threads}`);
   }
@@ -120,7 +121,7 @@ export function threadPlan(threads: unknown): ThreadPlan {
   const n = threads ?? defaultThreads(cores);
   const why = threads === undefined ? `the default for ${cores} logical core${cores === 1 ? "" : "s"}` : "requested";
   if (n === 1) return { threads: 1, reason: `1 thread (${why})` };
-  const unavailable = threadsUnavailable();
+  const unavailable = threadsUnavailable(forWorker);
   if (unavailable) return { threads: 1, reason: `1 thread: ${unavailable}` };
   return { threads: n, reason: `${n} threads (${why})` };
 }

@@ -3,7 +3,7 @@
 // run `HEARTH_WRITE_WIRE=1 cargo test -p hearth --test wire_types`.
 
 /** Every kind of error the wasm core throws (`Error::kind`). */
-export const CORE_ERROR_KINDS = ["model_load", "tokenizer", "template", "bad_prompt", "kv_cache_full", "bad_options", "device", "aborted", "busy", "device_lost", "resource_limit", "callback"] as const;
+export const CORE_ERROR_KINDS = ["model_load", "tokenizer", "template", "bad_prompt", "kv_cache_full", "bad_options", "device", "aborted", "busy", "device_lost", "resource_limit", "callback", "device_unusable"] as const;
 
 /** Every `weights` a load takes (`WeightFormat`). */
 export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const;

@@ -129,13 +129,13 @@ async function steps(name, page, phone, errors) {
   const modelName = await page.textContent("#model-name");
   check(/int4/.test(modelName) && /CPU/.test(modelName), `${name}: model name ${modelName}`);
   // SwiftShader is a software adapter: `auto` runs on the CPU and says why.
-  // serve.py (so demo.sh) isolates the page: what wasm threads will need.
+  // serve.py (so demo.sh) isolates the page, so the CPU path runs on the threaded build.
   check(await page.evaluate(() => crossOriginIsolated), `${name}: the page is not cross-origin isolated`);
   // The load panel said where the model would run: auto beside SwiftShader picks the CPU.
   const where = await page.textContent("#where");
-  check(/on your CPU \(the WebGPU adapter is a software/.test(where), `${name}: the load panel said ${where}`);
+  check(/on your CPU \(the WebGPU adapter is a software.*; \d+ threads? \(the default for \d+ logical cores?\)/.test(where), `${name}: the load panel said ${where}`);
   const device = await page.textContent("#stat-device");
-  check(/^CPU \(simd128\): .*software/.test(device), `${name}: device ${device}`);
+  check(/^CPU \(simd128, (\d+) threads?\): .*software.*; \1 threads? \(/.test(device), `${name}: device ${device}`);
   log(`loaded ${modelName}; device ${device}`);
   await page.screenshot({ path: `${shots}/demo-${name}-loaded.png` });
 
@@ -244,7 +244,7 @@ async function noWebGpu() {
   await page.click("#load-default");
   await page.waitForSelector("body[data-status=ready]", { timeout: LOAD_MS });
   const device = await page.textContent("#stat-device");
-  check(/^CPU \(simd128\): .*navigator\.gpu is missing/.test(device), `no WebGPU: device ${device}`);
+  check(/^CPU \(simd128, \d threads?\): .*navigator\.gpu is missing/.test(device), `no WebGPU: device ${device}`);
   // Greedy, as the other checks ask: at the page's default temperature the answer is sampled.
   await setSettings(page, false, { temperature: "0", max_tokens: "32" });
   const reply = await ask(page, "What is the capital of Japan?");

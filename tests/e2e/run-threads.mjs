@@ -39,7 +39,7 @@ try {
   if (!isolated.unloaded) fail("unload left a model loaded");
   if (isolated.crash !== "engine_crashed" || !isolated.crashedStats) fail(`a pool thread's panic: ${isolated.crash}`);
   if (isolated.afterCrashThreads !== 2) fail(`after the crash: ${isolated.afterCrashThreads} threads`);
-  if (isolated.enginePanic !== "engine_crashed" || isolated.afterEnginePanicCall !== "engine_crashed") {
+  if (isolated.enginePanic !== "resolved" || isolated.afterEnginePanicCall !== "engine_crashed") {
     fail(`the engine thread's panic: ${isolated.enginePanic}, then ${isolated.afterEnginePanicCall}`);
   }
   if (isolated.badThreads !== "bad_options") fail(`threads: 0 gave ${isolated.badThreads}`);

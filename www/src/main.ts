@@ -78,7 +78,8 @@ interface Turn {
   view: MessageView;
 }
 
-const engine = new WorkerEngine(new Worker(new URL("./worker.ts", import.meta.url), { type: "module" }));
+// Given a factory, the engine replaces a worker that crashed (a threaded one cannot recover in place).
+const engine = new WorkerEngine(() => new Worker(new URL("./worker.ts", import.meta.url), { type: "module" }));
 let status: Status = "idle";
 let model: ModelInfo | null = null;
 /** What the loaded model came from and the KV settings it loaded with, for reloads. */
@@ -225,7 +226,7 @@ async function showWhere(): Promise<void> {
     ui.where.textContent =
       device === "webgpu"
         ? `The model will run in this page on your GPU (WebGPU: ${reason})`
-        : `The model will run in this page on your CPU (${reason === "requested" ? "as set" : reason})`;
+        : `The model will run in this page on your CPU (${reason.replace(/^requested;/, "as set;")})`;
   } catch (e) {
     ui.where.textContent = `The model cannot run on WebGPU here (${e instanceof Error ? e.message : String(e)})`;
   }
@@ -486,7 +487,9 @@ async function refreshStats(): Promise<void> {
   if (stats.device_memory_reserved_bytes !== null) memory.push(`${formatBytes(stats.device_memory_reserved_bytes)} reserved`);
   ui.stat.memory.textContent = memory.length ? memory.join(" · ") : "–";
   ui.stat.device.textContent =
-    stats.device === null ? "–" : `${stats.device === "cpu" ? `CPU (${stats.cpu_isa})` : "WebGPU"}: ${stats.device_reason}`;
+    stats.device === null
+      ? "–"
+      : `${stats.device === "cpu" ? `CPU (${stats.cpu_isa}, ${stats.threads === 1 ? "1 thread" : `${stats.threads} threads`})` : "WebGPU"}: ${stats.device_reason}`;
 }
 
 // ---- Settings ----

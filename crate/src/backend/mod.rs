@@ -9,3 +9,4 @@ pub mod host_memory;
 pub mod kernels;
 pub(crate) mod mask;
 pub(crate) mod readback;
+pub mod selfcheck;

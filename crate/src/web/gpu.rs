@@ -12,7 +12,7 @@ pub(super) enum DeviceState {
     Uninitialized,
     Initializing,
     Ready(Device),
-    Failed(String),
+    Failed(Error),
     /// The device was lost; this thread's runtime cannot get another one (the TypeScript layer
     /// starts a fresh wasm instance).
     Lost(String),
@@ -21,7 +21,7 @@ pub(super) enum DeviceState {
 pub(super) fn ready_device() -> Result<Device, JsValue> {
     DEVICE.with(|d| match &*d.borrow() {
         DeviceState::Ready(device) => Ok(device.clone()),
-        DeviceState::Failed(msg) => Err(js_error(Error::Device(msg.clone()))),
+        DeviceState::Failed(e) => Err(js_error(e.clone())),
         DeviceState::Lost(msg) => Err(js_error(Error::DeviceLost(msg.clone()))),
         _ => Err(js_error(Error::Device("WebGPU is not initialized: call init() first".into()))),
     })
@@ -68,4 +68,25 @@ pub(super) fn device_name(engine: &Engine) -> &'static str {
 /// Threads `engine` computes on: the CPU path's pool, or the one thread that drives WebGPU.
 pub(super) fn compute_threads(engine: &Engine) -> usize {
     if on_webgpu(engine) { 1 } else { crate::backend::cpu::threads() }
+}
+
+thread_local! {
+    static GPU_FAULT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's next WebGPU initialization see a wrong result in its self-check, so that
+/// tests can check the refusal (`device_unusable`) and the fallback to the CPU.
+#[wasm_bindgen(js_name = "__testBreakGpuSelfCheck")]
+pub fn test_break_gpu_self_check() {
+    GPU_FAULT.with(|f| f.set(true));
+}
+
+/// The fault [`test_break_gpu_self_check`] asked for, once.
+#[cfg(feature = "gpu")]
+pub(super) fn injected_gpu_fault() -> crate::backend::selfcheck::Fault {
+    if GPU_FAULT.with(|f| f.replace(false)) {
+        crate::backend::selfcheck::Fault::WrongResult
+    } else {
+        crate::backend::selfcheck::Fault::None
+    }
 }

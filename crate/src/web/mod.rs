@@ -155,24 +155,28 @@ impl WasmEngine {
         Ok(future_to_promise(async move {
             if start {
                 #[cfg(not(feature = "gpu"))]
-                let result: Result<Device, String> =
-                    Err("this build of hearth is the threaded CPU one, without WebGPU".to_string());
+                let result: Result<Device, Error> =
+                    Err(Error::Device("this build of hearth is the threaded CPU one, without WebGPU".into()));
                 #[cfg(feature = "gpu")]
                 let result = if has_webgpu() {
-                    Device::wgpu_options()
-                        .tasks_max(WGPU_TASKS_PER_SUBMIT)
-                        .init_async()
-                        .await
-                        .map_err(|e| format!("no usable WebGPU adapter: {e}"))
+                    match Device::wgpu_options().tasks_max(WGPU_TASKS_PER_SUBMIT).init_async().await {
+                        // Trust, then use: an adapter that computes known products wrong is refused.
+                        Ok(device) => {
+                            crate::backend::selfcheck::check_with(&device, injected_gpu_fault()).await.map(|()| device)
+                        }
+                        Err(e) => Err(Error::Device(format!("no usable WebGPU adapter: {e}"))),
+                    }
                 } else {
-                    Err("this browser has no WebGPU (navigator.gpu is missing): use a browser with WebGPU \
+                    Err(Error::Device(
+                        "this browser has no WebGPU (navigator.gpu is missing): use a browser with WebGPU \
                          enabled, e.g. Chrome 113+, or Chromium with --enable-unsafe-webgpu"
-                        .to_string())
+                            .into(),
+                    ))
                 };
                 DEVICE.with(|d| {
                     *d.borrow_mut() = match result {
                         Ok(device) => DeviceState::Ready(device),
-                        Err(msg) => DeviceState::Failed(msg),
+                        Err(e) => DeviceState::Failed(e),
                     }
                 });
             }

@@ -3,7 +3,7 @@
 // nothing is lost. Each check names the defect it guards against; run-hardening.mjs drives
 // the page and fails on any failed check. The models are tiny random ones written by
 // `cargo run --example test_models` and served under ?fixtures=URL.
-import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testPanic, isModelCached } from "hearth";
+import { ERROR_KINDS, HearthEngine, HearthError, WorkerEngine, __testBreakGpuSelfCheck, __testPanic, isModelCached } from "hearth";
 import type { ChatCompletionChunk, ChatMessage, EngineApi, EngineStats, LoadOptions, ModelFiles } from "hearth";
 
 interface Check {
@@ -957,10 +957,30 @@ await check("a worker that dies is replaced at the next call", async () => {
   const running = engine.generate("one", { max_tokens: 200 });
   last!.postMessage({ type: "die" });
   await rejects(running, "engine_crashed", "a call pending when the worker died");
-  await rejects(engine.generate("one", { max_tokens: 2 }), "bad_options", "a fresh worker has no model");
+  await rejects(engine.generate("one", { max_tokens: 2 }), "engine_crashed", "no model until a load after the crash");
   await engine.load(copy(tiny));
   assert((await engine.generate("one", { max_tokens: 2 })).usage.completion_tokens === 2, "answers again");
   assert(spawned === 2, `one replacement, ${spawned} workers`);
+});
+
+await check("a GPU that fails the self-check is refused, and the engine keeps its model", async () => {
+  const engine = inPage();
+  await engine.load(copy(tiny), { device: "cpu" });
+  const before = await engine.generate("one two three", { max_tokens: 4, temperature: 0 });
+  // A fresh instance initializes WebGPU (and checks it) again: the fault lands there.
+  __testPanic();
+  await engine.load(copy(tiny), { device: "cpu" });
+  __testBreakGpuSelfCheck();
+  const refused = await engine.load(copy(tiny), { device: "webgpu" }).then(
+    () => "loaded",
+    (e: unknown) => (e instanceof HearthError ? `${e.kind}: ${e.message}` : String(e)),
+  );
+  assert(/^device_unusable: .*differs from the CPU/.test(refused), `forced WebGPU on a wrong adapter: ${refused}`);
+  const after = await engine.generate("one two three", { max_tokens: 4, temperature: 0 });
+  assert(after.tokens.join() === before.tokens.join(), "the model loaded before still answers");
+  assert((await engine.stats()).device === "cpu", "still on the CPU");
+  // The refusal is remembered by this instance: a new one checks again.
+  __testPanic();
 });
 
 await check("a lost GPU device is reported and a load starts on a new one", async () => {
@@ -994,7 +1014,8 @@ for (const [where, make] of engines) {
     assert(onCpu.tokens.join() === onGpu.tokens.join(), `the same greedy tokens: ${onCpu.tokens} vs ${onGpu.tokens}`);
     await engine.load(copy(tiny), { device: "cpu" });
     const cpu = await engine.stats();
-    assert(cpu.device === "cpu" && cpu.device_reason === "requested", `forced: ${cpu.device} (${cpu.device_reason})`);
+    // "requested", then how many threads run and why.
+    assert(cpu.device === "cpu" && /^requested; \d+ threads?\b/.test(cpu.device_reason ?? ""), `forced: ${cpu.device} (${cpu.device_reason})`);
     await rejects(engine.load(copy(tiny), { device: "gpu" as never }), "bad_options", "an unknown device");
     await rejects(engine.load(copy(tiny), { bogus: 1 } as never), "bad_options", "an unknown load option");
     assert((await engine.stats()).device === "cpu", "the refused loads changed nothing");
