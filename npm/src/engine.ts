@@ -362,6 +362,14 @@ export class HearthEngine implements EngineApi {
     core.testPoolPanic();
   }
 
+  /** Microseconds one hand-off to the threaded pool takes (benchmarks).
+   * @internal */
+  benchPoolJoin(rounds: number): number {
+    const core = threadedStarted();
+    if (!core) throw new HearthError("bad_options", "the threaded build is not running");
+    return core.benchJoin(rounds);
+  }
+
   async resetChat(): Promise<void> {
     try {
       this.gate.idle("reset the conversation");

@@ -47,6 +47,8 @@ export type Request =
   | { id: number; type: "test-panic" }
   /** Panics a thread of the threaded artifact's pool (tests of crash recovery only). */
   | { id: number; type: "test-pool-panic" }
+  /** Times hand-offs to the threaded pool (benchmarks only). */
+  | { id: number; type: "bench-pool-join"; rounds: number }
   | { id: number; type: "abort"; target: number }
   /** The page received one `text` or `chunk` of request `target`. */
   | { id: number; type: "ack"; target: number };
@@ -58,6 +60,7 @@ export type ResultValue =
   | ChatCompletion
   | EngineStats
   | number[]
+  | number
   | string
   | null;
 

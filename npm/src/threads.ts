@@ -21,6 +21,8 @@ export interface ThreadedCore extends Core {
   setThreads(threads: number): Promise<void>;
   /** Makes a pool worker panic at its next job (tests). */
   testPoolPanic(): void;
+  /** Microseconds one hand-off to the pool takes, over `rounds` empty jobs (benchmarks). */
+  benchJoin(rounds: number): number;
 }
 
 /** The most threads a load may ask for. */
@@ -95,6 +97,7 @@ export async function startThreaded(died: (message: string) => void): Promise<Th
     WasmEngine: glue.WasmEngine,
     testPanic: glue.__testPanic,
     testPoolPanic: glue.__testPoolPanic,
+    benchJoin: (rounds: number) => glue.__benchPoolJoin(rounds),
     threads: 1,
     async setThreads(threads: number) {
       while (workers.length < threads - 1) await start();

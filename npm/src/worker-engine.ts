@@ -307,6 +307,12 @@ export class WorkerEngine implements EngineApi {
     await this.call({ type: "unload" });
   }
 
+  /** Microseconds one hand-off to the worker's threaded pool takes, for benchmarks.
+   * @internal */
+  async benchPoolJoin(rounds: number): Promise<number> {
+    return (await this.call({ type: "bench-pool-join", rounds })) as number;
+  }
+
   /** Makes a thread of the worker's pool panic at its next job, for tests of crash recovery.
    * @internal */
   async testPoolPanic(): Promise<void> {

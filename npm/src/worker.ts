@@ -113,6 +113,8 @@ async function handle(req: Exclude<Request, { type: "abort" }>): Promise<Respons
     case "test-panic":
       await engine.testPanic();
       return { id, type: "result", value: null };
+    case "bench-pool-join":
+      return { id, type: "result", value: engine.benchPoolJoin(req.rounds) };
     case "test-pool-panic":
       engine.testPoolPanic();
       return { id, type: "result", value: null };

@@ -52,6 +52,7 @@ console.log(JSON.stringify({
   hearth_webgpu_over_wllama: over(webgpu),
   threads: {
     hearth_threads_run: two.threads_run,
+    hearth_pool_join_us: two.pool_join_us,
     hearth_2_threads_over_1: over(two, cpu),
     hearth_2_threads_over_wllama_2_threads: over(two, results["wllama-2t"]),
     wllama_2_threads_over_1: over(results["wllama-2t"], w),

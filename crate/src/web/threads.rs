@@ -46,3 +46,15 @@ pub fn pool_worker() {
 pub fn test_pool_panic() {
     crate::backend::cpu::pool::panic_in_worker();
 }
+
+/// Microseconds one hand-off to the pool takes: `rounds` jobs of one empty task per thread,
+/// back to back as a decode step's matrix products come (workers spinning, not parked).
+#[wasm_bindgen(js_name = "__benchPoolJoin")]
+pub fn bench_pool_join(rounds: u32) -> f64 {
+    let threads = crate::backend::cpu::threads();
+    let start = web_time::Instant::now();
+    for _ in 0..rounds {
+        crate::backend::cpu::for_each(threads, |_| std::hint::black_box(()));
+    }
+    start.elapsed().as_secs_f64() * 1e6 / rounds.max(1) as f64
+}
