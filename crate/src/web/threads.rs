@@ -47,14 +47,33 @@ pub fn test_pool_panic() {
     crate::backend::cpu::pool::panic_in_worker();
 }
 
-/// Microseconds one hand-off to the pool takes: `rounds` jobs of one empty task per thread,
-/// back to back as a decode step's matrix products come (workers spinning, not parked).
+/// Microseconds one fork/join on the pool takes: `rounds` jobs of one task per thread, each
+/// task waiting until every thread has arrived (so each round needs every worker), back to back
+/// as a decode step's matrix products come (workers spinning, not parked). NaN if a round's
+/// threads did not all arrive within 50 ms (a worker missing).
 #[wasm_bindgen(js_name = "__benchPoolJoin")]
 pub fn bench_pool_join(rounds: u32) -> f64 {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let threads = crate::backend::cpu::threads();
+    let arrived = AtomicUsize::new(0);
+    let missing = AtomicBool::new(false);
     let start = web_time::Instant::now();
-    for _ in 0..rounds {
-        crate::backend::cpu::for_each(threads, |_| std::hint::black_box(()));
+    for round in 1..=rounds as usize {
+        crate::backend::cpu::for_each(threads, |_| {
+            arrived.fetch_add(1, Ordering::AcqRel);
+            let since = web_time::Instant::now();
+            let mut spins = 0u32;
+            while arrived.load(Ordering::Acquire) < round * threads && !missing.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(4096) && since.elapsed().as_millis() > 50 {
+                    missing.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        if missing.load(Ordering::Relaxed) {
+            return f64::NAN;
+        }
     }
     start.elapsed().as_secs_f64() * 1e6 / rounds.max(1) as f64
 }
