@@ -3,11 +3,13 @@ weights): Qwen2.5-3B (qwen2, 36 layers, d_model 2048, FFN 11008, 16 query / 2 KV
 vocab 151,936, tied), Qwen2.5-1.5B (28 layers, d_model 1536, FFN 8960, 12 / 2 heads, untied) or
 Llama-3.2-3B (llama, 28 layers, d_model 3072, FFN 8192, 24 / 8 heads of 128, tied, with a
 `rope_freqs.weight` as llama.cpp writes Llama 3's; its vocabulary is Qwen's 151,936 tokens, not
-Llama 3's 128,256, as no Llama tokenizer is reachable here), every matrix Q4_0, the tokenizer and
-chat template copied from Qwen2.5-Coder-0.5B. Optionally split in N shards as llama.cpp's
-gguf-split names them.
+Llama 3's 128,256, as no Llama tokenizer is reachable here), the tokenizer and chat template
+copied from Qwen2.5-Coder-0.5B. `--types q4_0` (the default): every matrix Q4_0; `--types
+q4_k_m`: the types llama.cpp's Q4_K_M gives Qwen2.5-1.5B (every matrix Q4_K, the token
+embedding too, but `attn_v` and `ffn_down` Q6_K in every other layer, and an untied head Q6_K).
+Optionally split in N shards as llama.cpp's gguf-split names them.
 
-Usage: python write_big_model.py SHAPE TOKENIZER_GGUF OUT.gguf [--split N]
+Usage: python write_big_model.py SHAPE TOKENIZER_GGUF OUT.gguf [--split N] [--types q4_0|q4_k_m]
 Never commit the output: pkg-scripts/bench/big-models.sh writes it under models/.
 """
 
@@ -33,12 +35,45 @@ def q4_0(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.nda
     return blocks.reshape(rows, cols // BLOCK * BLOCK_BYTES)
 
 
+def q4_k(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.ndarray:
+    """Random Q4_K super-blocks (144 bytes a 256): d and dmin set so that a weight is about
+    `scale`, the 6-bit scales, mins and 4-bit codes uniform."""
+    blocks = rng.integers(0, 256, size=(rows * cols // 256, 144), dtype=np.uint8)
+    blocks[:, 0:2] = np.frombuffer(np.float16(scale / 400).tobytes(), dtype=np.uint8)
+    blocks[:, 2:4] = np.frombuffer(np.float16(scale / 400).tobytes(), dtype=np.uint8)
+    return blocks.reshape(rows, cols // 256 * 144)
+
+
+def q6_k(rng: np.random.Generator, rows: int, cols: int, scale: float) -> np.ndarray:
+    """Random Q6_K super-blocks (210 bytes a 256: low and high code bits, 16 int8 scales, d
+    last), d set so that a weight is about `scale`."""
+    blocks = rng.integers(0, 256, size=(rows * cols // 256, 210), dtype=np.uint8)
+    blocks[:, 208:210] = np.frombuffer(np.float16(scale / 2000).tobytes(), dtype=np.uint8)
+    return blocks.reshape(rows, cols // 256 * 210)
+
+
+def matrix_type(name: str, types: str) -> str:
+    """The ggml type of matrix `name` under `types` (see the module's doc)."""
+    if types == "q4_0":
+        return "Q4_0"
+    if name == "output.weight":
+        return "Q6_K"
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+    if name.endswith(("attn_v.weight", "ffn_down.weight")) and layer % 2 == 0:
+        return "Q6_K"
+    return "Q4_K"
+
+
+MAKERS = {"Q4_0": q4_0, "Q4_K": q4_k, "Q6_K": q6_k}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("shape", choices=SHAPES)
     p.add_argument("tokenizer")
     p.add_argument("out")
     p.add_argument("--split", type=int, default=1)
+    p.add_argument("--types", choices=("q4_0", "q4_k_m"), default="q4_0")
     a = p.parse_args()
     s = SHAPES[a.shape]
     rng = np.random.default_rng(7)
@@ -89,8 +124,9 @@ def main() -> None:
         tensors.append(("output.weight", VOCAB, d))
     for name, rows, cols in tensors:
         # Scale so a row's dot product with a unit activation stays about unit.
-        w.add_tensor(name, q4_0(rng, rows, cols, 1.0 / (4.0 * np.sqrt(cols))),
-                     raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+        kind = matrix_type(name, a.types)
+        w.add_tensor(name, MAKERS[kind](rng, rows, cols, 1.0 / (4.0 * np.sqrt(cols))),
+                     raw_dtype=gguf.GGMLQuantizationType[kind])
         if name.endswith("attn_v.weight"):
             i = name.split(".")[1]
             for bias, n in (("attn_q", q), ("attn_k", kv), ("attn_v", kv)) if biases else ():
