@@ -5,7 +5,7 @@ import { completions } from "./completions.js";
 import { checkDevice, resolveDevice } from "./device.js";
 import { HearthError, abortError, toHearthError } from "./errors.js";
 import { pauses, threadedStarted } from "./instance.js";
-import { type ThreadPlan, threadPlan } from "./threads.js";
+import { type ThreadPlan, type ThreadedCore, threadPlan } from "./threads.js";
 import { InstanceSeat } from "./seat.js";
 import { isGguf, openModelFiles, readModel } from "./loader.js";
 import { OPENAI_KEYS, chatCompletion, chatStream, constraintRequest, logprobsOf, newCompletion, timingsOf, usageOf } from "./openai.js";
@@ -357,17 +357,13 @@ export class HearthEngine implements EngineApi {
   /** Makes a thread of the threaded artifact's pool panic at its next job (tests).
    * @internal */
   testPoolPanic(): void {
-    const core = threadedStarted();
-    if (!core) throw new HearthError("bad_options", "the threaded build is not running");
-    core.testPoolPanic();
+    pool().testPoolPanic();
   }
 
   /** Microseconds one hand-off to the threaded pool takes (benchmarks).
    * @internal */
   benchPoolJoin(rounds: number): number {
-    const core = threadedStarted();
-    if (!core) throw new HearthError("bad_options", "the threaded build is not running");
-    return core.benchJoin(rounds);
+    return pool().benchJoin(rounds);
   }
 
   async resetChat(): Promise<void> {
@@ -390,6 +386,13 @@ export class HearthEngine implements EngineApi {
       throw this.seat.failure(e);
     }
   }
+}
+
+/** The threaded build's core, for its pool's test and bench hooks. */
+function pool(): ThreadedCore {
+  const core = threadedStarted();
+  if (!core) throw new HearthError("bad_options", "the threaded build is not running");
+  return core;
 }
 
 /** `weights` as the core takes it: a string (wasm-bindgen's glue writes whatever it is given

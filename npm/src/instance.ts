@@ -39,8 +39,10 @@ export type Core = {
  * device is handled as a crash: this thread's runtime cannot get another device.
  */
 export class Instance {
-  /** The core loaded (once per realm). */
+  /** The core loading or loaded (once per realm). */
   private core: Promise<Core> | null = null;
+  /** The core, once loaded. */
+  private started: Core | null = null;
   /** Bumped each time the instance is replaced; engines compare it with their own. */
   epoch = 0;
   /** WebGPU initialized on this instance. */
@@ -81,6 +83,7 @@ export class Instance {
       throw e;
     });
     const core = await this.core;
+    this.started = core;
     if (this.dead) {
       if (!this.reset) throw this.dead;
       await this.reset(this.panicked);
@@ -104,9 +107,9 @@ export class Instance {
     return { epoch, core };
   }
 
-  /** The loaded core, if it is loaded and alive. */
-  async loaded(): Promise<Core | null> {
-    return this.core && !this.dead ? this.core : null;
+  /** The core once loaded, while it is alive. */
+  loaded(): Core | null {
+    return this.dead ? null : this.started;
   }
 }
 
@@ -158,23 +161,20 @@ export const single = new Instance(
   },
 );
 
-/** What the threaded instance was started with (threads, and the pool's state). */
-let threadedCore: ThreadedCore | null = null;
-
 /** The threaded artifact's instance (in a worker only: see `threads.ts`). */
 export const threaded = new Instance(
   "threads",
   async (died) => {
-    threadedCore = await startThreaded(died);
+    const core = await startThreaded(died);
     watchOnce();
-    return threadedCore;
+    return core;
   },
   null,
 );
 
-/** The threaded instance's core once started (for its thread count). */
+/** The threaded instance's core while it is loaded and alive (for its pool). */
 export function threadedStarted(): ThreadedCore | null {
-  return threadedCore;
+  return threaded.loaded() as ThreadedCore | null;
 }
 
 /** Flow control of generations, by their signal: awaited before each step. The worker sets one

@@ -136,7 +136,7 @@ export class InstanceSeat implements InstanceUser {
 
   /** Panics the core this seat is on (tests). */
   async testPanic(): Promise<void> {
-    const core = await this.instance.loaded();
+    const core = this.instance.loaded();
     try {
       core?.testPanic();
     } catch (e) {

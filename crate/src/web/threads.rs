@@ -44,7 +44,7 @@ pub fn pool_worker() {
 /// Panics on a pool worker, so that tests can check that the engine survives a worker's trap.
 #[wasm_bindgen(js_name = "__testPoolPanic")]
 pub fn test_pool_panic() {
-    crate::backend::cpu::pool::panic_in_worker();
+    pool::panic_in_worker();
 }
 
 /// Microseconds one fork/join on the pool takes: `rounds` jobs of one task per thread, each

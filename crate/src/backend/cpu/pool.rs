@@ -61,6 +61,9 @@ struct Pool {
     epoch: AtomicU64,
     current: Mutex<Option<Arc<Job>>>,
     wake: Condvar,
+    /// Where workers left out by [`set_threads`] wait (under `current`'s lock) until they are
+    /// let in: apart from `wake`, so that a job never wakes them.
+    standby: Condvar,
     sleepers: AtomicUsize,
     /// One job at a time: a second caller waits for the first.
     busy: Mutex<()>,
@@ -68,7 +71,8 @@ struct Pool {
     /// [`set_threads`] asked for (workers that are not there yet leave their share to the
     /// others, since the caller takes tasks too).
     active: AtomicUsize,
-    /// Workers that have entered the pool, each numbered in order.
+    /// Workers that have entered the pool (in wasm), each numbered in order.
+    #[cfg(target_family = "wasm")]
     entered: AtomicUsize,
     /// Nonzero once a worker has trapped (set from JavaScript in wasm).
     poisoned: AtomicU32,
@@ -90,7 +94,10 @@ pub fn threads() -> usize {
 /// JavaScript starts and sends to [`enter_as_worker`].
 #[cfg(target_family = "wasm")]
 pub fn set_threads(threads: usize) {
-    pool().active.store(threads.max(1) - 1, Ordering::Relaxed);
+    let pool = pool();
+    let _guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+    pool.active.store(threads.max(1) - 1, Ordering::Relaxed);
+    pool.standby.notify_all();
 }
 
 /// The address of the flag a worker's JavaScript sets (to 1, with `Atomics.store`) when its
@@ -122,9 +129,11 @@ fn new_pool() -> &'static Pool {
         epoch: AtomicU64::new(0),
         current: Mutex::new(None),
         wake: Condvar::new(),
+        standby: Condvar::new(),
         sleepers: AtomicUsize::new(0),
         busy: Mutex::new(()),
         active: AtomicUsize::new(0),
+        #[cfg(target_family = "wasm")]
         entered: AtomicUsize::new(0),
         poisoned: AtomicU32::new(0),
     }))
@@ -158,7 +167,6 @@ fn pool() -> &'static Pool {
             // as the caller takes tasks too.
             log::warn!("hearth: not every CPU worker thread could start");
         }
-        pool.entered.store(started, Ordering::Relaxed);
         pool.active.store(threads - 1, Ordering::Relaxed);
         pool
     })
@@ -168,31 +176,33 @@ fn worker(pool: &'static Pool, index: usize) -> ! {
     IN_POOL.with(|f| f.set(true));
     let mut seen = 0u64;
     loop {
-        // A worker left out by `set_threads` parks at once rather than spinning for jobs it
-        // will not take.
-        let taking = index < pool.active.load(Ordering::Relaxed);
+        if index >= pool.active.load(Ordering::Relaxed) {
+            // Left out by `set_threads`: wait to be let in, not for jobs.
+            let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = pool
+                .standby
+                .wait_while(guard, |_| index >= pool.active.load(Ordering::Relaxed))
+                .unwrap_or_else(|e| e.into_inner());
+            seen = pool.epoch.load(Ordering::Acquire);
+            continue;
+        }
         let since = Instant::now();
         let mut spins = 0u32;
-        while taking && pool.epoch.load(Ordering::Acquire) == seen {
+        while pool.epoch.load(Ordering::Acquire) == seen {
             std::hint::spin_loop();
             spins += 1;
             if spins.is_multiple_of(1024) && since.elapsed() > SPIN {
+                let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+                pool.sleepers.fetch_add(1, Ordering::SeqCst);
+                let _guard = pool
+                    .wake
+                    .wait_while(guard, |_| pool.epoch.load(Ordering::Acquire) == seen)
+                    .unwrap_or_else(|e| e.into_inner());
+                pool.sleepers.fetch_sub(1, Ordering::SeqCst);
                 break;
             }
         }
-        if pool.epoch.load(Ordering::Acquire) == seen {
-            let guard = pool.current.lock().unwrap_or_else(|e| e.into_inner());
-            pool.sleepers.fetch_add(1, Ordering::SeqCst);
-            let _guard = pool
-                .wake
-                .wait_while(guard, |_| pool.epoch.load(Ordering::Acquire) == seen)
-                .unwrap_or_else(|e| e.into_inner());
-            pool.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
         seen = pool.epoch.load(Ordering::Acquire);
-        if index >= pool.active.load(Ordering::Relaxed) {
-            continue;
-        }
         let job = pool.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(job) = job {
             #[cfg(target_family = "wasm")]
