@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use burn::prelude::Device;
 
+use crate::backend::cpu::qgemm::Activations;
 use crate::backend::device::Limits;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -135,6 +136,11 @@ impl Engine {
 
     pub fn device(&self) -> &Device {
         self.model.device()
+    }
+
+    /// Sets how activations meet the packed weights on the CPU (see [`Decoder::set_activations`]).
+    pub fn set_activations(&mut self, mode: Activations) {
+        self.model.set_activations(mode)
     }
 
     pub fn model(&self) -> &Decoder {

@@ -57,6 +57,7 @@ pub mod wire;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+pub use backend::cpu::qgemm::Activations;
 pub use backend::device::DeviceKind;
 pub use config::ModelConfig;
 pub use engine::Engine;

@@ -112,6 +112,15 @@ impl Linear {
         }
     }
 
+    /// Its packed matrices (none when dense).
+    pub(crate) fn packed_mut(&mut self) -> Vec<&mut QuantMatrix> {
+        match self {
+            Self::Dense(_) => Vec::new(),
+            Self::Quant(w) => vec![w],
+            Self::Parts(parts, _) => parts.iter_mut().collect(),
+        }
+    }
+
     pub fn device_bytes(&self) -> usize {
         match self {
             Self::Dense(w) => w.shape().num_elements() * 4,
@@ -279,5 +288,13 @@ impl Embedding {
     /// Bytes the table takes on the device.
     pub fn device_bytes(&self) -> usize {
         self.parts.iter().map(Table::device_bytes).sum()
+    }
+
+    /// Its packed parts (none when dense).
+    pub(crate) fn packed_mut(&mut self) -> impl Iterator<Item = &mut QuantMatrix> {
+        self.parts.iter_mut().filter_map(|p| match p {
+            Table::Quant(q) => Some(q),
+            Table::Dense(_) => None,
+        })
     }
 }

@@ -23,10 +23,11 @@ pub use linear::{Embedding, Fuse, Linear};
 pub use stages::{Stage, Stages};
 
 use crate::backend::cpu::profile::{self, Part};
+use crate::backend::cpu::qgemm::Activations;
 use crate::backend::device::Limits;
 use crate::backend::kernels::attention::attention;
 use crate::backend::kernels::norm::rms_norm;
-use crate::backend::kernels::qmatmul::Epilogue;
+use crate::backend::kernels::qmatmul::{Epilogue, QuantMatrix};
 use crate::backend::kernels::rope::{Slot, rope_store};
 use crate::config::{Heads, ModelConfig};
 use crate::error::{Error, Result};
@@ -108,6 +109,11 @@ impl Block {
             gate_up: Linear::load(source, &[(&gate, ff), (&up, ff)], d, Fuse::Interleave, format, device)?,
             w_down: Linear::load(source, &[(&name("ffn_down.weight"), d)], ff, Fuse::Concat, format, device)?,
         })
+    }
+
+    /// Its packed matrices.
+    fn packed_mut(&mut self) -> impl Iterator<Item = &mut QuantMatrix> {
+        [&mut self.qkv, &mut self.wo, &mut self.gate_up, &mut self.w_down].into_iter().flat_map(Linear::packed_mut)
     }
 
     fn device_bytes(&self) -> usize {
@@ -274,6 +280,7 @@ pub struct Decoder {
     /// The output head, when the model does not tie it to the embedding.
     output: Option<Embedding>,
     format: WeightFormat,
+    activations: Activations,
     device: Device,
     limits: Limits,
 }
@@ -303,6 +310,22 @@ impl Decoder {
 
     pub fn weight_format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// How activations meet the packed matrices on the CPU ([`Activations::F32`] until set).
+    pub fn activations(&self) -> Activations {
+        self.activations
+    }
+
+    /// Sets how activations meet every packed matrix on the CPU: the weights stay as they
+    /// are, so the mode can change between passes (a cubecl device ignores it).
+    pub fn set_activations(&mut self, mode: Activations) {
+        self.activations = mode;
+        let blocks = self.blocks.iter_mut().flat_map(Block::packed_mut);
+        let tables = self.embedding.packed_mut().chain(self.output.iter_mut().flat_map(Embedding::packed_mut));
+        for m in blocks.chain(tables) {
+            m.activations = mode;
+        }
     }
 
     /// Bytes the weights take on the device.

@@ -5,6 +5,7 @@
 use burn::prelude::*;
 
 use super::{Block, Decoder, Embedding, load_norm};
+use crate::backend::cpu::qgemm::Activations;
 use crate::backend::device::Limits;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -101,6 +102,7 @@ impl Stages {
             norm,
             output,
             format: self.format,
+            activations: Activations::F32,
             device: self.device,
         })
     }

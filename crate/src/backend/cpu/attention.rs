@@ -65,7 +65,7 @@ fn one_head(isa: Isa, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) 
         match isa {
             #[cfg(target_arch = "x86_64")]
             // Safety: reported only where the CPU has AVX2 and FMA.
-            Isa::Avx2 | Isa::Avx512 if q.len().is_multiple_of(8) => unsafe {
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni if q.len().is_multiple_of(8) => unsafe {
                 one_head_avx2(q, keys, values, scores, out)
             },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -20,8 +20,12 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA and F16C (Haswell and later, Zen).
     Avx2,
-    /// x86-64 AVX-512 F (with AVX2/FMA/F16C): 16 lanes.
+    /// x86-64 AVX-512 F and BW (with AVX2/FMA/F16C): 16 lanes; 8-bit products with
+    /// `vpmaddubsw` (Skylake-X, the first AVX-512 CPUs).
     Avx512,
+    /// [`Self::Avx512`] with VNNI: 8-bit products summed four at a time by `vpdpbusd`
+    /// (Ice Lake, Sapphire Rapids, Zen 4 and later). Its f32 kernels are [`Self::Avx512`]'s.
+    Avx512Vnni,
     /// wasm32 simd128, when the module was built with it.
     Simd128,
     /// aarch64 Advanced SIMD (every aarch64 CPU has it).
@@ -34,6 +38,7 @@ impl Isa {
             Self::Scalar => "scalar",
             Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
+            Self::Avx512Vnni => "avx512vnni",
             Self::Simd128 => "simd128",
             Self::Neon => "neon",
         }
@@ -48,8 +53,11 @@ impl Isa {
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
             if avx2 {
                 levels.push(Isa::Avx2);
-                if is_x86_feature_detected!("avx512f") {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
                     levels.push(Isa::Avx512);
+                    if is_x86_feature_detected!("avx512vnni") {
+                        levels.push(Isa::Avx512Vnni);
+                    }
                 }
             }
         }

@@ -19,7 +19,7 @@ use cubecl::prelude::{CubeCount, CubeDim};
 use super::cube_float;
 use super::{Prim, flex_f32, flex_float, flex_words};
 use crate::backend::cpu::Isa;
-use crate::backend::cpu::qgemm::{self as cpu, QuantRows, qgemm};
+use crate::backend::cpu::qgemm::{self as cpu, Activations, QuantRows, qgemm};
 use crate::config::Activation;
 use crate::quant::packed::{PackedMatrix, QuantFormat, Scales};
 #[cfg(feature = "gpu")]
@@ -52,6 +52,9 @@ pub struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
     pub layout: Layout,
+    /// How inputs meet the codes on the CPU ([`Activations::F32`] at upload; a model sets its
+    /// mode on every matrix).
+    pub activations: Activations,
     /// Code words, bit patterns stored in an int tensor.
     codes: Tensor<1, Int>,
     /// Parameter words: f16 `d` | f16 `m` << 16, or a K-quant block's four i8.
@@ -97,6 +100,7 @@ impl QuantMatrix {
             rows: p.rows,
             cols: p.cols,
             layout,
+            activations: Activations::F32,
             codes: words_tensor(codes.into_iter(), device),
             params: words_tensor(params.into_iter(), device),
             supers: words_tensor(supers.into_iter(), device),
@@ -250,7 +254,7 @@ pub fn qmatmul_with(x: Tensor<2>, w: &QuantMatrix, epilogue: Epilogue) -> Tensor
                     (3, _) => cpu::SliceEpilogue::Glu(Activation::GeluTanh),
                     _ => cpu::SliceEpilogue::None,
                 };
-                qgemm(Isa::best(), &flex_f32(&x), m, &rows, epilogue, &mut y);
+                qgemm(Isa::best(), w.activations, &flex_f32(&x), m, &rows, epilogue, &mut y);
             }
             crate::backend::cpu::scratch::give(x);
             if let Some(r) = residual {

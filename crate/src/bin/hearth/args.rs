@@ -28,6 +28,10 @@ pub(super) struct Common {
     /// matrices quantized as ggml's reference quantizers would).
     #[arg(long, default_value = "int4")]
     pub(super) weights: String,
+    /// How activations meet packed weights on the CPU: f32 (exact) or q8 (8-bit blocks and
+    /// integer dot products, as llama.cpp).
+    #[arg(long, default_value = "f32")]
+    pub(super) activations: String,
 }
 
 impl Common {

@@ -14,7 +14,7 @@ use hearth::analysis::bench::KernelFormat;
 use hearth::load::hf::HfFiles;
 use hearth::quant::packed::QuantFormat;
 use hearth::{
-    Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, Grammar, KvOptions, Message,
+    Activations, Control, DeviceKind, EarlyExitOptions, Engine, Error, GenerateOptions, Grammar, KvOptions, Message,
     PromptPruneMethod, PromptPruneOptions, Result, SamplerOptions, SpeculativeOptions, Tool, ToolChoice, WeightFormat,
 };
 use serde_json::json;
@@ -402,14 +402,16 @@ async fn run(cli: Cli) -> Result<()> {
 fn load(common: &Common) -> Result<(Arc<Engine>, f64)> {
     let device = common.device.parse::<DeviceKind>()?.device()?;
     let weights = common.weights.parse::<WeightFormat>()?;
+    let activations = common.activations.parse::<Activations>()?;
     let start = Instant::now();
-    let engine = if common.model.is_dir() {
+    let mut engine = if common.model.is_dir() {
         let dir = HfDir::read(&common.model)?;
         Engine::from_hf(dir.files(), &device, weights)?
     } else {
         let files = ModelFiles::open(&common.model)?;
         Engine::prepare_files(&files.slices(), &device, weights)?.upload(&device, &mut |_, _| files.release())?
     };
+    engine.set_activations(activations);
     Ok((Arc::new(engine), start.elapsed().as_secs_f64() * 1e3))
 }
 

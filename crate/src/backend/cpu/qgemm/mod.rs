@@ -45,11 +45,13 @@ mod tests;
 mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_q8;
 
 use std::borrow::Cow;
 
-pub use inputs::Inputs;
 use inputs::*;
+pub use inputs::{Activations, Inputs};
 pub use layout::{QuantRows, Tiled, block_index, tile_rows};
 #[cfg(target_arch = "aarch64")]
 use neon::*;
@@ -58,6 +60,8 @@ use scalar::*;
 use wasm::*;
 #[cfg(target_arch = "x86_64")]
 use x86::*;
+#[cfg(target_arch = "x86_64")]
+use x86_q8::*;
 
 use super::{Isa, SharedOut, for_each};
 use crate::config::Activation;
@@ -82,13 +86,13 @@ pub enum SliceEpilogue<'a> {
 pub(super) const TILE_ROWS: usize = GROUP;
 
 /// Tokens a tile carries: as many as the registers hold beside the unpacked weights (AVX2's
-/// block kernels go row by row, so that eight tokens' sums fit; its float ones take two).
-fn tile_tokens(isa: Isa, format: QuantFormat) -> usize {
+/// f32 block kernels go row by row, so that eight tokens' sums fit; its float ones take two).
+fn tile_tokens(isa: Isa, format: QuantFormat, inputs: Inputs) -> usize {
     match isa {
-        Isa::Avx512 => 4,
+        Isa::Avx2 if inputs == Inputs::I8 => 4,
         Isa::Avx2 if format.is_float() => 2,
         Isa::Avx2 => 8,
-        Isa::Scalar | Isa::Simd128 | Isa::Neon => 4,
+        Isa::Avx512 | Isa::Avx512Vnni | Isa::Scalar | Isa::Simd128 | Isa::Neon => 4,
     }
 }
 
@@ -101,17 +105,26 @@ fn chunk_rows(rows: usize, blocks: usize) -> usize {
     per_thread.max(min).div_ceil(TILE_ROWS) * TILE_ROWS
 }
 
-/// `x: [m, cols]` → `out: [m, rows]` (or `[m, rows / 2]` for SwiGLU), with `isa`'s kernels.
+/// `x: [m, cols]` → `out: [m, rows]` (or `[m, rows / 2]` for SwiGLU), with `isa`'s kernels
+/// in `mode`.
 ///
 /// # Panics
 /// When the slices do not match the shapes (a bug in the caller, never input data).
-pub fn qgemm(isa: Isa, x: &[f32], m: usize, w: &QuantRows, epilogue: SliceEpilogue, out: &mut [f32]) {
-    qgemm_with(isa, Inputs::for_matrix(isa, w.format), x, m, w, epilogue, out)
+pub fn qgemm(
+    isa: Isa,
+    mode: Activations,
+    x: &[f32],
+    m: usize,
+    w: &QuantRows,
+    epilogue: SliceEpilogue,
+    out: &mut [f32],
+) {
+    qgemm_with(isa, Inputs::for_matrix(isa, w.format, mode), x, m, w, epilogue, out)
 }
 
-/// [`qgemm`] with the inputs taken as `inputs` says: the scalar level does both on integer
-/// codes, every other level only its own [`Inputs::for_matrix`] (the tests compare each level
-/// with the scalar level of the same arithmetic).
+/// [`qgemm`] with the inputs taken as `inputs` says: the scalar level does every arithmetic on
+/// integer codes, every other level those [`Inputs::for_matrix`] gives it (the tests compare
+/// each level with the scalar level of the same arithmetic).
 ///
 /// # Panics
 /// As [`qgemm`], and when `isa` has no kernel for `inputs`.
@@ -124,9 +137,9 @@ pub fn qgemm_with(
     epilogue: SliceEpilogue,
     out: &mut [f32],
 ) {
-    let own = Inputs::for_matrix(isa, w.format);
-    let scalar_can = !(w.format.is_float() && inputs == Inputs::I16);
-    assert!(inputs == own || (isa == Isa::Scalar && scalar_can), "qgemm: {isa:?} has no {inputs:?} kernel");
+    let own = [Activations::F32, Activations::Q8].map(|mode| Inputs::for_matrix(isa, w.format, mode));
+    let scalar_can = !w.format.is_float() || inputs == Inputs::F32;
+    assert!(own.contains(&inputs) || (isa == Isa::Scalar && scalar_can), "qgemm: {isa:?} has no {inputs:?} kernel");
     let (rows, cols, blocks) = (w.rows, w.cols, w.blocks());
     assert_eq!(x.len(), m * cols, "qgemm: x is not [m, cols]");
     assert_eq!(w.codes.len(), w.padded_rows() * blocks * w.format.words_per_block(), "qgemm: code words");
@@ -162,23 +175,15 @@ pub fn qgemm_with(
     let x = &*x;
     let chunk = chunk_rows(rows, blocks);
     let out = SharedOut::new(out);
-    let run = |quantized: Option<&I16Blocks>| {
+    let tt = tile_tokens(isa, w.format, inputs);
+    let run = |source: Source| {
         for_each(rows.div_ceil(chunk), |c| {
             let r0 = c * chunk;
             let r1 = (r0 + chunk).min(rows);
-            let tt = tile_tokens(isa, w.format);
             let mut acc = [0.0f32; TILE_ROWS * 8];
             for t0 in (0..m).step_by(tt) {
                 let t = tt.min(m - t0);
-                let xs = match quantized {
-                    None => TileInputs::F32(&x[t0 * stride..(t0 + t) * stride]),
-                    Some(q) => TileInputs::I16 {
-                        codes: &q.codes[t0 * stride..(t0 + t) * stride],
-                        scale: &q.scale[t0 * blocks..(t0 + t) * blocks],
-                        sum: &q.sum[t0 * blocks..(t0 + t) * blocks],
-                        half_sum: &q.half_sum[2 * t0 * blocks..2 * (t0 + t) * blocks],
-                    },
-                };
+                let xs = source.tile(t0, t, stride, blocks);
                 for row0 in (r0..r1).step_by(TILE_ROWS) {
                     let r = TILE_ROWS.min(r1 - row0);
                     tile(isa, w, row0, xs, t, stride, &mut acc);
@@ -190,10 +195,14 @@ pub fn qgemm_with(
         })
     };
     match inputs {
-        Inputs::F32 => run(None),
+        Inputs::F32 => run(Source::F32(x)),
         Inputs::I16 => I16_INPUTS.with_borrow_mut(|q| {
             q.quantize(x);
-            run(Some(q))
+            run(Source::I16(q))
+        }),
+        Inputs::I8 => I8_INPUTS.with_borrow_mut(|q| {
+            q.quantize(x);
+            run(Source::I8(q))
         }),
     }
 }
@@ -260,7 +269,13 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         #[cfg(target_arch = "x86_64")]
         // Safety: Avx2 and Avx512 are only ever reported by `Isa::available` when the CPU has
         // them; the kernels read only inside the slices (`qgemm`'s asserts).
-        (Isa::Avx512, TileInputs::F32(x)) => unsafe { dispatch!(avx512_tile, x, 1 2 3 4) },
+        (Isa::Avx512 | Isa::Avx512Vnni, TileInputs::F32(x)) => unsafe { dispatch!(avx512_tile, x, 1 2 3 4) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, x @ TileInputs::I8(_)) => unsafe { dispatch!(avx512_tile_i8_bw, x, 1 2 3 4) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512Vnni, x @ TileInputs::I8(_)) => unsafe { dispatch!(avx512_tile_i8_vnni, x, 1 2 3 4) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, x @ TileInputs::I8(_)) => unsafe { dispatch!(avx2_tile_i8, x, 1 2 3 4) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, TileInputs::F32(x)) if t == 1 => unsafe { dispatch!(avx2_tile_one, x, 1) },
         #[cfg(target_arch = "x86_64")]
@@ -268,12 +283,13 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, TileInputs::F32(x)) => unsafe { dispatch!(avx2_tile_rows, x, 3 4 5 6 7 8) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        (Isa::Simd128, x @ TileInputs::I16 { .. }) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
+        (Isa::Simd128, x @ TileInputs::I16(_)) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
         #[cfg(target_arch = "aarch64")]
         // Safety: Neon is only reported where the CPU has it.
-        (Isa::Neon, x @ TileInputs::I16 { .. }) => unsafe { dispatch!(neon_tile_i16, x, 1 2 3 4) },
+        (Isa::Neon, x @ TileInputs::I16(_)) => unsafe { dispatch!(neon_tile_i16, x, 1 2 3 4) },
         (Isa::Scalar, TileInputs::F32(x)) => dispatch!(scalar_tile, x, 1 2 3 4),
-        (Isa::Scalar, x @ TileInputs::I16 { .. }) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
+        (Isa::Scalar, x @ TileInputs::I16(_)) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
+        (Isa::Scalar, x @ TileInputs::I8(_)) => dispatch!(scalar_tile_i8, x, 1 2 3 4),
         _ => unreachable!("qgemm_with checks that {isa:?} has this kernel"),
     }
 }
@@ -325,7 +341,7 @@ fn float_tile(isa: Isa, w: &QuantRows, group: usize, x: &[f32], t: usize, stride
     match isa {
         #[cfg(target_arch = "x86_64")]
         // Safety: as in `tile`; the asserts above bound every read.
-        Isa::Avx512 => unsafe { dispatch!(avx512_tile_float, 1 2 3 4) },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { dispatch!(avx512_tile_float, 1 2 3 4) },
         #[cfg(target_arch = "x86_64")]
         // Safety: as above.
         Isa::Avx2 => unsafe { dispatch!(avx2_tile_float, 1 2) },

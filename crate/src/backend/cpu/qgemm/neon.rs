@@ -35,7 +35,7 @@ pub(super) unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool
     acc: &mut [f32; 32],
 ) {
     use std::arch::aarch64::*;
-    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
+    let Quantized { codes: xq, scale, sum, half_sum } = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     // A K-quant block with equal halves takes one dot product and the block's sum, as a
     // legacy one.

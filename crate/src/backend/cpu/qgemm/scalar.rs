@@ -103,31 +103,47 @@ pub(super) fn scalar_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
+    scalar_tile_codes::<i16, T, Q8, K>(w, group, x.i16_for(w, group, T, stride), stride, acc)
+}
+
+/// The reference of [`Inputs::I8`]: the same arithmetic on 8-bit codes.
+pub(super) fn scalar_tile_i8<const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: TileInputs,
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
+    scalar_tile_codes::<i8, T, Q8, K>(w, group, x.i8_for(w, group, T, stride), stride, acc)
+}
+
+/// Per block and row, the exact integer `Σ q x̂` of each half (or of the whole block when its
+/// halves share scales) times `d s`, plus `m Σ x`, summed over blocks in f32.
+fn scalar_tile_codes<C: Code + Into<i32>, const T: usize, const Q8: bool, const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    x: Quantized<C>,
+    stride: usize,
+    acc: &mut [f32; 32],
+) {
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     let mut sums = [[0.0f32; T]; GROUP];
-    let mut q = [0i32; BLOCK];
     for b in 0..blocks {
         for (r, sums) in sums.iter_mut().enumerate() {
             let blk = (group * blocks + b) * GROUP + r;
             let [d, m, d_hi, m_hi] = w.half_params::<K>(group, b, r);
             let words = &w.codes[blk * wpb..(blk + 1) * wpb];
-            for e in 0..BLOCK {
-                q[i16_position(e)] = code::<Q8>(words, e);
-            }
             for (t, s) in sums.iter_mut().enumerate() {
-                let xb = &xq[t * stride + b * BLOCK..][..BLOCK];
-                let s_x = scale[t * blocks + b];
+                let xb = &x.codes[t * stride + b * BLOCK..][..BLOCK];
+                let half = |h: usize| -> i32 {
+                    (16 * h..16 * h + 16).map(|e| code::<Q8>(words, e) * xb[C::position(e)].into()).sum()
+                };
+                let s_x = x.scale[t * blocks + b];
                 if K {
-                    // Positions with bit 3 clear hold elements 0..16 (`i16_position`).
-                    let half = |h: usize| -> i32 {
-                        (0..BLOCK).filter(|p| (p >> 3) & 1 == h).map(|p| q[p] * xb[p] as i32).sum()
-                    };
-                    let hs = &half_sum[2 * (t * blocks + b)..];
+                    let hs = &x.half_sum[2 * (t * blocks + b)..];
                     *s += half(0) as f32 * (d * s_x) + half(1) as f32 * (d_hi * s_x) + m * hs[0] + m_hi * hs[1];
                 } else {
-                    let dot: i32 = q.iter().zip(xb).map(|(&q, &x)| q * x as i32).sum();
-                    *s += dot as f32 * (d * s_x) + m * sum[t * blocks + b];
+                    *s += (half(0) + half(1)) as f32 * (d * s_x) + m * x.sum[t * blocks + b];
                 }
             }
         }

@@ -181,7 +181,7 @@ fn run(isa: Isa, inputs: Inputs, p: &PackedMatrix, x: &[f32], m: usize) -> Vec<f
 #[test]
 fn f32_inputs_give_the_dequantized_product() {
     for isa in Isa::available() {
-        for (p, x, m) in cases().filter(|(p, ..)| Inputs::for_matrix(isa, p.format) == Inputs::F32) {
+        for (p, x, m) in cases().filter(|(p, ..)| Inputs::for_matrix(isa, p.format, Activations::F32) == Inputs::F32) {
             let got = run(isa, Inputs::F32, &p, &x, m);
             let (want, mag) = reference(&x, m, &p);
             for j in 0..m * p.rows {
@@ -191,35 +191,37 @@ fn f32_inputs_give_the_dequantized_product() {
     }
 }
 
-/// With i16 inputs the error is the inputs' rounding, at most half a step (`max / 65534`
-/// of each block) times the block's `Σ |d q|` (the offsets meet exact f32 sums), plus f32
-/// rounding: the bound is computed here from the inputs, and the scalar level (the
+/// With i16 (i8) inputs the error is the inputs' rounding, at most half a step (`max / 65534`,
+/// `max / 254`, of each block) times the block's `Σ |d q|` (the offsets meet exact f32 sums),
+/// plus f32 rounding: the bound is computed here from the inputs, and the scalar level (the
 /// reference of that arithmetic) stays inside it.
 #[test]
-fn i16_inputs_stay_within_their_rounding_of_the_product() {
-    for (p, x, m) in cases().filter(|(p, ..)| !p.format.is_float()) {
-        let got = run(Isa::Scalar, Inputs::I16, &p, &x, m);
-        let (want, mag) = reference(&x, m, &p);
-        let nb = p.blocks_per_row();
-        let w: Vec<f32> = (0..p.rows * p.cols)
-            .map(|i| {
-                let (r, c) = (i / p.cols, i % p.cols);
-                p.get(r, c) - p.half_params(r * nb + c / BLOCK, c % BLOCK).1
-            })
-            .collect();
-        for t in 0..m {
-            for r in 0..p.rows {
-                let bound: f64 = (0..p.cols)
-                    .step_by(BLOCK)
-                    .map(|c0| {
-                        let c1 = (c0 + BLOCK).min(p.cols);
-                        let max = x[t * p.cols + c0..t * p.cols + c1].iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                        let wsum: f64 = w[r * p.cols + c0..r * p.cols + c1].iter().map(|v| v.abs() as f64).sum();
-                        max as f64 / 65534.0 * wsum
-                    })
-                    .sum();
-                let j = t * p.rows + r;
-                assert_within(Inputs::I16, &p, m, j, got[j] as f64, want[j], bound * 1.001 + 1e-5 * mag[j]);
+fn integer_inputs_stay_within_their_rounding_of_the_product() {
+    for (inputs, steps) in [(Inputs::I16, 65534.0), (Inputs::I8, 254.0)] {
+        for (p, x, m) in cases().filter(|(p, ..)| !p.format.is_float()) {
+            let got = run(Isa::Scalar, inputs, &p, &x, m);
+            let (want, mag) = reference(&x, m, &p);
+            let nb = p.blocks_per_row();
+            let w: Vec<f32> = (0..p.rows * p.cols)
+                .map(|i| {
+                    let (r, c) = (i / p.cols, i % p.cols);
+                    p.get(r, c) - p.half_params(r * nb + c / BLOCK, c % BLOCK).1
+                })
+                .collect();
+            for t in 0..m {
+                for r in 0..p.rows {
+                    let bound: f64 = (0..p.cols)
+                        .step_by(BLOCK)
+                        .map(|c0| {
+                            let c1 = (c0 + BLOCK).min(p.cols);
+                            let max = x[t * p.cols + c0..t * p.cols + c1].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                            let wsum: f64 = w[r * p.cols + c0..r * p.cols + c1].iter().map(|v| v.abs() as f64).sum();
+                            max as f64 / steps * wsum
+                        })
+                        .sum();
+                    let j = t * p.rows + r;
+                    assert_within(inputs, &p, m, j, got[j] as f64, want[j], bound * 1.001 + 1e-5 * mag[j]);
+                }
             }
         }
     }
@@ -242,18 +244,121 @@ fn term_magnitude(x: &[f32], m: usize, p: &PackedMatrix) -> Vec<f64> {
     mag
 }
 
-/// Every level this machine has equals the scalar reference of its own arithmetic within
+/// The arithmetics a level does on a matrix of `format`: its exact mode's and its q8 mode's.
+fn arithmetics(isa: Isa, format: QuantFormat) -> Vec<Inputs> {
+    let mut all = [Activations::F32, Activations::Q8].map(|mode| Inputs::for_matrix(isa, format, mode)).to_vec();
+    all.dedup();
+    all
+}
+
+/// Every level this machine has equals the scalar reference of each of its arithmetics within
 /// 1e-5 of the terms' magnitude (the browser tests do the same for simd128).
 #[test]
 fn every_level_equals_the_scalar_reference_of_its_arithmetic() {
     for isa in Isa::available() {
         for (p, x, m) in cases() {
-            let inputs = Inputs::for_matrix(isa, p.format);
-            let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
-            let mag = term_magnitude(&x, m, &p);
-            for j in 0..m * p.rows {
-                assert_within(isa, &p, m, j, got[j] as f64, want[j] as f64, 1e-5 * mag[j] + 1e-30);
+            for inputs in arithmetics(isa, p.format) {
+                let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
+                let mag = term_magnitude(&x, m, &p);
+                for j in 0..m * p.rows {
+                    assert_within((isa, inputs), &p, m, j, got[j] as f64, want[j] as f64, 1e-5 * mag[j] + 1e-30);
+                }
             }
+        }
+    }
+}
+
+/// `p` with scales every f32 step of the integer arithmetics keeps exact: block scales of
+/// 2^-5 or 2^-6 with offsets of a few such steps, or super pairs of those with sub-block
+/// scales in -4..=4 (halves alike when `split` is false).
+fn exact_scales(mut p: PackedMatrix, seed: u32, split: bool) -> PackedMatrix {
+    let f16 = |v: f32| half::f16::from_f32(v).to_bits() as u32;
+    let mut n = seed;
+    let mut next = move || {
+        n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        n >> 16
+    };
+    let step = |v: u32| if v.is_multiple_of(2) { 1.0 / 32.0 } else { 1.0 / 64.0 };
+    match p.scales {
+        Scales::Block => {
+            for w in &mut p.params {
+                let d = step(next());
+                *w = f16(d) | f16((next() % 9) as f32 * d - 4.0 * d) << 16;
+            }
+        }
+        Scales::Super => {
+            for w in &mut p.supers {
+                *w = f16(step(next())) | f16(step(next())) << 16;
+            }
+            for w in &mut p.params {
+                let mut byte = || ((next() % 9) as i32 - 4) as i8 as u8;
+                let (s, n) = (byte(), byte());
+                let (s_hi, n_hi) = if split { (byte(), byte()) } else { (s, n) };
+                *w = u32::from_le_bytes([s, n, s_hi, n_hi]);
+            }
+        }
+    }
+    p
+}
+
+/// Inputs that 8-bit codes hold exactly: integers in -2..=2, and 127 at each block's start
+/// (so every block's scale is 1 and each code its input).
+fn exact_inputs(m: usize, cols: usize, seed: usize) -> Vec<f32> {
+    (0..m * cols)
+        .map(|j| if (j % cols).is_multiple_of(BLOCK) { 127.0 } else { ((j * 7 + seed) % 5) as f32 - 2.0 })
+        .collect()
+}
+
+/// Every integer kernel equals the scalar reference bit for bit where every f32 step of the
+/// arithmetic is exact (scales of powers of two, inputs that 8 bits hold, sums far below
+/// 2^24): then any order of additions gives the same bits, and a code, a sign, a lane or a
+/// scale taken wrongly shows. Every format and shape of [`cases`], batches 1..8 and 67.
+#[test]
+fn integer_kernels_equal_the_scalar_reference_bit_for_bit() {
+    let mut checked = 0;
+    for (i, (p, _, m)) in cases().filter(|(p, ..)| !p.format.is_float()).enumerate() {
+        for split in [true, false] {
+            if !split && p.scales == Scales::Block {
+                continue;
+            }
+            let p = exact_scales(p.clone(), i as u32, split);
+            let x = exact_inputs(m, p.cols, i);
+            for isa in Isa::available() {
+                for inputs in arithmetics(isa, p.format).into_iter().filter(|&a| a != Inputs::F32) {
+                    let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
+                    for j in 0..m * p.rows {
+                        assert_eq!(
+                            got[j].to_bits(),
+                            want[j].to_bits(),
+                            "{isa:?} {inputs:?} {:?} {:?} split {split} {}x{} m={m} [{j}]: {} vs {}",
+                            p.format,
+                            p.scales,
+                            p.rows,
+                            p.cols,
+                            got[j],
+                            want[j]
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} cases ran");
+}
+
+/// The q8 arithmetic is the product of the codes' values and the inputs as 8 bits hold them:
+/// on inputs they hold exactly, the scalar reference equals the f64 product of the
+/// dequantized weights (within f32 rounding of the sums).
+#[test]
+fn i8_inputs_give_the_product_where_8_bits_hold_them() {
+    for (i, (p, _, m)) in cases().filter(|(p, ..)| !p.format.is_float()).enumerate().step_by(3) {
+        let p = exact_scales(p, i as u32, true);
+        let x = exact_inputs(m, p.cols, i);
+        let got = run(Isa::Scalar, Inputs::I8, &p, &x, m);
+        let (want, mag) = reference(&x, m, &p);
+        for j in 0..m * p.rows {
+            assert_within(Inputs::I8, &p, m, j, got[j] as f64, want[j], 1e-6 * mag[j] + 1e-30);
         }
     }
 }
@@ -265,18 +370,19 @@ fn every_level_equals_the_scalar_reference_of_its_arithmetic() {
 fn a_token_gets_the_same_bits_in_any_tile() {
     for isa in Isa::available() {
         for (p, x, m) in cases().filter(|c| c.2 > 1) {
-            let inputs = Inputs::for_matrix(isa, p.format);
-            let together = run(isa, inputs, &p, &x, m);
-            for (t, token) in x.chunks_exact(p.cols).enumerate() {
-                let alone = run(isa, inputs, &p, token, 1);
-                let row = &together[t * p.rows..(t + 1) * p.rows];
-                assert!(
-                    row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa:?} {:?} {}x{}: token {t} of {m} differs from its one-token pass",
-                    p.format,
-                    p.rows,
-                    p.cols
-                );
+            for inputs in arithmetics(isa, p.format) {
+                let together = run(isa, inputs, &p, &x, m);
+                for (t, token) in x.chunks_exact(p.cols).enumerate() {
+                    let alone = run(isa, inputs, &p, token, 1);
+                    let row = &together[t * p.rows..(t + 1) * p.rows];
+                    assert!(
+                        row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} {inputs:?} {:?} {}x{}: token {t} of {m} differs from its one-token pass",
+                        p.format,
+                        p.rows,
+                        p.cols
+                    );
+                }
             }
         }
     }
@@ -288,7 +394,7 @@ fn a_nan_input_poisons_its_token() {
     let p = matrix(QuantFormat::Q4, 8, 64, 3);
     let mut x = vec![0.5f32; 2 * 64];
     x[70] = f32::NAN;
-    for inputs in [Inputs::F32, Inputs::I16] {
+    for inputs in [Inputs::F32, Inputs::I16, Inputs::I8] {
         let got = run(Isa::Scalar, inputs, &p, &x, 2);
         assert!(got[..8].iter().all(|v| v.is_finite()) && got[8..].iter().all(|v| v.is_nan()), "{inputs:?}: {got:?}");
     }
@@ -309,7 +415,7 @@ fn epilogues_apply_to_the_product() {
         let mut plain = vec![0.0; m * rows];
         qgemm_with(Isa::Scalar, Inputs::of(isa), &x, m, &w, SliceEpilogue::None, &mut plain);
         let mut with_res = vec![0.0; m * rows];
-        qgemm(isa, &x, m, &w, SliceEpilogue::Residual(&residual), &mut with_res);
+        qgemm(isa, Activations::F32, &x, m, &w, SliceEpilogue::Residual(&residual), &mut with_res);
         for j in 0..m * rows {
             assert!((with_res[j] - (plain[j] + residual[j])).abs() < 1e-4, "{isa:?} residual [{j}]");
         }
@@ -317,7 +423,7 @@ fn epilogues_apply_to_the_product() {
         let gelu = |g: f64| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g.powi(3))).tanh());
         for (act, want) in [(Activation::Silu, &silu as &dyn Fn(f64) -> f64), (Activation::GeluTanh, &gelu)] {
             let mut glu = vec![0.0; m * rows / 2];
-            qgemm(isa, &x, m, &w, SliceEpilogue::Glu(act), &mut glu);
+            qgemm(isa, Activations::F32, &x, m, &w, SliceEpilogue::Glu(act), &mut glu);
             for t in 0..m {
                 for pair in 0..rows / 2 {
                     let (g, u) = (plain[t * rows + 2 * pair], plain[t * rows + 2 * pair + 1]);

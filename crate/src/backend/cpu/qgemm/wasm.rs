@@ -38,7 +38,7 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     acc: &mut [f32; 32],
 ) {
     use core::arch::wasm32::*;
-    let (xq, scale, sum, half_sum) = x.i16_for(w, group, T, stride);
+    let Quantized { codes: xq, scale, sum, half_sum } = x.i16_for(w, group, T, stride);
     let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
     // A K-quant block with equal halves takes one dot product and the block's sum, as a
     // legacy one.
