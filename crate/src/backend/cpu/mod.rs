@@ -70,10 +70,20 @@ impl Isa {
         levels
     }
 
-    /// The best level, detected once per process.
+    /// The best level, detected once per process. `HEARTH_CPU_ISA` (a level's [`Self::name`])
+    /// caps it natively, so that one machine can run and time the levels below its best.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *Isa::available().last().expect("scalar is always available"))
+        *BEST.get_or_init(|| {
+            let levels = Isa::available();
+            #[cfg(not(target_family = "wasm"))]
+            if let Ok(cap) = std::env::var("HEARTH_CPU_ISA") {
+                if let Some(at) = levels.iter().position(|l| l.name() == cap) {
+                    return levels[at];
+                }
+            }
+            *levels.last().expect("scalar is always available")
+        })
     }
 }
 

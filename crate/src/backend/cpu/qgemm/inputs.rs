@@ -126,6 +126,15 @@ pub(crate) const fn i16_position(e: usize) -> usize {
     (e & 1) * 16 + (e >> 4) * 8 + ((e & 15) >> 1)
 }
 
+/// `v` (|v| < 2^22) rounded to the nearest integer, ties to even: adding 1.5 · 2^23 leaves no
+/// fraction bits, so the addition rounds as f32 does. `f32::round_ties_even` is a libm call
+/// (`rintf`) on x86-64's baseline, one per input.
+#[inline(always)]
+pub(super) fn round_ties_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC) - MAGIC
+}
+
 /// Inputs `[m, stride]` quantized per block to codes `C`: the codes (in [`Code::position`]
 /// order), and per block the scale and the f32 sum, `[m, blocks]`.
 pub(super) struct CodeBlocks<C> {
@@ -168,7 +177,7 @@ impl<C: Code> CodeBlocks<C> {
                 let codes = &mut self.codes[b * BLOCK..][..BLOCK];
                 for (e, v) in xb.iter().enumerate() {
                     // Within ±MAX (the largest is `max · inv`, within an ulp of MAX).
-                    codes[C::position(e)] = C::from_rounded((v * inv).round_ties_even());
+                    codes[C::position(e)] = C::from_rounded(round_ties_even(v * inv));
                 }
             }
         }

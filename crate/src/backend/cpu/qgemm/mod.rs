@@ -98,11 +98,14 @@ fn tile_tokens(isa: Isa, format: QuantFormat, inputs: Inputs) -> usize {
 
 /// Rows per unit of work given to a thread: enough to amortize the hand-off, few enough that
 /// every thread gets several units (and that a chunk's weights stay in L2 across token tiles).
-fn chunk_rows(rows: usize, blocks: usize) -> usize {
+fn chunk_rows(rows: usize, blocks: usize, many_tiles: bool) -> usize {
     let per_thread = rows.div_ceil(4 * super::threads());
     // About 32 KiB of int4 weights per chunk at least.
     let min = (1600 / blocks.max(1)).max(TILE_ROWS);
-    per_thread.max(min).div_ceil(TILE_ROWS) * TILE_ROWS
+    // With several token tiles, at most about 256 KiB of int4 weights: each tile reads the
+    // chunk again, from L2 only if it stays there beside the inputs.
+    let max = if many_tiles { (16_000 / blocks.max(1)).max(min) } else { usize::MAX };
+    per_thread.min(max).max(min).div_ceil(TILE_ROWS) * TILE_ROWS
 }
 
 /// `x: [m, cols]` → `out: [m, rows]` (or `[m, rows / 2]` for SwiGLU), with `isa`'s kernels
@@ -173,9 +176,9 @@ pub fn qgemm_with(
         Cow::Owned(padded)
     };
     let x = &*x;
-    let chunk = chunk_rows(rows, blocks);
-    let out = SharedOut::new(out);
     let tt = tile_tokens(isa, w.format, inputs);
+    let chunk = chunk_rows(rows, blocks, m > tt);
+    let out = SharedOut::new(out);
     let run = |source: Source| {
         for_each(rows.div_ceil(chunk), |c| {
             let r0 = c * chunk;

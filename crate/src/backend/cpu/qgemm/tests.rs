@@ -434,3 +434,53 @@ fn epilogues_apply_to_the_product() {
         }
     }
 }
+
+/// The inputs' rounding gives `f32::round_ties_even`'s integer for every value it meets
+/// (|v| ≤ 32767; -0.5 becomes +0 rather than -0, the same code).
+#[test]
+fn inputs_round_to_nearest_even() {
+    let halves = (-65536..=65536).map(|i| i as f32 / 2.0);
+    let others = (0..100_000).map(|i| ((i as f32) * 0.618_034).sin() * 32767.0);
+    for v in halves.chain(others) {
+        assert_eq!(inputs::round_ties_even(v) as i32, v.round_ties_even() as i32, "{v}");
+    }
+}
+
+/// Not a test: multiply-adds a second of each level and arithmetic on a prefill-sized
+/// product (`cargo test --release -p hearth --lib qgemm::tests::time_levels -- --ignored
+/// --nocapture`), for tuning the kernels; benchmarks proper are `hearth bench`.
+#[test]
+#[ignore]
+fn time_levels() {
+    let (rows, cols, m) = (2048, 1536, 64);
+    for (name, p) in [
+        ("q4_k", k_matrix(GgmlType::Q4_K, rows, cols, 1)),
+        ("q6_k", k_matrix(GgmlType::Q6_K, rows, cols, 2)),
+        ("q4_0", matrix(QuantFormat::Q4, rows, cols, 3)),
+        ("q8_0", matrix(QuantFormat::Q8, rows, cols, 4)),
+    ] {
+        let x = inputs(m, cols, 5);
+        let words = tiled(&p);
+        let w = view(&p, &words);
+        for isa in Isa::available() {
+            for inputs in arithmetics(isa, p.format) {
+                for batch in [1, m] {
+                    let mut out = vec![0.0; batch * rows];
+                    let run = |out: &mut [f32]| {
+                        qgemm_with(isa, inputs, &x[..batch * cols], batch, &w, SliceEpilogue::None, out)
+                    };
+                    run(&mut out);
+                    let start = std::time::Instant::now();
+                    let mut n = 0;
+                    while start.elapsed().as_secs_f64() < 0.5 {
+                        run(&mut out);
+                        n += 1;
+                    }
+                    let s = start.elapsed().as_secs_f64() / n as f64;
+                    let gmacs = (batch * rows * cols) as f64 / s / 1e9;
+                    println!("{name} {isa:?} {inputs:?} batch {batch}: {gmacs:.1} GMAC/s ({:.0} us)", s * 1e6);
+                }
+            }
+        }
+    }
+}

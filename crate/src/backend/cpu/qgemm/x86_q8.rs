@@ -63,6 +63,30 @@ unsafe fn avx512_half_params<const K: bool>(w: &QuantRows, group: usize, b: usiz
     }
 }
 
+/// The four rows' sums of a token's two vectors of lanes: a 4-bit row's four lanes in each
+/// vector (its 128-bit lane), an 8-bit row's eight lanes (a 256-bit half).
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn avx512_row_sums<const Q8: bool>(v: [__m512; 2]) -> __m128 {
+    // Within each 128-bit lane: every lane gets the lane's total.
+    let lane_totals = |v: __m512| {
+        let v = _mm512_add_ps(v, _mm512_permute_ps(v, 0b10_11_00_01));
+        _mm512_add_ps(v, _mm512_permute_ps(v, 0b01_00_11_10))
+    };
+    if Q8 {
+        // Rows 0, 1 in v[0]'s halves, 2, 3 in v[1]'s: add each half's two 128-bit lanes.
+        let pairs = v.map(|v| lane_totals(_mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0b10_11_00_01))));
+        let at = _mm512_setr_epi32(0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castps512_ps128(_mm512_permutex2var_ps(pairs[0], at, pairs[1]))
+    } else {
+        let v = lane_totals(_mm512_add_ps(v[0], v[1]));
+        _mm512_castps512_ps128(_mm512_permutexvar_ps(
+            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+            v,
+        ))
+    }
+}
+
 macro_rules! avx512_tile_i8 {
     ($name:ident, $features:literal, $dot:ident) => {
         /// AVX-512 on [`Inputs::I8`] (see the module's lanes): per block and token, one or two
@@ -150,18 +174,10 @@ macro_rules! avx512_tile_i8 {
                     }
                 }
                 for t in 0..T {
-                    let mut lanes = [[0.0f32; 16]; 2];
-                    _mm512_storeu_ps(lanes[0].as_mut_ptr(), sums[t][0]);
-                    _mm512_storeu_ps(lanes[1].as_mut_ptr(), sums[t][1]);
-                    let mut off = [0.0f32; 4];
-                    _mm_storeu_ps(off.as_mut_ptr(), offsets[t]);
+                    let mut rows = [0.0f32; 4];
+                    _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(avx512_row_sums::<Q8>(sums[t]), offsets[t]));
                     for r in 0..GROUP {
-                        let row: f32 = if Q8 {
-                            lanes[r / 2][8 * (r % 2)..8 * (r % 2) + 8].iter().sum()
-                        } else {
-                            lanes[0][4 * r..4 * r + 4].iter().chain(&lanes[1][4 * r..4 * r + 4]).sum()
-                        };
-                        acc[r * 8 + t] = row + off[r];
+                        acc[r * 8 + t] = rows[r];
                     }
                 }
             }
@@ -276,21 +292,31 @@ pub(super) unsafe fn avx2_tile_i8<const T: usize, const Q8: bool, const K: bool>
             }
         }
         for t in 0..T {
-            let mut lanes = [[0.0f32; 8]; 4];
-            for v in 0..4 {
-                _mm256_storeu_ps(lanes[v].as_mut_ptr(), sums[t][v]);
-            }
-            let mut off = [0.0f32; 4];
-            _mm_storeu_ps(off.as_mut_ptr(), offsets[t]);
+            let mut rows = [0.0f32; 4];
+            _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(avx2_row_sums::<Q8>(sums[t]), offsets[t]));
             for r in 0..GROUP {
-                let row: f32 = if Q8 {
-                    lanes[r].iter().sum()
-                } else {
-                    let (v, l) = (r / 2, 4 * (r % 2));
-                    lanes[v][l..l + 4].iter().chain(&lanes[2 + v][l..l + 4]).sum()
-                };
-                acc[r * 8 + t] = row + off[r];
+                acc[r * 8 + t] = rows[r];
             }
         }
+    }
+}
+
+/// The four rows' sums of a token's four vectors of lanes: 4-bit rows 0, 1 in the 128-bit
+/// halves of vectors 0 and 2, rows 2, 3 in those of 1 and 3; 8-bit row `r` in vector `r`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn avx2_row_sums<const Q8: bool>(v: [__m256; 4]) -> __m128 {
+    // [a0+a1, a2+a3, b0+b1, b2+b3] for each 128-bit half (a: first vector, b: second).
+    let pair = |a: __m256, b: __m256| _mm256_hadd_ps(a, b);
+    if Q8 {
+        // Halves: [r0 r0 r1 r1 | r0 r0 r1 r1] and the same of rows 2, 3.
+        let (h01, h23) = (pair(v[0], v[1]), pair(v[2], v[3]));
+        let q = pair(h01, h23); // [r0 r1 r2 r3 | r0 r1 r2 r3]
+        _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1))
+    } else {
+        let (v01, v23) = (_mm256_add_ps(v[0], v[2]), _mm256_add_ps(v[1], v[3]));
+        let q = pair(pair(v01, v23), _mm256_setzero_ps()); // [r0 r2 0 0 | r1 r3 0 0]
+        let (lo, hi) = (_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
+        _mm_unpacklo_ps(lo, hi)
     }
 }
