@@ -77,10 +77,10 @@ impl Isa {
         *BEST.get_or_init(|| {
             let levels = Isa::available();
             #[cfg(not(target_family = "wasm"))]
-            if let Ok(cap) = std::env::var("HEARTH_CPU_ISA") {
-                if let Some(at) = levels.iter().position(|l| l.name() == cap) {
-                    return levels[at];
-                }
+            if let Ok(cap) = std::env::var("HEARTH_CPU_ISA")
+                && let Some(at) = levels.iter().position(|l| l.name() == cap)
+            {
+                return levels[at];
             }
             *levels.last().expect("scalar is always available")
         })
