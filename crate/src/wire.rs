@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 use crate::analysis::weight_pruning::LayerChoice;
+use crate::backend::cpu::qgemm::Activations;
 use crate::error::{Error, Result};
 use crate::generate::early_exit::EarlyExitOptions;
 use crate::generate::sampler::SamplerOptions;
@@ -206,6 +207,9 @@ pub struct ModelInfo {
     /// Threads the model computes on: the CPU path's pool (the threaded artifact's workers and
     /// the engine's own thread); 1 on WebGPU.
     pub threads: usize,
+    /// How activations meet the weights (`activations` at load, as this build runs it: `"q8"`
+    /// only where it has 8-bit kernels, `"f32"` on WebGPU).
+    pub activations: Activations,
     /// Generations served together at most (more wait their turn).
     pub max_streams: usize,
 }
@@ -239,6 +243,8 @@ pub struct EngineStats {
     pub cpu_isa: &'static str,
     /// Threads the loaded model computes on (as [`ModelInfo::threads`]).
     pub threads: Option<usize>,
+    /// As [`ModelInfo::activations`].
+    pub activations: Option<Activations>,
     /// The size wasm memory has grown to (it never shrinks), in bytes.
     pub wasm_memory_bytes: Option<u64>,
     /// Of that, what is allocated now: the model's host-side parts, the cache on the CPU

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use common::assert_top5_close;
 use hearth::format::gguf::GgufFile;
 use hearth::model::Logits;
-use hearth::{DeviceKind, Engine, KvCache, KvOptions, TextStream, Tokenizer, WeightFormat};
+use hearth::{Activations, DeviceKind, Engine, KvCache, KvOptions, TextStream, Tokenizer, WeightFormat};
 use serde_json::Value;
 
 fn model_path() -> PathBuf {
@@ -139,6 +139,57 @@ fn greedy_agrees_with_llama_cpp_until_a_near_tie() {
             want.len()
         );
     }
+}
+
+/// The q8 mode (8-bit activations, integer dot products) keeps the exact mode's greedy token
+/// wherever the exact mode's top two logits are more than 1 apart: on the reference prompts'
+/// every position (the f32 reference's top-1 where its margin exceeds 1), and along the exact
+/// mode's greedy continuation of each greedy prompt, both fed the exact mode's tokens.
+#[test]
+fn q8_keeps_the_exact_tokens_where_the_margin_exceeds_a_logit() {
+    let exact = engine(DeviceKind::Cpu, WeightFormat::Int4);
+    let mut q8 = Engine::from_gguf(model_bytes(), &DeviceKind::Cpu.device().unwrap(), WeightFormat::Int4).unwrap();
+    q8.set_activations(Activations::Q8);
+    let q8 = Arc::new(q8);
+    let (mut compared, mut differing) = (0, 0);
+    let mut session = q8.session(&KvOptions::with_capacity(64)).unwrap();
+    for case in reference("logits_f32.json")["cases"].as_array().unwrap() {
+        let got = pollster::block_on(session.logits_all(&ids(&case["ids"]))).unwrap();
+        for (pos, logits) in got.iter().enumerate() {
+            let want: Vec<f64> =
+                case["top5_logits"][pos].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let token = hearth::generate::sampler::argmax(logits);
+            if want[0] - want[1] > 1.0 {
+                assert_eq!(token, ids(&case["top5_ids"][pos])[0], "{} pos {pos}", case["prompt"]);
+                compared += 1;
+            }
+        }
+    }
+    for case in reference("greedy_llamacpp.json")["cases"].as_array().unwrap() {
+        let config = exact.config();
+        let mut caches =
+            [&exact, &q8].map(|e| KvCache::new(config, &KvOptions::with_capacity(64), e.device()).unwrap());
+        let mut input = ids(&case["ids"]);
+        for step in 0..32 {
+            let [a, b] = [0, 1].map(|i| {
+                let model = if i == 0 { exact.model() } else { q8.model() };
+                let logits = model.forward(&input, &mut caches[i], Logits::Last).unwrap();
+                logits.into_data().try_into_vec_as::<f32>().unwrap()
+            });
+            let mut sorted = a.clone();
+            sorted.sort_by(|x, y| y.total_cmp(x));
+            let (want, got) = (hearth::generate::sampler::argmax(&a), hearth::generate::sampler::argmax(&b));
+            if sorted[0] - sorted[1] > 1.0 {
+                assert_eq!(got, want, "{:?}: step {step} (margin {})", case["prompt"], sorted[0] - sorted[1]);
+                compared += 1;
+            } else if got != want {
+                differing += 1;
+            }
+            input = vec![want];
+        }
+    }
+    eprintln!("q8 kept the exact token at {compared} positions with a margin above 1; {differing} near-ties differ");
+    assert!(compared >= 60, "only {compared} positions compared");
 }
 
 #[test]

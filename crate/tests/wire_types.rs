@@ -8,8 +8,8 @@ use hearth::quant::packed::FloatQuant;
 use hearth::text::prompt_pruning::DroppedSpan;
 use hearth::wire::{DraftInfo, EngineStats, GenerateRequest, MAX_STREAMS, ModelInfo, PruneWeightsRequest};
 use hearth::{
-    EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats, Grammar,
-    KvOptions, PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
+    Activations, EarlyExitOptions, Error, EvictionPolicy, ExitMeasure, FinishReason, Generation, GenerationStats,
+    Grammar, KvOptions, PromptPruneMethod, PromptPruneReport, SpeculativeMethod, SpeculativeOptions,
 };
 use hearth::{FunctionCall, FunctionDef, TokenLogprob, Tool, ToolCall, ToolChoice, TopLogprob};
 use ts_rs::{Config, TS};
@@ -43,6 +43,12 @@ fn generated() -> String {
     weights.extend(FloatQuant::ALL.iter().map(|(_, name)| *name));
     names("WEIGHT_FORMATS", "Every `weights` a load takes (`WeightFormat`).", &weights, &mut out);
     out.push_str("export type WeightFormat = (typeof WEIGHT_FORMATS)[number];\n\n");
+    names(
+        "ACTIVATIONS",
+        "Every `activations` a load takes (`Activations`).",
+        &Activations::ALL.map(Activations::name),
+        &mut out,
+    );
     names("KV_POLICIES", "Every KV cache eviction policy.", EvictionPolicy::NAMES, &mut out);
     names("PRUNE_METHODS", "Every prompt pruning method.", PromptPruneMethod::NAMES, &mut out);
     names("SPECULATIVE_METHODS", "Every speculative decoding method.", SpeculativeMethod::NAMES, &mut out);
@@ -51,6 +57,7 @@ fn generated() -> String {
         "/** Generations an engine serves together at most; more wait their turn. */\n\
          export const MAX_STREAMS = {MAX_STREAMS};\n\n"
     ));
+    decl::<Activations>(&cfg, &mut out);
     decl::<EvictionPolicy>(&cfg, &mut out);
     decl::<PromptPruneMethod>(&cfg, &mut out);
     decl::<SpeculativeMethod>(&cfg, &mut out);

@@ -57,6 +57,7 @@ const NO_CORE: Omit<CoreStats, "cpu_isa"> = {
   load_peak_bytes: null,
   device: null,
   threads: null,
+  activations: null,
 };
 
 export class HearthEngine implements EngineApi {
@@ -136,6 +137,7 @@ export class HearthEngine implements EngineApi {
         const files = await openModelFiles(source, options);
         if (options.signal?.aborted) throw abortError();
         const weights = weightsOf(options.weights);
+        const activations = activationsOf(options.activations);
         const progress = (loaded: number, total: number) => options.onProgress?.({ stage: "upload", loaded, total });
         // GGUF files stream: the core reads them a part at a time. A pruned load runs the whole
         // model first and a .bpk is read whole: their bytes are copied in.
@@ -143,14 +145,14 @@ export class HearthEngine implements EngineApi {
         try {
           // The core checks the files and the options before it drops the model loaded now.
           if (streamed) {
-            info = (await wasm.load_stream(files.length === 1 ? files[0] : files, weights, kv, progress, placement.device)) as ModelInfo;
+            info = (await wasm.load_stream(files.length === 1 ? files[0] : files, weights, kv, progress, placement.device, activations)) as ModelInfo;
           } else {
             const whole = await Promise.all(files.map((f) => f.read(0, f.size)));
             // One file as itself; a split model's shards as an array (the core joins them).
             const bytes = whole.length === 1 ? whole[0] : whole;
             info = (options.prune_weights === undefined
-              ? wasm.load(bytes, weights, kv, progress, placement.device)
-              : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, options.prune_weights)) as ModelInfo;
+              ? wasm.load(bytes, weights, kv, progress, placement.device, activations)
+              : await wasm.load_pruned(bytes, weights, kv, progress, placement.device, activations, options.prune_weights)) as ModelInfo;
           }
         } catch (e) {
           throw this.seat.failure(e);
@@ -393,6 +395,15 @@ function pool(): ThreadedCore {
   const core = threadedStarted();
   if (!core) throw new HearthError("bad_options", "the threaded build is not running");
   return core;
+}
+
+/** `activations` as the core takes it: a string, which the core parses. */
+function activationsOf(activations: unknown): string {
+  if (activations === undefined) return "f32";
+  if (typeof activations !== "string") {
+    throw new HearthError("bad_options", `activations must be a string, got ${JSON.stringify(activations) ?? typeof activations}`);
+  }
+  return activations;
 }
 
 /** `weights` as the core takes it: a string (wasm-bindgen's glue writes whatever it is given

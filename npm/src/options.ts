@@ -11,6 +11,7 @@ const LOAD_KEYS: readonly string[] = [
   "device",
   "threads",
   "weights",
+  "activations",
   "kv_capacity",
   "kv_policy",
   "kv_sinks",

@@ -4,7 +4,7 @@
  */
 
 import type * as wire from "./wire.js";
-import type { DraftInfo, FinishReason, ModelInfo, ToolCall, WeightFormat } from "./wire.js";
+import type { Activations, DraftInfo, FinishReason, ModelInfo, ToolCall, WeightFormat } from "./wire.js";
 
 export type Role = "system" | "user" | "assistant" | "tool";
 
@@ -236,7 +236,7 @@ export interface Completions {
 /** How matrices are kept: `int4` (the default: every stored block format kept, float
  * matrices quantized to 4 bits), `f32`, or `q4_0`, `q4_1`, `q8_0`, `q2_k`, `q3_k`, `q4_k`,
  * `q5_k`, `q6_k` (float matrices quantized as ggml's reference quantizers would). */
-export type { WeightFormat } from "./wire.js";
+export type { Activations, WeightFormat } from "./wire.js";
 export { WEIGHT_FORMATS, KV_POLICIES } from "./wire.js";
 
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob;
@@ -265,6 +265,11 @@ export interface LoadOptions {
   device?: DeviceChoice;
   /** "int4" (packed, default) or "f32". */
   weights?: WeightFormat;
+  /** How activations meet the packed weights on the CPU: "f32" (exact, default) or "q8"
+   * (8-bit inputs and integer dot products, as llama.cpp; see docs/cpu-kernels.md for what it
+   * costs in quality). This build's wasm kernels run q8 as f32 for now: `ModelInfo.activations`
+   * and `stats().activations` say the mode that runs. */
+  activations?: Activations;
   /** Threads the CPU path computes on (1 to 64). Default: every logical core up to 4, half of
    * them beyond, at most 8. More than 1 needs the worker engine on a cross-origin isolated
    * page; elsewhere the model runs on one thread and `stats().device_reason` says why. */

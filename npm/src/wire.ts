@@ -10,6 +10,9 @@ export const WEIGHT_FORMATS = ["int4", "f32", "q4_0", "q4_1", "q8_0", "q2_k", "q
 
 export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 
+/** Every `activations` a load takes (`Activations`). */
+export const ACTIVATIONS = ["f32", "q8"] as const;
+
 /** Every KV cache eviction policy. */
 export const KV_POLICIES = ["none", "sinks-window", "heavy-hitters"] as const;
 
@@ -24,6 +27,12 @@ export const EXIT_MEASURES = ["max-prob", "margin"] as const;
 
 /** Generations an engine serves together at most; more wait their turn. */
 export const MAX_STREAMS = 4;
+
+/**
+ * How the activations meet the packed weights on the CPU: the one switch between the exact
+ * mode and 8-bit integer arithmetic, chosen at load (`--activations`, `activations`).
+ */
+export type Activations = "f32" | "q8";
 
 /**
  * Which tokens leave a full cache.
@@ -357,6 +366,11 @@ cpu_isa: string,
  */
 threads: number, 
 /**
+ * How activations meet the weights (`activations` at load, as this build runs it: `"q8"`
+ * only where it has 8-bit kernels, `"f32"` on WebGPU).
+ */
+activations: Activations, 
+/**
  * Generations served together at most (more wait their turn).
  */
 max_streams: number, };
@@ -390,6 +404,10 @@ device: "webgpu" | "cpu" | null, cpu_isa: string,
  * Threads the loaded model computes on (as [`ModelInfo::threads`]).
  */
 threads: number | null, 
+/**
+ * As [`ModelInfo::activations`].
+ */
+activations: Activations | null, 
 /**
  * The size wasm memory has grown to (it never shrinks), in bytes.
  */

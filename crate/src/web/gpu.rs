@@ -70,6 +70,15 @@ pub(super) fn compute_threads(engine: &Engine) -> usize {
     if on_webgpu(engine) { 1 } else { crate::backend::cpu::threads() }
 }
 
+/// The activation mode the loaded model runs in: its own on the CPU where this build has the
+/// kernels ([`Activations::runs_on`]), f32 on WebGPU.
+pub(super) fn running_activations(engine: &Engine) -> Activations {
+    match on_webgpu(engine) {
+        true => Activations::F32,
+        false => engine.model().activations().runs_on(crate::backend::cpu::Isa::best()),
+    }
+}
+
 thread_local! {
     static GPU_FAULT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

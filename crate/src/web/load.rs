@@ -79,3 +79,12 @@ fn copy_in(arrays: &[Uint8Array], device: &Device) -> Result<Vec<Vec<u8>>, JsVal
     }
     Ok(out)
 }
+
+/// A load's options, parsed: where, in which weight format, with which cache, in which
+/// activation mode.
+pub(super) struct LoadChoice {
+    pub(super) device: Device,
+    pub(super) weights: WeightFormat,
+    pub(super) kv: KvOptions,
+    pub(super) activations: Activations,
+}

@@ -28,6 +28,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::analysis::weight_pruning::WeightPruneOptions;
+use crate::backend::cpu::qgemm::Activations;
 use crate::backend::device::Limits;
 #[cfg(feature = "gpu")]
 use crate::backend::device::WGPU_TASKS_PER_SUBMIT;
@@ -189,7 +190,9 @@ impl WasmEngine {
     /// `weights` is `"int4"`, `"f32"` or a ggml format to quantize floats to (`"q4_0"`, `"q4_1"`,
     /// `"q8_0"`, `"q2_k"` .. `"q6_k"`); `kv` is `{capacity, capacity_bytes, policy, sinks,
     /// recent}` (all optional); `progress(uploaded, total)` is called per tensor; `device` is
-    /// `"webgpu"` (after `init()`) or `"cpu"`.
+    /// `"webgpu"` (after `init()`) or `"cpu"`; `activations` is `"f32"` (exact) or `"q8"`
+    /// (8-bit inputs and integer dot products on the CPU where the build has those kernels:
+    /// `ModelInfo.activations` says the mode that runs).
     ///
     /// The new file is parsed and checked first (every tensor, the tokenizer, the template, the
     /// cache options, every buffer against the device's limits); only then is the old model
@@ -202,13 +205,14 @@ impl WasmEngine {
         kv: JsValue,
         progress: Option<Function>,
         device: &str,
+        activations: &str,
     ) -> Result<JsValue, JsValue> {
-        let (device, weights, kv) = self.load_options(weights, kv, device)?;
+        let LoadChoice { device, weights, kv, activations } = self.load_options(weights, kv, device, activations)?;
         let files = model_files(files, &device)?;
         let prepared = prepare_model(&files, weights, &kv, &self.load_limits(&device)).map_err(js_error)?;
         self.drop_model().map_err(js_error)?;
-        let loaded = prepared.upload(&device, &mut reporter(progress)).map(Arc::new);
-        self.finish_load(loaded, kv, weights)
+        let loaded = prepared.upload(&device, &mut reporter(progress));
+        self.finish_load(loaded, kv, weights, activations)
     }
 
     /// [`Self::load`] with structured pruning at load: `prune` is `{layers: n | [ids], heads,
@@ -225,21 +229,22 @@ impl WasmEngine {
         kv: JsValue,
         progress: Option<Function>,
         device: &str,
+        activations: &str,
         prune: JsValue,
     ) -> Result<Promise, JsValue> {
-        let (device, weights, kv) = self.load_options(weights, kv, device)?;
+        let LoadChoice { device, weights, kv, activations } = self.load_options(weights, kv, device, activations)?;
         let request: PruneWeightsRequest = options_from_js(prune, &PruneWeightsRequest::FIELDS)?;
         let calibration = request.calibration().map_err(js_error)?.map(str::to_string);
         let PruneWeightsRequest { layers, heads, ffn, .. } = request;
         let prune = WeightPruneOptions { layers, heads, ffn };
         let files = model_files(files, &device)?;
-        self.load_async(kv, weights, async move |this, kv| {
+        self.load_async(kv, weights, activations, async move |this, kv| {
             let prepared = prepare_model(&files, weights, kv, &this.load_limits(&device))?;
             prune.check(prepared.config())?;
             this.drop_model()?;
             let mut report = reporter(progress);
             let (engine, _) = prepared.upload_pruned(&device, &prune, calibration.as_deref(), &mut report).await?;
-            Ok(Arc::new(engine))
+            Ok(engine)
         })
     }
 
@@ -250,13 +255,14 @@ impl WasmEngine {
         &self,
         kv: KvOptions,
         weights: WeightFormat,
-        load: impl AsyncFnOnce(Rc<WasmEngine>, &KvOptions) -> crate::error::Result<Arc<Engine>> + 'static,
+        activations: Activations,
+        load: impl AsyncFnOnce(Rc<WasmEngine>, &KvOptions) -> crate::error::Result<Engine> + 'static,
     ) -> Result<Promise, JsValue> {
         self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?.loading = true;
         let this = Rc::new(WasmEngine { state: Rc::clone(&self.state) });
         Ok(future_to_promise(async move {
             let loaded = load(Rc::clone(&this), &kv).await;
-            this.finish_load(loaded, kv, weights)
+            this.finish_load(loaded, kv, weights, activations)
         }))
     }
 
@@ -267,14 +273,10 @@ impl WasmEngine {
     }
 
     /// Parses a load's options and refuses while anything runs or loads.
-    fn load_options(
-        &self,
-        weights: &str,
-        kv: JsValue,
-        device: &str,
-    ) -> Result<(Device, WeightFormat, KvOptions), JsValue> {
+    fn load_options(&self, weights: &str, kv: JsValue, device: &str, activations: &str) -> Result<LoadChoice, JsValue> {
         let device = web_device(device)?;
         let weights: WeightFormat = weights.parse().map_err(js_error)?;
+        let activations: Activations = activations.parse().map_err(js_error)?;
         let kv: KvOptions = options_from_js(kv, &KV_FIELDS)?;
         let state = self.state.try_borrow().map_err(|_| busy("the engine is busy"))?;
         if state.busy() {
@@ -284,7 +286,7 @@ impl WasmEngine {
             return Err(busy("another load is in progress"));
         }
         host_memory::reset_peak();
-        Ok((device, weights, kv))
+        Ok(LoadChoice { device, weights, kv, activations })
     }
 
     /// Host memory that dropping the model loaded now gives back: its weights on the CPU
@@ -310,11 +312,16 @@ impl WasmEngine {
     /// model is still loaded: none once the one before was dropped).
     fn finish_load(
         &self,
-        loaded: crate::error::Result<Arc<Engine>>,
+        loaded: crate::error::Result<Engine>,
         kv: KvOptions,
         weights: WeightFormat,
+        activations: Activations,
     ) -> Result<JsValue, JsValue> {
-        let loaded = loaded.and_then(|engine| engine.session(&kv).map(|session| (engine, session)));
+        let loaded = loaded.and_then(|mut engine| {
+            engine.set_activations(activations);
+            let engine = Arc::new(engine);
+            engine.session(&kv).map(|session| (engine, session))
+        });
         let info = self.install(loaded, kv, weights);
         // What waited for the load starts now (and fails at once if no model is left).
         next(&self.state);
@@ -347,6 +354,7 @@ impl WasmEngine {
             device: device_name(&engine),
             cpu_isa: crate::backend::cpu::Isa::best().name(),
             threads: compute_threads(&engine),
+            activations: running_activations(&engine),
             max_streams: MAX_STREAMS,
         };
         state.engine = Some(engine);
@@ -390,7 +398,9 @@ impl WasmEngine {
         // Refused before the upload, not after.
         crate::generate::speculative::check_vocabulary(prepared.config().vocab, prepared.tokenizer(), &engine)
             .map_err(js_error)?;
-        let draft = Arc::new(prepared.upload(&device, &mut reporter(progress)).map_err(js_error)?);
+        let mut draft = prepared.upload(&device, &mut reporter(progress)).map_err(js_error)?;
+        draft.set_activations(engine.model().activations());
+        let draft = Arc::new(draft);
         let mut state = self.state.try_borrow_mut().map_err(|_| busy("the engine is busy"))?;
         ready(&state)?;
         let session = state.session.as_mut().ok_or_else(|| bad_options("no model is loaded: call load() first"))?;
@@ -602,6 +612,7 @@ impl WasmEngine {
             device: state.engine.as_deref().map(device_name),
             cpu_isa: crate::backend::cpu::Isa::best().name(),
             threads: state.engine.as_deref().map(compute_threads),
+            activations: state.engine.as_deref().map(running_activations),
             wasm_memory_bytes: host_memory::wasm_memory_bytes(),
             host_allocated_bytes: Some(host_memory::live_bytes()),
             host_bytes_left: Some(host_memory::bytes_left()),

@@ -156,10 +156,11 @@ impl WasmEngine {
         kv: JsValue,
         progress: Option<Function>,
         device: &str,
+        activations: &str,
     ) -> Result<Promise, JsValue> {
-        let (device, weights, kv) = self.load_options(weights, kv, device)?;
+        let LoadChoice { device, weights, kv, activations } = self.load_options(weights, kv, device, activations)?;
         let files = JsFile::list(files)?;
-        self.load_async(kv, weights, async move |this, kv| {
+        self.load_async(kv, weights, activations, async move |this, kv| {
             let mut load = prepare_stream(&files, &device, weights, kv, &this.load_limits(&device)).await?;
             this.drop_model()?;
             let mut report = reporter(progress);
@@ -167,7 +168,7 @@ impl WasmEngine {
                 let window = read_window(&files, &reads).await.map_err(after_drop)?;
                 load.load_next(window, &device, &mut report).map_err(after_drop)?;
             }
-            load.finish().map(Arc::new)
+            load.finish()
         })
     }
 }

@@ -57,6 +57,7 @@ pub enum Activations {
 
 impl Activations {
     pub const NAMES: &str = "f32 or q8";
+    pub const ALL: [Self; 2] = [Self::F32, Self::Q8];
 
     pub fn name(self) -> &'static str {
         match self {
