@@ -49,9 +49,11 @@ impl TensorSource for GgufFile<'_> {
         use GgmlType as G;
         Ok(self.tensor_info(name).and_then(|t| match t.dtype {
             G::Q4_0 | G::Q4_1 => Some((QuantFormat::Q4, Scales::Block)),
-            G::Q8_0 | G::Q5_0 | G::Q5_1 => Some((QuantFormat::Q8, Scales::Block)),
+            G::Q8_0 => Some((QuantFormat::Q8, Scales::Block)),
+            G::Q5_0 | G::Q5_1 => Some((QuantFormat::Q5, Scales::Block)),
             G::Q2_K | G::Q3_K | G::Q4_K => Some((QuantFormat::Q4, Scales::Super)),
-            G::Q5_K | G::Q6_K => Some((QuantFormat::Q8, Scales::Super)),
+            G::Q5_K => Some((QuantFormat::Q5, Scales::Super)),
+            G::Q6_K => Some((QuantFormat::Q6, Scales::Super)),
             G::F16 if t.shape.len() == 2 => Some((QuantFormat::F16, Scales::Block)),
             G::BF16 if t.shape.len() == 2 => Some((QuantFormat::Bf16, Scales::Block)),
             G::F32 if t.shape.len() == 2 => Some((QuantFormat::F32, Scales::Block)),

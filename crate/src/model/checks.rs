@@ -79,8 +79,11 @@ pub fn check(
         // f32 weights: dense tensors or F32 codes (`WeightFormat::dense_on`), the same bytes
         // but for a ragged row's padding.
         let dense = format == WeightFormat::F32;
-        // A packed matrix's codes, parameters and super-block pairs, in bytes.
+        // A packed matrix's codes, parameters and super-block pairs, in bytes: 5- and 6-bit
+        // codes counted widened to 8 bits, as devices without narrow kernels (WebGPU, wasm)
+        // keep them, so that the estimate is never below what the upload takes.
         let packed = |f: QuantFormat, scales: Scales, rows: u64| {
+            let f = f.widened();
             let blocks = rows * cols.div_ceil(BLOCK as u64);
             let supers = if scales == Scales::Super { rows * cols.div_ceil(256) } else { 0 };
             (
@@ -100,8 +103,9 @@ pub fn check(
             // The parts, their fused copy, and the upload's own.
             3 * bytes
         } else if fusable_formats(&stored) {
-            // Mixed 4- and 8-bit codes fuse as 8-bit ones; float codes only with their own.
-            let widest = stored.iter().map(|&(f, _)| f).max_by_key(|f| f.words_per_block()).unwrap_or(QuantFormat::Q4);
+            // Mixed integer codes fuse as 8-bit ones; float codes only with their own.
+            let widest = stored.iter().map(|&(f, _)| f.widened()).max_by_key(|f| f.words_per_block());
+            let widest = widest.unwrap_or(QuantFormat::Q4);
             let (codes, all) = packed(widest, stored[0].1, rows);
             check(codes)?;
             resident += all;

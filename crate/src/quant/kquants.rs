@@ -37,6 +37,23 @@ impl Split {
     }
 }
 
+impl Split {
+    /// A signed split (Q6_K's `q - 32`, no offset) as unsigned codes `q` with the offset
+    /// `(-32 d) s` of each half: `(d s)(q + 32) + (-32 d) s` is `(d s) q` exactly (every term a
+    /// multiple of `d`'s last bit below `2^24` of it). `None` when `-32 d` overflows f16.
+    pub fn unsigned(&self) -> Option<Split> {
+        let dmin = f16::from_f32(-32.0 * self.d.to_f32());
+        let signed = self.wide && self.dmin == f16::ZERO && self.halves.iter().all(|h| h.1 == 0);
+        (signed && dmin.is_finite()).then(|| Split {
+            codes: self.codes.map(|c| c + 32),
+            wide: true,
+            halves: self.halves.map(|(s, _)| (s, s)),
+            d: self.d,
+            dmin,
+        })
+    }
+}
+
 /// Elements per super-block.
 pub const QK_K: usize = 256;
 

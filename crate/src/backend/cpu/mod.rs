@@ -44,6 +44,13 @@ impl Isa {
         }
     }
 
+    /// Whether the level has kernels for 5- and 6-bit codes at their own width
+    /// ([`crate::quant::packed::QuantFormat::is_narrow`]) in both activation modes; matrices
+    /// are widened to 8-bit codes for the others.
+    pub fn has_narrow_kernels(self) -> bool {
+        matches!(self, Isa::Scalar | Isa::Avx512 | Isa::Avx512Vnni)
+    }
+
     /// Every level this CPU (or this wasm build) can run, slowest first; the last is the best.
     pub fn available() -> Vec<Isa> {
         let mut levels = vec![Isa::Scalar];

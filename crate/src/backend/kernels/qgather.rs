@@ -11,9 +11,11 @@ use cubecl::prelude::CubeDim;
 use super::cube_float;
 use super::qmatmul::QuantMatrix;
 use super::{Prim, flex_float, flex_words};
-use crate::backend::cpu::qgemm::block_index;
+use crate::backend::cpu::qgemm::{GROUP, block_index};
 use crate::quant::BLOCK;
-use crate::quant::packed::{QuantFormat, SUPER, Scales};
+#[cfg(feature = "gpu")]
+use crate::quant::packed::QuantFormat;
+use crate::quant::packed::{SUPER, Scales};
 
 /// `ids: [seq]` (each `< w.rows`) → `[seq, w.cols]`.
 pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
@@ -58,10 +60,12 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
         }
         (Prim::Flex(_), Prim::Flex(codes), Prim::Flex(params), Prim::Flex(supers)) => {
             let (codes, params, supers) = (flex_words(&codes), flex_words(&params), flex_words(&supers));
+            let rows = w.rows_view(codes, params, supers);
             let blocks = w.cols.div_ceil(BLOCK);
             let wpb = w.format.words_per_block();
             let mut out = Vec::with_capacity(seq * w.cols);
             for &id in ids {
+                let (group, r) = (id as usize / GROUP, id as usize % GROUP);
                 for c in 0..w.cols {
                     let block = block_index(id as usize, c / BLOCK, blocks);
                     let e = c % BLOCK;
@@ -76,7 +80,7 @@ pub fn qgather(ids: &[u32], w: &QuantMatrix, device: &Device) -> Tensor<2> {
                         }
                         false => block_params(params[block]),
                     };
-                    out.push(d * code(w.format, &codes[block * wpb..(block + 1) * wpb], e) + m);
+                    out.push(d * rows.code::<false>(group, c / BLOCK, r, e) as f32 + m);
                 }
             }
             flex_float(FlexTensor::from_data(TensorData::new(out, [seq, w.cols])))
@@ -96,18 +100,6 @@ fn super_params(sp: u32, param: u32, e: usize) -> (f32, f32) {
     let (d, dmin) = block_params(sp);
     let shift = 16 * (e / 16);
     (d * (param >> shift) as u8 as i8 as f32, dmin * (param >> (shift + 8)) as u8 as i8 as f32)
-}
-
-/// Code `e` of one block.
-fn code(format: QuantFormat, words: &[u32], e: usize) -> f32 {
-    match format {
-        QuantFormat::Q4 => {
-            let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
-            (if e < 16 { byte & 15 } else { byte >> 4 }) as f32
-        }
-        QuantFormat::Q8 => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
-        float => float.float_code(words, e),
-    }
 }
 
 /// The cubecl kernels, apart from burn's names (both have `Tensor`).

@@ -73,6 +73,15 @@ fn words_tensor(words: impl Iterator<Item = u32>, device: &Device) -> Tensor<1, 
 impl QuantMatrix {
     pub fn upload(p: &PackedMatrix, device: &Device) -> Self {
         let layout = if crate::backend::device::is_cube(device) { Layout::BlockInterleaved } else { Layout::RowTiled };
+        // 5- and 6-bit codes at their width where kernels read them; widened elsewhere.
+        let widened;
+        let p = match p.format.is_narrow() && !(layout == Layout::RowTiled && Isa::best().has_narrow_kernels()) {
+            true => {
+                widened = p.to_q8();
+                &widened
+            }
+            false => p,
+        };
         let (codes, params, supers) = match layout {
             Layout::RowTiled => {
                 let t = crate::backend::cpu::qgemm::tile_rows(p);
@@ -275,7 +284,7 @@ pub(crate) fn float_kind(format: QuantFormat) -> u32 {
         QuantFormat::F16 => 1,
         QuantFormat::Bf16 => 2,
         QuantFormat::F32 => 3,
-        QuantFormat::Q4 | QuantFormat::Q8 => 0,
+        QuantFormat::Q4 | QuantFormat::Q5 | QuantFormat::Q6 | QuantFormat::Q8 => 0,
     }
 }
 

@@ -8,8 +8,15 @@ use super::*;
 pub enum QuantFormat {
     /// 4-bit codes, `x = d * q + m` (GGUF Q4_0 and Q4_1).
     Q4,
-    /// Signed 8-bit codes, `x = d * q + m` (GGUF Q8_0 with `m = 0`, Q5_0 and Q5_1).
+    /// Signed 8-bit codes, `x = d * q + m` (GGUF Q8_0 with `m = 0`; any integer format
+    /// widened, for a fusion of mixed formats or a device without narrow kernels).
     Q8,
+    /// 5-bit codes 0..32 at their own width: [`Self::Q4`]'s four words of low nibbles, then
+    /// one word whose bit `e` is bit 4 of element `e`. GGUF Q5_0 (`m = -16 d`), Q5_1, Q5_K.
+    Q5,
+    /// 6-bit codes 0..64: the low nibbles, then two words of bit 4 and bit 5 of each element.
+    /// GGUF Q6_K (`q + 32` with the offset `-32 (d s)` as its super-block's `dmin`).
+    Q6,
     /// IEEE half floats, two a word (element `2i` in the low half): each code is its weight,
     /// so a block has no parameter word (GGUF F16).
     F16,
@@ -26,6 +33,8 @@ impl QuantFormat {
     pub const fn words_per_block(self) -> usize {
         match self {
             QuantFormat::Q4 => 4,
+            QuantFormat::Q5 => 5,
+            QuantFormat::Q6 => 6,
             QuantFormat::Q8 => 8,
             QuantFormat::F16 | QuantFormat::Bf16 => 16,
             QuantFormat::F32 => 32,
@@ -35,6 +44,34 @@ impl QuantFormat {
     /// Whether the codes are the weights themselves (no scales).
     pub const fn is_float(self) -> bool {
         matches!(self, QuantFormat::F16 | QuantFormat::Bf16 | QuantFormat::F32)
+    }
+
+    /// Whether the codes are 5 or 6 bits at their own width: kernels that lack them take the
+    /// matrix widened to [`Self::Q8`] ([`PackedMatrix::to_q8`]).
+    pub const fn is_narrow(self) -> bool {
+        matches!(self, QuantFormat::Q5 | QuantFormat::Q6)
+    }
+
+    /// The format the codes take on a device without narrow kernels.
+    pub const fn widened(self) -> Self {
+        if self.is_narrow() { QuantFormat::Q8 } else { self }
+    }
+
+    /// Integer code `e` (0..32) of a block's words, GGUF order: a nibble format's low nibbles
+    /// are elements 0..16.
+    #[inline(always)]
+    pub fn code(self, words: &[u32], e: usize) -> i32 {
+        let nibble = || {
+            let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
+            (if e < 16 { byte & 15 } else { byte >> 4 }) as i32
+        };
+        let bit = |plane: usize| ((words[4 + plane] >> e) & 1) as i32;
+        match self {
+            QuantFormat::Q4 => nibble(),
+            QuantFormat::Q5 => nibble() | bit(0) << 4,
+            QuantFormat::Q6 => nibble() | bit(0) << 4 | bit(1) << 5,
+            _ => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as i32,
+        }
     }
 
     /// Parameter words per block: one `(d, m)` or K-quant word, none for float codes.
@@ -115,7 +152,9 @@ impl FloatQuant {
     pub fn format(self) -> QuantFormat {
         match self {
             Self::Q4_0 | Self::Q4_1 | Self::Q2_K | Self::Q3_K | Self::Q4_K => QuantFormat::Q4,
-            Self::Q8_0 | Self::Q5_K | Self::Q6_K => QuantFormat::Q8,
+            Self::Q8_0 => QuantFormat::Q8,
+            Self::Q5_K => QuantFormat::Q5,
+            Self::Q6_K => QuantFormat::Q6,
         }
     }
 

@@ -7,10 +7,11 @@
 //!   half), so that `x = d * q + m`.
 //!
 //! GGUF's Q4_1 and Q8_0 map onto this without touching a bit; Q4_0's `d * (q - 8)` becomes
-//! `m = -8 d`, exact in f16 (a power-of-two multiple). The 5-bit formats become 8-bit codes:
-//! Q5_0's `q - 16` with `m = 0`, Q5_1's `q` with its `m`, so each weight is the file's own
-//! `d * (q - 16)` or `d * q + m` (at 8 bits a code instead of 5: the price of reusing the 8-bit
-//! kernels). Keeping the scales as f16 bits inside
+//! `m = -8 d`, exact in f16 (a power-of-two multiple). The 5-bit formats keep their width
+//! ([`QuantFormat::Q5`]: the nibbles, then a word of fifth bits): Q5_0's `q` with `m = -16 d`,
+//! Q5_1's `q` with its `m`, so each weight is the file's own `d * (q - 16)` or `d * q + m`;
+//! devices without narrow kernels take them widened to 8-bit codes at upload. Keeping the
+//! scales as f16 bits inside
 //! words needs no shader-f16 support: kernels unpack them with integer operations.
 //! Rows whose length is not a multiple of 32 are padded with zero codes and zero parameters.
 //!
@@ -19,8 +20,8 @@
 //! `d` | f16 `dmin` << 16, so element `e` of a block is `(d · s) · q + dmin · n` with the pair
 //! of its half (`e / 16`). `d · s` and `dmin · n` are ggml's own sub-block products (an f16
 //! times a small integer, exact in f32), so each weight is the file's value; Q4_K, Q3_K and
-//! Q2_K keep 4-bit codes, Q5_K and Q6_K take 8-bit ones (5.1 and 9.1 bits a weight, where a
-//! float copy is 32).
+//! Q2_K keep 4-bit codes, Q5_K 5-bit and Q6_K 6-bit ones (`q + 32` with `dmin = -32 d`): 5.1,
+//! 6.1 and 7.1 bits a weight, where a float copy is 32.
 
 mod format;
 
@@ -60,16 +61,28 @@ fn words(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()))
 }
 
+/// The code words of one block of integer codes (element order) in `format`: 8-bit codes as
+/// they are; nibbles (byte `j`: element `j` low, `j + 16` high), then for 5- and 6-bit codes a
+/// word per higher bit, bit `e` from element `e`.
+fn block_words(format: QuantFormat, q: &[u8; BLOCK]) -> Vec<u32> {
+    if format == QuantFormat::Q8 {
+        return words(q).collect();
+    }
+    let nibbles: [u8; 16] = std::array::from_fn(|i| (q[i] & 15) | ((q[i + 16] & 15) << 4));
+    let planes = match format {
+        QuantFormat::Q5 => 1,
+        QuantFormat::Q6 => 2,
+        _ => 0,
+    };
+    let plane = |bit: usize| (0..BLOCK).fold(0u32, |w, e| w | (((q[e] >> bit) & 1) as u32) << e);
+    words(&nibbles).chain((0..planes).map(|k| plane(4 + k))).collect()
+}
+
 /// A K-quant super-block's eight blocks: codes in the packed layout, one word of half pairs each.
 fn push_split(split: &Split, format: QuantFormat, codes: &mut Vec<u32>, params: &mut Vec<u32>) {
     for (j, q) in split.codes.chunks_exact(BLOCK).enumerate() {
-        match format {
-            QuantFormat::Q4 => {
-                let bytes: [u8; 16] = std::array::from_fn(|i| q[i] as u8 | ((q[i + 16] as u8) << 4));
-                codes.extend(words(&bytes));
-            }
-            _ => codes.extend(words(&q.iter().map(|&c| c as u8).collect::<Vec<_>>())),
-        }
+        let q: &[i8; BLOCK] = q.try_into().expect("blocks of 32");
+        codes.extend(block_words(format, &q.map(|c| c as u8)));
         let ((s_lo, n_lo), (s_hi, n_hi)) = (split.halves[2 * j], split.halves[2 * j + 1]);
         params.push(u32::from_le_bytes([s_lo as u8, n_lo as u8, s_hi as u8, n_hi as u8]));
     }
@@ -116,8 +129,11 @@ impl PackedMatrix {
                 bytes.len()
             )));
         }
-        let wide = matches!(dtype, GgmlType::Q5_K | GgmlType::Q6_K);
-        let format = if wide { QuantFormat::Q8 } else { QuantFormat::Q4 };
+        let format = match dtype {
+            GgmlType::Q5_K => QuantFormat::Q5,
+            GgmlType::Q6_K => QuantFormat::Q6,
+            _ => QuantFormat::Q4,
+        };
         let supers = rows * (cols / QK_K);
         let mut codes = Vec::with_capacity(supers * SUPER * format.words_per_block());
         let mut params = Vec::with_capacity(supers * SUPER);
@@ -130,12 +146,36 @@ impl PackedMatrix {
                     .ok_or_else(|| Error::malformed(format!("tensor {name}: a Q3_K super-scale out of f16's range")))?,
                 GgmlType::Q4_K => BlockQ4K::from_bytes(block).split(),
                 GgmlType::Q5_K => BlockQ5K::from_bytes(block).split(),
-                _ => BlockQ6K::from_bytes(block).split(),
+                _ => match BlockQ6K::from_bytes(block).split().unsigned() {
+                    Some(split) => split,
+                    // A scale too large for the offset: the whole matrix as signed 8-bit codes.
+                    None => return Self::from_k_quant_wide(bytes, rows, cols),
+                },
             };
             push_split(&split, format, &mut codes, &mut params);
             super_words.push(param_word(split.d, split.dmin));
         }
         Ok(Self { format, scales: Scales::Super, rows, cols, codes, params, supers: super_words })
+    }
+
+    /// Q6_K data as signed 8-bit codes `q - 32` with no offset: for a matrix whose offset
+    /// `-32 d` does not fit f16.
+    fn from_k_quant_wide(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let mut out = Self {
+            format: QuantFormat::Q8,
+            scales: Scales::Super,
+            rows,
+            cols,
+            codes: Vec::new(),
+            params: Vec::new(),
+            supers: Vec::new(),
+        };
+        for block in bytes.chunks_exact(BlockQ6K::BYTES) {
+            let split = BlockQ6K::from_bytes(block).split();
+            push_split(&split, QuantFormat::Q8, &mut out.codes, &mut out.params);
+            out.supers.push(param_word(split.d, split.dmin));
+        }
+        Ok(out)
     }
 
     /// Repacks GGUF Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 data of a `[rows, cols]` tensor, keeping
@@ -146,8 +186,8 @@ impl PackedMatrix {
             GgmlType::Q4_0 => (QuantFormat::Q4, BlockQ4_0::BYTES),
             GgmlType::Q4_1 => (QuantFormat::Q4, BlockQ4_1::BYTES),
             GgmlType::Q8_0 => (QuantFormat::Q8, BlockQ8_0::BYTES),
-            GgmlType::Q5_0 => (QuantFormat::Q8, BlockQ5_0::BYTES),
-            GgmlType::Q5_1 => (QuantFormat::Q8, BlockQ5_1::BYTES),
+            GgmlType::Q5_0 => (QuantFormat::Q5, BlockQ5_0::BYTES),
+            GgmlType::Q5_1 => (QuantFormat::Q5, BlockQ5_1::BYTES),
             k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols),
             GgmlType::F16 | GgmlType::BF16 => return Self::from_gguf_halves(name, dtype, bytes, rows, cols),
             GgmlType::F32 => return Self::from_gguf_f32(name, bytes, rows, cols),
@@ -183,14 +223,19 @@ impl PackedMatrix {
                     codes.extend(words(&b.qs));
                 }
                 GgmlType::Q5_0 => {
+                    // `m = -16 d`, exact in f16 as Q4_0's `-8 d`.
                     let b = BlockQ5_0::from_bytes(block);
-                    params.push(param_word(b.d, f16::ZERO));
-                    codes.extend(words(&five_bit_codes(b.qh, &b.qs).map(|q| (q as i8 - 16) as u8)));
+                    let m = f16::from_f32(-16.0 * b.d.to_f32());
+                    if !m.is_finite() {
+                        return Err(Error::malformed(format!("tensor {name}: Q5_0 scale {} out of range", b.d)));
+                    }
+                    params.push(param_word(b.d, m));
+                    codes.extend(block_words(QuantFormat::Q5, &five_bit_codes(b.qh, &b.qs)));
                 }
                 GgmlType::Q5_1 => {
                     let b = BlockQ5_1::from_bytes(block);
                     params.push(param_word(b.d, b.m));
-                    codes.extend(words(&five_bit_codes(b.qh, &b.qs)));
+                    codes.extend(block_words(QuantFormat::Q5, &five_bit_codes(b.qh, &b.qs)));
                 }
                 _ => {
                     params.push(param_word(f16::from_bits(u16::from_le_bytes([block[0], block[1]])), f16::ZERO));
@@ -260,8 +305,8 @@ impl PackedMatrix {
         let kind = match format {
             QuantFormat::Q4 => FloatQuant::Q4_1,
             QuantFormat::Q8 => FloatQuant::Q8_0,
-            QuantFormat::F16 | QuantFormat::Bf16 | QuantFormat::F32 => {
-                panic!("quantize: {format:?} is not a quantized format")
+            QuantFormat::Q5 | QuantFormat::Q6 | QuantFormat::F16 | QuantFormat::Bf16 | QuantFormat::F32 => {
+                panic!("quantize: {format:?} is not a format floats are quantized to block by block")
             }
         };
         Self::quantize_blocks(kind, data, rows, cols)
@@ -353,7 +398,9 @@ impl PackedMatrix {
                     })?,
                     FloatQuant::Q4_K => BlockQ4K::quantize(&padded).split(),
                     FloatQuant::Q5_K => BlockQ5K::quantize(&padded).split(),
-                    _ => BlockQ6K::quantize(&padded).split(),
+                    _ => BlockQ6K::quantize(&padded).split().unsigned().ok_or_else(|| {
+                        Error::BadOptions(format!("weights past f16's range cannot be quantized to {}", kind.name()))
+                    })?,
                 };
                 let (mut codes, mut params) = (Vec::new(), Vec::new());
                 push_split(&split, format, &mut codes, &mut params);
@@ -366,8 +413,9 @@ impl PackedMatrix {
         Ok(out)
     }
 
-    /// The same values with 8-bit codes: 4-bit codes `q` in 0..16 are exact as 8-bit codes with
-    /// the same `d` and `m`, so matrices of both formats can share one kernel launch.
+    /// The same values with 8-bit codes: 4-, 5- and 6-bit codes `q` are exact as 8-bit codes
+    /// with the same `d` and `m`, so matrices of several formats can share one kernel launch,
+    /// and devices without narrow kernels take 5- and 6-bit ones.
     pub fn to_q8(&self) -> Self {
         assert!(!self.format.is_float(), "to_q8: float codes have no 8-bit form");
         if self.format == QuantFormat::Q8 {
@@ -375,15 +423,10 @@ impl PackedMatrix {
         }
         let codes = self
             .codes
-            .chunks_exact(4)
+            .chunks_exact(self.format.words_per_block())
             .flat_map(|block| {
-                let bytes: Vec<u8> = block.iter().flat_map(|w| w.to_le_bytes()).collect();
-                let mut q = [0u8; BLOCK];
-                for (j, b) in bytes.iter().enumerate() {
-                    q[j] = b & 0x0f;
-                    q[j + 16] = b >> 4;
-                }
-                q.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()
+                let q: [u8; BLOCK] = std::array::from_fn(|e| self.format.code(block, e) as u8);
+                block_words(QuantFormat::Q8, &q)
             })
             .collect();
         Self { format: QuantFormat::Q8, codes, ..self.clone() }
@@ -495,17 +538,20 @@ impl PackedMatrix {
                 let bits: Vec<u16> = values.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
                 Self::from_halves(self.format, &bits, self.rows, cols.len())
             }
-            QuantFormat::Q4 | QuantFormat::Q8 => Self::quantize_as(self.requantizer(), &values, self.rows, cols.len())?,
+            QuantFormat::Q4 | QuantFormat::Q5 | QuantFormat::Q6 | QuantFormat::Q8 => {
+                Self::quantize_as(self.requantizer(), &values, self.rows, cols.len())?
+            }
         })
     }
 
     /// The quantizer that puts values back into this matrix's kind of blocks: min-max 4-bit
-    /// (Q4_1: a Q4_0 block fits it as well), Q8_0, Q4_K, or Q6_K for the 8-bit K-quant codes.
+    /// (Q4_1: a Q4_0 block fits it as well), Q8_0 (also for 5-bit blocks, which hearth does not
+    /// quantize to), Q4_K, or Q6_K for the wider K-quant codes.
     pub fn requantizer(&self) -> FloatQuant {
         match (self.format, self.scales) {
             (QuantFormat::Q4, Scales::Block) => FloatQuant::Q4_1,
             (QuantFormat::Q4, Scales::Super) => FloatQuant::Q4_K,
-            (QuantFormat::Q8, Scales::Super) => FloatQuant::Q6_K,
+            (_, Scales::Super) => FloatQuant::Q6_K,
             _ => FloatQuant::Q8_0,
         }
     }
@@ -550,14 +596,7 @@ impl PackedMatrix {
             return self.format.float_code(words, e);
         }
         let (d, m) = self.half_params(block, e);
-        let q = match self.format {
-            QuantFormat::Q4 => {
-                let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
-                (if e < 16 { byte & 0x0f } else { byte >> 4 }) as f32
-            }
-            _ => (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as f32,
-        };
-        d * q + m
+        d * self.format.code(words, e) as f32 + m
     }
 
     /// The whole matrix in f32, row-major `[rows, cols]`: the reference for kernel tests.

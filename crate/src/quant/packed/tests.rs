@@ -54,16 +54,18 @@ fn gguf_blocks_repack_bit_exact() {
     }
 }
 
-/// The 5-bit formats, repacked to 8-bit codes, give the `gguf` package's values exactly (the
-/// zero-scale block's zeros come out unsigned: `d q + m` adds `m = +0`).
+/// The 5-bit formats, repacked at their width and widened to 8-bit codes, give the `gguf`
+/// package's values exactly (a zero-scale block's zeros come out unsigned: `d q + m` adds
+/// `m = ±0` to `+0`).
 #[test]
 fn five_bit_blocks_repack_to_the_gguf_packages_values() {
     for (dtype, name) in [(GgmlType::Q5_0, "Q5_0"), (GgmlType::Q5_1, "Q5_1")] {
         let (bytes, want) = crate::quant::tests::fixture(name);
         let packed = PackedMatrix::from_gguf("t", dtype, &bytes, 2, want.len() / 2).unwrap();
-        assert_eq!(packed.format, QuantFormat::Q8);
+        assert_eq!(packed.format, QuantFormat::Q5);
         let got = packed.dequantize();
         assert_eq!(got, want, "{name}");
+        assert_eq!(packed.to_q8().dequantize(), want, "{name} widened");
     }
 }
 

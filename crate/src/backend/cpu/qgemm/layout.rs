@@ -12,7 +12,9 @@ pub fn block_index(row: usize, b: usize, blocks: usize) -> usize {
 
 /// A matrix's code, parameter and super words in the row-tiled order (the super words of a
 /// group's four rows side by side too), its rows padded with zero blocks to a multiple of
-/// [`GROUP`].
+/// [`GROUP`]. A group's block of 5- or 6-bit codes is the four rows' nibble words, then per
+/// higher bit two 64-bit masks (elements 0..16, then 16..32; bit `16 r + j` from row `r`),
+/// which AVX-512 loads straight into mask registers.
 pub fn tile_rows(p: &PackedMatrix) -> Tiled {
     let (blocks, wpb, supers) = (p.blocks_per_row(), p.format.words_per_block(), p.supers_per_row());
     let padded = p.rows.div_ceil(GROUP) * GROUP;
@@ -28,7 +30,20 @@ pub fn tile_rows(p: &PackedMatrix) -> Tiled {
             if ppb == 1 {
                 out.params[to] = p.params[from];
             }
-            out.codes[to * wpb..(to + 1) * wpb].copy_from_slice(&p.codes[from * wpb..(from + 1) * wpb]);
+            let words = &p.codes[from * wpb..(from + 1) * wpb];
+            if p.format.is_narrow() {
+                // Nibbles of the group's rows side by side, then each plane as two masks.
+                let (base, r) = ((to - row % GROUP) * wpb, row % GROUP);
+                out.codes[base + 4 * r..base + 4 * r + 4].copy_from_slice(&words[..4]);
+                for (k, &bits) in words[4..].iter().enumerate() {
+                    for (half, bits) in [bits & 0xffff, bits >> 16].into_iter().enumerate() {
+                        let bit = 64 * half + 16 * r;
+                        out.codes[base + 16 + 4 * k + bit / 32] |= bits << (bit % 32);
+                    }
+                }
+            } else {
+                out.codes[to * wpb..(to + 1) * wpb].copy_from_slice(words);
+            }
         }
         for s in 0..supers {
             out.supers[block_index(row, s, supers)] = p.supers[row * supers + s];
@@ -89,6 +104,21 @@ impl QuantRows<'_> {
             let (d, m) = params(p);
             [d, m, d, m]
         }
+    }
+
+    /// Integer code `e` of block `b` of the group's row `r`, from any integer format's layout.
+    #[inline(always)]
+    pub(crate) fn code<const Q8: bool>(&self, group: usize, b: usize, r: usize, e: usize) -> i32 {
+        let wpb = self.format.words_per_block();
+        let base = (group * self.blocks() + b) * GROUP * wpb;
+        if Q8 || !self.format.is_narrow() {
+            return scalar::code::<Q8>(self.format, &self.codes[base + r * wpb..base + (r + 1) * wpb], e);
+        }
+        let low = QuantFormat::Q4.code(&self.codes[base + 4 * r..base + 4 * r + 4], e);
+        let bit = 64 * (e / 16) + 16 * r + e % 16;
+        let planes = wpb - 4;
+        (0..planes)
+            .fold(low, |q, k| q | (((self.codes[base + 16 + 4 * k + bit / 32] >> (bit % 32)) & 1) as i32) << (4 + k))
     }
 
     pub(super) fn padded_rows(&self) -> usize {

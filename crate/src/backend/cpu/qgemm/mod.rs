@@ -140,6 +140,7 @@ pub fn qgemm_with(
     epilogue: SliceEpilogue,
     out: &mut [f32],
 ) {
+    assert!(!w.format.is_narrow() || isa.has_narrow_kernels(), "qgemm: {isa:?} has no {:?} kernel", w.format);
     let own = [Activations::F32, Activations::Q8].map(|mode| Inputs::for_matrix(isa, w.format, mode));
     let scalar_can = !w.format.is_float() || inputs == Inputs::F32;
     assert!(own.contains(&inputs) || (isa == Isa::Scalar && scalar_can), "qgemm: {isa:?} has no {inputs:?} kernel");

@@ -30,15 +30,11 @@ pub(super) fn params(p: u32) -> (f32, f32) {
     (half::f16::from_bits(p as u16).to_f32(), half::f16::from_bits((p >> 16) as u16).to_f32())
 }
 
-/// Code `e` (0..32) of a block: GGUF order, low nibbles are elements 0..16.
+/// Code `e` (0..32) of a block's words in a format that keeps a row's block contiguous (all
+/// but 5- and 6-bit codes: [`QuantRows::code`]): GGUF order, low nibbles are elements 0..16.
 #[inline(always)]
-pub(super) fn code<const Q8: bool>(words: &[u32], e: usize) -> i32 {
-    if Q8 {
-        (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as i32
-    } else {
-        let byte = (words[(e % 16) / 4] >> (8 * (e % 4))) as u8;
-        (if e < 16 { byte & 15 } else { byte >> 4 }) as i32
-    }
+pub(super) fn code<const Q8: bool>(format: QuantFormat, words: &[u32], e: usize) -> i32 {
+    if Q8 { (words[e / 4] >> (8 * (e % 4))) as u8 as i8 as i32 } else { format.code(words, e) }
 }
 
 /// The reference arithmetic in plain Rust, written so that it vectorizes (eight lanes per
@@ -50,14 +46,12 @@ pub(super) fn scalar_tile<const T: usize, const Q8: bool, const K: bool>(
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    let blocks = w.blocks();
     scalar_tile_of::<T>(blocks, x, stride, acc, |b, r, wb| {
-        let blk = (group * blocks + b) * GROUP + r;
         let dm = w.half_params::<K>(group, b, r);
-        let words = &w.codes[blk * wpb..(blk + 1) * wpb];
         for (e, v) in wb.iter_mut().enumerate() {
             let h = 2 * (e / 16);
-            *v = dm[h] * code::<Q8>(words, e) as f32 + dm[h + 1];
+            *v = dm[h] * w.code::<Q8>(group, b, r, e) as f32 + dm[h + 1];
         }
     });
 }
@@ -126,18 +120,15 @@ fn scalar_tile_codes<C: Code + Into<i32>, const T: usize, const Q8: bool, const 
     stride: usize,
     acc: &mut [f32; 32],
 ) {
-    let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
+    let blocks = w.blocks();
     let mut sums = [[0.0f32; T]; GROUP];
     for b in 0..blocks {
         for (r, sums) in sums.iter_mut().enumerate() {
-            let blk = (group * blocks + b) * GROUP + r;
             let [d, m, d_hi, m_hi] = w.half_params::<K>(group, b, r);
-            let words = &w.codes[blk * wpb..(blk + 1) * wpb];
+            let q: [i32; BLOCK] = std::array::from_fn(|e| w.code::<Q8>(group, b, r, e));
             for (t, s) in sums.iter_mut().enumerate() {
                 let xb = &x.codes[t * stride + b * BLOCK..][..BLOCK];
-                let half = |h: usize| -> i32 {
-                    (16 * h..16 * h + 16).map(|e| code::<Q8>(words, e) * xb[C::position(e)].into()).sum()
-                };
+                let half = |h: usize| -> i32 { (16 * h..16 * h + 16).map(|e| q[e] * xb[C::position(e)].into()).sum() };
                 let s_x = x.scale[t * blocks + b];
                 if K {
                     let hs = &x.half_sum[2 * (t * blocks + b)..];

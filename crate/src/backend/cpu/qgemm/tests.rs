@@ -55,6 +55,28 @@ fn k_matrix(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> PackedMatri
     PackedMatrix::from_gguf("t", dtype, &data, rows, cols).expect("whole super-blocks")
 }
 
+/// A `[rows, cols]` matrix of random GGUF Q5_0 or Q5_1 blocks (codes random, scales of a
+/// weight's usual size), repacked.
+fn five_bit_matrix(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> PackedMatrix {
+    let bytes = if dtype == GgmlType::Q5_0 { 22 } else { 24 };
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(7);
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as u32
+    };
+    let mut data = Vec::new();
+    for _ in 0..rows * cols / BLOCK {
+        let mut block: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
+        let scale = |v: u32| half::f16::from_f32((v % 1000) as f32 * 4e-5 + 1e-3).to_le_bytes();
+        block[0..2].copy_from_slice(&scale(next()));
+        if dtype == GgmlType::Q5_1 {
+            block[2..4].copy_from_slice(&(-half::f16::from_le_bytes(scale(next()))).to_le_bytes());
+        }
+        data.extend(block);
+    }
+    PackedMatrix::from_gguf("t", dtype, &data, rows, cols).expect("whole blocks")
+}
+
 /// The row-tiled words of `p`, and a view of them.
 fn tiled(p: &PackedMatrix) -> Tiled {
     tile_rows(p)
@@ -116,6 +138,16 @@ fn cases() -> impl Iterator<Item = (PackedMatrix, Vec<f32>, usize)> {
             })
         })
     });
+    // GGUF's 5-bit legacy blocks, kept at their width.
+    let five = [GgmlType::Q5_0, GgmlType::Q5_1].into_iter().flat_map(|dtype| {
+        SHAPES.into_iter().enumerate().filter(|(_, (_, cols))| cols.is_multiple_of(BLOCK)).flat_map(
+            move |(i, (rows, cols))| {
+                [1, 2, 3, 4, 5, 8, 67]
+                    .into_iter()
+                    .map(move |m| (five_bit_matrix(dtype, rows, cols, i as u64), inputs(m, cols, i), m))
+            },
+        )
+    });
     // Floats quantized to K-quants: ragged rows, whose last super-block is partial.
     let k_floats = [FloatQuant::Q3_K, FloatQuant::Q4_K, FloatQuant::Q6_K].into_iter().flat_map(|kind| {
         SHAPES.into_iter().enumerate().flat_map(move |(i, (rows, cols))| {
@@ -131,7 +163,7 @@ fn cases() -> impl Iterator<Item = (PackedMatrix, Vec<f32>, usize)> {
             [1, 2, 3, 5, 8, 67].into_iter().map(move |m| (float_matrix(format, rows, cols, i), inputs(m, cols, i), m))
         })
     });
-    legacy.chain(k).chain(k_floats).chain(floats)
+    legacy.chain(five).chain(k).chain(k_floats).chain(floats)
 }
 
 /// A `[rows, cols]` matrix of float codes (16-bit or f32): weights of the usual size, with
@@ -170,6 +202,15 @@ fn assert_within(what: impl std::fmt::Debug, p: &PackedMatrix, m: usize, j: usiz
 
 fn run(isa: Isa, inputs: Inputs, p: &PackedMatrix, x: &[f32], m: usize) -> Vec<f32> {
     let mut got = vec![0.0; m * p.rows];
+    // A level without narrow kernels takes 5- and 6-bit codes widened, as at upload.
+    let widened;
+    let p = match p.format.is_narrow() && !isa.has_narrow_kernels() {
+        true => {
+            widened = p.to_q8();
+            &widened
+        }
+        false => p,
+    };
     let words = tiled(p);
     qgemm_with(isa, inputs, x, m, &view(p, &words), SliceEpilogue::None, &mut got);
     got

@@ -285,7 +285,8 @@ pub(super) unsafe fn avx2_tile_one<const T: usize, const Q8: bool, const K: bool
 
 /// AVX-512: a block is two vectors of 16. A 4-bit row's sixteen possible values `d * q + m`
 /// fit one register, so its weights are two table lookups (`vpermps` reads only the low four
-/// bits of each index: the low nibbles need no mask) instead of conversions and FMAs.
+/// bits of each index: the low nibbles need no mask) instead of conversions and FMAs; 5- and
+/// 6-bit rows add their higher bits' `16 d`, `32 d` under masks read straight from the layout.
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
@@ -301,6 +302,7 @@ pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
         let mut sums = [[_mm512_setzero_ps(); T]; GROUP];
         let xp = x.as_ptr();
         let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
+        let (narrow, six) = (w.format.is_narrow(), w.format == QuantFormat::Q6);
         // A K-quant super-block's `[d, dmin, d, dmin]` per row, lane by lane against the block
         // words' i8: converted once per 256 elements, multiplied once per block.
         let mut supers = _mm512_setzero_ps();
@@ -342,6 +344,22 @@ pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                     for (k, wv) in wv.iter_mut().enumerate() {
                         let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(block.add(16 * k) as *const __m128i));
                         *wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d[k], m[k]);
+                    }
+                } else if narrow {
+                    // 5- and 6-bit codes: a table lookup of the nibble's `d q + m`, then `16 d`
+                    // (and `32 d`) added where the row's mask bits say (every step exact: all
+                    // are multiples of `d`'s last bit below 2^24 of it).
+                    let nibbles = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.add(16 * r) as *const __m128i));
+                    let idx = [nibbles, _mm512_srli_epi32(nibbles, 4)];
+                    let masks = codes.add(64) as *const u64;
+                    for (k, wv) in wv.iter_mut().enumerate() {
+                        let bits = |plane: usize| (masks.add(2 * plane + k).read_unaligned() >> (16 * r)) as u16;
+                        let mut v = _mm512_permutexvar_ps(idx[k], _mm512_fmadd_ps(iota, d[k], m[k]));
+                        v = _mm512_mask_add_ps(v, bits(0), v, _mm512_mul_ps(d[k], _mm512_set1_ps(16.0)));
+                        if six {
+                            v = _mm512_mask_add_ps(v, bits(1), v, _mm512_mul_ps(d[k], _mm512_set1_ps(32.0)));
+                        }
+                        *wv = v;
                     }
                 } else {
                     let table = _mm512_fmadd_ps(iota, d[0], m[0]);

@@ -87,6 +87,30 @@ unsafe fn avx512_row_sums<const Q8: bool>(v: [__m512; 2]) -> __m128 {
     }
 }
 
+/// A group's block of 4-, 5- or 6-bit codes (from `codes`) as bytes, row `r` in 128-bit lane
+/// `r`: elements 0..16 (`lo`) and 16..32 (`hi`). The nibbles are 64 contiguous bytes; a narrow
+/// block's higher bits follow as 64-bit masks in that byte order ([`tile_rows`]), adding 16
+/// (and 32) where they are set.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn avx512_nibbles(format: QuantFormat, codes: *const u8) -> (__m512i, __m512i) {
+    // Safety: the caller passes a whole group block of codes.
+    unsafe {
+        let nibble = _mm512_set1_epi8(15);
+        let c = _mm512_loadu_si512(codes as *const _);
+        let (mut lo, mut hi) = (_mm512_and_si512(c, nibble), _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
+        if format.is_narrow() {
+            let masks = codes.add(64) as *const u64;
+            for plane in 0..format.words_per_block() - 4 {
+                let value = _mm512_set1_epi8(16 << plane);
+                lo = _mm512_mask_add_epi8(lo, masks.add(2 * plane).read_unaligned(), lo, value);
+                hi = _mm512_mask_add_epi8(hi, masks.add(2 * plane + 1).read_unaligned(), hi, value);
+            }
+        }
+        (lo, hi)
+    }
+}
+
 macro_rules! avx512_tile_i8 {
     ($name:ident, $features:literal, $dot:ident) => {
         /// AVX-512 on [`Inputs::I8`] (see the module's lanes): per block and token, one or two
@@ -107,7 +131,6 @@ macro_rules! avx512_tile_i8 {
             // Safety: see the module; every pointer is inside its slice by the checks above.
             unsafe {
                 let zero = _mm512_setzero_si512();
-                let nibble = _mm512_set1_epi8(15);
                 // Lane i's scale among a block's `[d_lo, m_lo, d_hi, m_hi]` per row: 4-bit
                 // rows by 128-bit lane (low and high halves), 8-bit rows by 256-bit half.
                 let lo4 = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
@@ -126,22 +149,23 @@ macro_rules! avx512_tile_i8 {
                         let c = [_mm512_loadu_si512(codes as *const _), _mm512_loadu_si512(codes.add(64) as *const _)];
                         let magnitude = [_mm512_abs_epi8(c[0]), _mm512_abs_epi8(c[1])];
                         let negative = [_mm512_movepi8_mask(c[0]), _mm512_movepi8_mask(c[1])];
+                        // Codes that are all non-negative (Q5_0, Q5_1, widened 4-bit codes)
+                        // leave the inputs' signs alone.
+                        let signs = (negative[0] | negative[1]) != 0;
                         let d = [_mm512_permutexvar_ps(rows01, dm), _mm512_permutexvar_ps(rows23, dm)];
                         for t in 0..T {
                             let xt =
                                 _mm512_broadcast_i64x4(_mm256_loadu_si256(xp.add(t * stride + b * BLOCK) as *const _));
                             let s = _mm512_set1_ps(*x.scale.get_unchecked(t * blocks + b));
                             for v in 0..2 {
-                                let signed = _mm512_mask_sub_epi8(xt, negative[v], zero, xt);
+                                let signed = if signs { _mm512_mask_sub_epi8(xt, negative[v], zero, xt) } else { xt };
                                 let dot = $dot(zero, magnitude[v], signed);
                                 sums[t][v] =
                                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(d[v], s), sums[t][v]);
                             }
                         }
                     } else {
-                        let c = _mm512_loadu_si512(codes as *const _);
-                        let lo = _mm512_and_si512(c, nibble);
-                        let hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble);
+                        let (lo, hi) = avx512_nibbles(w.format, codes);
                         let d_lo = _mm512_permutexvar_ps(lo4, dm);
                         let d_hi = _mm512_permutexvar_ps(hi4, dm);
                         for t in 0..T {
@@ -243,12 +267,15 @@ pub(super) unsafe fn avx2_tile_i8<const T: usize, const Q8: bool, const K: bool>
             if Q8 {
                 let c: [__m256i; 4] = std::array::from_fn(|r| _mm256_loadu_si256(codes.add(32 * r) as *const _));
                 let magnitude = c.map(|c| _mm256_sign_epi8(c, c));
+                // As in the AVX-512 kernel: non-negative codes leave the inputs as they are.
+                let signs = c.iter().any(|&c| _mm256_movemask_epi8(c) != 0);
                 let d: [__m256; 4] = std::array::from_fn(|r| _mm256_permutevar8x32_ps(dm[r / 2], row_at[r % 2]));
                 for t in 0..T {
                     let xt = _mm256_loadu_si256(xp.add(t * stride + b * BLOCK) as *const _);
                     let s = _mm256_set1_ps(*x.scale.get_unchecked(t * blocks + b));
                     for r in 0..GROUP {
-                        let dot = dot256(zero, magnitude[r], _mm256_sign_epi8(xt, c[r]));
+                        let signed = if signs { _mm256_sign_epi8(xt, c[r]) } else { xt };
+                        let dot = dot256(zero, magnitude[r], signed);
                         sums[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(d[r], s), sums[t][r]);
                     }
                 }
