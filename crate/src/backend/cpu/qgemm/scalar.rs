@@ -113,7 +113,7 @@ pub(super) fn scalar_tile_i8<const T: usize, const Q8: bool, const K: bool>(
 
 /// Per block and row, the exact integer `Σ q x̂` of each half (or of the whole block when its
 /// halves share scales) times `d s`, plus `m Σ x`, summed over blocks in f32.
-fn scalar_tile_codes<C: Code + Into<i32>, const T: usize, const Q8: bool, const K: bool>(
+fn scalar_tile_codes<C: Code, const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
     x: Quantized<C>,
