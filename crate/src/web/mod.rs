@@ -222,6 +222,8 @@ impl WasmEngine {
     /// Resolves to the pruned model's info. The file's and the cut's checks run before the
     /// model loaded now is dropped (a failure leaves it); from the call until the promise
     /// settles, everything else is `busy`.
+    // Positional as `load`'s, plus the cut: wasm-bindgen gives JavaScript the same shape.
+    #[allow(clippy::too_many_arguments)]
     pub fn load_pruned(
         &self,
         files: &JsValue,

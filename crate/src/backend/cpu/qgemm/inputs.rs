@@ -12,7 +12,7 @@ pub enum Inputs {
     /// rounded to nearest), beside the block's exact f32 sum (for the offsets `m`).
     I16,
     /// Each block of 32 as i8 codes with `s = max |x| / 127` (ggml's Q8_0 rounding), in
-    /// element order, beside the codes' sums `s Σ x̂` (see [`Code::EXACT_SUMS`]): what
+    /// element order, beside the codes' sums `s Σ x̂` (see `Code::EXACT_SUMS`): what
     /// [`Activations::Q8`] multiplies with 8-bit integer dot products.
     I8,
 }
