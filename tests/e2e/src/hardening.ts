@@ -189,6 +189,8 @@ for (const [where, make] of engines) {
     // Values that are not strings where the core takes a string never reach its memory (the
     // glue would write an object as a zero-sized string and corrupt the heap).
     await rejects(engine.load(copy(tiny), { weights: {} as never }), "bad_options", "weights that are not a string");
+    await rejects(engine.load(copy(tiny), { activations: {} as never }), "bad_options", "activations that are not a string");
+    await rejects(engine.load(copy(tiny), { activations: "q4" as never }), "bad_options", "unknown activations");
     await rejects(engine.tokenize({} as never), "bad_prompt", "text that is not a string");
     const stats = await engine.stats();
     assert(stats.loaded && stats.kv_len !== null && stats.kv_len > 0, `still loaded, with its cache: ${JSON.stringify(stats)}`);
