@@ -288,7 +288,7 @@ pub(super) unsafe fn avx2_tile_one<const T: usize, const Q8: bool, const K: bool
 /// bits of each index: the low nibbles need no mask) instead of conversions and FMAs; 5- and
 /// 6-bit rows add their higher bits' `16 d`, `32 d` under masks read straight from the layout.
 #[allow(clippy::needless_range_loop)] // `[row][token]` tile coordinates
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
     group: usize,
@@ -324,6 +324,14 @@ pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                 pairs = group_params(w, group, b);
             }
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
+            // A 6-bit block's codes as bytes, row `r` in 128-bit lane `r` of each half.
+            let codes6 = match six {
+                true => {
+                    let (lo, hi) = super::x86_q8::avx512_nibbles(w.format, codes);
+                    [lo, hi]
+                }
+                false => [_mm512_setzero_si512(); 2],
+            };
             let mut wv = [[_mm512_setzero_ps(); 2]; GROUP];
             for (r, wv) in wv.iter_mut().enumerate() {
                 // Vector k holds elements 16k..16k + 16: half k's parameters.
@@ -345,21 +353,30 @@ pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
                         let q = _mm512_cvtepi8_epi32(_mm_loadu_si128(block.add(16 * k) as *const __m128i));
                         *wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d[k], m[k]);
                     }
+                } else if six {
+                    // 6-bit codes, assembled for the group's four rows at once (`codes6`),
+                    // converted and scaled: `d q + m` is exact in f32.
+                    for (k, wv) in wv.iter_mut().enumerate() {
+                        let lane = match r {
+                            0 => _mm512_castsi512_si128(codes6[k]),
+                            1 => _mm512_extracti32x4_epi32::<1>(codes6[k]),
+                            2 => _mm512_extracti32x4_epi32::<2>(codes6[k]),
+                            _ => _mm512_extracti32x4_epi32::<3>(codes6[k]),
+                        };
+                        let q = _mm512_cvtepu8_epi32(lane);
+                        *wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d[k], m[k]);
+                    }
                 } else if narrow {
-                    // 5- and 6-bit codes: a table lookup of the nibble's `d q + m`, then `16 d`
-                    // (and `32 d`) added where the row's mask bits say (every step exact: all
-                    // are multiples of `d`'s last bit below 2^24 of it).
+                    // 5-bit codes: a table lookup of the nibble's `d q + m`, then `16 d` added
+                    // where the row's mask bits say (every step exact: all are multiples of
+                    // `d`'s last bit below 2^24 of it).
                     let nibbles = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.add(16 * r) as *const __m128i));
                     let idx = [nibbles, _mm512_srli_epi32(nibbles, 4)];
                     let masks = codes.add(64) as *const u64;
                     for (k, wv) in wv.iter_mut().enumerate() {
                         let bits = |plane: usize| (masks.add(2 * plane + k).read_unaligned() >> (16 * r)) as u16;
-                        let mut v = _mm512_permutexvar_ps(idx[k], _mm512_fmadd_ps(iota, d[k], m[k]));
-                        v = _mm512_mask_add_ps(v, bits(0), v, _mm512_mul_ps(d[k], _mm512_set1_ps(16.0)));
-                        if six {
-                            v = _mm512_mask_add_ps(v, bits(1), v, _mm512_mul_ps(d[k], _mm512_set1_ps(32.0)));
-                        }
-                        *wv = v;
+                        let v = _mm512_permutexvar_ps(idx[k], _mm512_fmadd_ps(iota, d[k], m[k]));
+                        *wv = _mm512_mask_add_ps(v, bits(0), v, _mm512_mul_ps(d[k], _mm512_set1_ps(16.0)));
                     }
                 } else {
                     let table = _mm512_fmadd_ps(iota, d[0], m[0]);

@@ -93,7 +93,7 @@ unsafe fn avx512_row_sums<const Q8: bool>(v: [__m512; 2]) -> __m128 {
 /// (and 32) where they are set.
 #[target_feature(enable = "avx512f,avx512bw")]
 #[inline]
-unsafe fn avx512_nibbles(format: QuantFormat, codes: *const u8) -> (__m512i, __m512i) {
+pub(super) unsafe fn avx512_nibbles(format: QuantFormat, codes: *const u8) -> (__m512i, __m512i) {
     // Safety: the caller passes a whole group block of codes.
     unsafe {
         let nibble = _mm512_set1_epi8(15);
