@@ -145,6 +145,7 @@ macro_rules! avx512_tile_i8 {
                 for b in 0..blocks {
                     let dm = avx512_half_params::<K>(w, group, b, &mut supers);
                     let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
+                    super::x86::prefetch(codes);
                     if Q8 {
                         let c = [_mm512_loadu_si512(codes as *const _), _mm512_loadu_si512(codes.add(64) as *const _)];
                         let magnitude = [_mm512_abs_epi8(c[0]), _mm512_abs_epi8(c[1])];
@@ -264,6 +265,7 @@ pub(super) unsafe fn avx2_tile_i8<const T: usize, const Q8: bool, const K: bool>
                 ]
             };
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
+            super::x86::prefetch(codes);
             if Q8 {
                 let c: [__m256i; 4] = std::array::from_fn(|r| _mm256_loadu_si256(codes.add(32 * r) as *const _));
                 let magnitude = c.map(|c| _mm256_sign_epi8(c, c));
