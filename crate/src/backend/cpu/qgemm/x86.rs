@@ -344,7 +344,7 @@ pub(super) unsafe fn avx512_tile<const T: usize, const Q8: bool, const K: bool>(
             // A 6-bit block's codes as bytes, row `r` in 128-bit lane `r` of each half.
             let codes6 = match six {
                 true => {
-                    let (lo, hi) = super::x86_q8::avx512_nibbles(w.format, codes);
+                    let (lo, hi) = avx512_nibbles(w.format, codes);
                     [lo, hi]
                 }
                 false => [_mm512_setzero_si512(); 2],
@@ -546,5 +546,29 @@ pub(super) unsafe fn avx512_tile_float<const T: usize, const F: FloatCodes>(
             }
         }
         reduce_tile512(&sums, acc);
+    }
+}
+
+/// A group's block of 4-, 5- or 6-bit codes (from `codes`) as bytes, row `r` in 128-bit lane
+/// `r`: elements 0..16 (`lo`) and 16..32 (`hi`). The nibbles are 64 contiguous bytes; a narrow
+/// block's higher bits follow as 64-bit masks in that byte order ([`tile_rows`]), adding 16
+/// (and 32) where they are set.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub(super) unsafe fn avx512_nibbles(format: QuantFormat, codes: *const u8) -> (__m512i, __m512i) {
+    // Safety: the caller passes a whole group block of codes.
+    unsafe {
+        let nibble = _mm512_set1_epi8(15);
+        let c = _mm512_loadu_si512(codes as *const _);
+        let (mut lo, mut hi) = (_mm512_and_si512(c, nibble), _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
+        if format.is_narrow() {
+            let masks = codes.add(64) as *const u64;
+            for plane in 0..format.words_per_block() - 4 {
+                let value = _mm512_set1_epi8(16 << plane);
+                lo = _mm512_mask_add_epi8(lo, masks.add(2 * plane).read_unaligned(), lo, value);
+                hi = _mm512_mask_add_epi8(hi, masks.add(2 * plane + 1).read_unaligned(), hi, value);
+            }
+        }
+        (lo, hi)
     }
 }

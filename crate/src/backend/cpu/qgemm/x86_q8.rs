@@ -87,30 +87,6 @@ unsafe fn avx512_row_sums<const Q8: bool>(v: [__m512; 2]) -> __m128 {
     }
 }
 
-/// A group's block of 4-, 5- or 6-bit codes (from `codes`) as bytes, row `r` in 128-bit lane
-/// `r`: elements 0..16 (`lo`) and 16..32 (`hi`). The nibbles are 64 contiguous bytes; a narrow
-/// block's higher bits follow as 64-bit masks in that byte order ([`tile_rows`]), adding 16
-/// (and 32) where they are set.
-#[target_feature(enable = "avx512f,avx512bw")]
-#[inline]
-pub(super) unsafe fn avx512_nibbles(format: QuantFormat, codes: *const u8) -> (__m512i, __m512i) {
-    // Safety: the caller passes a whole group block of codes.
-    unsafe {
-        let nibble = _mm512_set1_epi8(15);
-        let c = _mm512_loadu_si512(codes as *const _);
-        let (mut lo, mut hi) = (_mm512_and_si512(c, nibble), _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
-        if format.is_narrow() {
-            let masks = codes.add(64) as *const u64;
-            for plane in 0..format.words_per_block() - 4 {
-                let value = _mm512_set1_epi8(16 << plane);
-                lo = _mm512_mask_add_epi8(lo, masks.add(2 * plane).read_unaligned(), lo, value);
-                hi = _mm512_mask_add_epi8(hi, masks.add(2 * plane + 1).read_unaligned(), hi, value);
-            }
-        }
-        (lo, hi)
-    }
-}
-
 macro_rules! avx512_tile_i8 {
     ($name:ident, $features:literal, $dot:ident) => {
         /// AVX-512 on [`Inputs::I8`] (see the module's lanes): per block and token, one or two
@@ -145,7 +121,7 @@ macro_rules! avx512_tile_i8 {
                 for b in 0..blocks {
                     let dm = avx512_half_params::<K>(w, group, b, &mut supers);
                     let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
-                    super::x86::prefetch(codes);
+                    prefetch(codes);
                     if Q8 {
                         let c = [_mm512_loadu_si512(codes as *const _), _mm512_loadu_si512(codes.add(64) as *const _)];
                         let magnitude = [_mm512_abs_epi8(c[0]), _mm512_abs_epi8(c[1])];
@@ -265,7 +241,7 @@ pub(super) unsafe fn avx2_tile_i8<const T: usize, const Q8: bool, const K: bool>
                 ]
             };
             let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
-            super::x86::prefetch(codes);
+            prefetch(codes);
             if Q8 {
                 let c: [__m256i; 4] = std::array::from_fn(|r| _mm256_loadu_si256(codes.add(32 * r) as *const _));
                 let magnitude = c.map(|c| _mm256_sign_epi8(c, c));
