@@ -114,8 +114,9 @@ impl PackedMatrix {
     }
 
     /// Repacks a GGUF K-quant `[rows, cols]` tensor (`cols` a multiple of 256) into
-    /// [`Scales::Super`] form, keeping every weight's value.
-    fn from_k_quant(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
+    /// [`Scales::Super`] form, keeping every weight's value. `wide` keeps Q6_K as signed 8-bit
+    /// codes `q - 32` with no offset: for a matrix whose offset `-32 d` does not fit f16.
+    fn from_k_quant(name: &str, dtype: GgmlType, bytes: &[u8], rows: usize, cols: usize, wide: bool) -> Result<Self> {
         let block_bytes = match dtype {
             GgmlType::Q2_K => BlockQ2K::BYTES,
             GgmlType::Q3_K => BlockQ3K::BYTES,
@@ -131,6 +132,7 @@ impl PackedMatrix {
         }
         let format = match dtype {
             GgmlType::Q5_K => QuantFormat::Q5,
+            GgmlType::Q6_K if wide => QuantFormat::Q8,
             GgmlType::Q6_K => QuantFormat::Q6,
             _ => QuantFormat::Q4,
         };
@@ -146,36 +148,17 @@ impl PackedMatrix {
                     .ok_or_else(|| Error::malformed(format!("tensor {name}: a Q3_K super-scale out of f16's range")))?,
                 GgmlType::Q4_K => BlockQ4K::from_bytes(block).split(),
                 GgmlType::Q5_K => BlockQ5K::from_bytes(block).split(),
+                _ if wide => BlockQ6K::from_bytes(block).split(),
                 _ => match BlockQ6K::from_bytes(block).split().unsigned() {
                     Some(split) => split,
                     // A scale too large for the offset: the whole matrix as signed 8-bit codes.
-                    None => return Self::from_k_quant_wide(bytes, rows, cols),
+                    None => return Self::from_k_quant(name, dtype, bytes, rows, cols, true),
                 },
             };
             push_split(&split, format, &mut codes, &mut params);
             super_words.push(param_word(split.d, split.dmin));
         }
         Ok(Self { format, scales: Scales::Super, rows, cols, codes, params, supers: super_words })
-    }
-
-    /// Q6_K data as signed 8-bit codes `q - 32` with no offset: for a matrix whose offset
-    /// `-32 d` does not fit f16.
-    fn from_k_quant_wide(bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
-        let mut out = Self {
-            format: QuantFormat::Q8,
-            scales: Scales::Super,
-            rows,
-            cols,
-            codes: Vec::new(),
-            params: Vec::new(),
-            supers: Vec::new(),
-        };
-        for block in bytes.chunks_exact(BlockQ6K::BYTES) {
-            let split = BlockQ6K::from_bytes(block).split();
-            push_split(&split, QuantFormat::Q8, &mut out.codes, &mut out.params);
-            out.supers.push(param_word(split.d, split.dmin));
-        }
-        Ok(out)
     }
 
     /// Repacks GGUF Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 data of a `[rows, cols]` tensor, keeping
@@ -188,7 +171,7 @@ impl PackedMatrix {
             GgmlType::Q8_0 => (QuantFormat::Q8, BlockQ8_0::BYTES),
             GgmlType::Q5_0 => (QuantFormat::Q5, BlockQ5_0::BYTES),
             GgmlType::Q5_1 => (QuantFormat::Q5, BlockQ5_1::BYTES),
-            k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols),
+            k if k.is_k_quant() => return Self::from_k_quant(name, dtype, bytes, rows, cols, false),
             GgmlType::F16 | GgmlType::BF16 => return Self::from_gguf_halves(name, dtype, bytes, rows, cols),
             GgmlType::F32 => return Self::from_gguf_f32(name, bytes, rows, cols),
             other => {

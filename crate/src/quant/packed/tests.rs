@@ -181,3 +181,20 @@ fn quantizing_a_ragged_row_stays_within_a_step() {
         }
     }
 }
+
+/// A Q6_K matrix whose offset `-32 d` would overflow f16 stays signed 8-bit codes, with every
+/// value the block's own; its usual scales give 6-bit codes.
+#[test]
+fn q6_k_past_the_offsets_range_stays_8_bit() {
+    let (mut bytes, want) = crate::quant::tests::fixture("Q6_K");
+    assert_eq!(PackedMatrix::from_gguf("t", GgmlType::Q6_K, &bytes, 3, 256).unwrap().format, QuantFormat::Q6);
+    let d = half::f16::from_f32(4096.0).to_le_bytes();
+    bytes[208 + 210..210 + 210].copy_from_slice(&d);
+    let packed = PackedMatrix::from_gguf("t", GgmlType::Q6_K, &bytes, 3, 256).unwrap();
+    assert_eq!(packed.format, QuantFormat::Q8);
+    let mut block = vec![0.0f32; 256];
+    crate::quant::BlockQ6K::from_bytes(&bytes[210..420]).dequantize(&mut block);
+    let got = packed.dequantize();
+    assert_eq!(&got[256..512], &block[..]);
+    assert_eq!(&got[..256], &want[..256]);
+}

@@ -24,6 +24,45 @@ use std::arch::x86_64::*;
 
 use super::*;
 
+/// Adds block `b`'s offsets to each token's: `m Σ x` for the four rows (`m` the offsets of
+/// the rows' first and second halves, whose sums are taken apart when `split`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn add_offsets<const T: usize>(
+    offsets: &mut [__m128; T],
+    (m_lo, m_hi): (__m128, __m128),
+    x: &Quantized<i8>,
+    b: usize,
+    blocks: usize,
+    split: bool,
+) {
+    // Safety: `i8_for` checked the sums of T tokens' `blocks` blocks (`b` is one of them).
+    unsafe {
+        for (t, offsets) in offsets.iter_mut().enumerate() {
+            let i = t * blocks + b;
+            *offsets = if split {
+                let hs = x.half_sum.as_ptr().add(2 * i);
+                let lo = _mm_fmadd_ps(m_lo, _mm_set1_ps(*hs), *offsets);
+                _mm_fmadd_ps(m_hi, _mm_set1_ps(*hs.add(1)), lo)
+            } else {
+                _mm_fmadd_ps(m_lo, _mm_set1_ps(*x.sum.get_unchecked(i)), *offsets)
+            };
+        }
+    }
+}
+
+/// Writes a token's four row results into the tile's `acc[row * 8 + t]`.
+#[target_feature(enable = "sse")]
+#[inline]
+unsafe fn store_rows(acc: &mut [f32; 32], t: usize, rows: __m128) {
+    let mut out = [0.0f32; GROUP];
+    // Safety: `out` holds four floats.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), rows) };
+    for (r, v) in out.into_iter().enumerate() {
+        acc[r * 8 + t] = v;
+    }
+}
+
 /// `acc + Σ₄ u·s` per i32 lane, without VNNI: the byte products summed in pairs to i16 (at most
 /// 2 · 128 · 127, so never saturated), then in pairs to i32.
 #[target_feature(enable = "avx512f,avx512bw")]
@@ -162,24 +201,11 @@ macro_rules! avx512_tile_i8 {
                         }
                     }
                     let m = _mm512_permutexvar_ps(offsets_at, dm);
-                    let (m_lo, m_hi) = (_mm512_castps512_ps128(m), _mm512_extractf32x4_ps(m, 1));
-                    for t in 0..T {
-                        let i = t * blocks + b;
-                        offsets[t] = if split {
-                            let hs = x.half_sum.as_ptr().add(2 * i);
-                            let lo = _mm_fmadd_ps(m_lo, _mm_set1_ps(*hs), offsets[t]);
-                            _mm_fmadd_ps(m_hi, _mm_set1_ps(*hs.add(1)), lo)
-                        } else {
-                            _mm_fmadd_ps(m_lo, _mm_set1_ps(*x.sum.get_unchecked(i)), offsets[t])
-                        };
-                    }
+                    let m = (_mm512_castps512_ps128(m), _mm512_extractf32x4_ps(m, 1));
+                    add_offsets(&mut offsets, m, &x, b, blocks, split);
                 }
                 for t in 0..T {
-                    let mut rows = [0.0f32; 4];
-                    _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(avx512_row_sums::<Q8>(sums[t]), offsets[t]));
-                    for r in 0..GROUP {
-                        acc[r * 8 + t] = rows[r];
-                    }
+                    store_rows(acc, t, _mm_add_ps(avx512_row_sums::<Q8>(sums[t]), offsets[t]));
                 }
             }
         }
@@ -284,24 +310,10 @@ pub(super) unsafe fn avx2_tile_i8<const T: usize, const Q8: bool, const K: bool>
             }
             let m01 = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(dm[0], offsets_at));
             let m23 = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(dm[1], offsets_at));
-            let (m_lo, m_hi) = (_mm_movelh_ps(m01, m23), _mm_movehl_ps(m23, m01));
-            for t in 0..T {
-                let i = t * blocks + b;
-                offsets[t] = if split {
-                    let hs = x.half_sum.as_ptr().add(2 * i);
-                    let lo = _mm_fmadd_ps(m_lo, _mm_set1_ps(*hs), offsets[t]);
-                    _mm_fmadd_ps(m_hi, _mm_set1_ps(*hs.add(1)), lo)
-                } else {
-                    _mm_fmadd_ps(m_lo, _mm_set1_ps(*x.sum.get_unchecked(i)), offsets[t])
-                };
-            }
+            add_offsets(&mut offsets, (_mm_movelh_ps(m01, m23), _mm_movehl_ps(m23, m01)), &x, b, blocks, split);
         }
         for t in 0..T {
-            let mut rows = [0.0f32; 4];
-            _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(avx2_row_sums::<Q8>(sums[t]), offsets[t]));
-            for r in 0..GROUP {
-                acc[r * 8 + t] = rows[r];
-            }
+            store_rows(acc, t, _mm_add_ps(avx2_row_sums::<Q8>(sums[t]), offsets[t]));
         }
     }
 }
