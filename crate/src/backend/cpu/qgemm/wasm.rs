@@ -81,6 +81,7 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                     f32x4_add(offsets[t], f32x4_mul(m, f32x4_splat(*sum.get_unchecked(t * blocks + b))))
                 };
             }
+            touch(w.codes, first * wpb);
             let codes = w.codes.as_ptr().add(first * wpb) as *const v128;
             for (r, sums) in sums.iter_mut().enumerate() {
                 // The codes in `i16_position` order, from 16-bit lanes of two bytes each.
@@ -132,6 +133,22 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                 + lane(offsets[t], r);
         }
     }
+}
+
+/// How far ahead of the codes in use [`touch`] reads: as x86's prefetch distance, where it
+/// doubled the decode speed of models that do not fit the caches.
+const TOUCH_WORDS: usize = 4096 / 4;
+
+/// Reads the code word `TOUCH_WORDS` past `at` (clamped to the matrix) and drops it: wasm
+/// has no prefetch instruction, but a load whose value nobody waits for is one, to the
+/// hardware. The hardware prefetchers stop at each 4 KiB page; this keeps the next page's
+/// lines coming while the kernel works on this one.
+#[inline(always)]
+fn touch(words: &[u32], at: usize) {
+    let i = (at + TOUCH_WORDS).min(words.len() - 1);
+    // Safety: `i` is within `words` (a kernel's matrix is never empty). Volatile, so that the
+    // compiler keeps a load whose value is unused.
+    unsafe { core::ptr::read_volatile(words.as_ptr().add(i)) };
 }
 
 /// Lane `r` of `v`.
