@@ -81,7 +81,15 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
                     f32x4_add(offsets[t], f32x4_mul(m, f32x4_splat(*sum.get_unchecked(t * blocks + b))))
                 };
             }
-            touch(w.codes, first * wpb);
+            // Every cache line of the group's block (two for 8-bit codes), and its parameters,
+            // in decode: a prefill tile reads the rows again from the cache for each tile of
+            // tokens, and its products hide the memory's latency.
+            if T == 1 {
+                for line in (0..GROUP * wpb).step_by(LINE_WORDS) {
+                    touch(w.codes, first * wpb + line);
+                }
+                touch(w.params, first);
+            }
             let codes = w.codes.as_ptr().add(first * wpb) as *const v128;
             for (r, sums) in sums.iter_mut().enumerate() {
                 // The codes in `i16_position` order, from 16-bit lanes of two bytes each.
@@ -139,7 +147,10 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
 /// doubled the decode speed of models that do not fit the caches.
 const TOUCH_WORDS: usize = 4096 / 4;
 
-/// Reads the code word `TOUCH_WORDS` past `at` (clamped to the matrix) and drops it: wasm
+/// 32-bit words in a cache line.
+const LINE_WORDS: usize = 64 / 4;
+
+/// Reads the word `TOUCH_WORDS` past `at` (clamped to the matrix) and drops it: wasm
 /// has no prefetch instruction, but a load whose value nobody waits for is one, to the
 /// hardware. The hardware prefetchers stop at each 4 KiB page; this keeps the next page's
 /// lines coming while the kernel works on this one.
