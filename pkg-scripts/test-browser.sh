@@ -25,8 +25,20 @@ fixtures="$root/tests/artifacts/fixtures"
 cargo run --locked --quiet -p hearth --example test_models -- "$fixtures"
 
 # The package first: the browser tests build in its profile, so they reuse its build of every
-# dependency (a second wasm build of burn and wgpu took 19 minutes of CI).
-pkg-scripts/build-npm.sh
+# dependency (a second wasm build of burn and wgpu took 19 minutes of CI). Its last line is the
+# artifacts' sizes: each must stay within the package's budget of 4 MB gzipped.
+sizes=$(pkg-scripts/build-npm.sh | tee /dev/stderr | tail -1)
+node -e '
+const sizes = JSON.parse(process.argv[1]);
+const budget = 4_000_000;
+for (const key of ["wasm_gzip_bytes", "threads_wasm_gzip_bytes"]) {
+  if (!(sizes[key] <= budget)) {
+    console.error(`${key}: ${sizes[key]} bytes, over the package budget of ${budget} gzipped`);
+    process.exit(1);
+  }
+}
+console.log(`wasm sizes within the budget: ${sizes.wasm_gzip_bytes} and ${sizes.threads_wasm_gzip_bytes} bytes gzipped`);
+' "$sizes"
 (cd tests/browser && CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=1200 HEARTH_TEST_MODEL_URL="$model_url" \
   cargo test --locked --target wasm32-unknown-unknown --profile wasm-release)
