@@ -27,7 +27,9 @@ cargo run --locked --quiet -p hearth --example test_models -- "$fixtures"
 # The package first: the browser tests build in its profile, so they reuse its build of every
 # dependency (a second wasm build of burn and wgpu took 19 minutes of CI). Its last line is the
 # artifacts' sizes: each must stay within the package's budget of 4 MB gzipped.
-sizes=$(pkg-scripts/build-npm.sh | tee /dev/stderr | tail -1)
+built=$(pkg-scripts/build-npm.sh)
+echo "$built"
+sizes=$(tail -n 1 <<< "$built")
 node -e '
 const sizes = JSON.parse(process.argv[1]);
 const budget = 4_000_000;
