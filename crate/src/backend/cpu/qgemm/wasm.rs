@@ -143,9 +143,8 @@ pub(super) fn simd128_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     }
 }
 
-/// How far ahead of the codes in use [`touch`] reads: as x86's prefetch distance, where it
-/// doubled the decode speed of models that do not fit the caches.
-const TOUCH_WORDS: usize = 4096 / 4;
+/// How far ahead of the words in use [`touch`] reads, in 32-bit words.
+const TOUCH_WORDS: usize = PREFETCH_BYTES / 4;
 
 /// 32-bit words in a cache line.
 const LINE_WORDS: usize = 64 / 4;

@@ -14,11 +14,6 @@ use std::hint::black_box;
 
 use super::*;
 
-/// Bytes ahead of a kernel's reads that it asks the cache to fetch. On the 2-core Xeon with
-/// AVX-512 of docs/benchmarks.md, the hardware's prefetchers alone left the exact mode's decode
-/// of a 1.5B model at 6.9 tokens/s; fetching 1, 2 and 4 KiB ahead gave 11.7, 12.1 and 12.4.
-pub(super) const PREFETCH_BYTES: usize = 4096;
-
 /// Asks for the cache line `PREFETCH_BYTES` past `at` (never faults: past the end of the
 /// matrix it fetches nothing useful, and the pointer is never read).
 #[inline(always)]
