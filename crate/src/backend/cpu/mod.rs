@@ -28,8 +28,12 @@ pub enum Isa {
     Avx512Vnni,
     /// wasm32 simd128, when the module was built with it.
     Simd128,
-    /// aarch64 Advanced SIMD (every aarch64 CPU has it).
+    /// aarch64 Advanced SIMD (every aarch64 CPU has it): 8-bit products with `smull`.
     Neon,
+    /// [`Self::Neon`] with the dotprod extension: 8-bit products summed four at a time by
+    /// `sdot` (Armv8.2 and later: Apple M1, Cortex-A55/A76, Neoverse N1 and later). Its i16 and
+    /// f32 kernels are [`Self::Neon`]'s.
+    NeonDot,
 }
 
 impl Isa {
@@ -41,6 +45,7 @@ impl Isa {
             Self::Avx512Vnni => "avx512vnni",
             Self::Simd128 => "simd128",
             Self::Neon => "neon",
+            Self::NeonDot => "neondot",
         }
     }
 
@@ -73,6 +78,9 @@ impl Isa {
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("neon") {
             levels.push(Isa::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                levels.push(Isa::NeonDot);
+            }
         }
         levels
     }

@@ -22,7 +22,7 @@ impl Inputs {
     /// does every one (it is their reference).
     pub fn of(isa: Isa) -> Self {
         match isa {
-            Isa::Simd128 | Isa::Neon => Inputs::I16,
+            Isa::Simd128 | Isa::Neon | Isa::NeonDot => Inputs::I16,
             Isa::Scalar | Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => Inputs::F32,
         }
     }
@@ -50,7 +50,8 @@ pub enum Activations {
     #[default]
     F32,
     /// Each block of 32 inputs quantized to 8 bits once per matrix input and multiplied by the
-    /// codes with integer dot products (VNNI, AVX2 `maddubs`), as llama.cpp does.
+    /// codes with integer dot products (VNNI, AVX2 `maddubs`, NEON `sdot` or `smull`), as
+    /// llama.cpp does.
     Q8,
 }
 
@@ -65,11 +66,12 @@ impl Activations {
         }
     }
 
-    /// The mode that runs on `isa`: q8 where the level has 8-bit kernels (x86 and the scalar
-    /// reference; not yet simd128 and NEON, which stay on their i16 inputs).
+    /// The mode that runs on `isa`: q8 where the level has 8-bit kernels (x86, NEON and the
+    /// scalar reference; not simd128, which has no 8-bit dot product and stays on its i16
+    /// inputs: see docs/cpu-kernels.md).
     pub fn runs_on(self, isa: Isa) -> Self {
         match (self, isa) {
-            (Self::Q8, Isa::Simd128 | Isa::Neon) => Self::F32,
+            (Self::Q8, Isa::Simd128) => Self::F32,
             (mode, _) => mode,
         }
     }

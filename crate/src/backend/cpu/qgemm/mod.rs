@@ -30,14 +30,17 @@
 //! f32 codes are loaded as they are.
 //!
 //! One file per instruction set, each gated once and each with one safety contract:
-//! `scalar` (the reference every level is tested against), `x86` (AVX2 and AVX-512), `wasm`
-//! (simd128) and `neon`; `layout` holds the row-tiled storage and `inputs` the inputs'
-//! preparation (f32 as they are, or i16 blocks).
+//! `scalar` (the reference every level is tested against), `x86` (AVX2 and AVX-512) and
+//! `x86_q8` (their q8 mode), `wasm` (simd128), `neon` and `neon_q8`; `layout` holds the
+//! row-tiled storage and `inputs` the inputs' preparation (f32 as they are, or i16 or i8
+//! blocks).
 
 mod inputs;
 mod layout;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_q8;
 mod scalar;
 #[cfg(test)]
 mod tests;
@@ -55,6 +58,8 @@ pub use inputs::{Activations, Inputs};
 pub use layout::{QuantRows, Tiled, block_index, tile_rows};
 #[cfg(target_arch = "aarch64")]
 use neon::*;
+#[cfg(target_arch = "aarch64")]
+use neon_q8::*;
 use scalar::*;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use wasm::*;
@@ -99,7 +104,7 @@ fn tile_tokens(isa: Isa, format: QuantFormat, inputs: Inputs) -> usize {
         Isa::Avx2 if inputs == Inputs::I8 => 4,
         Isa::Avx2 if format.is_float() => 2,
         Isa::Avx2 => 8,
-        Isa::Avx512 | Isa::Avx512Vnni | Isa::Scalar | Isa::Simd128 | Isa::Neon => 4,
+        Isa::Avx512 | Isa::Avx512Vnni | Isa::Scalar | Isa::Simd128 | Isa::Neon | Isa::NeonDot => 4,
     }
 }
 
@@ -297,7 +302,12 @@ fn tile(isa: Isa, w: &QuantRows, row0: usize, x: TileInputs, t: usize, stride: u
         (Isa::Simd128, x @ TileInputs::I16(_)) => dispatch!(simd128_tile_i16, x, 1 2 3 4),
         #[cfg(target_arch = "aarch64")]
         // Safety: Neon is only reported where the CPU has it.
-        (Isa::Neon, x @ TileInputs::I16(_)) => unsafe { dispatch!(neon_tile_i16, x, 1 2 3 4) },
+        (Isa::Neon | Isa::NeonDot, x @ TileInputs::I16(_)) => unsafe { dispatch!(neon_tile_i16, x, 1 2 3 4) },
+        #[cfg(target_arch = "aarch64")]
+        (Isa::Neon, x @ TileInputs::I8(_)) => unsafe { dispatch!(neon_tile_i8, x, 1 2 3 4) },
+        #[cfg(target_arch = "aarch64")]
+        // Safety: NeonDot is only reported where the CPU has dotprod.
+        (Isa::NeonDot, x @ TileInputs::I8(_)) => unsafe { dispatch!(neon_tile_i8_dot, x, 1 2 3 4) },
         (Isa::Scalar, TileInputs::F32(x)) => dispatch!(scalar_tile, x, 1 2 3 4),
         (Isa::Scalar, x @ TileInputs::I16(_)) => dispatch!(scalar_tile_i16, x, 1 2 3 4),
         (Isa::Scalar, x @ TileInputs::I8(_)) => dispatch!(scalar_tile_i8, x, 1 2 3 4),
@@ -360,7 +370,7 @@ fn float_tile(isa: Isa, w: &QuantRows, group: usize, x: &[f32], t: usize, stride
         Isa::Simd128 => dispatch!(simd128_tile_float, 1 2 3 4),
         #[cfg(target_arch = "aarch64")]
         // Safety: Neon is only reported where the CPU has it.
-        Isa::Neon => unsafe { dispatch!(neon_tile_float, 1 2 3 4) },
+        Isa::Neon | Isa::NeonDot => unsafe { dispatch!(neon_tile_float, 1 2 3 4) },
         _ => dispatch!(scalar_tile_float, 1 2 3 4),
     }
 }

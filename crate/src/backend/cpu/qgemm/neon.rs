@@ -1,5 +1,5 @@
-//! The aarch64 NEON kernels: i16 inputs against integer codes with `smlal`, float codes
-//! widened in registers.
+//! The aarch64 NEON kernels of the exact mode: i16 inputs against integer codes with `smlal`,
+//! float codes widened in registers.
 //!
 //! # Safety
 //!
@@ -23,9 +23,53 @@ pub(super) fn neon_f16x4_to_f32(h: std::arch::aarch64::uint32x4_t) -> std::arch:
     vreinterpretq_f32_u32(vorrq_u32(value, vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)))))
 }
 
+/// Block `b`'s `(d, m, d_hi, m_hi)` of the group's four rows, one row a lane: each half's scale
+/// and offset (equal halves for a legacy block), as [`QuantRows::half_params`] forms them.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(super) unsafe fn neon_half_params<const K: bool>(
+    w: &QuantRows,
+    group: usize,
+    b: usize,
+) -> (
+    std::arch::aarch64::float32x4_t,
+    std::arch::aarch64::float32x4_t,
+    std::arch::aarch64::float32x4_t,
+    std::arch::aarch64::float32x4_t,
+) {
+    use std::arch::aarch64::*;
+    // Safety: the callers checked that the group's parameter and super words are inside
+    // their slices.
+    unsafe {
+        let words = vld1q_u32(w.params.as_ptr().add((group * w.blocks() + b) * GROUP));
+        if K {
+            let supers = vld1q_u32(w.supers.as_ptr().add((group * w.supers_per_row() + b / SUPER) * GROUP));
+            let d = neon_f16x4_to_f32(vandq_u32(supers, vdupq_n_u32(0xffff)));
+            let dmin = neon_f16x4_to_f32(vshrq_n_u32::<16>(supers));
+            let words = vreinterpretq_s32_u32(words);
+            let (s_lo, n_lo, s_hi, n_hi) = (
+                vshrq_n_s32::<24>(vshlq_n_s32::<24>(words)),
+                vshrq_n_s32::<24>(vshlq_n_s32::<16>(words)),
+                vshrq_n_s32::<24>(vshlq_n_s32::<8>(words)),
+                vshrq_n_s32::<24>(words),
+            );
+            (
+                vmulq_f32(d, vcvtq_f32_s32(s_lo)),
+                vmulq_f32(dmin, vcvtq_f32_s32(n_lo)),
+                vmulq_f32(d, vcvtq_f32_s32(s_hi)),
+                vmulq_f32(dmin, vcvtq_f32_s32(n_hi)),
+            )
+        } else {
+            let d = neon_f16x4_to_f32(vandq_u32(words, vdupq_n_u32(0xffff)));
+            let m = neon_f16x4_to_f32(vshrq_n_u32::<16>(words));
+            (d, m, d, m)
+        }
+    }
+}
+
 /// aarch64 NEON on [`Inputs::I16`]: simd128's kernel, with widening multiply-adds (`smlal`,
 /// four i16 products into i32 lanes) for the dot products and FMAs for the scaling. (The
-/// dotprod extension multiplies 8-bit inputs only, which this arithmetic does not make.)
+/// dotprod extension multiplies 8-bit inputs only: the q8 mode's, in `neon_q8.rs`.)
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool>(
     w: &QuantRows,
@@ -47,30 +91,7 @@ pub(super) unsafe fn neon_tile_i16<const T: usize, const Q8: bool, const K: bool
         let xp = xq.as_ptr();
         for b in 0..blocks {
             let first = (group * blocks + b) * GROUP;
-            let words = vld1q_u32(w.params.as_ptr().add(first));
-            // Lane r: row r's (d, m) of each half (equal halves for a legacy block).
-            let (d, m, d_hi, m_hi) = if K {
-                let supers = vld1q_u32(w.supers.as_ptr().add((group * w.supers_per_row() + b / SUPER) * GROUP));
-                let d = neon_f16x4_to_f32(vandq_u32(supers, vdupq_n_u32(0xffff)));
-                let dmin = neon_f16x4_to_f32(vshrq_n_u32::<16>(supers));
-                let words = vreinterpretq_s32_u32(words);
-                let (s_lo, n_lo, s_hi, n_hi) = (
-                    vshrq_n_s32::<24>(vshlq_n_s32::<24>(words)),
-                    vshrq_n_s32::<24>(vshlq_n_s32::<16>(words)),
-                    vshrq_n_s32::<24>(vshlq_n_s32::<8>(words)),
-                    vshrq_n_s32::<24>(words),
-                );
-                (
-                    vmulq_f32(d, vcvtq_f32_s32(s_lo)),
-                    vmulq_f32(dmin, vcvtq_f32_s32(n_lo)),
-                    vmulq_f32(d, vcvtq_f32_s32(s_hi)),
-                    vmulq_f32(dmin, vcvtq_f32_s32(n_hi)),
-                )
-            } else {
-                let d = neon_f16x4_to_f32(vandq_u32(words, vdupq_n_u32(0xffff)));
-                let m = neon_f16x4_to_f32(vshrq_n_u32::<16>(words));
-                (d, m, d, m)
-            };
+            let (d, m, d_hi, m_hi) = neon_half_params::<K>(w, group, b);
             let mut xv = [[vdupq_n_s16(0); 4]; T];
             let mut ds = [[vdupq_n_f32(0.0); 2]; T];
             for t in 0..T {

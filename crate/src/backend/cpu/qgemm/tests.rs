@@ -352,10 +352,15 @@ fn exact_inputs(m: usize, cols: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Every integer kernel equals the scalar reference bit for bit where every f32 step of the
-/// arithmetic is exact (scales of powers of two, inputs that 8 bits hold, sums far below
-/// 2^24): then any order of additions gives the same bits, and a code, a sign, a lane or a
-/// scale taken wrongly shows. Every format and shape of [`cases`], batches 1..8 and 67.
+/// Every 8-bit integer kernel (the q8 mode's) equals the scalar reference bit for bit where
+/// every f32 step of the arithmetic is exact (scales of powers of two, inputs that 8 bits hold,
+/// sums far below 2^24): then any order of additions gives the same bits, and a code, a sign, a
+/// lane or a scale taken wrongly shows. Every format and shape of [`cases`], batches 1..8 and
+/// 67. The i16 kernels (the exact mode of NEON and simd128) are not among them: an i16 block's
+/// scale is a power of two only when its largest input is 32767 times one, and then its
+/// products with 8-bit codes are too large for every f32 step to stay exact (under qemu a NEON
+/// i16 tile differed from the reference in the last bit); they are held to the reference within
+/// 1e-5 of the terms' magnitude above.
 #[test]
 fn integer_kernels_equal_the_scalar_reference_bit_for_bit() {
     let mut checked = 0;
@@ -367,7 +372,7 @@ fn integer_kernels_equal_the_scalar_reference_bit_for_bit() {
             let p = exact_scales(p.clone(), i as u32, split);
             let x = exact_inputs(m, p.cols, i);
             for isa in Isa::available() {
-                for inputs in arithmetics(isa, p.format).into_iter().filter(|&a| a != Inputs::F32) {
+                for inputs in arithmetics(isa, p.format).into_iter().filter(|&a| a == Inputs::I8) {
                     let (got, want) = (run(isa, inputs, &p, &x, m), run(Isa::Scalar, inputs, &p, &x, m));
                     for j in 0..m * p.rows {
                         assert_eq!(
@@ -527,5 +532,16 @@ fn time_levels() {
                 }
             }
         }
+    }
+}
+
+/// `HEARTH_REQUIRE_ISA` (a level's name) fails the tests where the machine (or emulator)
+/// lacks that level, so that a script that means to test it (`test-aarch64.sh`: `neondot`)
+/// cannot pass without having run its kernels.
+#[test]
+fn the_required_level_is_available() {
+    if let Ok(name) = std::env::var("HEARTH_REQUIRE_ISA") {
+        let levels = Isa::available();
+        assert!(levels.iter().any(|l| l.name() == name), "{name} is not among {levels:?}");
     }
 }
