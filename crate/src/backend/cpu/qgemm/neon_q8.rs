@@ -3,9 +3,10 @@
 //!
 //! NEON multiplies signed bytes by signed bytes, so neither the codes nor the inputs need the
 //! sign games of x86's `vpmaddubsw`: 4-bit codes (0..15) are unpacked to bytes and 8-bit codes
-//! (5- and 6-bit ones widened at upload among them) are loaded as they are. With dotprod, `sdot` sums four byte products into each i32 lane;
-//! without it, `smull` / `smlal2` sum two into an i16 lane (at most 2 · 128 · 127, never past
-//! i16) and `sadalp` adds pairs of those into i32 lanes. Either way a block's integer sums are
+//! (5- and 6-bit ones widened at upload among them) are loaded as they are. With dotprod,
+//! `sdot` sums four byte products into each i32 lane; without it, `smull` / `smlal2` sum two
+//! into an i16 lane (at most 2 · 128 · 127, never past i16) and `sadalp` adds pairs of those
+//! into i32 lanes. Either way a block's integer sums are
 //! exact, `d s` scales them in f32 and `m Σ x` adds the offsets from the inputs' code sums, as
 //! [`scalar_tile_i8`] does, in another order of f32 additions.
 //!
@@ -53,19 +54,6 @@ unsafe fn dot_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t 
     acc
 }
 
-/// `acc + v · lane r of s`, `r` a row of the group (0..4): FMA by a lane, unrolled by the
-/// callers' loop over rows.
-#[target_feature(enable = "neon")]
-#[inline]
-unsafe fn fma_lane(acc: float32x4_t, v: float32x4_t, s: float32x4_t, r: usize) -> float32x4_t {
-    match r {
-        0 => vfmaq_laneq_f32::<0>(acc, v, s),
-        1 => vfmaq_laneq_f32::<1>(acc, v, s),
-        2 => vfmaq_laneq_f32::<2>(acc, v, s),
-        _ => vfmaq_laneq_f32::<3>(acc, v, s),
-    }
-}
-
 macro_rules! neon_tile_i8 {
     ($name:ident, $features:literal, $dot:ident) => {
         /// NEON on [`Inputs::I8`] (see the module's lanes): per block, row and token, two dot
@@ -80,7 +68,7 @@ macro_rules! neon_tile_i8 {
             stride: usize,
             acc: &mut [f32; 32],
         ) {
-            let Quantized { codes: xq, scale, sum, half_sum } = x.i8_for(w, group, T, stride);
+            let x = x.i8_for(w, group, T, stride);
             let (blocks, wpb) = (w.blocks(), w.format.words_per_block());
             let split = K && w.split_halves;
             // Safety: see the module; every pointer is inside its slice by the checks above.
@@ -89,22 +77,15 @@ macro_rules! neon_tile_i8 {
                 let nibble = vdupq_n_u8(15);
                 let mut sums = [[vdupq_n_f32(0.0); T]; GROUP];
                 let mut offsets = [vdupq_n_f32(0.0); T];
-                let xp = xq.as_ptr();
+                let xp = x.codes.as_ptr();
                 for b in 0..blocks {
-                    let (d, m, d_hi, m_hi) = neon_half_params::<K>(w, group, b);
+                    let dm = neon_half_params::<K>(w, group, b);
                     let mut xv = [[vdupq_n_s8(0); 2]; T];
                     let mut ds = [[vdupq_n_f32(0.0); 2]; T];
                     for t in 0..T {
                         let at = xp.add(t * stride + b * BLOCK);
                         xv[t] = [vld1q_s8(at), vld1q_s8(at.add(16))];
-                        let s = *scale.get_unchecked(t * blocks + b);
-                        ds[t] = [vmulq_n_f32(d, s), vmulq_n_f32(d_hi, s)];
-                        offsets[t] = if split {
-                            let hs = half_sum.as_ptr().add(2 * (t * blocks + b));
-                            vfmaq_n_f32(vfmaq_n_f32(offsets[t], m, *hs), m_hi, *hs.add(1))
-                        } else {
-                            vfmaq_n_f32(offsets[t], m, *sum.get_unchecked(t * blocks + b))
-                        };
+                        ds[t] = neon_token_scales(&x, t * blocks + b, dm, split, &mut offsets[t]);
                     }
                     let codes = w.codes.as_ptr().add((group * blocks + b) * GROUP * wpb) as *const u8;
                     for r in 0..GROUP {
@@ -128,13 +109,7 @@ macro_rules! neon_tile_i8 {
                         }
                     }
                 }
-                for (t, offsets) in offsets.iter().enumerate() {
-                    let mut off = [0.0f32; GROUP];
-                    vst1q_f32(off.as_mut_ptr(), *offsets);
-                    for r in 0..GROUP {
-                        acc[r * 8 + t] = vaddvq_f32(sums[r][t]) + off[r];
-                    }
-                }
+                neon_store_tile(&sums, &offsets, acc);
             }
         }
     };
